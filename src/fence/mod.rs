@@ -1,0 +1,1 @@
+//! Peer fencing drivers (placeholder, being written).

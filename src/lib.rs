@@ -1,0 +1,7 @@
+//! hbfence: storage heartbeat, watchdog self-fencing and BMC peer fencing for KVM hosts.
+//!
+//! Layout: `core` is the pure decision logic (no I/O, fed with time and I/O results);
+//! `volume`, `watchdog`, `fence` and `events` are thin drivers; `daemon` wires them to the core;
+//! `cli` implements the commands; `sys` holds every `unsafe` block, ioctl and raw syscall.
+
+pub mod fence;
