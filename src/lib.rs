@@ -4,4 +4,9 @@
 //! `volume`, `watchdog`, `fence` and `events` are thin drivers; `daemon` wires them to the core;
 //! `cli` implements the commands; `sys` holds every `unsafe` block, ioctl and raw syscall.
 
+pub mod cli;
+pub mod config;
+pub mod core;
 pub mod fence;
+pub mod sys;
+pub mod volume;

@@ -1,0 +1,321 @@
+//! Read-only commands: `dump`, `status --volume`, `run --check`.
+
+use super::text::{age, hex, wall_time};
+use super::{CliError, CliResult, RunArgs};
+use crate::config::Config;
+use crate::core::format::{self, caps, Decoded, Header, Heartbeat, Mailbox};
+use crate::core::timing::format_secs;
+use crate::sys;
+use crate::volume::{Access, Snapshot, Volume};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct DumpArgs {
+    /// Volume file or block device.
+    #[arg(long, value_name = "PATH")]
+    pub volume: PathBuf,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    /// Read this volume directly.
+    #[arg(long, value_name = "PATH")]
+    pub volume: PathBuf,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn header_json(h: &Header) -> Value {
+    let t = &h.timing;
+    json!({
+        "crc": "ok",
+        "format_version": format::FORMAT_VERSION,
+        "cluster": format::uuid_string(&h.cluster),
+        "max_hosts": h.max_hosts,
+        "created_wall_time": wall_time(h.created_wall_ms),
+        "created_by": h.created_by,
+        "timing_ms": {
+            "interval": t.interval_ms,
+            "io_timeout": t.io_timeout_ms,
+            "lease_timeout": t.lease_timeout_ms,
+            "watchdog_timeout": t.watchdog_timeout_ms,
+            "suspect_after": t.suspect_after_ms,
+            "margin": t.margin_ms,
+            "dead_after": t.dead_after_ms(),
+        },
+    })
+}
+
+fn heartbeat_json(hb: &Heartbeat, now_wall: u64) -> Value {
+    json!({
+        "id": hb.host_id,
+        "name": hb.name,
+        "state": hb.state.as_str(),
+        "seq": hb.seq,
+        "incarnation": hb.incarnation,
+        "wall_time": wall_time(hb.wall_ms),
+        "wall_time_ms": hb.wall_ms,
+        "age_s": (now_wall as i64 - hb.wall_ms as i64) as f64 / 1000.0,
+        "mono_ms": hb.mono_ms,
+        "boot_id": hex(&hb.boot_id),
+        "capabilities": caps::names(hb.caps),
+        "watchdog_timeout_s": hb.watchdog_timeout_s,
+        "ack_nonce": hb.ack_nonce,
+        "coordinator": hb.coordinator,
+        "verdicts": hb.verdicts.iter().map(|v| json!({
+            "id": v.host_id,
+            "verdict": v.kind.as_str(),
+            "method": v.method.as_str(),
+            "incarnation": v.incarnation,
+            "wall_time": wall_time(v.wall_ms),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn mailbox_json(m: &Mailbox) -> Value {
+    json!({
+        "id": m.host_id,
+        "command": m.command.as_str(),
+        "nonce": m.nonce,
+        "sender": m.sender,
+        "sender_name": m.sender_name,
+        "target_incarnation": m.target_incarnation,
+        "wall_time": wall_time(m.wall_ms),
+    })
+}
+
+/// The CRC state of a decoded host block, with blocks of another cluster told apart.
+fn block_state(d: &Decoded, cluster: &[u8; 16]) -> &'static str {
+    match d {
+        Decoded::Heartbeat(hb) if &hb.cluster != cluster => "other-cluster",
+        Decoded::Mailbox(m) if &m.cluster != cluster => "other-cluster",
+        Decoded::Header(_) => "misplaced-header",
+        d => d.crc_state(),
+    }
+}
+
+fn open_snapshot(path: &std::path::Path) -> Result<(Volume, Snapshot), CliError> {
+    let volume = Volume::open(path, Access::ReadOnly)?;
+    let snap = volume.read_all()?;
+    Ok((volume, snap))
+}
+
+pub fn dump(a: &DumpArgs) -> CliResult {
+    let (volume, snap) = open_snapshot(&a.volume)?;
+    let h = &snap.header;
+    let now = sys::wall_ms();
+    let mut hosts = Vec::new();
+    let mut mailboxes = Vec::new();
+    let mut lines = Vec::new();
+    for id in 1..=h.max_hosts {
+        let d = snap.heartbeat(id);
+        let state = block_state(&d, &h.cluster);
+        match &d {
+            Decoded::Empty => {}
+            Decoded::Heartbeat(hb) if state == "ok" && hb.host_id == id => {
+                let mut v = heartbeat_json(hb, now);
+                v["block"] = json!(snap.geometry.heartbeat_block(id));
+                v["crc"] = json!("ok");
+                hosts.push(v);
+                lines.push(heartbeat_line(hb, now));
+                for v in &hb.verdicts {
+                    lines.push(format!(
+                        "    verdict: host {} {} (method {}, incarnation {}) at {}",
+                        v.host_id,
+                        v.kind.as_str(),
+                        v.method.as_str(),
+                        v.incarnation,
+                        wall_time(v.wall_ms)
+                    ));
+                }
+            }
+            other => {
+                let state = if matches!(other, Decoded::Heartbeat(_)) && state == "ok" { "wrong-host-id" } else { state };
+                hosts.push(json!({"id": id, "block": snap.geometry.heartbeat_block(id), "crc": state}));
+                lines.push(format!("heartbeat {id:>4}: {state}"));
+            }
+        }
+        let m = snap.mailbox(id);
+        let mstate = block_state(&m, &h.cluster);
+        match &m {
+            Decoded::Empty => {}
+            Decoded::Mailbox(mb) if mstate == "ok" => {
+                let mut v = mailbox_json(mb);
+                v["block"] = json!(snap.geometry.mailbox_block(id));
+                v["crc"] = json!("ok");
+                mailboxes.push(v);
+                lines.push(format!(
+                    "mailbox   {id:>4}: ok  {} nonce {} from {} ({}) target incarnation {} at {}",
+                    mb.command.as_str(),
+                    mb.nonce,
+                    mb.sender,
+                    if mb.sender_name.is_empty() { "-" } else { &mb.sender_name },
+                    mb.target_incarnation,
+                    wall_time(mb.wall_ms)
+                ));
+            }
+            _ => {
+                mailboxes.push(json!({"id": id, "block": snap.geometry.mailbox_block(id), "crc": mstate}));
+                lines.push(format!("mailbox   {id:>4}: {mstate}"));
+            }
+        }
+    }
+    if a.json {
+        let out = json!({
+            "volume": volume.path(),
+            "size_bytes": volume.size_bytes(),
+            "header": header_json(h),
+            "hosts": hosts,
+            "mailboxes": mailboxes,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    let t = &h.timing;
+    println!("volume {}: {} bytes, {} blocks of 4096", volume.path().display(), volume.size_bytes(), volume.blocks());
+    println!(
+        "header: ok  format {}  cluster {}  max_hosts {}  created {} by {}",
+        format::FORMAT_VERSION,
+        format::uuid_string(&h.cluster),
+        h.max_hosts,
+        wall_time(h.created_wall_ms),
+        h.created_by
+    );
+    println!(
+        "timing: interval {}  io_timeout {}  lease_timeout {}  watchdog_timeout {}  suspect_after {}  margin {}  dead_after {}",
+        format_secs(t.interval_ms),
+        format_secs(t.io_timeout_ms),
+        format_secs(t.lease_timeout_ms),
+        format_secs(t.watchdog_timeout_ms),
+        format_secs(t.suspect_after_ms),
+        format_secs(t.margin_ms),
+        format_secs(t.dead_after_ms())
+    );
+    if lines.is_empty() {
+        println!("(every host block is empty: no host has written yet)");
+    }
+    for l in lines {
+        println!("{l}");
+    }
+    Ok(())
+}
+
+fn heartbeat_line(hb: &Heartbeat, now: u64) -> String {
+    format!(
+        "heartbeat {:>4}: ok  {} state {} seq {} incarnation {} wall {} (age {}) mono {} ms boot {} caps [{}] watchdog {} s ack {} coordinator {}",
+        hb.host_id,
+        hb.name,
+        hb.state.as_str(),
+        hb.seq,
+        hb.incarnation,
+        wall_time(hb.wall_ms),
+        age(now as i64 - hb.wall_ms as i64),
+        hb.mono_ms,
+        hex(&hb.boot_id[..4]),
+        caps::names(hb.caps).join(","),
+        hb.watchdog_timeout_s,
+        hb.ack_nonce,
+        hb.coordinator
+    )
+}
+
+pub fn status(a: &StatusArgs) -> CliResult {
+    let (volume, snap) = open_snapshot(&a.volume)?;
+    let h = &snap.header;
+    let now = sys::wall_ms();
+    let mut rows = Vec::new();
+    for id in 1..=h.max_hosts {
+        if let Decoded::Heartbeat(hb) = snap.heartbeat(id) {
+            if hb.cluster == h.cluster && hb.host_id == id {
+                rows.push(hb);
+            }
+        }
+    }
+    if a.json {
+        let out = json!({
+            "volume": volume.path(),
+            "cluster": format::uuid_string(&h.cluster),
+            "max_hosts": h.max_hosts,
+            "hosts": rows.iter().map(|hb| heartbeat_json(hb, now)).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!(
+        "volume {} cluster {} ({} of {} host slots used)",
+        volume.path().display(),
+        format::uuid_string(&h.cluster),
+        rows.len(),
+        h.max_hosts
+    );
+    println!(
+        "{:>4}  {:<16} {:<13} {:>10} {:>20}  {:<24} {:>9}  CAPABILITIES",
+        "ID", "NAME", "STATE", "SEQ", "INCARNATION", "LAST WRITE (UTC)", "AGE"
+    );
+    for hb in &rows {
+        println!(
+            "{:>4}  {:<16} {:<13} {:>10} {:>20}  {:<24} {:>9}  {}",
+            hb.host_id,
+            hb.name,
+            hb.state.as_str(),
+            hb.seq,
+            hb.incarnation,
+            wall_time(hb.wall_ms),
+            age(now as i64 - hb.wall_ms as i64),
+            caps::names(hb.caps).join(",")
+        );
+    }
+    if rows.is_empty() {
+        println!("(no host has written a heartbeat yet)");
+    }
+    println!("(ages compare this machine's wall clock with the writers': for people only, not for liveness)");
+    Ok(())
+}
+
+/// `run --check`: the config, its files and every volume it names, without starting anything.
+pub fn run_check(a: &RunArgs) -> CliResult {
+    if !a.check {
+        return Err(CliError::new(
+            "the daemon is not part of this build yet; `hbfence run --check` validates a configuration",
+        ));
+    }
+    let config = Config::load(&a.config)?;
+    let mut first: Option<Header> = None;
+    for v in &config.volumes {
+        let volume = Volume::open(&v.path, Access::ReadWrite)?;
+        let h = volume.read_header()?;
+        config
+            .check_against_volume(h.max_hosts)
+            .map_err(|e| CliError::new(format!("config {}: volume {}: {e}", a.config.display(), v.path.display())))?;
+        if let Some(f) = &first {
+            if f.cluster != h.cluster || f.timing != h.timing {
+                return Err(CliError::new(format!(
+                    "volume {} belongs to another cluster or has other timing than {}: all volumes of a host must be created for the same cluster",
+                    v.path.display(),
+                    config.volumes[0].path.display()
+                )));
+            }
+        }
+        println!(
+            "volume {}: ok (cluster {}, max_hosts {})",
+            v.path.display(),
+            format::uuid_string(&h.cluster),
+            h.max_hosts
+        );
+        first.get_or_insert(h);
+    }
+    println!(
+        "config {}: ok (host {} \"{}\", {} volume(s), {} peer(s))",
+        a.config.display(),
+        config.host.id,
+        config.host_name(),
+        config.volumes.len(),
+        config.peers.len()
+    );
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! Command-line interface: argument definitions and dispatch. Each command lives in its own file.
+
+mod init;
+mod inspect;
+pub mod text;
+
+use clap::{Parser, Subcommand};
+use std::fmt;
+use std::path::PathBuf;
+
+/// Exit codes shared by every command (`check` adds its own, see its help).
+pub mod exit {
+    pub const OK: i32 = 0;
+    /// The command failed; the message says why and what to do.
+    pub const FAILURE: i32 = 1;
+    /// Wrong usage (clap's own code).
+    pub const USAGE: i32 = 2;
+}
+
+#[derive(Debug)]
+pub struct CliError {
+    pub message: String,
+    pub code: i32,
+}
+
+impl CliError {
+    pub fn new(message: impl Into<String>) -> CliError {
+        CliError { message: message.into(), code: exit::FAILURE }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl<E: std::error::Error> From<E> for CliError {
+    fn from(e: E) -> CliError {
+        CliError::new(e.to_string())
+    }
+}
+
+pub type CliResult = Result<(), CliError>;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hbfence",
+    version,
+    about = "Storage heartbeat, watchdog self-fencing and BMC peer fencing for KVM hosts",
+    long_about = "hbfence runs on every KVM host of a cluster. Each host writes a CRC-protected \
+heartbeat into its own block of a shared volume every interval, pets the hardware watchdog only \
+while its own lease is valid (and resets itself when its storage stalls), and a coordinator host \
+powers off dead peers through their BMCs and records a `fenced` verdict that management software \
+can trust.\n\nStart with `hbfence init --volume PATH` on one host, then `hbfence run` on every host \
+(normally through the hbfence.service systemd unit).",
+    after_help = "Exit codes: 0 success, 1 failure (the message says what to do), 2 usage error.\n\
+See hbfence(8) and hbfence.toml(5)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create (or re-create) a heartbeat volume and store the cluster's timing in its header.
+    #[command(long_about = "Create a heartbeat volume: a file (created with the right size when \
+missing) or a block device (must be large enough). Every block is zeroed and the header stores a \
+new cluster UUID and the timing parameters, which all hosts then share.\n\nUnsafe timing \
+combinations are refused with the rule that they break. An existing hbfence volume is never \
+overwritten without --force, and even with --force init watches the volume for one interval and \
+refuses if any host's heartbeat moves: a live cluster is never wiped by accident.")]
+    Init(init::InitArgs),
+    /// Print the volume header and every non-empty block, decoded, with its CRC state.
+    Dump(inspect::DumpArgs),
+    /// One row per known host: state, sequence, incarnation, last write and its age.
+    Status(inspect::StatusArgs),
+    /// Validate the configuration and the volumes it names (`--check`).
+    Run(RunArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Configuration file.
+    #[arg(long, short = 'c', value_name = "PATH", default_value = crate::config::DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Validate the config and the volumes it names, print a summary and exit; starts nothing.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// Parses the command line and runs the command; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let result = match cli.command {
+        Command::Init(a) => init::run(&a),
+        Command::Dump(a) => inspect::dump(&a),
+        Command::Status(a) => inspect::status(&a),
+        Command::Run(a) => inspect::run_check(&a),
+    };
+    match result {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("hbfence: error: {}", e.message);
+            e.code
+        }
+    }
+}

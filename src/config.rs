@@ -1,0 +1,634 @@
+//! `/etc/hbfence/hbfence.toml`: parsing (unknown keys rejected) and validation (every message
+//! states the rule broken and what to change).
+
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_CONFIG: &str = "/etc/hbfence/hbfence.toml";
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub host: HostConfig,
+    #[serde(rename = "volume")]
+    pub volumes: Vec<VolumeConfig>,
+    #[serde(default)]
+    pub watchdog: WatchdogConfig,
+    #[serde(default)]
+    pub self_fence: SelfFenceConfig,
+    #[serde(default)]
+    pub coordinator: CoordinatorConfig,
+    #[serde(default, rename = "peer")]
+    pub peers: Vec<PeerConfig>,
+    #[serde(default)]
+    pub fencing: FencingConfig,
+    #[serde(default)]
+    pub events: EventsConfig,
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    pub id: u32,
+    /// Default: the machine's hostname.
+    pub name: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeConfig {
+    pub path: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchdogConfig {
+    #[serde(default = "default_watchdog_device")]
+    pub device: PathBuf,
+}
+
+impl Default for WatchdogConfig {
+    fn default() -> Self {
+        WatchdogConfig { device: default_watchdog_device() }
+    }
+}
+
+fn default_watchdog_device() -> PathBuf {
+    PathBuf::from("/dev/watchdog")
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SelfFenceAction {
+    #[default]
+    Reboot,
+    Poweroff,
+    Crashdump,
+}
+
+impl SelfFenceAction {
+    /// The letter written to /proc/sysrq-trigger.
+    pub fn sysrq_letter(self) -> u8 {
+        match self {
+            SelfFenceAction::Reboot => b'b',
+            SelfFenceAction::Poweroff => b'o',
+            SelfFenceAction::Crashdump => b'c',
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SelfFenceAction::Reboot => "reboot",
+            SelfFenceAction::Poweroff => "poweroff",
+            SelfFenceAction::Crashdump => "crashdump",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelfFenceConfig {
+    #[serde(default)]
+    pub action: SelfFenceAction,
+    #[serde(default = "default_sysrq_trigger")]
+    pub sysrq_trigger: PathBuf,
+}
+
+impl Default for SelfFenceConfig {
+    fn default() -> Self {
+        SelfFenceConfig { action: SelfFenceAction::default(), sysrq_trigger: default_sysrq_trigger() }
+    }
+}
+
+fn default_sysrq_trigger() -> PathBuf {
+    PathBuf::from("/proc/sysrq-trigger")
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    #[serde(default = "yes")]
+    pub eligible: bool,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig { eligible: true }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub id: u32,
+    pub name: Option<String>,
+    pub bmc: Option<BmcConfig>,
+    pub agent: Option<AgentConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BmcConfig {
+    pub address: String,
+    #[serde(default = "default_ipmi_port")]
+    pub port: u16,
+    pub username: String,
+    pub password_file: PathBuf,
+    #[serde(default = "default_cipher_suite")]
+    pub cipher_suite: u8,
+    #[serde(default = "default_interface")]
+    pub interface: String,
+}
+
+fn default_ipmi_port() -> u16 {
+    623
+}
+fn default_cipher_suite() -> u8 {
+    17
+}
+fn default_interface() -> String {
+    "lanplus".into()
+}
+
+/// A fence-agents program (`fence_ipmilan`, `fence_redfish`, ...) driven through stdin.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub program: PathBuf,
+    /// `key = "value"` lines passed on stdin (ip, username, ssl, ...). No password here.
+    #[serde(default)]
+    pub options: toml::Table,
+    pub password_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AfterFence {
+    /// Leave the peer powered off (default): an operator decides when it comes back.
+    #[default]
+    Off,
+    /// Power the peer on again after the confirmed off.
+    On,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FencingConfig {
+    #[serde(default = "default_ipmitool")]
+    pub ipmitool: PathBuf,
+    /// Seconds within which a power-off must be confirmed by a power-status query.
+    #[serde(default = "default_fence_timeout")]
+    pub timeout: f64,
+    /// Seconds for each ipmitool / fence-agent call.
+    #[serde(default = "default_command_timeout")]
+    pub command_timeout: f64,
+    #[serde(default)]
+    pub after: AfterFence,
+}
+
+impl Default for FencingConfig {
+    fn default() -> Self {
+        FencingConfig {
+            ipmitool: default_ipmitool(),
+            timeout: default_fence_timeout(),
+            command_timeout: default_command_timeout(),
+            after: AfterFence::default(),
+        }
+    }
+}
+
+fn default_ipmitool() -> PathBuf {
+    PathBuf::from("ipmitool")
+}
+fn default_fence_timeout() -> f64 {
+    30.0
+}
+fn default_command_timeout() -> f64 {
+    10.0
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    #[serde(default = "default_hooks_dir")]
+    pub hooks_dir: PathBuf,
+    /// JSON-lines event log.
+    #[serde(default = "default_event_log")]
+    pub log: PathBuf,
+    /// Seconds a hook may run before it is killed.
+    #[serde(default = "default_hook_timeout")]
+    pub hook_timeout: f64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            hooks_dir: default_hooks_dir(),
+            log: default_event_log(),
+            hook_timeout: default_hook_timeout(),
+        }
+    }
+}
+
+fn default_hooks_dir() -> PathBuf {
+    PathBuf::from("/etc/hbfence/hooks.d")
+}
+fn default_event_log() -> PathBuf {
+    PathBuf::from("/var/log/hbfence/events.jsonl")
+}
+fn default_hook_timeout() -> f64 {
+    30.0
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    #[serde(default = "default_runtime_dir")]
+    pub runtime_dir: PathBuf,
+    /// SCHED_RR priority of the agent (1..=99); 0 disables realtime scheduling.
+    #[serde(default = "default_rt_priority")]
+    pub realtime_priority: i32,
+    #[serde(default = "yes")]
+    pub lock_memory: bool,
+    /// Log to syslog (the journal picks it up); off: stderr only.
+    #[serde(default = "yes")]
+    pub syslog: bool,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            runtime_dir: default_runtime_dir(),
+            realtime_priority: default_rt_priority(),
+            lock_memory: true,
+            syslog: true,
+        }
+    }
+}
+
+fn default_runtime_dir() -> PathBuf {
+    PathBuf::from("/run/hbfence")
+}
+fn default_rt_priority() -> i32 {
+    10
+}
+
+#[derive(Debug)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "config {}: {}", self.path.display(), self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads, parses and validates a config file (file checks included, volume checks not).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let err = |message: String| ConfigError { path: path.to_path_buf(), message };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            err(match e.kind() {
+                std::io::ErrorKind::NotFound => format!(
+                    "cannot read it: {e}. Create it (see /usr/share/doc/hbfence/hbfence.toml.example or `man hbfence.toml`) or pass --config PATH"
+                ),
+                _ => format!("cannot read it: {e}"),
+            })
+        })?;
+        let config = Config::parse(&text).map_err(err)?;
+        config.check_files().map_err(err)?;
+        Ok(config)
+    }
+
+    /// Parses and validates the structure (no file-system checks).
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let msg = e.message().to_string();
+            match e.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].lines().count().max(1);
+                    format!("line {line}: {msg}")
+                }
+                None => msg,
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn host_name(&self) -> String {
+        self.host.name.clone().unwrap_or_else(hostname)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.host.id == 0 {
+            return Err("[host] id must be at least 1 (host ids are 1..=max_hosts of the volume)".into());
+        }
+        if self.volumes.is_empty() || self.volumes.len() > 3 {
+            return Err(format!(
+                "{} [[volume]] entries: hbfence uses 1 to 3 heartbeat volumes",
+                self.volumes.len()
+            ));
+        }
+        let mut paths = BTreeSet::new();
+        for v in &self.volumes {
+            if !v.path.is_absolute() {
+                return Err(format!("[[volume]] path {:?} must be absolute", v.path));
+            }
+            if !paths.insert(&v.path) {
+                return Err(format!("[[volume]] path {:?} is listed twice; each volume once", v.path));
+            }
+        }
+        if let Some(name) = &self.host.name {
+            check_name(name, "[host] name")?;
+        }
+        let mut ids = BTreeSet::new();
+        for p in &self.peers {
+            if p.id == 0 {
+                return Err("[[peer]] id must be at least 1".into());
+            }
+            if p.id == self.host.id {
+                return Err(format!(
+                    "[[peer]] id {} is this host's own [host] id; list only the other hosts as peers",
+                    p.id
+                ));
+            }
+            if !ids.insert(p.id) {
+                return Err(format!("[[peer]] id {} appears twice; every peer id must be unique", p.id));
+            }
+            if let Some(name) = &p.name {
+                check_name(name, &format!("[[peer]] id {} name", p.id))?;
+            }
+            if p.bmc.is_some() && p.agent.is_some() {
+                return Err(format!(
+                    "[[peer]] id {}: give either `bmc` (ipmitool) or `agent` (a fence-agents program), not both",
+                    p.id
+                ));
+            }
+            if let Some(b) = &p.bmc {
+                if b.address.trim().is_empty() {
+                    return Err(format!("[[peer]] id {}: bmc.address is empty", p.id));
+                }
+                if b.username.is_empty() {
+                    return Err(format!("[[peer]] id {}: bmc.username is empty", p.id));
+                }
+                if b.cipher_suite > 17 {
+                    return Err(format!(
+                        "[[peer]] id {}: bmc.cipher_suite {} is not an IPMI cipher suite (0..=17)",
+                        p.id, b.cipher_suite
+                    ));
+                }
+                if !matches!(b.interface.as_str(), "lan" | "lanplus") {
+                    return Err(format!(
+                        "[[peer]] id {}: bmc.interface must be \"lanplus\" or \"lan\"",
+                        p.id
+                    ));
+                }
+            }
+            if let Some(a) = &p.agent {
+                if a.options.contains_key("password") || a.options.contains_key("passwd") {
+                    return Err(format!(
+                        "[[peer]] id {}: put the password in agent.password_file, not in agent.options",
+                        p.id
+                    ));
+                }
+                if a.options.contains_key("action") {
+                    return Err(format!(
+                        "[[peer]] id {}: agent.options must not set `action`; hbfence sends off/status/on itself",
+                        p.id
+                    ));
+                }
+            }
+        }
+        let secs = |v: f64, what: &str, min: f64| -> Result<(), String> {
+            if !(v.is_finite() && v >= min && v <= 3600.0) {
+                return Err(format!("{what} = {v}: must be between {min} and 3600 seconds"));
+            }
+            Ok(())
+        };
+        secs(self.fencing.timeout, "[fencing] timeout", 1.0)?;
+        secs(self.fencing.command_timeout, "[fencing] command_timeout", 0.5)?;
+        secs(self.events.hook_timeout, "[events] hook_timeout", 0.1)?;
+        if !(0..=99).contains(&self.daemon.realtime_priority) {
+            return Err(format!(
+                "[daemon] realtime_priority = {}: must be 0 (off) or 1..=99",
+                self.daemon.realtime_priority
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks that the files the config names exist and are safe (password files).
+    pub fn check_files(&self) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        for p in &self.peers {
+            let file = p
+                .bmc
+                .as_ref()
+                .map(|b| &b.password_file)
+                .or_else(|| p.agent.as_ref().and_then(|a| a.password_file.as_ref()));
+            if let Some(file) = file {
+                let meta = std::fs::metadata(file).map_err(|e| {
+                    format!(
+                        "[[peer]] id {}: password file {}: {e}. Create it with the BMC password, mode 0600",
+                        p.id,
+                        file.display()
+                    )
+                })?;
+                if !meta.is_file() {
+                    return Err(format!(
+                        "[[peer]] id {}: password file {} is not a regular file",
+                        p.id,
+                        file.display()
+                    ));
+                }
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o007 != 0 {
+                    return Err(format!(
+                        "[[peer]] id {}: password file {} has mode {mode:04o}: readable by others; run `chmod 0600 {}`",
+                        p.id,
+                        file.display(),
+                        file.display()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks ids against the volume's max_hosts.
+    pub fn check_against_volume(&self, max_hosts: u32) -> Result<(), String> {
+        if self.host.id > max_hosts {
+            return Err(format!(
+                "[host] id {} is above the volume's max_hosts {max_hosts}; use an id in 1..={max_hosts} or re-create the volume with a larger --max-hosts",
+                self.host.id
+            ));
+        }
+        for p in &self.peers {
+            if p.id > max_hosts {
+                return Err(format!(
+                    "[[peer]] id {} is above the volume's max_hosts {max_hosts}",
+                    p.id
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn peer(&self, id: u32) -> Option<&PeerConfig> {
+        self.peers.iter().find(|p| p.id == id)
+    }
+
+    /// Finds a host id by id or name (this host included).
+    pub fn resolve_host(&self, what: &str) -> Option<u32> {
+        if let Ok(id) = what.parse::<u32>() {
+            return Some(id);
+        }
+        if self.host_name() == what {
+            return Some(self.host.id);
+        }
+        self.peers.iter().find(|p| p.name.as_deref() == Some(what)).map(|p| p.id)
+    }
+}
+
+fn check_name(name: &str, what: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 63 {
+        return Err(format!("{what} {name:?} must be 1 to 63 bytes"));
+    }
+    if name.chars().any(|c| c.is_control()) {
+        return Err(format!("{what} {name:?} contains control characters"));
+    }
+    Ok(())
+}
+
+/// The machine's host name, or "localhost" when unavailable.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[host]
+id = 1
+name = "kvm01"
+
+[[volume]]
+path = "/mnt/primary/hbfence.vol"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(c.host.id, 1);
+        assert_eq!(c.watchdog.device, PathBuf::from("/dev/watchdog"));
+        assert_eq!(c.self_fence.action, SelfFenceAction::Reboot);
+        assert!(c.coordinator.eligible);
+        assert_eq!(c.daemon.runtime_dir, PathBuf::from("/run/hbfence"));
+    }
+
+    #[test]
+    fn brief_example_parses() {
+        let text = r#"
+[host]
+id = 1
+name = "kvm01"
+
+[[volume]]
+path = "/mnt/primary/hbfence.vol"
+
+[watchdog]
+device = "/dev/watchdog"
+
+[self_fence]
+action = "reboot"
+sysrq_trigger = "/proc/sysrq-trigger"
+
+[coordinator]
+eligible = true
+
+[[peer]]
+id = 2
+name = "kvm02"
+bmc = { address = "10.0.0.12", port = 623, username = "admin", password_file = "/etc/hbfence/bmc/kvm02", cipher_suite = 17 }
+
+[events]
+hooks_dir = "/etc/hbfence/hooks.d"
+"#;
+        let c = Config::parse(text).unwrap();
+        assert_eq!(c.peers[0].bmc.as_ref().unwrap().cipher_suite, 17);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::parse(&format!("{MINIMAL}\n[watchdog]\ndevise = \"/dev/x\"\n")).unwrap_err();
+        assert!(e.contains("devise"), "{e}");
+        assert!(e.contains("line"), "{e}");
+    }
+
+    #[test]
+    fn peer_rules() {
+        let dup = format!("{MINIMAL}\n[[peer]]\nid = 2\n[[peer]]\nid = 2\n");
+        assert!(Config::parse(&dup).unwrap_err().contains("appears twice"));
+        let own = format!("{MINIMAL}\n[[peer]]\nid = 1\n");
+        assert!(Config::parse(&own).unwrap_err().contains("own [host] id"));
+        let both = format!(
+            "{MINIMAL}\n[[peer]]\nid = 2\nbmc = {{ address = \"a\", username = \"u\", password_file = \"/p\" }}\nagent = {{ program = \"fence_x\" }}\n"
+        );
+        assert!(Config::parse(&both).unwrap_err().contains("not both"));
+        let pw = format!("{MINIMAL}\n[[peer]]\nid = 2\nagent = {{ program = \"fence_x\", options = {{ password = \"x\" }} }}\n");
+        assert!(Config::parse(&pw).unwrap_err().contains("password_file"));
+    }
+
+    #[test]
+    fn id_above_max_hosts_is_refused() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert!(c.check_against_volume(1).is_ok());
+        let c = Config::parse(&MINIMAL.replace("id = 1", "id = 9")).unwrap();
+        assert!(c.check_against_volume(8).unwrap_err().contains("above the volume's max_hosts 8"));
+    }
+
+    #[test]
+    fn volume_count_and_paths() {
+        let none = "volume = []\n[host]\nid = 1\n";
+        assert!(Config::parse(none).unwrap_err().contains("1 to 3"));
+        let rel = MINIMAL.replace("/mnt/primary/hbfence.vol", "hb.vol");
+        assert!(Config::parse(&rel).unwrap_err().contains("absolute"));
+    }
+
+    #[test]
+    fn password_file_checks() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        let text = format!(
+            "{MINIMAL}\n[[peer]]\nid = 2\nbmc = {{ address = \"a\", username = \"u\", password_file = \"{}\" }}\n",
+            pw.display()
+        );
+        let c = Config::parse(&text).unwrap();
+        assert!(c.check_files().unwrap_err().contains("Create it"));
+        std::fs::write(&pw, "secret\n").unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = c.check_files().unwrap_err();
+        assert!(e.contains("0644") && e.contains("chmod 0600"), "{e}");
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        c.check_files().unwrap();
+    }
+}

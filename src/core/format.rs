@@ -1,0 +1,848 @@
+//! On-disk format of the heartbeat volume: explicit little-endian encode/decode, no I/O.
+//!
+//! Every block is [`BLOCK_SIZE`] bytes. Block 0 is the volume header, block `h` is host `h`'s
+//! heartbeat (written only by host `h`), block `max_hosts + h` is host `h`'s mailbox (written only
+//! by others). Every block starts with a common prefix and ends with a CRC-32 of everything
+//! before it, so a torn write (part old, part new) is detected. `docs/design.md` has the tables.
+
+use super::timing::Timing;
+use std::fmt;
+
+pub const BLOCK_SIZE: usize = 4096;
+pub const MAGIC: [u8; 8] = *b"HBFENCE\0";
+pub const FORMAT_VERSION: u16 = 1;
+pub const MAX_HOSTS_LIMIT: u32 = 2000;
+pub const DEFAULT_MAX_HOSTS: u32 = 255;
+pub const NAME_LEN: usize = 64;
+
+const CRC_OFFSET: usize = BLOCK_SIZE - 4;
+
+// Common prefix.
+const OFF_MAGIC: usize = 0;
+const OFF_KIND: usize = 8;
+const OFF_VERSION: usize = 10;
+const OFF_HOST_ID: usize = 12;
+const OFF_CLUSTER: usize = 16;
+
+// Header.
+const OFF_MAX_HOSTS: usize = 32;
+const OFF_BLOCK_SIZE: usize = 36;
+const OFF_INTERVAL: usize = 40;
+const OFF_IO_TIMEOUT: usize = 44;
+const OFF_LEASE_TIMEOUT: usize = 48;
+const OFF_WATCHDOG_TIMEOUT: usize = 52;
+const OFF_SUSPECT_AFTER: usize = 56;
+const OFF_MARGIN: usize = 60;
+const OFF_CREATED_WALL: usize = 64;
+const OFF_CREATED_BY: usize = 72;
+
+// Heartbeat.
+const OFF_INCARNATION: usize = 32;
+const OFF_SEQ: usize = 40;
+const OFF_WALL: usize = 48;
+const OFF_MONO: usize = 56;
+const OFF_BOOT_ID: usize = 64;
+const OFF_STATE: usize = 80;
+const OFF_WD_TIMEOUT_S: usize = 82;
+const OFF_CAPS: usize = 84;
+const OFF_ACK_NONCE: usize = 88;
+const OFF_COORDINATOR: usize = 96;
+const OFF_NAME: usize = 104;
+const OFF_VERDICT_COUNT: usize = 168;
+const OFF_VERDICTS: usize = 176;
+const VERDICT_SIZE: usize = 24;
+/// How many peers with a verdict one coordinator block can carry.
+pub const MAX_VERDICTS: usize = (CRC_OFFSET - OFF_VERDICTS) / VERDICT_SIZE;
+
+// Mailbox.
+const OFF_NONCE: usize = 32;
+const OFF_COMMAND: usize = 40;
+const OFF_SENDER: usize = 44;
+const OFF_MSG_WALL: usize = 48;
+const OFF_TARGET_INCARNATION: usize = 56;
+const OFF_SENDER_NAME: usize = 64;
+
+pub type Block = [u8; BLOCK_SIZE];
+pub type ClusterId = [u8; 16];
+pub type BootId = [u8; 16];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+pub enum BlockKind {
+    Header = 1,
+    Heartbeat = 2,
+    Mailbox = 3,
+}
+
+/// Where each block of a volume lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    pub max_hosts: u32,
+}
+
+impl Geometry {
+    pub fn total_blocks(&self) -> u64 {
+        1 + 2 * u64::from(self.max_hosts)
+    }
+    pub fn total_bytes(&self) -> u64 {
+        self.total_blocks() * BLOCK_SIZE as u64
+    }
+    /// Block index of host `id`'s heartbeat; `id` in 1..=max_hosts.
+    pub fn heartbeat_block(&self, id: u32) -> u64 {
+        u64::from(id)
+    }
+    pub fn mailbox_block(&self, id: u32) -> u64 {
+        u64::from(self.max_hosts) + u64::from(id)
+    }
+    pub fn contains_host(&self, id: u32) -> bool {
+        id >= 1 && id <= self.max_hosts
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub cluster: ClusterId,
+    pub max_hosts: u32,
+    pub timing: Timing,
+    pub created_wall_ms: u64,
+    pub created_by: String,
+}
+
+impl Header {
+    pub fn geometry(&self) -> Geometry {
+        Geometry { max_hosts: self.max_hosts }
+    }
+}
+
+/// What a host says about itself in its heartbeat record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum HostState {
+    /// Running, watchdog not armed yet.
+    Starting = 1,
+    Active = 2,
+    /// Stopped cleanly: never fenced.
+    Leaving = 3,
+    /// Lease expired or fence request: resetting itself.
+    SelfFencing = 4,
+}
+
+impl HostState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostState::Starting => "starting",
+            HostState::Active => "active",
+            HostState::Leaving => "leaving",
+            HostState::SelfFencing => "self-fencing",
+        }
+    }
+    fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => HostState::Starting,
+            2 => HostState::Active,
+            3 => HostState::Leaving,
+            4 => HostState::SelfFencing,
+            _ => return None,
+        })
+    }
+}
+
+/// Capability bits of a heartbeat record.
+pub mod caps {
+    /// The writer's hardware watchdog is armed with the advertised timeout (S1 (b)).
+    pub const WATCHDOG_ARMED: u32 = 1 << 0;
+    /// The writer may act as coordinator.
+    pub const COORDINATOR_ELIGIBLE: u32 = 1 << 1;
+    /// The writer currently acts as coordinator; its verdict table is authoritative.
+    pub const COORDINATOR: u32 = 1 << 2;
+    /// The writer's own storage I/O is healthy (S4): it judges peers.
+    pub const IO_HEALTHY: u32 = 1 << 3;
+    pub const ALL: u32 = WATCHDOG_ARMED | COORDINATOR_ELIGIBLE | COORDINATOR | IO_HEALTHY;
+
+    pub fn names(bits: u32) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if bits & WATCHDOG_ARMED != 0 {
+            v.push("watchdog");
+        }
+        if bits & COORDINATOR_ELIGIBLE != 0 {
+            v.push("eligible");
+        }
+        if bits & COORDINATOR != 0 {
+            v.push("coordinator");
+        }
+        if bits & IO_HEALTHY != 0 {
+            v.push("io-ok");
+        }
+        v
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum VerdictKind {
+    /// The coordinator is powering the peer off.
+    Fencing = 1,
+    /// The peer is certainly off (S1).
+    Fenced = 2,
+    /// Fencing did not succeed yet; alert raised.
+    FenceFailed = 3,
+}
+
+impl VerdictKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerdictKind::Fencing => "fencing",
+            VerdictKind::Fenced => "fenced",
+            VerdictKind::FenceFailed => "fence-failed",
+        }
+    }
+    fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => VerdictKind::Fencing,
+            2 => VerdictKind::Fenced,
+            3 => VerdictKind::FenceFailed,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum FenceMethodKind {
+    None = 0,
+    Ipmi = 1,
+    Agent = 2,
+    Watchdog = 3,
+    /// The peer acknowledged a fence request and reset itself.
+    Request = 4,
+    /// An operator confirmed the power-off by hand.
+    Manual = 5,
+}
+
+impl FenceMethodKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FenceMethodKind::None => "none",
+            FenceMethodKind::Ipmi => "ipmi",
+            FenceMethodKind::Agent => "agent",
+            FenceMethodKind::Watchdog => "watchdog",
+            FenceMethodKind::Request => "request",
+            FenceMethodKind::Manual => "manual",
+        }
+    }
+    fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            0 => FenceMethodKind::None,
+            1 => FenceMethodKind::Ipmi,
+            2 => FenceMethodKind::Agent,
+            3 => FenceMethodKind::Watchdog,
+            4 => FenceMethodKind::Request,
+            5 => FenceMethodKind::Manual,
+            _ => return None,
+        })
+    }
+}
+
+/// The coordinator's verdict about one peer incarnation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Verdict {
+    pub host_id: u32,
+    pub kind: VerdictKind,
+    pub method: FenceMethodKind,
+    /// The incarnation the verdict applies to: a new incarnation is a rejoin.
+    pub incarnation: u64,
+    /// Wall time of the verdict, for people.
+    pub wall_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub cluster: ClusterId,
+    pub host_id: u32,
+    pub incarnation: u64,
+    pub seq: u64,
+    pub wall_ms: u64,
+    pub mono_ms: u64,
+    pub boot_id: BootId,
+    pub state: HostState,
+    pub watchdog_timeout_s: u16,
+    pub caps: u32,
+    pub ack_nonce: u64,
+    /// Whom the writer believes is coordinator (0: none known).
+    pub coordinator: u32,
+    pub name: String,
+    pub verdicts: Vec<Verdict>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Command {
+    None = 0,
+    /// Acknowledge the nonce; nothing else.
+    Test = 1,
+    /// Poison pill: self-fence with reboot.
+    Reset = 2,
+    /// Poison pill: self-fence with power off.
+    PowerOff = 3,
+    /// Operator: forget the verdict about this host.
+    Clear = 4,
+    /// Operator: this host is confirmed off by hand.
+    ConfirmOff = 5,
+}
+
+impl Command {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Command::None => "none",
+            Command::Test => "test",
+            Command::Reset => "reset",
+            Command::PowerOff => "poweroff",
+            Command::Clear => "clear",
+            Command::ConfirmOff => "confirm-off",
+        }
+    }
+    fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            0 => Command::None,
+            1 => Command::Test,
+            2 => Command::Reset,
+            3 => Command::PowerOff,
+            4 => Command::Clear,
+            5 => Command::ConfirmOff,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mailbox {
+    pub cluster: ClusterId,
+    /// The host this mailbox belongs to.
+    pub host_id: u32,
+    pub nonce: u64,
+    pub command: Command,
+    /// 0: an operator command, not a host.
+    pub sender: u32,
+    pub wall_ms: u64,
+    /// Only this incarnation obeys (0: any): a rebooted host ignores a stale poison pill.
+    pub target_incarnation: u64,
+    pub sender_name: String,
+}
+
+/// How a block read from the volume decodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// All zeros: never written.
+    Empty,
+    /// Not an hbfence block (another program's data, random bytes).
+    Foreign,
+    /// hbfence magic but the CRC does not match: torn or corrupt. "No news" (S5).
+    BadCrc,
+    /// Written by a newer format this agent cannot read.
+    Unsupported { version: u16 },
+    /// CRC correct but a field is out of range.
+    Malformed(String),
+    Header(Header),
+    Heartbeat(Heartbeat),
+    Mailbox(Mailbox),
+}
+
+impl Decoded {
+    /// The CRC state shown by `dump`.
+    pub fn crc_state(&self) -> &'static str {
+        match self {
+            Decoded::Empty => "empty",
+            Decoded::Foreign => "foreign",
+            Decoded::BadCrc => "bad-crc",
+            Decoded::Unsupported { .. } => "unsupported-version",
+            Decoded::Malformed(_) => "malformed",
+            Decoded::Header(_) | Decoded::Heartbeat(_) | Decoded::Mailbox(_) => "ok",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EncodeError {
+    TooManyVerdicts(usize),
+}
+
+impl fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EncodeError::TooManyVerdicts(n) => {
+                write!(f, "{n} verdicts do not fit in one block (at most {MAX_VERDICTS})")
+            }
+        }
+    }
+}
+
+fn put_u16(b: &mut Block, off: usize, v: u16) {
+    b[off..off + 2].copy_from_slice(&v.to_le_bytes());
+}
+fn put_u32(b: &mut Block, off: usize, v: u32) {
+    b[off..off + 4].copy_from_slice(&v.to_le_bytes());
+}
+fn put_u64(b: &mut Block, off: usize, v: u64) {
+    b[off..off + 8].copy_from_slice(&v.to_le_bytes());
+}
+fn put_name(b: &mut Block, off: usize, name: &str) {
+    let name = truncate_name(name);
+    b[off..off + NAME_LEN].fill(0);
+    b[off..off + name.len()].copy_from_slice(name.as_bytes());
+}
+fn get_u16(b: &[u8], off: usize) -> u16 {
+    u16::from_le_bytes([b[off], b[off + 1]])
+}
+fn get_u32(b: &[u8], off: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[off..off + 4]);
+    u32::from_le_bytes(a)
+}
+fn get_u64(b: &[u8], off: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[off..off + 8]);
+    u64::from_le_bytes(a)
+}
+fn get_16(b: &[u8], off: usize) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&b[off..off + 16]);
+    a
+}
+fn get_name(b: &[u8], off: usize) -> String {
+    let raw = &b[off..off + NAME_LEN];
+    let end = raw.iter().position(|&c| c == 0).unwrap_or(NAME_LEN);
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+/// Longest prefix of `name` that fits the name field (at most 63 bytes, whole characters).
+pub fn truncate_name(name: &str) -> &str {
+    let mut end = name.len().min(NAME_LEN - 1);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
+fn prefix(b: &mut Block, kind: BlockKind, host_id: u32, cluster: &ClusterId) {
+    b[OFF_MAGIC..OFF_MAGIC + 8].copy_from_slice(&MAGIC);
+    put_u16(b, OFF_KIND, kind as u16);
+    put_u16(b, OFF_VERSION, FORMAT_VERSION);
+    put_u32(b, OFF_HOST_ID, host_id);
+    b[OFF_CLUSTER..OFF_CLUSTER + 16].copy_from_slice(cluster);
+}
+
+fn seal(b: &mut Block) {
+    let crc = crc32fast::hash(&b[..CRC_OFFSET]);
+    put_u32(b, CRC_OFFSET, crc);
+}
+
+fn ms32(v: u64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+pub fn encode_header(h: &Header) -> Block {
+    let mut b = [0u8; BLOCK_SIZE];
+    prefix(&mut b, BlockKind::Header, 0, &h.cluster);
+    put_u32(&mut b, OFF_MAX_HOSTS, h.max_hosts);
+    put_u32(&mut b, OFF_BLOCK_SIZE, BLOCK_SIZE as u32);
+    let t = &h.timing;
+    put_u32(&mut b, OFF_INTERVAL, ms32(t.interval_ms));
+    put_u32(&mut b, OFF_IO_TIMEOUT, ms32(t.io_timeout_ms));
+    put_u32(&mut b, OFF_LEASE_TIMEOUT, ms32(t.lease_timeout_ms));
+    put_u32(&mut b, OFF_WATCHDOG_TIMEOUT, ms32(t.watchdog_timeout_ms));
+    put_u32(&mut b, OFF_SUSPECT_AFTER, ms32(t.suspect_after_ms));
+    put_u32(&mut b, OFF_MARGIN, ms32(t.margin_ms));
+    put_u64(&mut b, OFF_CREATED_WALL, h.created_wall_ms);
+    put_name(&mut b, OFF_CREATED_BY, &h.created_by);
+    seal(&mut b);
+    b
+}
+
+pub fn encode_heartbeat(h: &Heartbeat) -> Result<Block, EncodeError> {
+    let mut b = [0u8; BLOCK_SIZE];
+    encode_heartbeat_into(h, &mut b)?;
+    Ok(b)
+}
+
+/// Encodes into a caller-owned buffer: the agent's steady-state loop does not allocate.
+pub fn encode_heartbeat_into(h: &Heartbeat, b: &mut Block) -> Result<(), EncodeError> {
+    if h.verdicts.len() > MAX_VERDICTS {
+        return Err(EncodeError::TooManyVerdicts(h.verdicts.len()));
+    }
+    b.fill(0);
+    prefix(b, BlockKind::Heartbeat, h.host_id, &h.cluster);
+    put_u64(b, OFF_INCARNATION, h.incarnation);
+    put_u64(b, OFF_SEQ, h.seq);
+    put_u64(b, OFF_WALL, h.wall_ms);
+    put_u64(b, OFF_MONO, h.mono_ms);
+    b[OFF_BOOT_ID..OFF_BOOT_ID + 16].copy_from_slice(&h.boot_id);
+    b[OFF_STATE] = h.state as u8;
+    put_u16(b, OFF_WD_TIMEOUT_S, h.watchdog_timeout_s);
+    put_u32(b, OFF_CAPS, h.caps);
+    put_u64(b, OFF_ACK_NONCE, h.ack_nonce);
+    put_u32(b, OFF_COORDINATOR, h.coordinator);
+    put_name(b, OFF_NAME, &h.name);
+    put_u16(b, OFF_VERDICT_COUNT, h.verdicts.len() as u16);
+    for (i, v) in h.verdicts.iter().enumerate() {
+        let o = OFF_VERDICTS + i * VERDICT_SIZE;
+        put_u32(b, o, v.host_id);
+        b[o + 4] = v.kind as u8;
+        b[o + 5] = v.method as u8;
+        put_u64(b, o + 8, v.incarnation);
+        put_u64(b, o + 16, v.wall_ms);
+    }
+    seal(b);
+    Ok(())
+}
+
+pub fn encode_mailbox(m: &Mailbox) -> Block {
+    let mut b = [0u8; BLOCK_SIZE];
+    prefix(&mut b, BlockKind::Mailbox, m.host_id, &m.cluster);
+    put_u64(&mut b, OFF_NONCE, m.nonce);
+    b[OFF_COMMAND] = m.command as u8;
+    put_u32(&mut b, OFF_SENDER, m.sender);
+    put_u64(&mut b, OFF_MSG_WALL, m.wall_ms);
+    put_u64(&mut b, OFF_TARGET_INCARNATION, m.target_incarnation);
+    put_name(&mut b, OFF_SENDER_NAME, &m.sender_name);
+    seal(&mut b);
+    b
+}
+
+/// Classifies and decodes any block. Never panics, whatever the bytes (property-tested).
+/// `buf` shorter than a block is `Foreign`.
+pub fn decode(buf: &[u8]) -> Decoded {
+    if buf.len() < BLOCK_SIZE {
+        return Decoded::Foreign;
+    }
+    let b = &buf[..BLOCK_SIZE];
+    if b.iter().all(|&c| c == 0) {
+        return Decoded::Empty;
+    }
+    if b[OFF_MAGIC..OFF_MAGIC + 8] != MAGIC {
+        return Decoded::Foreign;
+    }
+    if crc32fast::hash(&b[..CRC_OFFSET]) != get_u32(b, CRC_OFFSET) {
+        return Decoded::BadCrc;
+    }
+    let version = get_u16(b, OFF_VERSION);
+    if version != FORMAT_VERSION {
+        return Decoded::Unsupported { version };
+    }
+    let cluster = get_16(b, OFF_CLUSTER);
+    let host_id = get_u32(b, OFF_HOST_ID);
+    match get_u16(b, OFF_KIND) {
+        1 => decode_header(b, cluster),
+        2 => decode_heartbeat(b, cluster, host_id),
+        3 => decode_mailbox(b, cluster, host_id),
+        k => Decoded::Malformed(format!("unknown block kind {k}")),
+    }
+}
+
+fn decode_header(b: &[u8], cluster: ClusterId) -> Decoded {
+    let block_size = get_u32(b, OFF_BLOCK_SIZE);
+    if block_size as usize != BLOCK_SIZE {
+        return Decoded::Malformed(format!("block size {block_size}, expected {BLOCK_SIZE}"));
+    }
+    let max_hosts = get_u32(b, OFF_MAX_HOSTS);
+    if max_hosts == 0 || max_hosts > MAX_HOSTS_LIMIT {
+        return Decoded::Malformed(format!("max_hosts {max_hosts} is not in 1..={MAX_HOSTS_LIMIT}"));
+    }
+    let timing = Timing {
+        interval_ms: get_u32(b, OFF_INTERVAL).into(),
+        io_timeout_ms: get_u32(b, OFF_IO_TIMEOUT).into(),
+        lease_timeout_ms: get_u32(b, OFF_LEASE_TIMEOUT).into(),
+        watchdog_timeout_ms: get_u32(b, OFF_WATCHDOG_TIMEOUT).into(),
+        suspect_after_ms: get_u32(b, OFF_SUSPECT_AFTER).into(),
+        margin_ms: get_u32(b, OFF_MARGIN).into(),
+    };
+    // A header that passes its CRC but holds unsafe timing was not written by `init`.
+    if let Err(e) = timing.validate() {
+        return Decoded::Malformed(format!("header timing: {e}"));
+    }
+    Decoded::Header(Header {
+        cluster,
+        max_hosts,
+        timing,
+        created_wall_ms: get_u64(b, OFF_CREATED_WALL),
+        created_by: get_name(b, OFF_CREATED_BY),
+    })
+}
+
+fn decode_heartbeat(b: &[u8], cluster: ClusterId, host_id: u32) -> Decoded {
+    let Some(state) = HostState::from_u8(b[OFF_STATE]) else {
+        return Decoded::Malformed(format!("unknown host state {}", b[OFF_STATE]));
+    };
+    let count = get_u16(b, OFF_VERDICT_COUNT) as usize;
+    if count > MAX_VERDICTS {
+        return Decoded::Malformed(format!("verdict count {count} > {MAX_VERDICTS}"));
+    }
+    let mut verdicts = Vec::with_capacity(count);
+    for i in 0..count {
+        let o = OFF_VERDICTS + i * VERDICT_SIZE;
+        let (Some(kind), Some(method)) =
+            (VerdictKind::from_u8(b[o + 4]), FenceMethodKind::from_u8(b[o + 5]))
+        else {
+            return Decoded::Malformed(format!("verdict {i} has an unknown kind or method"));
+        };
+        verdicts.push(Verdict {
+            host_id: get_u32(b, o),
+            kind,
+            method,
+            incarnation: get_u64(b, o + 8),
+            wall_ms: get_u64(b, o + 16),
+        });
+    }
+    Decoded::Heartbeat(Heartbeat {
+        cluster,
+        host_id,
+        incarnation: get_u64(b, OFF_INCARNATION),
+        seq: get_u64(b, OFF_SEQ),
+        wall_ms: get_u64(b, OFF_WALL),
+        mono_ms: get_u64(b, OFF_MONO),
+        boot_id: get_16(b, OFF_BOOT_ID),
+        state,
+        watchdog_timeout_s: get_u16(b, OFF_WD_TIMEOUT_S),
+        caps: get_u32(b, OFF_CAPS),
+        ack_nonce: get_u64(b, OFF_ACK_NONCE),
+        coordinator: get_u32(b, OFF_COORDINATOR),
+        name: get_name(b, OFF_NAME),
+        verdicts,
+    })
+}
+
+fn decode_mailbox(b: &[u8], cluster: ClusterId, host_id: u32) -> Decoded {
+    let Some(command) = Command::from_u8(b[OFF_COMMAND]) else {
+        return Decoded::Malformed(format!("unknown mailbox command {}", b[OFF_COMMAND]));
+    };
+    Decoded::Mailbox(Mailbox {
+        cluster,
+        host_id,
+        nonce: get_u64(b, OFF_NONCE),
+        command,
+        sender: get_u32(b, OFF_SENDER),
+        wall_ms: get_u64(b, OFF_MSG_WALL),
+        target_incarnation: get_u64(b, OFF_TARGET_INCARNATION),
+        sender_name: get_name(b, OFF_SENDER_NAME),
+    })
+}
+
+/// Canonical text form of a cluster UUID.
+pub fn uuid_string(id: &[u8; 16]) -> String {
+    let h: Vec<String> = id.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        h[0..4].concat(),
+        h[4..6].concat(),
+        h[6..8].concat(),
+        h[8..10].concat(),
+        h[10..16].concat()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn header() -> Header {
+        Header {
+            cluster: [7; 16],
+            max_hosts: 255,
+            timing: Timing::default(),
+            created_wall_ms: 1_700_000_000_000,
+            created_by: "kvm01".into(),
+        }
+    }
+
+    fn heartbeat(seq: u64) -> Heartbeat {
+        Heartbeat {
+            cluster: [7; 16],
+            host_id: 3,
+            incarnation: 0xdead_beef,
+            seq,
+            wall_ms: 1_700_000_000_123,
+            mono_ms: 42_000,
+            boot_id: [9; 16],
+            state: HostState::Active,
+            watchdog_timeout_s: 10,
+            caps: caps::WATCHDOG_ARMED | caps::IO_HEALTHY,
+            ack_nonce: 17,
+            coordinator: 1,
+            name: "kvm03".into(),
+            verdicts: vec![Verdict {
+                host_id: 2,
+                kind: VerdictKind::Fenced,
+                method: FenceMethodKind::Ipmi,
+                incarnation: 5,
+                wall_ms: 99,
+            }],
+        }
+    }
+
+    #[test]
+    fn layout_fits_in_one_block() {
+        assert!(OFF_CREATED_BY + NAME_LEN <= CRC_OFFSET);
+        assert_eq!(OFF_NAME + NAME_LEN, OFF_VERDICT_COUNT);
+        assert!(OFF_SENDER_NAME + NAME_LEN <= CRC_OFFSET);
+        assert_eq!(MAX_VERDICTS, 163);
+    }
+
+    #[test]
+    fn torn_block_fails_its_crc() {
+        let old = encode_heartbeat(&heartbeat(1)).unwrap();
+        let new = encode_heartbeat(&heartbeat(2)).unwrap();
+        let mut torn = old;
+        torn[..512].copy_from_slice(&new[..512]);
+        assert_eq!(decode(&torn), Decoded::BadCrc);
+        // and the other way round
+        let mut torn = new;
+        torn[..512].copy_from_slice(&old[..512]);
+        assert_eq!(decode(&torn), Decoded::BadCrc);
+    }
+
+    #[test]
+    fn classifies_empty_foreign_newer() {
+        assert_eq!(decode(&[0u8; BLOCK_SIZE]), Decoded::Empty);
+        assert_eq!(decode(&[0xffu8; BLOCK_SIZE]), Decoded::Foreign);
+        assert_eq!(decode(&[1u8; 100]), Decoded::Foreign);
+        let mut b = encode_header(&header());
+        put_u16(&mut b, OFF_VERSION, 2);
+        seal(&mut b);
+        assert_eq!(decode(&b), Decoded::Unsupported { version: 2 });
+    }
+
+    #[test]
+    fn header_with_unsafe_timing_is_malformed() {
+        let mut h = header();
+        h.timing.lease_timeout_ms = 1000;
+        assert!(matches!(decode(&encode_header(&h)), Decoded::Malformed(_)));
+    }
+
+    #[test]
+    fn names_are_truncated_on_char_boundaries() {
+        let long = "é".repeat(40); // 80 bytes
+        let t = truncate_name(&long);
+        assert!(t.len() <= 63 && t.chars().all(|c| c == 'é'));
+        let mut hb = heartbeat(1);
+        hb.name = long.clone();
+        let Decoded::Heartbeat(d) = decode(&encode_heartbeat(&hb).unwrap()) else { panic!() };
+        assert_eq!(d.name, t);
+    }
+
+    #[test]
+    fn too_many_verdicts_is_an_error() {
+        let mut hb = heartbeat(1);
+        hb.verdicts = vec![hb.verdicts[0]; MAX_VERDICTS + 1];
+        assert_eq!(encode_heartbeat(&hb), Err(EncodeError::TooManyVerdicts(MAX_VERDICTS + 1)));
+    }
+
+    #[test]
+    fn uuid_text() {
+        let id = [0x12u8; 16];
+        assert_eq!(uuid_string(&id), "12121212-1212-1212-1212-121212121212");
+    }
+
+    fn arb_name() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9.-]{0,63}"
+    }
+
+    fn arb_timing() -> impl Strategy<Value = Timing> {
+        (100u64..10_000, 0u64..20_000, 0u64..20_000, 2u64..60, 0u64..10_000, 1_000u64..10_000)
+            .prop_map(|(interval, io_extra, lease_extra, wd, susp_extra, margin)| {
+                let io = interval + io_extra;
+                Timing {
+                    interval_ms: interval,
+                    io_timeout_ms: io,
+                    lease_timeout_ms: 2 * interval + io + lease_extra,
+                    watchdog_timeout_ms: wd * 1000,
+                    suspect_after_ms: 2 * interval + susp_extra,
+                    margin_ms: margin,
+                }
+            })
+            .prop_filter("valid", |t| t.validate().is_ok())
+    }
+
+    fn arb_verdict() -> impl Strategy<Value = Verdict> {
+        (1u32..=2000, 1u8..=3, 0u8..=5, any::<u64>(), any::<u64>()).prop_map(
+            |(host_id, k, m, incarnation, wall_ms)| Verdict {
+                host_id,
+                kind: VerdictKind::from_u8(k).unwrap(),
+                method: FenceMethodKind::from_u8(m).unwrap(),
+                incarnation,
+                wall_ms,
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..5000)) {
+            let _ = decode(&bytes);
+        }
+
+        #[test]
+        fn decode_never_panics_on_valid_prefix_and_crc(
+            body in proptest::collection::vec(any::<u8>(), BLOCK_SIZE), kind in 0u16..5
+        ) {
+            // Random contents behind a correct magic, version, kind and CRC reach every decoder.
+            let mut b = [0u8; BLOCK_SIZE];
+            b.copy_from_slice(&body);
+            b[..8].copy_from_slice(&MAGIC);
+            put_u16(&mut b, OFF_KIND, kind);
+            put_u16(&mut b, OFF_VERSION, FORMAT_VERSION);
+            if kind == 2 {
+                put_u16(&mut b, OFF_VERDICT_COUNT, body[0] as u16);
+            }
+            seal(&mut b);
+            let _ = decode(&b);
+        }
+
+        #[test]
+        fn header_round_trips(
+            cluster in any::<[u8; 16]>(), max_hosts in 1u32..=2000, timing in arb_timing(),
+            created in any::<u64>(), by in arb_name()
+        ) {
+            let h = Header { cluster, max_hosts, timing, created_wall_ms: created, created_by: by };
+            prop_assert_eq!(decode(&encode_header(&h)), Decoded::Header(h));
+        }
+
+        #[test]
+        fn heartbeat_round_trips(
+            cluster in any::<[u8; 16]>(), host_id in 1u32..=2000, incarnation in any::<u64>(),
+            seq in any::<u64>(), wall in any::<u64>(), mono in any::<u64>(),
+            boot in any::<[u8; 16]>(), state in 1u8..=4, wd in any::<u16>(), caps_bits in 0u32..16,
+            ack in any::<u64>(), coord in any::<u32>(), name in arb_name(),
+            verdicts in proptest::collection::vec(arb_verdict(), 0..=MAX_VERDICTS)
+        ) {
+            let h = Heartbeat {
+                cluster, host_id, incarnation, seq, wall_ms: wall, mono_ms: mono, boot_id: boot,
+                state: HostState::from_u8(state).unwrap(), watchdog_timeout_s: wd, caps: caps_bits,
+                ack_nonce: ack, coordinator: coord, name, verdicts,
+            };
+            prop_assert_eq!(decode(&encode_heartbeat(&h).unwrap()), Decoded::Heartbeat(h));
+        }
+
+        #[test]
+        fn mailbox_round_trips(
+            cluster in any::<[u8; 16]>(), host_id in 1u32..=2000, nonce in any::<u64>(),
+            cmd in 0u8..=5, sender in any::<u32>(), wall in any::<u64>(), target in any::<u64>(),
+            name in arb_name()
+        ) {
+            let m = Mailbox {
+                cluster, host_id, nonce, command: Command::from_u8(cmd).unwrap(), sender,
+                wall_ms: wall, target_incarnation: target, sender_name: name,
+            };
+            prop_assert_eq!(decode(&encode_mailbox(&m)), Decoded::Mailbox(m));
+        }
+
+        #[test]
+        fn any_torn_write_is_detected(seq_a in any::<u64>(), seq_b in any::<u64>(), sectors in 1usize..8) {
+            prop_assume!(seq_a != seq_b);
+            let a = encode_heartbeat(&heartbeat(seq_a)).unwrap();
+            let b = encode_heartbeat(&heartbeat(seq_b)).unwrap();
+            let mut torn = a;
+            torn[..sectors * 512].copy_from_slice(&b[..sectors * 512]);
+            prop_assert_eq!(decode(&torn), Decoded::BadCrc);
+        }
+    }
+}

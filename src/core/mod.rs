@@ -1,0 +1,5 @@
+//! The pure decision core: state machines fed with time and I/O results. Nothing in here
+//! performs I/O, reads a clock or sleeps, so whole clusters can be simulated deterministically.
+
+pub mod format;
+pub mod timing;

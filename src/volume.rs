@@ -1,0 +1,300 @@
+//! Heartbeat volume driver: O_DIRECT block I/O on a file (NFS, ext4, tmpfs) or a block device.
+//!
+//! Errors name the path and the operation and are never retried here: whether a failure
+//! matters is the decision core's business.
+
+use crate::core::format::{self, Decoded, Geometry, Header, BLOCK_SIZE};
+use crate::sys;
+use memmap2::MmapMut;
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// A page-aligned buffer (anonymous mapping), as O_DIRECT requires.
+pub struct AlignedBuf {
+    map: MmapMut,
+}
+
+impl AlignedBuf {
+    /// A zeroed buffer of `blocks` whole blocks.
+    pub fn new(blocks: usize) -> io::Result<AlignedBuf> {
+        Ok(AlignedBuf { map: MmapMut::map_anon(blocks.max(1) * BLOCK_SIZE)? })
+    }
+    pub fn blocks(&self) -> usize {
+        self.map.len() / BLOCK_SIZE
+    }
+    pub fn block(&self, i: usize) -> &[u8] {
+        &self.map[i * BLOCK_SIZE..(i + 1) * BLOCK_SIZE]
+    }
+    pub fn block_mut(&mut self, i: usize) -> &mut [u8; BLOCK_SIZE] {
+        let s = &mut self.map[i * BLOCK_SIZE..(i + 1) * BLOCK_SIZE];
+        s.try_into().expect("slice of exactly BLOCK_SIZE")
+    }
+    pub fn as_slice(&self) -> &[u8] {
+        &self.map
+    }
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.map
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    ReadOnly,
+    ReadWrite,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VolumeKind {
+    File,
+    BlockDevice,
+}
+
+#[derive(Debug)]
+pub enum VolumeError {
+    Io { path: PathBuf, op: String, source: io::Error },
+    /// The path cannot hold a volume (directory, socket, bad size...).
+    Unusable { path: PathBuf, reason: String },
+    /// The header is missing, corrupt or unreadable by this version.
+    BadHeader { path: PathBuf, state: Decoded },
+}
+
+impl VolumeError {
+    fn io(path: &Path, op: impl Into<String>, source: io::Error) -> VolumeError {
+        VolumeError::Io { path: path.to_path_buf(), op: op.into(), source }
+    }
+    fn unusable(path: &Path, reason: impl Into<String>) -> VolumeError {
+        VolumeError::Unusable { path: path.to_path_buf(), reason: reason.into() }
+    }
+}
+
+fn advice(e: &io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => " (no such file: check the path, or create the volume with `hbfence init`)",
+        Some(libc::EACCES) | Some(libc::EPERM) => " (permission denied: run as root, check mode and mount options)",
+        Some(libc::EROFS) => " (read-only: the volume must be writable; check the mount or device)",
+        Some(libc::EINVAL) => " (the filesystem or device rejected O_DIRECT or an unaligned request; hbfence needs a filesystem with O_DIRECT support: NFS, ext4, xfs, tmpfs, or a block device)",
+        Some(libc::EIO) => " (I/O error from the storage)",
+        Some(libc::EISDIR) => " (a directory: give the path of a file or block device)",
+        _ => "",
+    }
+}
+
+impl fmt::Display for VolumeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VolumeError::Io { path, op, source } => {
+                write!(f, "{}: {op} failed: {source}{}", path.display(), advice(source))
+            }
+            VolumeError::Unusable { path, reason } => write!(f, "{}: {reason}", path.display()),
+            VolumeError::BadHeader { path, state } => {
+                let what = match state {
+                    Decoded::Empty => "the header block is empty: not initialized (run `hbfence init --volume PATH`)".to_string(),
+                    Decoded::Foreign => "not an hbfence volume (wrong magic: data of another program?)".to_string(),
+                    Decoded::BadCrc => "header checksum failure (CRC mismatch): the header is corrupt; re-create the volume with `hbfence init --force` once no host uses it".to_string(),
+                    Decoded::Unsupported { version } => format!("format version {version} is newer than this hbfence supports (version {}); upgrade hbfence", format::FORMAT_VERSION),
+                    Decoded::Malformed(why) => format!("header is invalid: {why}"),
+                    Decoded::Heartbeat(_) | Decoded::Mailbox(_) => "block 0 is not a header block: not an hbfence volume".to_string(),
+                    Decoded::Header(_) => "header is valid".to_string(),
+                };
+                write!(f, "{}: {what}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for VolumeError {}
+
+/// An open heartbeat volume.
+pub struct Volume {
+    file: File,
+    path: PathBuf,
+    kind: VolumeKind,
+    size_bytes: u64,
+}
+
+impl Volume {
+    /// Opens an existing file or block device with O_DIRECT (and O_DSYNC when writable).
+    pub fn open(path: &Path, access: Access) -> Result<Volume, VolumeError> {
+        let meta = std::fs::metadata(path).map_err(|e| VolumeError::io(path, "stat", e))?;
+        let ft = meta.file_type();
+        let kind = if ft.is_file() {
+            VolumeKind::File
+        } else if ft.is_block_device() {
+            VolumeKind::BlockDevice
+        } else if ft.is_dir() {
+            return Err(VolumeError::unusable(
+                path,
+                "is a directory: give the path of a volume file or block device",
+            ));
+        } else {
+            return Err(VolumeError::unusable(path, "is neither a regular file nor a block device"));
+        };
+        let mut opts = OpenOptions::new();
+        opts.read(true);
+        let mut flags = libc::O_DIRECT | libc::O_CLOEXEC;
+        if access == Access::ReadWrite {
+            opts.write(true);
+            flags |= libc::O_DSYNC;
+        }
+        opts.custom_flags(flags);
+        let op = if access == Access::ReadWrite { "open for writing (O_DIRECT|O_DSYNC)" } else { "open (O_DIRECT)" };
+        let file = opts.open(path).map_err(|e| VolumeError::io(path, op, e))?;
+        let size_bytes = match kind {
+            VolumeKind::File => meta.len(),
+            VolumeKind::BlockDevice => {
+                let sector = sys::block_logical_size(file.as_fd())
+                    .map_err(|e| VolumeError::io(path, "BLKSSZGET", e))?;
+                if sector as usize > BLOCK_SIZE {
+                    return Err(VolumeError::unusable(
+                        path,
+                        format!("logical block size {sector} is above 4096; hbfence writes 4096-byte blocks and cannot use this device"),
+                    ));
+                }
+                sys::block_device_bytes(file.as_fd())
+                    .map_err(|e| VolumeError::io(path, "BLKGETSIZE64", e))?
+            }
+        };
+        if kind == VolumeKind::File && size_bytes % BLOCK_SIZE as u64 != 0 {
+            return Err(VolumeError::unusable(
+                path,
+                format!("size {size_bytes} is not a multiple of 4096: not an hbfence volume (truncated or another file?)"),
+            ));
+        }
+        Ok(Volume { file, path: path.to_path_buf(), kind, size_bytes })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn kind(&self) -> VolumeKind {
+        self.kind
+    }
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+    pub fn blocks(&self) -> u64 {
+        self.size_bytes / BLOCK_SIZE as u64
+    }
+
+    /// Reads `buf.blocks()` contiguous blocks starting at block `first`, in one I/O.
+    pub fn read_blocks(&self, first: u64, buf: &mut AlignedBuf) -> Result<(), VolumeError> {
+        let count = buf.blocks() as u64;
+        let op = || format!("read of blocks {first}..{} ({} bytes)", first + count, count * BLOCK_SIZE as u64);
+        if first + count > self.blocks() {
+            return Err(VolumeError::unusable(
+                &self.path,
+                format!("{} is beyond the end of the volume ({} blocks): the volume is truncated", op(), self.blocks()),
+            ));
+        }
+        let offset = first * BLOCK_SIZE as u64;
+        let dst = buf.as_mut_slice();
+        let mut done = 0usize;
+        while done < dst.len() {
+            match self.file.read_at(&mut dst[done..], offset + done as u64) {
+                Ok(0) => {
+                    return Err(VolumeError::unusable(
+                        &self.path,
+                        format!("{}: end of file after {done} bytes: the volume is truncated", op()),
+                    ))
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(VolumeError::io(&self.path, op(), e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one block (block `index` <- buffer block `buf_block`).
+    pub fn write_block(&self, index: u64, buf: &AlignedBuf, buf_block: usize) -> Result<(), VolumeError> {
+        self.write_range(index, &buf.as_slice()[buf_block * BLOCK_SIZE..(buf_block + 1) * BLOCK_SIZE])
+    }
+
+    /// Writes whole blocks from `data` (taken from an AlignedBuf) starting at block `first`.
+    fn write_range(&self, first: u64, data: &[u8]) -> Result<(), VolumeError> {
+        let count = (data.len() / BLOCK_SIZE) as u64;
+        let op = || format!("write of blocks {first}..{}", first + count);
+        if first + count > self.blocks() {
+            return Err(VolumeError::unusable(&self.path, format!("{} is beyond the end of the volume", op())));
+        }
+        let offset = first * BLOCK_SIZE as u64;
+        let mut done = 0usize;
+        while done < data.len() {
+            match self.file.write_at(&data[done..], offset + done as u64) {
+                Ok(0) => return Err(VolumeError::io(&self.path, op(), io::Error::from(io::ErrorKind::WriteZero))),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(VolumeError::io(&self.path, op(), e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes every block of `buf` starting at block `first` (used by `init`).
+    pub fn write_blocks(&self, first: u64, buf: &AlignedBuf) -> Result<(), VolumeError> {
+        self.write_range(first, buf.as_slice())
+    }
+
+    /// Reads and decodes block 0; anything but a valid header is an error.
+    pub fn read_header(&self) -> Result<Header, VolumeError> {
+        if self.blocks() == 0 {
+            return Err(VolumeError::unusable(&self.path, "is empty (0 bytes): not initialized; run `hbfence init --volume PATH`"));
+        }
+        let mut buf = AlignedBuf::new(1).map_err(|e| VolumeError::io(&self.path, "allocate buffer", e))?;
+        self.read_blocks(0, &mut buf)?;
+        match format::decode(buf.block(0)) {
+            Decoded::Header(h) => {
+                let need = h.geometry().total_blocks();
+                if self.blocks() < need {
+                    return Err(VolumeError::unusable(
+                        &self.path,
+                        format!(
+                            "is truncated: {} blocks, the header (max_hosts {}) needs {need}",
+                            self.blocks(),
+                            h.max_hosts
+                        ),
+                    ));
+                }
+                Ok(h)
+            }
+            state => Err(VolumeError::BadHeader { path: self.path.clone(), state }),
+        }
+    }
+
+    /// Reads the header plus every heartbeat and mailbox block, in two I/Os.
+    pub fn read_all(&self) -> Result<Snapshot, VolumeError> {
+        let header = self.read_header()?;
+        let geo = header.geometry();
+        let mut buf = AlignedBuf::new(geo.total_blocks() as usize - 1)
+            .map_err(|e| VolumeError::io(&self.path, "allocate buffer", e))?;
+        self.read_blocks(1, &mut buf)?;
+        Ok(Snapshot { header, geometry: geo, blocks: buf })
+    }
+}
+
+/// Every block of a volume at one moment.
+pub struct Snapshot {
+    pub header: Header,
+    pub geometry: Geometry,
+    /// Blocks 1.. of the volume (index 0 here is volume block 1).
+    blocks: AlignedBuf,
+}
+
+impl Snapshot {
+    pub fn heartbeat_raw(&self, id: u32) -> &[u8] {
+        self.blocks.block(self.geometry.heartbeat_block(id) as usize - 1)
+    }
+    pub fn mailbox_raw(&self, id: u32) -> &[u8] {
+        self.blocks.block(self.geometry.mailbox_block(id) as usize - 1)
+    }
+    pub fn heartbeat(&self, id: u32) -> Decoded {
+        format::decode(self.heartbeat_raw(id))
+    }
+    pub fn mailbox(&self, id: u32) -> Decoded {
+        format::decode(self.mailbox_raw(id))
+    }
+}
