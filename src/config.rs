@@ -99,7 +99,10 @@ pub struct SelfFenceConfig {
 
 impl Default for SelfFenceConfig {
     fn default() -> Self {
-        SelfFenceConfig { action: SelfFenceAction::default(), sysrq_trigger: default_sysrq_trigger() }
+        SelfFenceConfig {
+            action: SelfFenceAction::default(),
+            sysrq_trigger: default_sysrq_trigger(),
+        }
     }
 }
 
@@ -166,6 +169,23 @@ pub struct AgentConfig {
     #[serde(default)]
     pub options: toml::Table,
     pub password_file: Option<PathBuf>,
+}
+
+impl AgentConfig {
+    /// The options as `key=value` pairs (validation made sure every value is a scalar).
+    pub fn option_pairs(&self) -> Vec<(String, String)> {
+        self.options.iter().filter_map(|(k, v)| scalar_text(v).map(|t| (k.clone(), t))).collect()
+    }
+}
+
+fn scalar_text(v: &toml::Value) -> Option<String> {
+    match v {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Float(f) => Some(f.to_string()),
+        toml::Value::Boolean(b) => Some(if *b { "1" } else { "0" }.to_string()),
+        _ => None,
+    }
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
@@ -333,7 +353,9 @@ impl Config {
 
     fn validate(&self) -> Result<(), String> {
         if self.host.id == 0 {
-            return Err("[host] id must be at least 1 (host ids are 1..=max_hosts of the volume)".into());
+            return Err(
+                "[host] id must be at least 1 (host ids are 1..=max_hosts of the volume)".into()
+            );
         }
         if self.volumes.is_empty() || self.volumes.len() > 3 {
             return Err(format!(
@@ -347,7 +369,10 @@ impl Config {
                 return Err(format!("[[volume]] path {:?} must be absolute", v.path));
             }
             if !paths.insert(&v.path) {
-                return Err(format!("[[volume]] path {:?} is listed twice; each volume once", v.path));
+                return Err(format!(
+                    "[[volume]] path {:?} is listed twice; each volume once",
+                    v.path
+                ));
             }
         }
         if let Some(name) = &self.host.name {
@@ -365,7 +390,10 @@ impl Config {
                 ));
             }
             if !ids.insert(p.id) {
-                return Err(format!("[[peer]] id {} appears twice; every peer id must be unique", p.id));
+                return Err(format!(
+                    "[[peer]] id {} appears twice; every peer id must be unique",
+                    p.id
+                ));
             }
             if let Some(name) = &p.name {
                 check_name(name, &format!("[[peer]] id {} name", p.id))?;
@@ -400,6 +428,12 @@ impl Config {
                 if a.options.contains_key("password") || a.options.contains_key("passwd") {
                     return Err(format!(
                         "[[peer]] id {}: put the password in agent.password_file, not in agent.options",
+                        p.id
+                    ));
+                }
+                if let Some((k, _)) = a.options.iter().find(|(_, v)| scalar_text(v).is_none()) {
+                    return Err(format!(
+                        "[[peer]] id {}: agent.options.{k} must be a string, number or boolean",
                         p.id
                     ));
                 }
@@ -578,7 +612,8 @@ hooks_dir = "/etc/hbfence/hooks.d"
 
     #[test]
     fn unknown_key_is_named() {
-        let e = Config::parse(&format!("{MINIMAL}\n[watchdog]\ndevise = \"/dev/x\"\n")).unwrap_err();
+        let e =
+            Config::parse(&format!("{MINIMAL}\n[watchdog]\ndevise = \"/dev/x\"\n")).unwrap_err();
         assert!(e.contains("devise"), "{e}");
         assert!(e.contains("line"), "{e}");
     }

@@ -7,6 +7,10 @@
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod daemon;
+pub mod events;
 pub mod fence;
+pub mod logging;
 pub mod sys;
 pub mod volume;
+pub mod watchdog;

@@ -74,7 +74,8 @@ pub fn watchdog_get_support(fd: BorrowedFd<'_>) -> io::Result<WatchdogInfo> {
 
 /// Sets the timeout and returns the value the driver actually applied.
 pub fn watchdog_set_timeout(fd: BorrowedFd<'_>, secs: u32) -> io::Result<u32> {
-    let mut value = libc::c_int::try_from(secs).map_err(|_| io::Error::other("timeout too large"))?;
+    let mut value =
+        libc::c_int::try_from(secs).map_err(|_| io::Error::other("timeout too large"))?;
     // SAFETY: WDIOC_SETTIMEOUT reads and writes back one c_int through a pointer to a live
     // local; the fd is open.
     unsafe { ioctl_wd_settimeout(fd.as_raw_fd(), &mut value) }.map_err(errno)?;

@@ -55,11 +55,21 @@ pub enum VolumeKind {
 
 #[derive(Debug)]
 pub enum VolumeError {
-    Io { path: PathBuf, op: String, source: io::Error },
+    Io {
+        path: PathBuf,
+        op: String,
+        source: io::Error,
+    },
     /// The path cannot hold a volume (directory, socket, bad size...).
-    Unusable { path: PathBuf, reason: String },
+    Unusable {
+        path: PathBuf,
+        reason: String,
+    },
     /// The header is missing, corrupt or unreadable by this version.
-    BadHeader { path: PathBuf, state: Decoded },
+    BadHeader {
+        path: PathBuf,
+        state: Decoded,
+    },
 }
 
 impl VolumeError {
@@ -131,7 +141,10 @@ impl Volume {
                 "is a directory: give the path of a volume file or block device",
             ));
         } else {
-            return Err(VolumeError::unusable(path, "is neither a regular file nor a block device"));
+            return Err(VolumeError::unusable(
+                path,
+                "is neither a regular file nor a block device",
+            ));
         };
         let mut opts = OpenOptions::new();
         opts.read(true);
@@ -141,7 +154,11 @@ impl Volume {
             flags |= libc::O_DSYNC;
         }
         opts.custom_flags(flags);
-        let op = if access == Access::ReadWrite { "open for writing (O_DIRECT|O_DSYNC)" } else { "open (O_DIRECT)" };
+        let op = if access == Access::ReadWrite {
+            "open for writing (O_DIRECT|O_DSYNC)"
+        } else {
+            "open (O_DIRECT)"
+        };
         let file = opts.open(path).map_err(|e| VolumeError::io(path, op, e))?;
         let size_bytes = match kind {
             VolumeKind::File => meta.len(),
@@ -183,11 +200,21 @@ impl Volume {
     /// Reads `buf.blocks()` contiguous blocks starting at block `first`, in one I/O.
     pub fn read_blocks(&self, first: u64, buf: &mut AlignedBuf) -> Result<(), VolumeError> {
         let count = buf.blocks() as u64;
-        let op = || format!("read of blocks {first}..{} ({} bytes)", first + count, count * BLOCK_SIZE as u64);
+        let op = || {
+            format!(
+                "read of blocks {first}..{} ({} bytes)",
+                first + count,
+                count * BLOCK_SIZE as u64
+            )
+        };
         if first + count > self.blocks() {
             return Err(VolumeError::unusable(
                 &self.path,
-                format!("{} is beyond the end of the volume ({} blocks): the volume is truncated", op(), self.blocks()),
+                format!(
+                    "{} is beyond the end of the volume ({} blocks): the volume is truncated",
+                    op(),
+                    self.blocks()
+                ),
             ));
         }
         let offset = first * BLOCK_SIZE as u64;
@@ -198,7 +225,10 @@ impl Volume {
                 Ok(0) => {
                     return Err(VolumeError::unusable(
                         &self.path,
-                        format!("{}: end of file after {done} bytes: the volume is truncated", op()),
+                        format!(
+                            "{}: end of file after {done} bytes: the volume is truncated",
+                            op()
+                        ),
                     ))
                 }
                 Ok(n) => done += n,
@@ -210,8 +240,16 @@ impl Volume {
     }
 
     /// Writes one block (block `index` <- buffer block `buf_block`).
-    pub fn write_block(&self, index: u64, buf: &AlignedBuf, buf_block: usize) -> Result<(), VolumeError> {
-        self.write_range(index, &buf.as_slice()[buf_block * BLOCK_SIZE..(buf_block + 1) * BLOCK_SIZE])
+    pub fn write_block(
+        &self,
+        index: u64,
+        buf: &AlignedBuf,
+        buf_block: usize,
+    ) -> Result<(), VolumeError> {
+        self.write_range(
+            index,
+            &buf.as_slice()[buf_block * BLOCK_SIZE..(buf_block + 1) * BLOCK_SIZE],
+        )
     }
 
     /// Writes whole blocks from `data` (taken from an AlignedBuf) starting at block `first`.
@@ -219,13 +257,22 @@ impl Volume {
         let count = (data.len() / BLOCK_SIZE) as u64;
         let op = || format!("write of blocks {first}..{}", first + count);
         if first + count > self.blocks() {
-            return Err(VolumeError::unusable(&self.path, format!("{} is beyond the end of the volume", op())));
+            return Err(VolumeError::unusable(
+                &self.path,
+                format!("{} is beyond the end of the volume", op()),
+            ));
         }
         let offset = first * BLOCK_SIZE as u64;
         let mut done = 0usize;
         while done < data.len() {
             match self.file.write_at(&data[done..], offset + done as u64) {
-                Ok(0) => return Err(VolumeError::io(&self.path, op(), io::Error::from(io::ErrorKind::WriteZero))),
+                Ok(0) => {
+                    return Err(VolumeError::io(
+                        &self.path,
+                        op(),
+                        io::Error::from(io::ErrorKind::WriteZero),
+                    ))
+                }
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(VolumeError::io(&self.path, op(), e)),
@@ -242,9 +289,13 @@ impl Volume {
     /// Reads and decodes block 0; anything but a valid header is an error.
     pub fn read_header(&self) -> Result<Header, VolumeError> {
         if self.blocks() == 0 {
-            return Err(VolumeError::unusable(&self.path, "is empty (0 bytes): not initialized; run `hbfence init --volume PATH`"));
+            return Err(VolumeError::unusable(
+                &self.path,
+                "is empty (0 bytes): not initialized; run `hbfence init --volume PATH`",
+            ));
         }
-        let mut buf = AlignedBuf::new(1).map_err(|e| VolumeError::io(&self.path, "allocate buffer", e))?;
+        let mut buf =
+            AlignedBuf::new(1).map_err(|e| VolumeError::io(&self.path, "allocate buffer", e))?;
         self.read_blocks(0, &mut buf)?;
         match format::decode(buf.block(0)) {
             Decoded::Header(h) => {

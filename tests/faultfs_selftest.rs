@@ -27,6 +27,8 @@ fn fuse_usable() -> bool {
         Some("not running as root")
     } else if !Path::new("/dev/fuse").exists() {
         Some("/dev/fuse is missing")
+    } else if OpenOptions::new().read(true).write(true).open("/dev/fuse").is_err() {
+        Some("/dev/fuse cannot be opened (device cgroup?)")
     } else {
         None
     };

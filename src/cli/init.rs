@@ -213,7 +213,9 @@ fn create_file(path: &Path, bytes: u64) -> CliResult {
         .create_new(true)
         .open(path)
         .map_err(|e| CliError::new(format!("{}: cannot create: {e}", path.display())))?;
-    file.set_len(bytes).map_err(|e| CliError::new(format!("{}: cannot size to {bytes} bytes: {e}", path.display())))
+    file.set_len(bytes).map_err(|e| {
+        CliError::new(format!("{}: cannot size to {bytes} bytes: {e}", path.display()))
+    })
 }
 
 fn grow_file(path: &Path, bytes: u64) -> CliResult {
@@ -221,7 +223,9 @@ fn grow_file(path: &Path, bytes: u64) -> CliResult {
         .write(true)
         .open(path)
         .map_err(|e| CliError::new(format!("{}: cannot open to resize: {e}", path.display())))?;
-    file.set_len(bytes).map_err(|e| CliError::new(format!("{}: cannot grow to {bytes} bytes: {e}", path.display())))
+    file.set_len(bytes).map_err(|e| {
+        CliError::new(format!("{}: cannot grow to {bytes} bytes: {e}", path.display()))
+    })
 }
 
 /// Invalidates the old header first, zeroes every host block, then writes the new header.

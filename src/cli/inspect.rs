@@ -67,6 +67,7 @@ fn heartbeat_json(hb: &Heartbeat, now_wall: u64) -> Value {
         "watchdog_timeout_s": hb.watchdog_timeout_s,
         "ack_nonce": hb.ack_nonce,
         "coordinator": hb.coordinator,
+        "verdict_gen": hb.verdict_gen,
         "verdicts": hb.verdicts.iter().map(|v| json!({
             "id": v.host_id,
             "verdict": v.kind.as_str(),
@@ -135,8 +136,14 @@ pub fn dump(a: &DumpArgs) -> CliResult {
                 }
             }
             other => {
-                let state = if matches!(other, Decoded::Heartbeat(_)) && state == "ok" { "wrong-host-id" } else { state };
-                hosts.push(json!({"id": id, "block": snap.geometry.heartbeat_block(id), "crc": state}));
+                let state = if matches!(other, Decoded::Heartbeat(_)) && state == "ok" {
+                    "wrong-host-id"
+                } else {
+                    state
+                };
+                hosts.push(
+                    json!({"id": id, "block": snap.geometry.heartbeat_block(id), "crc": state}),
+                );
                 lines.push(format!("heartbeat {id:>4}: {state}"));
             }
         }
@@ -160,7 +167,9 @@ pub fn dump(a: &DumpArgs) -> CliResult {
                 ));
             }
             _ => {
-                mailboxes.push(json!({"id": id, "block": snap.geometry.mailbox_block(id), "crc": mstate}));
+                mailboxes.push(
+                    json!({"id": id, "block": snap.geometry.mailbox_block(id), "crc": mstate}),
+                );
                 lines.push(format!("mailbox   {id:>4}: {mstate}"));
             }
         }
@@ -177,7 +186,12 @@ pub fn dump(a: &DumpArgs) -> CliResult {
         return Ok(());
     }
     let t = &h.timing;
-    println!("volume {}: {} bytes, {} blocks of 4096", volume.path().display(), volume.size_bytes(), volume.blocks());
+    println!(
+        "volume {}: {} bytes, {} blocks of 4096",
+        volume.path().display(),
+        volume.size_bytes(),
+        volume.blocks()
+    );
     println!(
         "header: ok  format {}  cluster {}  max_hosts {}  created {} by {}",
         format::FORMAT_VERSION,
@@ -279,19 +293,18 @@ pub fn status(a: &StatusArgs) -> CliResult {
 
 /// `run --check`: the config, its files and every volume it names, without starting anything.
 pub fn run_check(a: &RunArgs) -> CliResult {
-    if !a.check {
-        return Err(CliError::new(
-            "the daemon is not part of this build yet; `hbfence run --check` validates a configuration",
-        ));
-    }
     let config = Config::load(&a.config)?;
     let mut first: Option<Header> = None;
     for v in &config.volumes {
         let volume = Volume::open(&v.path, Access::ReadWrite)?;
         let h = volume.read_header()?;
-        config
-            .check_against_volume(h.max_hosts)
-            .map_err(|e| CliError::new(format!("config {}: volume {}: {e}", a.config.display(), v.path.display())))?;
+        config.check_against_volume(h.max_hosts).map_err(|e| {
+            CliError::new(format!(
+                "config {}: volume {}: {e}",
+                a.config.display(),
+                v.path.display()
+            ))
+        })?;
         if let Some(f) = &first {
             if f.cluster != h.cluster || f.timing != h.timing {
                 return Err(CliError::new(format!(

@@ -76,7 +76,12 @@ refuses if any host's heartbeat moves: a live cluster is never wiped by accident
     Dump(inspect::DumpArgs),
     /// One row per known host: state, sequence, incarnation, last write and its age.
     Status(inspect::StatusArgs),
-    /// Validate the configuration and the volumes it names (`--check`).
+    /// Run the agent on this host (normally started by hbfence.service).
+    #[command(long_about = "Run the agent: heartbeat on every configured volume, own lease, \
+hardware watchdog, self-fencing, peer liveness and (on the coordinator) peer fencing. Logs go to \
+syslog (the journal) and, with --foreground or when stderr is a terminal, to stderr. SIGTERM or \
+SIGINT stops cleanly (the host writes `leaving`, disarms the watchdog and is never fenced); SIGHUP \
+reloads peers, [fencing] and [events].")]
     Run(RunArgs),
 }
 
@@ -88,6 +93,9 @@ pub struct RunArgs {
     /// Validate the config and the volumes it names, print a summary and exit; starts nothing.
     #[arg(long)]
     pub check: bool,
+    /// Also log to stderr (default when stderr is a terminal).
+    #[arg(long)]
+    pub foreground: bool,
 }
 
 /// Parses the command line and runs the command; returns the process exit code.
@@ -104,7 +112,12 @@ pub fn main() -> i32 {
         Command::Init(a) => init::run(&a),
         Command::Dump(a) => inspect::dump(&a),
         Command::Status(a) => inspect::status(&a),
-        Command::Run(a) => inspect::run_check(&a),
+        Command::Run(a) if a.check => inspect::run_check(&a),
+        Command::Run(a) => {
+            use std::io::IsTerminal;
+            let stderr = a.foreground || std::io::stderr().is_terminal();
+            return crate::daemon::run(&a.config, stderr);
+        }
     };
     match result {
         Ok(()) => exit::OK,

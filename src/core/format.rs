@@ -47,6 +47,7 @@ const OFF_WD_TIMEOUT_S: usize = 82;
 const OFF_CAPS: usize = 84;
 const OFF_ACK_NONCE: usize = 88;
 const OFF_COORDINATOR: usize = 96;
+const OFF_VERDICT_GEN: usize = 100;
 const OFF_NAME: usize = 104;
 const OFF_VERDICT_COUNT: usize = 168;
 const OFF_VERDICTS: usize = 176;
@@ -270,6 +271,9 @@ pub struct Heartbeat {
     pub ack_nonce: u64,
     /// Whom the writer believes is coordinator (0: none known).
     pub coordinator: u32,
+    /// Bumped by a coordinator on every change of its verdict table; a new coordinator
+    /// inherits the table with the highest generation.
+    pub verdict_gen: u32,
     pub name: String,
     pub verdicts: Vec<Verdict>,
 }
@@ -339,7 +343,9 @@ pub enum Decoded {
     /// hbfence magic but the CRC does not match: torn or corrupt. "No news" (S5).
     BadCrc,
     /// Written by a newer format this agent cannot read.
-    Unsupported { version: u16 },
+    Unsupported {
+        version: u16,
+    },
     /// CRC correct but a field is out of range.
     Malformed(String),
     Header(Header),
@@ -481,6 +487,7 @@ pub fn encode_heartbeat_into(h: &Heartbeat, b: &mut Block) -> Result<(), EncodeE
     put_u32(b, OFF_CAPS, h.caps);
     put_u64(b, OFF_ACK_NONCE, h.ack_nonce);
     put_u32(b, OFF_COORDINATOR, h.coordinator);
+    put_u32(b, OFF_VERDICT_GEN, h.verdict_gen);
     put_name(b, OFF_NAME, &h.name);
     put_u16(b, OFF_VERDICT_COUNT, h.verdicts.len() as u16);
     for (i, v) in h.verdicts.iter().enumerate() {
@@ -545,7 +552,9 @@ fn decode_header(b: &[u8], cluster: ClusterId) -> Decoded {
     }
     let max_hosts = get_u32(b, OFF_MAX_HOSTS);
     if max_hosts == 0 || max_hosts > MAX_HOSTS_LIMIT {
-        return Decoded::Malformed(format!("max_hosts {max_hosts} is not in 1..={MAX_HOSTS_LIMIT}"));
+        return Decoded::Malformed(format!(
+            "max_hosts {max_hosts} is not in 1..={MAX_HOSTS_LIMIT}"
+        ));
     }
     let timing = Timing {
         interval_ms: get_u32(b, OFF_INTERVAL).into(),
@@ -605,6 +614,7 @@ fn decode_heartbeat(b: &[u8], cluster: ClusterId, host_id: u32) -> Decoded {
         caps: get_u32(b, OFF_CAPS),
         ack_nonce: get_u64(b, OFF_ACK_NONCE),
         coordinator: get_u32(b, OFF_COORDINATOR),
+        verdict_gen: get_u32(b, OFF_VERDICT_GEN),
         name: get_name(b, OFF_NAME),
         verdicts,
     })
@@ -668,6 +678,7 @@ mod tests {
             caps: caps::WATCHDOG_ARMED | caps::IO_HEALTHY,
             ack_nonce: 17,
             coordinator: 1,
+            verdict_gen: 4,
             name: "kvm03".into(),
             verdicts: vec![Verdict {
                 host_id: 2,
@@ -811,13 +822,13 @@ mod tests {
             cluster in any::<[u8; 16]>(), host_id in 1u32..=2000, incarnation in any::<u64>(),
             seq in any::<u64>(), wall in any::<u64>(), mono in any::<u64>(),
             boot in any::<[u8; 16]>(), state in 1u8..=4, wd in any::<u16>(), caps_bits in 0u32..16,
-            ack in any::<u64>(), coord in any::<u32>(), name in arb_name(),
+            ack in any::<u64>(), coord in any::<u32>(), gen in any::<u32>(), name in arb_name(),
             verdicts in proptest::collection::vec(arb_verdict(), 0..=MAX_VERDICTS)
         ) {
             let h = Heartbeat {
                 cluster, host_id, incarnation, seq, wall_ms: wall, mono_ms: mono, boot_id: boot,
                 state: HostState::from_u8(state).unwrap(), watchdog_timeout_s: wd, caps: caps_bits,
-                ack_nonce: ack, coordinator: coord, name, verdicts,
+                ack_nonce: ack, coordinator: coord, verdict_gen: gen, name, verdicts,
             };
             prop_assert_eq!(decode(&encode_heartbeat(&h).unwrap()), Decoded::Heartbeat(h));
         }

@@ -89,11 +89,7 @@ impl Timing {
             (
                 self.io_timeout_ms >= self.interval_ms,
                 "io_timeout >= interval",
-                format!(
-                    "io_timeout {} < interval {}",
-                    s(self.io_timeout_ms),
-                    s(self.interval_ms)
-                ),
+                format!("io_timeout {} < interval {}", s(self.io_timeout_ms), s(self.interval_ms)),
             ),
             (
                 self.lease_timeout_ms >= 2 * self.interval_ms + self.io_timeout_ms,
@@ -108,11 +104,7 @@ impl Timing {
             (
                 self.suspect_after_ms >= 2 * self.interval_ms,
                 "suspect_after >= 2*interval",
-                format!(
-                    "suspect_after {} < 2*{}",
-                    s(self.suspect_after_ms),
-                    s(self.interval_ms)
-                ),
+                format!("suspect_after {} < 2*{}", s(self.suspect_after_ms), s(self.interval_ms)),
             ),
             (
                 self.watchdog_timeout_ms >= 2_000,

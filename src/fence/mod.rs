@@ -133,41 +133,63 @@ pub enum FenceError {
 
 impl fmt::Display for FenceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            FenceError::PasswordFile { path, reason } => write!(
-                f,
-                "cannot use password file {}: {reason}; it must exist, be readable by hbfence \
-                 and hold the password on one line",
-                path.display()
-            ),
-            FenceError::Spawn { program, target, error } => write!(
-                f,
-                "{target}: cannot run {}: {error}; install it or configure its full path",
-                program.display()
-            ),
-            FenceError::Timeout { target, command, after, output } => {
-                write!(f, "{target}: `{command}` gave no answer within {after:?} and was killed")?;
-                if !output.is_empty() {
-                    write!(f, " (output so far: {output})")?;
-                }
-                write!(f, "; check that it is reachable (network, address, port)")
-            }
-            FenceError::Failed { target, command, status, output, hint } => {
-                let output = if output.is_empty() { "no output" } else { output };
-                write!(f, "{target}: `{command}` failed ({status}): {output}; {hint}")
-            }
-            FenceError::BadOption { program, key, reason } => write!(
-                f,
-                "fence agent {}: option `{key}` {reason}; fix the agent options in the config",
-                program.display()
-            ),
+        if let Some(target) = self.target() {
+            write!(f, "{target}: ")?;
         }
+        write!(f, "{}; {}", self.what(), self.advice())
     }
 }
 
 impl std::error::Error for FenceError {}
 
 impl FenceError {
+    fn target(&self) -> Option<&str> {
+        match self {
+            FenceError::Spawn { target, .. }
+            | FenceError::Timeout { target, .. }
+            | FenceError::Failed { target, .. } => Some(target),
+            FenceError::PasswordFile { .. } | FenceError::BadOption { .. } => None,
+        }
+    }
+
+    /// What went wrong, without the target and the advice.
+    fn what(&self) -> String {
+        match self {
+            FenceError::PasswordFile { path, reason } => {
+                format!("cannot use password file {}: {reason}", path.display())
+            }
+            FenceError::Spawn { program, error, .. } => {
+                format!("cannot run {}: {error}", program.display())
+            }
+            FenceError::Timeout { command, after, output, .. } if output.is_empty() => {
+                format!("`{command}` gave no answer within {after:?} and was killed")
+            }
+            FenceError::Timeout { command, after, output, .. } => format!(
+                "`{command}` gave no answer within {after:?} and was killed (output so far: \
+                 {output})"
+            ),
+            FenceError::Failed { command, status, output, .. } => {
+                format!("`{command}` failed ({status}): {}", or_no_output(output))
+            }
+            FenceError::BadOption { program, key, reason } => {
+                format!("fence agent {}: option `{key}` {reason}", program.display())
+            }
+        }
+    }
+
+    /// What the operator should do about it.
+    fn advice(&self) -> &'static str {
+        match self {
+            FenceError::PasswordFile { .. } => {
+                "it must exist, be readable by hbfence and hold the password on one line"
+            }
+            FenceError::Spawn { .. } => "install it or configure its full path",
+            FenceError::Timeout { .. } => "check that it is reachable (network, address, port)",
+            FenceError::Failed { hint, .. } => hint,
+            FenceError::BadOption { .. } => "fix the agent options in the config",
+        }
+    }
+
     /// Configuration problems that another try within this attempt cannot fix.
     fn is_permanent(&self) -> bool {
         matches!(
@@ -188,10 +210,14 @@ pub fn power_off_and_confirm(method: &FenceMethod, settings: &FenceSettings) -> 
 
     // The answer to `off` proves nothing (S8), and an already-off chassis may even refuse it,
     // so we go on to the status queries whatever it said, unless the setup itself is broken.
+    let mut advice = None;
     let off = match power_action(method, settings, Action::Off) {
         Ok(answer) => format!("accepted ({})", or_no_output(&answer)),
-        Err(e) if e.is_permanent() => return failed(&target, e.to_string()),
-        Err(e) => e.to_string(),
+        Err(e) if e.is_permanent() => return failed(&target, &e.what(), Some(e.advice())),
+        Err(e) => {
+            advice = Some(e.advice());
+            e.what()
+        }
     };
 
     let deadline = Instant::now() + settings.confirm_timeout;
@@ -207,19 +233,19 @@ pub fn power_off_and_confirm(method: &FenceMethod, settings: &FenceSettings) -> 
             }
             Ok(PowerState::On) => "power is still on".to_string(),
             Ok(PowerState::Unknown(answer)) => format!("unrecognised answer: {answer}"),
-            Err(e) if e.is_permanent() => return failed(&target, e.to_string()),
-            Err(e) => e.to_string(),
+            Err(e) if e.is_permanent() => return failed(&target, &e.what(), Some(e.advice())),
+            Err(e) => {
+                advice = Some(e.advice());
+                e.what()
+            }
         };
         let now = Instant::now();
         if now >= deadline {
-            return failed(
-                &target,
-                format!(
-                    "{target}: power off NOT confirmed within {:?}; off command: {off}; \
-                     last status: {last}",
-                    settings.confirm_timeout
-                ),
+            let what = format!(
+                "power off NOT confirmed within {:?}; off command: {off}; last status: {last}",
+                settings.confirm_timeout
             );
+            return failed(&target, &what, advice);
         }
         thread::sleep(settings.poll_interval.min(deadline - now));
     }
@@ -287,8 +313,12 @@ impl Action {
     }
 }
 
-fn failed(target: &str, detail: String) -> AttemptOutcome {
-    log::warn!("fencing {target} failed: {detail}");
+fn failed(target: &str, what: &str, advice: Option<&str>) -> AttemptOutcome {
+    let detail = match advice {
+        Some(advice) => format!("{target}: {what}; {advice}"),
+        None => format!("{target}: {what}"),
+    };
+    log::warn!("fencing failed: {detail}");
     AttemptOutcome::Failed { detail }
 }
 
@@ -311,11 +341,15 @@ const IPMI_HINT: &str = "check the BMC address, port, username, password file an
 const AGENT_HINT: &str = "check the agent's options and password file (run it by hand to see)";
 
 fn ipmitool_args(t: &IpmiTarget, action: Action) -> Vec<String> {
-    let mut args: Vec<String> = ["-I", &t.interface, "-H", &t.address].map(String::from).into();
-    args.extend(["-p".into(), t.port.to_string(), "-U".into(), t.username.clone(), "-E".into()]);
-    args.extend(["-C".into(), t.cipher_suite.to_string()]);
-    args.extend(["chassis", "power", action.as_str()].map(String::from));
-    args
+    let (port, suite) = (t.port.to_string(), t.cipher_suite.to_string());
+    // `-E`: the password comes from IPMI_PASSWORD. `-C` always: without it ipmitool probes
+    // cipher suites for about 10 s.
+    #[rustfmt::skip]
+    let args = [
+        "-I", &t.interface, "-H", &t.address, "-p", &port, "-U", &t.username, "-E", "-C", &suite,
+        "chassis", "power", action.as_str(),
+    ];
+    args.map(String::from).into()
 }
 
 /// One ipmitool call; Ok when it exited with 0.

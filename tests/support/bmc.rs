@@ -78,7 +78,10 @@ impl SimBmc {
         fs::write(&power, "1\n")?;
 
         let script = dir.join("chassis-control.sh");
-        fs::write(&script, chassis_script(&power, host_pid_file, &dir.join("chassis.log"), chassis))?;
+        fs::write(
+            &script,
+            chassis_script(&power, host_pid_file, &dir.join("chassis.log"), chassis),
+        )?;
         fs::set_permissions(&script, fs::Permissions::from_mode(0o755))?;
 
         let lan_conf = dir.join("lan.conf");
@@ -301,7 +304,10 @@ pub fn tools_missing() -> Option<String> {
     if missing.is_empty() {
         None
     } else {
-        Some(format!("{} not found in PATH (apt-get install openipmi ipmitool)", missing.join(", ")))
+        Some(format!(
+            "{} not found in PATH (apt-get install openipmi ipmitool)",
+            missing.join(", ")
+        ))
     }
 }
 

@@ -103,7 +103,8 @@ impl FaultFs {
         let base = [
             MountOption::FSName("faultfs".to_string()),
             MountOption::Subtype("faultfs".to_string()),
-            // Agents may run as other users than the test; the kernel checks nothing else.
+            // Without allow_other the kernel refuses every uid but the mounter's, and
+            // fusermount3 needs it for auto_unmount.
             MountOption::AllowOther,
         ];
         // AutoUnmount makes fusermount3 unmount when this process dies without running Drop;

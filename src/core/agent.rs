@@ -1,0 +1,1317 @@
+//! The per-host decision state machine: own lease, watchdog petting, self-fencing, peer
+//! liveness, coordinator election and fencing decisions.
+//!
+//! It is fed with [`Input`]s stamped with the local monotonic time and answers with
+//! [`Action`]s; it performs no I/O and reads no clock, so the daemon and the cluster simulation
+//! run exactly this code. Each safety invariant of the design brief is enforced here:
+//! S1 in `judge_peers`, S2 by using only `Now::mono` for decisions, S3 in `doom`, S4 in
+//! `volume_health_changed`/`judge_from`, S5 in `observe`, S8 in `fence_done`.
+
+use super::events::{Event, EventKind};
+use super::format::{
+    self, caps, BootId, ClusterId, Command, FenceMethodKind, Heartbeat, HostState, Verdict,
+    VerdictKind,
+};
+use super::timing::Timing;
+use super::view::{Slot, VolumeView};
+use std::collections::BTreeMap;
+
+/// Local time: monotonic milliseconds (decisions) and wall milliseconds (for people, S2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    pub mono: u64,
+    pub wall: u64,
+}
+
+/// How this host resets itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SelfFenceKind {
+    Reboot,
+    PowerOff,
+    Crashdump,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DoomReason {
+    /// The own lease expired (storage lost or too slow).
+    LeaseExpired,
+    /// A fence request (poison pill) arrived in the mailbox.
+    Request,
+    /// A previous agent on this boot expired its lease or self-fenced (S3).
+    PendingFromEarlierRun,
+}
+
+impl DoomReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DoomReason::LeaseExpired => "lease expired",
+            DoomReason::Request => "fence request in mailbox",
+            DoomReason::PendingFromEarlierRun => {
+                "an earlier agent on this boot lost its lease or self-fenced"
+            }
+        }
+    }
+}
+
+/// Knobs that break safety on purpose: only the simulation uses them, to prove it can fail.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnsafeTestKnobs {
+    /// Judge peers even while the own I/O is in trouble (disables S4).
+    pub judge_through_trouble: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct AgentParams {
+    pub host_id: u32,
+    pub name: String,
+    pub cluster: ClusterId,
+    pub max_hosts: u32,
+    pub timing: Timing,
+    pub volumes: usize,
+    pub boot_id: BootId,
+    pub incarnation: u64,
+    pub eligible: bool,
+    pub self_fence: SelfFenceKind,
+    /// Peers this host can power off, and how.
+    pub fence_methods: BTreeMap<u32, FenceMethodKind>,
+    /// Watchdog timeout this host will advertise once armed.
+    pub watchdog_timeout_s: u16,
+    /// The runtime marker says an earlier agent on this boot was doomed (S3).
+    pub doomed_marker: bool,
+    /// `[fencing] after = "on"`: power peers back on after a confirmed off.
+    pub power_on_after: bool,
+    pub knobs: UnsafeTestKnobs,
+}
+
+/// What the driver reports back to the core.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// Time passes (the daemon ticks several times a second).
+    Tick,
+    /// One I/O cycle on a volume finished: optional write of the own block, then one read of
+    /// every heartbeat and mailbox. Times are local monotonic ms.
+    IoDone {
+        volume: usize,
+        cycle: u64,
+        started: u64,
+        write: Option<Result<u64, String>>,
+        read: Result<(u64, VolumeView), String>,
+    },
+    /// Result of arming the watchdog after the first successful heartbeat.
+    WatchdogArmed(Result<(), String>),
+    /// One fencing attempt on a peer finished.
+    FenceDone { peer: u32, method: FenceMethodKind, result: Result<String, String> },
+    /// SIGTERM / SIGINT.
+    StopRequested,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Start an I/O cycle on a volume (the volume's thread is idle).
+    StartIo {
+        volume: usize,
+        cycle: u64,
+        write: Option<Box<Heartbeat>>,
+    },
+    ArmWatchdog,
+    Pet,
+    /// Magic close: the host left cleanly.
+    DisarmWatchdog,
+    /// Record the doom on this boot (runtime marker) before anything else.
+    MarkDoomed,
+    SelfFence {
+        kind: SelfFenceKind,
+        reason: DoomReason,
+    },
+    /// Power a peer off through its BMC / fence agent and confirm (one attempt).
+    StartFence {
+        peer: u32,
+    },
+    /// `[fencing] after = "on"`: power the peer back on after a confirmed off.
+    PowerOn {
+        peer: u32,
+    },
+    Event(Event),
+    /// First heartbeat written with the watchdog armed: tell systemd.
+    Ready,
+    /// Stop the process.
+    Exit {
+        code: i32,
+        message: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading only: watching the own block for another writer before writing.
+    Probing {
+        since: u64,
+    },
+    Running,
+    /// Stopping cleanly: writing the `leaving` record.
+    Leaving {
+        since: u64,
+    },
+    /// Lease expired or fence request: never pets again (S3).
+    Doomed {
+        since: u64,
+        reason: DoomReason,
+        fence_at: u64,
+        fenced: bool,
+    },
+    Exited,
+}
+
+/// What this host believes about a peer right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerStatus {
+    /// Block empty: never joined.
+    Absent,
+    Alive,
+    Suspect,
+    /// Stopped cleanly: never fenced.
+    Left,
+    /// An operator cleared it: not judged until its heartbeat moves again.
+    Cleared,
+}
+
+impl PeerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerStatus::Absent => "absent",
+            PeerStatus::Alive => "alive",
+            PeerStatus::Suspect => "suspect",
+            PeerStatus::Left => "left",
+            PeerStatus::Cleared => "cleared",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct PeerView {
+    pub id: u32,
+    pub name: String,
+    pub status: PeerStatus,
+    pub incarnation: u64,
+    pub seq: u64,
+    pub state: Option<HostState>,
+    pub caps: u32,
+    pub wall_ms: u64,
+    /// How long no progress was observed (judged time only, S4).
+    pub stale_ms: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Peer {
+    /// Last (incarnation, seq) seen on each volume.
+    last: Vec<Option<(u64, u64)>>,
+    /// Local time of the first read that showed the latest new value.
+    last_change: u64,
+    record: Option<Heartbeat>,
+    status: Option<PeerStatus>,
+    /// Value at which an operator cleared the peer.
+    cleared_at: Option<(u64, u64)>,
+    mailbox_nonce: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Vol {
+    /// (cycle, start, sequence number written) of the I/O under way.
+    in_flight: Option<(u64, u64, Option<u64>)>,
+    /// Start of the last verified write (lease renewal point).
+    last_ok_start: Option<u64>,
+    healthy: bool,
+    last_error: String,
+}
+
+#[derive(Clone, Debug, Default)]
+struct FenceJob {
+    in_flight: bool,
+    attempts: u32,
+    next_attempt_at: u64,
+    last_detail: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Storage {
+    Ok,
+    Degraded,
+    Lost,
+}
+
+const PET_EVERY_MS: u64 = 500;
+const FENCE_BACKOFF_MAX_MS: u64 = 30_000;
+
+pub struct Agent {
+    p: AgentParams,
+    phase: Phase,
+    seq: u64,
+    cycle: u64,
+    next_cycle_at: u64,
+    vols: Vec<Vol>,
+    peers: BTreeMap<u32, Peer>,
+    verdicts: BTreeMap<u32, Verdict>,
+    verdict_gen: u32,
+    inherited: bool,
+    coordinator: Option<u32>,
+    judge_from: u64,
+    armed: bool,
+    arming: bool,
+    ready_sent: bool,
+    last_pet: Option<u64>,
+    own_mailbox_nonce: Option<u64>,
+    ack_nonce: u64,
+    probe_first: Option<(u64, Option<(u64, u64)>)>,
+    fences: BTreeMap<u32, FenceJob>,
+    storage: Storage,
+    /// A fence request may ask for power-off instead of the configured action.
+    pending_kind: Option<SelfFenceKind>,
+    actions: Vec<Action>,
+    now: Now,
+}
+
+impl Agent {
+    pub fn new(p: AgentParams, now: Now) -> Agent {
+        let vols = vec![Vol { healthy: true, ..Vol::default() }; p.volumes.max(1)];
+        let mut agent = Agent {
+            phase: Phase::Probing { since: now.mono },
+            seq: 0,
+            cycle: 0,
+            next_cycle_at: now.mono,
+            vols,
+            peers: BTreeMap::new(),
+            verdicts: BTreeMap::new(),
+            verdict_gen: 0,
+            inherited: false,
+            coordinator: None,
+            judge_from: now.mono,
+            armed: false,
+            arming: false,
+            ready_sent: false,
+            last_pet: None,
+            own_mailbox_nonce: None,
+            ack_nonce: 0,
+            probe_first: None,
+            fences: BTreeMap::new(),
+            storage: Storage::Ok,
+            pending_kind: None,
+            actions: Vec::new(),
+            now,
+            p,
+        };
+        if agent.p.doomed_marker {
+            agent.doom(DoomReason::PendingFromEarlierRun);
+        }
+        agent
+    }
+
+    /// Write quorum and read quorum for the number of volumes (W + R > N).
+    pub fn quorums(volumes: usize) -> (usize, usize) {
+        match volumes {
+            0 | 1 => (1, 1),
+            2 => (1, 2),
+            _ => (2, 2),
+        }
+    }
+
+    pub fn params(&self) -> &AgentParams {
+        &self.p
+    }
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+    pub fn coordinator(&self) -> Option<u32> {
+        self.coordinator
+    }
+    pub fn is_coordinator(&self) -> bool {
+        self.coordinator == Some(self.p.host_id)
+    }
+    pub fn verdicts(&self) -> &BTreeMap<u32, Verdict> {
+        &self.verdicts
+    }
+    pub fn watchdog_armed(&self) -> bool {
+        self.armed
+    }
+    pub fn volume_healthy(&self, v: usize) -> bool {
+        self.vols.get(v).is_some_and(|v| v.healthy)
+    }
+    pub fn volume_error(&self, v: usize) -> &str {
+        self.vols.get(v).map(|v| v.last_error.as_str()).unwrap_or("")
+    }
+
+    /// End of the own lease, if a write quorum of volumes ever renewed it.
+    pub fn lease_expiry(&self) -> Option<u64> {
+        let (w, _) = Self::quorums(self.vols.len());
+        let mut ends: Vec<u64> = self
+            .vols
+            .iter()
+            .filter_map(|v| v.last_ok_start.map(|s| s + self.p.timing.lease_timeout_ms))
+            .collect();
+        if ends.len() < w {
+            return None;
+        }
+        ends.sort_unstable_by(|a, b| b.cmp(a));
+        Some(ends[w - 1])
+    }
+
+    pub fn lease_valid(&self, now: u64) -> bool {
+        self.lease_expiry().is_some_and(|e| now < e)
+    }
+
+    fn doomed(&self) -> bool {
+        matches!(self.phase, Phase::Doomed { .. })
+    }
+
+    /// Every peer this host has seen, with its current judgement.
+    pub fn peer_views(&self) -> Vec<PeerView> {
+        self.peers
+            .iter()
+            .map(|(&id, p)| {
+                let r = p.record.as_ref();
+                PeerView {
+                    id,
+                    name: r.map(|r| r.name.clone()).unwrap_or_default(),
+                    status: p.status.unwrap_or(PeerStatus::Absent),
+                    incarnation: r.map_or(0, |r| r.incarnation),
+                    seq: r.map_or(0, |r| r.seq),
+                    state: r.map(|r| r.state),
+                    caps: r.map_or(0, |r| r.caps),
+                    wall_ms: r.map_or(0, |r| r.wall_ms),
+                    stale_ms: self.stale_ms(p),
+                }
+            })
+            .collect()
+    }
+
+    /// Feeds one input at local time `now`; returns the actions to carry out, in order.
+    pub fn handle(&mut self, now: Now, input: Input) -> Vec<Action> {
+        // Monotonic time never goes backwards, even if a driver misbehaves.
+        self.now = Now { mono: now.mono.max(self.now.mono), wall: now.wall };
+        match input {
+            Input::Tick => {}
+            Input::IoDone { volume, cycle, started, write, read } => {
+                self.io_done(volume, cycle, started, write, read)
+            }
+            Input::WatchdogArmed(r) => self.watchdog_armed_result(r),
+            Input::FenceDone { peer, method, result } => self.fence_done(peer, method, result),
+            Input::StopRequested => self.stop_requested(),
+        }
+        self.step();
+        std::mem::take(&mut self.actions)
+    }
+
+    fn event(
+        &mut self,
+        kind: EventKind,
+        host: u32,
+        method: Option<FenceMethodKind>,
+        detail: String,
+    ) {
+        let host_name = if host == self.p.host_id {
+            self.p.name.clone()
+        } else {
+            self.peers
+                .get(&host)
+                .and_then(|p| p.record.as_ref())
+                .map(|r| r.name.clone())
+                .unwrap_or_default()
+        };
+        self.actions.push(Action::Event(Event {
+            kind,
+            host,
+            host_name,
+            method,
+            detail,
+            mono_ms: self.now.mono,
+            wall_ms: self.now.wall,
+        }));
+    }
+
+    /// Everything that depends only on time: leases, pets, cycles, judgements.
+    fn step(&mut self) {
+        let now = self.now.mono;
+        self.check_stuck_io(now);
+        match self.phase {
+            Phase::Probing { .. } | Phase::Exited => {}
+            Phase::Running | Phase::Leaving { .. } => {
+                if self.lease_expiry().is_some_and(|e| now >= e) {
+                    self.doom(DoomReason::LeaseExpired);
+                }
+            }
+            Phase::Doomed { since, reason, fence_at, fenced } => {
+                if !fenced && now >= fence_at {
+                    self.phase = Phase::Doomed { since, reason, fence_at, fenced: true };
+                    self.actions.push(Action::SelfFence { kind: self.self_fence_kind(), reason });
+                }
+            }
+        }
+        if let Phase::Leaving { since } = self.phase {
+            self.maybe_finish_leaving(since);
+        }
+        self.maybe_pet(now);
+        self.update_storage_state();
+        if !matches!(self.phase, Phase::Probing { .. } | Phase::Exited) {
+            self.judge_peers();
+        }
+        self.schedule_io(now);
+    }
+
+    fn self_fence_kind(&self) -> SelfFenceKind {
+        self.pending_kind.unwrap_or(self.p.self_fence)
+    }
+
+    fn maybe_pet(&mut self, now: u64) {
+        // S3: only while the lease is valid, never once doomed.
+        if !self.armed || self.doomed() || !self.lease_valid(now) {
+            return;
+        }
+        if self.last_pet.is_none_or(|t| now >= t + PET_EVERY_MS) {
+            self.last_pet = Some(now);
+            self.actions.push(Action::Pet);
+        }
+    }
+
+    /// The lease is gone: never pet again, mark the boot, reset the host (S3).
+    fn doom(&mut self, reason: DoomReason) {
+        if self.doomed() || self.phase == Phase::Exited {
+            return;
+        }
+        let now = self.now.mono;
+        // A fence request first writes its acknowledgement (bounded by io_timeout); a lost
+        // lease means storage is gone, so the reset happens at once.
+        let fence_at =
+            if reason == DoomReason::Request { now + self.p.timing.io_timeout_ms } else { now };
+        self.phase = Phase::Doomed { since: now, reason, fence_at, fenced: false };
+        self.actions.push(Action::MarkDoomed);
+        self.event(EventKind::SelfFence, self.p.host_id, None, reason.as_str().to_string());
+        if fence_at <= now {
+            self.phase = Phase::Doomed { since: now, reason, fence_at, fenced: true };
+            self.actions.push(Action::SelfFence { kind: self.self_fence_kind(), reason });
+        }
+    }
+
+    fn stop_requested(&mut self) {
+        match self.phase {
+            Phase::Probing { .. } => {
+                self.phase = Phase::Exited;
+                self.actions.push(Action::Exit {
+                    code: 0,
+                    message: "stopped before the first heartbeat".into(),
+                });
+            }
+            Phase::Running => {
+                if !self.armed && self.seq == 0 {
+                    self.phase = Phase::Exited;
+                    self.actions.push(Action::Exit {
+                        code: 0,
+                        message: "stopped before the first heartbeat".into(),
+                    });
+                    return;
+                }
+                self.phase = Phase::Leaving { since: self.now.mono };
+                // Write the leaving record now instead of waiting for the next interval.
+                self.next_cycle_at = self.now.mono;
+            }
+            // S3: a pending self-fence cannot be cancelled by stopping the agent.
+            Phase::Leaving { .. } | Phase::Doomed { .. } | Phase::Exited => {}
+        }
+    }
+
+    /// The leaving record must be verified on a write quorum before the watchdog is disarmed:
+    /// otherwise peers would later fence a host whose watchdog no longer guards it (S1).
+    fn maybe_finish_leaving(&mut self, since: u64) {
+        let (w, _) = Self::quorums(self.vols.len());
+        let written =
+            self.vols.iter().filter(|v| v.last_ok_start.is_some_and(|s| s >= since)).count();
+        if written >= w {
+            self.phase = Phase::Exited;
+            if self.armed {
+                self.actions.push(Action::DisarmWatchdog);
+                self.armed = false;
+            }
+            self.actions.push(Action::Exit { code: 0, message: "left the cluster cleanly".into() });
+        }
+    }
+
+    fn watchdog_armed_result(&mut self, r: Result<(), String>) {
+        self.arming = false;
+        match r {
+            Ok(()) => {
+                self.armed = true;
+                // Publish the armed watchdog at the next cycle, right away.
+                self.next_cycle_at = self.now.mono;
+            }
+            Err(e) => {
+                self.phase = Phase::Exited;
+                self.actions.push(Action::Exit {
+                    code: 1,
+                    message: format!("cannot arm the watchdog: {e}"),
+                });
+            }
+        }
+    }
+
+    fn check_stuck_io(&mut self, now: u64) {
+        let limit = self.p.timing.io_timeout_ms;
+        let mut changed = false;
+        for v in &mut self.vols {
+            if let Some((_, started, _)) = v.in_flight {
+                if now >= started + limit && v.healthy {
+                    v.healthy = false;
+                    v.last_error = format!("I/O stuck for more than {} ms", limit);
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.volume_health_changed();
+        }
+    }
+
+    /// S4: any change of the own storage health restarts every peer timer.
+    fn volume_health_changed(&mut self) {
+        if !self.p.knobs.judge_through_trouble {
+            self.judge_from = self.now.mono;
+        }
+    }
+
+    fn healthy_volumes(&self) -> usize {
+        self.vols.iter().filter(|v| v.healthy).count()
+    }
+
+    /// True while this host may judge peers (S4): a read quorum of healthy volumes.
+    fn can_judge(&self) -> bool {
+        let (_, r) = Self::quorums(self.vols.len());
+        self.p.knobs.judge_through_trouble || self.healthy_volumes() >= r
+    }
+
+    fn io_healthy(&self) -> bool {
+        let (w, r) = Self::quorums(self.vols.len());
+        self.p.knobs.judge_through_trouble || self.healthy_volumes() >= w.max(r)
+    }
+
+    fn update_storage_state(&mut self) {
+        if matches!(self.phase, Phase::Probing { .. } | Phase::Exited) {
+            return;
+        }
+        let (w, r) = Self::quorums(self.vols.len());
+        let healthy = self.healthy_volumes();
+        let state = if healthy == self.vols.len() {
+            Storage::Ok
+        } else if healthy >= w.max(r) {
+            Storage::Degraded
+        } else {
+            Storage::Lost
+        };
+        if state != self.storage {
+            let detail = self
+                .vols
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| !v.healthy)
+                .map(|(i, v)| format!("volume {i}: {}", v.last_error))
+                .collect::<Vec<_>>()
+                .join("; ");
+            let kind = match state {
+                Storage::Ok => EventKind::StorageRestored,
+                Storage::Degraded => EventKind::StorageDegraded,
+                Storage::Lost => EventKind::StorageLost,
+            };
+            self.storage = state;
+            self.event(kind, self.p.host_id, None, detail);
+        }
+    }
+
+    fn schedule_io(&mut self, now: u64) {
+        if self.phase == Phase::Exited || now < self.next_cycle_at {
+            return;
+        }
+        let interval = self.p.timing.interval_ms;
+        self.cycle += 1;
+        self.next_cycle_at = if now >= self.next_cycle_at + interval {
+            now + interval
+        } else {
+            self.next_cycle_at + interval
+        };
+        let write = match self.phase {
+            Phase::Probing { .. } | Phase::Exited => None,
+            // A doomed host writes once more only to acknowledge a fence request.
+            Phase::Doomed { fenced, reason, .. } => {
+                if reason == DoomReason::Request && !fenced {
+                    Some(HostState::SelfFencing)
+                } else {
+                    None
+                }
+            }
+            Phase::Leaving { .. } => Some(HostState::Leaving),
+            Phase::Running => {
+                Some(if self.armed { HostState::Active } else { HostState::Starting })
+            }
+        };
+        let record = write.map(|state| {
+            self.seq += 1;
+            Box::new(self.record(state))
+        });
+        let written = record.as_ref().map(|r| r.seq);
+        for v in 0..self.vols.len() {
+            // A stuck I/O is never queued behind: this volume skips the cycle.
+            if self.vols[v].in_flight.is_some() {
+                continue;
+            }
+            self.vols[v].in_flight = Some((self.cycle, now, written));
+            self.actions.push(Action::StartIo {
+                volume: v,
+                cycle: self.cycle,
+                write: record.clone(),
+            });
+        }
+    }
+
+    fn record(&self, state: HostState) -> Heartbeat {
+        let mut c = 0;
+        if self.armed {
+            c |= caps::WATCHDOG_ARMED;
+        }
+        if self.p.eligible {
+            c |= caps::COORDINATOR_ELIGIBLE;
+        }
+        if self.is_coordinator() {
+            c |= caps::COORDINATOR;
+        }
+        if self.io_healthy() {
+            c |= caps::IO_HEALTHY;
+        }
+        let mut verdicts: Vec<Verdict> = if self.is_coordinator() {
+            self.verdicts.values().copied().collect()
+        } else {
+            Vec::new()
+        };
+        verdicts.truncate(format::MAX_VERDICTS);
+        Heartbeat {
+            cluster: self.p.cluster,
+            host_id: self.p.host_id,
+            incarnation: self.p.incarnation,
+            seq: self.seq,
+            wall_ms: self.now.wall,
+            mono_ms: self.now.mono,
+            boot_id: self.p.boot_id,
+            state,
+            watchdog_timeout_s: if self.armed { self.p.watchdog_timeout_s } else { 0 },
+            caps: c,
+            ack_nonce: self.ack_nonce,
+            coordinator: self.coordinator.unwrap_or(0),
+            verdict_gen: self.verdict_gen,
+            name: self.p.name.clone(),
+            verdicts,
+        }
+    }
+
+    fn io_done(
+        &mut self,
+        v: usize,
+        cycle: u64,
+        started: u64,
+        write: Option<Result<u64, String>>,
+        read: Result<(u64, VolumeView), String>,
+    ) {
+        if v >= self.vols.len() {
+            return;
+        }
+        let mut written_seq = None;
+        if let Some((c, _, seq)) = self.vols[v].in_flight {
+            if c == cycle {
+                self.vols[v].in_flight = None;
+                written_seq = seq;
+            }
+        }
+        let limit = self.p.timing.io_timeout_ms;
+        let mut failure: Option<String> = None;
+        if let Some(Err(e)) = &write {
+            failure = Some(format!("write failed: {e}"));
+        }
+        let view = match read {
+            Ok((finished, view)) => {
+                // The whole cycle counts as one I/O: slower than io_timeout is a failure, even
+                // if it completed (a late success must not renew the lease).
+                if finished > started + limit {
+                    failure.get_or_insert(format!(
+                        "I/O cycle took {} ms (io_timeout {} ms)",
+                        finished - started,
+                        limit
+                    ));
+                    None
+                } else {
+                    Some((finished, view))
+                }
+            }
+            Err(e) => {
+                failure.get_or_insert(format!("read failed: {e}"));
+                None
+            }
+        };
+        let mut renewed = false;
+        if let (Some(Ok(_)), Some((_, view))) = (&write, &view) {
+            if failure.is_none() {
+                // The write is verified only if the read shows exactly what was written:
+                // a torn or lost write must not renew the lease.
+                match view.record(self.p.host_id) {
+                    Some(r)
+                        if r.incarnation == self.p.incarnation && Some(r.seq) == written_seq =>
+                    {
+                        renewed = true;
+                    }
+                    Some(r) if r.incarnation != self.p.incarnation => {
+                        self.collision(r.incarnation, r.seq);
+                        return;
+                    }
+                    _ => {
+                        failure =
+                            Some("write not visible when read back (torn or lost write)".into())
+                    }
+                }
+            }
+        }
+        let was_healthy = self.vols[v].healthy;
+        match &failure {
+            Some(e) => {
+                self.vols[v].healthy = false;
+                self.vols[v].last_error.clone_from(e);
+            }
+            None => {
+                if renewed {
+                    self.vols[v].last_ok_start = Some(started);
+                }
+                self.vols[v].healthy = true;
+            }
+        }
+        if was_healthy != self.vols[v].healthy {
+            self.volume_health_changed();
+        }
+        if renewed {
+            self.after_renewal();
+        }
+        if let Some((finished, view)) = view {
+            if matches!(self.phase, Phase::Probing { .. }) {
+                self.probe(finished, &view);
+            }
+            self.observe(v, finished, &view);
+        }
+    }
+
+    fn after_renewal(&mut self) {
+        if matches!(self.phase, Phase::Running) {
+            if !self.armed && !self.arming {
+                self.arming = true;
+                self.actions.push(Action::ArmWatchdog);
+            }
+            if self.armed && !self.ready_sent {
+                self.ready_sent = true;
+                self.actions.push(Action::Ready);
+            }
+        }
+    }
+
+    fn collision(&mut self, other_incarnation: u64, other_seq: u64) {
+        self.phase = Phase::Exited;
+        // An armed watchdog is left running (no magic close): a host that cannot keep its
+        // heartbeat must not stay unguarded.
+        let message = format!(
+            "host id {} is in use by another writer (incarnation {other_incarnation}, seq {other_seq}); two hosts with one id would defeat fencing: give every host its own [host] id",
+            self.p.host_id
+        );
+        self.actions.push(Action::Exit { code: 1, message });
+    }
+
+    /// Startup: the own block must stay still for 1.5 intervals, and an expired lease of an
+    /// earlier agent on this boot dooms this one (S3).
+    fn probe(&mut self, finished: u64, view: &VolumeView) {
+        let own = view.record(self.p.host_id);
+        let value = own.map(|r| (r.incarnation, r.seq));
+        if let Some(r) = own {
+            if r.boot_id == self.p.boot_id && r.state != HostState::Leaving {
+                let expired = r.mono_ms + self.p.timing.lease_timeout_ms <= self.now.mono;
+                if r.state == HostState::SelfFencing || expired {
+                    self.doom(DoomReason::PendingFromEarlierRun);
+                    return;
+                }
+            }
+        }
+        if self.own_mailbox_nonce.is_none() {
+            // Messages already waiting were meant for an earlier run: never obey them.
+            self.own_mailbox_nonce = Some(view.mailbox(self.p.host_id).map_or(0, |m| m.nonce));
+        }
+        match self.probe_first {
+            None => self.probe_first = Some((finished, value)),
+            Some((first_at, first_value)) => {
+                if value != first_value {
+                    if let Some(r) = own {
+                        if Some((r.incarnation, r.seq)) != first_value {
+                            self.collision(r.incarnation, r.seq);
+                            return;
+                        }
+                    }
+                }
+                let watched = finished.saturating_sub(first_at);
+                if watched >= self.p.timing.interval_ms * 3 / 2 {
+                    if let Some(r) = own {
+                        // Continue the sequence so observers see progress, not a rewind.
+                        self.seq = r.seq;
+                    }
+                    self.phase = Phase::Running;
+                    self.next_cycle_at = self.now.mono;
+                    if !self.inherited {
+                        self.inherit_verdicts(view);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A host that starts adopts the verdict table with the highest generation on the volume.
+    fn inherit_verdicts(&mut self, view: &VolumeView) {
+        self.inherited = true;
+        let best = view
+            .slots
+            .iter()
+            .filter_map(|s| match s {
+                Slot::Record(r)
+                    if r.caps & caps::COORDINATOR != 0 && r.host_id != self.p.host_id =>
+                {
+                    Some(r)
+                }
+                _ => None,
+            })
+            .max_by_key(|r| (r.verdict_gen, std::cmp::Reverse(r.host_id)));
+        if let Some(r) = best {
+            self.verdicts = r.verdicts.iter().map(|v| (v.host_id, *v)).collect();
+            self.verdict_gen = r.verdict_gen;
+        }
+    }
+
+    /// Liveness evidence from one timely read (S2: local time only; S5: torn = no news).
+    fn observe(&mut self, v: usize, finished: u64, view: &VolumeView) {
+        let nvol = self.vols.len();
+        let own_id = self.p.host_id;
+        let mut rejoined = Vec::new();
+        let mut contradicted = Vec::new();
+        for (i, slot) in view.slots.iter().enumerate() {
+            let id = i as u32 + 1;
+            let Slot::Record(r) = slot else { continue };
+            if id == own_id {
+                continue;
+            }
+            let peer = self
+                .peers
+                .entry(id)
+                .or_insert_with(|| Peer { last: vec![None; nvol], ..Peer::default() });
+            if peer.last.len() != nvol {
+                peer.last.resize(nvol, None);
+            }
+            let value = (r.incarnation, r.seq);
+            if peer.last[v] == Some(value) {
+                continue;
+            }
+            let previous_incarnation = peer.record.as_ref().map(|p| p.incarnation);
+            // Only a value newer than anything seen is progress: a lagging volume showing an
+            // older record of the same incarnation is not.
+            let newer = match &peer.record {
+                Some(p) if p.incarnation == r.incarnation => r.seq > p.seq,
+                _ => true,
+            };
+            peer.last[v] = Some(value);
+            if !newer {
+                continue;
+            }
+            peer.last_change = finished;
+            if previous_incarnation.is_some_and(|p| p != r.incarnation) {
+                rejoined.push(id);
+            } else if self
+                .verdicts
+                .get(&id)
+                .is_some_and(|v| v.kind == VerdictKind::Fenced && v.incarnation == r.incarnation)
+            {
+                contradicted.push(id);
+            }
+            peer.record = Some(r.clone());
+            if peer.cleared_at.is_some_and(|c| c != value) {
+                peer.cleared_at = None;
+            }
+        }
+        for id in contradicted {
+            // Declared fenced, yet its heartbeat moved in the same incarnation: the verdict was
+            // wrong. Withdraw it loudly rather than keep lying.
+            self.verdicts.remove(&id);
+            self.verdict_gen += 1;
+            self.event(
+                EventKind::FenceFailed,
+                id,
+                None,
+                "was declared fenced but its heartbeat advanced: verdict withdrawn".into(),
+            );
+        }
+        for id in rejoined {
+            self.fences.remove(&id);
+            let had = self.verdicts.remove(&id);
+            if had.is_some() && self.is_coordinator() {
+                self.verdict_gen += 1;
+            }
+            let detail = match had {
+                Some(v) => format!("new incarnation after verdict {}", v.kind.as_str()),
+                None => "new incarnation".to_string(),
+            };
+            self.event(EventKind::HostUp, id, None, detail);
+        }
+        self.mailboxes(view);
+        self.mirror_coordinator(view);
+    }
+
+    fn mailboxes(&mut self, view: &VolumeView) {
+        let own_id = self.p.host_id;
+        if let Some(m) = view.mailbox(own_id).cloned() {
+            let fresh = self.own_mailbox_nonce.is_some_and(|n| n != m.nonce);
+            let for_me = m.target_incarnation == 0 || m.target_incarnation == self.p.incarnation;
+            if self.own_mailbox_nonce.is_some() {
+                self.own_mailbox_nonce = Some(m.nonce);
+            }
+            if fresh && for_me && !matches!(self.phase, Phase::Probing { .. }) {
+                match m.command {
+                    Command::Test => {
+                        self.ack_nonce = m.nonce;
+                    }
+                    Command::Reset | Command::PowerOff => {
+                        self.ack_nonce = m.nonce;
+                        self.pending_kind = Some(if m.command == Command::PowerOff {
+                            SelfFenceKind::PowerOff
+                        } else {
+                            SelfFenceKind::Reboot
+                        });
+                        self.doom(DoomReason::Request);
+                    }
+                    Command::None | Command::Clear | Command::ConfirmOff => {}
+                }
+            }
+        }
+        let coordinator = self.is_coordinator();
+        for m in &view.mailboxes {
+            if m.host_id == own_id {
+                continue;
+            }
+            let Some(peer) = self.peers.get_mut(&m.host_id) else { continue };
+            let fresh = peer.mailbox_nonce.is_some_and(|n| n != m.nonce);
+            peer.mailbox_nonce = Some(m.nonce);
+            if !fresh || !coordinator {
+                continue;
+            }
+            let id = m.host_id;
+            match m.command {
+                Command::Clear => {
+                    let value = peer.record.as_ref().map(|r| (r.incarnation, r.seq));
+                    peer.cleared_at = value;
+                    self.fences.remove(&id);
+                    if self.verdicts.remove(&id).is_some() {
+                        self.verdict_gen += 1;
+                    }
+                }
+                Command::ConfirmOff => {
+                    let incarnation = peer.record.as_ref().map_or(0, |r| r.incarnation);
+                    self.fences.remove(&id);
+                    self.set_verdict(id, VerdictKind::Fenced, FenceMethodKind::Manual, incarnation);
+                    self.event(
+                        EventKind::Fenced,
+                        id,
+                        Some(FenceMethodKind::Manual),
+                        "power-off confirmed by an operator".into(),
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Non-coordinators keep the current coordinator's verdict table (verdicts live on the
+    /// volume, so a new coordinator inherits them).
+    fn mirror_coordinator(&mut self, view: &VolumeView) {
+        if !self.inherited && !matches!(self.phase, Phase::Probing { .. }) {
+            self.inherit_verdicts(view);
+        }
+        let Some(c) = self.coordinator else { return };
+        if c == self.p.host_id {
+            return;
+        }
+        if let Some(r) = view.record(c) {
+            if r.caps & caps::COORDINATOR != 0 && r.verdict_gen != self.verdict_gen {
+                self.verdicts = r.verdicts.iter().map(|v| (v.host_id, *v)).collect();
+                self.verdict_gen = r.verdict_gen;
+            }
+        }
+    }
+
+    fn set_verdict(
+        &mut self,
+        id: u32,
+        kind: VerdictKind,
+        method: FenceMethodKind,
+        incarnation: u64,
+    ) {
+        let v = Verdict { host_id: id, kind, method, incarnation, wall_ms: self.now.wall };
+        let changed = self
+            .verdicts
+            .get(&id)
+            .is_none_or(|o| o.kind != kind || o.method != method || o.incarnation != incarnation);
+        if changed {
+            self.verdicts.insert(id, v);
+            self.verdict_gen += 1;
+        }
+    }
+
+    fn stale_ms(&self, p: &Peer) -> u64 {
+        self.now.mono.saturating_sub(p.last_change.max(self.judge_from))
+    }
+
+    /// Peer states, coordinator election and, on the coordinator, fencing decisions.
+    fn judge_peers(&mut self) {
+        let t = self.p.timing;
+        let judging = self.can_judge();
+        let ids: Vec<u32> = self.peers.keys().copied().collect();
+        for id in &ids {
+            let (status, old) = {
+                let p = &self.peers[id];
+                let Some(r) = &p.record else { continue };
+                let stale = self.stale_ms(p);
+                let status = if r.state == HostState::Leaving {
+                    PeerStatus::Left
+                } else if p.cleared_at.is_some() {
+                    PeerStatus::Cleared
+                } else if judging && stale >= t.suspect_after_ms {
+                    PeerStatus::Suspect
+                } else {
+                    PeerStatus::Alive
+                };
+                (status, p.status)
+            };
+            if old != Some(status) {
+                self.peers.get_mut(id).map(|p| p.status = Some(status));
+                match (old, status) {
+                    (_, PeerStatus::Suspect) => self.event(
+                        EventKind::HostSuspect,
+                        *id,
+                        None,
+                        format!("no heartbeat progress for {} ms", self.stale_ms(&self.peers[id])),
+                    ),
+                    (Some(PeerStatus::Suspect), PeerStatus::Alive) => {
+                        // Progress again: a verdict short of `fenced` is withdrawn.
+                        let drop =
+                            self.verdicts.get(id).is_some_and(|v| v.kind != VerdictKind::Fenced);
+                        if drop && !self.fences.get(id).is_some_and(|f| f.in_flight) {
+                            self.verdicts.remove(id);
+                            self.verdict_gen += 1;
+                            self.fences.remove(id);
+                        }
+                        self.event(EventKind::HostRecovered, *id, None, String::new());
+                    }
+                    (_, PeerStatus::Left) => {
+                        self.event(EventKind::HostLeft, *id, None, "stopped cleanly".into())
+                    }
+                    (None, PeerStatus::Alive) => {
+                        self.event(EventKind::HostUp, *id, None, String::new())
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.elect();
+        if self.is_coordinator()
+            && self.lease_valid(self.now.mono)
+            && self.io_healthy()
+            && judging
+            && !self.doomed()
+        {
+            for id in ids {
+                self.fence_if_needed(id);
+            }
+        }
+    }
+
+    fn elect(&mut self) {
+        let now = self.now.mono;
+        let mut best: Option<u32> = None;
+        if self.p.eligible
+            && matches!(self.phase, Phase::Running)
+            && self.lease_valid(now)
+            && self.io_healthy()
+        {
+            best = Some(self.p.host_id);
+        }
+        for (&id, p) in &self.peers {
+            let Some(r) = &p.record else { continue };
+            let fenced = self
+                .verdicts
+                .get(&id)
+                .is_some_and(|v| v.kind == VerdictKind::Fenced && v.incarnation == r.incarnation);
+            let candidate = p.status == Some(PeerStatus::Alive)
+                && r.state == HostState::Active
+                && r.caps & caps::COORDINATOR_ELIGIBLE != 0
+                && r.caps & caps::IO_HEALTHY != 0
+                && !fenced;
+            if candidate && best.is_none_or(|b| id < b) {
+                best = Some(id);
+            }
+        }
+        if best != self.coordinator {
+            let was = self.coordinator;
+            self.coordinator = best;
+            if best == Some(self.p.host_id) {
+                // Continue from the newest table on the volume (our mirror of the last one).
+                self.verdict_gen += 1;
+            }
+            let detail = format!(
+                "coordinator {} -> {}",
+                was.map_or("none".to_string(), |w| w.to_string()),
+                best.map_or("none".to_string(), |b| b.to_string())
+            );
+            self.event(EventKind::CoordinatorChanged, best.unwrap_or(0), None, detail);
+        }
+    }
+
+    /// S1: `fenced` only on a confirmed power-off or after the watchdog bound.
+    fn fence_if_needed(&mut self, id: u32) {
+        let t = self.p.timing;
+        let now = self.now.mono;
+        let Some(p) = self.peers.get(&id) else { return };
+        if p.status != Some(PeerStatus::Suspect) {
+            return;
+        }
+        let Some(r) = p.record.clone() else { return };
+        let stale = self.stale_ms(p);
+        if self
+            .verdicts
+            .get(&id)
+            .is_some_and(|v| v.kind == VerdictKind::Fenced && v.incarnation == r.incarnation)
+        {
+            return;
+        }
+        // The watchdog bound: lease + in-flight I/O + watchdog + margin since the first read
+        // that showed the last value. A host that acknowledged a fence request stopped petting
+        // before writing that record, so only in-flight I/O + watchdog + margin remain.
+        if r.caps & caps::WATCHDOG_ARMED != 0 {
+            let wd_ms = t.watchdog_timeout_ms.max(u64::from(r.watchdog_timeout_s) * 1000);
+            let (bound, method) = if r.state == HostState::SelfFencing {
+                (t.io_timeout_ms + wd_ms + t.margin_ms, FenceMethodKind::Request)
+            } else {
+                (
+                    t.lease_timeout_ms + t.io_timeout_ms + wd_ms + t.margin_ms,
+                    FenceMethodKind::Watchdog,
+                )
+            };
+            if stale >= bound {
+                self.fences.remove(&id);
+                self.set_verdict(id, VerdictKind::Fenced, method, r.incarnation);
+                self.event(
+                    EventKind::Fenced,
+                    id,
+                    Some(method),
+                    format!("no progress for {stale} ms (bound {bound} ms)"),
+                );
+                return;
+            }
+        }
+        let method = self.p.fence_methods.get(&id).copied();
+        let job = self.fences.entry(id).or_default();
+        if job.in_flight || now < job.next_attempt_at {
+            return;
+        }
+        match method {
+            Some(_) => {
+                job.in_flight = true;
+                job.attempts += 1;
+                let first = job.attempts == 1;
+                if !self.verdicts.get(&id).is_some_and(|v| v.incarnation == r.incarnation) {
+                    self.set_verdict(
+                        id,
+                        VerdictKind::Fencing,
+                        FenceMethodKind::None,
+                        r.incarnation,
+                    );
+                }
+                if first {
+                    self.event(
+                        EventKind::FenceStarted,
+                        id,
+                        method,
+                        format!("no progress for {stale} ms"),
+                    );
+                }
+                self.actions.push(Action::StartFence { peer: id });
+            }
+            None => {
+                if job.attempts == 0 {
+                    job.attempts = 1;
+                    job.next_attempt_at = u64::MAX;
+                    self.set_verdict(
+                        id,
+                        VerdictKind::FenceFailed,
+                        FenceMethodKind::None,
+                        r.incarnation,
+                    );
+                    let why = if r.caps & caps::WATCHDOG_ARMED != 0 {
+                        "no BMC or fence agent configured for it; waiting for the watchdog bound"
+                    } else {
+                        "no BMC or fence agent configured and no armed watchdog advertised: it will never be declared fenced; power it off and run `hbfence fence HOST --confirm-off`"
+                    };
+                    self.event(EventKind::FenceFailed, id, None, why.into());
+                }
+            }
+        }
+    }
+
+    fn fence_done(&mut self, id: u32, method: FenceMethodKind, result: Result<String, String>) {
+        let incarnation =
+            self.peers.get(&id).and_then(|p| p.record.as_ref()).map_or(0, |r| r.incarnation);
+        let Some(job) = self.fences.get_mut(&id) else { return };
+        job.in_flight = false;
+        match result {
+            Ok(detail) => {
+                // S8: the driver reports Ok only when the power state was confirmed off.
+                self.fences.remove(&id);
+                if !self
+                    .verdicts
+                    .get(&id)
+                    .is_some_and(|v| v.kind == VerdictKind::Fenced && v.incarnation == incarnation)
+                {
+                    self.set_verdict(id, VerdictKind::Fenced, method, incarnation);
+                    self.event(EventKind::Fenced, id, Some(method), detail);
+                    if self.p.power_on_after {
+                        self.actions.push(Action::PowerOn { peer: id });
+                    }
+                }
+            }
+            Err(detail) => {
+                let suspect =
+                    self.peers.get(&id).is_some_and(|p| p.status == Some(PeerStatus::Suspect));
+                if !suspect {
+                    // It came back while the attempt ran: nothing to fence any more.
+                    self.fences.remove(&id);
+                    if self.verdicts.get(&id).is_some_and(|v| v.kind != VerdictKind::Fenced) {
+                        self.verdicts.remove(&id);
+                        self.verdict_gen += 1;
+                    }
+                    return;
+                }
+                let Some(job) = self.fences.get_mut(&id) else { return };
+                let backoff = (2_000u64 << job.attempts.min(4)).min(FENCE_BACKOFF_MAX_MS);
+                job.next_attempt_at = self.now.mono + backoff;
+                let repeat = job.last_detail == detail;
+                job.last_detail.clone_from(&detail);
+                if !self.verdicts.get(&id).is_some_and(|v| v.kind == VerdictKind::Fenced) {
+                    self.set_verdict(id, VerdictKind::FenceFailed, method, incarnation);
+                }
+                if !repeat {
+                    self.event(EventKind::FenceFailed, id, Some(method), detail);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! Events the core reports; drivers send them to syslog, the JSON-lines log and hooks.
+
+use super::format::FenceMethodKind;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    HostUp,
+    HostSuspect,
+    HostRecovered,
+    HostLeft,
+    FenceStarted,
+    Fenced,
+    FenceFailed,
+    SelfFence,
+    CoordinatorChanged,
+    StorageDegraded,
+    StorageLost,
+    StorageRestored,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::HostUp => "host_up",
+            EventKind::HostSuspect => "host_suspect",
+            EventKind::HostRecovered => "host_recovered",
+            EventKind::HostLeft => "host_left",
+            EventKind::FenceStarted => "fence_started",
+            EventKind::Fenced => "fenced",
+            EventKind::FenceFailed => "fence_failed",
+            EventKind::SelfFence => "self_fence",
+            EventKind::CoordinatorChanged => "coordinator_changed",
+            EventKind::StorageDegraded => "storage_degraded",
+            EventKind::StorageLost => "storage_lost",
+            EventKind::StorageRestored => "storage_restored",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub kind: EventKind,
+    /// The host the event is about (this host for self/storage events).
+    pub host: u32,
+    pub host_name: String,
+    pub method: Option<FenceMethodKind>,
+    /// Human-readable detail (the BMC's answer, the reason...).
+    pub detail: String,
+    /// Monotonic time of the event on the reporting host.
+    pub mono_ms: u64,
+    pub wall_ms: u64,
+}

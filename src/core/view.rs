@@ -1,0 +1,63 @@
+//! What one I/O cycle saw on one volume, decoded (pure: bytes in, view out).
+
+use super::format::{self, ClusterId, Decoded, Geometry, Heartbeat, Mailbox, BLOCK_SIZE};
+
+/// One heartbeat slot as an observer may use it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Slot {
+    /// Never written.
+    Empty,
+    /// Torn, corrupt, foreign or of another cluster: neither progress nor death (S5).
+    NoNews,
+    Record(Heartbeat),
+}
+
+/// Every heartbeat and mailbox of a volume, as read in one I/O.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VolumeView {
+    /// Index `id - 1`.
+    pub slots: Vec<Slot>,
+    /// Valid mailboxes of this cluster, by host id.
+    pub mailboxes: Vec<Mailbox>,
+}
+
+impl VolumeView {
+    pub fn slot(&self, id: u32) -> Option<&Slot> {
+        self.slots.get((id as usize).wrapping_sub(1))
+    }
+    pub fn record(&self, id: u32) -> Option<&Heartbeat> {
+        match self.slot(id) {
+            Some(Slot::Record(hb)) => Some(hb),
+            _ => None,
+        }
+    }
+    pub fn mailbox(&self, id: u32) -> Option<&Mailbox> {
+        self.mailboxes.iter().find(|m| m.host_id == id)
+    }
+}
+
+/// Decodes blocks `1..=2*max_hosts` of a volume (heartbeats then mailboxes).
+pub fn decode_view(raw: &[u8], geo: Geometry, cluster: &ClusterId) -> VolumeView {
+    let block = |index: u64| -> &[u8] {
+        let start = (index as usize - 1) * BLOCK_SIZE;
+        raw.get(start..start + BLOCK_SIZE).unwrap_or(&[])
+    };
+    let mut view =
+        VolumeView { slots: Vec::with_capacity(geo.max_hosts as usize), mailboxes: Vec::new() };
+    for id in 1..=geo.max_hosts {
+        let slot = match format::decode(block(geo.heartbeat_block(id))) {
+            Decoded::Empty => Slot::Empty,
+            Decoded::Heartbeat(hb) if &hb.cluster == cluster && hb.host_id == id => {
+                Slot::Record(hb)
+            }
+            _ => Slot::NoNews,
+        };
+        view.slots.push(slot);
+        if let Decoded::Mailbox(m) = format::decode(block(geo.mailbox_block(id))) {
+            if &m.cluster == cluster && m.host_id == id {
+                view.mailboxes.push(m);
+            }
+        }
+    }
+    view
+}

@@ -1,0 +1,689 @@
+//! `hbfence run`: wires the drivers (volume I/O threads, watchdog, fencing workers, events)
+//! to the decision core. The main thread pets the watchdog and never blocks on storage or on a
+//! child process (S7): everything slow runs in another thread and reports through a channel.
+
+use crate::config::{AfterFence, Config, SelfFenceAction};
+use crate::core::agent::{
+    Action, Agent, AgentParams, Input, Now, Phase, SelfFenceKind, UnsafeTestKnobs,
+};
+use crate::core::events::Event;
+use crate::core::format::{self, caps, BootId, FenceMethodKind, Header, BLOCK_SIZE};
+use crate::core::view::decode_view;
+use crate::events::{self, EventSettings};
+use crate::fence::{self, AgentTarget, FenceMethod, FenceSettings, IpmiTarget};
+use crate::sys;
+use crate::volume::{Access, AlignedBuf, Volume};
+use crate::watchdog::{self, Watchdog};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the main loop wakes up at the latest (pets, lease checks).
+const TICK: Duration = Duration::from_millis(100);
+
+pub struct StartError(pub String);
+
+impl<E: std::fmt::Display> From<E> for StartError {
+    fn from(e: E) -> StartError {
+        StartError(e.to_string())
+    }
+}
+
+struct IoRequest {
+    cycle: u64,
+    started: u64,
+    record: Option<Box<format::Heartbeat>>,
+}
+
+/// Reads the kernel's boot id (a UUID that changes on every boot).
+pub fn boot_id() -> Result<BootId, String> {
+    let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map_err(|e| format!("/proc/sys/kernel/random/boot_id: {e}"))?;
+    let hex: String = text.trim().chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 {
+        return Err(format!("/proc/sys/kernel/random/boot_id: unexpected content {text:?}"));
+    }
+    let mut id = [0u8; 16];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+            .map_err(|_| "boot_id is not hex".to_string())?;
+    }
+    Ok(id)
+}
+
+fn marker_path(runtime_dir: &Path) -> PathBuf {
+    runtime_dir.join("doomed")
+}
+
+/// S3: the marker holds the boot id of a boot whose agent expired its lease or self-fenced.
+fn doomed_marker(runtime_dir: &Path, boot: &BootId) -> bool {
+    std::fs::read_to_string(marker_path(runtime_dir))
+        .is_ok_and(|t| t.trim() == crate::cli::text::hex(boot))
+}
+
+fn write_marker(runtime_dir: &Path, boot: &BootId) {
+    let path = marker_path(runtime_dir);
+    let _ = std::fs::create_dir_all(runtime_dir);
+    if let Err(e) = std::fs::write(&path, crate::cli::text::hex(boot)) {
+        log::error!("cannot write the doom marker {}: {e}", path.display());
+    }
+}
+
+fn now() -> Now {
+    Now { mono: sys::monotonic_ms(), wall: sys::wall_ms() }
+}
+
+fn fence_method(config: &Config, peer: u32) -> Option<FenceMethod> {
+    let p = config.peer(peer)?;
+    if let Some(b) = &p.bmc {
+        return Some(FenceMethod::Ipmi(IpmiTarget {
+            address: b.address.clone(),
+            port: b.port,
+            username: b.username.clone(),
+            password_file: b.password_file.clone(),
+            cipher_suite: b.cipher_suite,
+            interface: b.interface.clone(),
+        }));
+    }
+    p.agent.as_ref().map(|a| {
+        FenceMethod::Agent(AgentTarget {
+            program: a.program.clone(),
+            options: a.option_pairs(),
+            password_file: a.password_file.clone(),
+        })
+    })
+}
+
+pub fn fence_settings(config: &Config) -> FenceSettings {
+    FenceSettings {
+        ipmitool: config.fencing.ipmitool.clone(),
+        command_timeout: Duration::from_secs_f64(config.fencing.command_timeout),
+        confirm_timeout: Duration::from_secs_f64(config.fencing.timeout),
+        poll_interval: Duration::from_secs(1),
+    }
+}
+
+/// Opens every configured volume and checks they belong to one cluster.
+pub fn open_volumes(config: &Config) -> Result<(Vec<Volume>, Header), StartError> {
+    let mut volumes = Vec::new();
+    let mut header: Option<Header> = None;
+    for v in &config.volumes {
+        let vol = Volume::open(&v.path, Access::ReadWrite)?;
+        let h = vol.read_header()?;
+        config
+            .check_against_volume(h.max_hosts)
+            .map_err(|e| StartError(format!("volume {}: {e}", v.path.display())))?;
+        if let Some(first) = &header {
+            if first.cluster != h.cluster
+                || first.timing != h.timing
+                || first.max_hosts != h.max_hosts
+            {
+                return Err(StartError(format!(
+                    "volume {} belongs to another cluster (or has other timing) than {}; create all volumes for one cluster",
+                    v.path.display(),
+                    config.volumes[0].path.display()
+                )));
+            }
+        }
+        header.get_or_insert(h);
+        volumes.push(vol);
+    }
+    let header = header.ok_or_else(|| StartError("no [[volume]] configured".into()))?;
+    Ok((volumes, header))
+}
+
+fn spawn_io_thread(
+    index: usize,
+    volume: Volume,
+    header: &Header,
+    tx: Sender<Input>,
+) -> Result<Sender<IoRequest>, StartError> {
+    let (req_tx, req_rx) = mpsc::channel::<IoRequest>();
+    let geo = header.geometry();
+    let cluster = header.cluster;
+    let own_block_of = move |id: u32| geo.heartbeat_block(id);
+    std::thread::Builder::new()
+        .name(format!("hbfence-io{index}"))
+        .spawn(move || {
+            let blocks = (2 * geo.max_hosts) as usize;
+            let (mut wbuf, mut rbuf) = match (AlignedBuf::new(1), AlignedBuf::new(blocks)) {
+                (Ok(w), Ok(r)) => (w, r),
+                _ => {
+                    log::error!("volume {}: cannot allocate I/O buffers", volume.path().display());
+                    return;
+                }
+            };
+            for req in req_rx {
+                let write = req.record.map(|record| {
+                    format::encode_heartbeat_into(&record, wbuf.block_mut(0))
+                        .map_err(|e| e.to_string())?;
+                    volume
+                        .write_block(own_block_of(record.host_id), &wbuf, 0)
+                        .map_err(|e| e.to_string())?;
+                    Ok(sys::monotonic_ms())
+                });
+                let read = volume
+                    .read_blocks(1, &mut rbuf)
+                    .map(|()| (sys::monotonic_ms(), decode_view(rbuf.as_slice(), geo, &cluster)))
+                    .map_err(|e| e.to_string());
+                let done = Input::IoDone {
+                    volume: index,
+                    cycle: req.cycle,
+                    started: req.started,
+                    write,
+                    read,
+                };
+                if tx.send(done).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| StartError(format!("cannot start the I/O thread: {e}")))?;
+    debug_assert_eq!(BLOCK_SIZE, 4096);
+    Ok(req_tx)
+}
+
+/// sd_notify without libsystemd: one datagram to $NOTIFY_SOCKET.
+fn sd_notify(state: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let Ok(sock) = UnixDatagram::unbound() else { return };
+    let bytes = path.as_encoded_bytes();
+    let addr = if let Some(name) = bytes.strip_prefix(b"@") {
+        SocketAddr::from_abstract_name(name)
+    } else {
+        SocketAddr::from_pathname(Path::new(&path))
+    };
+    if let Ok(addr) = addr {
+        let _ = sock.send_to_addr(state.as_bytes(), &addr);
+    }
+}
+
+struct Daemon {
+    config: Config,
+    config_path: PathBuf,
+    agent: Agent,
+    io: Vec<Sender<IoRequest>>,
+    inputs: Sender<Input>,
+    watchdog: Option<Watchdog>,
+    events: Sender<Event>,
+    fence_settings: FenceSettings,
+    header: Header,
+    boot: BootId,
+    status_path: PathBuf,
+    last_status: u64,
+    last_notify: String,
+    exit: Option<(i32, String)>,
+}
+
+/// Runs the daemon until it exits; returns the exit code.
+pub fn run(config_path: &Path, stderr_log: bool) -> i32 {
+    match start(config_path, stderr_log) {
+        Ok(code) => code,
+        Err(StartError(msg)) => {
+            log::error!("{msg}");
+            crate::logging::flush(Duration::from_millis(500));
+            eprintln!("hbfence: error: {msg}");
+            1
+        }
+    }
+}
+
+fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
+    let config = Config::load(config_path)?;
+    crate::logging::init(config.daemon.syslog, stderr_log, log::LevelFilter::Info);
+    let (volumes, header) = open_volumes(&config)?;
+    let timing = header.timing;
+    let wd_secs = timing.watchdog_timeout_secs();
+    watchdog::precheck(&config.watchdog.device, wd_secs)?;
+    let boot = boot_id()?;
+    std::fs::create_dir_all(&config.daemon.runtime_dir).map_err(|e| {
+        StartError(format!("runtime_dir {}: {e}", config.daemon.runtime_dir.display()))
+    })?;
+    let doomed = doomed_marker(&config.daemon.runtime_dir, &boot);
+
+    if config.daemon.lock_memory {
+        if let Err(e) = sys::lock_all_memory() {
+            log::warn!("mlockall failed: {e}; the heartbeat may stall under memory pressure");
+        }
+    }
+    if config.daemon.realtime_priority > 0 {
+        if let Err(e) = sys::set_realtime(config.daemon.realtime_priority) {
+            log::warn!(
+                "SCHED_RR priority {} failed: {e}; running with normal scheduling",
+                config.daemon.realtime_priority
+            );
+        }
+    }
+
+    let mut fence_methods = BTreeMap::new();
+    for p in &config.peers {
+        match fence_method(&config, p.id) {
+            Some(FenceMethod::Ipmi(_)) => {
+                fence_methods.insert(p.id, FenceMethodKind::Ipmi);
+            }
+            Some(FenceMethod::Agent(_)) => {
+                fence_methods.insert(p.id, FenceMethodKind::Agent);
+            }
+            None => {}
+        }
+    }
+    let incarnation = (sys::random_u64() & ((1 << 53) - 1)).max(1);
+    let params = AgentParams {
+        host_id: config.host.id,
+        name: config.host_name(),
+        cluster: header.cluster,
+        max_hosts: header.max_hosts,
+        timing,
+        volumes: volumes.len(),
+        boot_id: boot,
+        incarnation,
+        eligible: config.coordinator.eligible,
+        self_fence: match config.self_fence.action {
+            SelfFenceAction::Reboot => SelfFenceKind::Reboot,
+            SelfFenceAction::Poweroff => SelfFenceKind::PowerOff,
+            SelfFenceAction::Crashdump => SelfFenceKind::Crashdump,
+        },
+        fence_methods,
+        watchdog_timeout_s: wd_secs as u16,
+        doomed_marker: doomed,
+        power_on_after: config.fencing.after == AfterFence::On,
+        knobs: UnsafeTestKnobs::default(),
+    };
+    log::info!(
+        "starting: host {} \"{}\" incarnation {incarnation}, cluster {}, {} volume(s), interval {} ms, lease {} ms, watchdog {} s",
+        config.host.id,
+        params.name,
+        format::uuid_string(&header.cluster),
+        volumes.len(),
+        timing.interval_ms,
+        timing.lease_timeout_ms,
+        wd_secs
+    );
+    let (tx, rx) = mpsc::channel::<Input>();
+    let mut io = Vec::new();
+    for (i, v) in volumes.into_iter().enumerate() {
+        io.push(spawn_io_thread(i, v, &header, tx.clone())?);
+    }
+    let events = events::start(EventSettings {
+        cluster: format::uuid_string(&header.cluster),
+        reporter_id: config.host.id,
+        reporter_name: params.name.clone(),
+        log: config.events.log.clone(),
+        hooks_dir: config.events.hooks_dir.clone(),
+        hook_timeout: Duration::from_secs_f64(config.events.hook_timeout),
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let hup = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))?;
+
+    let agent = Agent::new(params, now());
+    let status_path = config.daemon.runtime_dir.join("status.json");
+    let mut d = Daemon {
+        fence_settings: fence_settings(&config),
+        config,
+        config_path: config_path.to_path_buf(),
+        agent,
+        io,
+        inputs: tx,
+        watchdog: None,
+        events,
+        header,
+        boot,
+        status_path,
+        last_status: 0,
+        last_notify: String::new(),
+        exit: None,
+    };
+    sd_notify("STATUS=probing the volume for another writer of this host id");
+    Ok(d.main_loop(rx, &stop, &hup))
+}
+
+impl Daemon {
+    fn main_loop(&mut self, rx: Receiver<Input>, stop: &AtomicBool, hup: &AtomicBool) -> i32 {
+        let mut stop_sent = false;
+        self.feed(Input::Tick);
+        loop {
+            if let Some((code, msg)) = self.exit.take() {
+                if code == 0 {
+                    log::info!("exiting: {msg}");
+                } else {
+                    log::error!("exiting: {msg}");
+                    eprintln!("hbfence: error: {msg}");
+                }
+                self.write_status();
+                sd_notify(&format!("STOPPING=1\nSTATUS={msg}"));
+                crate::logging::flush(Duration::from_secs(1));
+                return code;
+            }
+            if stop.load(Ordering::Relaxed) && !stop_sent {
+                stop_sent = true;
+                if matches!(self.agent.phase(), Phase::Doomed { .. }) {
+                    log::warn!(
+                        "stop requested, but a self-fence is pending: it cannot be cancelled (S3)"
+                    );
+                } else {
+                    log::info!("stop requested: writing the leaving record");
+                }
+                self.feed(Input::StopRequested);
+                continue;
+            }
+            if hup.swap(false, Ordering::Relaxed) {
+                self.reload();
+            }
+            match rx.recv_timeout(TICK) {
+                Ok(input) => self.feed(input),
+                Err(RecvTimeoutError::Timeout) => self.feed(Input::Tick),
+                Err(RecvTimeoutError::Disconnected) => return 1,
+            }
+            let t = sys::monotonic_ms();
+            if t >= self.last_status + 1000 {
+                self.last_status = t;
+                self.write_status();
+            }
+        }
+    }
+
+    fn feed(&mut self, input: Input) {
+        let mut queue = vec![input];
+        while let Some(input) = queue.pop() {
+            let actions = self.agent.handle(now(), input);
+            for a in actions {
+                if let Some(next) = self.execute(a) {
+                    queue.push(next);
+                }
+            }
+        }
+    }
+
+    fn execute(&mut self, action: Action) -> Option<Input> {
+        match action {
+            Action::StartIo { volume, cycle, write } => {
+                let req = IoRequest { cycle, started: sys::monotonic_ms(), record: write };
+                if let Some(tx) = self.io.get(volume) {
+                    let _ = tx.send(req);
+                }
+                None
+            }
+            Action::ArmWatchdog => {
+                let secs = self.header.timing.watchdog_timeout_secs();
+                let r = Watchdog::arm(&self.config.watchdog.device, secs).map(|wd| {
+                    log::info!(
+                        "watchdog {} armed with a {secs} s timeout",
+                        self.config.watchdog.device.display()
+                    );
+                    self.watchdog = Some(wd);
+                });
+                Some(Input::WatchdogArmed(r.map_err(|e| e.to_string())))
+            }
+            Action::Pet => {
+                if let Some(wd) = &mut self.watchdog {
+                    if let Err(e) = wd.keepalive() {
+                        log::error!("watchdog keepalive failed: {e}");
+                    }
+                }
+                None
+            }
+            Action::DisarmWatchdog => {
+                if let Some(mut wd) = self.watchdog.take() {
+                    wd.disarm();
+                    log::info!("watchdog disarmed (magic close)");
+                }
+                None
+            }
+            Action::MarkDoomed => {
+                write_marker(&self.config.daemon.runtime_dir, &self.boot);
+                None
+            }
+            Action::SelfFence { kind, reason } => {
+                self.self_fence(kind, reason.as_str());
+                None
+            }
+            Action::StartFence { peer } => {
+                self.start_fence(peer);
+                None
+            }
+            Action::PowerOn { peer } => {
+                if let Some(method) = fence_method(&self.config, peer) {
+                    let settings = self.fence_settings.clone();
+                    let _ = std::thread::Builder::new().name(format!("power-on-{peer}")).spawn(
+                        move || match fence::power_on(&method, &settings) {
+                            Ok(()) => log::info!(
+                                "host {peer}: powered on again ([fencing] after = \"on\")"
+                            ),
+                            Err(e) => log::error!("host {peer}: power on failed: {e}"),
+                        },
+                    );
+                }
+                None
+            }
+            Action::Event(e) => {
+                let level = match e.kind.as_str() {
+                    "fence_failed" | "self_fence" | "storage_lost" => log::Level::Error,
+                    "host_suspect" | "fence_started" | "storage_degraded" | "fenced" => {
+                        log::Level::Warn
+                    }
+                    _ => log::Level::Info,
+                };
+                log::log!(
+                    level,
+                    "event {} host {} ({}){}{}",
+                    e.kind.as_str(),
+                    e.host,
+                    e.host_name,
+                    e.method.map(|m| format!(" method {}", m.as_str())).unwrap_or_default(),
+                    if e.detail.is_empty() { String::new() } else { format!(": {}", e.detail) }
+                );
+                let _ = self.events.send(e);
+                None
+            }
+            Action::Ready => {
+                log::info!("first heartbeat written with the watchdog armed: ready");
+                sd_notify("READY=1");
+                None
+            }
+            Action::Exit { code, message } => {
+                if code != 0 {
+                    if let Some(mut wd) = self.watchdog.take() {
+                        // No magic close: the watchdog keeps guarding this host.
+                        wd.abandon();
+                    }
+                }
+                self.exit = Some((code, message));
+                None
+            }
+        }
+    }
+
+    fn self_fence(&mut self, kind: SelfFenceKind, reason: &str) {
+        let letter = match kind {
+            SelfFenceKind::Reboot => "b",
+            SelfFenceKind::PowerOff => "o",
+            SelfFenceKind::Crashdump => "c",
+        };
+        let trigger = &self.config.self_fence.sysrq_trigger;
+        log::error!("SELF-FENCE ({reason}): writing '{letter}' to {}", trigger.display());
+        crate::logging::flush(Duration::from_millis(200));
+        // Only the real trigger needs sysrq enabled; a test double must not touch the kernel.
+        if trigger == Path::new("/proc/sysrq-trigger") {
+            let _ = std::fs::write("/proc/sys/kernel/sysrq", "1");
+        }
+        let r = std::fs::OpenOptions::new()
+            .append(true)
+            .create(trigger != Path::new("/proc/sysrq-trigger"))
+            .open(trigger)
+            .and_then(|mut f| {
+                use std::io::Write;
+                f.write_all(letter.as_bytes())
+            });
+        if let Err(e) = r {
+            log::error!(
+                "self-fence: cannot write {}: {e}; the watchdog will reset this host",
+                trigger.display()
+            );
+        }
+    }
+
+    fn start_fence(&mut self, peer: u32) {
+        let Some(method) = fence_method(&self.config, peer) else { return };
+        let kind = match method {
+            FenceMethod::Ipmi(_) => FenceMethodKind::Ipmi,
+            FenceMethod::Agent(_) => FenceMethodKind::Agent,
+        };
+        let settings = self.fence_settings.clone();
+        let tx = self.inputs.clone();
+        let spawned = std::thread::Builder::new().name(format!("fence-{peer}")).spawn(move || {
+            let result = match fence::power_off_and_confirm(&method, &settings) {
+                fence::AttemptOutcome::ConfirmedOff { detail } => Ok(detail),
+                fence::AttemptOutcome::Failed { detail } => Err(detail),
+            };
+            let _ = tx.send(Input::FenceDone { peer, method: kind, result });
+        });
+        if let Err(e) = spawned {
+            let _ = self.inputs.send(Input::FenceDone {
+                peer,
+                method: kind,
+                result: Err(format!("cannot start a fencing thread: {e}")),
+            });
+        }
+    }
+
+    /// SIGHUP: what can change safely (peers' BMC details, fencing and event settings) is
+    /// applied; what cannot (host id, volumes, watchdog) is reported.
+    fn reload(&mut self) {
+        let new = match Config::load(&self.config_path) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("reload refused: {e}; keeping the running configuration");
+                return;
+            }
+        };
+        let mut kept = Vec::new();
+        if new.host.id != self.config.host.id || new.host.name != self.config.host.name {
+            kept.push("[host]");
+        }
+        if new.volumes.iter().map(|v| &v.path).ne(self.config.volumes.iter().map(|v| &v.path)) {
+            kept.push("[[volume]]");
+        }
+        if new.watchdog.device != self.config.watchdog.device {
+            kept.push("[watchdog]");
+        }
+        if new.self_fence.action != self.config.self_fence.action
+            || new.self_fence.sysrq_trigger != self.config.self_fence.sysrq_trigger
+        {
+            kept.push("[self_fence]");
+        }
+        if new.coordinator.eligible != self.config.coordinator.eligible {
+            kept.push("[coordinator]");
+        }
+        if new.daemon.runtime_dir != self.config.daemon.runtime_dir
+            || new.daemon.realtime_priority != self.config.daemon.realtime_priority
+        {
+            kept.push("[daemon]");
+        }
+        let mut merged = new.clone();
+        merged.host = self.config.host.clone();
+        merged.volumes = self.config.volumes.clone();
+        merged.watchdog = self.config.watchdog.clone();
+        merged.self_fence = self.config.self_fence.clone();
+        merged.coordinator = self.config.coordinator.clone();
+        merged.daemon = self.config.daemon.clone();
+        // Peers' BMC details and [fencing] apply to the next fencing attempt.
+        self.fence_settings = fence_settings(&merged);
+        self.config = merged;
+        if kept.is_empty() {
+            log::info!("configuration reloaded: peers, [fencing] and [events] applied");
+        } else {
+            log::warn!(
+                "configuration reloaded: peers, [fencing] and [events] applied; {} changed but need a restart (`systemctl restart hbfence`) to take effect",
+                kept.join(", ")
+            );
+        }
+    }
+
+    /// The daemon's view for `hbfence status --config`, written atomically to runtime_dir.
+    fn write_status(&mut self) {
+        let a = &self.agent;
+        let t = now();
+        let phase = match a.phase() {
+            Phase::Probing { .. } => "probing",
+            Phase::Running => "running",
+            Phase::Leaving { .. } => "leaving",
+            Phase::Doomed { .. } => "self-fencing",
+            Phase::Exited => "exited",
+        };
+        let lease_left = a.lease_expiry().map(|e| e as i64 - t.mono as i64);
+        let peers: Vec<_> = a
+            .peer_views()
+            .into_iter()
+            .map(|p| {
+                let verdict = a.verdicts().get(&p.id).filter(|v| v.incarnation == p.incarnation);
+                json!({
+                    "id": p.id,
+                    "name": p.name,
+                    "status": p.status.as_str(),
+                    "state": p.state.map(|s| s.as_str()),
+                    "seq": p.seq,
+                    "incarnation": p.incarnation,
+                    "stale_ms": p.stale_ms,
+                    "capabilities": caps::names(p.caps),
+                    "wall_time": crate::cli::text::wall_time(p.wall_ms),
+                    "verdict": verdict.map(|v| v.kind.as_str()),
+                    "method": verdict.map(|v| v.method.as_str()),
+                })
+            })
+            .collect();
+        let verdicts: Vec<_> = a
+            .verdicts()
+            .values()
+            .map(|v| json!({"id": v.host_id, "verdict": v.kind.as_str(), "method": v.method.as_str(), "incarnation": v.incarnation, "wall_time": crate::cli::text::wall_time(v.wall_ms)}))
+            .collect();
+        let vols: Vec<_> = (0..self.config.volumes.len())
+            .map(|i| json!({"path": self.config.volumes[i].path, "healthy": a.volume_healthy(i), "error": a.volume_error(i)}))
+            .collect();
+        let doc = json!({
+            "pid": std::process::id(),
+            "host": a.params().host_id,
+            "name": a.params().name,
+            "incarnation": a.params().incarnation,
+            "phase": phase,
+            "seq": a.seq(),
+            "lease_valid": a.lease_valid(t.mono),
+            "lease_remaining_ms": lease_left,
+            "watchdog_armed": a.watchdog_armed(),
+            "coordinator": a.coordinator(),
+            "volumes": vols,
+            "peers": peers,
+            "verdicts": verdicts,
+            "mono_ms": t.mono,
+            "wall_time": crate::cli::text::wall_time(t.wall),
+            "wall_time_ms": t.wall,
+        });
+        let tmp = self.status_path.with_extension("json.tmp");
+        if std::fs::write(&tmp, doc.to_string())
+            .and_then(|()| std::fs::rename(&tmp, &self.status_path))
+            .is_err()
+        {
+            // The runtime dir may have vanished; status is informative only.
+        }
+        let summary = format!(
+            "{phase}, seq {}, lease {}, coordinator {}, {} peer(s)",
+            a.seq(),
+            if a.lease_valid(t.mono) { "valid" } else { "not valid" },
+            a.coordinator().map_or("none".to_string(), |c| c.to_string()),
+            a.peer_views().len()
+        );
+        if summary != self.last_notify {
+            sd_notify(&format!("STATUS={summary}"));
+            self.last_notify = summary;
+        }
+    }
+}
