@@ -77,7 +77,7 @@ fn now() -> Now {
     Now { mono: sys::monotonic_ms(), wall: sys::wall_ms() }
 }
 
-fn fence_method(config: &Config, peer: u32) -> Option<FenceMethod> {
+pub fn fence_method_for(config: &Config, peer: u32) -> Option<FenceMethod> {
     let p = config.peer(peer)?;
     if let Some(b) = &p.bmc {
         return Some(FenceMethod::Ipmi(IpmiTarget {
@@ -263,7 +263,7 @@ fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
 
     let mut fence_methods = BTreeMap::new();
     for p in &config.peers {
-        match fence_method(&config, p.id) {
+        match fence_method_for(&config, p.id) {
             Some(FenceMethod::Ipmi(_)) => {
                 fence_methods.insert(p.id, FenceMethodKind::Ipmi);
             }
@@ -452,7 +452,7 @@ impl Daemon {
                 None
             }
             Action::PowerOn { peer } => {
-                if let Some(method) = fence_method(&self.config, peer) {
+                if let Some(method) = fence_method_for(&self.config, peer) {
                     let settings = self.fence_settings.clone();
                     let _ = std::thread::Builder::new().name(format!("power-on-{peer}")).spawn(
                         move || match fence::power_on(&method, &settings) {
@@ -533,7 +533,7 @@ impl Daemon {
     }
 
     fn start_fence(&mut self, peer: u32) {
-        let Some(method) = fence_method(&self.config, peer) else { return };
+        let Some(method) = fence_method_for(&self.config, peer) else { return };
         let kind = match method {
             FenceMethod::Ipmi(_) => FenceMethodKind::Ipmi,
             FenceMethod::Agent(_) => FenceMethodKind::Agent,

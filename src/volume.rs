@@ -68,7 +68,7 @@ pub enum VolumeError {
     /// The header is missing, corrupt or unreadable by this version.
     BadHeader {
         path: PathBuf,
-        state: Decoded,
+        state: Box<Decoded>,
     },
 }
 
@@ -101,7 +101,7 @@ impl fmt::Display for VolumeError {
             }
             VolumeError::Unusable { path, reason } => write!(f, "{}: {reason}", path.display()),
             VolumeError::BadHeader { path, state } => {
-                let what = match state {
+                let what = match state.as_ref() {
                     Decoded::Empty => "the header block is empty: not initialized (run `hbfence init --volume PATH`)".to_string(),
                     Decoded::Foreign => "not an hbfence volume (wrong magic: data of another program?)".to_string(),
                     Decoded::BadCrc => "header checksum failure (CRC mismatch): the header is corrupt; re-create the volume with `hbfence init --force` once no host uses it".to_string(),
@@ -312,7 +312,9 @@ impl Volume {
                 }
                 Ok(h)
             }
-            state => Err(VolumeError::BadHeader { path: self.path.clone(), state }),
+            state => {
+                Err(VolumeError::BadHeader { path: self.path.clone(), state: Box::new(state) })
+            }
         }
     }
 
@@ -324,6 +326,25 @@ impl Volume {
             .map_err(|e| VolumeError::io(&self.path, "allocate buffer", e))?;
         self.read_blocks(1, &mut buf)?;
         Ok(Snapshot { header, geometry: geo, blocks: buf })
+    }
+}
+
+impl Volume {
+    /// Reads every heartbeat and mailbox and decodes them as the daemon does.
+    pub fn read_view(&self, header: &Header) -> Result<crate::core::view::VolumeView, VolumeError> {
+        let geo = header.geometry();
+        let mut buf = AlignedBuf::new(2 * geo.max_hosts as usize)
+            .map_err(|e| VolumeError::io(&self.path, "allocate buffer", e))?;
+        self.read_blocks(1, &mut buf)?;
+        Ok(crate::core::view::decode_view(buf.as_slice(), geo, &header.cluster))
+    }
+
+    /// Writes a message into host `m.host_id`'s mailbox block.
+    pub fn write_mailbox(&self, header: &Header, m: &format::Mailbox) -> Result<(), VolumeError> {
+        let mut buf =
+            AlignedBuf::new(1).map_err(|e| VolumeError::io(&self.path, "allocate buffer", e))?;
+        buf.block_mut(0).copy_from_slice(&format::encode_mailbox(m));
+        self.write_block(header.geometry().mailbox_block(m.host_id), &buf, 0)
     }
 }
 

@@ -75,15 +75,26 @@ pub fn holders(path: &Path) -> Vec<(u32, String)> {
             continue;
         }
         let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
-        let holds = fds
-            .flatten()
-            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| targets.contains(&l)));
+        // Only writers drive a watchdog (a FIFO double's reader is the test harness).
+        let holds = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|l| targets.contains(&l))
+                && opened_for_writing(&entry.path().join("fdinfo").join(fd.file_name()))
+        });
         if holds {
             let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
             found.push((pid, comm.trim().to_string()));
         }
     }
     found
+}
+
+fn opened_for_writing(fdinfo: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(fdinfo) else { return true };
+    let flags = text
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|f| i64::from_str_radix(f.trim(), 8).ok());
+    flags.is_none_or(|f| f & 3 != 0)
 }
 
 fn sysfs_dir(path: &Path) -> Option<PathBuf> {

@@ -22,9 +22,12 @@ pub struct DumpArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct StatusArgs {
-    /// Read this volume directly.
+    /// This host's configuration: adds the daemon's view (default /etc/hbfence/hbfence.toml).
+    #[arg(long, short = 'c', value_name = "PATH", conflicts_with = "volume")]
+    pub config: Option<PathBuf>,
+    /// Read this volume directly (no configuration needed).
     #[arg(long, value_name = "PATH")]
-    pub volume: PathBuf,
+    pub volume: Option<PathBuf>,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -239,7 +242,12 @@ fn heartbeat_line(hb: &Heartbeat, now: u64) -> String {
 }
 
 pub fn status(a: &StatusArgs) -> CliResult {
-    let (volume, snap) = open_snapshot(&a.volume)?;
+    let Some(path) = &a.volume else {
+        let config =
+            a.config.clone().unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CONFIG));
+        return super::ops::status_config(&config, a.json);
+    };
+    let (volume, snap) = open_snapshot(path)?;
     let h = &snap.header;
     let now = sys::wall_ms();
     let mut rows = Vec::new();
@@ -250,30 +258,47 @@ pub fn status(a: &StatusArgs) -> CliResult {
             }
         }
     }
+    let view = volume.read_view(h)?;
+    let (coordinator, _) = crate::core::view::cluster_verdicts(&view);
+    let verdict_of = |id: u32| crate::core::view::current_verdict(&view, id);
     if a.json {
+        let hosts: Vec<Value> = rows
+            .iter()
+            .map(|hb| {
+                let mut v = heartbeat_json(hb, now);
+                let verdict = verdict_of(hb.host_id);
+                v["verdict"] = json!(verdict.map(|v| v.kind.as_str()));
+                v["method"] = json!(verdict.map(|v| v.method.as_str()));
+                v
+            })
+            .collect();
         let out = json!({
             "volume": volume.path(),
             "cluster": format::uuid_string(&h.cluster),
             "max_hosts": h.max_hosts,
-            "hosts": rows.iter().map(|hb| heartbeat_json(hb, now)).collect::<Vec<_>>(),
+            "coordinator": coordinator,
+            "hosts": hosts,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
     println!(
-        "volume {} cluster {} ({} of {} host slots used)",
+        "volume {} cluster {} ({} of {} host slots used), coordinator {}",
         volume.path().display(),
         format::uuid_string(&h.cluster),
         rows.len(),
-        h.max_hosts
+        h.max_hosts,
+        coordinator.map_or("none".to_string(), |c| c.to_string())
     );
     println!(
-        "{:>4}  {:<16} {:<13} {:>10} {:>20}  {:<24} {:>9}  CAPABILITIES",
-        "ID", "NAME", "STATE", "SEQ", "INCARNATION", "LAST WRITE (UTC)", "AGE"
+        "{:>4}  {:<16} {:<13} {:>10} {:>20}  {:<24} {:>9}  {:<20} CAPABILITIES",
+        "ID", "NAME", "STATE", "SEQ", "INCARNATION", "LAST WRITE (UTC)", "AGE", "VERDICT"
     );
     for hb in &rows {
+        let verdict = verdict_of(hb.host_id)
+            .map_or("-".to_string(), |v| format!("{} ({})", v.kind.as_str(), v.method.as_str()));
         println!(
-            "{:>4}  {:<16} {:<13} {:>10} {:>20}  {:<24} {:>9}  {}",
+            "{:>4}  {:<16} {:<13} {:>10} {:>20}  {:<24} {:>9}  {:<20} {}",
             hb.host_id,
             hb.name,
             hb.state.as_str(),
@@ -281,6 +306,7 @@ pub fn status(a: &StatusArgs) -> CliResult {
             hb.incarnation,
             wall_time(hb.wall_ms),
             age(now as i64 - hb.wall_ms as i64),
+            verdict,
             caps::names(hb.caps).join(",")
         );
     }

@@ -2,6 +2,7 @@
 
 mod init;
 mod inspect;
+mod ops;
 pub mod text;
 
 use clap::{Parser, Subcommand};
@@ -76,6 +77,33 @@ refuses if any host's heartbeat moves: a live cluster is never wiped by accident
     Dump(inspect::DumpArgs),
     /// One row per known host: state, sequence, incarnation, last write and its age.
     Status(inspect::StatusArgs),
+    /// For scripts: is HOST ALIVE, DEAD or FENCED? The exit code says it.
+    #[command(
+        long_about = "Prints ALIVE, DEAD, FENCED (or LEFT) for HOST, judged by this host's \
+running daemon and the coordinator's verdicts on the volume.\n\n\
+FENCED (exit 4): the coordinator confirmed HOST powered off (BMC), or HOST's watchdog guarantee \
+expired: its VMs may be restarted elsewhere.\n\
+DEAD (exit 3): no heartbeat progress for suspect_after, but not fenced yet: do NOT restart its VMs.\n\
+ALIVE (exit 0): its heartbeat progresses.\n\
+LEFT (exit 5): its agent stopped cleanly; it is not protected and never fenced.\n\
+Exit 1: the question cannot be answered (daemon not running, unreadable volume).\n\n\
+--cloudstack prints CloudStack's kvmheartbeat.sh -r lines (`=====> ALIVE <=====` / \
+`=====> DEAD <======`) and exits 0; it prints DEAD only for a FENCED host, because CloudStack \
+restarts the VMs of a DEAD host."
+    )]
+    Check(ops::CheckArgs),
+    /// Fence HOST: poison pill in its mailbox (and BMC power-off if configured); waits for the verdict.
+    #[command(
+        long_about = "Writes a reset request into HOST's mailbox. HOST acknowledges it, stops \
+petting its watchdog and resets itself; the coordinator records it fenced once the watchdog bound \
+has passed. With BMC details for HOST in this host's config, HOST is also powered off through its \
+BMC. --confirm-off records a host that an operator powered off by hand as fenced."
+    )]
+    Fence(ops::FenceArgs),
+    /// Clear HOST's mailbox and the coordinator's verdict about it.
+    Clear(ops::ClearArgs),
+    /// Is the watchdog usable? Which driver, which timeouts, who holds it (without arming it).
+    TestWatchdog(ops::TestWatchdogArgs),
     /// Run the agent on this host (normally started by hbfence.service).
     #[command(long_about = "Run the agent: heartbeat on every configured volume, own lease, \
 hardware watchdog, self-fencing, peer liveness and (on the coordinator) peer fencing. Logs go to \
@@ -112,6 +140,10 @@ pub fn main() -> i32 {
         Command::Init(a) => init::run(&a),
         Command::Dump(a) => inspect::dump(&a),
         Command::Status(a) => inspect::status(&a),
+        Command::Check(a) => ops::check(&a),
+        Command::Fence(a) => ops::fence(&a),
+        Command::Clear(a) => ops::clear(&a),
+        Command::TestWatchdog(a) => ops::test_watchdog(&a),
         Command::Run(a) if a.check => inspect::run_check(&a),
         Command::Run(a) => {
             use std::io::IsTerminal;
@@ -122,7 +154,9 @@ pub fn main() -> i32 {
     match result {
         Ok(()) => exit::OK,
         Err(e) => {
-            eprintln!("hbfence: error: {}", e.message);
+            if !e.message.is_empty() {
+                eprintln!("hbfence: error: {}", e.message);
+            }
             e.code
         }
     }

@@ -1093,7 +1093,9 @@ impl Agent {
                 (status, p.status)
             };
             if old != Some(status) {
-                self.peers.get_mut(id).map(|p| p.status = Some(status));
+                if let Some(p) = self.peers.get_mut(id) {
+                    p.status = Some(status);
+                }
                 match (old, status) {
                     (_, PeerStatus::Suspect) => self.event(
                         EventKind::HostSuspect,
@@ -1228,7 +1230,7 @@ impl Agent {
                 job.in_flight = true;
                 job.attempts += 1;
                 let first = job.attempts == 1;
-                if !self.verdicts.get(&id).is_some_and(|v| v.incarnation == r.incarnation) {
+                if self.verdicts.get(&id).is_none_or(|v| v.incarnation != r.incarnation) {
                     self.set_verdict(
                         id,
                         VerdictKind::Fencing,

@@ -692,9 +692,9 @@ mod tests {
 
     #[test]
     fn layout_fits_in_one_block() {
-        assert!(OFF_CREATED_BY + NAME_LEN <= CRC_OFFSET);
+        const { assert!(OFF_CREATED_BY + NAME_LEN <= CRC_OFFSET) };
         assert_eq!(OFF_NAME + NAME_LEN, OFF_VERDICT_COUNT);
-        assert!(OFF_SENDER_NAME + NAME_LEN <= CRC_OFFSET);
+        const { assert!(OFF_SENDER_NAME + NAME_LEN <= CRC_OFFSET) };
         assert_eq!(MAX_VERDICTS, 163);
     }
 

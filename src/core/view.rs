@@ -61,3 +61,28 @@ pub fn decode_view(raw: &[u8], geo: Geometry, cluster: &ClusterId) -> VolumeView
     }
     view
 }
+
+/// The cluster's verdicts as written on the volume: the table of the coordinator block with
+/// the highest generation (ties: lowest id). Returns (that coordinator, its verdicts).
+pub fn cluster_verdicts(view: &VolumeView) -> (Option<u32>, Vec<super::format::Verdict>) {
+    let best = view
+        .slots
+        .iter()
+        .filter_map(|s| match s {
+            Slot::Record(r) if r.caps & super::format::caps::COORDINATOR != 0 => Some(r),
+            _ => None,
+        })
+        .max_by_key(|r| (r.verdict_gen, std::cmp::Reverse(r.host_id)));
+    match best {
+        Some(r) => (Some(r.host_id), r.verdicts.clone()),
+        None => (None, Vec::new()),
+    }
+}
+
+/// The verdict that applies to host `id` now: only one about its current incarnation counts
+/// (a new incarnation is a rejoin).
+pub fn current_verdict(view: &VolumeView, id: u32) -> Option<super::format::Verdict> {
+    let (_, verdicts) = cluster_verdicts(view);
+    let incarnation = view.record(id).map(|r| r.incarnation)?;
+    verdicts.into_iter().find(|v| v.host_id == id && v.incarnation == incarnation)
+}

@@ -384,15 +384,14 @@ fi
 # background (so a hanging command blocks nothing else) and answers
 #   @@HBVM BEGIN ID RC / base64 of stdout+stderr / @@HBVM END ID
 # At every start it announces "@@HBVM READY ID BOOT_ID UPTIME".
+# The reader is awk, not a shell `while read` loop: busybox ash restarts `read` from scratch when a
+# SIGCHLD (a finished background command) interrupts it, losing the part of the line already read.
+# awk has no SIGCHLD handler, and system("... &") leaves the command to init, not to awk.
 GUEST_CMDCHAN = r"""#!/bin/sh
 . /run/hbvm/env
-stty raw -echo 2>/dev/null
+stty raw -echo -iexten 2>/dev/null
 echo "@@HBVM READY ${HBVM_ID:-0} $(cat /proc/sys/kernel/random/boot_id) $(cut -d' ' -f1 /proc/uptime)"
-while IFS= read -r line; do
-  id=${line%% *}; data=${line#* }
-  case "$id" in ''|*[!0-9]*) continue ;; esac
-  /etc/hbvm/cmdrun "$id" "$data" &
-done
+exec awk '$1 ~ /^[0-9]+$/ && NF == 2 && $2 ~ /^[A-Za-z0-9+\/=]+$/ { system("/etc/hbvm/cmdrun " $1 " " $2 " &") }'
 """
 
 GUEST_CMDRUN = r"""#!/bin/sh
@@ -907,6 +906,9 @@ def qemu_pid(vmdir: Path) -> int | None:
     return pid if proc_alive(pid, str(vmdir)) else None
 
 
+DISK_QOM = "/machine/peripheral/hbdisk0/virtio-backend"   # the virtio-blk device of the shared disk
+
+
 class VM:
     """One guest. Owns its qemu process (relaunchable by its BMC), QMP and command channel."""
 
@@ -1033,14 +1035,16 @@ class VM:
         through the same BlockBackend fills the bucket first, so every guest request afterwards waits
         about 12 days. resume_disk() lifts the limit, which restarts the queued requests."""
         self.qmp.execute("block_set_io_throttle", {
-            "id": "hbdisk0", "bps": 1, "bps_rd": 0, "bps_wr": 0, "iops": 1, "iops_rd": 0, "iops_wr": 0})
-        self.qmp.hmp('qemu-io -d hbdisk0 "aio_read 0 1M"')
+            "id": DISK_QOM, "bps": 1, "bps_rd": 0, "bps_wr": 0, "iops": 1, "iops_rd": 0, "iops_wr": 0})
+        out = self.qmp.hmp('qemu-io hb0 "aio_read 0 1M"')
+        if out.strip():
+            raise QMPError(f"{self.name}: qemu-io: {out.strip()}")
         if self.timeline:
             self.timeline.add(self.name, "disk-stalled", "bps=1 throttle")
 
     def resume_disk(self):
         self.qmp.execute("block_set_io_throttle", {
-            "id": "hbdisk0", "bps": 0, "bps_rd": 0, "bps_wr": 0, "iops": 0, "iops_rd": 0, "iops_wr": 0})
+            "id": DISK_QOM, "bps": 0, "bps_rd": 0, "bps_wr": 0, "iops": 0, "iops_rd": 0, "iops_wr": 0})
         if self.timeline:
             self.timeline.add(self.name, "disk-resumed", "")
 

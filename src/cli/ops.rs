@@ -1,0 +1,547 @@
+//! Operator commands that use a host's configuration: `status --config`, `check`, `fence`,
+//! `clear`, and `test-watchdog`.
+
+use super::text::{age, wall_time};
+use super::{CliError, CliResult};
+use crate::config::{Config, DEFAULT_CONFIG};
+use crate::core::format::{self, caps, Command, Header, VerdictKind};
+use crate::core::view::{cluster_verdicts, current_verdict, VolumeView};
+use crate::sys;
+use crate::volume::{Access, Volume};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// `check` exit codes (documented in `--help` and hbfence(8)).
+pub mod check_exit {
+    pub const ALIVE: i32 = 0;
+    pub const DEAD: i32 = 3;
+    pub const FENCED: i32 = 4;
+    pub const LEFT: i32 = 5;
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
+    /// Host id or name.
+    pub host: String,
+    #[arg(long, short = 'c', value_name = "PATH", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Print CloudStack's kvmheartbeat.sh -r lines and exit 0 (DEAD only when fenced).
+    #[arg(long)]
+    pub cloudstack: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct FenceArgs {
+    /// Host id or name.
+    pub host: String,
+    #[arg(long, short = 'c', value_name = "PATH", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// The host is confirmed powered off by hand: record it as fenced (method manual).
+    #[arg(long)]
+    pub confirm_off: bool,
+    /// Ask the host to power off instead of rebooting.
+    #[arg(long)]
+    pub poweroff: bool,
+    /// Write the request and return without waiting for the outcome.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ClearArgs {
+    /// Host id or name.
+    pub host: String,
+    #[arg(long, short = 'c', value_name = "PATH", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TestWatchdogArgs {
+    /// Watchdog device (default: [watchdog] device of /etc/hbfence/hbfence.toml, else /dev/watchdog).
+    #[arg(long, value_name = "PATH")]
+    pub device: Option<PathBuf>,
+    /// Also open the device to query it through ioctls when sysfs has no details. Opening ARMS
+    /// most watchdogs; hbfence disarms it with the magic close, which a `nowayout` driver ignores.
+    #[arg(long)]
+    pub open: bool,
+}
+
+struct Cluster {
+    config: Config,
+    volumes: Vec<(Volume, Header)>,
+}
+
+fn load(config_path: &Path) -> Result<Cluster, CliError> {
+    let config = Config::load(config_path)?;
+    let mut volumes = Vec::new();
+    let mut errors = Vec::new();
+    for v in &config.volumes {
+        match Volume::open(&v.path, Access::ReadWrite)
+            .and_then(|vol| vol.read_header().map(|h| (vol, h)))
+        {
+            Ok(x) => volumes.push(x),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if volumes.is_empty() {
+        return Err(CliError::new(format!(
+            "no volume of {} is readable: {}",
+            config_path.display(),
+            errors.join("; ")
+        )));
+    }
+    Ok(Cluster { config, volumes })
+}
+
+impl Cluster {
+    fn header(&self) -> &Header {
+        &self.volumes[0].1
+    }
+    fn view(&self) -> Result<VolumeView, CliError> {
+        let mut last = None;
+        for (vol, h) in &self.volumes {
+            match vol.read_view(h) {
+                Ok(v) => return Ok(v),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(CliError::new(last.map(|e| e.to_string()).unwrap_or_default()))
+    }
+    fn resolve(&self, what: &str, view: &VolumeView) -> Result<u32, CliError> {
+        let by_record = view.slots.iter().find_map(|s| match s {
+            crate::core::view::Slot::Record(r) if r.name == what => Some(r.host_id),
+            _ => None,
+        });
+        let id = self.config.resolve_host(what).or(by_record).ok_or_else(|| {
+            CliError::new(format!(
+                "unknown host {what:?}: give a host id or a name from the config or the volume"
+            ))
+        })?;
+        if !self.header().geometry().contains_host(id) {
+            return Err(CliError::new(format!(
+                "host id {id} is out of range: the volume holds ids 1..={}",
+                self.header().max_hosts
+            )));
+        }
+        Ok(id)
+    }
+}
+
+/// The daemon's view from runtime_dir/status.json, if the daemon is running.
+pub fn daemon_view(config: &Config) -> Option<Value> {
+    let text = std::fs::read_to_string(config.daemon.runtime_dir.join("status.json")).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    let pid = v["pid"].as_u64()? as i32;
+    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+    let fresh =
+        v["mono_ms"].as_u64().is_some_and(|m| sys::monotonic_ms().saturating_sub(m) < 5_000);
+    (alive && fresh).then_some(v)
+}
+
+pub fn status_config(config_path: &Path, json_out: bool) -> CliResult {
+    let c = load(config_path)?;
+    let view = c.view()?;
+    let daemon = daemon_view(&c.config);
+    let (coordinator, verdicts) = cluster_verdicts(&view);
+    let now = sys::wall_ms();
+    let mut rows = Vec::new();
+    for s in &view.slots {
+        let crate::core::view::Slot::Record(r) = s else { continue };
+        let peer = daemon
+            .as_ref()
+            .and_then(|d| d["peers"].as_array())
+            .and_then(|ps| ps.iter().find(|p| p["id"] == r.host_id));
+        let judged = if r.host_id == c.config.host.id {
+            daemon.as_ref().map_or("not running".to_string(), |d| {
+                d["phase"].as_str().unwrap_or("?").to_string()
+            })
+        } else {
+            peer.and_then(|p| p["status"].as_str()).unwrap_or("-").to_string()
+        };
+        let verdict =
+            verdicts.iter().find(|v| v.host_id == r.host_id && v.incarnation == r.incarnation);
+        rows.push(json!({
+            "id": r.host_id,
+            "name": r.name,
+            "state": r.state.as_str(),
+            "view": judged,
+            "seq": r.seq,
+            "incarnation": r.incarnation,
+            "wall_time": wall_time(r.wall_ms),
+            "age_s": (now as i64 - r.wall_ms as i64) as f64 / 1000.0,
+            "capabilities": caps::names(r.caps),
+            "verdict": verdict.map(|v| v.kind.as_str()),
+            "method": verdict.map(|v| v.method.as_str()),
+            "verdict_wall_time": verdict.map(|v| wall_time(v.wall_ms)),
+        }));
+    }
+    if json_out {
+        let out = json!({
+            "cluster": format::uuid_string(&c.header().cluster),
+            "host": c.config.host.id,
+            "coordinator": coordinator,
+            "daemon": daemon,
+            "hosts": rows,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!(
+        "cluster {}  this host {}  daemon {}  coordinator {}",
+        format::uuid_string(&c.header().cluster),
+        c.config.host.id,
+        daemon.as_ref().map_or("NOT RUNNING".to_string(), |d| format!(
+            "{} (lease {})",
+            d["phase"].as_str().unwrap_or("?"),
+            if d["lease_valid"].as_bool() == Some(true) { "valid" } else { "NOT valid" }
+        )),
+        coordinator.map_or("none".to_string(), |c| c.to_string())
+    );
+    println!(
+        "{:>4}  {:<16} {:<13} {:<12} {:>10}  {:<24} {:>9}  {:<22} CAPABILITIES",
+        "ID", "NAME", "STATE", "VIEW", "SEQ", "LAST WRITE (UTC)", "AGE", "VERDICT"
+    );
+    for r in &rows {
+        let verdict = match (r["verdict"].as_str(), r["method"].as_str()) {
+            (Some(v), Some(m)) if m != "none" => format!("{v} ({m})"),
+            (Some(v), _) => v.to_string(),
+            _ => "-".into(),
+        };
+        println!(
+            "{:>4}  {:<16} {:<13} {:<12} {:>10}  {:<24} {:>9}  {:<22} {}",
+            r["id"],
+            r["name"].as_str().unwrap_or(""),
+            r["state"].as_str().unwrap_or(""),
+            r["view"].as_str().unwrap_or(""),
+            r["seq"],
+            r["wall_time"].as_str().unwrap_or(""),
+            age((r["age_s"].as_f64().unwrap_or(0.0) * 1000.0) as i64),
+            verdict,
+            r["capabilities"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(","))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+pub fn check(a: &CheckArgs) -> CliResult {
+    let c = load(&a.config)?;
+    let view = c.view()?;
+    let id = c.resolve(&a.host, &view)?;
+    let daemon = daemon_view(&c.config);
+    let record = view.record(id);
+    let verdict = current_verdict(&view, id);
+    let daemon_status = daemon
+        .as_ref()
+        .and_then(|d| d["peers"].as_array().cloned())
+        .and_then(|ps| ps.into_iter().find(|p| p["id"] == id))
+        .and_then(|p| p["status"].as_str().map(str::to_string));
+    let (word, code, why) = if verdict.is_some_and(|v| v.kind == VerdictKind::Fenced) {
+        (
+            "FENCED",
+            check_exit::FENCED,
+            "the coordinator recorded a fenced verdict for its current incarnation",
+        )
+    } else if record.is_some_and(|r| r.state == format::HostState::Leaving) {
+        ("LEFT", check_exit::LEFT, "its agent stopped cleanly: not protected, never fenced")
+    } else if id == c.config.host.id && daemon.is_some() {
+        ("ALIVE", check_exit::ALIVE, "this host's own agent is running")
+    } else if daemon_status.as_deref() == Some("suspect") {
+        (
+            "DEAD",
+            check_exit::DEAD,
+            "no heartbeat progress for suspect_after (not yet fenced: do not restart its VMs)",
+        )
+    } else if daemon.is_none() {
+        return Err(CliError::new(format!(
+            "the hbfence daemon is not running on this host ({}), so liveness cannot be judged; start it or ask a host where it runs",
+            c.config.daemon.runtime_dir.join("status.json").display()
+        )));
+    } else if record.is_none() {
+        return Err(CliError::new(format!(
+            "host {id} has never written a heartbeat on this volume"
+        )));
+    } else {
+        ("ALIVE", check_exit::ALIVE, "its heartbeat progresses")
+    };
+    if a.cloudstack {
+        // CloudStack restarts VMs on DEAD: only a fenced host is reported dead.
+        if word == "FENCED" {
+            println!("=====> DEAD <======");
+        } else {
+            println!("=====> ALIVE <=====");
+        }
+        return Ok(());
+    }
+    if a.json {
+        println!(
+            "{}",
+            json!({"host": id, "result": word, "exit_code": code, "reason": why, "verdict": verdict.map(|v| json!({"verdict": v.kind.as_str(), "method": v.method.as_str(), "wall_time": wall_time(v.wall_ms)}))})
+        );
+    } else {
+        println!("{word}");
+    }
+    if code == check_exit::ALIVE {
+        Ok(())
+    } else {
+        Err(CliError { message: String::new(), code })
+    }
+}
+
+fn send(c: &Cluster, id: u32, command: Command, target_incarnation: u64) -> Result<u64, CliError> {
+    let nonce = sys::random_u64().max(1);
+    let m = format::Mailbox {
+        cluster: c.header().cluster,
+        host_id: id,
+        nonce,
+        command,
+        sender: c.config.host.id,
+        wall_ms: sys::wall_ms(),
+        target_incarnation,
+        sender_name: c.config.host_name(),
+    };
+    let mut written = 0;
+    let mut errors = Vec::new();
+    for (vol, h) in &c.volumes {
+        match vol.write_mailbox(h, &m) {
+            Ok(()) => written += 1,
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if written == 0 {
+        return Err(CliError::new(format!(
+            "could not write the {} request: {}",
+            command.as_str(),
+            errors.join("; ")
+        )));
+    }
+    Ok(nonce)
+}
+
+/// Polls the volume until `done` says so or `limit` passes; returns the last view.
+fn wait_for(
+    c: &Cluster,
+    limit: Duration,
+    mut done: impl FnMut(&VolumeView) -> bool,
+) -> Result<(bool, VolumeView), CliError> {
+    let start = Instant::now();
+    let step = Duration::from_millis((c.header().timing.interval_ms / 4).clamp(100, 1000));
+    loop {
+        let view = c.view()?;
+        if done(&view) {
+            return Ok((true, view));
+        }
+        if start.elapsed() >= limit {
+            return Ok((false, view));
+        }
+        std::thread::sleep(step);
+    }
+}
+
+pub fn fence(a: &FenceArgs) -> CliResult {
+    let c = load(&a.config)?;
+    let view = c.view()?;
+    let id = c.resolve(&a.host, &view)?;
+    if id == c.config.host.id {
+        return Err(CliError::new(
+            "refusing to fence this host itself; run the command on another host",
+        ));
+    }
+    let incarnation = view.record(id).map_or(0, |r| r.incarnation);
+    let t = c.header().timing;
+    let started = Instant::now();
+    let fenced = |v: &VolumeView| {
+        current_verdict(v, id).is_some_and(|v| v.kind == VerdictKind::Fenced)
+            || view_incarnation_changed(v, id, incarnation)
+    };
+    if a.confirm_off {
+        send(&c, id, Command::ConfirmOff, incarnation)?;
+        println!(
+            "host {id}: power-off confirmation written; waiting for the coordinator to record it"
+        );
+        if a.no_wait {
+            return Ok(());
+        }
+        let (ok, _) =
+            wait_for(&c, Duration::from_millis(3 * t.interval_ms + t.io_timeout_ms), fenced)?;
+        return if ok {
+            println!(
+                "host {id}: FENCED (method manual) after {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        } else {
+            Err(CliError::new(format!("host {id}: no coordinator recorded the confirmation; is an eligible hbfence running? (`hbfence status`)")))
+        };
+    }
+    let command = if a.poweroff { Command::PowerOff } else { Command::Reset };
+    let nonce = send(&c, id, command, incarnation)?;
+    println!("host {id}: {} request written to its mailbox (nonce {nonce})", command.as_str());
+    let bmc = crate::daemon::fence_method_for(&c.config, id);
+    let bmc_thread = bmc.map(|method| {
+        let settings = crate::daemon::fence_settings(&c.config);
+        println!("host {id}: powering it off through {}", method.describe());
+        std::thread::spawn(move || crate::fence::power_off_and_confirm(&method, &settings))
+    });
+    if a.no_wait {
+        return Ok(());
+    }
+    let acked = |v: &VolumeView| v.record(id).is_some_and(|r| r.ack_nonce == nonce);
+    let (ack, _) = wait_for(&c, Duration::from_millis(2 * t.interval_ms + t.io_timeout_ms), |v| {
+        acked(v) || fenced(v)
+    })?;
+    if ack {
+        println!("host {id}: acknowledged after {:.1} s; it stopped petting its watchdog and is resetting itself", started.elapsed().as_secs_f64());
+    } else {
+        println!("host {id}: no acknowledgement (it may be dead or hung); waiting for the watchdog bound");
+    }
+    if let Some(h) = bmc_thread {
+        match h.join() {
+            Ok(crate::fence::AttemptOutcome::ConfirmedOff { detail }) => {
+                println!("host {id}: {detail}");
+                send(&c, id, Command::ConfirmOff, incarnation)?;
+            }
+            Ok(crate::fence::AttemptOutcome::Failed { detail }) => {
+                println!("host {id}: BMC fencing failed: {detail}")
+            }
+            Err(_) => println!("host {id}: BMC fencing thread failed"),
+        }
+    }
+    let limit = Duration::from_millis(t.dead_after_ms() + 3 * t.interval_ms);
+    let (ok, v) = wait_for(&c, limit, fenced)?;
+    if ok {
+        let how = current_verdict(&v, id)
+            .map_or("rejoined with a new incarnation".to_string(), |v| {
+                format!("method {}", v.method.as_str())
+            });
+        println!(
+            "host {id}: FENCED ({how}) {:.1} s after the request",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    } else {
+        Err(CliError::new(format!(
+            "host {id}: not confirmed fenced within {:.0} s; check `hbfence status` and the coordinator's log",
+            limit.as_secs_f64()
+        )))
+    }
+}
+
+fn view_incarnation_changed(v: &VolumeView, id: u32, incarnation: u64) -> bool {
+    incarnation != 0 && v.record(id).is_some_and(|r| r.incarnation != incarnation)
+}
+
+pub fn clear(a: &ClearArgs) -> CliResult {
+    let c = load(&a.config)?;
+    let view = c.view()?;
+    let id = c.resolve(&a.host, &view)?;
+    let before = current_verdict(&view, id);
+    let incarnation = view.record(id).map_or(0, |r| r.incarnation);
+    send(&c, id, Command::Clear, incarnation)?;
+    let Some(before) = before else {
+        println!("host {id}: mailbox cleared; there was no verdict about it");
+        return Ok(());
+    };
+    let t = c.header().timing;
+    let (ok, _) = wait_for(&c, Duration::from_millis(3 * t.interval_ms + t.io_timeout_ms), |v| {
+        current_verdict(v, id).is_none()
+    })?;
+    if ok {
+        println!(
+            "host {id}: verdict {} cleared; it is not judged again until its heartbeat moves",
+            before.kind.as_str()
+        );
+        Ok(())
+    } else {
+        Err(CliError::new(format!("host {id}: the coordinator did not clear the verdict; is an eligible hbfence running? (`hbfence status`)")))
+    }
+}
+
+pub fn test_watchdog(a: &TestWatchdogArgs) -> CliResult {
+    let device = a.device.clone().unwrap_or_else(|| {
+        Config::load(Path::new(DEFAULT_CONFIG))
+            .map(|c| c.watchdog.device)
+            .unwrap_or_else(|_| PathBuf::from("/dev/watchdog"))
+    });
+    let (kind, info) = crate::watchdog::inspect(&device)?;
+    println!("device: {}", device.display());
+    if kind == crate::watchdog::DeviceKind::Double {
+        println!("kind: FIFO test double (NOT a hardware watchdog; never use it in production)");
+    }
+    let show = |k: &str, v: Option<String>| {
+        println!("{k}: {}", v.unwrap_or_else(|| "unknown (no sysfs entry)".into()))
+    };
+    if kind == crate::watchdog::DeviceKind::Kernel {
+        show("driver", info.identity.clone());
+        show("timeout", info.timeout.map(|t| format!("{t} s")));
+        show("min timeout", info.min_timeout.map(|t| format!("{t} s")));
+        show("max timeout", info.max_timeout.map(|t| format!("{t} s")));
+        show("state", info.state.clone());
+        show(
+            "nowayout",
+            info.nowayout
+                .map(|n| if n { "yes: once opened it cannot be stopped" } else { "no" }.into()),
+        );
+    }
+    if info.holders.is_empty() {
+        println!("held by: nobody");
+    } else {
+        for (pid, comm) in &info.holders {
+            println!("held by: process {pid} ({comm})");
+        }
+    }
+    if kind == crate::watchdog::DeviceKind::Kernel && a.open {
+        if info.nowayout == Some(true) {
+            return Err(CliError::new("refusing --open: the driver is nowayout, opening it would start a timer nobody can stop"));
+        }
+        let file = std::fs::OpenOptions::new().write(true).open(&device)?;
+        use std::os::fd::AsFd;
+        let support = sys::watchdog_get_support(file.as_fd());
+        let timeout = sys::watchdog_get_timeout(file.as_fd());
+        let left = sys::watchdog_get_timeleft(file.as_fd());
+        let boot = sys::watchdog_get_bootstatus(file.as_fd());
+        {
+            use std::io::Write;
+            let mut f = file;
+            let _ = f.write_all(b"V");
+        }
+        println!("opened (armed) and closed with the magic close");
+        match support {
+            Ok(i) => println!(
+                "ioctl identity: {} (options {:#x}, firmware {})",
+                i.identity(),
+                i.options,
+                i.firmware_version
+            ),
+            Err(e) => println!("WDIOC_GETSUPPORT failed: {e}: not a watchdog"),
+        }
+        if let Ok(t) = timeout {
+            println!("ioctl timeout: {t} s");
+        }
+        if let Ok(t) = left {
+            println!("ioctl time left: {t} s");
+        }
+        if let Ok(b) = boot {
+            println!(
+                "boot status: {b:#x}{}",
+                if b != 0 { " (the last reset was caused by the watchdog)" } else { "" }
+            );
+        }
+    } else if kind == crate::watchdog::DeviceKind::Kernel {
+        println!("(not opened: opening arms the watchdog; pass --open to query the driver through ioctls)");
+    }
+    if let Some((pid, comm)) = info.holders.first() {
+        return Err(CliError::new(format!(
+            "{} is busy: held by process {pid} ({comm}); stop that program (or systemd's RuntimeWatchdogSec) before starting hbfence",
+            device.display()
+        )));
+    }
+    println!("usable: yes");
+    Ok(())
+}

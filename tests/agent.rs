@@ -1,0 +1,358 @@
+//! Process-level tests of the agent (`hbfence run`): heartbeat, own lease, watchdog double,
+//! self-fencing, clean stop, S3 across restarts, quorum of volumes, host-id collision. The
+//! volumes live on the FUSE fault injector so storage can freeze, slow down or fail.
+
+#[path = "support/cluster.rs"]
+mod cluster;
+#[path = "support/faultfs.rs"]
+mod faultfs;
+
+use cluster::*;
+use faultfs::{Fault, FaultFs};
+use nix::sys::signal::Signal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+struct Bed {
+    _tmp: tempfile::TempDir,
+    fs: FaultFs,
+    base: PathBuf,
+    hosts: Vec<Host>,
+}
+
+impl Bed {
+    /// `n` hosts, `volumes` volume files on one FUSE mount.
+    fn new(n: u32, volumes: usize) -> Bed {
+        let tmp = tempfile::tempdir().unwrap();
+        let backing = tmp.path().join("backing");
+        std::fs::create_dir_all(&backing).unwrap();
+        let fs = FaultFs::mount(&backing, &tmp.path().join("mnt")).expect("mount faultfs");
+        let paths: Vec<PathBuf> =
+            (0..volumes).map(|i| fs.mountpoint().join(format!("v{i}.vol"))).collect();
+        init_volume(&paths[0], &[]);
+        for p in &paths[1..] {
+            // Every volume of a host must be of one cluster: copy the first one's header.
+            std::fs::copy(backing.join("v0.vol"), backing.join(p.file_name().unwrap())).unwrap();
+        }
+        let base = tmp.path().to_path_buf();
+        let hosts = (1..=n)
+            .map(|id| {
+                Host::new(
+                    &base,
+                    &HostSpec {
+                        id,
+                        volumes: paths.clone(),
+                        peers: vec![],
+                        hooks_dir: None,
+                        eligible: true,
+                    },
+                )
+            })
+            .collect();
+        Bed { _tmp: tmp, fs, base, hosts }
+    }
+    fn volume(&self, i: usize) -> PathBuf {
+        self.fs.mountpoint().join(format!("v{i}.vol"))
+    }
+    fn start_all(&mut self) {
+        for h in &mut self.hosts {
+            h.start();
+        }
+    }
+    /// Waits until every host's watchdog got keepalives (READY).
+    fn wait_ready(&self) {
+        for h in &self.hosts {
+            assert!(
+                wait_until(Duration::from_secs(10), || h.watchdog.keepalives() > 0),
+                "host {} never armed its watchdog:\n{}",
+                h.id,
+                h.log_text()
+            );
+        }
+    }
+}
+
+#[test]
+fn three_agents_advance_and_status_shows_them() {
+    if !require_root("three_agents_advance_and_status_shows_them") {
+        return;
+    }
+    let mut bed = Bed::new(3, 1);
+    bed.start_all();
+    bed.wait_ready();
+    let v = bed.volume(0);
+    let first = dump(&v);
+    std::thread::sleep(Duration::from_millis(3200));
+    let second = dump(&v);
+    for id in 1..=3 {
+        let (s1, state) = host_record(&first, id).expect("record");
+        let (s2, _) = host_record(&second, id).expect("record");
+        assert_eq!(state, "active");
+        // Interval 1 s: about three writes in 3.2 s.
+        assert!(s2 >= s1 + 2, "host {id} seq {s1} -> {s2} in 3.2 s");
+    }
+    let out = hbfence(&["status", "--volume", v.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for id in 1..=3 {
+        assert!(text.contains(&format!("host{id}")), "{text}");
+    }
+    assert_eq!(text.matches("active").count(), 3, "{text}");
+    let cfg = bed.hosts[0].cli(&["status"]);
+    let text = String::from_utf8_lossy(&cfg.stdout);
+    assert!(text.contains("coordinator 1") && text.contains("running"), "{text}");
+}
+
+#[test]
+fn frozen_storage_self_fences_within_lease_and_stops_petting() {
+    if !require_root("frozen_storage_self_fences_within_lease_and_stops_petting") {
+        return;
+    }
+    let mut bed = Bed::new(1, 1);
+    bed.start_all();
+    bed.wait_ready();
+    let frozen_at = Instant::now();
+    bed.fs.set_fault("v0.vol", Fault::Freeze);
+    let h = &bed.hosts[0];
+    assert!(
+        wait_until(LEASE + Duration::from_secs(3), || h.sysrq_letters().contains('b')),
+        "no self-fence:\n{}",
+        h.log_text()
+    );
+    let took = frozen_at.elapsed();
+    println!(
+        "freeze -> self-fence: {:.2} s (lease_timeout {} s)",
+        took.as_secs_f64(),
+        LEASE.as_secs()
+    );
+    assert!(took <= LEASE + Duration::from_secs(1), "self-fence took {took:?}");
+    let pets = h.watchdog.keepalives();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(h.watchdog.keepalives() <= pets + 1, "keepalives continued after the self-fence");
+    assert!(h.watchdog.fired().is_some(), "the watchdog double should fire once pets stop");
+    bed.fs.clear_fault("v0.vol");
+}
+
+#[test]
+fn slow_io_below_io_timeout_does_not_self_fence() {
+    if !require_root("slow_io_below_io_timeout_does_not_self_fence") {
+        return;
+    }
+    let mut bed = Bed::new(1, 1);
+    bed.start_all();
+    bed.wait_ready();
+    // A cycle is a write and a read: 2 x 400 ms stays below io_timeout (2 s).
+    bed.fs.set_fault("v0.vol", Fault::Delay(Duration::from_millis(400)));
+    std::thread::sleep(LEASE * 2);
+    let h = &bed.hosts[0];
+    assert_eq!(h.sysrq_letters(), "", "self-fenced on slow but timely I/O:\n{}", h.log_text());
+    assert!(h.watchdog.fired().is_none());
+    bed.fs.clear_fault("v0.vol");
+}
+
+#[test]
+fn eio_shorter_than_lease_is_survived_longer_is_not() {
+    if !require_root("eio_shorter_than_lease_is_survived_longer_is_not") {
+        return;
+    }
+    let mut bed = Bed::new(1, 1);
+    bed.start_all();
+    bed.wait_ready();
+    bed.fs.set_fault("v0.vol", Fault::Eio);
+    std::thread::sleep(Duration::from_millis(1500));
+    bed.fs.clear_fault("v0.vol");
+    std::thread::sleep(LEASE);
+    let h = &bed.hosts[0];
+    assert_eq!(h.sysrq_letters(), "", "self-fenced after a short EIO burst:\n{}", h.log_text());
+    bed.fs.set_fault("v0.vol", Fault::Eio);
+    let since = Instant::now();
+    assert!(
+        wait_until(LEASE + Duration::from_secs(3), || h.sysrq_letters().contains('b')),
+        "no self-fence on long EIO"
+    );
+    assert!(since.elapsed() <= LEASE + Duration::from_secs(1));
+    assert!(h.log_text().contains("Input/output error"), "the log should name the error");
+    bed.fs.clear_fault("v0.vol");
+}
+
+#[test]
+fn torn_writes_do_not_renew_the_lease() {
+    if !require_root("torn_writes_do_not_renew_the_lease") {
+        return;
+    }
+    let mut bed = Bed::new(1, 1);
+    bed.start_all();
+    bed.wait_ready();
+    // Writes "succeed" but only 512 bytes land: the read-back must catch it (S5 on own writes).
+    bed.fs.set_fault("v0.vol", Fault::Torn);
+    let h = &bed.hosts[0];
+    assert!(
+        wait_until(LEASE + Duration::from_secs(3), || h.sysrq_letters().contains('b')),
+        "torn writes renewed the lease:\n{}",
+        h.log_text()
+    );
+    bed.fs.clear_fault("v0.vol");
+}
+
+#[test]
+fn kill_stop_and_term_reach_the_watchdog_correctly() {
+    if !require_root("kill_stop_and_term_reach_the_watchdog_correctly") {
+        return;
+    }
+    let mut bed = Bed::new(3, 1);
+    bed.start_all();
+    bed.wait_ready();
+    // kill -9: the FIFO closes without the magic character; the timer fires.
+    bed.hosts[0].signal(Signal::SIGKILL);
+    assert!(wait_until(Duration::from_secs(5), || bed.hosts[0].watchdog.closed().is_some()));
+    assert!(!bed.hosts[0].watchdog.magic_close(), "kill -9 must not disarm");
+    assert!(wait_until(WATCHDOG + Duration::from_secs(2), || bed.hosts[0]
+        .watchdog
+        .fired()
+        .is_some()));
+    // SIGSTOP: no keepalives; the timer fires after watchdog_timeout.
+    let stopped_at = Instant::now();
+    bed.hosts[1].signal(Signal::SIGSTOP);
+    assert!(
+        wait_until(WATCHDOG + Duration::from_secs(2), || bed.hosts[1].watchdog.fired().is_some()),
+        "SIGSTOP did not fire the watchdog"
+    );
+    let fired = bed.hosts[1].watchdog.fired().unwrap();
+    assert!(
+        fired.duration_since(stopped_at) >= WATCHDOG - Duration::from_millis(600),
+        "fired too early"
+    );
+    // SIGTERM: leaving record, magic close, exit 0.
+    bed.hosts[2].signal(Signal::SIGTERM);
+    let status =
+        bed.hosts[2].wait_exit(Duration::from_secs(5)).expect("agent did not exit on SIGTERM");
+    assert!(status.success(), "exit status {status:?}\n{}", bed.hosts[2].log_text());
+    assert!(bed.hosts[2].watchdog.magic_close(), "no magic close on SIGTERM");
+    assert!(bed.hosts[2].watchdog.fired().is_none());
+    let (_, state) = host_record(&dump(&bed.volume(0)), 3).unwrap();
+    assert_eq!(state, "leaving");
+    bed.hosts[1].signal(Signal::SIGKILL);
+}
+
+#[test]
+fn restart_after_self_fence_on_same_boot_never_pets() {
+    if !require_root("restart_after_self_fence_on_same_boot_never_pets") {
+        return;
+    }
+    let mut bed = Bed::new(1, 1);
+    bed.start_all();
+    bed.wait_ready();
+    bed.fs.set_fault("v0.vol", Fault::Eio);
+    assert!(wait_until(LEASE + Duration::from_secs(3), || bed.hosts[0]
+        .sysrq_letters()
+        .contains('b')));
+    bed.fs.clear_fault("v0.vol");
+    bed.hosts[0].signal(Signal::SIGKILL);
+    bed.hosts[0].wait_exit(Duration::from_secs(5));
+    // Same boot, same runtime dir, storage healthy again: the new agent must fence at once.
+    std::fs::write(&bed.hosts[0].sysrq, "").unwrap();
+    let pets_before = bed.hosts[0].watchdog.keepalives();
+    let restarted = Instant::now();
+    bed.hosts[0].start();
+    assert!(
+        wait_until(Duration::from_secs(3), || bed.hosts[0].sysrq_letters().contains('b')),
+        "restart did not self-fence:\n{}",
+        bed.hosts[0].log_text()
+    );
+    println!("restart -> self-fence: {:.2} s", restarted.elapsed().as_secs_f64());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        bed.hosts[0].watchdog.keepalives(),
+        pets_before,
+        "a doomed boot petted the watchdog"
+    );
+}
+
+#[test]
+fn three_volumes_survive_one_frozen_not_two() {
+    if !require_root("three_volumes_survive_one_frozen_not_two") {
+        return;
+    }
+    let mut bed = Bed::new(1, 3);
+    bed.start_all();
+    bed.wait_ready();
+    bed.fs.set_fault("v1.vol", Fault::Freeze);
+    std::thread::sleep(LEASE * 2);
+    let h = &bed.hosts[0];
+    assert_eq!(h.sysrq_letters(), "", "one frozen volume of three self-fenced:\n{}", h.log_text());
+    assert!(h.events_text().contains("storage_degraded"), "no storage_degraded event");
+    bed.fs.set_fault("v2.vol", Fault::Freeze);
+    assert!(
+        wait_until(LEASE + Duration::from_secs(3), || h.sysrq_letters().contains('b')),
+        "two frozen volumes of three did not self-fence"
+    );
+    bed.fs.clear_fault("v1.vol");
+    bed.fs.clear_fault("v2.vol");
+}
+
+#[test]
+fn host_id_collision_is_refused() {
+    if !require_root("host_id_collision_is_refused") {
+        return;
+    }
+    let mut bed = Bed::new(1, 1);
+    bed.start_all();
+    bed.wait_ready();
+    // A second host configured with the same id.
+    let mut twin = Host::new(
+        &bed.base.join("twin"),
+        &HostSpec {
+            id: 1,
+            volumes: vec![bed.volume(0)],
+            peers: vec![],
+            hooks_dir: None,
+            eligible: true,
+        },
+    );
+    twin.start();
+    let status = twin.wait_exit(Duration::from_secs(10)).expect("the second agent kept running");
+    assert_eq!(status.code(), Some(1));
+    let log = twin.log_text();
+    assert!(log.contains("in use by another writer"), "{log}");
+    assert_eq!(twin.watchdog.keepalives(), 0, "the twin armed its watchdog");
+    assert_eq!(bed.hosts[0].sysrq_letters(), "");
+}
+
+#[test]
+fn bad_input_refuses_to_start_with_a_reason() {
+    if !require_root("bad_input_refuses_to_start_with_a_reason") {
+        return;
+    }
+    let bed = Bed::new(1, 1);
+    let h = &bed.hosts[0];
+    let cfg = std::fs::read_to_string(&h.config).unwrap();
+    let run = |text: &str| {
+        std::fs::write(&h.config, text).unwrap();
+        let out = hbfence(&["run", "--config", h.config.to_str().unwrap()]);
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    // A watchdog path that is not a watchdog.
+    let (code, err) = run(&cfg.replace(&h.watchdog.path.display().to_string(), "/etc/hostname"));
+    assert_eq!(code, Some(1));
+    assert!(err.contains("is not a watchdog device"), "{err}");
+    // Host id above max_hosts.
+    let (code, err) = run(&cfg.replace("id = 1", "id = 9"));
+    assert_eq!(code, Some(1));
+    assert!(err.contains("above the volume's max_hosts 8"), "{err}");
+    // An unknown key.
+    let (code, err) = run(&format!("{cfg}\n[daemon2]\nx = 1\n"));
+    assert_eq!(code, Some(1));
+    assert!(err.contains("daemon2"), "{err}");
+    // A header that fails its CRC.
+    std::fs::write(&h.config, &cfg).unwrap();
+    let backing = bed.base.join("backing/v0.vol");
+    let mut bytes = std::fs::read(&backing).unwrap();
+    bytes[40] ^= 0xff;
+    std::fs::write(&backing, &bytes).unwrap();
+    let (code, err) = run(&cfg);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("checksum failure"), "{err}");
+    // An unreadable config.
+    let out = hbfence(&["run", "--config", "/nonexistent/hbfence.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read it"));
+}
