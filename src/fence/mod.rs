@@ -211,16 +211,19 @@ pub fn power_off_and_confirm(method: &FenceMethod, settings: &FenceSettings) -> 
     // The answer to `off` proves nothing (S8), and an already-off chassis may even refuse it,
     // so we go on to the status queries whatever it said, unless the setup itself is broken.
     let mut advice = None;
+    let mut off_failed = false;
     let off = match power_action(method, settings, Action::Off) {
         Ok(answer) => format!("accepted ({})", or_no_output(&answer)),
         Err(e) if e.is_permanent() => return failed(&target, &e.what(), Some(e.advice())),
         Err(e) => {
+            off_failed = true;
             advice = Some(e.advice());
             e.what()
         }
     };
 
     let deadline = Instant::now() + settings.confirm_timeout;
+    let mut first = true;
     loop {
         let last = match power_status(method, settings) {
             Ok(PowerState::Off) => {
@@ -234,11 +237,19 @@ pub fn power_off_and_confirm(method: &FenceMethod, settings: &FenceSettings) -> 
             Ok(PowerState::On) => "power is still on".to_string(),
             Ok(PowerState::Unknown(answer)) => format!("unrecognised answer: {answer}"),
             Err(e) if e.is_permanent() => return failed(&target, &e.what(), Some(e.advice())),
+            // Neither `off` nor `status` got an answer: the BMC is unreachable or refuses us
+            // now. Report at once (the caller retries with backoff) instead of polling a BMC
+            // that cannot answer until confirm_timeout.
+            Err(e) if first && off_failed => {
+                let what = format!("BMC not usable: off command: {off}; status: {}", e.what());
+                return failed(&target, &what, Some(e.advice()));
+            }
             Err(e) => {
                 advice = Some(e.advice());
                 e.what()
             }
         };
+        first = false;
         let now = Instant::now();
         if now >= deadline {
             let what = format!(

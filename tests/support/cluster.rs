@@ -217,7 +217,7 @@ impl Host {
             text += &format!("[[volume]]\npath = \"{}\"\n\n", v.display());
         }
         text += &format!(
-            "[watchdog]\ndevice = \"{}\"\n\n[self_fence]\naction = \"reboot\"\nsysrq_trigger = \"{}\"\n\n[coordinator]\neligible = {}\n\n[daemon]\nruntime_dir = \"{}\"\nsyslog = false\nrealtime_priority = 0\nlock_memory = false\n\n[events]\nlog = \"{}\"\nhooks_dir = \"{}\"\nhook_timeout = 5\n\n[fencing]\ntimeout = 5\ncommand_timeout = 3\n\n",
+            "[watchdog]\ndevice = \"{}\"\n\n[self_fence]\naction = \"reboot\"\nsysrq_trigger = \"{}\"\n\n[coordinator]\neligible = {}\n\n[daemon]\nruntime_dir = \"{}\"\nsyslog = false\nrealtime_priority = 0\nlock_memory = false\n\n[events]\nlog = \"{}\"\nhooks_dir = \"{}\"\nhook_timeout = 5\n\n[fencing]\ntimeout = 5\ncommand_timeout = 1\n\n",
             dir.join("watchdog").display(),
             dir.join("sysrq").display(),
             spec.eligible,

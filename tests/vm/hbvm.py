@@ -554,7 +554,7 @@ def proc_alive(pid: int, must_contain: str | None = None) -> bool:
 
 def kill_stale(root: Path) -> None:
     """Kill qemu/ipmi_sim left behind by an earlier run that died without cleanup."""
-    for pidfile in list(root.glob("run-*/vm*/qemu.pid")) + list(root.glob("run-*/vm*/bmc/ipmi_sim.pid")):
+    for pidfile in list(root.rglob("qemu.pid")) + list(root.rglob("ipmi_sim.pid")):
         try:
             pid = int(pidfile.read_text().split()[0])
         except (ValueError, IndexError, OSError):
@@ -565,6 +565,25 @@ def kill_stale(root: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+_reaper = None
+
+
+def start_reaper(root: Path) -> None:
+    """A helper process that kills everything under root (by pid files) once this process is gone,
+    however it died (even SIGKILL): it waits for EOF on a pipe only we hold the write end of."""
+    global _reaper
+    _reaper = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "reaper", str(root)],
+                               stdin=subprocess.PIPE, start_new_session=True, close_fds=True)
+
+
+def reaper_main(root: str) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    sys.stdin.buffer.read()          # returns at EOF: the test runner exited or died
+    kill_stale(Path(root))
+    return 0
 
 
 # ---------------------------------------------------------------------------
@@ -1371,6 +1390,8 @@ def agent_config(host_id: int, n_hosts: int, bmc_ports: dict, volume="/dev/vda",
 def main(argv: list) -> int:
     if len(argv) >= 1 and argv[0] == "bmc-chassis":
         return bmc_chassis_main(argv[1:])
+    if len(argv) == 2 and argv[0] == "reaper":
+        return reaper_main(argv[1])
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: hbvm.py kernel | initramfs [PAYLOAD] | bmc-chassis VMDIR get|set ...")
         return 0
