@@ -147,6 +147,7 @@ fn spawn_io_thread(
     let cluster = header.cluster;
     let own_block_of = move |id: u32| geo.heartbeat_block(id);
     std::thread::Builder::new()
+        .stack_size(crate::sys::THREAD_STACK)
         .name(format!("hbfence-io{index}"))
         .spawn(move || {
             let blocks = (2 * geo.max_hosts) as usize;
@@ -454,14 +455,15 @@ impl Daemon {
             Action::PowerOn { peer } => {
                 if let Some(method) = fence_method_for(&self.config, peer) {
                     let settings = self.fence_settings.clone();
-                    let _ = std::thread::Builder::new().name(format!("power-on-{peer}")).spawn(
-                        move || match fence::power_on(&method, &settings) {
+                    let _ = std::thread::Builder::new()
+                        .stack_size(crate::sys::THREAD_STACK)
+                        .name(format!("power-on-{peer}"))
+                        .spawn(move || match fence::power_on(&method, &settings) {
                             Ok(()) => log::info!(
                                 "host {peer}: powered on again ([fencing] after = \"on\")"
                             ),
                             Err(e) => log::error!("host {peer}: power on failed: {e}"),
-                        },
-                    );
+                        });
                 }
                 None
             }
@@ -540,13 +542,16 @@ impl Daemon {
         };
         let settings = self.fence_settings.clone();
         let tx = self.inputs.clone();
-        let spawned = std::thread::Builder::new().name(format!("fence-{peer}")).spawn(move || {
-            let result = match fence::power_off_and_confirm(&method, &settings) {
-                fence::AttemptOutcome::ConfirmedOff { detail } => Ok(detail),
-                fence::AttemptOutcome::Failed { detail } => Err(detail),
-            };
-            let _ = tx.send(Input::FenceDone { peer, method: kind, result });
-        });
+        let spawned = std::thread::Builder::new()
+            .stack_size(crate::sys::THREAD_STACK)
+            .name(format!("fence-{peer}"))
+            .spawn(move || {
+                let result = match fence::power_off_and_confirm(&method, &settings) {
+                    fence::AttemptOutcome::ConfirmedOff { detail } => Ok(detail),
+                    fence::AttemptOutcome::Failed { detail } => Err(detail),
+                };
+                let _ = tx.send(Input::FenceDone { peer, method: kind, result });
+            });
         if let Err(e) = spawned {
             let _ = self.inputs.send(Input::FenceDone {
                 peer,

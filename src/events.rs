@@ -23,8 +23,10 @@ pub struct EventSettings {
 /// Starts the event thread; send events into the returned channel.
 pub fn start(settings: EventSettings) -> Sender<Event> {
     let (tx, rx) = mpsc::channel();
-    let spawned =
-        std::thread::Builder::new().name("hbfence-events".into()).spawn(move || run(settings, rx));
+    let spawned = std::thread::Builder::new()
+        .stack_size(crate::sys::THREAD_STACK)
+        .name("hbfence-events".into())
+        .spawn(move || run(settings, rx));
     if let Err(e) = spawned {
         log::error!("cannot start the event thread: {e}; events go to the log only");
     }

@@ -46,6 +46,7 @@ pub fn init(syslog: bool, stderr: bool, level: LevelFilter) {
         log::set_max_level(level);
     }
     let _ = std::thread::Builder::new()
+        .stack_size(crate::sys::THREAD_STACK)
         .name("hbfence-log".into())
         .spawn(move || writer(rx, syslog, stderr));
 }

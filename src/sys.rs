@@ -7,6 +7,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 // <linux/fs.h>
 nix::ioctl_read_bad!(ioctl_blksszget, 0x1268, libc::c_int);
 nix::ioctl_read!(ioctl_blkgetsize64, 0x12, 114, u64);
+nix::ioctl_read_bad!(ioctl_blkroget, 0x125e, libc::c_int);
 
 /// `struct watchdog_info` from <linux/watchdog.h>.
 #[repr(C)]
@@ -53,6 +54,15 @@ pub fn block_logical_size(fd: BorrowedFd<'_>) -> io::Result<u32> {
     // the fd is borrowed, so it stays open for the duration of the call.
     unsafe { ioctl_blksszget(fd.as_raw_fd(), &mut size) }.map_err(errno)?;
     u32::try_from(size).map_err(|_| io::Error::other("negative sector size"))
+}
+
+/// Whether a block device is read-only (BLKROGET).
+pub fn block_read_only(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut ro: libc::c_int = 0;
+    // SAFETY: BLKROGET writes one c_int through the pointer, which points to a live local;
+    // the fd is borrowed and open.
+    unsafe { ioctl_blkroget(fd.as_raw_fd(), &mut ro) }.map_err(errno)?;
+    Ok(ro != 0)
 }
 
 /// Size in bytes of a block device (BLKGETSIZE64).
@@ -124,12 +134,14 @@ pub fn lock_all_memory() -> io::Result<()> {
     mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE).map_err(errno)
 }
 
-/// SCHED_RR at `priority` for the calling thread.
+/// SCHED_RR at `priority` for the calling thread. SCHED_RESET_ON_FORK: threads and child
+/// processes (ipmitool, hooks) it creates run with normal scheduling.
 pub fn set_realtime(priority: i32) -> io::Result<()> {
     let param = libc::sched_param { sched_priority: priority };
     // SAFETY: sched_setscheduler reads one sched_param from a pointer to a live local; pid 0
     // means the calling thread, which exists.
-    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_RR, &param) };
+    let rc =
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_RR | libc::SCHED_RESET_ON_FORK, &param) };
     if rc == 0 {
         Ok(())
     } else {
@@ -191,3 +203,7 @@ pub fn random_u64() -> u64 {
     }
     u64::from_le_bytes(b)
 }
+
+/// Stack size of hbfence's own threads: with mlockall(MCL_FUTURE) every stack is resident, so
+/// keep them small (the threads use little stack).
+pub const THREAD_STACK: usize = 256 * 1024;

@@ -171,6 +171,14 @@ impl Volume {
                         format!("logical block size {sector} is above 4096; hbfence writes 4096-byte blocks and cannot use this device"),
                     ));
                 }
+                if access == Access::ReadWrite
+                    && sys::block_read_only(file.as_fd()).unwrap_or(false)
+                {
+                    return Err(VolumeError::unusable(
+                        path,
+                        "is a read-only block device: the volume must be writable (check the device, multipath or iSCSI settings)",
+                    ));
+                }
                 sys::block_device_bytes(file.as_fd())
                     .map_err(|e| VolumeError::io(path, "BLKGETSIZE64", e))?
             }

@@ -345,19 +345,18 @@ if [ "${HBVM_SOFTDOG:-0}" = 1 ] && [ ! -e /dev/watchdog ]; then
   insmod /lib/modules/hbvm/softdog.ko && echo "hbvm: softdog loaded"
 fi
 # files delivered with -fw_cfg name=opt/hbfence/fs/<path>,file=... -> /<path>
-fw=/sys/firmware/qemu_fw_cfg/by_name/opt/hbfence/fs
-if [ -d $fw ]; then
-  for f in $(cd $fw && find . -name raw -type f); do
-    p=${f#./}; p=/${p%/raw}
-    mkdir -p "$(dirname "$p")"
-    cat "$fw/$f" > "$p"
-    case "$p" in
-      */bin/*|*/sbin/*|*.sh|/etc/hbvm/rc.local|/etc/hbfence/hooks.d/*) chmod 0755 "$p" ;;
-      */bmc/*|*password*) chmod 0600 "$p" ;;
-    esac
-    echo "hbvm: fw_cfg -> $p"
-  done
-fi
+for k in /sys/firmware/qemu_fw_cfg/by_key/*; do
+  n=$(cat "$k/name" 2>/dev/null)
+  case "$n" in opt/hbfence/fs/*) ;; *) continue ;; esac
+  p=/${n#opt/hbfence/fs/}
+  mkdir -p "$(dirname "$p")"
+  cat "$k/raw" > "$p"
+  case "$p" in
+    */bin/*|*/sbin/*|*.sh|/etc/hbvm/rc.local|/etc/hbfence/hooks.d/*) chmod 0755 "$p" ;;
+    */bmc/*|*password*) chmod 0600 "$p" ;;
+  esac
+  echo "hbvm: fw_cfg -> $p"
+done
 ip link set lo up
 if [ -e /sys/class/net/eth0 ]; then
   # qemu user networking: the host is 10.0.2.2. No default route: nothing but 10.0.2.0/24 is reachable.
@@ -887,7 +886,7 @@ def qemu_argv(c: VMConfig) -> list:
     ]
     if c.net:
         argv += ["-netdev", "user,id=net0,net=10.0.2.0/24,host=10.0.2.2,dns=10.0.2.3,ipv6=off",
-                 "-device", "virtio-net-pci,netdev=net0,id=nic0"]
+                 "-device", "virtio-net-pci,netdev=net0,id=nic0,romfile="]
     for gp, hp in sorted(c.files.items()):
         name = "opt/hbfence/fs/" + gp.lstrip("/")
         if len(name) > 55:
@@ -1309,27 +1308,47 @@ def run_root() -> Path:
 
 
 class Cluster:
+    """n VMs sharing one raw disk image (the heartbeat volume), each with its own BMC.
+
+    files_for(i, cluster) -> {guest_path: bytes | str | host Path}: files delivered to VM i through
+    fw_cfg (the BMC ports, cluster.bmc_ports, are known by then, for the agent's config).
+    watchdog_action: one action for all VMs or a list, one per VM."""
+
     def __init__(self, n: int, kernel: Kernel, initrd: Path, rundir: Path,
                  watchdog_action="reset", bmcs=True, files_for=None, cmdline_extra="",
                  disk_mib: int = 16, timeline: Timeline | None = None):
+        self.n = n
         self.rundir = rundir
         self.timeline = timeline or Timeline()
         self.disk = make_shared_disk(rundir / "shared.img", disk_mib)
         self.vms: list = []
         self.bmcs: list = []
-        cu = cleanup()
-        cu.add(self.shutdown)
+        self.bmc_ports: dict = {}
+        if bmcs:
+            while len(set(self.bmc_ports.values())) < n:
+                self.bmc_ports = {i: free_udp_port() for i in range(1, n + 1)}
+        cleanup().add(self.shutdown)
         actions = watchdog_action if isinstance(watchdog_action, (list, tuple)) else [watchdog_action] * n
         for i in range(1, n + 1):
+            vmdir = rundir / f"vm{i}"
             cfg = VMConfig(vm_id=i, name=f"vm{i}", kernel=kernel.vmlinuz, initrd=initrd,
-                           shared_disk=self.disk, vmdir=rundir / f"vm{i}",
+                           shared_disk=self.disk, vmdir=vmdir,
                            watchdog_action=actions[i - 1], cmdline_extra=cmdline_extra)
-            if files_for:
-                cfg.files = files_for(i)
+            for gp, content in (files_for(i, self) if files_for else {}).items():
+                cfg.files[gp] = self._host_file(vmdir, gp, content)
             vm = VM(cfg, self.timeline)
             self.vms.append(vm)
             if bmcs:
-                self.bmcs.append(BMC(vm))
+                self.bmcs.append(BMC(vm, self.bmc_ports[i]))
+
+    @staticmethod
+    def _host_file(vmdir: Path, guest_path: str, content) -> Path:
+        if isinstance(content, Path):
+            return content
+        hp = vmdir / "fw_cfg" / guest_path.lstrip("/")
+        hp.parent.mkdir(parents=True, exist_ok=True)
+        hp.write_bytes(content if isinstance(content, bytes) else content.encode())
+        return hp
 
     def vm(self, i: int) -> VM:
         return self.vms[i - 1]
