@@ -162,7 +162,7 @@ def ensure_kernel(cache: Path = CACHE) -> Kernel:
     if (d / "kernel.json").exists():
         return _kernel_from_dir(d)
     log(f"kernel: fetching {pkg}")
-    tmp = kroot / f".{pkg}.tmp"
+    tmp = kroot / f".{pkg}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     run(["apt-get", "download", pkg], cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -188,6 +188,9 @@ def ensure_kernel(cache: Path = CACHE) -> Kernel:
         {"package": pkg, "release": release, "deb_version": deb_version}, indent=1))
     shutil.rmtree(d, ignore_errors=True)
     tmp.rename(d)
+    for other in kroot.iterdir():   # an older kernel package superseded by this one
+        if other != d and not other.name.startswith("."):
+            shutil.rmtree(other, ignore_errors=True)
     log(f"kernel: {pkg} {deb_version} extracted to {d}")
     return _kernel_from_dir(d)
 
@@ -450,6 +453,7 @@ def build_initramfs(kernel: Kernel, payload: str | None = None, with_ipmitool: b
         h.update(gp.encode() + b"\0" + hashlib.sha256(files[gp][0]).digest() + bytes([files[gp][1] & 0xff]))
     out = cache / "initramfs" / f"initramfs-{h.hexdigest()[:16]}.cpio.gz"
     if out.exists():
+        out.touch()   # most recently used: kept by the pruning below
         return out
     c = Cpio()
     for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "run", "tmp",
@@ -466,10 +470,13 @@ def build_initramfs(kernel: Kernel, payload: str | None = None, with_ipmitool: b
             c.symlink(a, "/bin/busybox")
     c.symlink("sbin/init", "/bin/busybox")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         f.write(gzip.compress(c.finish(), compresslevel=6, mtime=0))
     tmp.rename(out)
+    # keep the 8 most recently used images (each agent build makes a new one)
+    for old in sorted(out.parent.glob("initramfs-*.cpio.gz"), key=lambda p: p.stat().st_mtime)[:-8]:
+        old.unlink()
     log(f"initramfs: {out} ({out.stat().st_size // 1024} KiB, modules: "
         f"{' '.join(m.name[:-3] for m in mods)}{', ipmitool' if ipmitool else ''}"
         f"{', payload ' + payload if payload else ''})")
@@ -756,12 +763,8 @@ class GuestChannel:
                 line = raw.decode(errors="replace").strip("\r\n")
                 if line.startswith("@@HBVM READY"):
                     parts = line.split()
-                    with self.cond:
-                        self.boots.append((time.monotonic(), parts[3] if len(parts) > 3 else "",
-                                           float(parts[4]) if len(parts) > 4 else 0.0))
-                        self.cond.notify_all()
-                    if self.on_ready:
-                        self.on_ready(self.boots[-1])
+                    self._add_boot(parts[3] if len(parts) > 3 else "",
+                                   float(parts[4]) if len(parts) > 4 else 0.0)
                 elif line.startswith("@@HBVM BEGIN"):
                     _, _, cid, rc = line.split()[:4]
                     cur = (int(cid), int(rc), [])
@@ -780,24 +783,53 @@ class GuestChannel:
             self.closed = True
             self.cond.notify_all()
 
-    def wait_ready(self, timeout: float, after_boot: int = 0):
-        """Wait until the guest announced its command channel `after_boot`+1 times in total."""
-        deadline = time.monotonic() + timeout
+    def _add_boot(self, boot_id: str, uptime: float):
         with self.cond:
-            while len(self.boots) <= after_boot:
+            if self.boots and boot_id and self.boots[-1][1] == boot_id:
+                return   # the same boot, seen by READY and by a probe
+            self.boots.append((time.monotonic(), boot_id, uptime))
+            self.cond.notify_all()
+        if self.on_ready:
+            self.on_ready(self.boots[-1])
+
+    def wait_ready(self, timeout: float, after_boot: int = 0):
+        """Wait until the guest's command channel has come up after_boot+1 times (boots counted by
+        boot id). The channel announces itself (READY); when that was missed (we connected late,
+        e.g. after a BMC power on), a probe command after 3 s of silence finds the boot too."""
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        probe = None
+        while True:
+            with self.cond:
+                if len(self.boots) > after_boot:
+                    return self.boots[after_boot]
+                if probe is not None and probe in self.results:
+                    rc, out = self.results.pop(probe)
+                    probe = None
+                    parts = out.split()
+                    if rc == 0 and len(parts) >= 2:
+                        self.cond.release()
+                        try:
+                            self._add_boot(parts[0], float(parts[1]))
+                        finally:
+                            self.cond.acquire()
+                        continue
                 left = deadline - time.monotonic()
                 if left <= 0 or self.closed:
                     raise GuestError(f"{self.name}: guest not ready in {timeout:.0f}s"
                                      + (" (qemu gone)" if self.closed else ""))
-                self.cond.wait(left)
-            return self.boots[after_boot]
+                self.cond.wait(min(left, 1.0))
+            if probe is None and time.monotonic() - t0 > 3.0:
+                probe = self.start("cat /proc/sys/kernel/random/boot_id; cut -d' ' -f1 /proc/uptime")
 
     def start(self, script: str) -> int:
         """Send a shell script; returns an id for wait()."""
         with self.cond:
             self.next_id += 1
             cid = self.next_id
-        line = f"{cid} {base64.b64encode(script.encode()).decode()}\n"
+        # the leading newline ends any partial line left in the guest's tty (sent before the
+        # channel was up); empty lines are ignored by the guest
+        line = f"\n{cid} {base64.b64encode(script.encode()).decode()}\n"
         if self.rawlog:
             with open(self.rawlog, "ab") as rl:
                 rl.write(f"{time.monotonic():.3f} >> {cid} {script!r}\n".encode())
@@ -895,10 +927,11 @@ def qemu_argv(c: VMConfig) -> list:
     return argv
 
 
-def launch_qemu(vmdir: Path) -> int:
+def launch_qemu(vmdir: Path, paused: bool = False) -> int:
     """Start the qemu of vmdir (argv from vmdir/qemu.json) detached from the caller, as a BMC power
-    on does. Returns its pid. The process is not our child: liveness is read from /proc."""
-    argv = json.loads((vmdir / "qemu.json").read_text())
+    on does. Returns its pid. The process is not our child: liveness is read from /proc.
+    paused: -S, the guest starts only at QMP cont (VM.attach does it once it listens)."""
+    argv = json.loads((vmdir / "qemu.json").read_text()) + (["-S"] if paused else [])
     for s in ("qmp.sock", "bmc-qmp.sock", "cmd.sock", "qemu.pid"):
         try:
             (vmdir / s).unlink()
@@ -946,12 +979,17 @@ class VM:
 
     # -- process ----------------------------------------------------------
     def start(self):
-        self.pid = launch_qemu(self.dir)
+        """Launch qemu paused, connect QMP and the command channel, then let the guest run: no
+        event or READY line can be missed."""
+        self.pid = launch_qemu(self.dir, paused=True)
         self.launches += 1
         self.attach()
 
     def attach(self, timeout: float = 30.0):
         """Connect QMP and the command channel to the running qemu (after start or a BMC power on)."""
+        for c in (self.qmp, self.chan):
+            if c:
+                c.close()
         deadline = time.monotonic() + timeout
         while True:
             pid = qemu_pid(self.dir)
@@ -968,7 +1006,8 @@ class VM:
         self.chan = GuestChannel(self.dir / "cmd.sock", self.name, on_ready=self._on_ready,
                                  rawlog=self.dir / "channel.log")
         self.chan.connect(max(1.0, deadline - time.monotonic()))
-        self.qmp.execute("cont") if self.qmp.execute("query-status")["status"] == "prelaunch" else None
+        if self.qmp.execute("query-status")["status"] == "prelaunch":
+            self.qmp.execute("cont")
         self._start_exit_watch(self.pid)
 
     def _start_exit_watch(self, pid):
