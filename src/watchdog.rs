@@ -135,7 +135,17 @@ pub fn inspect(path: &Path) -> Result<(DeviceKind, DeviceInfo), WatchdogError> {
     };
     let mut info = DeviceInfo { holders: holders(path), ..DeviceInfo::default() };
     if kind == DeviceKind::Kernel {
-        if let Some(dir) = sysfs_dir(path) {
+        use std::os::unix::fs::MetadataExt;
+        let (major, minor) = (libc::major(meta.rdev()), libc::minor(meta.rdev()));
+        let legacy = major == 10 && minor == 130;
+        let known = sysfs_dir(path);
+        if known.is_none() && !legacy && Path::new("/sys/class/watchdog").is_dir() {
+            return Err(err(
+                path,
+                format!("is not a watchdog device (character device {major}:{minor} has no /sys/class/watchdog entry); set [watchdog] device to /dev/watchdog or /dev/watchdogN"),
+            ));
+        }
+        if let Some(dir) = known {
             let read = |name: &str| {
                 std::fs::read_to_string(dir.join(name)).ok().map(|s| s.trim().to_string())
             };

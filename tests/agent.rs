@@ -356,3 +356,41 @@ fn bad_input_refuses_to_start_with_a_reason() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read it"));
 }
+
+#[test]
+fn run_check_and_sighup_reload() {
+    if !require_root("run_check_and_sighup_reload") {
+        return;
+    }
+    let mut bed = Bed::new(1, 1);
+    let out = bed.hosts[0].cli(&["run", "--check"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (host 1"));
+    bed.start_all();
+    bed.wait_ready();
+    let h = &bed.hosts[0];
+    let cfg = std::fs::read_to_string(&h.config).unwrap();
+    std::fs::write(
+        &h.config,
+        cfg.replace("hook_timeout = 5", "hook_timeout = 7")
+            .replace("eligible = true", "eligible = false"),
+    )
+    .unwrap();
+    h.signal(Signal::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(3), || h.log_text().contains("configuration reloaded")),
+        "{}",
+        h.log_text()
+    );
+    assert!(h.log_text().contains("[coordinator] changed but need a restart"), "{}", h.log_text());
+    // A broken config on reload keeps the running one.
+    std::fs::write(&h.config, "[host]\nid = \"x\"\n").unwrap();
+    h.signal(Signal::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(3), || h.log_text().contains("reload refused")),
+        "{}",
+        h.log_text()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(bed.hosts[0].exited().is_none(), "the agent died on a bad reload");
+}

@@ -130,9 +130,11 @@ while :; do sleep 1; done
 
 
 def scenario_watchdog_smoke(ctx: Ctx):
-    """Infrastructure smoke test: 3 VMs share a disk; O_DIRECT blocks visible across VMs; guest ->
-    host UDP; disk stall of one VM; i6300esb fires (reset, then poweroff) after SIGKILL of its
-    petter; BMC power off/on from the host and power off from a guest's ipmitool."""
+    """Infrastructure smoke test (no agent): shared disk, UDP, disk stall, i6300esb, BMCs.
+
+    3 VMs share a disk; O_DIRECT blocks visible across VMs; guest -> host UDP; disk stall of one
+    VM; i6300esb fires (reset, then poweroff) after SIGKILL of its petter; BMC power off/on from
+    the host and power off from a guest's ipmitool."""
     with ctx.step("build kernel/initramfs (agent stub as payload) and define 3 VMs + 3 BMCs"):
         stub = ctx.rundir / "hbfence-stub"
         stub.write_text(AGENT_STUB)
