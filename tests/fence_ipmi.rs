@@ -229,7 +229,7 @@ fn power_on_after_off() {
 
     // Through the worker thread the daemon uses.
     let (tx, rx) = mpsc::channel();
-    spawn_attempt(7, method.clone(), settings.clone(), tx).join().unwrap();
+    spawn_attempt(7, method.clone(), settings.clone(), tx).unwrap().join().unwrap();
     let (peer, outcome) = rx.recv().unwrap();
     assert_eq!(peer, 7);
     assert!(matches!(outcome, AttemptOutcome::ConfirmedOff { .. }), "{outcome:?}");

@@ -827,6 +827,16 @@ impl Agent {
     }
 
     fn after_renewal(&mut self) {
+        // The acknowledgement of a fence request is on the volume: reset now.
+        if let Phase::Doomed { since, reason: DoomReason::Request, fenced: false, .. } = self.phase
+        {
+            self.phase = Phase::Doomed {
+                since,
+                reason: DoomReason::Request,
+                fence_at: self.now.mono,
+                fenced: false,
+            };
+        }
         if matches!(self.phase, Phase::Running) {
             if !self.armed && !self.arming {
                 self.arming = true;

@@ -54,7 +54,9 @@ pub(crate) fn run(
     // Every pipe is served by its own thread so a chatty child can never block on a full pipe
     // while we wait for it. The stdin writer ignores EPIPE: a child may exit without reading.
     if let (Some(mut stdin), Some(data)) = (child.stdin.take(), input) {
-        thread::spawn(move || {
+        // If no thread can be created the pipe is dropped: the child sees EOF and fails,
+        // which is reported like any failure (never a panic in the daemon).
+        let _ = thread::Builder::new().stack_size(64 * 1024).spawn(move || {
             let _ = stdin.write_all(&data);
         });
     }
@@ -110,7 +112,7 @@ fn spawn_reader<R: Read + Send + 'static>(
 ) {
     if let Some(mut pipe) = pipe {
         let tx = tx.clone();
-        thread::spawn(move || {
+        let _ = thread::Builder::new().stack_size(64 * 1024).spawn(move || {
             let mut buf = Vec::new();
             let _ = pipe.read_to_end(&mut buf);
             let _ = tx.send((index, buf));

@@ -289,22 +289,18 @@ pub fn power_on(method: &FenceMethod, settings: &FenceSettings) -> Result<(), Fe
 }
 
 /// Runs [`power_off_and_confirm`] in a thread named `fence-<peer_id>` and sends the outcome on
-/// `report` (a closed channel is ignored: the daemon is shutting down).
-///
-/// Panics if the operating system cannot create a thread.
+/// `report` (a closed channel is ignored: the daemon is shutting down). Fails only if the
+/// operating system cannot create a thread.
 pub fn spawn_attempt(
     peer_id: u32,
     method: FenceMethod,
     settings: FenceSettings,
     report: Sender<(u32, AttemptOutcome)>,
-) -> JoinHandle<()> {
-    thread::Builder::new()
-        .name(format!("fence-{peer_id}"))
-        .spawn(move || {
-            let outcome = power_off_and_confirm(&method, &settings);
-            let _ = report.send((peer_id, outcome));
-        })
-        .expect("cannot create a fencing worker thread")
+) -> std::io::Result<JoinHandle<()>> {
+    thread::Builder::new().name(format!("fence-{peer_id}")).spawn(move || {
+        let outcome = power_off_and_confirm(&method, &settings);
+        let _ = report.send((peer_id, outcome));
+    })
 }
 
 #[derive(Clone, Copy)]
