@@ -25,11 +25,32 @@ use std::time::Duration;
 /// How often the main loop wakes up at the latest (pets, lease checks).
 const TICK: Duration = Duration::from_millis(100);
 
-pub struct StartError(pub String);
+/// Exit codes of `hbfence run` (sysexits.h values), so the unit restarts only what may heal.
+pub mod exit_code {
+    /// Clean stop after the `leaving` record.
+    pub const OK: i32 = 0;
+    /// Unexpected failure.
+    pub const FAILURE: i32 = 1;
+    /// A volume or the watchdog is not available (yet): NFS not mounted, driver not loaded,
+    /// device busy. A restart may succeed.
+    pub const UNAVAILABLE: i32 = crate::core::agent::EXIT_UNAVAILABLE;
+    /// Another writer uses this host id: never restart, fix the ids.
+    pub const HOST_ID_IN_USE: i32 = crate::core::agent::EXIT_HOST_ID_IN_USE;
+    /// The configuration (or the volume's layout for it) is wrong: never restart, fix it.
+    pub const CONFIG: i32 = 78;
+}
 
-impl<E: std::fmt::Display> From<E> for StartError {
-    fn from(e: E) -> StartError {
-        StartError(e.to_string())
+pub struct StartError(pub String, pub i32);
+
+impl StartError {
+    fn unavailable(e: impl std::fmt::Display) -> StartError {
+        StartError(e.to_string(), exit_code::UNAVAILABLE)
+    }
+    fn config(e: impl std::fmt::Display) -> StartError {
+        StartError(e.to_string(), exit_code::CONFIG)
+    }
+    fn failure(e: impl std::fmt::Display) -> StartError {
+        StartError(e.to_string(), exit_code::FAILURE)
     }
 }
 
@@ -107,22 +128,30 @@ pub fn fence_settings(config: &Config) -> FenceSettings {
     }
 }
 
+/// An I/O error may heal (NFS not mounted yet); a wrong file or header will not.
+fn volume_error(e: crate::volume::VolumeError) -> StartError {
+    match e {
+        crate::volume::VolumeError::Io { .. } => StartError::unavailable(e),
+        _ => StartError::config(e),
+    }
+}
+
 /// Opens every configured volume and checks they belong to one cluster.
 pub fn open_volumes(config: &Config) -> Result<(Vec<Volume>, Header), StartError> {
     let mut volumes = Vec::new();
     let mut header: Option<Header> = None;
     for v in &config.volumes {
-        let vol = Volume::open(&v.path, Access::ReadWrite)?;
-        let h = vol.read_header()?;
+        let vol = Volume::open(&v.path, Access::ReadWrite).map_err(volume_error)?;
+        let h = vol.read_header().map_err(volume_error)?;
         config
             .check_against_volume(h.max_hosts)
-            .map_err(|e| StartError(format!("volume {}: {e}", v.path.display())))?;
+            .map_err(|e| StartError::config(format!("volume {}: {e}", v.path.display())))?;
         if let Some(first) = &header {
             if first.cluster != h.cluster
                 || first.timing != h.timing
                 || first.max_hosts != h.max_hosts
             {
-                return Err(StartError(format!(
+                return Err(StartError::config(format!(
                     "volume {} belongs to another cluster (or has other timing) than {}; create all volumes for one cluster",
                     v.path.display(),
                     config.volumes[0].path.display()
@@ -132,7 +161,7 @@ pub fn open_volumes(config: &Config) -> Result<(Vec<Volume>, Header), StartError
         header.get_or_insert(h);
         volumes.push(vol);
     }
-    let header = header.ok_or_else(|| StartError("no [[volume]] configured".into()))?;
+    let header = header.ok_or_else(|| StartError::config("no [[volume]] configured"))?;
     Ok((volumes, header))
 }
 
@@ -183,7 +212,7 @@ fn spawn_io_thread(
                 }
             }
         })
-        .map_err(|e| StartError(format!("cannot start the I/O thread: {e}")))?;
+        .map_err(|e| StartError::failure(format!("cannot start the I/O thread: {e}")))?;
     debug_assert_eq!(BLOCK_SIZE, 4096);
     Ok(req_tx)
 }
@@ -226,25 +255,25 @@ struct Daemon {
 pub fn run(config_path: &Path, stderr_log: bool) -> i32 {
     match start(config_path, stderr_log) {
         Ok(code) => code,
-        Err(StartError(msg)) => {
+        Err(StartError(msg, code)) => {
             log::error!("{msg}");
             crate::logging::flush(Duration::from_millis(500));
             eprintln!("hbfence: error: {msg}");
-            1
+            code
         }
     }
 }
 
 fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
-    let config = Config::load(config_path)?;
+    let config = Config::load(config_path).map_err(StartError::config)?;
     crate::logging::init(config.daemon.syslog, stderr_log, log::LevelFilter::Info);
     let (volumes, header) = open_volumes(&config)?;
     let timing = header.timing;
     let wd_secs = timing.watchdog_timeout_secs();
-    watchdog::precheck(&config.watchdog.device, wd_secs)?;
-    let boot = boot_id()?;
+    watchdog::precheck(&config.watchdog.device, wd_secs).map_err(StartError::unavailable)?;
+    let boot = boot_id().map_err(StartError::failure)?;
     std::fs::create_dir_all(&config.daemon.runtime_dir).map_err(|e| {
-        StartError(format!("runtime_dir {}: {e}", config.daemon.runtime_dir.display()))
+        StartError::config(format!("runtime_dir {}: {e}", config.daemon.runtime_dir.display()))
     })?;
     let doomed = doomed_marker(&config.daemon.runtime_dir, &boot);
 
@@ -322,9 +351,10 @@ fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
     let stop = Arc::new(AtomicBool::new(false));
     let hup = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(StartError::failure)?;
     }
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))?;
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
+        .map_err(StartError::failure)?;
 
     let agent = Agent::new(params, now());
     let status_path = config.daemon.runtime_dir.join("status.json");

@@ -310,7 +310,7 @@ fn host_id_collision_is_refused() {
     );
     twin.start();
     let status = twin.wait_exit(Duration::from_secs(10)).expect("the second agent kept running");
-    assert_eq!(status.code(), Some(1));
+    assert_eq!(status.code(), Some(76), "host id in use: EX_PROTOCOL, never restarted by the unit");
     let log = twin.log_text();
     assert!(log.contains("in use by another writer"), "{log}");
     assert_eq!(twin.watchdog.keepalives(), 0, "the twin armed its watchdog");
@@ -332,15 +332,15 @@ fn bad_input_refuses_to_start_with_a_reason() {
     };
     // A watchdog path that is not a watchdog.
     let (code, err) = run(&cfg.replace(&h.watchdog.path.display().to_string(), "/etc/hostname"));
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(69));
     assert!(err.contains("is not a watchdog device"), "{err}");
     // Host id above max_hosts.
     let (code, err) = run(&cfg.replace("id = 1", "id = 9"));
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(78));
     assert!(err.contains("above the volume's max_hosts 8"), "{err}");
     // An unknown key.
     let (code, err) = run(&format!("{cfg}\n[daemon2]\nx = 1\n"));
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(78));
     assert!(err.contains("daemon2"), "{err}");
     // A header that fails its CRC.
     std::fs::write(&h.config, &cfg).unwrap();
@@ -349,11 +349,11 @@ fn bad_input_refuses_to_start_with_a_reason() {
     bytes[40] ^= 0xff;
     std::fs::write(&backing, &bytes).unwrap();
     let (code, err) = run(&cfg);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(78));
     assert!(err.contains("checksum failure"), "{err}");
     // An unreadable config.
     let out = hbfence(&["run", "--config", "/nonexistent/hbfence.toml"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read it"));
 }
 

@@ -258,6 +258,9 @@ pub fn check(a: &CheckArgs) -> CliResult {
             check_exit::DEAD,
             "no heartbeat progress for suspect_after (not yet fenced: do not restart its VMs)",
         )
+    } else if daemon.is_none() && a.cloudstack {
+        // kvmheartbeat.sh -r always answers; without a judgement, never say DEAD.
+        ("ALIVE", check_exit::ALIVE, "the daemon is not running here: not judged")
     } else if daemon.is_none() {
         return Err(CliError::new(format!(
             "the hbfence daemon is not running on this host ({}), so liveness cannot be judged; start it or ask a host where it runs",

@@ -241,6 +241,9 @@ enum Storage {
 }
 
 const PET_EVERY_MS: u64 = 500;
+/// Exit codes the core asks for (sysexits.h values, see `daemon::exit_code`).
+pub const EXIT_UNAVAILABLE: i32 = 69;
+pub const EXIT_HOST_ID_IN_USE: i32 = 76;
 /// Pause before retrying a volume whose cycle failed.
 const RETRY_MS: u64 = 250;
 const FENCE_BACKOFF_MAX_MS: u64 = 30_000;
@@ -554,8 +557,9 @@ impl Agent {
             }
             Err(e) => {
                 self.phase = Phase::Exited;
+                // The device may come back (driver reload, holder stopped): a restart may help.
                 self.actions.push(Action::Exit {
-                    code: 1,
+                    code: EXIT_UNAVAILABLE,
                     message: format!("cannot arm the watchdog: {e}"),
                 });
             }
@@ -857,7 +861,7 @@ impl Agent {
             "host id {} is in use by another writer (incarnation {other_incarnation}, seq {other_seq}); two hosts with one id would defeat fencing: give every host its own [host] id",
             self.p.host_id
         );
-        self.actions.push(Action::Exit { code: 1, message });
+        self.actions.push(Action::Exit { code: EXIT_HOST_ID_IN_USE, message });
     }
 
     /// Startup: the own block must stay still for 1.5 intervals, and an expired lease of an
@@ -1614,7 +1618,7 @@ mod tests {
         twin.boot_id = [9; 16];
         s.add(twin);
         s.run(3000);
-        assert_eq!(s.hosts[1].exit, Some(1), "the twin kept running");
+        assert_eq!(s.hosts[1].exit, Some(EXIT_HOST_ID_IN_USE), "the twin kept running");
         assert!(s.hosts[1].pets.is_empty());
         assert_eq!(s.hosts[0].exit, None);
     }
