@@ -278,6 +278,7 @@ fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
     let doomed = doomed_marker(&config.daemon.runtime_dir, &boot);
 
     if config.daemon.lock_memory {
+        sys::single_malloc_arena();
         if let Err(e) = sys::lock_all_memory() {
             log::warn!("mlockall failed: {e}; the heartbeat may stall under memory pressure");
         }

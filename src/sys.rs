@@ -207,3 +207,13 @@ pub fn random_u64() -> u64 {
 /// Stack size of hbfence's own threads: with mlockall(MCL_FUTURE) every stack is resident, so
 /// keep them small (the threads use little stack).
 pub const THREAD_STACK: usize = 256 * 1024;
+
+/// One malloc arena for the whole process: with mlockall every per-thread arena (64 MiB of
+/// address space each) would be locked, for no benefit in a daemon that allocates little.
+pub fn single_malloc_arena() {
+    // SAFETY: mallopt only changes glibc allocator tuning; M_ARENA_MAX with a positive value is
+    // documented as safe to set at any time (it is called before any thread is spawned).
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
