@@ -10,7 +10,6 @@
 //! Needs root and /dev/loop-control (prints why and exits otherwise).
 
 #[path = "../tests/support/cluster.rs"]
-#[allow(dead_code)]
 mod cluster;
 
 use hbfence::core::format::{self, caps, Decoded, FenceMethodKind, Heartbeat, HostState};
@@ -237,6 +236,21 @@ fn main() {
         eprintln!("volume_read: skipped: {why}");
         std::process::exit(if std::env::var("CI").as_deref() == Ok("true") { 1 } else { 0 });
     }
+    // Ctrl-C or SIGTERM: detach the loop device before exiting.
+    if let Ok(mut signals) = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ]) {
+        std::thread::spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                eprintln!("volume_read: signal {sig}: cleaning up");
+                for dev in ATTACHED.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+                    detach(&dev);
+                }
+                std::process::exit(130);
+            }
+        });
+    }
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         default_hook(info);
@@ -341,8 +355,44 @@ fn main() {
         );
     }
     println!();
-    println!(
-        "command: CARGO_TARGET_DIR=/work/target-bench cargo bench --bench volume_read -- --reps {reps}"
-    );
+    println!("source: {}", source_state());
+    println!("command: {}", command_line("volume_read"));
     println!("total run time: {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// The command that reproduces this run, with the arguments actually given.
+fn command_line(bench: &str) -> String {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let mut cmd = format!("CARGO_TARGET_DIR=/work/target-bench cargo bench --bench {bench}");
+    if !args.is_empty() {
+        cmd += &format!(" -- {}", args.join(" "));
+    }
+    cmd
+}
+
+/// Which source was measured: commit, and how many files under src/ differ from it.
+fn source_state() -> String {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(head) => {
+            let dirty = git(&["status", "--porcelain", "--", "src"]).unwrap_or_default();
+            let n = dirty.lines().count();
+            if n == 0 {
+                format!("commit {head}, src/ clean")
+            } else {
+                format!("commit {head} + uncommitted changes in {n} file(s) under src/")
+            }
+        }
+        None => "unknown (no git)".to_string(),
+    }
 }

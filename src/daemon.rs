@@ -166,6 +166,7 @@ pub fn open_volumes(config: &Config) -> Result<(Vec<Volume>, Header), StartError
 }
 
 fn spawn_io_thread(
+    realtime_priority: i32,
     index: usize,
     volume: Volume,
     header: &Header,
@@ -179,6 +180,13 @@ fn spawn_io_thread(
         .stack_size(crate::sys::THREAD_STACK)
         .name(format!("hbfence-io{index}"))
         .spawn(move || {
+            // The heartbeat write keeps the lease: under CPU overload it must not wait behind
+            // ordinary work any more than the petting thread does.
+            if realtime_priority > 0 {
+                if let Err(e) = sys::set_realtime(realtime_priority) {
+                    log::warn!("I/O thread {index}: SCHED_RR failed: {e}");
+                }
+            }
             let blocks = (2 * geo.max_hosts) as usize;
             let (mut wbuf, mut rbuf) = match (AlignedBuf::new(1), AlignedBuf::new(blocks)) {
                 (Ok(w), Ok(r)) => (w, r),
@@ -339,7 +347,7 @@ fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
     let (tx, rx) = mpsc::channel::<Input>();
     let mut io = Vec::new();
     for (i, v) in volumes.into_iter().enumerate() {
-        io.push(spawn_io_thread(i, v, &header, tx.clone())?);
+        io.push(spawn_io_thread(config.daemon.realtime_priority, i, v, &header, tx.clone())?);
     }
     let events = events::start(EventSettings {
         cluster: format::uuid_string(&header.cluster),
@@ -411,7 +419,10 @@ impl Daemon {
             if hup.swap(false, Ordering::Relaxed) {
                 self.reload();
             }
-            match rx.recv_timeout(TICK) {
+            // Wake up for the next cycle on time, not up to a tick late.
+            let until_cycle = self.agent.next_deadline().saturating_sub(sys::monotonic_ms());
+            let wait = TICK.min(Duration::from_millis(until_cycle.max(1)));
+            match rx.recv_timeout(wait) {
                 Ok(input) => self.feed(input),
                 Err(RecvTimeoutError::Timeout) => self.feed(Input::Tick),
                 Err(RecvTimeoutError::Disconnected) => return 1,

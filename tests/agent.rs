@@ -85,8 +85,9 @@ fn three_agents_advance_and_status_shows_them() {
     std::thread::sleep(Duration::from_millis(3200));
     let second = dump(&v);
     for id in 1..=3 {
-        let (s1, state) = host_record(&first, id).expect("record");
-        let (s2, _) = host_record(&second, id).expect("record");
+        // The first pet can precede the landing of the first `active` record by a few ms.
+        let (s1, _) = host_record(&first, id).expect("record");
+        let (s2, state) = host_record(&second, id).expect("record");
         assert_eq!(state, "active");
         // Interval 1 s: about three writes in 3.2 s.
         assert!(s2 >= s1 + 2, "host {id} seq {s1} -> {s2} in 3.2 s");

@@ -258,6 +258,8 @@ pub struct Agent {
     peers: BTreeMap<u32, Peer>,
     verdicts: BTreeMap<u32, Verdict>,
     verdict_gen: u32,
+    /// Generation of the verdict table in the last record sent to the volumes.
+    published_gen: u32,
     inherited: bool,
     coordinator: Option<u32>,
     judge_from: u64,
@@ -291,6 +293,7 @@ impl Agent {
             peers: BTreeMap::new(),
             verdicts: BTreeMap::new(),
             verdict_gen: 0,
+            published_gen: 0,
             inherited: false,
             coordinator: None,
             judge_from: now.mono,
@@ -351,6 +354,16 @@ impl Agent {
     }
     pub fn volume_error(&self, v: usize) -> &str {
         self.vols.get(v).map(|v| v.last_error.as_str()).unwrap_or("")
+    }
+
+    /// The next time the core needs to run even without input (next cycle or retry).
+    pub fn next_deadline(&self) -> u64 {
+        // A busy volume's retry waits for its I/O to finish, which is an input of its own.
+        self.vols
+            .iter()
+            .filter(|v| v.in_flight.is_none())
+            .filter_map(|v| v.retry_at)
+            .fold(self.next_cycle_at, u64::min)
     }
 
     /// End of the own lease, if a write quorum of volumes ever renewed it.
@@ -642,12 +655,16 @@ impl Agent {
             return;
         }
         let due = now >= self.next_cycle_at;
+        // A coordinator publishes a changed verdict table at once, not an interval later.
+        let publish = self.is_coordinator()
+            && self.verdict_gen != self.published_gen
+            && self.phase == Phase::Running;
         // A volume whose last cycle failed is retried early: a short storage blip then costs
         // the lease only its own length, not an extra interval.
         let retry: Vec<usize> = (0..self.vols.len())
             .filter(|&v| {
                 let vol = &self.vols[v];
-                vol.in_flight.is_none() && vol.retry_at.is_some_and(|t| now >= t)
+                vol.in_flight.is_none() && (publish || vol.retry_at.is_some_and(|t| now >= t))
             })
             .collect();
         if !due && retry.is_empty() {
@@ -688,6 +705,9 @@ impl Agent {
                 continue;
             }
             self.vols[v].retry_at = None;
+            if written.is_some() {
+                self.published_gen = self.verdict_gen;
+            }
             self.vols[v].in_flight = Some((self.cycle, now, written));
             self.actions.push(Action::StartIo {
                 volume: v,
