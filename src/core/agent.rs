@@ -1210,7 +1210,9 @@ impl Agent {
     fn elect(&mut self) {
         let now = self.now.mono;
         let mut best: Option<u32> = None;
+        // The same conditions peers must show (`active`): armed, leased, healthy I/O.
         if self.p.eligible
+            && self.armed
             && matches!(self.phase, Phase::Running)
             && self.lease_valid(now)
             && self.io_healthy()

@@ -378,7 +378,7 @@ GUEST_PAYLOAD = r"""#!/bin/sh
 . /run/hbvm/env
 if [ "${HBVM_AUTOSTART:-1}" = 1 ] && [ -x /usr/sbin/hbfence ] && [ -f /etc/hbfence/hbfence.toml ]; then
   echo "hbvm: starting hbfence at $(cut -d' ' -f1 /proc/uptime)s"
-  exec /usr/sbin/hbfence run --config /etc/hbfence/hbfence.toml
+  exec /usr/sbin/hbfence run --config /etc/hbfence/hbfence.toml --foreground
 fi
 """
 
@@ -734,6 +734,10 @@ class GuestChannel:
         self.next_id = int(time.time()) % 100000 * 1000
         self.closed = True
         self.sock = None
+        # True when we connected before the guest ran (qemu started paused): its READY line cannot
+        # be missed, so wait_ready never needs a probe (a probe sent while the guest's tty is still
+        # in cooked mode gets mangled and echoed into the READY line).
+        self.from_start = False
 
     def connect(self, timeout: float = 30.0) -> "GuestChannel":
         deadline = time.monotonic() + timeout
@@ -761,6 +765,12 @@ class GuestChannel:
                 if rawlog:
                     rawlog.write(b"%.3f " % time.monotonic() + raw)
                 line = raw.decode(errors="replace").strip("\r\n")
+                # Until the guest's `stty -echo` ran, the tty echoes what we sent (e.g. a probe) and
+                # the echo can precede a marker on the same line: markers count wherever they start
+                # (base64 has no '@', so command output never contains one).
+                at = line.find("@@HBVM ")
+                if at > 0:
+                    line = line[at:]
                 if line.startswith("@@HBVM READY"):
                     parts = line.split()
                     self._add_boot(parts[3] if len(parts) > 3 else "",
@@ -794,8 +804,9 @@ class GuestChannel:
 
     def wait_ready(self, timeout: float, after_boot: int = 0):
         """Wait until the guest's command channel has come up after_boot+1 times (boots counted by
-        boot id). The channel announces itself (READY); when that was missed (we connected late,
-        e.g. after a BMC power on), a probe command after 3 s of silence finds the boot too."""
+        boot id). The channel announces itself (READY); when that may have been missed (we connected
+        to a guest already running, e.g. after a BMC power on), a probe command after 20 s of
+        silence finds the boot too. Never probes a channel connected before the guest started."""
         t0 = time.monotonic()
         deadline = t0 + timeout
         probe = None
@@ -819,7 +830,7 @@ class GuestChannel:
                     raise GuestError(f"{self.name}: guest not ready in {timeout:.0f}s"
                                      + (" (qemu gone)" if self.closed else ""))
                 self.cond.wait(min(left, 1.0))
-            if probe is None and time.monotonic() - t0 > 3.0:
+            if probe is None and not self.from_start and time.monotonic() - t0 > 20.0:
                 probe = self.start("cat /proc/sys/kernel/random/boot_id; cut -d' ' -f1 /proc/uptime")
 
     def start(self, script: str) -> int:
@@ -976,6 +987,7 @@ class VM:
         (self.dir / "qemu.json").write_text(json.dumps(qemu_argv(cfg)))
         self.bmc: BMC | None = None
         self._exit_watch = None
+        self._console_stops: list = []
 
     # -- process ----------------------------------------------------------
     def start(self):
@@ -1007,6 +1019,7 @@ class VM:
                                  rawlog=self.dir / "channel.log")
         self.chan.connect(max(1.0, deadline - time.monotonic()))
         if self.qmp.execute("query-status")["status"] == "prelaunch":
+            self.chan.from_start = True
             self.qmp.execute("cont")
         self._start_exit_watch(self.pid)
 
@@ -1065,6 +1078,75 @@ class VM:
             return "\n".join((self.dir / "qemu.log").read_text(errors="replace").splitlines()[-n:])
         except FileNotFoundError:
             return ""
+
+    def console_offset(self) -> int:
+        """Current size of serial.log: pass it as `since` to wait_console to see only newer lines."""
+        try:
+            return (self.dir / "serial.log").stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def wait_console(self, pattern: str, timeout: float, since: int | None = None):
+        """Wait until a line of the guest console (serial.log) after offset `since` (default: now)
+        matches the regex; returns the match, None on timeout."""
+        rx = re.compile(pattern)
+        pos = self.console_offset() if since is None else since
+        deadline = time.monotonic() + timeout
+        buf = b""
+        while True:
+            try:
+                with open(self.dir / "serial.log", "rb") as f:
+                    f.seek(pos)
+                    data = f.read()
+            except FileNotFoundError:
+                data = b""
+            pos += len(data)
+            buf += data
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                m = rx.search(line.decode(errors="replace"))
+                if m:
+                    return m
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.1)
+
+    def watch_console(self, pattern: str, label: str = "console"):
+        """Put every new console line matching the regex into the timeline (host time of reading,
+        polled every 0.1 s): the agent's log lines and kernel messages next to the QMP events."""
+        rx = re.compile(pattern)
+        start = self.console_offset()
+        stop = threading.Event()
+
+        def run():
+            pos, buf = start, b""
+            while True:
+                stopped = stop.wait(0.1)
+                try:
+                    with open(self.dir / "serial.log", "rb") as f:
+                        f.seek(pos)
+                        data = f.read()
+                except FileNotFoundError:
+                    data = b""
+                pos += len(data)
+                buf += data
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    text = line.decode(errors="replace").strip("\r")
+                    if "] Linux version " in text:   # firmware escape codes precede it
+                        text = "kernel boot: " + text[text.index("Linux version "):][:40]
+                    if rx.search(text) and self.timeline:
+                        self.timeline.add(self.name, label, text[:150])
+                if stopped:
+                    return
+
+        threading.Thread(target=run, daemon=True, name=f"console-{self.name}").start()
+        self._console_stops.append(stop)
+
+    def stop_watching(self):
+        for s in self._console_stops:
+            s.set()
+        self._console_stops = []
 
     def serial_tail(self, n=30) -> str:
         try:
@@ -1216,6 +1298,23 @@ set_working_mc 0x20
                "-U", BMC_USER, "-E", "-N", "1", "-R", "2", *args]
         return run(cmd, check=check, capture_output=True, timeout=timeout,
                    env=dict(os.environ, IPMI_PASSWORD=BMC_PASSWORD))
+
+    def requests(self) -> list:
+        """Chassis-control requests this BMC received: [(host monotonic time, text)], from
+        chassis.log (wall clock there, converted with the current offset)."""
+        try:
+            text = (self.dir / "chassis.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        off = time.time() - time.monotonic()
+        out = []
+        for n, line in enumerate(text.splitlines()):
+            ts, _, msg = line.partition(" ")
+            try:
+                out.append((float(ts) - off + n * 1e-6, msg))   # + n: keep the order in a timeline
+            except ValueError:
+                pass
+        return out
 
     def power_status(self) -> str:
         out = self.ipmitool("chassis", "power", "status").stdout.strip()
@@ -1402,6 +1501,7 @@ class Cluster:
 
     def shutdown(self):
         for vm in self.vms:
+            vm.stop_watching()
             try:
                 vm.stop(timeout=2)
             except Exception as e:
@@ -1418,17 +1518,22 @@ class Cluster:
 # ---------------------------------------------------------------------------
 
 def agent_config(host_id: int, n_hosts: int, bmc_ports: dict, volume="/dev/vda",
-                 coordinator=True, password_dir="/etc/hbfence/bmc", extra: str = "") -> str:
+                 coordinator=True, password_dir="/etc/hbfence/bmc", extra: str = "",
+                 fencing: dict | None = None, self_fence: str = "reboot") -> str:
     """hbfence.toml for guest host_id. Peers' BMCs are reached at 10.0.2.2:port (the host's
-    ipmi_sim through slirp) with cipher suite 3 (ipmi_sim has no SHA-256 suites such as 17)."""
+    ipmi_sim through slirp) with cipher suite 3 (ipmi_sim has no SHA-256 suites such as 17).
+    fencing: extra [fencing] keys (e.g. {"timeout": 20, "command_timeout": 5})."""
+    fence_lines = ['ipmitool = "/usr/bin/ipmitool"'] + [
+        f"{k} = {json.dumps(v)}" for k, v in (fencing or {}).items()]
     lines = [
         "[host]", f"id = {host_id}", f'name = "vm{host_id}"', "",
         "[[volume]]", f'path = "{volume}"', "",
         "[watchdog]", 'device = "/dev/watchdog"', "",
-        "[self_fence]", 'action = "reboot"', 'sysrq_trigger = "/proc/sysrq-trigger"', "",
+        "[self_fence]", f'action = "{self_fence}"', 'sysrq_trigger = "/proc/sysrq-trigger"', "",
         "[coordinator]", f"eligible = {'true' if coordinator else 'false'}", "",
-        "[fencing]", 'ipmitool = "/usr/bin/ipmitool"', "",
-        "[daemon]", "syslog = false", "",
+        "[fencing]", *fence_lines, "",
+        "[events]", 'log = "/run/hbfence/events.jsonl"', 'hooks_dir = "/etc/hbfence/hooks.d"', "",
+        "[daemon]", 'runtime_dir = "/run/hbfence"', "syslog = false", "",
     ]
     for pid in range(1, n_hosts + 1):
         if pid == host_id:

@@ -3,22 +3,36 @@
     tests/vm/run [--list] [--keep N] [SCENARIO...]
 
 No SCENARIO: all of them. Logs: $HBFENCE_VM_CACHE/runs/<run>/ (default /var/tmp/hbfence-vm).
-Environment: HBFENCE_VM_CACHE, HBFENCE_VM_KERNEL_PKG (pin the kernel), HBFENCE_AGENT (static agent
-binary put into the initramfs as /usr/sbin/hbfence; scenarios that need it are skipped without it).
-See README.md next to this file.
+The agent scenarios need a statically linked hbfence: the runner builds it from the work tree
+(cargo build --release --target x86_64-unknown-linux-gnu with +crt-static, into its own target
+directory) unless HBFENCE_AGENT names one. With CI=true nothing is skipped: a scenario that cannot
+run fails. See README.md next to this file.
 """
 
+from __future__ import annotations
+
 import argparse
+import json
 import os
 import shutil
+import subprocess
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
 
+sys.dont_write_bytecode = True   # no __pycache__ in the work tree
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hbvm  # noqa: E402
 from hbvm import log  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent.parent
+GUEST_TARGET = "x86_64-unknown-linux-gnu"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 class StepFailed(Exception):
@@ -29,16 +43,76 @@ class Skip(Exception):
     pass
 
 
+# ---------------------------------------------------------------------------
+# Timing of the agent scenarios
+# ---------------------------------------------------------------------------
+
+# hbfence init options of the agent scenarios (seconds). Measured on 2 cores with 3 TCG guests
+# (README.md, "Timings"): even at load 16 the longest gap between two records of a healthy guest,
+# as seen from the host, was 1.7 s and no guest logged storage_degraded or host_suspect with
+# interval 1 / lease 4 / watchdog 2 / suspect 3. These values keep about twice that margin
+# everywhere: the lease survives 4-5 lost cycles, the watchdog 3.5 s of a starved vCPU, and a
+# peer looks suspect only after 4 s without progress.
+# Override for experiments: HBFENCE_VM_TIMING="interval=2,lease-timeout=8,...".
+AGENT_TIMING = {"interval": 1, "io-timeout": 2, "lease-timeout": 6, "watchdog-timeout": 4,
+                "suspect-after": 4}
+
+
+def agent_timing() -> dict:
+    t = dict(AGENT_TIMING)
+    for kv in filter(None, os.environ.get("HBFENCE_VM_TIMING", "").split(",")):
+        k, _, v = kv.partition("=")
+        k = k.strip().replace("_", "-")
+        if k not in t:
+            raise SystemExit(f"HBFENCE_VM_TIMING: unknown key {k!r} (known: {', '.join(t)})")
+        t[k] = float(v) if "." in v else int(v)
+    return t
+
+
+class Timing:
+    """The cluster timing in seconds, as attributes (t.interval, t.lease, ...)."""
+
+    def __init__(self, d: dict):
+        self.d = d
+        self.interval = float(d["interval"])
+        self.io = float(d["io-timeout"])
+        self.lease = float(d["lease-timeout"])
+        self.watchdog = float(d["watchdog-timeout"])
+        self.suspect = float(d["suspect-after"])
+        self.margin = max(self.interval, 1.0)
+        self.dead_after = self.lease + self.io + self.watchdog + self.margin
+
+    def __str__(self):
+        return (f"interval {self.interval:g}s, io_timeout {self.io:g}s, lease {self.lease:g}s, "
+                f"watchdog {self.watchdog:g}s, suspect_after {self.suspect:g}s, "
+                f"dead_after {self.dead_after:g}s")
+
+
+PET_PERIOD = 0.5   # the agent pets every 500 ms (core::agent PET_EVERY_MS) on its 100 ms tick
+
+# Guest console lines that go into the timeline: the agent's log and the kernel's reset messages.
+CONSOLE_TIMELINE = (r"hbfence\[\d+\]: |sysrq: |watchdog did not stop|unexpected close|"
+                    r"^kernel boot: |hbvm: starting hbfence")
+READY_LINE = r"hbfence\[\d+\]: .*first heartbeat written with the watchdog armed: ready"
+
+
+# ---------------------------------------------------------------------------
+# Scenario context
+# ---------------------------------------------------------------------------
+
 class Ctx:
     """What a scenario gets: kernel, initramfs builder, a run directory, steps and a timeline."""
 
-    def __init__(self, name: str, rundir: Path, kernel: hbvm.Kernel):
+    def __init__(self, name: str, rundir: Path, kernel: hbvm.Kernel, agent: str | None = None):
         self.name = name
         self.rundir = rundir
         self.kernel = kernel
+        self.agent = agent
         self.timeline = hbvm.Timeline()
         self.cluster = None
+        self.volume = None
         self.timings = {}
+        self.t = Timing(agent_timing())
 
     def initramfs(self, payload=None):
         return hbvm.build_initramfs(self.kernel, payload=payload)
@@ -48,36 +122,59 @@ class Ctx:
                                     self.rundir, timeline=self.timeline, **kw)
         return self.cluster
 
-    def agent_cluster(self, n=3, timing=None, watchdog_action="reset", coordinators=(1,),
+    def agent_cluster(self, n=3, watchdog_action="reset", coordinators=None,
                       with_bmc: bool = True, extra_config: str = "") -> hbvm.Cluster:
-        """For the agent scenarios: n VMs running HBFENCE_AGENT (autostarted at boot with a
-        generated /etc/hbfence/hbfence.toml, BMC password files), the shared volume initialised on
-        the host with `hbfence init`. Skips the scenario when HBFENCE_AGENT is not set.
+        """For the agent scenarios: n VMs running the agent (autostarted at boot with a generated
+        /etc/hbfence/hbfence.toml, BMC password files), the shared volume initialised on the host
+        with `hbfence init` and AGENT_TIMING; every guest console watched into the timeline.
+        coordinators: ids eligible as coordinator (default: all).
         with_bmc=False: the peers get no `bmc` in the config (no IPMI fencing), for scenarios that
-        must see the watchdog fire: with a BMC the coordinator powers a silent peer off after
-        suspect_after, which is shorter than the watchdog timeout in AGENT_TIMING."""
-        agent = os.environ.get("HBFENCE_AGENT")
-        if not agent:
-            raise Skip("HBFENCE_AGENT (a static hbfence binary) not set")
-        timing = dict(AGENT_TIMING, **(timing or {}))
+        must see the watchdog or the self-fence: with a BMC the coordinator powers a silent peer
+        off after suspect_after, which is shorter than lease_timeout and the watchdog bound."""
+        if not self.agent:
+            raise Skip("no static hbfence agent (build failed or HBFENCE_AGENT not set)")
+        coordinators = range(1, n + 1) if coordinators is None else coordinators
+        fencing = {"timeout": 20, "command_timeout": 8}
 
         def files(i, cl):
             f = {"/etc/hbfence/hbfence.toml": hbvm.agent_config(
-                i, n, cl.bmc_ports if with_bmc else {}, coordinator=i in coordinators, extra=extra_config)}
-            for p in cl.bmc_ports:
-                if p != i:
-                    f[f"/etc/hbfence/bmc/vm{p}"] = hbvm.BMC_PASSWORD + "\n"
+                i, n, cl.bmc_ports if with_bmc else {}, coordinator=i in coordinators,
+                extra=extra_config, fencing=fencing)}
+            if with_bmc:
+                for p in cl.bmc_ports:
+                    if p != i:
+                        f[f"/etc/hbfence/bmc/vm{p}"] = hbvm.BMC_PASSWORD + "\n"
             return f
 
-        cl = self.make_cluster(n, initrd=self.initramfs(payload=agent), files_for=files,
-                               watchdog_action=watchdog_action)
-        args = [agent, "init", "--volume", str(cl.disk), "--max-hosts", str(max(n, 3))]
-        for k, v in timing.items():
+        cl = self.make_cluster(n, initrd=self.initramfs(payload=self.agent), files_for=files,
+                               watchdog_action=watchdog_action, bmcs=with_bmc)
+        args = [self.agent, "init", "--volume", str(cl.disk), "--max-hosts", "8"]
+        for k, v in self.t.d.items():
             args += [f"--{k}", str(v)]
         r = hbvm.run(args, check=False, capture_output=True)
         if r.returncode != 0:
             raise StepFailed(f"{' '.join(args)}: rc={r.returncode}\n{r.stdout}{r.stderr}")
+        for vm in cl.vms:
+            vm.watch_console(CONSOLE_TIMELINE)
+        self.volume = VolumeWatch(self.agent, cl, self.timeline)
         return cl
+
+    def start_agents(self, cl: hbvm.Cluster, timeout: float = 150.0):
+        """Start BMCs and VMs, wait until every guest's agent logged that it is ready (first
+        heartbeat written with the watchdog armed) and the volume shows all of them active."""
+        with self.step(f"start {len(cl.vms)} VMs, each agent ready (watchdog armed, first heartbeat)"):
+            t0 = time.monotonic()
+            cl.start(ready_timeout=timeout)
+            self.timings["VMs booted (command channel)"] = time.monotonic() - t0
+            for vm in cl.vms:
+                left = max(5.0, timeout - (time.monotonic() - t0))
+                self.check(vm.wait_console(READY_LINE, left, since=0), f"{vm.name}: agent not ready in {timeout:.0f}s")
+            self.timings["agents ready (all)"] = time.monotonic() - t0
+            self.volume.start()
+            ids = [vm.cfg.vm_id for vm in cl.vms]
+            st = self.volume.wait(lambda h: all(h.get(i, {}).get("state") == "active" for i in ids), 30)
+            self.check(st is not None, f"volume: not all of {ids} active: {self.volume.summary()}")
+            log(f"  ready after {self.timings['agents ready (all)']:.1f}s; volume: {self.volume.summary()}")
 
     def step(self, title: str):
         return _Step(self, title)
@@ -85,6 +182,10 @@ class Ctx:
     def check(self, cond, msg: str):
         if not cond:
             raise StepFailed(msg)
+
+    def print_timeline(self, origin: float, title: str, before: float = 3.0):
+        print(f"  timeline ({title}; seconds since the fault, host monotonic clock):")
+        self.timeline.print(origin=origin, since=origin - before)
 
 
 class _Step:
@@ -110,14 +211,188 @@ class _Step:
 
 
 # ---------------------------------------------------------------------------
+# The volume, read from the host while the guests write it
+# ---------------------------------------------------------------------------
+
+class VolumeWatch:
+    """Polls `hbfence status --volume IMAGE --json` on the host (O_DIRECT reads of the raw image
+    the guests share) every 0.5 s. Keeps, per host id, every (time, seq) change, and puts changes
+    of state, incarnation, verdict and coordinator into the timeline ("volume" lines)."""
+
+    def __init__(self, agent: str, cl: hbvm.Cluster, timeline: hbvm.Timeline, period: float = 0.5):
+        self.agent, self.disk, self.timeline, self.period = agent, cl.disk, timeline, period
+        self.gap_note = 3.0   # a record change after this long without one goes into the timeline
+        self.names = {vm.cfg.vm_id: vm.name for vm in cl.vms}
+        self.cond = threading.Condition()
+        self.hosts: dict = {}         # id -> last host record (status JSON + verdict/method)
+        self.coordinator = None
+        self.seq_changes: dict = {}   # id -> [(t, seq)]
+        self.errors: list = []
+        self.polls = 0
+        self.stop_ev = threading.Event()
+        self.thread = None
+
+    def read(self) -> dict:
+        r = hbvm.run([self.agent, "status", "--volume", str(self.disk), "--json"], check=False,
+                     capture_output=True, timeout=30)
+        if r.returncode != 0:
+            raise RuntimeError(f"hbfence status --volume: rc={r.returncode}: {r.stderr.strip()}")
+        return json.loads(r.stdout)
+
+    def start(self):
+        self._poll()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="volume-watch")
+        self.thread.start()
+        hbvm.cleanup().add(self.stop)
+
+    def stop(self):
+        self.stop_ev.set()
+
+    def _run(self):
+        while not self.stop_ev.wait(self.period):
+            try:
+                self._poll()
+            except Exception as e:   # noqa: BLE001 - recorded, checked by the scenarios
+                self.errors.append(f"{time.monotonic():.1f}: {e}")
+
+    def _poll(self):
+        d = self.read()
+        t = time.monotonic()
+        with self.cond:
+            self.polls += 1
+            if d.get("coordinator") != self.coordinator:
+                self.timeline.add("volume", "coordinator", f"{self._name(d.get('coordinator'))}", t)
+                self.coordinator = d.get("coordinator")
+            for h in d["hosts"]:
+                i = h["id"]
+                old = self.hosts.get(i)
+                who = self._name(i)
+                if old is None or h["seq"] != old["seq"] or h["incarnation"] != old["incarnation"]:
+                    ch = self.seq_changes.setdefault(i, [])
+                    if old is not None and ch and t - ch[-1][0] > self.gap_note and h["incarnation"] == old["incarnation"]:
+                        self.timeline.add(who, "volume", f"seq {old['seq']} -> {h['seq']} after "
+                                          f"{t - ch[-1][0]:.1f}s without a change (state {h['state']})", t)
+                    ch.append((t, h["seq"]))
+                if old is None or h["incarnation"] != old["incarnation"]:
+                    self.timeline.add(who, "volume", f"incarnation {h['incarnation']} state {h['state']} "
+                                      f"seq {h['seq']} caps {','.join(h['capabilities'])}", t)
+                elif h["state"] != old["state"]:
+                    self.timeline.add(who, "volume", f"state {old['state']} -> {h['state']} (seq {h['seq']})", t)
+                if (old or {}).get("verdict") != h.get("verdict") or (old or {}).get("method") != h.get("method"):
+                    if old is not None or h.get("verdict"):
+                        self.timeline.add(who, "volume", f"verdict {h.get('verdict')} (method {h.get('method')})", t)
+                self.hosts[i] = h
+            self.cond.notify_all()
+
+    def _name(self, i):
+        return self.names.get(i, f"host{i}") if i else "none"
+
+    def wait(self, pred, timeout: float):
+        """Wait until pred(hosts) is true; returns the poll time, None on timeout."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                if self.hosts and pred(self.hosts):
+                    return time.monotonic()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.cond.wait(min(left, 1.0))
+
+    def host(self, i: int) -> dict:
+        with self.cond:
+            return dict(self.hosts.get(i, {}))
+
+    def max_gap(self, i: int, t0: float, t1: float) -> float:
+        """Longest time within [t0, t1] in which host i's record did not change (as seen here)."""
+        with self.cond:
+            times = [t for t, _ in self.seq_changes.get(i, []) if t0 <= t <= t1]
+        pts = [t0] + times + [t1]
+        return max(b - a for a, b in zip(pts, pts[1:]))
+
+    def last_change(self, i: int, before: float) -> float:
+        """Time of the last change of host i's record seen here before `before`."""
+        with self.cond:
+            times = [t for t, _ in self.seq_changes.get(i, []) if t < before]
+        return times[-1] if times else 0.0
+
+    def summary(self) -> str:
+        with self.cond:
+            return ", ".join(f"{self._name(i)}: {h['state']} seq {h['seq']}"
+                             + (f" {h['verdict']}({h['method']})" if h.get("verdict") else "")
+                             for i, h in sorted(self.hosts.items()))
+
+
+# ---------------------------------------------------------------------------
+# Checks shared by the scenarios
+# ---------------------------------------------------------------------------
+
+BAD_EVENTS = ("RESET", "WATCHDOG", "SHUTDOWN")
+
+
+def qmp_events(vm: hbvm.VM, names=BAD_EVENTS, since: float = 0.0) -> list:
+    if not vm.qmp:
+        return []
+    with vm.qmp.cond:
+        return [e for e in vm.qmp.events if e["event"] in names and e["t"] >= since]
+
+
+def check_undisturbed(ctx: Ctx, vms, since: float, until: float | None = None):
+    """These VMs saw no RESET/WATCHDOG/SHUTDOWN since `since`, their qemu still runs, their agent
+    did not self-fence, and their records kept advancing (no gap of lease_timeout)."""
+    until = until or time.monotonic()
+    for vm in vms:
+        ev = qmp_events(vm, BAD_EVENTS, since)
+        ctx.check(not ev, f"{vm.name}: unexpected QMP events {[(e['event'], e['data']) for e in ev]}")
+        ctx.check(vm.alive(), f"{vm.name}: qemu is gone")
+        gap = ctx.volume.max_gap(vm.cfg.vm_id, since, until)
+        ctx.check(gap < ctx.t.lease, f"{vm.name}: its record did not advance for {gap:.1f}s "
+                  f"(lease_timeout {ctx.t.lease:g}s)")
+
+
+def check_bounds(ctx: Ctx, what: str, dt: float, lo: float, hi: float):
+    ctx.timings[what] = dt
+    ctx.check(lo <= dt <= hi, f"{what}: {dt:.2f}s, expected within [{lo:.2f}, {hi:.2f}]s")
+    log(f"  {what}: {dt:.2f}s (bounds [{lo:.2f}, {hi:.2f}]s)")
+
+
+def agent_pid(vm: hbvm.VM) -> str:
+    _, out = vm.sh("pidof hbfence", timeout=20)
+    pid = out.strip()
+    if not pid.isdigit():
+        raise StepFailed(f"{vm.name}: pidof hbfence: {out!r}")
+    return pid
+
+
+def guest_events(vm: hbvm.VM) -> list:
+    """The agent's JSON-lines event log in the guest ([events] log)."""
+    _, out = vm.sh("cat /run/hbfence/events.jsonl 2>/dev/null; true", timeout=20)
+    evs = []
+    for line in out.splitlines():
+        try:
+            evs.append(json.loads(line))
+        except ValueError:
+            pass
+    return evs
+
+
+def wait_rejoined(ctx: Ctx, vm: hbvm.VM, old_incarnation, console_since: int, timeout: float = 150.0):
+    """After a reset of vm: the guest boots again, its agent is ready and the volume shows a new
+    incarnation of it, active."""
+    ctx.check(vm.wait_console(READY_LINE, timeout, since=console_since),
+              f"{vm.name}: agent not ready again within {timeout:.0f}s after the reset")
+    i = vm.cfg.vm_id
+    t = ctx.volume.wait(lambda h: h.get(i, {}).get("incarnation") not in (None, old_incarnation)
+                        and h[i]["state"] == "active", 30)
+    ctx.check(t is not None, f"{vm.name}: no new active incarnation on the volume: {ctx.volume.host(i)}")
+    return t
+
+
+# ---------------------------------------------------------------------------
 # Scenarios
 # ---------------------------------------------------------------------------
 
-WATCHDOG_T = 5   # busybox watchdog -T (seconds)
-
-# Cluster timing of the agent scenarios (hbfence init options): small, as the brief's test tier says.
-AGENT_TIMING = {"interval": 1, "io-timeout": 2, "lease-timeout": 5, "watchdog-timeout": 5,
-                "suspect-after": 4}
+WATCHDOG_T = 5   # busybox watchdog -T (seconds), smoke test
 
 # Stands in for the agent in the smoke test: proves autostart, arguments and config delivery.
 AGENT_STUB = """#!/bin/sh
@@ -283,9 +558,314 @@ def _watchdog_fire(ctx: Ctx, vm: hbvm.VM, action: str):
     ctx.timeline.print(origin=t_fault, since=t_fault - 0.001)
 
 
+# ---------------------------------------------------------------------------
+# Agent scenarios: hbfence in every guest, faults injected, QMP events and the volume asserted.
+# ---------------------------------------------------------------------------
+
+def scenario_healthy(ctx: Ctx):
+    """3 agents with BMC peers for 3 x lease_timeout: no reset, no fencing, records advance."""
+    t = ctx.t
+    cl = ctx.agent_cluster(3, with_bmc=True)
+    ctx.start_agents(cl)
+    dur = 3 * t.lease
+    t0 = ctx.timeline.mark("observe", "test", f"{dur:g}s = 3 x lease_timeout")
+    seq0 = {vm.cfg.vm_id: ctx.volume.host(vm.cfg.vm_id)["seq"] for vm in cl.vms}
+    with ctx.step(f"{dur:g}s (3 x lease_timeout): no RESET/WATCHDOG/SHUTDOWN, every record advancing"):
+        time.sleep(dur)
+        t1 = time.monotonic()
+        ctx.check(not ctx.volume.errors, f"volume reads failed: {ctx.volume.errors[:3]}")
+        check_undisturbed(ctx, cl.vms, t0, t1)
+        for vm in cl.vms:
+            i = vm.cfg.vm_id
+            h = ctx.volume.host(i)
+            adv = h["seq"] - seq0[i]
+            gap = ctx.volume.max_gap(i, t0, t1)
+            log(f"  {vm.name}: seq {seq0[i]} -> {h['seq']} (+{adv} in {t1 - t0:.0f}s), longest gap {gap:.1f}s, "
+                f"state {h['state']}, caps {','.join(h['capabilities'])}")
+            ctx.timings[f"{vm.name} longest record gap"] = gap
+            ctx.check(adv >= (t1 - t0) / t.interval / 2,
+                      f"{vm.name}: only {adv} writes in {t1 - t0:.0f}s (interval {t.interval:g}s)")
+            ctx.check(h["state"] == "active" and "watchdog" in h["capabilities"],
+                      f"{vm.name}: record {h['state']} caps {h['capabilities']}")
+            ctx.check(not h.get("verdict"), f"{vm.name}: verdict {h.get('verdict')} on a healthy cluster")
+            ctx.check(not vm.bmc.requests(), f"{vm.name}: its BMC got requests {vm.bmc.requests()}")
+        for vm in cl.vms:
+            seen = vm.wait_console(r"SELF-FENCE|event (host_suspect|fence_started|storage_lost)", 0, since=0)
+            ctx.check(not seen, f"{vm.name} console: {seen and seen.group(0)}")
+        st = ctx.volume.read()
+        ctx.check(st["coordinator"] == 1, f"coordinator {st['coordinator']}, expected 1 (lowest id)")
+    ctx.print_timeline(t0, "healthy; origin = start of the observation", before=0)
+
+
+def scenario_storage_stall(ctx: Ctx):
+    """vm2's disk stalls: vm2 self-fences (sysrq b, RESET) at lease expiry; vm1, vm3 stay up.
+
+    No BMCs (the coordinator would power vm2 off first). With the disk still stalled the coordinator
+    declares vm2 fenced (method watchdog) only after dead_after and after vm2 really reset; after
+    the disk resumes, vm2 boots and rejoins with a new incarnation."""
+    t = ctx.t
+    cl = ctx.agent_cluster(3, with_bmc=False)
+    vm1, vm2, vm3 = cl.vms
+    ctx.start_agents(cl)
+    time.sleep(2 * t.interval)   # a few renewals after ready
+    inc = ctx.volume.host(2)["incarnation"]
+    con = vm2.console_offset()
+    with ctx.step("stall vm2's disk -> vm2 self-fences through sysrq: RESET without WATCHDOG, "
+                  "within lease_timeout (+ slack)"):
+        t_fault = ctx.timeline.mark("fault", "vm2", "disk stall (block_set_io_throttle)")
+        vm2.stall_disk()
+        ev = vm2.qmp.wait_event("RESET", timeout=t.lease + 40, since=t_fault)
+        ctx.check(ev is not None, f"vm2: no RESET within {t.lease + 40:g}s of the disk stall")
+        # Lower bound: the stall must not reset the host before its lease could have run out. The
+        # last successful write started at most about one interval before the stall (two if the
+        # cycle before was slow and skipped one).
+        check_bounds(ctx, "disk stall -> RESET (self-fence)", ev["t"] - t_fault,
+                     t.lease - 2 * t.interval - 0.5, t.lease + 8.0)
+        # What the peers' dead_after relies on: the host is reset at the latest lease + watchdog
+        # after the start of its last successful write (the host sees that record after it started).
+        t_last = ctx.volume.last_change(2, ev["t"])   # the drained write lands after
+        check_bounds(ctx, "vm2's last record change (host view) -> RESET", ev["t"] - t_last,
+                     0.0, t.lease + t.watchdog)
+        wd = qmp_events(vm2, ("WATCHDOG",), t_fault)
+        ctx.check(not wd, f"vm2: WATCHDOG {wd} - the watchdog, not the self-fence, reset it")
+        m = vm2.wait_console(r"sysrq: Resetting", 5, since=con)
+        ctx.check(m, "vm2 console: no 'sysrq: Resetting' from the kernel (the agent's sysrq b)")
+        # the agent logs before it writes 'b'; the line reaches the console unless the reset wins
+        m = vm2.wait_console(r"SELF-FENCE \(.*\): writing 'b' to /proc/sysrq-trigger", 2, since=con)
+        log(f"  vm2 agent: {m.group(0) if m else 'its SELF-FENCE line did not reach the console before the reset'}")
+        t_reset = ev["t"]
+    with ctx.step("disk still stalled: the coordinator declares vm2 fenced (method watchdog) no "
+                  "earlier than dead_after, and after vm2 really reset"):
+        tv = ctx.volume.wait(lambda h: h.get(2, {}).get("verdict") == "fenced", t.dead_after + 40)
+        ctx.check(tv is not None, f"no fenced verdict for vm2: {ctx.volume.summary()}")
+        h = ctx.volume.host(2)
+        ctx.check(h["method"] == "watchdog" and h["incarnation"] == inc,
+                  f"vm2 verdict {h['verdict']} method {h['method']} incarnation {h['incarnation']} (was {inc})")
+        ctx.check(tv > t_reset, "fenced verdict seen before vm2's reset")
+        # The bound runs from the coordinator's first read of vm2's last record. That record can be
+        # the write that was stuck in the throttle: qemu drains it when the guest resets, so it lands
+        # after the reset (seen as progress: the verdict comes later, the safe direction). The host
+        # sees a change at most about one interval before or after the coordinator does.
+        t_last = ctx.volume.last_change(2, tv)
+        ctx.timings["disk stall -> verdict fenced (watchdog)"] = tv - t_fault
+        check_bounds(ctx, "vm2's last record change (host view) -> verdict fenced", tv - t_last,
+                     t.dead_after - t.interval - 1.0, t.dead_after + 10)
+    with ctx.step("vm1 and vm3 undisturbed: no RESET/WATCHDOG/SHUTDOWN, records advancing"):
+        check_undisturbed(ctx, [vm1, vm3], since=t_fault - 1)
+    with ctx.step("resume vm2's disk -> vm2 boots, its agent rejoins with a new incarnation"):
+        ctx.timeline.mark("resume", "test", "vm2 disk resumed")
+        vm2.resume_disk()
+        wait_rejoined(ctx, vm2, inc, con)
+        ctx.timings["RESET -> vm2 rejoined"] = time.monotonic() - t_reset
+        check_undisturbed(ctx, [vm1, vm3], since=t_fault - 1)
+    ctx.print_timeline(t_fault, "storage-stall of vm2")
+
+
+def _watchdog_scenario(ctx: Ctx, signal_cmd: str, what: str, console_evidence: str | None):
+    t = ctx.t
+    cl = ctx.agent_cluster(3, with_bmc=False)
+    vm1, vm2, vm3 = cl.vms
+    ctx.start_agents(cl)
+    time.sleep(2 * t.interval)
+    pid = agent_pid(vm2)
+    inc = ctx.volume.host(2)["incarnation"]
+    con = vm2.console_offset()
+    with ctx.step(f"{what} of vm2's agent -> i6300esb fires (WATCHDOG) after watchdog_timeout, then RESET"):
+        t_fault = ctx.timeline.mark("fault", "vm2", f"{what} hbfence (pid {pid})")
+        vm2.sh(signal_cmd.format(pid=pid), timeout=20)
+        t_sent = time.monotonic()
+        ctx.timings["signal command round trip"] = t_sent - t_fault
+        ev = vm2.qmp.wait_event("WATCHDOG", timeout=t.watchdog + 40, since=t_fault)
+        ctx.check(ev is not None, f"vm2: no WATCHDOG within {t.watchdog + 40:g}s")
+        ctx.check(ev["data"].get("action") == "reset", f"WATCHDOG {ev['data']}")
+        # the agent pets every 0.5 s until the signal: the last pet is at most one pet period
+        # (+ a late tick) before the signal, so the device fires no earlier than T - 0.5 s
+        check_bounds(ctx, f"{what} -> WATCHDOG", ev["t"] - t_fault,
+                     t.watchdog - PET_PERIOD - 0.25, t.watchdog + 6.0)
+        r = vm2.qmp.wait_event("RESET", timeout=15, since=ev["t"])
+        ctx.check(r is not None, "vm2: no RESET after the WATCHDOG")
+        early = [e for e in qmp_events(vm2, ("RESET", "SHUTDOWN"), t_fault) if e["t"] < ev["t"]]
+        ctx.check(not early, f"vm2: {early} before the WATCHDOG (something else reset it)")
+        if console_evidence:
+            m = vm2.wait_console(console_evidence, 5, since=con)
+            ctx.check(m, f"vm2 console: no kernel line matching {console_evidence!r}")
+            log(f"  vm2 kernel: {m.group(0)}")
+        sf = vm2.wait_console(r"SELF-FENCE|watchdog disarmed", 0, since=con)
+        ctx.check(not sf, f"vm2 console after the fault: {sf and sf.group(0)}")
+        t_reset = r["t"]
+    with ctx.step("vm1 and vm3 undisturbed; vm2 boots again and its agent rejoins"):
+        check_undisturbed(ctx, [vm1, vm3], since=t_fault - 1)
+        wait_rejoined(ctx, vm2, inc, con)
+        ctx.timings["RESET -> vm2 rejoined"] = time.monotonic() - t_reset
+        check_undisturbed(ctx, [vm1, vm3], since=t_fault - 1)
+    ctx.print_timeline(t_fault, f"{what} of vm2's agent")
+
+
+def scenario_agent_hang(ctx: Ctx):
+    """SIGSTOP of vm2's agent: the i6300esb fires (WATCHDOG, RESET) after watchdog_timeout."""
+    _watchdog_scenario(ctx, "kill -STOP {pid}", "SIGSTOP", None)
+
+
+def scenario_agent_kill(ctx: Ctx):
+    """kill -9 of vm2's agent: no magic close, the i6300esb fires (WATCHDOG, RESET)."""
+    _watchdog_scenario(ctx, "kill -9 {pid}", "SIGKILL", r"watchdog\d*: watchdog did not stop!")
+
+
+def scenario_clean_stop(ctx: Ctx):
+    """SIGTERM of vm2's agent: `leaving` on the volume, magic close, no WATCHDOG, never fenced.
+
+    BMC peers configured: the coordinator must not suspect or fence a host that left cleanly."""
+    t = ctx.t
+    cl = ctx.agent_cluster(3, with_bmc=True)
+    vm1, vm2, vm3 = cl.vms
+    ctx.start_agents(cl)
+    time.sleep(2 * t.interval)
+    pid = agent_pid(vm2)
+    con = vm2.console_offset()
+    with ctx.step("SIGTERM of vm2's agent -> it writes `leaving`, disarms the watchdog and exits"):
+        t_fault = ctx.timeline.mark("fault", "vm2", f"SIGTERM hbfence (pid {pid})")
+        vm2.sh(f"kill -TERM {pid}", timeout=20)
+        m = vm2.wait_console(r"hbfence\[\d+\]: .*exiting", 2 * t.io + 20, since=con)
+        ctx.check(m, "vm2: the agent did not log `exiting`")
+        ctx.timings["SIGTERM -> agent exited"] = time.monotonic() - t_fault
+        ctx.check(vm2.wait_console(r"watchdog disarmed \(magic close\)", 0, since=con),
+                  "vm2 console: no 'watchdog disarmed (magic close)'")
+        tl = ctx.volume.wait(lambda h: h.get(2, {}).get("state") == "leaving", 20)
+        ctx.check(tl is not None, f"vm2 not `leaving` on the volume: {ctx.volume.host(2)}")
+        ctx.timings["SIGTERM -> `leaving` on the volume"] = tl - t_fault
+        # it logs `exiting`, then flushes its log (up to 1 s) and exits
+        rc, out = vm2.sh("for i in $(seq 50); do pidof hbfence >/dev/null || exit 1; usleep 200000; done",
+                         timeout=30, check=False)
+        ctx.check(rc == 1, f"vm2: the agent still runs 10 s after logging `exiting`")
+    wait_s = max(t.watchdog, t.suspect) + 2 * t.interval + 10
+    with ctx.step(f"{wait_s:g}s (> watchdog_timeout and suspect_after + margin): no WATCHDOG, vm2 "
+                  "not fenced, still `leaving`"):
+        time.sleep(max(0.0, t_fault + wait_s - time.monotonic()))
+        ev = qmp_events(vm2, BAD_EVENTS, t_fault)
+        ctx.check(not ev, f"vm2: {[(e['event'], e['data']) for e in ev]} after a clean stop")
+        ctx.check(vm2.alive(), "vm2: qemu is gone")
+        h = ctx.volume.host(2)
+        ctx.check(h["state"] == "leaving" and not h.get("verdict"),
+                  f"vm2 on the volume: {h['state']} verdict {h.get('verdict')}")
+        ctx.check(not vm2.bmc.requests(), f"vm2's BMC was asked: {vm2.bmc.requests()}")
+        for vm in (vm1, vm3):
+            bad = [e for e in guest_events(vm) if e["host"] == 2 and e["event"] != "host_left"
+                   and e["event"] in ("host_suspect", "fence_started", "fenced", "fence_failed")]
+            ctx.check(not bad, f"{vm.name} judged the leaving vm2: {bad}")
+            ctx.check(any(e["host"] == 2 and e["event"] == "host_left" for e in guest_events(vm)),
+                      f"{vm.name}: no host_left event for vm2")
+        check_undisturbed(ctx, [vm1, vm3], since=t_fault - 1)
+    ctx.print_timeline(t_fault, "clean stop of vm2's agent")
+
+
+def scenario_power_loss(ctx: Ctx):
+    """SIGKILL of vm3's qemu: coordinator vm1 fences it through its BMC, verdict fenced (ipmi).
+
+    The BMC reports off (the process is gone) and the verdict is on the volume; then the coordinator
+    vm1 dies the same way and vm2 takes over, fences vm1 (ipmi) and keeps vm3's verdict."""
+    t = ctx.t
+    cl = ctx.agent_cluster(3, with_bmc=True)
+    vm1, vm2, vm3 = cl.vms
+    ctx.start_agents(cl)
+    time.sleep(2 * t.interval)
+    inc3 = ctx.volume.host(3)["incarnation"]
+    with ctx.step("SIGKILL of vm3's qemu -> vm1 fences it through vm3's BMC: verdict fenced (ipmi)"):
+        ctx.check(vm3.bmc.power_status() == "on", "vm3's BMC does not report on")
+        t_fault = ctx.timeline.mark("fault", "vm3", "SIGKILL of its qemu process")
+        vm3.kill()
+        ctx.check(vm3.wait_gone(10), "vm3 qemu still there")
+        tv = ctx.volume.wait(lambda h: h.get(3, {}).get("verdict") == "fenced", t.suspect + 60)
+        ctx.check(tv is not None, f"no fenced verdict for vm3: {ctx.volume.summary()}")
+        h = ctx.volume.host(3)
+        ctx.check(h["method"] == "ipmi" and h["incarnation"] == inc3, f"vm3 verdict: {h}")
+        check_bounds(ctx, "qemu SIGKILL -> verdict fenced (ipmi)", tv - t_fault,
+                     t.suspect - t.interval - 1.5, t.suspect + 30)
+        reqs = vm3.bmc.requests()
+        for tr, msg in reqs:
+            ctx.timeline.add("vm3", "bmc", msg, tr)
+        ctx.check(any(m == "set power 0" for _, m in reqs), f"vm3's BMC got no power off: {reqs}")
+        ctx.check(all(tr > t_fault for tr, _ in reqs), f"BMC request before the fault: {reqs}")
+        ctx.check(vm3.bmc.power_status() == "off", "vm3's BMC does not report off")
+        ev = [e for e in guest_events(vm1) if e["event"] == "fenced" and e["host"] == 3]
+        ctx.check(ev and ev[0]["method"] == "ipmi", f"vm1's events.jsonl: no `fenced` (ipmi) for vm3: {ev}")
+        check_undisturbed(ctx, [vm1, vm2], since=t_fault - 1)
+    ctx.print_timeline(t_fault, "power loss of vm3")
+    inc1 = ctx.volume.host(1)["incarnation"]
+    with ctx.step("SIGKILL of the coordinator vm1's qemu -> vm2 becomes coordinator, fences vm1 "
+                  "(ipmi); vm3 stays fenced"):
+        t_fault2 = ctx.timeline.mark("fault-2", "vm1", "SIGKILL of its qemu process (the coordinator)")
+        vm1.kill()
+        ctx.check(vm1.wait_gone(10), "vm1 qemu still there")
+        tv = ctx.volume.wait(lambda h: h.get(1, {}).get("verdict") == "fenced", t.suspect + 60)
+        ctx.check(tv is not None, f"no fenced verdict for vm1: {ctx.volume.summary()}")
+        h1, h3 = ctx.volume.host(1), ctx.volume.host(3)
+        ctx.check(h1["method"] == "ipmi" and h1["incarnation"] == inc1, f"vm1 verdict: {h1}")
+        ctx.check(h3.get("verdict") == "fenced" and h3["method"] == "ipmi", f"vm3 verdict lost: {h3}")
+        ctx.check(ctx.volume.read()["coordinator"] == 2, "vm2 is not the coordinator")
+        check_bounds(ctx, "coordinator SIGKILL -> verdict fenced (ipmi) by vm2", tv - t_fault2,
+                     t.suspect - t.interval - 1.5, t.suspect + 30)
+        for tr, msg in vm1.bmc.requests():
+            ctx.timeline.add("vm1", "bmc", msg, tr)
+        ctx.check(vm1.bmc.power_status() == "off", "vm1's BMC does not report off")
+        check_undisturbed(ctx, [vm2], since=t_fault - 1)
+    ctx.print_timeline(t_fault2, "power loss of the coordinator vm1", before=1)
+
+
 SCENARIOS = {
     "watchdog-smoke": scenario_watchdog_smoke,
+    "healthy": scenario_healthy,
+    "storage-stall": scenario_storage_stall,
+    "agent-hang": scenario_agent_hang,
+    "agent-kill": scenario_agent_kill,
+    "clean-stop": scenario_clean_stop,
+    "power-loss": scenario_power_loss,
 }
+NEEDS_AGENT = set(SCENARIOS) - {"watchdog-smoke"}
+
+
+# ---------------------------------------------------------------------------
+# The static agent
+# ---------------------------------------------------------------------------
+
+def find_cargo() -> str | None:
+    c = shutil.which("cargo")
+    if c:
+        return c
+    home = Path(os.environ.get("CARGO_HOME", Path.home() / ".cargo")) / "bin" / "cargo"
+    return str(home) if home.exists() else None
+
+
+def build_agent() -> str:
+    """HBFENCE_AGENT if set, else a static hbfence built from this work tree (release, explicit
+    --target so +crt-static stays away from build scripts and proc macros) in its own target
+    directory: HBFENCE_VM_TARGET_DIR, default ${CARGO_TARGET_DIR:-REPO/target}/vm-agent."""
+    given = os.environ.get("HBFENCE_AGENT")
+    if given:
+        if not os.access(given, os.X_OK):
+            raise RuntimeError(f"HBFENCE_AGENT={given}: not an executable file")
+        log(f"agent: HBFENCE_AGENT={given} (not built)")
+        path = given
+    else:
+        cargo = find_cargo()
+        if not cargo:
+            raise RuntimeError("cargo not found (PATH, $CARGO_HOME/bin): cannot build the agent")
+        tdir = os.environ.get("HBFENCE_VM_TARGET_DIR") or str(
+            Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target") / "vm-agent")
+        env = dict(os.environ, CARGO_TARGET_DIR=tdir, RUSTFLAGS="-C target-feature=+crt-static")
+        env.pop("CARGO_BUILD_TARGET", None)
+        cmd = [cargo, "build", "--release", "--target", GUEST_TARGET, "--bin", "hbfence"]
+        log(f"agent: RUSTFLAGS='-C target-feature=+crt-static' {' '.join(cmd[1:])} (CARGO_TARGET_DIR={tdir})")
+        t0 = time.monotonic()
+        r = subprocess.run(cmd, cwd=REPO, env=env, text=True, capture_output=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"building the static agent failed (rc={r.returncode}):\n{r.stderr[-4000:]}")
+        path = str(Path(tdir) / GUEST_TARGET / "release" / "hbfence")
+        log(f"agent: built {path} in {time.monotonic() - t0:.1f}s")
+    if not hbvm._is_static(path):
+        raise RuntimeError(f"{path} is not statically linked (the guests have no libc)")
+    v = hbvm.run([path, "--version"], capture_output=True, check=False).stdout.strip()
+    log(f"agent: {v}")
+    return path
 
 
 # ---------------------------------------------------------------------------
@@ -305,9 +885,32 @@ def main():
     if unknown:
         print(f"unknown scenario(s): {' '.join(unknown)}; known: {' '.join(SCENARIOS)}", file=sys.stderr)
         return 2
+    ci = in_ci()
 
     t_all = time.monotonic()
     hbvm.cleanup()   # install exit/signal handlers before anything starts
+
+    # Without root, missing host tools cannot be installed (and the shared cache may not be
+    # writable): skip outside CI, fail in CI.
+    msg = None
+    if os.geteuid() != 0:
+        missing = [c for c in hbvm.HOST_TOOLS if shutil.which(c) is None]
+        cache = hbvm.CACHE
+        while not cache.exists():
+            cache = cache.parent
+        if missing:
+            msg = f"not root and host tools missing ({' '.join(missing)}): cannot install them"
+        elif not os.access(cache, os.W_OK):
+            msg = f"not root and {cache} is not writable (set HBFENCE_VM_CACHE)"
+    if msg:
+        if ci:
+            log(f"FAIL  setup: {msg} (CI=true: nothing may be skipped)")
+            print(f"0 passed, {len(names)} failed")
+            return 1
+        log(f"SKIP  all scenarios: {msg}")
+        print(f"0 passed, 0 failed, {len(names)} skipped")
+        return 0
+
     root = hbvm.run_root()
     root.mkdir(parents=True, exist_ok=True)
     hbvm.kill_stale(root)
@@ -316,29 +919,37 @@ def main():
         shutil.rmtree(old, ignore_errors=True)
     run_dir = root / time.strftime("run-%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
-    log(f"run directory {run_dir}")
+    log(f"run directory {run_dir}{' (CI: nothing may be skipped)' if ci else ''}")
     hbvm.start_reaper(run_dir)
+    agent = None
     try:
         hbvm.ensure_host_tools()
         kernel = hbvm.ensure_kernel()
         log(f"kernel {kernel.package} {kernel.deb_version}; qemu: "
             f"{hbvm.run([hbvm.QEMU, '--version'], capture_output=True).stdout.splitlines()[0]}")
+        if any(n in NEEDS_AGENT for n in names):
+            agent = build_agent()
+            log(f"agent timing: {Timing(agent_timing())}")
     except Exception as e:
         log(f"FAIL  setup: {e}")
-        print("0 passed, 1 failed")
+        print(f"0 passed, {len(names)} failed")
         return 1
 
     results = {}
     for name in names:
-        ctx = Ctx(name, run_dir / name, kernel)
+        ctx = Ctx(name, run_dir / name, kernel, agent)
         ctx.rundir.mkdir(parents=True)
-        log(f"=== scenario {name}")
+        log(f"=== scenario {name}: {(SCENARIOS[name].__doc__ or '').strip().splitlines()[0]}")
         t = time.monotonic()
         try:
             SCENARIOS[name](ctx)
             results[name] = "passed"
         except Skip as e:
-            results[name] = f"skipped ({e})"
+            if ci:
+                results[name] = "failed"
+                log(f"scenario {name} FAILED: would be skipped ({e}), but CI=true")
+            else:
+                results[name] = f"skipped ({e})"
         except Exception as e:
             results[name] = "failed"
             log(f"scenario {name} FAILED: {e}")
@@ -346,19 +957,23 @@ def main():
                 traceback.print_exc()
             if ctx.cluster:
                 for vm in ctx.cluster.vms:
-                    print(f"--- {vm.name} serial.log (tail) ---\n{vm.serial_tail(25)}")
+                    print(f"--- {vm.name} serial.log (tail) ---\n{vm.serial_tail(40)}")
                     tail = vm.qemu_log_tail(5)
                     if tail.strip():
                         print(f"--- {vm.name} qemu.log (tail) ---\n{tail}")
-                print("--- timeline ---")
+                if ctx.volume and ctx.volume.hosts:
+                    print(f"--- volume: {ctx.volume.summary()}")
+                print("--- timeline (seconds since the scenario's first entry) ---")
                 ctx.timeline.print()
         finally:
+            if ctx.volume:
+                ctx.volume.stop()
             if ctx.cluster:
                 ctx.cluster.shutdown()
         ctx.timings["scenario total"] = time.monotonic() - t
         log(f"=== {name}: {results[name]}")
         for k, v in ctx.timings.items():
-            print(f"    timing  {k:<48} {v:6.1f}s")
+            print(f"    timing  {k:<56} {v:7.2f}s")
     log(f"all done in {time.monotonic() - t_all:.1f}s; logs in {run_dir}")
     passed = sum(1 for r in results.values() if r == "passed")
     failed = sum(1 for r in results.values() if r == "failed")
