@@ -223,6 +223,8 @@ struct Vol {
     last_error: String,
     /// After a failed cycle, retry this volume at this time instead of a full interval later.
     retry_at: Option<u64>,
+    /// Start of the latest timely read: the volume's content is known at least up to then.
+    read_ok_start: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -241,6 +243,8 @@ enum Storage {
 }
 
 const PET_EVERY_MS: u64 = 500;
+/// Nonces remembered per mailbox.
+const MAILBOX_HISTORY: usize = 16;
 /// Exit codes the core asks for (sysexits.h values, see `daemon::exit_code`).
 pub const EXIT_UNAVAILABLE: i32 = 69;
 pub const EXIT_HOST_ID_IN_USE: i32 = 76;
@@ -267,12 +271,11 @@ pub struct Agent {
     arming: bool,
     ready_sent: bool,
     last_pet: Option<u64>,
-    own_mailbox_nonce: Option<u64>,
-    /// Last nonce seen in every mailbox; the first read of the volume sets the baseline.
-    mailbox_seen: BTreeMap<u32, u64>,
-    mailbox_baseline: bool,
+    /// Recent nonces seen in every mailbox (messages present while probing are history).
+    mailbox_seen: BTreeMap<u32, Vec<u64>>,
     ack_nonce: u64,
-    probe_first: Option<(u64, Option<(u64, u64)>)>,
+    /// Per volume: when the probe first read it and what the own block held then.
+    probe_first: Vec<Option<(u64, Option<(u64, u64)>)>>,
     fences: BTreeMap<u32, FenceJob>,
     storage: Storage,
     /// A fence request may ask for power-off instead of the configured action.
@@ -301,11 +304,9 @@ impl Agent {
             arming: false,
             ready_sent: false,
             last_pet: None,
-            own_mailbox_nonce: None,
             mailbox_seen: BTreeMap::new(),
-            mailbox_baseline: false,
             ack_nonce: 0,
-            probe_first: None,
+            probe_first: Vec::new(),
             fences: BTreeMap::new(),
             storage: Storage::Ok,
             pending_kind: None,
@@ -833,6 +834,9 @@ impl Agent {
                 if renewed {
                     self.vols[v].last_ok_start = Some(started);
                 }
+                if view.is_some() {
+                    self.vols[v].read_ok_start = Some(started);
+                }
                 self.vols[v].healthy = true;
             }
         }
@@ -844,7 +848,7 @@ impl Agent {
         }
         if let Some((finished, view)) = view {
             if matches!(self.phase, Phase::Probing { .. }) {
-                self.probe(finished, &view);
+                self.probe(v, finished, &view);
             }
             self.observe(v, finished, &view);
         }
@@ -886,7 +890,7 @@ impl Agent {
 
     /// Startup: the own block must stay still for 1.5 intervals, and an expired lease of an
     /// earlier agent on this boot dooms this one (S3).
-    fn probe(&mut self, finished: u64, view: &VolumeView) {
+    fn probe(&mut self, v: usize, finished: u64, view: &VolumeView) {
         let own = view.record(self.p.host_id);
         let value = own.map(|r| (r.incarnation, r.seq));
         if let Some(r) = own {
@@ -898,27 +902,26 @@ impl Agent {
                 }
             }
         }
-        if self.own_mailbox_nonce.is_none() {
-            // Messages already waiting were meant for an earlier run: never obey them.
-            self.own_mailbox_nonce = Some(view.mailbox(self.p.host_id).map_or(0, |m| m.nonce));
+        if let Some(r) = own {
+            // Continue the sequence of an earlier run so observers see progress, not a rewind.
+            self.seq = self.seq.max(r.seq);
         }
-        match self.probe_first {
-            None => self.probe_first = Some((finished, value)),
+        if self.probe_first.len() < self.vols.len() {
+            self.probe_first.resize(self.vols.len(), None);
+        }
+        // Volumes may legitimately differ (one missed writes); only a change on the same
+        // volume while nobody of ours writes is another writer.
+        match self.probe_first[v] {
+            None => self.probe_first[v] = Some((finished, value)),
             Some((first_at, first_value)) => {
                 if value != first_value {
                     if let Some(r) = own {
-                        if Some((r.incarnation, r.seq)) != first_value {
-                            self.collision(r.incarnation, r.seq);
-                            return;
-                        }
+                        self.collision(r.incarnation, r.seq);
+                        return;
                     }
                 }
                 let watched = finished.saturating_sub(first_at);
                 if watched >= self.p.timing.interval_ms * 3 / 2 {
-                    if let Some(r) = own {
-                        // Continue the sequence so observers see progress, not a rewind.
-                        self.seq = r.seq;
-                    }
                     self.phase = Phase::Running;
                     self.next_cycle_at = self.now.mono;
                     if !self.inherited {
@@ -1029,75 +1032,79 @@ impl Agent {
 
     fn mailboxes(&mut self, view: &VolumeView) {
         let own_id = self.p.host_id;
-        if !self.mailbox_baseline {
-            // Messages already on the volume when this agent starts are history.
-            self.mailbox_baseline = true;
-            for id in 1..=self.p.max_hosts {
-                self.mailbox_seen.insert(id, view.mailbox(id).map_or(0, |m| m.nonce));
-            }
-        }
-        if let Some(m) = view.mailbox(own_id).cloned() {
-            let fresh = self.own_mailbox_nonce.is_some_and(|n| n != m.nonce);
-            let for_me = m.target_incarnation == 0 || m.target_incarnation == self.p.incarnation;
-            if self.own_mailbox_nonce.is_some() {
-                self.own_mailbox_nonce = Some(m.nonce);
-            }
-            if fresh && for_me && !matches!(self.phase, Phase::Probing { .. }) {
-                match m.command {
-                    Command::Test => {
-                        self.ack_nonce = m.nonce;
-                    }
-                    Command::Reset | Command::PowerOff => {
-                        self.ack_nonce = m.nonce;
-                        self.pending_kind = Some(if m.command == Command::PowerOff {
-                            SelfFenceKind::PowerOff
-                        } else {
-                            SelfFenceKind::Reboot
-                        });
-                        self.doom(DoomReason::Request);
-                    }
-                    Command::None | Command::Clear | Command::ConfirmOff => {}
-                }
-            }
-        }
+        let probing = matches!(self.phase, Phase::Probing { .. });
         let coordinator = self.is_coordinator();
         for m in &view.mailboxes {
+            // Every volume may hold another message: remember each nonce, not just the last,
+            // so a lagging volume never replays an old command. Messages already on any volume
+            // while this agent probes are history and never obeyed.
+            let seen = self.mailbox_seen.entry(m.host_id).or_default();
+            if seen.contains(&m.nonce) {
+                continue;
+            }
+            if seen.len() >= MAILBOX_HISTORY {
+                seen.remove(0);
+            }
+            seen.push(m.nonce);
+            if probing {
+                continue;
+            }
             if m.host_id == own_id {
-                continue;
+                self.own_message(m);
+            } else if coordinator {
+                // Only the coordinator acts on clear / confirm-off; a command written while no
+                // coordinator ran is reported as not taken by the CLI.
+                self.operator_message(m);
             }
-            if self.mailbox_seen.get(&m.host_id).copied().unwrap_or(0) == m.nonce {
-                continue;
+        }
+    }
+
+    fn own_message(&mut self, m: &format::Mailbox) {
+        if m.target_incarnation != 0 && m.target_incarnation != self.p.incarnation {
+            return;
+        }
+        match m.command {
+            Command::Test => self.ack_nonce = m.nonce,
+            Command::Reset | Command::PowerOff => {
+                self.ack_nonce = m.nonce;
+                self.pending_kind = Some(if m.command == Command::PowerOff {
+                    SelfFenceKind::PowerOff
+                } else {
+                    SelfFenceKind::Reboot
+                });
+                self.doom(DoomReason::Request);
             }
-            self.mailbox_seen.insert(m.host_id, m.nonce);
-            // Only the coordinator acts on clear / confirm-off; a command written while no
-            // coordinator ran is reported as not taken by the CLI.
-            if !coordinator {
-                continue;
-            }
-            let Some(peer) = self.peers.get_mut(&m.host_id) else { continue };
-            let id = m.host_id;
-            match m.command {
-                Command::Clear => {
-                    let value = peer.record.as_ref().map(|r| (r.incarnation, r.seq));
-                    peer.cleared_at = value;
-                    self.fences.remove(&id);
-                    if self.verdicts.remove(&id).is_some() {
-                        self.verdict_gen += 1;
-                    }
+            Command::None | Command::Clear | Command::ConfirmOff => {}
+        }
+    }
+
+    fn operator_message(&mut self, m: &format::Mailbox) {
+        let id = m.host_id;
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        let Some(current) = peer.record.as_ref().map(|r| (r.incarnation, r.seq)) else { return };
+        // The operator named an incarnation: a host that rebooted since is another host now.
+        if m.target_incarnation != 0 && m.target_incarnation != current.0 {
+            return;
+        }
+        match m.command {
+            Command::Clear => {
+                peer.cleared_at = Some(current);
+                self.fences.remove(&id);
+                if self.verdicts.remove(&id).is_some() {
+                    self.verdict_gen += 1;
                 }
-                Command::ConfirmOff => {
-                    let incarnation = peer.record.as_ref().map_or(0, |r| r.incarnation);
-                    self.fences.remove(&id);
-                    self.set_verdict(id, VerdictKind::Fenced, FenceMethodKind::Manual, incarnation);
-                    self.event(
-                        EventKind::Fenced,
-                        id,
-                        Some(FenceMethodKind::Manual),
-                        "power-off confirmed by an operator".into(),
-                    );
-                }
-                _ => {}
             }
+            Command::ConfirmOff => {
+                self.fences.remove(&id);
+                self.set_verdict(id, VerdictKind::Fenced, FenceMethodKind::Manual, current.0);
+                self.event(
+                    EventKind::Fenced,
+                    id,
+                    Some(FenceMethodKind::Manual),
+                    "power-off confirmed by an operator".into(),
+                );
+            }
+            _ => {}
         }
     }
 
@@ -1137,8 +1144,22 @@ impl Agent {
         }
     }
 
+    /// How long a peer is known to have made no progress: from the first read that showed
+    /// its last value (finish time) to the start of the latest timely read of a read quorum.
+    /// Time in which this host read nothing (paused, storage stalled) proves nothing (S4).
     fn stale_ms(&self, p: &Peer) -> u64 {
-        self.now.mono.saturating_sub(p.last_change.max(self.judge_from))
+        self.evidence_until().saturating_sub(p.last_change.max(self.judge_from))
+    }
+
+    /// The start of the latest read such that a read quorum of volumes was read since.
+    fn evidence_until(&self) -> u64 {
+        let (_, r) = Self::quorums(self.vols.len());
+        let mut starts: Vec<u64> = self.vols.iter().filter_map(|v| v.read_ok_start).collect();
+        if starts.len() < r {
+            return 0;
+        }
+        starts.sort_unstable_by(|a, b| b.cmp(a));
+        starts[r - 1]
     }
 
     /// Peer states, coordinator election and, on the coordinator, fencing decisions.
