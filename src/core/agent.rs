@@ -242,6 +242,9 @@ enum Storage {
     Lost,
 }
 
+/// (incarnation, sequence) of a heartbeat record.
+type RecordId = (u64, u64);
+
 const PET_EVERY_MS: u64 = 500;
 /// Nonces remembered per mailbox.
 const MAILBOX_HISTORY: usize = 16;
@@ -275,7 +278,7 @@ pub struct Agent {
     mailbox_seen: BTreeMap<u32, Vec<u64>>,
     ack_nonce: u64,
     /// Per volume: when the probe first read it and what the own block held then.
-    probe_first: Vec<Option<(u64, Option<(u64, u64)>)>>,
+    probe_first: Vec<Option<(u64, Option<RecordId>)>>,
     fences: BTreeMap<u32, FenceJob>,
     storage: Storage,
     /// A fence request may ask for power-off instead of the configured action.
