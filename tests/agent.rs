@@ -227,6 +227,11 @@ fn kill_stop_and_term_reach_the_watchdog_correctly() {
     let status =
         bed.hosts[2].wait_exit(Duration::from_secs(5)).expect("agent did not exit on SIGTERM");
     assert!(status.success(), "exit status {status:?}\n{}", bed.hosts[2].log_text());
+    // The double's reader polls every 20 ms: give it time to read the last byte.
+    assert!(
+        wait_until(Duration::from_secs(2), || bed.hosts[2].watchdog.closed().is_some()),
+        "the agent exited but the FIFO is still open"
+    );
     assert!(bed.hosts[2].watchdog.magic_close(), "no magic close on SIGTERM");
     assert!(bed.hosts[2].watchdog.fired().is_none());
     let (_, state) = host_record(&dump(&bed.volume(0)), 3).unwrap();
