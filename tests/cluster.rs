@@ -240,10 +240,16 @@ fn dead_bmc_with_watchdog_is_fenced_by_the_watchdog_bound_never_earlier() {
         DEAD_AFTER.as_secs()
     );
     assert_eq!(bed.fenced(3).as_deref(), Some("watchdog"));
+    // S1 counts dead_after from the first read that showed the victim's last record. That
+    // record was written before the kill, at most one interval (1 s) before it, so the verdict
+    // may come up to one interval less than dead_after after the kill, never earlier.
+    let bound = DEAD_AFTER - Duration::from_secs(1);
     assert!(
-        took >= DEAD_AFTER,
-        "declared fenced {took:?} after death, before dead_after {DEAD_AFTER:?}"
+        took >= bound,
+        "declared fenced {took:?} after death, before dead_after - interval {bound:?}"
     );
+    // The exact bound, from the victim's last record as the observer saw it, is checked at
+    // every step by tests/simulation.rs and measured by bench/time_to_fenced.rs.
 }
 
 #[test]

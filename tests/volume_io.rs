@@ -242,7 +242,7 @@ fn bad_volumes_get_clear_errors_and_nothing_is_written() {
     );
     expect_failure(
         &["init", "--volume", &s("fresh"), "--suspect-after", "9"],
-        "suspect_after >= 2*interval",
+        "suspect_after >= 3*interval",
     );
     expect_failure(
         &["init", "--volume", &s("fresh"), "--watchdog-timeout", "1"],

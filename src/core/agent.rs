@@ -14,7 +14,7 @@ use super::format::{
 };
 use super::timing::Timing;
 use super::view::{Slot, VolumeView};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 /// Local time: monotonic milliseconds (decisions) and wall milliseconds (for people, S2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,6 +211,8 @@ struct Peer {
     status: Option<PeerStatus>,
     /// Value at which an operator cleared the peer.
     cleared_at: Option<(u64, u64)>,
+    /// Highest sequence number seen of each recent incarnation.
+    seen: VecDeque<(u64, u64)>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -219,6 +221,8 @@ struct Vol {
     in_flight: Option<(u64, u64, Option<u64>)>,
     /// Start of the last verified write (lease renewal point).
     last_ok_start: Option<u64>,
+    /// Sequence number of the last verified write.
+    last_ok_seq: Option<u64>,
     healthy: bool,
     last_error: String,
     /// After a failed cycle, retry this volume at this time instead of a full interval later.
@@ -246,6 +250,8 @@ enum Storage {
 type RecordId = (u64, u64);
 
 const PET_EVERY_MS: u64 = 500;
+/// Incarnations remembered per peer (restarts within the time a volume may lag).
+const SEEN_INCARNATIONS: usize = 8;
 /// Nonces remembered per mailbox.
 const MAILBOX_HISTORY: usize = 16;
 /// Exit codes the core asks for (sysexits.h values, see `daemon::exit_code`).
@@ -279,6 +285,8 @@ pub struct Agent {
     ack_nonce: u64,
     /// Per volume: when the probe first read it and what the own block held then.
     probe_first: Vec<Option<(u64, Option<RecordId>)>>,
+    /// Sequence number of the first `leaving` record.
+    leave_seq: Option<u64>,
     fences: BTreeMap<u32, FenceJob>,
     storage: Storage,
     /// A fence request may ask for power-off instead of the configured action.
@@ -310,6 +318,7 @@ impl Agent {
             mailbox_seen: BTreeMap::new(),
             ack_nonce: 0,
             probe_first: Vec::new(),
+            leave_seq: None,
             fences: BTreeMap::new(),
             storage: Storage::Ok,
             pending_kind: None,
@@ -462,6 +471,7 @@ impl Agent {
     fn step(&mut self) {
         let now = self.now.mono;
         self.check_stuck_io(now);
+        self.check_overdue_io(now);
         match self.phase {
             Phase::Probing { .. } | Phase::Exited => {}
             Phase::Running | Phase::Leaving { .. } => {
@@ -550,10 +560,15 @@ impl Agent {
 
     /// The leaving record must be verified on a write quorum before the watchdog is disarmed:
     /// otherwise peers would later fence a host whose watchdog no longer guards it (S1).
-    fn maybe_finish_leaving(&mut self, since: u64) {
+    fn maybe_finish_leaving(&mut self, _since: u64) {
         let (w, _) = Self::quorums(self.vols.len());
+        // Only a verified write of the leaving record itself counts: a cycle already in flight
+        // when the stop came (even one started in the same millisecond) wrote an `active`
+        // record, and disarming after it leaves peers a record that says "watchdog armed" for a
+        // host that is no longer guarded (S1).
+        let Some(leave_seq) = self.leave_seq else { return };
         let written =
-            self.vols.iter().filter(|v| v.last_ok_start.is_some_and(|s| s >= since)).count();
+            self.vols.iter().filter(|v| v.last_ok_seq.is_some_and(|s| s >= leave_seq)).count();
         if written >= w {
             self.phase = Phase::Exited;
             if self.armed {
@@ -597,6 +612,26 @@ impl Agent {
         }
         if changed {
             self.volume_health_changed();
+        }
+    }
+
+    /// S4: an own I/O cycle still running one interval after its start is not a failure yet
+    /// (that takes io_timeout), but this host observes nobody meanwhile, and its peers' writes
+    /// were most likely held up by the same stall: while fewer than a read quorum of volumes
+    /// are healthy and timely, peer timers stay restarted.
+    fn check_overdue_io(&mut self, now: u64) {
+        if self.p.knobs.judge_through_trouble {
+            return;
+        }
+        let (_, r) = Self::quorums(self.vols.len());
+        let interval = self.p.timing.interval_ms;
+        let timely = self
+            .vols
+            .iter()
+            .filter(|v| v.healthy && v.in_flight.is_none_or(|(_, s, _)| now < s + interval))
+            .count();
+        if timely < r {
+            self.judge_from = now;
         }
     }
 
@@ -700,6 +735,9 @@ impl Agent {
         };
         let record = write.map(|state| {
             self.seq += 1;
+            if state == HostState::Leaving && self.leave_seq.is_none() {
+                self.leave_seq = Some(self.seq);
+            }
             Box::new(self.record(state))
         });
         let written = record.as_ref().map(|r| r.seq);
@@ -836,6 +874,7 @@ impl Agent {
             None => {
                 if renewed {
                     self.vols[v].last_ok_start = Some(started);
+                    self.vols[v].last_ok_seq = written_seq;
                 }
                 if view.is_some() {
                     self.vols[v].read_ok_start = Some(started);
@@ -898,7 +937,10 @@ impl Agent {
         let value = own.map(|r| (r.incarnation, r.seq));
         if let Some(r) = own {
             if r.boot_id == self.p.boot_id && r.state != HostState::Leaving {
-                let expired = r.mono_ms + self.p.timing.lease_timeout_ms <= self.now.mono;
+                // Only a run that armed the watchdog can leave a reset pending: a record of
+                // one that never did (it could not open the device and exited) is history.
+                let expired = r.mono_ms + self.p.timing.lease_timeout_ms <= self.now.mono
+                    && r.caps & caps::WATCHDOG_ARMED != 0;
                 if r.state == HostState::SelfFencing || expired {
                     self.doom(DoomReason::PendingFromEarlierRun);
                     return;
@@ -919,7 +961,19 @@ impl Agent {
             Some((first_at, first_value)) => {
                 if value != first_value {
                     if let Some(r) = own {
-                        self.collision(r.incarnation, r.seq);
+                        // A write of this boot's own earlier agent, started before this agent
+                        // existed and stuck in flight when it was killed, may land late (up to
+                        // io_timeout): not another host, watch again. Anything written since
+                        // this agent started is a live second writer.
+                        let started = match self.phase {
+                            Phase::Probing { since } => since,
+                            _ => 0,
+                        };
+                        if r.boot_id != self.p.boot_id || r.mono_ms >= started {
+                            self.collision(r.incarnation, r.seq);
+                            return;
+                        }
+                        self.probe_first[v] = Some((finished, value));
                         return;
                     }
                 }
@@ -958,6 +1012,8 @@ impl Agent {
 
     /// Liveness evidence from one timely read (S2: local time only; S5: torn = no news).
     fn observe(&mut self, v: usize, finished: u64, view: &VolumeView) {
+        let now_mono = self.now.mono;
+        let interval = self.p.timing.interval_ms;
         let nvol = self.vols.len();
         let own_id = self.p.host_id;
         let mut rejoined = Vec::new();
@@ -980,15 +1036,30 @@ impl Agent {
                 continue;
             }
             let previous_incarnation = peer.record.as_ref().map(|p| p.incarnation);
-            // Only a value newer than anything seen is progress: a lagging volume showing an
-            // older record of the same incarnation is not.
-            let newer = match &peer.record {
-                Some(p) if p.incarnation == r.incarnation => r.seq > p.seq,
-                _ => true,
+            // Only a value newer than anything seen is progress. Incarnation numbers are
+            // random, so "another incarnation" does not mean "a newer one": a volume that
+            // missed the last writes of a run would otherwise bring that run back as a
+            // rejoin, and its stale record would be judged instead of the live one. An
+            // incarnation seen before is newer only with a higher sequence number; an unknown
+            // one if it continues the sequence (a restart does) or if the current one has
+            // stopped (a restart that could not read its old block starts again at 1).
+            let stopped = now_mono.saturating_sub(peer.last_change) >= 2 * interval;
+            let newer = match peer.seen.iter_mut().find(|(i, _)| *i == r.incarnation) {
+                Some((_, seq)) => r.seq > *seq,
+                None => peer.record.as_ref().is_none_or(|p| r.seq > p.seq || stopped),
             };
             peer.last[v] = Some(value);
             if !newer {
                 continue;
+            }
+            match peer.seen.iter_mut().find(|(i, _)| *i == r.incarnation) {
+                Some((_, seq)) => *seq = r.seq,
+                None => {
+                    if peer.seen.len() >= SEEN_INCARNATIONS {
+                        peer.seen.pop_front();
+                    }
+                    peer.seen.push_back((r.incarnation, r.seq));
+                }
             }
             peer.last_change = finished;
             if previous_incarnation.is_some_and(|p| p != r.incarnation) {
@@ -1151,7 +1222,12 @@ impl Agent {
     /// its last value (finish time) to the start of the latest timely read of a read quorum.
     /// Time in which this host read nothing (paused, storage stalled) proves nothing (S4).
     fn stale_ms(&self, p: &Peer) -> u64 {
-        self.evidence_until().saturating_sub(p.last_change.max(self.judge_from))
+        // Reads come once per interval: counting only up to the start of the latest one makes
+        // every verdict up to an interval late. Count up to now, but never more than one
+        // interval past the latest timely read, so a stall of this host's own I/O still does
+        // not age its peers.
+        let until = self.now.mono.min(self.evidence_until() + self.p.timing.interval_ms);
+        until.saturating_sub(p.last_change.max(self.judge_from))
     }
 
     /// The start of the latest read such that a read quorum of volumes was read since.

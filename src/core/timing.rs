@@ -102,9 +102,11 @@ impl Timing {
                 ),
             ),
             (
-                self.suspect_after_ms >= 2 * self.interval_ms,
-                "suspect_after >= 2*interval",
-                format!("suspect_after {} < 2*{}", s(self.suspect_after_ms), s(self.interval_ms)),
+                // One interval for the write, one for the observer's read, one for jitter
+                // (a read that just misses a landing write, a torn read racing a write).
+                self.suspect_after_ms >= 3 * self.interval_ms,
+                "suspect_after >= 3*interval",
+                format!("suspect_after {} < 3*{}", s(self.suspect_after_ms), s(self.interval_ms)),
             ),
             (
                 self.watchdog_timeout_ms >= 2_000,
@@ -206,8 +208,8 @@ mod tests {
 
     #[test]
     fn suspect_and_watchdog_rules() {
-        let t = Timing { suspect_after_ms: 9_999, ..Timing::default() };
-        assert_eq!(t.validate().unwrap_err().rule, "suspect_after >= 2*interval");
+        let t = Timing { suspect_after_ms: 14_999, ..Timing::default() };
+        assert_eq!(t.validate().unwrap_err().rule, "suspect_after >= 3*interval");
         let t = Timing { watchdog_timeout_ms: 1_000, ..Timing::default() };
         assert_eq!(t.validate().unwrap_err().rule, "watchdog_timeout >= 2 s");
         let t = Timing { watchdog_timeout_ms: 2_500, ..Timing::default() };
