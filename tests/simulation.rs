@@ -38,26 +38,18 @@
 //! two agents with one id), liveness (above), S2 (a second run with other wall clocks takes
 //! exactly the same decisions at the same instants).
 //!
-//! Known core bugs this suite finds (mechanism, seeds and proposed patches in the report of the
-//! simulation work; seeds depend on the core version; every check that catches one carries a
-//! `KNOWN CORE BUG` comment). Fixed in 13f019e: B1 (`S4`: an own I/O slow but not failed yet
-//! was not trouble, a stall shorter than io_timeout made the coordinator fence everyone), B2
-//! (`S4`/`LEFT`: a resumed SIGSTOPped agent fenced everyone), B3 (`S1`/`LIVENESS`: mailbox
-//! nonces compared across volumes replayed old commands; confirm-off ignored the incarnation),
-//! B5 (`COLLISION`: the start-up probe compared different volumes). Open at 6918121:
-//! - L1 (`LIVENESS`): the 13f019e staleness (up to the latest timely read start) makes every
-//!   verdict up to about one interval later than suspect_after + fencing + interval, or
-//!   dead_after + interval;
-//! - B7 (`SPURIOUS`): a restart more than lease_timeout after an agent that never armed the
-//!   watchdog (exit 69) is taken for an expired lease: the host resets itself;
-//! - B5b (`COLLISION`): a write of the killed predecessor (same boot id) that lands during
-//!   the restarted agent's probe is taken for another host: exit 76, not restarted;
-//! - B4 (`LEFT`, `S1`): a stop that races an in-flight `active` write disarms the watchdog
-//!   with no `leaving` record on the volume; peers later reach the watchdog bound;
-//! - B6 (`LEFT`, `S1`): any incarnation other than the current one counts as newer, so a
-//!   volume that missed a run's last writes brings that run back and it is judged instead;
-//! - suspect_after = 2*interval (allowed by `init`) is exceeded by read/write phase jitter
-//!   alone (`S4`, `QUIET`) unless staleness lags as in 13f019e (which costs L1).
+//! Core bugs this suite found, all fixed (mechanism and seeds in the simulation work's report;
+//! seeds depend on the core version; the checks that caught them carry a `KNOWN CORE BUG`
+//! comment naming the bug): B1 (`S4`: an own I/O slow but not failed yet was not trouble),
+//! B2 (`S4`/`LEFT`: a resumed SIGSTOPped agent fenced everyone), B3 (`S1`: mailbox nonces
+//! compared across volumes replayed old commands; confirm-off ignored the incarnation), B5
+//! (`COLLISION`: the start-up probe compared different volumes) — fixed in 13f019e; L1
+//! (`LIVENESS`: staleness lagged one interval), B7 (`SPURIOUS`: an agent that never armed was
+//! taken for an expired lease), B5b (`COLLISION`: a late write of the killed predecessor), B4
+//! (`LEFT`/`S1`: a stop racing an in-flight write disarmed without `leaving` on the volume), B6
+//! (`LEFT`/`S1`: a lagging volume brought back an old incarnation), and suspect_after =
+//! 2*interval (now refused by `init`: read/write phase jitter alone exceeds it) — fixed in
+//! fd4d1a7.
 
 mod sim;
 
