@@ -27,6 +27,9 @@
 
 #[path = "../tests/support/cluster.rs"]
 mod cluster;
+#[path = "common.rs"]
+mod common;
+use common::{command_line, now_utc, source_state};
 
 use cluster::{Host, HostSpec};
 use hbfence::core::format::{self, caps, Decoded, HostState};
@@ -51,18 +54,6 @@ const FAST_INIT: &[&str] = &[
     "2",
     "--suspect-after",
     "0.3",
-];
-const ONE_SEC_INIT: &[&str] = &[
-    "--interval",
-    "1",
-    "--io-timeout",
-    "2",
-    "--lease-timeout",
-    "4",
-    "--watchdog-timeout",
-    "2",
-    "--suspect-after",
-    "3",
 ];
 const STRESS_VM_BYTES: &str = "4G";
 const SAMPLE_EVERY: Duration = Duration::from_millis(5);
@@ -589,7 +580,7 @@ fn main() {
     let mut agents = vec![
         setup_agent(tmp.path(), "rt-off", FAST_INIT, 100, false, true),
         setup_agent(tmp.path(), "rt-on", FAST_INIT, 100, true, true),
-        setup_agent(tmp.path(), "cpu-1s", ONE_SEC_INIT, 1000, true, false),
+        setup_agent(tmp.path(), "cpu-1s", cluster::INIT_ARGS, 1000, true, false),
         setup_agent(tmp.path(), "cpu-5s", &[], 5000, true, false),
     ];
     let stop = Arc::new(AtomicBool::new(false));
@@ -890,49 +881,4 @@ fn fs_type(p: &Path) -> String {
 
 fn agent_desc(a: &Agent) -> String {
     format!("{} ({})", a.label, if a.rt { "RR 10 + mlockall" } else { "no RT, no mlock" })
-}
-
-fn now_utc() -> String {
-    Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
-/// The command that reproduces this run, with the arguments actually given.
-fn command_line(bench: &str) -> String {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
-    let mut cmd = format!("CARGO_TARGET_DIR=/work/target-bench cargo bench --bench {bench}");
-    if !args.is_empty() {
-        cmd += &format!(" -- {}", args.join(" "));
-    }
-    cmd
-}
-
-/// Which source was measured: commit, and how many files under src/ differ from it.
-fn source_state() -> String {
-    let dir = env!("CARGO_MANIFEST_DIR");
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    match git(&["rev-parse", "--short", "HEAD"]) {
-        Some(head) => {
-            let dirty = git(&["status", "--porcelain", "--", "src"]).unwrap_or_default();
-            let n = dirty.lines().count();
-            if n == 0 {
-                format!("commit {head}, src/ clean")
-            } else {
-                format!("commit {head} + uncommitted changes in {n} file(s) under src/")
-            }
-        }
-        None => "unknown (no git)".to_string(),
-    }
 }

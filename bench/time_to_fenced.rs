@@ -23,6 +23,9 @@
 mod bmc;
 #[path = "../tests/support/cluster.rs"]
 mod cluster;
+#[path = "common.rs"]
+mod common;
+use common::{command_line, now_utc, source_state};
 
 use bmc::SimBmc;
 use cluster::{BmcConfig, Host, HostSpec};
@@ -54,19 +57,6 @@ struct Cfg {
     dead_after_ms: u64,
 }
 
-const ONE_SEC: &[&str] = &[
-    "--interval",
-    "1",
-    "--io-timeout",
-    "2",
-    "--lease-timeout",
-    "4",
-    "--watchdog-timeout",
-    "2",
-    "--suspect-after",
-    "3",
-];
-
 const CONFIGS: &[Cfg] = &[
     Cfg {
         key: "bmc-5s",
@@ -79,7 +69,7 @@ const CONFIGS: &[Cfg] = &[
     Cfg {
         key: "bmc-1s",
         path: Path_::Bmc,
-        init: ONE_SEC,
+        init: cluster::INIT_ARGS,
         interval_ms: 1000,
         suspect_ms: 3000,
         dead_after_ms: 9000,
@@ -95,7 +85,7 @@ const CONFIGS: &[Cfg] = &[
     Cfg {
         key: "wd-1s",
         path: Path_::Watchdog,
-        init: ONE_SEC,
+        init: cluster::INIT_ARGS,
         interval_ms: 1000,
         suspect_ms: 3000,
         dead_after_ms: 9000,
@@ -670,49 +660,4 @@ fn main() {
     println!("source: {}", source_state());
     println!("command: {}", command_line("time_to_fenced"));
     println!("total run time: {:.1} s", started.elapsed().as_secs_f64());
-}
-
-fn now_utc() -> String {
-    std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
-/// The command that reproduces this run, with the arguments actually given.
-fn command_line(bench: &str) -> String {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
-    let mut cmd = format!("CARGO_TARGET_DIR=/work/target-bench cargo bench --bench {bench}");
-    if !args.is_empty() {
-        cmd += &format!(" -- {}", args.join(" "));
-    }
-    cmd
-}
-
-/// Which source was measured: commit, and how many files under src/ differ from it.
-fn source_state() -> String {
-    let dir = env!("CARGO_MANIFEST_DIR");
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    match git(&["rev-parse", "--short", "HEAD"]) {
-        Some(head) => {
-            let dirty = git(&["status", "--porcelain", "--", "src"]).unwrap_or_default();
-            let n = dirty.lines().count();
-            if n == 0 {
-                format!("commit {head}, src/ clean")
-            } else {
-                format!("commit {head} + uncommitted changes in {n} file(s) under src/")
-            }
-        }
-        None => "unknown (no git)".to_string(),
-    }
 }

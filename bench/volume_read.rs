@@ -11,6 +11,9 @@
 
 #[path = "../tests/support/cluster.rs"]
 mod cluster;
+#[path = "common.rs"]
+mod common;
+use common::{command_line, source_state};
 
 use hbfence::core::format::{self, caps, Decoded, FenceMethodKind, Heartbeat, HostState};
 use hbfence::core::format::{Command as MailCommand, Mailbox, Verdict, VerdictKind};
@@ -358,41 +361,4 @@ fn main() {
     println!("source: {}", source_state());
     println!("command: {}", command_line("volume_read"));
     println!("total run time: {:.1} s", started.elapsed().as_secs_f64());
-}
-
-/// The command that reproduces this run, with the arguments actually given.
-fn command_line(bench: &str) -> String {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
-    let mut cmd = format!("CARGO_TARGET_DIR=/work/target-bench cargo bench --bench {bench}");
-    if !args.is_empty() {
-        cmd += &format!(" -- {}", args.join(" "));
-    }
-    cmd
-}
-
-/// Which source was measured: commit, and how many files under src/ differ from it.
-fn source_state() -> String {
-    let dir = env!("CARGO_MANIFEST_DIR");
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    match git(&["rev-parse", "--short", "HEAD"]) {
-        Some(head) => {
-            let dirty = git(&["status", "--porcelain", "--", "src"]).unwrap_or_default();
-            let n = dirty.lines().count();
-            if n == 0 {
-                format!("commit {head}, src/ clean")
-            } else {
-                format!("commit {head} + uncommitted changes in {n} file(s) under src/")
-            }
-        }
-        None => "unknown (no git)".to_string(),
-    }
 }
