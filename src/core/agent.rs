@@ -13,7 +13,7 @@ use super::format::{
     VerdictKind,
 };
 use super::timing::Timing;
-use super::view::{Slot, VolumeView};
+use super::view::{newest_coordinator_record, Slot, VolumeView};
 use std::collections::{BTreeMap, VecDeque};
 
 /// Local time: monotonic milliseconds (decisions) and wall milliseconds (for people, S2).
@@ -149,9 +149,7 @@ pub enum Phase {
     },
     Running,
     /// Stopping cleanly: writing the `leaving` record.
-    Leaving {
-        since: u64,
-    },
+    Leaving,
     /// Lease expired or fence request: never pets again (S3).
     Doomed {
         since: u64,
@@ -474,7 +472,7 @@ impl Agent {
         self.check_overdue_io(now);
         match self.phase {
             Phase::Probing { .. } | Phase::Exited => {}
-            Phase::Running | Phase::Leaving { .. } => {
+            Phase::Running | Phase::Leaving => {
                 if self.lease_expiry().is_some_and(|e| now >= e) {
                     self.doom(DoomReason::LeaseExpired);
                 }
@@ -486,8 +484,8 @@ impl Agent {
                 }
             }
         }
-        if let Phase::Leaving { since } = self.phase {
-            self.maybe_finish_leaving(since);
+        if self.phase == Phase::Leaving {
+            self.maybe_finish_leaving();
         }
         self.maybe_pet(now);
         self.update_storage_state();
@@ -549,18 +547,18 @@ impl Agent {
                     });
                     return;
                 }
-                self.phase = Phase::Leaving { since: self.now.mono };
+                self.phase = Phase::Leaving;
                 // Write the leaving record now instead of waiting for the next interval.
                 self.next_cycle_at = self.now.mono;
             }
             // S3: a pending self-fence cannot be cancelled by stopping the agent.
-            Phase::Leaving { .. } | Phase::Doomed { .. } | Phase::Exited => {}
+            Phase::Leaving | Phase::Doomed { .. } | Phase::Exited => {}
         }
     }
 
     /// The leaving record must be verified on a write quorum before the watchdog is disarmed:
     /// otherwise peers would later fence a host whose watchdog no longer guards it (S1).
-    fn maybe_finish_leaving(&mut self, _since: u64) {
+    fn maybe_finish_leaving(&mut self) {
         let (w, _) = Self::quorums(self.vols.len());
         // Only a verified write of the leaving record itself counts: a cycle already in flight
         // when the stop came (even one started in the same millisecond) wrote an `active`
@@ -728,7 +726,7 @@ impl Agent {
                     None
                 }
             }
-            Phase::Leaving { .. } => Some(HostState::Leaving),
+            Phase::Leaving => Some(HostState::Leaving),
             Phase::Running => {
                 Some(if self.armed { HostState::Active } else { HostState::Starting })
             }
@@ -992,22 +990,14 @@ impl Agent {
     /// A host that starts adopts the verdict table with the highest generation on the volume.
     fn inherit_verdicts(&mut self, view: &VolumeView) {
         self.inherited = true;
-        let best = view
-            .slots
-            .iter()
-            .filter_map(|s| match s {
-                Slot::Record(r)
-                    if r.caps & caps::COORDINATOR != 0 && r.host_id != self.p.host_id =>
-                {
-                    Some(r)
-                }
-                _ => None,
-            })
-            .max_by_key(|r| (r.verdict_gen, std::cmp::Reverse(r.host_id)));
-        if let Some(r) = best {
-            self.verdicts = r.verdicts.iter().map(|v| (v.host_id, *v)).collect();
-            self.verdict_gen = r.verdict_gen;
+        if let Some(r) = newest_coordinator_record(view, Some(self.p.host_id)) {
+            self.adopt_verdicts(r);
         }
+    }
+
+    fn adopt_verdicts(&mut self, coordinator: &Heartbeat) {
+        self.verdicts = coordinator.verdicts.iter().map(|v| (v.host_id, *v)).collect();
+        self.verdict_gen = coordinator.verdict_gen;
     }
 
     /// Liveness evidence from one timely read (S2: local time only; S5: torn = no news).
@@ -1194,8 +1184,7 @@ impl Agent {
         }
         if let Some(r) = view.record(c) {
             if r.caps & caps::COORDINATOR != 0 && r.verdict_gen != self.verdict_gen {
-                self.verdicts = r.verdicts.iter().map(|v| (v.host_id, *v)).collect();
-                self.verdict_gen = r.verdict_gen;
+                self.adopt_verdicts(r);
             }
         }
     }

@@ -65,18 +65,26 @@ pub fn decode_view(raw: &[u8], geo: Geometry, cluster: &ClusterId) -> VolumeView
 /// The cluster's verdicts as written on the volume: the table of the coordinator block with
 /// the highest generation (ties: lowest id). Returns (that coordinator, its verdicts).
 pub fn cluster_verdicts(view: &VolumeView) -> (Option<u32>, Vec<super::format::Verdict>) {
-    let best = view
-        .slots
-        .iter()
-        .filter_map(|s| match s {
-            Slot::Record(r) if r.caps & super::format::caps::COORDINATOR != 0 => Some(r),
-            _ => None,
-        })
-        .max_by_key(|r| (r.verdict_gen, std::cmp::Reverse(r.host_id)));
-    match best {
+    match newest_coordinator_record(view, None) {
         Some(r) => (Some(r.host_id), r.verdicts.clone()),
         None => (None, Vec::new()),
     }
+}
+
+/// The coordinator-flagged record with the highest verdict generation (ties: lowest id),
+/// leaving out host `except` (an agent does not inherit from its own block).
+pub fn newest_coordinator_record(view: &VolumeView, except: Option<u32>) -> Option<&Heartbeat> {
+    view.slots
+        .iter()
+        .filter_map(|s| match s {
+            Slot::Record(r)
+                if r.caps & super::format::caps::COORDINATOR != 0 && Some(r.host_id) != except =>
+            {
+                Some(r)
+            }
+            _ => None,
+        })
+        .max_by_key(|r| (r.verdict_gen, std::cmp::Reverse(r.host_id)))
 }
 
 /// The verdict that applies to host `id` now: only one about its current incarnation counts

@@ -1230,7 +1230,7 @@ impl World {
                 let p = self.hosts[h].proc.as_mut().expect("running");
                 p.exited = true;
                 let inc = p.inc;
-                if code == 0 && matches!(before, Phase::Leaving { .. }) {
+                if code == 0 && matches!(before, Phase::Leaving) {
                     // A host whose heartbeat had already stopped for about suspect_after
                     // before its `leaving` record landed may be suspected (and fenced) by a
                     // coordinator that had no chance to read that record yet: that is the
@@ -1318,8 +1318,7 @@ impl World {
             .filter(|v| v.kind == VerdictKind::Fenced)
             .map(|v| (v.host_id, v.incarnation, v.method))
             .collect();
-        if matches!(phase, Phase::Running | Phase::Leaving { .. })
-            && lease.is_some_and(|e| now.mono >= e)
+        if matches!(phase, Phase::Running | Phase::Leaving) && lease.is_some_and(|e| now.mono >= e)
         {
             let id = self.hosts[h].id;
             self.violate(
@@ -1751,7 +1750,7 @@ impl World {
             Fault::Crash { h, restart_after } => {
                 let Some(p) = self.hosts[h].proc.as_ref() else { return };
                 let now = self.now_for(h);
-                let expired = matches!(p.agent.phase(), Phase::Running | Phase::Leaving { .. })
+                let expired = matches!(p.agent.phase(), Phase::Running | Phase::Leaving)
                     && p.agent.lease_expiry().is_some_and(|e| now.mono >= e);
                 if expired {
                     // It was stopped past its lease: that lease is lost for the whole boot.
