@@ -7,7 +7,7 @@ use crate::core::agent::{
     Action, Agent, AgentParams, Input, Now, Phase, SelfFenceKind, UnsafeTestKnobs,
 };
 use crate::core::events::Event;
-use crate::core::format::{self, caps, BootId, FenceMethodKind, Header, BLOCK_SIZE};
+use crate::core::format::{self, caps, BootId, FenceMethodKind, Header};
 use crate::core::view::decode_view;
 use crate::events::{self, EventSettings};
 use crate::fence::{self, AgentTarget, FenceMethod, FenceSettings, IpmiTarget};
@@ -221,7 +221,6 @@ fn spawn_io_thread(
             }
         })
         .map_err(|e| StartError::failure(format!("cannot start the I/O thread: {e}")))?;
-    debug_assert_eq!(BLOCK_SIZE, 4096);
     Ok(req_tx)
 }
 
@@ -663,11 +662,12 @@ impl Daemon {
         let phase = match a.phase() {
             Phase::Probing { .. } => "probing",
             Phase::Running => "running",
-            Phase::Leaving { .. } => "leaving",
+            Phase::Leaving => "leaving",
             Phase::Doomed { .. } => "self-fencing",
             Phase::Exited => "exited",
         };
         let lease_left = a.lease_expiry().map(|e| e as i64 - t.mono as i64);
+        let lease_valid = a.lease_valid(t.mono);
         let peers: Vec<_> = a
             .peer_views()
             .into_iter()
@@ -703,7 +703,7 @@ impl Daemon {
             "incarnation": a.params().incarnation,
             "phase": phase,
             "seq": a.seq(),
-            "lease_valid": a.lease_valid(t.mono),
+            "lease_valid": lease_valid,
             "lease_remaining_ms": lease_left,
             "watchdog_armed": a.watchdog_armed(),
             "coordinator": a.coordinator(),
@@ -715,18 +715,15 @@ impl Daemon {
             "wall_time_ms": t.wall,
         });
         let tmp = self.status_path.with_extension("json.tmp");
-        if std::fs::write(&tmp, doc.to_string())
-            .and_then(|()| std::fs::rename(&tmp, &self.status_path))
-            .is_err()
-        {
-            // The runtime dir may have vanished; status is informative only.
-        }
+        // The runtime dir may have vanished; status is informative only.
+        let _ = std::fs::write(&tmp, doc.to_string())
+            .and_then(|()| std::fs::rename(&tmp, &self.status_path));
         let summary = format!(
             "{phase}, seq {}, lease {}, coordinator {}, {} peer(s)",
             a.seq(),
-            if a.lease_valid(t.mono) { "valid" } else { "not valid" },
+            if lease_valid { "valid" } else { "not valid" },
             a.coordinator().map_or("none".to_string(), |c| c.to_string()),
-            a.peer_views().len()
+            peers.len()
         );
         if summary != self.last_notify {
             sd_notify(&format!("STATUS={summary}"));

@@ -377,4 +377,8 @@ impl Snapshot {
     pub fn mailbox(&self, id: u32) -> Decoded {
         format::decode(self.mailbox_raw(id))
     }
+    /// The snapshot decoded as the daemon decodes a read (no second read of the volume).
+    pub fn view(&self) -> crate::core::view::VolumeView {
+        crate::core::view::decode_view(self.blocks.as_slice(), self.geometry, &self.header.cluster)
+    }
 }

@@ -2,7 +2,7 @@
 
 use super::{CliError, CliResult};
 use crate::config::hostname;
-use crate::core::format::{self, Decoded, Geometry, Header, BLOCK_SIZE, MAX_HOSTS_LIMIT};
+use crate::core::format::{self, Decoded, Geometry, Header, MAX_HOSTS_LIMIT};
 use crate::core::timing::{format_secs, parse_secs, Timing};
 use crate::sys;
 use crate::volume::{Access, AlignedBuf, Volume};
@@ -249,6 +249,5 @@ fn write_volume(volume: &Volume, header: &Header) -> CliResult {
     let mut hbuf = AlignedBuf::new(1)?;
     hbuf.block_mut(0).copy_from_slice(&format::encode_header(header));
     volume.write_blocks(0, &hbuf)?;
-    debug_assert_eq!(BLOCK_SIZE, 4096);
     Ok(())
 }

@@ -250,15 +250,16 @@ pub fn status(a: &StatusArgs) -> CliResult {
     let (volume, snap) = open_snapshot(path)?;
     let h = &snap.header;
     let now = sys::wall_ms();
-    let mut rows = Vec::new();
-    for id in 1..=h.max_hosts {
-        if let Decoded::Heartbeat(hb) = snap.heartbeat(id) {
-            if hb.cluster == h.cluster && hb.host_id == id {
-                rows.push(hb);
-            }
-        }
-    }
-    let view = volume.read_view(h)?;
+    // One read: the decoded view keeps only valid records of this cluster in their own slot.
+    let view = snap.view();
+    let rows: Vec<&Heartbeat> = view
+        .slots
+        .iter()
+        .filter_map(|s| match s {
+            crate::core::view::Slot::Record(r) => Some(r),
+            _ => None,
+        })
+        .collect();
     let (coordinator, _) = crate::core::view::cluster_verdicts(&view);
     let verdict_of = |id: u32| crate::core::view::current_verdict(&view, id);
     if a.json {

@@ -142,6 +142,11 @@ pub fn daemon_view(config: &Config) -> Option<Value> {
     (alive && fresh).then_some(v)
 }
 
+/// This host's daemon's judgement of peer `id` (alive, suspect, left...), if it runs.
+fn daemon_peer_status(daemon: Option<&Value>, id: u32) -> Option<&str> {
+    daemon?["peers"].as_array()?.iter().find(|p| p["id"] == id)?["status"].as_str()
+}
+
 pub fn status_config(config_path: &Path, json_out: bool) -> CliResult {
     let c = load(config_path)?;
     let view = c.view()?;
@@ -151,16 +156,12 @@ pub fn status_config(config_path: &Path, json_out: bool) -> CliResult {
     let mut rows = Vec::new();
     for s in &view.slots {
         let crate::core::view::Slot::Record(r) = s else { continue };
-        let peer = daemon
-            .as_ref()
-            .and_then(|d| d["peers"].as_array())
-            .and_then(|ps| ps.iter().find(|p| p["id"] == r.host_id));
         let judged = if r.host_id == c.config.host.id {
             daemon.as_ref().map_or("not running".to_string(), |d| {
                 d["phase"].as_str().unwrap_or("?").to_string()
             })
         } else {
-            peer.and_then(|p| p["status"].as_str()).unwrap_or("-").to_string()
+            daemon_peer_status(daemon.as_ref(), r.host_id).unwrap_or("-").to_string()
         };
         let verdict =
             verdicts.iter().find(|v| v.host_id == r.host_id && v.incarnation == r.incarnation);
@@ -237,11 +238,7 @@ pub fn check(a: &CheckArgs) -> CliResult {
     let daemon = daemon_view(&c.config);
     let record = view.record(id);
     let verdict = current_verdict(&view, id);
-    let daemon_status = daemon
-        .as_ref()
-        .and_then(|d| d["peers"].as_array().cloned())
-        .and_then(|ps| ps.into_iter().find(|p| p["id"] == id))
-        .and_then(|p| p["status"].as_str().map(str::to_string));
+    let daemon_status = daemon_peer_status(daemon.as_ref(), id);
     let (word, code, why) = if verdict.is_some_and(|v| v.kind == VerdictKind::Fenced) {
         (
             "FENCED",
@@ -252,7 +249,7 @@ pub fn check(a: &CheckArgs) -> CliResult {
         ("LEFT", check_exit::LEFT, "its agent stopped cleanly: not protected, never fenced")
     } else if id == c.config.host.id && daemon.is_some() {
         ("ALIVE", check_exit::ALIVE, "this host's own agent is running")
-    } else if daemon_status.as_deref() == Some("suspect") {
+    } else if daemon_status == Some("suspect") {
         (
             "DEAD",
             check_exit::DEAD,
