@@ -99,6 +99,10 @@ pub enum Input {
     },
     /// Result of arming the watchdog after the first successful heartbeat.
     WatchdogArmed(Result<(), String>),
+    /// The device opened, but its timer stops when the device is closed (no magic close and
+    /// nowayout off): a crashed agent would leave the host unguarded, so the driver closed it
+    /// again and this host runs without a watchdog (never advertised, never petted; S3).
+    WatchdogUnguarded(String),
     /// One fencing attempt on a peer finished.
     FenceDone { peer: u32, method: FenceMethodKind, result: Result<String, String> },
     /// SIGTERM / SIGINT.
@@ -276,6 +280,8 @@ pub struct Agent {
     judge_from: u64,
     armed: bool,
     arming: bool,
+    /// The watchdog device cannot guard this host (it stops on close): run without it.
+    unguarded: bool,
     ready_sent: bool,
     last_pet: Option<u64>,
     /// Recent nonces seen in every mailbox (messages present while probing are history).
@@ -311,6 +317,7 @@ impl Agent {
             judge_from: now.mono,
             armed: false,
             arming: false,
+            unguarded: false,
             ready_sent: false,
             last_pet: None,
             mailbox_seen: BTreeMap::new(),
@@ -431,6 +438,7 @@ impl Agent {
                 self.io_done(volume, cycle, started, write, read)
             }
             Input::WatchdogArmed(r) => self.watchdog_armed_result(r),
+            Input::WatchdogUnguarded(why) => self.watchdog_unguarded(why),
             Input::FenceDone { peer, method, result } => self.fence_done(peer, method, result),
             Input::StopRequested => self.stop_requested(),
         }
@@ -539,7 +547,7 @@ impl Agent {
                 });
             }
             Phase::Running => {
-                if !self.armed && self.seq == 0 {
+                if !self.watchdog_settled() && self.seq == 0 {
                     self.phase = Phase::Exited;
                     self.actions.push(Action::Exit {
                         code: 0,
@@ -594,6 +602,24 @@ impl Agent {
                 });
             }
         }
+    }
+
+    /// The driver logged why; peers learn it from the record (no `watchdog armed` flag), so
+    /// they never apply the watchdog bound to this host (S1).
+    fn watchdog_unguarded(&mut self, _why: String) {
+        self.arming = false;
+        self.unguarded = true;
+        self.armed = false;
+        self.next_cycle_at = self.now.mono;
+    }
+
+    /// Arming is over: either the watchdog guards this host or it cannot (and is not used).
+    fn watchdog_settled(&self) -> bool {
+        self.armed || self.unguarded
+    }
+
+    pub fn watchdog_unusable(&self) -> bool {
+        self.unguarded
     }
 
     fn check_stuck_io(&mut self, now: u64) {
@@ -728,7 +754,7 @@ impl Agent {
             }
             Phase::Leaving => Some(HostState::Leaving),
             Phase::Running => {
-                Some(if self.armed { HostState::Active } else { HostState::Starting })
+                Some(if self.watchdog_settled() { HostState::Active } else { HostState::Starting })
             }
         };
         let record = write.map(|state| {
@@ -906,11 +932,11 @@ impl Agent {
             };
         }
         if matches!(self.phase, Phase::Running) {
-            if !self.armed && !self.arming {
+            if !self.watchdog_settled() && !self.arming {
                 self.arming = true;
                 self.actions.push(Action::ArmWatchdog);
             }
-            if self.armed && !self.ready_sent {
+            if self.watchdog_settled() && !self.ready_sent {
                 self.ready_sent = true;
                 self.actions.push(Action::Ready);
             }
@@ -1301,7 +1327,7 @@ impl Agent {
         let mut best: Option<u32> = None;
         // The same conditions peers must show (`active`): armed, leased, healthy I/O.
         if self.p.eligible
-            && self.armed
+            && self.watchdog_settled()
             && matches!(self.phase, Phase::Running)
             && self.lease_valid(now)
             && self.io_healthy()

@@ -1047,6 +1047,7 @@ impl World {
                 format!("IoDone vol {volume} cycle {cycle}{w}{r}")
             }
             Input::WatchdogArmed(r) => format!("WatchdogArmed {r:?}"),
+            Input::WatchdogUnguarded(why) => format!("WatchdogUnguarded {why}"),
             Input::FenceDone { peer, method, result } => {
                 format!("FenceDone host {peer} method {} {result:?}", method.as_str())
             }
