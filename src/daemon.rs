@@ -299,18 +299,7 @@ fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
         }
     }
 
-    let mut fence_methods = BTreeMap::new();
-    for p in &config.peers {
-        match fence_method_for(&config, p.id) {
-            Some(FenceMethod::Ipmi(_)) => {
-                fence_methods.insert(p.id, FenceMethodKind::Ipmi);
-            }
-            Some(FenceMethod::Agent(_)) => {
-                fence_methods.insert(p.id, FenceMethodKind::Agent);
-            }
-            None => {}
-        }
-    }
+    let fence_methods = fence_methods(&config);
     let incarnation = (sys::random_u64() & ((1 << 53) - 1)).max(1);
     let params = AgentParams {
         host_id: config.host.id,
@@ -384,6 +373,18 @@ fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
     };
     sd_notify("STATUS=probing the volume for another writer of this host id");
     Ok(d.main_loop(rx, &stop, &hup))
+}
+
+/// How the core may fence each peer, from the configuration.
+fn fence_methods(config: &Config) -> BTreeMap<u32, FenceMethodKind> {
+    config
+        .peers
+        .iter()
+        .filter_map(|p| match fence_method_for(config, p.id)? {
+            FenceMethod::Ipmi(_) => Some((p.id, FenceMethodKind::Ipmi)),
+            FenceMethod::Agent(_) => Some((p.id, FenceMethodKind::Agent)),
+        })
+        .collect()
 }
 
 impl Daemon {
@@ -576,7 +577,16 @@ impl Daemon {
     }
 
     fn start_fence(&mut self, peer: u32) {
-        let Some(method) = fence_method_for(&self.config, peer) else { return };
+        let Some(method) = fence_method_for(&self.config, peer) else {
+            // The core and the configuration disagree (a reload raced this action): never
+            // leave the core waiting for an attempt that does not run.
+            let _ = self.inputs.send(Input::FenceDone {
+                peer,
+                method: FenceMethodKind::None,
+                result: Err("no BMC or fence agent configured for this host".into()),
+            });
+            return;
+        };
         let kind = match method {
             FenceMethod::Ipmi(_) => FenceMethodKind::Ipmi,
             FenceMethod::Agent(_) => FenceMethodKind::Agent,
@@ -645,6 +655,9 @@ impl Daemon {
         // Peers' BMC details and [fencing] apply to the next fencing attempt.
         self.fence_settings = fence_settings(&merged);
         self.config = merged;
+        let methods = fence_methods(&self.config);
+        let power_on_after = self.config.fencing.after == AfterFence::On;
+        self.feed(Input::FencingChanged { methods, power_on_after });
         if kept.is_empty() {
             log::info!("configuration reloaded: peers, [fencing] and [events] applied");
         } else {

@@ -107,6 +107,8 @@ pub enum Input {
     FenceDone { peer: u32, method: FenceMethodKind, result: Result<String, String> },
     /// SIGTERM / SIGINT.
     StopRequested,
+    /// SIGHUP reloaded the peers' fencing methods and `[fencing] after`.
+    FencingChanged { methods: BTreeMap<u32, FenceMethodKind>, power_on_after: bool },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -441,6 +443,9 @@ impl Agent {
             Input::WatchdogUnguarded(why) => self.watchdog_unguarded(why),
             Input::FenceDone { peer, method, result } => self.fence_done(peer, method, result),
             Input::StopRequested => self.stop_requested(),
+            Input::FencingChanged { methods, power_on_after } => {
+                self.fencing_changed(methods, power_on_after)
+            }
         }
         self.step();
         std::mem::take(&mut self.actions)
@@ -1456,6 +1461,27 @@ impl Agent {
         }
     }
 
+    /// A reload changed how peers are fenced: jobs of peers whose method changed start over
+    /// (an attempt still running is not waited for; its late result finds no job).
+    fn fencing_changed(&mut self, methods: BTreeMap<u32, FenceMethodKind>, power_on_after: bool) {
+        let changed: Vec<u32> = self
+            .fences
+            .keys()
+            .copied()
+            .filter(|id| self.p.fence_methods.get(id) != methods.get(id))
+            .collect();
+        self.p.fence_methods = methods;
+        self.p.power_on_after = power_on_after;
+        for id in changed {
+            self.fences.remove(&id);
+            let detail = match self.p.fence_methods.get(&id) {
+                Some(m) => format!("fencing method changed by a reload (now {})", m.as_str()),
+                None => "fencing method removed by a reload".to_string(),
+            };
+            self.event(EventKind::FenceFailed, id, None, detail);
+        }
+    }
+
     fn fence_done(&mut self, id: u32, method: FenceMethodKind, result: Result<String, String>) {
         let incarnation =
             self.peers.get(&id).and_then(|p| p.record.as_ref()).map_or(0, |r| r.incarnation);
@@ -1971,5 +1997,28 @@ mod tests {
         s.run(2000);
         assert_eq!(s.verdict(3, 4), None, "host 3 did not mirror the clear");
         assert_eq!(s.verdict(3, 1).map(|v| v.0), Some(VerdictKind::Fenced));
+    }
+
+    #[test]
+    fn reload_that_removes_a_bmc_reaches_the_core() {
+        // Issue 10 item 10: the job stayed in flight forever, with no event.
+        let mut s = Sim::new(0);
+        let mut p = params(1);
+        p.fence_methods.insert(2, FenceMethodKind::Ipmi);
+        s.add(p);
+        s.add(params(2));
+        s.run(5000);
+        s.kill(2);
+        s.run(T.suspect_after_ms + 1500);
+        assert_eq!(s.host(1).fences, vec![2]);
+        s.feed(0, Input::FencingChanged { methods: BTreeMap::new(), power_on_after: false });
+        let failed = events(s.host(1), EventKind::FenceFailed);
+        assert!(
+            failed.iter().any(|e| e.host == 2 && e.detail.contains("removed by a reload")),
+            "no event for the removed method: {failed:?}"
+        );
+        s.run(200);
+        assert_eq!(s.verdict(1, 2).map(|v| v.0), Some(VerdictKind::FenceFailed));
+        assert_eq!(s.host(1).fences, vec![2], "fenced through a removed BMC");
     }
 }

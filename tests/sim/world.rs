@@ -1052,6 +1052,7 @@ impl World {
                 format!("FenceDone host {peer} method {} {result:?}", method.as_str())
             }
             Input::StopRequested => "StopRequested (SIGTERM)".into(),
+            Input::FencingChanged { methods, .. } => format!("FencingChanged {methods:?}"),
         };
         self.hlog(h, format!("<- {line}"));
     }
