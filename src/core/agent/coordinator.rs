@@ -1,0 +1,267 @@
+//! Coordinator election and the verdict table (S1, S8): who may fence, when a peer is declared
+//! `fenced`, and how tables pass from one coordinator to the next.
+
+use super::*;
+
+impl Agent {
+    /// A host that starts adopts the verdict table with the highest generation on the volume.
+    pub(super) fn inherit_verdicts(&mut self, view: &VolumeView) {
+        self.inherited = true;
+        if let Some(r) = newest_coordinator_record(view, Some(self.p.host_id)) {
+            self.adopt_verdicts(r);
+        }
+    }
+
+    pub(super) fn adopt_verdicts(&mut self, coordinator: &Heartbeat) {
+        self.verdicts = coordinator.verdicts.iter().map(|v| (v.host_id, *v)).collect();
+        self.verdict_gen = coordinator.verdict_gen;
+    }
+
+    /// Non-coordinators keep the current coordinator's verdict table (verdicts live on the
+    /// volume, so a new coordinator inherits them).
+    pub(super) fn mirror_coordinator(&mut self, view: &VolumeView) {
+        if !self.inherited && !matches!(self.phase, Phase::Probing { .. }) {
+            self.inherit_verdicts(view);
+        }
+        let Some(c) = self.coordinator else { return };
+        if c == self.p.host_id {
+            return;
+        }
+        if let Some(r) = view.record(c) {
+            if r.caps & caps::COORDINATOR != 0 && r.verdict_gen != self.verdict_gen {
+                self.adopt_verdicts(r);
+            }
+        }
+    }
+
+    pub(super) fn set_verdict(
+        &mut self,
+        id: u32,
+        kind: VerdictKind,
+        method: FenceMethodKind,
+        incarnation: u64,
+    ) {
+        let v = Verdict { host_id: id, kind, method, incarnation, wall_ms: self.now.wall };
+        let changed = self
+            .verdicts
+            .get(&id)
+            .is_none_or(|o| o.kind != kind || o.method != method || o.incarnation != incarnation);
+        if changed {
+            self.verdicts.insert(id, v);
+            self.verdict_gen += 1;
+        }
+    }
+
+    pub(super) fn elect(&mut self) {
+        let now = self.now.mono;
+        let mut best: Option<u32> = None;
+        // The same conditions peers must show (`active`): armed, leased, healthy I/O.
+        if self.p.eligible
+            && self.watchdog_settled()
+            && matches!(self.phase, Phase::Running)
+            && self.lease_valid(now)
+            && self.io_healthy()
+        {
+            best = Some(self.p.host_id);
+        }
+        for (&id, p) in &self.peers {
+            let Some(r) = &p.record else { continue };
+            let fenced = self
+                .verdicts
+                .get(&id)
+                .is_some_and(|v| v.kind == VerdictKind::Fenced && v.incarnation == r.incarnation);
+            let candidate = p.status == Some(PeerStatus::Alive)
+                && r.state == HostState::Active
+                && r.caps & caps::COORDINATOR_ELIGIBLE != 0
+                && r.caps & caps::IO_HEALTHY != 0
+                && !fenced;
+            if candidate && best.is_none_or(|b| id < b) {
+                best = Some(id);
+            }
+        }
+        if best != self.coordinator {
+            let was = self.coordinator;
+            self.coordinator = best;
+            if best == Some(self.p.host_id) {
+                // Continue from the newest table on the volume (our mirror of the last one).
+                self.verdict_gen += 1;
+            }
+            let detail = format!(
+                "coordinator {} -> {}",
+                was.map_or("none".to_string(), |w| w.to_string()),
+                best.map_or("none".to_string(), |b| b.to_string())
+            );
+            self.event(EventKind::CoordinatorChanged, best.unwrap_or(0), None, detail);
+        }
+    }
+
+    /// S1: `fenced` only on a confirmed power-off or after the watchdog bound.
+    pub(super) fn fence_if_needed(&mut self, id: u32) {
+        let t = self.p.timing;
+        let now = self.now.mono;
+        let Some(p) = self.peers.get(&id) else { return };
+        if p.status != Some(PeerStatus::Suspect) {
+            return;
+        }
+        let Some(r) = p.record.clone() else { return };
+        let stale = self.stale_ms(p);
+        if self
+            .verdicts
+            .get(&id)
+            .is_some_and(|v| v.kind == VerdictKind::Fenced && v.incarnation == r.incarnation)
+        {
+            return;
+        }
+        // The watchdog bound: lease + in-flight I/O + watchdog + margin since the first read
+        // that showed the last value. A host that acknowledged a fence request stopped petting
+        // before writing that record, so only in-flight I/O + watchdog + margin remain.
+        if r.caps & caps::WATCHDOG_ARMED != 0 {
+            let wd_ms = t.watchdog_timeout_ms.max(u64::from(r.watchdog_timeout_s) * 1000);
+            let (bound, method) = if r.state == HostState::SelfFencing {
+                (t.io_timeout_ms + wd_ms + t.margin_ms, FenceMethodKind::Request)
+            } else {
+                (
+                    t.lease_timeout_ms + t.io_timeout_ms + wd_ms + t.margin_ms,
+                    FenceMethodKind::Watchdog,
+                )
+            };
+            if stale >= bound {
+                self.fences.remove(&id);
+                self.set_verdict(id, VerdictKind::Fenced, method, r.incarnation);
+                self.event(
+                    EventKind::Fenced,
+                    id,
+                    Some(method),
+                    format!("no progress for {stale} ms (bound {bound} ms)"),
+                );
+                return;
+            }
+        }
+        let method = self.p.fence_methods.get(&id).copied();
+        let job = self.fences.entry(id).or_default();
+        if job.in_flight || now < job.next_attempt_at {
+            return;
+        }
+        match method {
+            Some(_) => {
+                job.in_flight = true;
+                job.attempts += 1;
+                let first = job.attempts == 1;
+                if self.verdicts.get(&id).is_none_or(|v| v.incarnation != r.incarnation) {
+                    self.set_verdict(
+                        id,
+                        VerdictKind::Fencing,
+                        FenceMethodKind::None,
+                        r.incarnation,
+                    );
+                }
+                if first {
+                    self.event(
+                        EventKind::FenceStarted,
+                        id,
+                        method,
+                        format!("no progress for {stale} ms"),
+                    );
+                }
+                self.actions.push(Action::StartFence { peer: id });
+            }
+            None => {
+                if job.attempts == 0 {
+                    job.attempts = 1;
+                    job.next_attempt_at = u64::MAX;
+                    self.set_verdict(
+                        id,
+                        VerdictKind::FenceFailed,
+                        FenceMethodKind::None,
+                        r.incarnation,
+                    );
+                    let why = if r.caps & caps::WATCHDOG_ARMED != 0 {
+                        "no BMC or fence agent configured for it; waiting for the watchdog bound"
+                    } else {
+                        "no BMC or fence agent configured and no armed watchdog advertised: it will never be declared fenced; power it off and run `hbfence fence HOST --confirm-off`"
+                    };
+                    self.event(EventKind::FenceFailed, id, None, why.into());
+                }
+            }
+        }
+    }
+
+    /// A reload changed how peers are fenced: jobs of peers whose method changed start over
+    /// (an attempt still running is not waited for; its late result finds no job).
+    pub(super) fn fencing_changed(
+        &mut self,
+        methods: BTreeMap<u32, FenceMethodKind>,
+        power_on_after: bool,
+    ) {
+        let changed: Vec<u32> = self
+            .fences
+            .keys()
+            .copied()
+            .filter(|id| self.p.fence_methods.get(id) != methods.get(id))
+            .collect();
+        self.p.fence_methods = methods;
+        self.p.power_on_after = power_on_after;
+        for id in changed {
+            self.fences.remove(&id);
+            let detail = match self.p.fence_methods.get(&id) {
+                Some(m) => format!("fencing method changed by a reload (now {})", m.as_str()),
+                None => "fencing method removed by a reload".to_string(),
+            };
+            self.event(EventKind::FenceFailed, id, None, detail);
+        }
+    }
+
+    pub(super) fn fence_done(
+        &mut self,
+        id: u32,
+        method: FenceMethodKind,
+        result: Result<String, String>,
+    ) {
+        let incarnation =
+            self.peers.get(&id).and_then(|p| p.record.as_ref()).map_or(0, |r| r.incarnation);
+        let Some(job) = self.fences.get_mut(&id) else { return };
+        job.in_flight = false;
+        match result {
+            Ok(detail) => {
+                // S8: the driver reports Ok only when the power state was confirmed off.
+                self.fences.remove(&id);
+                if !self
+                    .verdicts
+                    .get(&id)
+                    .is_some_and(|v| v.kind == VerdictKind::Fenced && v.incarnation == incarnation)
+                {
+                    self.set_verdict(id, VerdictKind::Fenced, method, incarnation);
+                    self.event(EventKind::Fenced, id, Some(method), detail);
+                    if self.p.power_on_after {
+                        self.actions.push(Action::PowerOn { peer: id });
+                    }
+                }
+            }
+            Err(detail) => {
+                let suspect =
+                    self.peers.get(&id).is_some_and(|p| p.status == Some(PeerStatus::Suspect));
+                if !suspect {
+                    // It came back while the attempt ran: nothing to fence any more.
+                    self.fences.remove(&id);
+                    if self.verdicts.get(&id).is_some_and(|v| v.kind != VerdictKind::Fenced) {
+                        self.verdicts.remove(&id);
+                        self.verdict_gen += 1;
+                    }
+                    return;
+                }
+                let Some(job) = self.fences.get_mut(&id) else { return };
+                let backoff =
+                    (2_000u64 << job.attempts.saturating_sub(1).min(4)).min(FENCE_BACKOFF_MAX_MS);
+                job.next_attempt_at = self.now.mono + backoff;
+                let repeat = job.last_detail == detail;
+                job.last_detail.clone_from(&detail);
+                if !self.verdicts.get(&id).is_some_and(|v| v.kind == VerdictKind::Fenced) {
+                    self.set_verdict(id, VerdictKind::FenceFailed, method, incarnation);
+                }
+                if !repeat {
+                    self.event(EventKind::FenceFailed, id, Some(method), detail);
+                }
+            }
+        }
+    }
+}

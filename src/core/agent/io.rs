@@ -1,0 +1,304 @@
+//! Volume I/O cycles and the health of this host's own storage (S4): what is written, when a
+//! cycle counts as failed, and when own trouble restarts every peer timer.
+
+use super::*;
+
+impl Agent {
+    pub(super) fn check_stuck_io(&mut self, now: u64) {
+        let limit = self.p.timing.io_timeout_ms;
+        let mut changed = false;
+        for v in &mut self.vols {
+            if let Some((_, started, _)) = v.in_flight {
+                if now >= started + limit && v.healthy {
+                    v.healthy = false;
+                    v.last_error = format!("I/O stuck for more than {} ms", limit);
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.volume_health_changed();
+        }
+    }
+
+    /// S4: an own I/O cycle still running one interval after its start is not a failure yet
+    /// (that takes io_timeout), but this host observes nobody meanwhile, and its peers' writes
+    /// were most likely held up by the same stall: while fewer than a read quorum of volumes
+    /// are healthy and timely, peer timers stay restarted.
+    pub(super) fn check_overdue_io(&mut self, now: u64) {
+        if self.p.knobs.judge_through_trouble {
+            return;
+        }
+        let (_, r) = Self::quorums(self.vols.len());
+        let interval = self.p.timing.interval_ms;
+        let timely = self
+            .vols
+            .iter()
+            .filter(|v| v.healthy && v.in_flight.is_none_or(|(_, s, _)| now < s + interval))
+            .count();
+        if timely < r {
+            self.judge_from = now;
+        }
+    }
+
+    /// S4: any change of the own storage health restarts every peer timer.
+    pub(super) fn volume_health_changed(&mut self) {
+        if !self.p.knobs.judge_through_trouble {
+            self.judge_from = self.now.mono;
+        }
+    }
+
+    pub(super) fn healthy_volumes(&self) -> usize {
+        self.vols.iter().filter(|v| v.healthy).count()
+    }
+
+    /// True while this host may judge peers (S4): a read quorum of healthy volumes.
+    pub(super) fn can_judge(&self) -> bool {
+        let (_, r) = Self::quorums(self.vols.len());
+        self.p.knobs.judge_through_trouble || self.healthy_volumes() >= r
+    }
+
+    pub(super) fn io_healthy(&self) -> bool {
+        let (w, r) = Self::quorums(self.vols.len());
+        self.p.knobs.judge_through_trouble || self.healthy_volumes() >= w.max(r)
+    }
+
+    pub(super) fn update_storage_state(&mut self) {
+        if matches!(self.phase, Phase::Probing { .. } | Phase::Exited) {
+            return;
+        }
+        let (w, r) = Self::quorums(self.vols.len());
+        let healthy = self.healthy_volumes();
+        let state = if healthy == self.vols.len() {
+            Storage::Ok
+        } else if healthy >= w.max(r) {
+            Storage::Degraded
+        } else {
+            Storage::Lost
+        };
+        if state != self.storage {
+            let detail = self
+                .vols
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| !v.healthy)
+                .map(|(i, v)| format!("volume {i}: {}", v.last_error))
+                .collect::<Vec<_>>()
+                .join("; ");
+            let kind = match state {
+                Storage::Ok => EventKind::StorageRestored,
+                Storage::Degraded => EventKind::StorageDegraded,
+                Storage::Lost => EventKind::StorageLost,
+            };
+            self.storage = state;
+            self.event(kind, self.p.host_id, None, detail);
+        }
+    }
+
+    pub(super) fn schedule_io(&mut self, now: u64) {
+        if self.phase == Phase::Exited {
+            return;
+        }
+        let due = now >= self.next_cycle_at;
+        // A coordinator publishes a changed verdict table at once, not an interval later.
+        let publish = self.is_coordinator()
+            && self.verdict_gen != self.published_gen
+            && self.phase == Phase::Running;
+        // A volume whose last cycle failed is retried early: a short storage blip then costs
+        // the lease only its own length, not an extra interval.
+        let retry: Vec<usize> = (0..self.vols.len())
+            .filter(|&v| {
+                let vol = &self.vols[v];
+                vol.in_flight.is_none() && (publish || vol.retry_at.is_some_and(|t| now >= t))
+            })
+            .collect();
+        if !due && retry.is_empty() {
+            return;
+        }
+        let interval = self.p.timing.interval_ms;
+        self.cycle += 1;
+        if due {
+            self.next_cycle_at = if now >= self.next_cycle_at + interval {
+                now + interval
+            } else {
+                self.next_cycle_at + interval
+            };
+        }
+        let write = match self.phase {
+            Phase::Probing { .. } | Phase::Exited => None,
+            // A doomed host writes once more only to acknowledge a fence request.
+            Phase::Doomed { fenced, reason, .. } => {
+                if reason == DoomReason::Request && !fenced {
+                    Some(HostState::SelfFencing)
+                } else {
+                    None
+                }
+            }
+            Phase::Leaving => Some(HostState::Leaving),
+            Phase::Running => {
+                Some(if self.watchdog_settled() { HostState::Active } else { HostState::Starting })
+            }
+        };
+        let record = write.map(|state| {
+            self.seq += 1;
+            if state == HostState::Leaving && self.leave_seq.is_none() {
+                self.leave_seq = Some(self.seq);
+            }
+            Box::new(self.record(state))
+        });
+        let written = record.as_ref().map(|r| r.seq);
+        for v in 0..self.vols.len() {
+            // A stuck I/O is never queued behind: this volume skips the cycle.
+            if self.vols[v].in_flight.is_some() || (!due && !retry.contains(&v)) {
+                continue;
+            }
+            self.vols[v].retry_at = None;
+            if written.is_some() {
+                self.published_gen = self.verdict_gen;
+            }
+            self.vols[v].in_flight = Some((self.cycle, now, written));
+            self.actions.push(Action::StartIo {
+                volume: v,
+                cycle: self.cycle,
+                write: record.clone(),
+            });
+        }
+    }
+
+    pub(super) fn record(&self, state: HostState) -> Heartbeat {
+        let mut c = 0;
+        if self.armed {
+            c |= caps::WATCHDOG_ARMED;
+        }
+        if self.p.eligible {
+            c |= caps::COORDINATOR_ELIGIBLE;
+        }
+        if self.is_coordinator() {
+            c |= caps::COORDINATOR;
+        }
+        if self.io_healthy() {
+            c |= caps::IO_HEALTHY;
+        }
+        let mut verdicts: Vec<Verdict> = if self.is_coordinator() {
+            self.verdicts.values().copied().collect()
+        } else {
+            Vec::new()
+        };
+        verdicts.truncate(format::MAX_VERDICTS);
+        Heartbeat {
+            cluster: self.p.cluster,
+            host_id: self.p.host_id,
+            incarnation: self.p.incarnation,
+            seq: self.seq,
+            wall_ms: self.now.wall,
+            mono_ms: self.now.mono,
+            boot_id: self.p.boot_id,
+            state,
+            watchdog_timeout_s: if self.armed { self.p.watchdog_timeout_s } else { 0 },
+            caps: c,
+            ack_nonce: self.ack_nonce,
+            coordinator: self.coordinator.unwrap_or(0),
+            verdict_gen: self.verdict_gen,
+            name: self.p.name.clone(),
+            verdicts,
+        }
+    }
+
+    pub(super) fn io_done(
+        &mut self,
+        v: usize,
+        cycle: u64,
+        started: u64,
+        write: Option<Result<u64, String>>,
+        read: Result<(u64, VolumeView), String>,
+    ) {
+        if v >= self.vols.len() {
+            return;
+        }
+        let mut written_seq = None;
+        if let Some((c, _, seq)) = self.vols[v].in_flight {
+            if c == cycle {
+                self.vols[v].in_flight = None;
+                written_seq = seq;
+            }
+        }
+        let limit = self.p.timing.io_timeout_ms;
+        let mut failure: Option<String> = None;
+        if let Some(Err(e)) = &write {
+            failure = Some(format!("write failed: {e}"));
+        }
+        let view = match read {
+            Ok((finished, view)) => {
+                // The whole cycle counts as one I/O: slower than io_timeout is a failure, even
+                // if it completed (a late success must not renew the lease).
+                if finished > started + limit {
+                    failure.get_or_insert(format!(
+                        "I/O cycle took {} ms (io_timeout {} ms)",
+                        finished - started,
+                        limit
+                    ));
+                    None
+                } else {
+                    Some((finished, view))
+                }
+            }
+            Err(e) => {
+                failure.get_or_insert(format!("read failed: {e}"));
+                None
+            }
+        };
+        let mut renewed = false;
+        if let (Some(Ok(_)), Some((_, view))) = (&write, &view) {
+            if failure.is_none() {
+                // The write is verified only if the read shows exactly what was written:
+                // a torn or lost write must not renew the lease.
+                match view.record(self.p.host_id) {
+                    Some(r)
+                        if r.incarnation == self.p.incarnation && Some(r.seq) == written_seq =>
+                    {
+                        renewed = true;
+                    }
+                    Some(r) if r.incarnation != self.p.incarnation => {
+                        self.collision(r.incarnation, r.seq);
+                        return;
+                    }
+                    _ => {
+                        failure =
+                            Some("write not visible when read back (torn or lost write)".into())
+                    }
+                }
+            }
+        }
+        let was_healthy = self.vols[v].healthy;
+        match &failure {
+            Some(e) => {
+                self.vols[v].healthy = false;
+                self.vols[v].last_error.clone_from(e);
+                let wait = RETRY_MS.min(self.p.timing.interval_ms);
+                self.vols[v].retry_at = Some(self.now.mono + wait);
+            }
+            None => {
+                if renewed {
+                    self.vols[v].last_ok_start = Some(started);
+                    self.vols[v].last_ok_seq = written_seq;
+                }
+                if view.is_some() {
+                    self.vols[v].read_ok_start = Some(started);
+                }
+                self.vols[v].healthy = true;
+            }
+        }
+        if was_healthy != self.vols[v].healthy {
+            self.volume_health_changed();
+        }
+        if renewed {
+            self.after_renewal();
+        }
+        if let Some((finished, view)) = view {
+            if matches!(self.phase, Phase::Probing { .. }) {
+                self.probe(v, finished, &view);
+            }
+            self.observe(v, finished, &view);
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! This host's own safety (S3, S7): the lease renewed by verified writes, the watchdog and its
+//! pets, doom and self-fence, the start-up probe for another writer of the same host id, and a
+//! clean leave.
+
+use super::*;
+
+impl Agent {
+    /// End of the own lease, if a write quorum of volumes ever renewed it.
+    pub fn lease_expiry(&self) -> Option<u64> {
+        let (w, _) = Self::quorums(self.vols.len());
+        let mut ends: Vec<u64> = self
+            .vols
+            .iter()
+            .filter_map(|v| v.last_ok_start.map(|s| s + self.p.timing.lease_timeout_ms))
+            .collect();
+        if ends.len() < w {
+            return None;
+        }
+        ends.sort_unstable_by(|a, b| b.cmp(a));
+        Some(ends[w - 1])
+    }
+
+    pub fn lease_valid(&self, now: u64) -> bool {
+        self.lease_expiry().is_some_and(|e| now < e)
+    }
+
+    pub(super) fn doomed(&self) -> bool {
+        matches!(self.phase, Phase::Doomed { .. })
+    }
+
+    pub(super) fn self_fence_kind(&self) -> SelfFenceKind {
+        self.pending_kind.unwrap_or(self.p.self_fence)
+    }
+
+    pub(super) fn maybe_pet(&mut self, now: u64) {
+        // S3: only while the lease is valid, never once doomed.
+        if !self.armed || self.doomed() || !self.lease_valid(now) {
+            return;
+        }
+        if self.last_pet.is_none_or(|t| now >= t + PET_EVERY_MS) {
+            self.last_pet = Some(now);
+            self.actions.push(Action::Pet);
+        }
+    }
+
+    /// The lease is gone: never pet again, mark the boot, reset the host (S3).
+    pub(super) fn doom(&mut self, reason: DoomReason) {
+        if self.doomed() || self.phase == Phase::Exited {
+            return;
+        }
+        let now = self.now.mono;
+        // A fence request first writes its acknowledgement (bounded by io_timeout); a lost
+        // lease means storage is gone, so the reset happens at once.
+        let fence_at =
+            if reason == DoomReason::Request { now + self.p.timing.io_timeout_ms } else { now };
+        self.phase = Phase::Doomed { since: now, reason, fence_at, fenced: false };
+        self.actions.push(Action::MarkDoomed);
+        self.event(EventKind::SelfFence, self.p.host_id, None, reason.as_str().to_string());
+        if fence_at <= now {
+            self.phase = Phase::Doomed { since: now, reason, fence_at, fenced: true };
+            self.actions.push(Action::SelfFence { kind: self.self_fence_kind(), reason });
+        }
+    }
+
+    pub(super) fn stop_requested(&mut self) {
+        match self.phase {
+            Phase::Probing { .. } => {
+                self.phase = Phase::Exited;
+                self.actions.push(Action::Exit {
+                    code: 0,
+                    message: "stopped before the first heartbeat".into(),
+                });
+            }
+            Phase::Running => {
+                if !self.watchdog_settled() && self.seq == 0 {
+                    self.phase = Phase::Exited;
+                    self.actions.push(Action::Exit {
+                        code: 0,
+                        message: "stopped before the first heartbeat".into(),
+                    });
+                    return;
+                }
+                self.phase = Phase::Leaving;
+                // Write the leaving record now instead of waiting for the next interval.
+                self.next_cycle_at = self.now.mono;
+            }
+            // S3: a pending self-fence cannot be cancelled by stopping the agent.
+            Phase::Leaving | Phase::Doomed { .. } | Phase::Exited => {}
+        }
+    }
+
+    /// The leaving record must be verified on a write quorum before the watchdog is disarmed:
+    /// otherwise peers would later fence a host whose watchdog no longer guards it (S1).
+    pub(super) fn maybe_finish_leaving(&mut self) {
+        let (w, _) = Self::quorums(self.vols.len());
+        // Only a verified write of the leaving record itself counts: a cycle already in flight
+        // when the stop came (even one started in the same millisecond) wrote an `active`
+        // record, and disarming after it leaves peers a record that says "watchdog armed" for a
+        // host that is no longer guarded (S1).
+        let Some(leave_seq) = self.leave_seq else { return };
+        let written =
+            self.vols.iter().filter(|v| v.last_ok_seq.is_some_and(|s| s >= leave_seq)).count();
+        if written >= w {
+            self.phase = Phase::Exited;
+            if self.armed {
+                self.actions.push(Action::DisarmWatchdog);
+                self.armed = false;
+            }
+            self.actions.push(Action::Exit { code: 0, message: "left the cluster cleanly".into() });
+        }
+    }
+
+    pub(super) fn watchdog_armed_result(&mut self, r: Result<(), String>) {
+        self.arming = false;
+        match r {
+            Ok(()) => {
+                self.armed = true;
+                // Publish the armed watchdog at the next cycle, right away.
+                self.next_cycle_at = self.now.mono;
+            }
+            Err(e) => {
+                self.phase = Phase::Exited;
+                // The device may come back (driver reload, holder stopped): a restart may help.
+                self.actions.push(Action::Exit {
+                    code: EXIT_UNAVAILABLE,
+                    message: format!("cannot arm the watchdog: {e}"),
+                });
+            }
+        }
+    }
+
+    /// The driver logged why; peers learn it from the record (no `watchdog armed` flag), so
+    /// they never apply the watchdog bound to this host (S1).
+    pub(super) fn watchdog_unguarded(&mut self, _why: String) {
+        self.arming = false;
+        self.unguarded = true;
+        self.armed = false;
+        self.next_cycle_at = self.now.mono;
+    }
+
+    /// Arming is over: either the watchdog guards this host or it cannot (and is not used).
+    pub(super) fn watchdog_settled(&self) -> bool {
+        self.armed || self.unguarded
+    }
+
+    pub fn watchdog_unusable(&self) -> bool {
+        self.unguarded
+    }
+
+    pub(super) fn after_renewal(&mut self) {
+        // The acknowledgement of a fence request is on the volume: reset now.
+        if let Phase::Doomed { since, reason: DoomReason::Request, fenced: false, .. } = self.phase
+        {
+            self.phase = Phase::Doomed {
+                since,
+                reason: DoomReason::Request,
+                fence_at: self.now.mono,
+                fenced: false,
+            };
+        }
+        if matches!(self.phase, Phase::Running) {
+            if !self.watchdog_settled() && !self.arming {
+                self.arming = true;
+                self.actions.push(Action::ArmWatchdog);
+            }
+            if self.watchdog_settled() && !self.ready_sent {
+                self.ready_sent = true;
+                self.actions.push(Action::Ready);
+            }
+        }
+    }
+
+    pub(super) fn collision(&mut self, other_incarnation: u64, other_seq: u64) {
+        self.phase = Phase::Exited;
+        // An armed watchdog is left running (no magic close): a host that cannot keep its
+        // heartbeat must not stay unguarded.
+        let message = format!(
+            "host id {} is in use by another writer (incarnation {other_incarnation}, seq {other_seq}); two hosts with one id would defeat fencing: give every host its own [host] id",
+            self.p.host_id
+        );
+        self.actions.push(Action::Exit { code: EXIT_HOST_ID_IN_USE, message });
+    }
+
+    /// Startup: the own block must stay still for 1.5 intervals, and an expired lease of an
+    /// earlier agent on this boot dooms this one (S3).
+    pub(super) fn probe(&mut self, v: usize, finished: u64, view: &VolumeView) {
+        let own = view.record(self.p.host_id);
+        let value = own.map(|r| (r.incarnation, r.seq));
+        if let Some(r) = own {
+            if r.boot_id == self.p.boot_id && r.state != HostState::Leaving {
+                // Only a run that armed the watchdog can leave a reset pending: a record of
+                // one that never did (it could not open the device and exited) is history.
+                let expired = r.mono_ms + self.p.timing.lease_timeout_ms <= self.now.mono
+                    && r.caps & caps::WATCHDOG_ARMED != 0;
+                if r.state == HostState::SelfFencing || expired {
+                    self.doom(DoomReason::PendingFromEarlierRun);
+                    return;
+                }
+            }
+        }
+        if let Some(r) = own {
+            // Continue the sequence of an earlier run so observers see progress, not a rewind.
+            self.seq = self.seq.max(r.seq);
+        }
+        if self.probe_first.len() < self.vols.len() {
+            self.probe_first.resize(self.vols.len(), None);
+        }
+        // Volumes may legitimately differ (one missed writes); only a change on the same
+        // volume while nobody of ours writes is another writer.
+        match self.probe_first[v] {
+            None => self.probe_first[v] = Some((finished, value)),
+            Some((first_at, first_value)) => {
+                if value != first_value {
+                    if let Some(r) = own {
+                        // A write of this boot's own earlier agent, started before this agent
+                        // existed and stuck in flight when it was killed, may land late (up to
+                        // io_timeout): not another host, watch again. Anything written since
+                        // this agent started is a live second writer.
+                        let started = match self.phase {
+                            Phase::Probing { since } => since,
+                            _ => 0,
+                        };
+                        if r.boot_id != self.p.boot_id || r.mono_ms >= started {
+                            self.collision(r.incarnation, r.seq);
+                            return;
+                        }
+                        self.probe_first[v] = Some((finished, value));
+                        return;
+                    }
+                }
+                let watched = finished.saturating_sub(first_at);
+                if watched >= self.p.timing.interval_ms * 3 / 2 {
+                    self.phase = Phase::Running;
+                    self.next_cycle_at = self.now.mono;
+                    if !self.inherited {
+                        self.inherit_verdicts(view);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,504 @@
+//! The per-host decision state machine, fed with [`Input`]s stamped with local time and
+//! answering with [`Action`]s; it performs no I/O and reads no clock, so the daemon and the
+//! cluster simulation run exactly this code.
+//!
+//! Each safety invariant has one home: S3/S7 (own lease, watchdog, doom, probe) in `lease`,
+//! S4 (own storage trouble restarts peer timers) in `io`, S2/S5 (progress in local time only,
+//! torn = no news, staleness from evidence) in `peers`, S1/S8 (verdicts, fencing, tables) in
+//! `coordinator`, operator and fence-request messages in `mailbox`.
+
+use super::events::{Event, EventKind};
+use super::format::{
+    self, caps, BootId, ClusterId, Command, FenceMethodKind, Heartbeat, HostState, Verdict,
+    VerdictKind,
+};
+use super::timing::Timing;
+use super::view::{newest_coordinator_record, Slot, VolumeView};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Local time: `mono` is CLOCK_BOOTTIME milliseconds (monotonic and counting through suspend:
+/// every decision uses it), `wall` is for people only (S2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    pub mono: u64,
+    pub wall: u64,
+}
+
+/// How this host resets itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SelfFenceKind {
+    Reboot,
+    PowerOff,
+    Crashdump,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DoomReason {
+    /// The own lease expired (storage lost or too slow).
+    LeaseExpired,
+    /// A fence request (poison pill) arrived in the mailbox.
+    Request,
+    /// A previous agent on this boot expired its lease or self-fenced (S3).
+    PendingFromEarlierRun,
+}
+
+impl DoomReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DoomReason::LeaseExpired => "lease expired",
+            DoomReason::Request => "fence request in mailbox",
+            DoomReason::PendingFromEarlierRun => {
+                "an earlier agent on this boot lost its lease or self-fenced"
+            }
+        }
+    }
+}
+
+/// Knobs that break safety on purpose: only the simulation uses them, to prove it can fail.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnsafeTestKnobs {
+    /// Judge peers even while the own I/O is in trouble (disables S4).
+    pub judge_through_trouble: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct AgentParams {
+    pub host_id: u32,
+    pub name: String,
+    pub cluster: ClusterId,
+    pub max_hosts: u32,
+    pub timing: Timing,
+    pub volumes: usize,
+    pub boot_id: BootId,
+    pub incarnation: u64,
+    pub eligible: bool,
+    pub self_fence: SelfFenceKind,
+    /// Peers this host can power off, and how.
+    pub fence_methods: BTreeMap<u32, FenceMethodKind>,
+    /// Watchdog timeout this host will advertise once armed.
+    pub watchdog_timeout_s: u16,
+    /// The runtime marker says an earlier agent on this boot was doomed (S3).
+    pub doomed_marker: bool,
+    /// `[fencing] after = "on"`: power peers back on after a confirmed off.
+    pub power_on_after: bool,
+    pub knobs: UnsafeTestKnobs,
+}
+
+/// What the driver reports back to the core.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// Time passes (the daemon ticks several times a second).
+    Tick,
+    /// One I/O cycle on a volume finished: optional write of the own block, then one read of
+    /// every heartbeat and mailbox. Times are local monotonic ms.
+    IoDone {
+        volume: usize,
+        cycle: u64,
+        started: u64,
+        write: Option<Result<u64, String>>,
+        read: Result<(u64, VolumeView), String>,
+    },
+    /// Result of arming the watchdog after the first successful heartbeat.
+    WatchdogArmed(Result<(), String>),
+    /// The device opened, but its timer stops when the device is closed (no magic close and
+    /// nowayout off): a crashed agent would leave the host unguarded, so the driver closed it
+    /// again and this host runs without a watchdog (never advertised, never petted; S3).
+    WatchdogUnguarded(String),
+    /// One fencing attempt on a peer finished.
+    FenceDone { peer: u32, method: FenceMethodKind, result: Result<String, String> },
+    /// SIGTERM / SIGINT.
+    StopRequested,
+    /// SIGHUP reloaded the peers' fencing methods and `[fencing] after`.
+    FencingChanged { methods: BTreeMap<u32, FenceMethodKind>, power_on_after: bool },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Start an I/O cycle on a volume (the volume's thread is idle).
+    StartIo {
+        volume: usize,
+        cycle: u64,
+        write: Option<Box<Heartbeat>>,
+    },
+    ArmWatchdog,
+    Pet,
+    /// Magic close: the host left cleanly.
+    DisarmWatchdog,
+    /// Record the doom on this boot (runtime marker) before anything else.
+    MarkDoomed,
+    SelfFence {
+        kind: SelfFenceKind,
+        reason: DoomReason,
+    },
+    /// Power a peer off through its BMC / fence agent and confirm (one attempt).
+    StartFence {
+        peer: u32,
+    },
+    /// `[fencing] after = "on"`: power the peer back on after a confirmed off.
+    PowerOn {
+        peer: u32,
+    },
+    Event(Event),
+    /// First heartbeat written with the watchdog armed: tell systemd.
+    Ready,
+    /// Stop the process.
+    Exit {
+        code: i32,
+        message: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading only: watching the own block for another writer before writing.
+    Probing {
+        since: u64,
+    },
+    Running,
+    /// Stopping cleanly: writing the `leaving` record.
+    Leaving,
+    /// Lease expired or fence request: never pets again (S3).
+    Doomed {
+        since: u64,
+        reason: DoomReason,
+        fence_at: u64,
+        fenced: bool,
+    },
+    Exited,
+}
+
+/// What this host believes about a peer right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerStatus {
+    /// Block empty: never joined.
+    Absent,
+    Alive,
+    Suspect,
+    /// Stopped cleanly: never fenced.
+    Left,
+    /// An operator cleared it: not judged until its heartbeat moves again.
+    Cleared,
+}
+
+impl PeerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerStatus::Absent => "absent",
+            PeerStatus::Alive => "alive",
+            PeerStatus::Suspect => "suspect",
+            PeerStatus::Left => "left",
+            PeerStatus::Cleared => "cleared",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct PeerView {
+    pub id: u32,
+    pub name: String,
+    pub status: PeerStatus,
+    pub incarnation: u64,
+    pub seq: u64,
+    pub state: Option<HostState>,
+    pub caps: u32,
+    pub wall_ms: u64,
+    /// How long no progress was observed (judged time only, S4).
+    pub stale_ms: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Peer {
+    /// Last (incarnation, seq) seen on each volume.
+    last: Vec<Option<(u64, u64)>>,
+    /// Local time of the first read that showed the latest new value.
+    last_change: u64,
+    record: Option<Heartbeat>,
+    status: Option<PeerStatus>,
+    /// Value at which an operator cleared the peer.
+    cleared_at: Option<(u64, u64)>,
+    /// Highest sequence number seen of each recent incarnation.
+    seen: VecDeque<(u64, u64)>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Vol {
+    /// (cycle, start, sequence number written) of the I/O under way.
+    in_flight: Option<(u64, u64, Option<u64>)>,
+    /// Start of the last verified write (lease renewal point).
+    last_ok_start: Option<u64>,
+    /// Sequence number of the last verified write.
+    last_ok_seq: Option<u64>,
+    healthy: bool,
+    last_error: String,
+    /// After a failed cycle, retry this volume at this time instead of a full interval later.
+    retry_at: Option<u64>,
+    /// Start of the latest timely read: the volume's content is known at least up to then.
+    read_ok_start: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct FenceJob {
+    in_flight: bool,
+    attempts: u32,
+    next_attempt_at: u64,
+    last_detail: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Storage {
+    Ok,
+    Degraded,
+    Lost,
+}
+
+/// (incarnation, sequence) of a heartbeat record.
+type RecordId = (u64, u64);
+
+const PET_EVERY_MS: u64 = 500;
+/// Incarnations remembered per peer (restarts within the time a volume may lag).
+const SEEN_INCARNATIONS: usize = 8;
+/// Nonces remembered per mailbox.
+const MAILBOX_HISTORY: usize = 16;
+/// Exit codes the core asks for (sysexits.h values, see `daemon::exit_code`).
+pub const EXIT_UNAVAILABLE: i32 = 69;
+pub const EXIT_HOST_ID_IN_USE: i32 = 76;
+/// Pause before retrying a volume whose cycle failed.
+const RETRY_MS: u64 = 250;
+const FENCE_BACKOFF_MAX_MS: u64 = 30_000;
+
+pub struct Agent {
+    p: AgentParams,
+    phase: Phase,
+    seq: u64,
+    cycle: u64,
+    next_cycle_at: u64,
+    vols: Vec<Vol>,
+    peers: BTreeMap<u32, Peer>,
+    verdicts: BTreeMap<u32, Verdict>,
+    verdict_gen: u32,
+    /// Generation of the verdict table in the last record sent to the volumes.
+    published_gen: u32,
+    inherited: bool,
+    coordinator: Option<u32>,
+    judge_from: u64,
+    armed: bool,
+    arming: bool,
+    /// The watchdog device cannot guard this host (it stops on close): run without it.
+    unguarded: bool,
+    ready_sent: bool,
+    last_pet: Option<u64>,
+    /// Recent nonces seen in every mailbox (messages present while probing are history).
+    mailbox_seen: BTreeMap<u32, Vec<u64>>,
+    ack_nonce: u64,
+    /// Per volume: when the probe first read it and what the own block held then.
+    probe_first: Vec<Option<(u64, Option<RecordId>)>>,
+    /// Sequence number of the first `leaving` record.
+    leave_seq: Option<u64>,
+    fences: BTreeMap<u32, FenceJob>,
+    storage: Storage,
+    /// A fence request may ask for power-off instead of the configured action.
+    pending_kind: Option<SelfFenceKind>,
+    actions: Vec<Action>,
+    now: Now,
+}
+
+impl Agent {
+    pub fn new(p: AgentParams, now: Now) -> Agent {
+        let vols = vec![Vol { healthy: true, ..Vol::default() }; p.volumes.max(1)];
+        let mut agent = Agent {
+            phase: Phase::Probing { since: now.mono },
+            seq: 0,
+            cycle: 0,
+            next_cycle_at: now.mono,
+            vols,
+            peers: BTreeMap::new(),
+            verdicts: BTreeMap::new(),
+            verdict_gen: 0,
+            published_gen: 0,
+            inherited: false,
+            coordinator: None,
+            judge_from: now.mono,
+            armed: false,
+            arming: false,
+            unguarded: false,
+            ready_sent: false,
+            last_pet: None,
+            mailbox_seen: BTreeMap::new(),
+            ack_nonce: 0,
+            probe_first: Vec::new(),
+            leave_seq: None,
+            fences: BTreeMap::new(),
+            storage: Storage::Ok,
+            pending_kind: None,
+            actions: Vec::new(),
+            now,
+            p,
+        };
+        if agent.p.doomed_marker {
+            agent.doom(DoomReason::PendingFromEarlierRun);
+        }
+        agent
+    }
+
+    /// Write quorum and read quorum for the number of volumes (W + R > N).
+    pub fn quorums(volumes: usize) -> (usize, usize) {
+        match volumes {
+            0 | 1 => (1, 1),
+            2 => (1, 2),
+            _ => (2, 2),
+        }
+    }
+
+    pub fn params(&self) -> &AgentParams {
+        &self.p
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    pub fn coordinator(&self) -> Option<u32> {
+        self.coordinator
+    }
+
+    pub fn is_coordinator(&self) -> bool {
+        self.coordinator == Some(self.p.host_id)
+    }
+
+    pub fn verdicts(&self) -> &BTreeMap<u32, Verdict> {
+        &self.verdicts
+    }
+
+    pub fn watchdog_armed(&self) -> bool {
+        self.armed
+    }
+
+    pub fn volume_healthy(&self, v: usize) -> bool {
+        self.vols.get(v).is_some_and(|v| v.healthy)
+    }
+
+    pub fn volume_error(&self, v: usize) -> &str {
+        self.vols.get(v).map(|v| v.last_error.as_str()).unwrap_or("")
+    }
+
+    /// The next time the core needs to run even without input (next cycle or retry).
+    pub fn next_deadline(&self) -> u64 {
+        // A busy volume's retry waits for its I/O to finish, which is an input of its own.
+        self.vols
+            .iter()
+            .filter(|v| v.in_flight.is_none())
+            .filter_map(|v| v.retry_at)
+            .fold(self.next_cycle_at, u64::min)
+    }
+
+    /// Every peer this host has seen, with its current judgement.
+    pub fn peer_views(&self) -> Vec<PeerView> {
+        self.peers
+            .iter()
+            .map(|(&id, p)| {
+                let r = p.record.as_ref();
+                PeerView {
+                    id,
+                    name: r.map(|r| r.name.clone()).unwrap_or_default(),
+                    status: p.status.unwrap_or(PeerStatus::Absent),
+                    incarnation: r.map_or(0, |r| r.incarnation),
+                    seq: r.map_or(0, |r| r.seq),
+                    state: r.map(|r| r.state),
+                    caps: r.map_or(0, |r| r.caps),
+                    wall_ms: r.map_or(0, |r| r.wall_ms),
+                    stale_ms: self.stale_ms(p),
+                }
+            })
+            .collect()
+    }
+
+    /// Feeds one input at local time `now`; returns the actions to carry out, in order.
+    pub fn handle(&mut self, now: Now, input: Input) -> Vec<Action> {
+        // Monotonic time never goes backwards, even if a driver misbehaves.
+        self.now = Now { mono: now.mono.max(self.now.mono), wall: now.wall };
+        match input {
+            Input::Tick => {}
+            Input::IoDone { volume, cycle, started, write, read } => {
+                self.io_done(volume, cycle, started, write, read)
+            }
+            Input::WatchdogArmed(r) => self.watchdog_armed_result(r),
+            Input::WatchdogUnguarded(why) => self.watchdog_unguarded(why),
+            Input::FenceDone { peer, method, result } => self.fence_done(peer, method, result),
+            Input::StopRequested => self.stop_requested(),
+            Input::FencingChanged { methods, power_on_after } => {
+                self.fencing_changed(methods, power_on_after)
+            }
+        }
+        self.step();
+        std::mem::take(&mut self.actions)
+    }
+
+    fn event(
+        &mut self,
+        kind: EventKind,
+        host: u32,
+        method: Option<FenceMethodKind>,
+        detail: String,
+    ) {
+        let host_name = if host == self.p.host_id {
+            self.p.name.clone()
+        } else {
+            self.peers
+                .get(&host)
+                .and_then(|p| p.record.as_ref())
+                .map(|r| r.name.clone())
+                .unwrap_or_default()
+        };
+        self.actions.push(Action::Event(Event {
+            kind,
+            host,
+            host_name,
+            method,
+            detail,
+            mono_ms: self.now.mono,
+            wall_ms: self.now.wall,
+        }));
+    }
+
+    /// Everything that depends only on time: leases, pets, cycles, judgements.
+    fn step(&mut self) {
+        let now = self.now.mono;
+        self.check_stuck_io(now);
+        self.check_overdue_io(now);
+        match self.phase {
+            Phase::Probing { .. } | Phase::Exited => {}
+            Phase::Running | Phase::Leaving => {
+                if self.lease_expiry().is_some_and(|e| now >= e) {
+                    self.doom(DoomReason::LeaseExpired);
+                }
+            }
+            Phase::Doomed { since, reason, fence_at, fenced } => {
+                if !fenced && now >= fence_at {
+                    self.phase = Phase::Doomed { since, reason, fence_at, fenced: true };
+                    self.actions.push(Action::SelfFence { kind: self.self_fence_kind(), reason });
+                }
+            }
+        }
+        if self.phase == Phase::Leaving {
+            self.maybe_finish_leaving();
+        }
+        self.maybe_pet(now);
+        self.update_storage_state();
+        if !matches!(self.phase, Phase::Probing { .. } | Phase::Exited) {
+            self.judge_peers();
+        }
+        self.schedule_io(now);
+    }
+}
+
+mod coordinator;
+mod io;
+mod lease;
+mod mailbox;
+mod peers;
+#[cfg(test)]
+mod tests;

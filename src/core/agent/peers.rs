@@ -1,0 +1,189 @@
+//! Peer observation (S2, S4, S5): progress seen on the volumes in local time only, staleness
+//! counted from evidence, and each peer's status.
+
+use super::*;
+
+impl Agent {
+    /// Liveness evidence from one timely read (S2: local time only; S5: torn = no news).
+    pub(super) fn observe(&mut self, v: usize, finished: u64, view: &VolumeView) {
+        let now_mono = self.now.mono;
+        let interval = self.p.timing.interval_ms;
+        let nvol = self.vols.len();
+        let own_id = self.p.host_id;
+        let mut rejoined = Vec::new();
+        let mut contradicted = Vec::new();
+        for (i, slot) in view.slots.iter().enumerate() {
+            let id = i as u32 + 1;
+            let Slot::Record(r) = slot else { continue };
+            if id == own_id {
+                continue;
+            }
+            let peer = self
+                .peers
+                .entry(id)
+                .or_insert_with(|| Peer { last: vec![None; nvol], ..Peer::default() });
+            if peer.last.len() != nvol {
+                peer.last.resize(nvol, None);
+            }
+            let value = (r.incarnation, r.seq);
+            if peer.last[v] == Some(value) {
+                continue;
+            }
+            let previous_incarnation = peer.record.as_ref().map(|p| p.incarnation);
+            // Only a value newer than anything seen is progress. Incarnation numbers are
+            // random, so "another incarnation" does not mean "a newer one": a volume that
+            // missed the last writes of a run would otherwise bring that run back as a
+            // rejoin, and its stale record would be judged instead of the live one. An
+            // incarnation seen before is newer only with a higher sequence number; an unknown
+            // one if it continues the sequence (a restart does) or if the current one has
+            // stopped (a restart that could not read its old block starts again at 1).
+            let stopped = now_mono.saturating_sub(peer.last_change) >= 2 * interval;
+            let newer = match peer.seen.iter_mut().find(|(i, _)| *i == r.incarnation) {
+                Some((_, seq)) => r.seq > *seq,
+                None => peer.record.as_ref().is_none_or(|p| r.seq > p.seq || stopped),
+            };
+            peer.last[v] = Some(value);
+            if !newer {
+                continue;
+            }
+            match peer.seen.iter_mut().find(|(i, _)| *i == r.incarnation) {
+                Some((_, seq)) => *seq = r.seq,
+                None => {
+                    if peer.seen.len() >= SEEN_INCARNATIONS {
+                        peer.seen.pop_front();
+                    }
+                    peer.seen.push_back((r.incarnation, r.seq));
+                }
+            }
+            peer.last_change = finished;
+            if previous_incarnation.is_some_and(|p| p != r.incarnation) {
+                rejoined.push(id);
+            } else if self
+                .verdicts
+                .get(&id)
+                .is_some_and(|v| v.kind == VerdictKind::Fenced && v.incarnation == r.incarnation)
+            {
+                contradicted.push(id);
+            }
+            peer.record = Some(r.clone());
+            if peer.cleared_at.is_some_and(|c| c != value) {
+                peer.cleared_at = None;
+            }
+        }
+        for id in contradicted {
+            // Declared fenced, yet its heartbeat moved in the same incarnation: the verdict was
+            // wrong. Withdraw it loudly rather than keep lying.
+            self.verdicts.remove(&id);
+            self.verdict_gen += 1;
+            self.event(
+                EventKind::FenceFailed,
+                id,
+                None,
+                "was declared fenced but its heartbeat advanced: verdict withdrawn".into(),
+            );
+        }
+        for id in rejoined {
+            self.fences.remove(&id);
+            let had = self.verdicts.remove(&id);
+            if had.is_some() && self.is_coordinator() {
+                self.verdict_gen += 1;
+            }
+            let detail = match had {
+                Some(v) => format!("new incarnation after verdict {}", v.kind.as_str()),
+                None => "new incarnation".to_string(),
+            };
+            self.event(EventKind::HostUp, id, None, detail);
+        }
+        self.mailboxes(view);
+        self.mirror_coordinator(view);
+    }
+
+    /// How long a peer is known to have made no progress: from the first read that showed
+    /// its last value (finish time) to the start of the latest timely read of a read quorum.
+    /// Time in which this host read nothing (paused, storage stalled) proves nothing (S4).
+    pub(super) fn stale_ms(&self, p: &Peer) -> u64 {
+        // Reads come once per interval: counting only up to the start of the latest one makes
+        // every verdict up to an interval late. Count up to now, but never more than one
+        // interval past the latest timely read, so a stall of this host's own I/O still does
+        // not age its peers.
+        let until = self.now.mono.min(self.evidence_until() + self.p.timing.interval_ms);
+        until.saturating_sub(p.last_change.max(self.judge_from))
+    }
+
+    /// The start of the latest read such that a read quorum of volumes was read since.
+    pub(super) fn evidence_until(&self) -> u64 {
+        let (_, r) = Self::quorums(self.vols.len());
+        let mut starts: Vec<u64> = self.vols.iter().filter_map(|v| v.read_ok_start).collect();
+        if starts.len() < r {
+            return 0;
+        }
+        starts.sort_unstable_by(|a, b| b.cmp(a));
+        starts[r - 1]
+    }
+
+    /// Peer states, coordinator election and, on the coordinator, fencing decisions.
+    pub(super) fn judge_peers(&mut self) {
+        let t = self.p.timing;
+        let judging = self.can_judge();
+        let ids: Vec<u32> = self.peers.keys().copied().collect();
+        for id in &ids {
+            let (status, old) = {
+                let p = &self.peers[id];
+                let Some(r) = &p.record else { continue };
+                let stale = self.stale_ms(p);
+                let status = if r.state == HostState::Leaving {
+                    PeerStatus::Left
+                } else if p.cleared_at.is_some() {
+                    PeerStatus::Cleared
+                } else if judging && stale >= t.suspect_after_ms {
+                    PeerStatus::Suspect
+                } else {
+                    PeerStatus::Alive
+                };
+                (status, p.status)
+            };
+            if old != Some(status) {
+                if let Some(p) = self.peers.get_mut(id) {
+                    p.status = Some(status);
+                }
+                match (old, status) {
+                    (_, PeerStatus::Suspect) => self.event(
+                        EventKind::HostSuspect,
+                        *id,
+                        None,
+                        format!("no heartbeat progress for {} ms", self.stale_ms(&self.peers[id])),
+                    ),
+                    (Some(PeerStatus::Suspect), PeerStatus::Alive) => {
+                        // Progress again: a verdict short of `fenced` is withdrawn.
+                        let drop =
+                            self.verdicts.get(id).is_some_and(|v| v.kind != VerdictKind::Fenced);
+                        if drop && !self.fences.get(id).is_some_and(|f| f.in_flight) {
+                            self.verdicts.remove(id);
+                            self.verdict_gen += 1;
+                            self.fences.remove(id);
+                        }
+                        self.event(EventKind::HostRecovered, *id, None, String::new());
+                    }
+                    (_, PeerStatus::Left) => {
+                        self.event(EventKind::HostLeft, *id, None, "stopped cleanly".into())
+                    }
+                    (None, PeerStatus::Alive) => {
+                        self.event(EventKind::HostUp, *id, None, String::new())
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.elect();
+        if self.is_coordinator()
+            && self.lease_valid(self.now.mono)
+            && self.io_healthy()
+            && judging
+            && !self.doomed()
+        {
+            for id in ids {
+                self.fence_if_needed(id);
+            }
+        }
+    }
+}
