@@ -3,7 +3,7 @@
 //!
 //! Agents (real `hbfence run` processes with the harness's FIFO watchdog double and a sysrq test
 //! file; never the machine's watchdog or sysrq):
-//! - `rt-off` and `rt-on`: interval 0.1 s (`--interval 0.1 --io-timeout 0.5 --lease-timeout 1
+//! - `rt-off` and `rt-on`: interval 0.1 s (`--interval 0.1 --io-timeout 0.5 --lease-timeout 3
 //!   --watchdog-timeout 2 --suspect-after 0.3`), each alone on its own volume on its own 4K-sector
 //!   loop device (direct I/O); `[daemon] realtime_priority = 0, lock_memory = false` vs
 //!   `realtime_priority = 10, lock_memory = true`. Both run side by side through an idle phase
@@ -33,7 +33,7 @@ use common::{command_line, now_utc, source_state};
 
 use cluster::{Host, HostSpec};
 use hbfence::core::format::{self, caps, Decoded, HostState};
-use hbfence::sys::monotonic_ms;
+use hbfence::sys::boottime_ms;
 use hbfence::volume::{Access, AlignedBuf, Volume};
 use nix::sys::signal::Signal;
 use std::fs;
@@ -49,7 +49,7 @@ const FAST_INIT: &[&str] = &[
     "--io-timeout",
     "0.5",
     "--lease-timeout",
-    "1",
+    "3",
     "--watchdog-timeout",
     "2",
     "--suspect-after",
@@ -432,7 +432,7 @@ struct Snap {
 
 fn snap(a: &Agent) -> Snap {
     Snap {
-        mono_ms: monotonic_ms(),
+        mono_ms: boottime_ms(),
         disk: a.lo.as_ref().map(|l| disk_stat(&l.name())).unwrap_or_default(),
         proc_: proc_sample(a.host.pid()),
     }

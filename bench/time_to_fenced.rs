@@ -2,8 +2,8 @@
 //!
 //! Four configurations: BMC path (ipmi_sim up) and watchdog-only path (its BMC stopped first),
 //! each at the default timing (`hbfence init` without timing flags: interval 5 s, suspect_after
-//! 15 s, dead_after 55 s) and at 1 s timing (`--interval 1 --io-timeout 2 --lease-timeout 4
-//! --watchdog-timeout 2 --suspect-after 3`: suspect_after 3 s, dead_after 9 s).
+//! 15 s, dead_after 55 s) and at 1 s timing (`--interval 1 --io-timeout 2 --lease-timeout 6
+//! --watchdog-timeout 2 --suspect-after 3`: suspect_after 3 s, dead_after 11 s).
 //!
 //! Each configuration runs its trials concurrently: N independent 3-host clusters (own volume
 //! file with --max-hosts 8, own 3 `ipmi_sim` BMCs on free UDP ports, agents with the harness's

@@ -94,8 +94,10 @@ fn write_marker(runtime_dir: &Path, boot: &BootId) {
     }
 }
 
+/// The core's clock: CLOCK_BOOTTIME (see `sys::boottime_ms`); every timestamp handed to the
+/// core (I/O start and finish, ticks) comes from it.
 fn now() -> Now {
-    Now { mono: sys::monotonic_ms(), wall: sys::wall_ms() }
+    Now { mono: sys::boottime_ms(), wall: sys::wall_ms() }
 }
 
 pub fn fence_method_for(config: &Config, peer: u32) -> Option<FenceMethod> {
@@ -202,11 +204,11 @@ fn spawn_io_thread(
                     volume
                         .write_block(own_block_of(record.host_id), &wbuf, 0)
                         .map_err(|e| e.to_string())?;
-                    Ok(sys::monotonic_ms())
+                    Ok(sys::boottime_ms())
                 });
                 let read = volume
                     .read_blocks(1, &mut rbuf)
-                    .map(|()| (sys::monotonic_ms(), decode_view(rbuf.as_slice(), geo, &cluster)))
+                    .map(|()| (sys::boottime_ms(), decode_view(rbuf.as_slice(), geo, &cluster)))
                     .map_err(|e| e.to_string());
                 let done = Input::IoDone {
                     volume: index,
@@ -420,14 +422,14 @@ impl Daemon {
                 self.reload();
             }
             // Wake up for the next cycle on time, not up to a tick late.
-            let until_cycle = self.agent.next_deadline().saturating_sub(sys::monotonic_ms());
+            let until_cycle = self.agent.next_deadline().saturating_sub(sys::boottime_ms());
             let wait = TICK.min(Duration::from_millis(until_cycle.max(1)));
             match rx.recv_timeout(wait) {
                 Ok(input) => self.feed(input),
                 Err(RecvTimeoutError::Timeout) => self.feed(Input::Tick),
                 Err(RecvTimeoutError::Disconnected) => return 1,
             }
-            let t = sys::monotonic_ms();
+            let t = sys::boottime_ms();
             if t >= self.last_status + 1000 {
                 self.last_status = t;
                 self.write_status();
@@ -450,7 +452,7 @@ impl Daemon {
     fn execute(&mut self, action: Action) -> Option<Input> {
         match action {
             Action::StartIo { volume, cycle, write } => {
-                let req = IoRequest { cycle, started: sys::monotonic_ms(), record: write };
+                let req = IoRequest { cycle, started: sys::boottime_ms(), record: write };
                 if let Some(tx) = self.io.get(volume) {
                     let _ = tx.send(req);
                 }

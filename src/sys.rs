@@ -149,12 +149,14 @@ pub fn set_realtime(priority: i32) -> io::Result<()> {
     }
 }
 
-/// CLOCK_MONOTONIC in milliseconds: the only clock liveness is judged by (S2).
+/// CLOCK_MONOTONIC in milliseconds (stops while the machine is suspended: not for decisions).
 pub fn monotonic_ms() -> u64 {
     clock_ms(nix::time::ClockId::CLOCK_MONOTONIC)
 }
 
-/// CLOCK_BOOTTIME in milliseconds: keeps counting through suspend, for the S3 marker.
+/// CLOCK_BOOTTIME in milliseconds: the clock of every decision (S2, S3). It is monotonic and,
+/// unlike CLOCK_MONOTONIC, keeps counting through suspend, so a host that slept past its lease
+/// sees the lease expired the moment it resumes and self-fences instead of petting on.
 pub fn boottime_ms() -> u64 {
     clock_ms(nix::time::ClockId::CLOCK_BOOTTIME)
 }

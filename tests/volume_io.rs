@@ -238,7 +238,7 @@ fn bad_volumes_get_clear_errors_and_nothing_is_written() {
     expect_failure(&["init", "--volume", &s("fresh"), "--max-hosts", "0"], "out of range");
     expect_failure(
         &["init", "--volume", &s("fresh"), "--interval", "5", "--lease-timeout", "12"],
-        "lease_timeout >= 2*interval + io_timeout",
+        "lease_timeout >= 2*interval + io_timeout + watchdog_timeout",
     );
     expect_failure(
         &["init", "--volume", &s("fresh"), "--suspect-after", "9"],

@@ -137,8 +137,7 @@ pub fn daemon_view(config: &Config) -> Option<Value> {
     let v: Value = serde_json::from_str(&text).ok()?;
     let pid = v["pid"].as_u64()? as i32;
     let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
-    let fresh =
-        v["mono_ms"].as_u64().is_some_and(|m| sys::monotonic_ms().saturating_sub(m) < 5_000);
+    let fresh = v["mono_ms"].as_u64().is_some_and(|m| sys::boottime_ms().saturating_sub(m) < 5_000);
     (alive && fresh).then_some(v)
 }
 

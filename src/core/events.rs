@@ -16,6 +16,9 @@ pub enum EventKind {
     StorageDegraded,
     StorageLost,
     StorageRestored,
+    /// Something the safety argument says cannot happen was seen (a sequence number ahead of
+    /// what time allows, a second writer of a host id): an operator must look.
+    Alarm,
 }
 
 impl EventKind {
@@ -33,6 +36,7 @@ impl EventKind {
             EventKind::StorageDegraded => "storage_degraded",
             EventKind::StorageLost => "storage_lost",
             EventKind::StorageRestored => "storage_restored",
+            EventKind::Alarm => "alarm",
         }
     }
 }

@@ -92,13 +92,18 @@ impl Timing {
                 format!("io_timeout {} < interval {}", s(self.io_timeout_ms), s(self.interval_ms)),
             ),
             (
-                self.lease_timeout_ms >= 2 * self.interval_ms + self.io_timeout_ms,
-                "lease_timeout >= 2*interval + io_timeout",
+                // A healthy host renews every interval (verified within io_timeout) and pets
+                // only while its lease holds for one more watchdog period; one spare interval
+                // lets it survive one failed cycle.
+                self.lease_timeout_ms
+                    >= 2 * self.interval_ms + self.io_timeout_ms + self.watchdog_timeout_ms,
+                "lease_timeout >= 2*interval + io_timeout + watchdog_timeout",
                 format!(
-                    "lease_timeout {} < 2*{} + {}",
+                    "lease_timeout {} < 2*{} + {} + {}",
                     s(self.lease_timeout_ms),
                     s(self.interval_ms),
-                    s(self.io_timeout_ms)
+                    s(self.io_timeout_ms),
+                    s(self.watchdog_timeout_ms)
                 ),
             ),
             (
@@ -199,10 +204,10 @@ mod tests {
 
     #[test]
     fn lease_rule_is_named() {
-        let t = Timing { lease_timeout_ms: 19_000, ..Timing::default() };
+        let t = Timing { lease_timeout_ms: 29_999, ..Timing::default() };
         let e = t.validate().unwrap_err();
-        assert_eq!(e.rule, "lease_timeout >= 2*interval + io_timeout");
-        let t = Timing { lease_timeout_ms: 20_000, ..Timing::default() };
+        assert_eq!(e.rule, "lease_timeout >= 2*interval + io_timeout + watchdog_timeout");
+        let t = Timing { lease_timeout_ms: 30_000, ..Timing::default() };
         t.validate().unwrap();
     }
 

@@ -14,23 +14,24 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_hbfence");
 
-/// Test timing (seconds): interval 1, io_timeout 2, lease 4, watchdog 2, suspect_after 3.
-/// Margin = interval = 1 s, so dead_after = 4 + 2 + 2 + 1 = 9 s.
+/// Test timing (seconds): interval 1, io_timeout 2, lease 6, watchdog 2, suspect_after 3.
+/// Margin = interval = 1 s, so dead_after = 6 + 2 + 2 + 1 = 11 s (lease >= 2*interval +
+/// io_timeout + watchdog_timeout).
 pub const INIT_ARGS: &[&str] = &[
     "--interval",
     "1",
     "--io-timeout",
     "2",
     "--lease-timeout",
-    "4",
+    "6",
     "--watchdog-timeout",
     "2",
     "--suspect-after",
     "3",
 ];
-pub const LEASE: Duration = Duration::from_secs(4);
+pub const LEASE: Duration = Duration::from_secs(6);
 pub const WATCHDOG: Duration = Duration::from_secs(2);
-pub const DEAD_AFTER: Duration = Duration::from_secs(9);
+pub const DEAD_AFTER: Duration = Duration::from_secs(11);
 
 /// Skips (returns false) without root or FUSE, unless CI=true, where that is a failure.
 pub fn require_root(test: &str) -> bool {

@@ -54,7 +54,7 @@ class Skip(Exception):
 # everywhere: the lease survives 4-5 lost cycles, the watchdog 3.5 s of a starved vCPU, and a
 # peer looks suspect only after 4 s without progress.
 # Override for experiments: HBFENCE_VM_TIMING="interval=2,lease-timeout=8,...".
-AGENT_TIMING = {"interval": 1, "io-timeout": 2, "lease-timeout": 6, "watchdog-timeout": 4,
+AGENT_TIMING = {"interval": 1, "io-timeout": 2, "lease-timeout": 8, "watchdog-timeout": 4,
                 "suspect-after": 4}
 
 

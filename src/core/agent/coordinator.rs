@@ -4,10 +4,11 @@
 use super::*;
 
 impl Agent {
-    /// A host that starts adopts the verdict table with the highest generation on the volume.
+    /// A host that starts adopts the verdict table with the highest generation on the volume,
+    /// its own block included: the only eligible coordinator restarting continues its table.
     pub(super) fn inherit_verdicts(&mut self, view: &VolumeView) {
         self.inherited = true;
-        if let Some(r) = newest_coordinator_record(view, Some(self.p.host_id)) {
+        if let Some(r) = newest_coordinator_record(view, None) {
             self.adopt_verdicts(r);
         }
     }
@@ -15,22 +16,35 @@ impl Agent {
     pub(super) fn adopt_verdicts(&mut self, coordinator: &Heartbeat) {
         self.verdicts = coordinator.verdicts.iter().map(|v| (v.host_id, *v)).collect();
         self.verdict_gen = coordinator.verdict_gen;
+        self.max_gen_seen = self.max_gen_seen.max(coordinator.verdict_gen);
     }
 
-    /// Non-coordinators keep the current coordinator's verdict table (verdicts live on the
-    /// volume, so a new coordinator inherits them).
+    /// Only the coordinator versions its table; elsewhere a change is a local correction that
+    /// the next newer table replaces.
+    pub(super) fn table_changed(&mut self) {
+        if self.is_coordinator() {
+            self.verdict_gen = self.verdict_gen.saturating_add(1);
+        }
+    }
+
+    /// Tables are ordered by generation: a non-coordinator adopts only a newer one than it
+    /// holds (a lagging volume's older copy never brings back a withdrawn verdict or drops a
+    /// new one), from whichever block holds it; a coordinator that sees a table as new as its
+    /// own elsewhere (a predecessor's last write it had not read) moves its generation above
+    /// it, so readers never prefer the older table.
     pub(super) fn mirror_coordinator(&mut self, view: &VolumeView) {
         if !self.inherited && !matches!(self.phase, Phase::Probing { .. }) {
             self.inherit_verdicts(view);
         }
-        let Some(c) = self.coordinator else { return };
-        if c == self.p.host_id {
-            return;
-        }
-        if let Some(r) = view.record(c) {
-            if r.caps & caps::COORDINATOR != 0 && r.verdict_gen != self.verdict_gen {
-                self.adopt_verdicts(r);
+        let own = self.p.host_id;
+        let Some(r) = newest_coordinator_record(view, Some(own)) else { return };
+        self.max_gen_seen = self.max_gen_seen.max(r.verdict_gen);
+        if self.is_coordinator() {
+            if r.verdict_gen >= self.verdict_gen {
+                self.verdict_gen = r.verdict_gen.saturating_add(1);
             }
+        } else if r.verdict_gen > self.verdict_gen {
+            self.adopt_verdicts(r);
         }
     }
 
@@ -48,7 +62,7 @@ impl Agent {
             .is_none_or(|o| o.kind != kind || o.method != method || o.incarnation != incarnation);
         if changed {
             self.verdicts.insert(id, v);
-            self.verdict_gen += 1;
+            self.table_changed();
         }
     }
 
@@ -83,8 +97,9 @@ impl Agent {
             let was = self.coordinator;
             self.coordinator = best;
             if best == Some(self.p.host_id) {
-                // Continue from the newest table on the volume (our mirror of the last one).
-                self.verdict_gen += 1;
+                // Continue from the newest table seen (our mirror of the last one), with a
+                // generation above every table on the volumes: readers pick the highest.
+                self.verdict_gen = self.verdict_gen.max(self.max_gen_seen).saturating_add(1);
             }
             let detail = format!(
                 "coordinator {} -> {}",
@@ -136,6 +151,11 @@ impl Agent {
                 );
                 return;
             }
+        }
+        // The suspicion is re-checked right before a power-off: a read quorum that started
+        // after the peer became suspect must still show no progress.
+        if p.suspect_since.is_none_or(|since| self.evidence_until() < since) {
+            return;
         }
         let method = self.p.fence_methods.get(&id).copied();
         let job = self.fences.entry(id).or_default();
@@ -245,7 +265,7 @@ impl Agent {
                     self.fences.remove(&id);
                     if self.verdicts.get(&id).is_some_and(|v| v.kind != VerdictKind::Fenced) {
                         self.verdicts.remove(&id);
-                        self.verdict_gen += 1;
+                        self.table_changed();
                     }
                     return;
                 }

@@ -101,9 +101,10 @@ impl Agent {
         }
         let due = now >= self.next_cycle_at;
         // A coordinator publishes a changed verdict table at once, not an interval later.
-        let publish = self.is_coordinator()
+        let publish = (self.is_coordinator()
             && self.verdict_gen != self.published_gen
-            && self.phase == Phase::Running;
+            && self.phase == Phase::Running)
+            || std::mem::take(&mut self.recheck);
         // A volume whose last cycle failed is retried early: a short storage blip then costs
         // the lease only its own length, not an extra interval.
         let retry: Vec<usize> = (0..self.vols.len())
@@ -258,8 +259,9 @@ impl Agent {
                     {
                         renewed = true;
                     }
-                    Some(r) if r.incarnation != self.p.incarnation => {
-                        self.collision(r.incarnation, r.seq);
+                    Some(r) if self.is_foreign_writer(r) => {
+                        let (inc, seq) = (r.incarnation, r.seq);
+                        self.collision(inc, seq);
                         return;
                     }
                     _ => {

@@ -24,6 +24,16 @@ impl Agent {
         self.lease_expiry().is_some_and(|e| now < e)
     }
 
+    /// The watchdog period this host's hardware runs with.
+    pub(super) fn own_watchdog_ms(&self) -> u64 {
+        self.p.timing.watchdog_timeout_ms.max(u64::from(self.p.watchdog_timeout_s) * 1000)
+    }
+
+    /// The own lease lasts at least one more watchdog period: a ping (pet or arming) is safe.
+    pub(super) fn lease_covers_watchdog(&self, now: u64) -> bool {
+        self.lease_expiry().is_some_and(|e| now + self.own_watchdog_ms() <= e)
+    }
+
     pub(super) fn doomed(&self) -> bool {
         matches!(self.phase, Phase::Doomed { .. })
     }
@@ -33,14 +43,28 @@ impl Agent {
     }
 
     pub(super) fn maybe_pet(&mut self, now: u64) {
-        // S3: only while the lease is valid, never once doomed.
-        if !self.armed || self.doomed() || !self.lease_valid(now) {
+        // S3: never once doomed, and only while the lease holds for one more watchdog period:
+        // if the agent is stopped after this pet and killed later, the kernel pings the timer
+        // once more on close ("watchdog did not stop!"), so the reset can come up to two
+        // periods after the pet: still within lease + watchdog_timeout of the bound.
+        if !self.armed || self.doomed() || !self.lease_covers_watchdog(now) {
             return;
         }
-        if self.last_pet.is_none_or(|t| now >= t + PET_EVERY_MS) {
+        // One last pet exactly when the lease stops covering a watchdog period, so a storage
+        // stall costs the lease only its own length, not another pet period.
+        let last_at = self.last_pet_at();
+        if self
+            .last_pet
+            .is_none_or(|t| now >= t + PET_EVERY_MS || last_at.is_some_and(|l| t < l && now >= l))
+        {
             self.last_pet = Some(now);
             self.actions.push(Action::Pet);
         }
+    }
+
+    /// The latest instant a pet is allowed under the current lease.
+    pub(super) fn last_pet_at(&self) -> Option<u64> {
+        self.lease_expiry().and_then(|e| e.checked_sub(self.own_watchdog_ms()))
     }
 
     /// The lease is gone: never pet again, mark the boot, reset the host (S3).
@@ -159,7 +183,9 @@ impl Agent {
             };
         }
         if matches!(self.phase, Phase::Running) {
-            if !self.watchdog_settled() && !self.arming {
+            // Opening the device pings it: the same rule as a pet.
+            if !self.watchdog_settled() && !self.arming && self.lease_covers_watchdog(self.now.mono)
+            {
                 self.arming = true;
                 self.actions.push(Action::ArmWatchdog);
             }
@@ -170,7 +196,47 @@ impl Agent {
         }
     }
 
+    /// A record of another agent in this host's block that was written after this agent
+    /// started: a second writer of this host id. Not one: a late write of this boot's earlier
+    /// agent (started before this one and stuck in flight), or an older record of a former run
+    /// that a lagging volume still shows (its sequence is not past the one continued from).
+    pub(super) fn is_foreign_writer(&self, r: &Heartbeat) -> bool {
+        if r.incarnation == self.p.incarnation {
+            return false;
+        }
+        if r.boot_id == self.p.boot_id {
+            return r.mono_ms >= self.started_at;
+        }
+        r.seq > self.probe_seq
+    }
+
+    /// Every timely read, not only the read-back of a write, looks at the own block (a twin
+    /// started at the same instant passes the probe too).
+    pub(super) fn foreign_writer_in_own_block(&mut self, view: &VolumeView) -> bool {
+        if matches!(self.phase, Phase::Probing { .. } | Phase::Exited) {
+            return false;
+        }
+        match view.record(self.p.host_id) {
+            Some(r) if self.is_foreign_writer(r) => {
+                let (inc, seq) = (r.incarnation, r.seq);
+                self.collision(inc, seq);
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub(super) fn collision(&mut self, other_incarnation: u64, other_seq: u64) {
+        if self.doomed() {
+            // The pending self-fence still runs: exiting now would cancel it (S3).
+            self.event(
+                EventKind::Alarm,
+                self.p.host_id,
+                None,
+                format!("another writer of this host id (incarnation {other_incarnation}, seq {other_seq}) while a self-fence is pending"),
+            );
+            return;
+        }
         self.phase = Phase::Exited;
         // An armed watchdog is left running (no magic close): a host that cannot keep its
         // heartbeat must not stay unguarded.
@@ -216,11 +282,7 @@ impl Agent {
                         // existed and stuck in flight when it was killed, may land late (up to
                         // io_timeout): not another host, watch again. Anything written since
                         // this agent started is a live second writer.
-                        let started = match self.phase {
-                            Phase::Probing { since } => since,
-                            _ => 0,
-                        };
-                        if r.boot_id != self.p.boot_id || r.mono_ms >= started {
+                        if r.boot_id != self.p.boot_id || r.mono_ms >= self.started_at {
                             self.collision(r.incarnation, r.seq);
                             return;
                         }
@@ -231,6 +293,7 @@ impl Agent {
                 let watched = finished.saturating_sub(first_at);
                 if watched >= self.p.timing.interval_ms * 3 / 2 {
                     self.phase = Phase::Running;
+                    self.probe_seq = self.seq;
                     self.next_cycle_at = self.now.mono;
                     if !self.inherited {
                         self.inherit_verdicts(view);

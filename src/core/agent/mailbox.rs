@@ -3,14 +3,19 @@
 use super::*;
 
 impl Agent {
-    pub(super) fn mailboxes(&mut self, view: &VolumeView) {
+    pub(super) fn mailboxes(&mut self, v: usize, view: &VolumeView) {
         let own_id = self.p.host_id;
-        let probing = matches!(self.phase, Phase::Probing { .. });
+        // Messages on a volume at its first successful read (whenever that happens: it may
+        // have been unreadable at start) and messages seen while probing are history.
+        if self.mailbox_baseline.len() < self.vols.len() {
+            self.mailbox_baseline.resize(self.vols.len(), false);
+        }
+        let first_read = !std::mem::replace(&mut self.mailbox_baseline[v], true);
+        let probing = matches!(self.phase, Phase::Probing { .. }) || first_read;
         let coordinator = self.is_coordinator();
         for m in &view.mailboxes {
             // Every volume may hold another message: remember each nonce, not just the last,
-            // so a lagging volume never replays an old command. Messages already on any volume
-            // while this agent probes are history and never obeyed.
+            // so a lagging volume never replays an old command.
             let seen = self.mailbox_seen.entry(m.host_id).or_default();
             if seen.contains(&m.nonce) {
                 continue;
@@ -64,10 +69,22 @@ impl Agent {
                 peer.cleared_at = Some(current);
                 self.fences.remove(&id);
                 if self.verdicts.remove(&id).is_some() {
-                    self.verdict_gen += 1;
+                    self.table_changed();
                 }
             }
             Command::ConfirmOff => {
+                // S1: an operator's word counts only for a host that stopped (suspect here);
+                // a heartbeat that still advances proves the host is up, whatever was typed.
+                if peer.status != Some(PeerStatus::Suspect) {
+                    let status = peer.status.unwrap_or(PeerStatus::Absent).as_str();
+                    self.event(
+                        EventKind::Alarm,
+                        id,
+                        None,
+                        format!("confirm-off refused: the host is {status}, not suspect (its heartbeat advanced within suspect_after)"),
+                    );
+                    return;
+                }
                 self.fences.remove(&id);
                 self.set_verdict(id, VerdictKind::Fenced, FenceMethodKind::Manual, current.0);
                 self.event(

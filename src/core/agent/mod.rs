@@ -216,8 +216,10 @@ struct Peer {
     status: Option<PeerStatus>,
     /// Value at which an operator cleared the peer.
     cleared_at: Option<(u64, u64)>,
-    /// Highest sequence number seen of each recent incarnation.
-    seen: VecDeque<(u64, u64)>,
+    /// Highest sequence number seen of each recent incarnation, and when it was first seen.
+    seen: VecDeque<(u64, u64, u64)>,
+    /// When this peer last became suspect.
+    suspect_since: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -276,6 +278,8 @@ pub struct Agent {
     peers: BTreeMap<u32, Peer>,
     verdicts: BTreeMap<u32, Verdict>,
     verdict_gen: u32,
+    /// Highest table generation seen in any coordinator block.
+    max_gen_seen: u32,
     /// Generation of the verdict table in the last record sent to the volumes.
     published_gen: u32,
     inherited: bool,
@@ -290,8 +294,16 @@ pub struct Agent {
     /// Recent nonces seen in every mailbox (messages present while probing are history).
     mailbox_seen: BTreeMap<u32, Vec<u64>>,
     ack_nonce: u64,
+    /// Per volume: its first successful read happened (the mailbox baseline).
+    mailbox_baseline: Vec<bool>,
+    /// A peer just became suspect: read again at once before any power-off (S1).
+    recheck: bool,
     /// Per volume: when the probe first read it and what the own block held then.
     probe_first: Vec<Option<(u64, Option<RecordId>)>>,
+    /// When this agent started (its own earlier records are older).
+    started_at: u64,
+    /// The sequence number continued from at the end of the probe.
+    probe_seq: u64,
     /// Sequence number of the first `leaving` record.
     leave_seq: Option<u64>,
     fences: BTreeMap<u32, FenceJob>,
@@ -314,6 +326,7 @@ impl Agent {
             peers: BTreeMap::new(),
             verdicts: BTreeMap::new(),
             verdict_gen: 0,
+            max_gen_seen: 0,
             published_gen: 0,
             inherited: false,
             coordinator: None,
@@ -325,7 +338,11 @@ impl Agent {
             last_pet: None,
             mailbox_seen: BTreeMap::new(),
             ack_nonce: 0,
+            mailbox_baseline: Vec::new(),
+            recheck: false,
             probe_first: Vec::new(),
+            started_at: now.mono,
+            probe_seq: 0,
             leave_seq: None,
             fences: BTreeMap::new(),
             storage: Storage::Ok,
@@ -388,11 +405,16 @@ impl Agent {
     /// The next time the core needs to run even without input (next cycle or retry).
     pub fn next_deadline(&self) -> u64 {
         // A busy volume's retry waits for its I/O to finish, which is an input of its own.
-        self.vols
+        let io = self
+            .vols
             .iter()
             .filter(|v| v.in_flight.is_none())
             .filter_map(|v| v.retry_at)
-            .fold(self.next_cycle_at, u64::min)
+            .fold(self.next_cycle_at, u64::min);
+        let final_pet = self
+            .last_pet_at()
+            .filter(|&l| self.armed && !self.doomed() && self.last_pet.is_some_and(|t| t < l));
+        final_pet.map_or(io, |l| io.min(l))
     }
 
     /// Every peer this host has seen, with its current judgement.

@@ -12,6 +12,11 @@ impl Agent {
         let own_id = self.p.host_id;
         let mut rejoined = Vec::new();
         let mut contradicted = Vec::new();
+        let mut impossible = Vec::new();
+        if self.foreign_writer_in_own_block(view) {
+            return;
+        }
+        let min_write_gap = RETRY_MS.min(interval).max(1);
         for (i, slot) in view.slots.iter().enumerate() {
             let id = i as u32 + 1;
             let Slot::Record(r) = slot else { continue };
@@ -38,21 +43,33 @@ impl Agent {
             // one if it continues the sequence (a restart does) or if the current one has
             // stopped (a restart that could not read its old block starts again at 1).
             let stopped = now_mono.saturating_sub(peer.last_change) >= 2 * interval;
-            let newer = match peer.seen.iter_mut().find(|(i, _)| *i == r.incarnation) {
-                Some((_, seq)) => r.seq > *seq,
+            let known = peer.seen.iter().find(|(i, _, _)| *i == r.incarnation).copied();
+            let newer = match known {
+                Some((_, seq, _)) => r.seq > seq,
                 None => peer.record.as_ref().is_none_or(|p| r.seq > p.seq || stopped),
             };
             peer.last[v] = Some(value);
             if !newer {
                 continue;
             }
-            match peer.seen.iter_mut().find(|(i, _)| *i == r.incarnation) {
-                Some((_, seq)) => *seq = r.seq,
+            // A writer advances its sequence at most once per cycle, and cycles are at least
+            // min(interval, retry pause) apart (a few more for early publishes): a jump that
+            // time cannot explain is a forged or corrupted record, and taking it for progress
+            // would make the host's real writes look old (S1).
+            if let Some((_, seq, at)) = known {
+                let allowed = 8 + 4 * now_mono.saturating_sub(at) / min_write_gap;
+                if r.seq - seq > allowed {
+                    impossible.push((id, seq, r.seq));
+                    continue;
+                }
+            }
+            match peer.seen.iter_mut().find(|(i, _, _)| *i == r.incarnation) {
+                Some(e) => *e = (r.incarnation, r.seq, now_mono),
                 None => {
                     if peer.seen.len() >= SEEN_INCARNATIONS {
                         peer.seen.pop_front();
                     }
-                    peer.seen.push_back((r.incarnation, r.seq));
+                    peer.seen.push_back((r.incarnation, r.seq, now_mono));
                 }
             }
             peer.last_change = finished;
@@ -70,11 +87,19 @@ impl Agent {
                 peer.cleared_at = None;
             }
         }
+        for (id, from, to) in impossible {
+            self.event(
+                EventKind::Alarm,
+                id,
+                None,
+                format!("volume {v}: sequence number jumped from {from} to {to}, more writes than the time since allows: ignored (forged or corrupted record)"),
+            );
+        }
         for id in contradicted {
             // Declared fenced, yet its heartbeat moved in the same incarnation: the verdict was
             // wrong. Withdraw it loudly rather than keep lying.
             self.verdicts.remove(&id);
-            self.verdict_gen += 1;
+            self.table_changed();
             self.event(
                 EventKind::FenceFailed,
                 id,
@@ -85,8 +110,8 @@ impl Agent {
         for id in rejoined {
             self.fences.remove(&id);
             let had = self.verdicts.remove(&id);
-            if had.is_some() && self.is_coordinator() {
-                self.verdict_gen += 1;
+            if had.is_some() {
+                self.table_changed();
             }
             let detail = match had {
                 Some(v) => format!("new incarnation after verdict {}", v.kind.as_str()),
@@ -94,7 +119,7 @@ impl Agent {
             };
             self.event(EventKind::HostUp, id, None, detail);
         }
-        self.mailboxes(view);
+        self.mailboxes(v, view);
         self.mirror_coordinator(view);
     }
 
@@ -102,12 +127,10 @@ impl Agent {
     /// its last value (finish time) to the start of the latest timely read of a read quorum.
     /// Time in which this host read nothing (paused, storage stalled) proves nothing (S4).
     pub(super) fn stale_ms(&self, p: &Peer) -> u64 {
-        // Reads come once per interval: counting only up to the start of the latest one makes
-        // every verdict up to an interval late. Count up to now, but never more than one
-        // interval past the latest timely read, so a stall of this host's own I/O still does
-        // not age its peers.
-        let until = self.now.mono.min(self.evidence_until() + self.p.timing.interval_ms);
-        until.saturating_sub(p.last_change.max(self.judge_from))
+        // Evidence only: counting past the latest read (to "now") would judge a peer for time
+        // in which a newer record may already be on the volume, unread (S1), and suspect a
+        // healthy peer just before the read that shows its progress.
+        self.evidence_until().saturating_sub(p.last_change.max(self.judge_from))
     }
 
     /// The start of the latest read such that a read quorum of volumes was read since.
@@ -143,8 +166,14 @@ impl Agent {
                 (status, p.status)
             };
             if old != Some(status) {
+                let now = self.now.mono;
                 if let Some(p) = self.peers.get_mut(id) {
                     p.status = Some(status);
+                    if status == PeerStatus::Suspect {
+                        p.suspect_since = Some(now);
+                        // Confirm with a read that starts now, before anyone acts on it.
+                        self.recheck = true;
+                    }
                 }
                 match (old, status) {
                     (_, PeerStatus::Suspect) => self.event(
@@ -159,7 +188,7 @@ impl Agent {
                             self.verdicts.get(id).is_some_and(|v| v.kind != VerdictKind::Fenced);
                         if drop && !self.fences.get(id).is_some_and(|f| f.in_flight) {
                             self.verdicts.remove(id);
-                            self.verdict_gen += 1;
+                            self.table_changed();
                             self.fences.remove(id);
                         }
                         self.event(EventKind::HostRecovered, *id, None, String::new());

@@ -7,7 +7,7 @@ use crate::core::view::decode_view;
 const T: Timing = Timing {
     interval_ms: 1000,
     io_timeout_ms: 2000,
-    lease_timeout_ms: 4000,
+    lease_timeout_ms: 6000,
     watchdog_timeout_ms: 2000,
     suspect_after_ms: 3000,
     margin_ms: 1000,
@@ -19,6 +19,8 @@ struct Host {
     agent: Agent,
     alive: bool,
     pets: Vec<u64>,
+    /// At each pet: own lease expiry minus (pet time + watchdog timeout).
+    pet_slack: Vec<i64>,
     self_fenced: Option<u64>,
     pending: Vec<(usize, u64, u64, Option<Box<Heartbeat>>)>,
     fences: Vec<u32>,
@@ -28,7 +30,16 @@ struct Host {
 
 struct Sim {
     now: u64,
-    disk: Vec<[u8; BLOCK_SIZE]>,
+    /// One disk per volume.
+    disks: Vec<Vec<[u8; BLOCK_SIZE]>>,
+    /// Volumes that fail (EIO) for everybody.
+    dead_volumes: Vec<usize>,
+    /// Writes of these hosts fail (EIO) while their reads work.
+    write_fails: Vec<u32>,
+    /// Another writer of the same host id: its record lands right after every write of that id.
+    twin: Option<Heartbeat>,
+    /// Agents are ticked only every this many ms (wake-up drift of a busy host); 0: every step.
+    tick_every: u64,
     hosts: Vec<Host>,
     /// Storage fails (EIO) for these hosts.
     broken: Vec<u32>,
@@ -60,15 +71,22 @@ const GEO: Geometry = Geometry { max_hosts: MAX };
 
 impl Sim {
     fn new(n: u32) -> Sim {
+        Sim::with_volumes(n, 1)
+    }
+    fn with_volumes(n: u32, volumes: usize) -> Sim {
         let mut sim = Sim {
             now: 1_000_000,
-            disk: vec![[0u8; BLOCK_SIZE]; GEO.total_blocks() as usize],
+            disks: vec![vec![[0u8; BLOCK_SIZE]; GEO.total_blocks() as usize]; volumes],
+            dead_volumes: vec![],
+            write_fails: vec![],
+            twin: None,
+            tick_every: 0,
             hosts: Vec::new(),
             broken: vec![],
             torn: vec![],
         };
         for id in 1..=n {
-            sim.add(params(id));
+            sim.add(AgentParams { volumes, ..params(id) });
         }
         sim
     }
@@ -79,6 +97,7 @@ impl Sim {
             agent,
             alive: true,
             pets: vec![],
+            pet_slack: vec![],
             self_fenced: None,
             pending: vec![],
             fences: vec![],
@@ -102,7 +121,12 @@ impl Sim {
                 Action::StartIo { volume, cycle, write } => {
                     h.pending.push((volume, cycle, self.now, write))
                 }
-                Action::Pet => h.pets.push(self.now),
+                Action::Pet => {
+                    h.pets.push(self.now);
+                    let wd = h.agent.params().timing.watchdog_timeout_ms;
+                    let expiry = h.agent.lease_expiry().unwrap_or(0);
+                    h.pet_slack.push(expiry as i64 - (self.now + wd) as i64);
+                }
                 Action::SelfFence { .. } => h.self_fenced = Some(self.now),
                 Action::StartFence { peer } => h.fences.push(peer),
                 Action::Event(e) => h.events.push(e),
@@ -122,26 +146,25 @@ impl Sim {
         let id = self.hosts[i].agent.params().host_id;
         let pending = std::mem::take(&mut self.hosts[i].pending);
         for (volume, cycle, started, write) in pending {
-            let broken = self.broken.contains(&id);
+            let broken = self.broken.contains(&id) || self.dead_volumes.contains(&volume);
             let write = write.map(|r| {
-                if broken {
+                if broken || self.write_fails.contains(&id) {
                     return Err("EIO".to_string());
                 }
                 let block = encode_heartbeat(&r).unwrap();
-                let slot = &mut self.disk[GEO.heartbeat_block(id) as usize];
+                let slot = &mut self.disks[volume][GEO.heartbeat_block(id) as usize];
                 if self.torn.contains(&id) {
                     slot[..512].copy_from_slice(&block[..512]);
                 } else {
                     *slot = block;
                 }
+                if let Some(twin) = self.twin.as_ref().filter(|t| t.host_id == id) {
+                    *slot = encode_heartbeat(twin).unwrap();
+                }
                 Ok(self.now)
             });
-            let read = if broken {
-                Err("EIO".to_string())
-            } else {
-                let raw: Vec<u8> = self.disk[1..].iter().flatten().copied().collect();
-                Ok((self.now, decode_view(&raw, GEO, &CLUSTER)))
-            };
+            let read =
+                if broken { Err("EIO".to_string()) } else { Ok((self.now, self.view(volume))) };
             self.feed(i, Input::IoDone { volume, cycle, started, write, read });
         }
     }
@@ -155,9 +178,26 @@ impl Sim {
                     continue;
                 }
                 self.io(i);
-                self.feed(i, Input::Tick);
+                if self.tick_every == 0 || self.now % self.tick_every < 10 {
+                    self.feed(i, Input::Tick);
+                }
             }
         }
+    }
+    fn view(&self, volume: usize) -> VolumeView {
+        let raw: Vec<u8> = self.disks[volume][1..].iter().flatten().copied().collect();
+        decode_view(&raw, GEO, &CLUSTER)
+    }
+    /// Writes a heartbeat block on every volume, as if host `r.host_id` (or a forger) wrote it.
+    fn put(&mut self, r: &Heartbeat) {
+        let block = encode_heartbeat(r).unwrap();
+        for d in &mut self.disks {
+            d[GEO.heartbeat_block(r.host_id) as usize] = block;
+        }
+    }
+    /// The record host `id` last wrote (volume 0).
+    fn record_of(&self, id: u32) -> Heartbeat {
+        self.view(0).record(id).expect("a record").clone()
     }
     fn kill(&mut self, id: u32) {
         self.host(id).alive = false;
@@ -173,7 +213,9 @@ impl Sim {
             target_incarnation: 0,
             sender_name: "op".into(),
         };
-        self.disk[GEO.mailbox_block(id) as usize] = encode_mailbox(&m);
+        for d in &mut self.disks {
+            d[GEO.mailbox_block(id) as usize] = encode_mailbox(&m);
+        }
     }
     fn verdict(&mut self, observer: u32, id: u32) -> Option<(VerdictKind, FenceMethodKind)> {
         self.host(observer).agent.verdicts().get(&id).map(|v| (v.kind, v.method))
@@ -255,7 +297,7 @@ fn restart_on_the_same_boot_after_expiry_is_doomed_at_once() {
     let mut s = Sim::new(1);
     s.run(4000);
     s.kill(1);
-    s.run(5000); // longer than the lease: the old record's lease has expired
+    s.run(T.lease_timeout_ms + 1000); // the old record's lease has expired
     s.add(AgentParams { incarnation: 4242, ..params(1) });
     s.run(500);
     let h = &s.hosts[1];
@@ -418,9 +460,7 @@ fn fence_request_is_acknowledged_then_self_fenced_and_declared_by_request() {
     s.run(T.io_timeout_ms + 200);
     assert!(s.host(2).self_fenced.is_some(), "no self-fence on request");
     s.kill(2);
-    let record =
-        decode_view(&s.disk[1..].iter().flatten().copied().collect::<Vec<u8>>(), GEO, &CLUSTER);
-    let r = record.record(2).unwrap().clone();
+    let r = s.record_of(2);
     assert_eq!((r.ack_nonce, r.state), (99, HostState::SelfFencing));
     s.run(T.io_timeout_ms + T.watchdog_timeout_ms + T.margin_ms + 1500);
     assert_eq!(s.verdict(1, 2), Some((VerdictKind::Fenced, FenceMethodKind::Request)));
@@ -435,8 +475,7 @@ fn stale_poison_pill_is_ignored_at_start() {
     assert!(s.host(1).self_fenced.is_none());
     s.mailbox(1, Command::Test, 6);
     s.run(1500);
-    let raw: Vec<u8> = s.disk[1..].iter().flatten().copied().collect();
-    assert_eq!(decode_view(&raw, GEO, &CLUSTER).record(1).unwrap().ack_nonce, 6);
+    assert_eq!(s.record_of(1).ack_nonce, 6);
 }
 
 #[test]
@@ -484,4 +523,274 @@ fn reload_that_removes_a_bmc_reaches_the_core() {
     s.run(200);
     assert_eq!(s.verdict(1, 2).map(|v| v.0), Some(VerdictKind::FenceFailed));
     assert_eq!(s.host(1).fences, vec![2], "fenced through a removed BMC");
+}
+
+/// A heartbeat of host `id` as an agent would write it (armed, active, eligible, healthy).
+fn fake(id: u32, incarnation: u64, seq: u64, now: u64) -> Heartbeat {
+    Heartbeat {
+        cluster: CLUSTER,
+        host_id: id,
+        incarnation,
+        seq,
+        wall_ms: now,
+        mono_ms: now,
+        boot_id: [id as u8; 16],
+        state: HostState::Active,
+        watchdog_timeout_s: 2,
+        caps: caps::WATCHDOG_ARMED | caps::IO_HEALTHY,
+        ack_nonce: 0,
+        coordinator: 0,
+        verdict_gen: 0,
+        name: format!("h{id}"),
+        verdicts: vec![],
+    }
+}
+
+/// Issue 10 item 1: with watchdog + margin < interval, counting staleness past the latest read
+/// declared `fenced` for a peer whose newer record was already on the volume.
+#[test]
+fn fenced_only_from_evidence_even_when_watchdog_and_margin_are_below_one_interval() {
+    let t = Timing {
+        interval_ms: 10_000,
+        io_timeout_ms: 10_000,
+        lease_timeout_ms: 35_000,
+        watchdog_timeout_ms: 2_000,
+        suspect_after_ms: 30_000,
+        margin_ms: 1_000,
+    };
+    t.validate().expect("a header validate accepts");
+    // Every phase of the observer's reads against the peer's landings.
+    for phase in 0..20u64 {
+        let mut s = Sim::new(0);
+        s.add(AgentParams { timing: t, ..params(1) });
+        s.run(25_000 + phase * 500);
+        let t0 = s.now;
+        s.put(&fake(2, 77, 1, t0));
+        // The peer's next record lands lease + io - 0.1 s later: a live host can do that (a
+        // write started just before its lease ended, verified late).
+        let next = t0 + t.lease_timeout_ms + t.io_timeout_ms - 100;
+        s.run(next - s.now);
+        s.put(&fake(2, 77, 2, next));
+        for _ in 0..t.dead_after_ms() / 10 {
+            s.run(10);
+            assert_ne!(
+                s.verdict(1, 2).map(|v| v.0),
+                Some(VerdictKind::Fenced),
+                "phase {phase}: declared fenced with a newer record on the volume"
+            );
+        }
+    }
+}
+
+/// Issue 10 item 13: a peer whose writes land just under suspect_after apart is never suspected.
+#[test]
+fn a_peer_writing_just_under_suspect_after_apart_is_never_suspected() {
+    for phase in 0..20u64 {
+        let mut s = Sim::new(0);
+        // A busy host wakes up a little late: its reads start up to 60 ms after they are due.
+        s.tick_every = 70;
+        s.add(params(1));
+        s.run(3_000 + phase * 50);
+        let gap = T.suspect_after_ms - 20;
+        for seq in 1..8 {
+            s.put(&fake(2, 77, seq, s.now));
+            s.run(gap);
+        }
+        let h = s.host(1);
+        assert!(
+            events(h, EventKind::HostSuspect).is_empty(),
+            "phase {phase}: suspected a peer whose writes land {gap} ms apart"
+        );
+    }
+}
+
+/// Issue 10 item 13: the suspicion is re-checked with a read that started after it, right
+/// before a power-off is started.
+#[test]
+fn power_off_waits_for_a_read_that_started_after_the_suspicion() {
+    let mut s = Sim::new(0);
+    let mut p = params(1);
+    p.fence_methods.insert(2, FenceMethodKind::Ipmi);
+    s.add(p);
+    s.run(3_000);
+    s.put(&fake(2, 77, 1, s.now));
+    let mut suspected = false;
+    for _ in 0..1000 {
+        s.run(10);
+        if !events(s.host(1), EventKind::HostSuspect).is_empty() {
+            suspected = true;
+            break;
+        }
+    }
+    assert!(suspected);
+    // The peer's heartbeat lands right after the read that made it suspect.
+    s.put(&fake(2, 77, 2, s.now));
+    s.run(1_500);
+    assert!(s.host(1).fences.is_empty(), "powered off a peer whose heartbeat had moved");
+    assert_eq!(events(s.host(1), EventKind::HostRecovered).len(), 1);
+}
+
+/// Issue 10 item 4: the kernel pings the watchdog once when a stopped agent is killed, so a pet
+/// must leave at least one watchdog period of lease.
+#[test]
+fn every_pet_leaves_a_watchdog_period_of_lease() {
+    let mut s = Sim::new(1);
+    s.run(4_000);
+    s.broken.push(1);
+    s.run(6_000);
+    let h = s.host(1);
+    assert!(!h.pets.is_empty());
+    let worst = h.pet_slack.iter().min().copied().unwrap();
+    assert!(worst >= 0, "a pet {} ms too close to the lease end", -worst);
+}
+
+/// Issue 10 item 11: a collision noticed while doomed must not cancel the self-fence.
+#[test]
+fn doom_wins_over_a_collision() {
+    let mut s = Sim::new(1);
+    s.run(4_000);
+    s.mailbox(1, Command::Reset, 9);
+    s.run(100);
+    assert!(matches!(s.host(1).agent.phase(), Phase::Doomed { .. }));
+    // Another writer of host id 1 shows up before the reset ran.
+    let mut twin = fake(1, 5555, 900, s.now);
+    twin.boot_id = [0xee; 16];
+    s.twin = Some(twin);
+    s.run(T.io_timeout_ms + 500);
+    assert!(s.host(1).self_fenced.is_some(), "the collision cancelled the self-fence");
+}
+
+/// Issue 10 item 12: a foreign record in the own block is noticed on any read, not only on the
+/// read-back of a successful write.
+#[test]
+fn a_second_writer_after_start_is_a_collision() {
+    let mut s = Sim::new(1);
+    s.run(4_000);
+    // This host's writes fail, so only plain reads see the block; a twin writes there.
+    s.write_fails.push(1);
+    for seq in 0..5 {
+        let mut twin = fake(1, 5555, s.host(1).agent.seq() + 1 + seq, s.now);
+        twin.boot_id = [0xee; 16];
+        s.put(&twin);
+        s.run(T.interval_ms);
+    }
+    assert_eq!(s.host(1).exit, Some(EXIT_HOST_ID_IN_USE), "the second writer went unnoticed");
+}
+
+/// Issue 10 item 14: a sequence number far ahead of what elapsed time allows is an alarm, not
+/// progress: the peer's real writes must still count.
+#[test]
+fn a_forged_sequence_jump_is_an_alarm_not_progress() {
+    let mut s = Sim::new(2);
+    s.run(5_000);
+    let mut forged = s.record_of(2);
+    forged.seq += 1_000_000;
+    s.put(&forged);
+    s.run(T.dead_after_ms() * 2);
+    assert!(s.verdict(1, 2).is_none(), "a live host was judged after a forged record");
+    assert!(events(s.host(1), EventKind::HostSuspect).is_empty());
+    assert!(
+        !events(s.host(1), EventKind::Alarm).is_empty(),
+        "no alarm about the impossible sequence"
+    );
+}
+
+/// Issue 10 item 5: a confirm-off for a host whose heartbeat advances is not obeyed.
+#[test]
+fn confirm_off_for_a_live_host_is_refused() {
+    let mut s = Sim::new(2);
+    s.run(5_000);
+    s.mailbox(2, Command::ConfirmOff, 31);
+    for _ in 0..300 {
+        s.run(10);
+        assert!(s.verdict(1, 2).is_none(), "a live host was declared fenced by a confirm-off");
+    }
+}
+
+/// Issue 10 item 6: a volume unreadable at start has its first successful read as baseline:
+/// its old messages are history, whenever that read happens.
+#[test]
+fn old_mailbox_messages_on_a_volume_read_late_are_history() {
+    let mut s = Sim::with_volumes(0, 3);
+    s.dead_volumes.push(2);
+    let m = Mailbox {
+        cluster: CLUSTER,
+        host_id: 1,
+        nonce: 4242,
+        command: Command::Reset,
+        sender: 0,
+        wall_ms: 1,
+        target_incarnation: 0,
+        sender_name: "op".into(),
+    };
+    s.disks[2][GEO.mailbox_block(1) as usize] = encode_mailbox(&m);
+    s.add(AgentParams { volumes: 3, ..params(1) });
+    s.run(5_000);
+    assert_eq!(s.host(1).agent.phase(), Phase::Running);
+    s.dead_volumes.clear();
+    s.run(3_000);
+    assert!(s.host(1).self_fenced.is_none(), "obeyed an old reset from a volume read late");
+}
+
+/// Issue 10 item 8: a mirror adopts only a newer table (a lagging copy of the coordinator's
+/// block must not bring back an older one).
+#[test]
+fn a_mirror_adopts_only_newer_tables() {
+    let mut s = Sim::new(3);
+    s.run(5_000);
+    s.kill(3);
+    s.run(T.dead_after_ms() + 3_000);
+    assert_eq!(s.verdict(2, 3).map(|v| v.0), Some(VerdictKind::Fenced));
+    let mut old = s.record_of(1);
+    assert!(old.verdict_gen > 1);
+    old.verdict_gen = 1;
+    old.verdicts.clear();
+    // The coordinator pauses; meanwhile its block shows an older table (a lagging volume).
+    s.host(1).alive = false;
+    s.put(&old);
+    s.run(T.interval_ms * 3 / 2);
+    s.host(1).alive = true;
+    assert_eq!(s.verdict(2, 3).map(|v| v.0), Some(VerdictKind::Fenced), "adopted an older table");
+}
+
+/// Issue 10 item 8: the only eligible coordinator restarts (same boot): its table and its
+/// generation continue.
+#[test]
+fn a_restarted_coordinator_continues_its_table() {
+    let mut s = Sim::new(0);
+    s.add(params(1));
+    s.add(AgentParams { eligible: false, ..params(2) });
+    s.add(AgentParams { eligible: false, ..params(3) });
+    s.run(5_000);
+    s.kill(3);
+    s.run(T.dead_after_ms() + 2_000);
+    let gen = s.record_of(1).verdict_gen;
+    assert_eq!(s.verdict(1, 3).map(|v| v.0), Some(VerdictKind::Fenced));
+    s.kill(1);
+    s.run(300);
+    s.add(AgentParams { incarnation: 9191, ..params(1) });
+    s.run(4_000);
+    assert!(s.host(1).agent.is_coordinator());
+    assert_eq!(s.verdict(1, 3).map(|v| v.0), Some(VerdictKind::Fenced), "verdict lost");
+    assert!(
+        s.record_of(1).verdict_gen > gen,
+        "generation went back to {}",
+        s.record_of(1).verdict_gen
+    );
+}
+
+/// Issue 10 item 2 (the core's half; the daemon feeds CLOCK_BOOTTIME): after a suspend longer
+/// than the lease, the first input sees the jump, dooms and never pets.
+#[test]
+fn resuming_after_a_long_suspend_self_fences_before_any_pet() {
+    let mut s = Sim::new(1);
+    s.run(5_000);
+    let pets = s.host(1).pets.len();
+    s.host(1).alive = false;
+    s.now += 120_000; // suspended: the boot clock keeps counting, nothing runs
+    s.host(1).alive = true;
+    s.feed(0, Input::Tick);
+    let h = s.host(1);
+    assert!(h.self_fenced.is_some(), "no self-fence on resume");
+    assert_eq!(h.pets.len(), pets, "petted after resuming with an expired lease");
 }
