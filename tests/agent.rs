@@ -400,3 +400,62 @@ fn run_check_and_sighup_reload() {
     std::thread::sleep(Duration::from_secs(1));
     assert!(bed.hosts[0].exited().is_none(), "the agent died on a bad reload");
 }
+
+/// Capabilities of host `id` in a dump, if its block holds a valid record.
+fn host_caps(dump: &serde_json::Value, id: u32) -> Option<Vec<String>> {
+    dump["hosts"].as_array()?.iter().find(|h| h["id"] == id && h["crc"] == "ok").map(|h| {
+        h["capabilities"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|c| c.as_str().map(String::from)).collect())
+            .unwrap_or_default()
+    })
+}
+
+#[test]
+fn watchdog_that_stops_on_close_is_never_advertised() {
+    if !require_root("watchdog_that_stops_on_close_is_never_advertised") {
+        return;
+    }
+    let mut bed = Bed::new(1, 1);
+    // A driver without magic close and nowayout off: closing the device stops its timer.
+    bed.hosts[0].watchdog.emulate_driver(false, false);
+    bed.start_all();
+    let v = bed.volume(0);
+    let h = &bed.hosts[0];
+    // Every record the agent writes, from its first `active` one over three more writes,
+    // must lack the `watchdog` capability.
+    let mut active_seq = None;
+    let mut seen = Vec::new();
+    let done = wait_until(Duration::from_secs(15), || {
+        let d = dump(&v);
+        let (Some((seq, state)), Some(caps)) = (host_record(&d, 1), host_caps(&d, 1)) else {
+            return false;
+        };
+        if seen.last().is_none_or(|(s, _, _)| *s != seq) {
+            seen.push((seq, state.clone(), caps));
+        }
+        if state == "active" && active_seq.is_none() {
+            active_seq = Some(seq);
+        }
+        active_seq.is_some_and(|a| seq >= a + 3)
+    });
+    assert!(done, "the agent never ran active for 3 writes: {seen:?}\n{}", h.log_text());
+    let advertised: Vec<_> =
+        seen.iter().filter(|(_, _, c)| c.iter().any(|x| x == "watchdog")).collect();
+    assert!(
+        advertised.is_empty(),
+        "advertised an armed watchdog: {advertised:?}\n{}",
+        h.log_text()
+    );
+    assert_eq!(h.watchdog.keepalives(), 0, "petted a watchdog that stops on close");
+    let log = h.log_text();
+    assert!(
+        log.contains("WITHOUT watchdog protection") && log.contains("no magic close"),
+        "the log does not say why: {log}"
+    );
+    assert!(log.contains("nowayout=1"), "the log does not say what to do: {log}");
+    assert_eq!(h.sysrq_letters(), "");
+    let out = h.cli(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("watchdog unguarded ("), "{text}");
+}

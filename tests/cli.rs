@@ -72,3 +72,27 @@ fn commands_without_a_config_say_what_to_do() {
         assert!(text(&out).contains("cannot read it"), "{args:?}: {}", text(&out));
     }
 }
+
+#[test]
+fn test_watchdog_refuses_a_device_that_stops_on_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("wd");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let out = hbfence(&["test-watchdog", "--device", fifo.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("after close: keeps running"), "{}", text(&out));
+    // The test-only sidecar emulates a driver without magic close, nowayout off.
+    std::fs::write(dir.path().join("wd.test-driver"), "magic_close = false\nnowayout = false\n")
+        .unwrap();
+    let out = hbfence(&["test-watchdog", "--device", fifo.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("after close: STOPS") && t.contains("no magic close"), "{t}");
+    assert!(t.contains("not usable for hbfence") && t.contains("nowayout=1"), "{t}");
+    assert!(!t.contains("usable: yes"), "{t}");
+    // nowayout keeps it running even without magic close.
+    std::fs::write(dir.path().join("wd.test-driver"), "magic_close = false\nnowayout = true\n")
+        .unwrap();
+    let out = hbfence(&["test-watchdog", "--device", fifo.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+}

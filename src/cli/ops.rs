@@ -196,9 +196,10 @@ pub fn status_config(config_path: &Path, json_out: bool) -> CliResult {
         format::uuid_string(&c.header().cluster),
         c.config.host.id,
         daemon.as_ref().map_or("NOT RUNNING".to_string(), |d| format!(
-            "{} (lease {})",
+            "{} (lease {}, watchdog {})",
             d["phase"].as_str().unwrap_or("?"),
-            if d["lease_valid"].as_bool() == Some(true) { "valid" } else { "NOT valid" }
+            if d["lease_valid"].as_bool() == Some(true) { "valid" } else { "NOT valid" },
+            d["watchdog"].as_str().unwrap_or("?")
         )),
         coordinator.map_or("none".to_string(), |c| c.to_string())
     );
@@ -469,7 +470,15 @@ pub fn test_watchdog(a: &TestWatchdogArgs) -> CliResult {
             .map(|c| c.watchdog.device)
             .unwrap_or_else(|_| PathBuf::from("/dev/watchdog"))
     });
+    use crate::watchdog::{after_close, AfterClose};
     let (kind, info) = crate::watchdog::inspect(&device)?;
+    let identity = info.identity.clone().unwrap_or_else(|| "unknown".into());
+    // Known without opening: the double's emulated driver, sysfs `options`, or nowayout=1.
+    let mut close = match (kind, info.options, info.nowayout) {
+        (_, Some(options), nowayout) => Some(after_close(&identity, options, nowayout)),
+        (_, None, Some(true)) => Some(after_close(&identity, 0, Some(true))),
+        _ => None,
+    };
     println!("device: {}", device.display());
     if kind == crate::watchdog::DeviceKind::Double {
         println!("kind: FIFO test double (NOT a hardware watchdog; never use it in production)");
@@ -513,12 +522,15 @@ pub fn test_watchdog(a: &TestWatchdogArgs) -> CliResult {
         }
         println!("opened (armed) and closed with the magic close");
         match support {
-            Ok(i) => println!(
-                "ioctl identity: {} (options {:#x}, firmware {})",
-                i.identity(),
-                i.options,
-                i.firmware_version
-            ),
+            Ok(i) => {
+                println!(
+                    "ioctl identity: {} (options {:#x}, firmware {})",
+                    i.identity(),
+                    i.options,
+                    i.firmware_version
+                );
+                close = Some(after_close(&i.identity(), i.options, info.nowayout));
+            }
             Err(e) => println!("WDIOC_GETSUPPORT failed: {e}: not a watchdog"),
         }
         if let Ok(t) = timeout {
@@ -536,12 +548,32 @@ pub fn test_watchdog(a: &TestWatchdogArgs) -> CliResult {
     } else if kind == crate::watchdog::DeviceKind::Kernel {
         println!("(not opened: opening arms the watchdog; pass --open to query the driver through ioctls)");
     }
+    match &close {
+        Some(AfterClose::KeepsRunning(why)) => println!("after close: keeps running ({why})"),
+        Some(AfterClose::Stops(why)) => println!("after close: STOPS ({why})"),
+        None => println!(
+            "after close: unknown without --open (hbfence needs magic close, WDIOF_MAGICCLOSE, or nowayout=1)"
+        ),
+    }
     if let Some((pid, comm)) = info.holders.first() {
         return Err(CliError::new(format!(
             "{} is busy: held by process {pid} ({comm}); stop that program (or systemd's RuntimeWatchdogSec) before starting hbfence",
             device.display()
         )));
     }
-    println!("usable: yes");
-    Ok(())
+    match close {
+        Some(AfterClose::Stops(why)) => Err(CliError::new(format!(
+            "{} is not usable for hbfence: {why}. hbfence would close it again and run without it. {}",
+            device.display(),
+            crate::watchdog::UNGUARDED_ADVICE
+        ))),
+        Some(AfterClose::KeepsRunning(_)) => {
+            println!("usable: yes");
+            Ok(())
+        }
+        None => {
+            println!("usable: not determined: run `hbfence test-watchdog --open` to ask the driver whether it has magic close (hbfence refuses to rely on it otherwise)");
+            Ok(())
+        }
+    }
 }
