@@ -96,3 +96,167 @@ fn test_watchdog_refuses_a_device_that_stops_on_close() {
     let out = hbfence(&["test-watchdog", "--device", fifo.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+mod readers {
+    //! `check` and `status` decide from a read quorum of volumes, on volumes written by hand.
+    use super::cluster::{hbfence, init_volume};
+    use super::text;
+    use hbfence::core::format::{self, caps, FenceMethodKind, HostState, Verdict, VerdictKind};
+    use std::os::unix::fs::FileExt;
+    use std::path::{Path, PathBuf};
+
+    pub struct Vols {
+        pub dir: tempfile::TempDir,
+        pub paths: Vec<PathBuf>,
+        pub cluster: [u8; 16],
+        pub config: PathBuf,
+    }
+
+    /// `n` volumes of one cluster (max_hosts 8) and a config of host 3 naming all of them.
+    pub fn volumes(n: usize) -> Vols {
+        let dir = tempfile::tempdir().unwrap();
+        let paths: Vec<PathBuf> = (0..n).map(|i| dir.path().join(format!("v{i}.vol"))).collect();
+        init_volume(&paths[0], &[]);
+        for p in &paths[1..] {
+            std::fs::copy(&paths[0], p).unwrap();
+        }
+        let v =
+            hbfence::volume::Volume::open(&paths[0], hbfence::volume::Access::ReadOnly).unwrap();
+        let cluster = v.read_header().unwrap().cluster;
+        let mut cfg = "[host]\nid = 3\nname = \"host3\"\n\n".to_string();
+        for p in &paths {
+            cfg += &format!("[[volume]]\npath = \"{}\"\n\n", p.display());
+        }
+        cfg += &format!(
+            "[watchdog]\ndevice = \"{}\"\n\n[daemon]\nruntime_dir = \"{}\"\nsyslog = false\n",
+            dir.path().join("wd").display(),
+            dir.path().join("run").display()
+        );
+        let config = dir.path().join("hbfence.toml");
+        std::fs::write(&config, cfg).unwrap();
+        Vols { dir, paths, cluster, config }
+    }
+
+    pub fn record(v: &Vols, id: u32, incarnation: u64, seq: u64) -> format::Heartbeat {
+        format::Heartbeat {
+            cluster: v.cluster,
+            host_id: id,
+            incarnation,
+            seq,
+            wall_ms: 1_700_000_000_000,
+            mono_ms: 1,
+            boot_id: [id as u8; 16],
+            state: HostState::Active,
+            watchdog_timeout_s: 2,
+            caps: caps::WATCHDOG_ARMED | caps::IO_HEALTHY,
+            ack_nonce: 0,
+            coordinator: 1,
+            verdict_gen: 0,
+            name: format!("host{id}"),
+            verdicts: vec![],
+        }
+    }
+
+    /// Host 1 as coordinator with generation `gen`, holding `verdicts`.
+    pub fn coordinator(v: &Vols, seq: u64, gen: u32, verdicts: Vec<Verdict>) -> format::Heartbeat {
+        let mut r = record(v, 1, 11, seq);
+        r.caps |= caps::COORDINATOR | caps::COORDINATOR_ELIGIBLE;
+        r.verdict_gen = gen;
+        r.verdicts = verdicts;
+        r
+    }
+
+    pub fn fenced(id: u32, incarnation: u64) -> Verdict {
+        Verdict {
+            host_id: id,
+            kind: VerdictKind::Fenced,
+            method: FenceMethodKind::Ipmi,
+            incarnation,
+            wall_ms: 1_700_000_000_000,
+        }
+    }
+
+    /// Writes a record into its heartbeat block (block `id`) of a volume file.
+    pub fn put(path: &Path, r: &format::Heartbeat) {
+        let block = format::encode_heartbeat(r).unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        f.write_all_at(&block[..], u64::from(r.host_id) * 4096).unwrap();
+    }
+
+    /// Writes a record whose CRC fails (a torn write).
+    pub fn put_torn(path: &Path, r: &format::Heartbeat) {
+        let mut block = format::encode_heartbeat(r).unwrap();
+        block[200] ^= 0x5a;
+        let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        f.write_all_at(&block[..], u64::from(r.host_id) * 4096).unwrap();
+    }
+
+    pub fn check(v: &Vols, host: &str) -> (Option<i32>, String) {
+        let out = hbfence(&["check", host, "--config", v.config.to_str().unwrap()]);
+        (out.status.code(), text(&out))
+    }
+
+    #[test]
+    fn check_and_status_show_fenced_when_the_fenced_hosts_block_is_torn_for_good() {
+        let v = volumes(1);
+        put(&v.paths[0], &coordinator(&v, 40, 3, vec![fenced(2, 22)]));
+        put_torn(&v.paths[0], &record(&v, 2, 22, 9));
+        let (code, out) = check(&v, "2");
+        assert_eq!(code, Some(4), "{out}");
+        assert!(out.contains("FENCED"), "{out}");
+        let out = hbfence(&["status", "--volume", v.paths[0].to_str().unwrap(), "--json"]);
+        let j: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
+        let h2 = j["hosts"].as_array().unwrap().iter().find(|h| h["id"] == 2).expect("no row 2");
+        assert_eq!(h2["verdict"], "fenced", "{j}");
+        let out = hbfence(&["status", "--config", v.config.to_str().unwrap()]);
+        let t = text(&out);
+        assert!(t.lines().any(|l| l.trim_start().starts_with("2 ") && l.contains("fenced")), "{t}");
+    }
+
+    #[test]
+    fn check_takes_the_newest_table_of_a_quorum_not_the_first_volume() {
+        let v = volumes(3);
+        for p in &v.paths {
+            put(p, &record(&v, 2, 22, 9));
+        }
+        // v0: the coordinator's block torn in this read; v1 lags (generation 8, no verdict
+        // yet); v2 holds generation 10 with the verdict.
+        put_torn(&v.paths[0], &coordinator(&v, 52, 10, vec![fenced(2, 22)]));
+        put(&v.paths[1], &coordinator(&v, 50, 8, vec![]));
+        put(&v.paths[2], &coordinator(&v, 52, 10, vec![fenced(2, 22)]));
+        let (code, out) = check(&v, "2");
+        assert_eq!(code, Some(4), "{out}");
+        // The same with the lagging volume first.
+        put(&v.paths[0], &coordinator(&v, 50, 8, vec![]));
+        let (code, out) = check(&v, "2");
+        assert_eq!(code, Some(4), "{out}");
+    }
+
+    #[test]
+    fn check_uses_the_newest_record_across_volumes() {
+        let v = volumes(2);
+        for p in &v.paths {
+            put(p, &coordinator(&v, 50, 8, vec![fenced(2, 22)]));
+        }
+        // Host 2 came back with a new incarnation; v0 still shows the fenced one.
+        put(&v.paths[0], &record(&v, 2, 22, 9));
+        put(&v.paths[1], &record(&v, 2, 33, 14));
+        let (code, out) = check(&v, "2");
+        assert_ne!(code, Some(4), "a rejoined host reported fenced: {out}");
+        assert!(!out.contains("FENCED"), "{out}");
+    }
+
+    #[test]
+    fn check_refuses_without_a_read_quorum() {
+        let v = volumes(3);
+        put(&v.paths[0], &coordinator(&v, 50, 8, vec![fenced(2, 22)]));
+        put(&v.paths[0], &record(&v, 2, 22, 9));
+        std::fs::remove_file(&v.paths[1]).unwrap();
+        std::fs::remove_file(&v.paths[2]).unwrap();
+        let (code, out) = check(&v, "2");
+        assert_eq!(code, Some(1), "{out}");
+        assert!(out.contains("1 of 3") && out.contains("read quorum of 2"), "{out}");
+        let _ = &v.dir;
+    }
+}

@@ -4,8 +4,9 @@
 use super::text::{age, wall_time};
 use super::{CliError, CliResult};
 use crate::config::{Config, DEFAULT_CONFIG};
+use crate::core::agent::Agent;
 use crate::core::format::{self, caps, Command, Header, VerdictKind};
-use crate::core::view::{cluster_verdicts, current_verdict, VolumeView};
+use crate::core::view::{merge_views, MergedView, Slot, VolumeView};
 use crate::sys;
 use crate::volume::{Access, Volume};
 use serde_json::{json, Value};
@@ -73,6 +74,8 @@ pub struct TestWatchdogArgs {
 struct Cluster {
     config: Config,
     volumes: Vec<(Volume, Header)>,
+    /// Why configured volumes could not be opened.
+    errors: Vec<String>,
 }
 
 fn load(config_path: &Path) -> Result<Cluster, CliError> {
@@ -94,28 +97,74 @@ fn load(config_path: &Path) -> Result<Cluster, CliError> {
             errors.join("; ")
         )));
     }
-    Ok(Cluster { config, volumes })
+    Ok(Cluster { config, volumes, errors })
+}
+
+/// Re-reads of a volume whose read showed a torn or corrupt heartbeat block: a read that raced
+/// a write tears, the next one usually does not. Pauses before each re-read.
+const TORN_RETRIES_MS: [u64; 3] = [20, 60, 150];
+
+/// Reads of one volume: the first, plus re-reads while some heartbeat block stays torn.
+fn read_volume(vol: &Volume, h: &Header) -> Result<Vec<VolumeView>, String> {
+    let first = vol.read_view(h).map_err(|e| e.to_string())?;
+    let mut torn: Vec<usize> = torn_slots(&first);
+    let mut reads = vec![first];
+    for pause in TORN_RETRIES_MS {
+        if torn.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(pause));
+        let Ok(again) = vol.read_view(h) else { break };
+        torn.retain(|&i| again.slots.get(i) == Some(&Slot::NoNews));
+        reads.push(again);
+    }
+    Ok(reads)
+}
+
+fn torn_slots(view: &VolumeView) -> Vec<usize> {
+    view.slots.iter().enumerate().filter(|(_, s)| **s == Slot::NoNews).map(|(i, _)| i).collect()
+}
+
+/// Reads every open volume and merges the reads, or refuses without a read quorum of the
+/// `configured` volumes (1 → 1, 2 → 2, 3 → 2): a reader never decides from fewer volumes than
+/// the agents judge from. `errors` are earlier failures (volumes that did not open).
+pub(super) fn read_quorum(
+    volumes: &[(Volume, Header)],
+    configured: usize,
+    errors: &[String],
+) -> Result<MergedView, CliError> {
+    let (_, need) = Agent::quorums(configured);
+    let mut reads = Vec::new();
+    let mut readable = 0;
+    let mut errors = errors.to_vec();
+    for (vol, h) in volumes {
+        match read_volume(vol, h) {
+            Ok(r) => {
+                readable += 1;
+                reads.extend(r);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if readable < need {
+        return Err(CliError::new(format!(
+            "only {readable} of {configured} volumes readable, a decision needs a read quorum of {need}: {}; fix the storage (or ask a host that reads them)",
+            errors.join("; ")
+        )));
+    }
+    Ok(merge_views(&reads))
 }
 
 impl Cluster {
     fn header(&self) -> &Header {
         &self.volumes[0].1
     }
-    fn view(&self) -> Result<VolumeView, CliError> {
-        let mut last = None;
-        for (vol, h) in &self.volumes {
-            match vol.read_view(h) {
-                Ok(v) => return Ok(v),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(CliError::new(last.map(|e| e.to_string()).unwrap_or_default()))
+    /// The merged reads of a read quorum of the configured volumes.
+    fn view(&self) -> Result<MergedView, CliError> {
+        read_quorum(&self.volumes, self.config.volumes.len(), &self.errors)
     }
-    fn resolve(&self, what: &str, view: &VolumeView) -> Result<u32, CliError> {
-        let by_record = view.slots.iter().find_map(|s| match s {
-            crate::core::view::Slot::Record(r) if r.name == what => Some(r.host_id),
-            _ => None,
-        });
+    fn resolve(&self, what: &str, view: &MergedView) -> Result<u32, CliError> {
+        let by_record = view.records().find(|r| r.name == what).map(|r| r.host_id);
         let id = self.config.resolve_host(what).or(by_record).ok_or_else(|| {
             CliError::new(format!(
                 "unknown host {what:?}: give a host id or a name from the config or the volume"
@@ -151,11 +200,31 @@ pub fn status_config(config_path: &Path, json_out: bool) -> CliResult {
     let c = load(config_path)?;
     let view = c.view()?;
     let daemon = daemon_view(&c.config);
-    let (coordinator, verdicts) = cluster_verdicts(&view);
+    let coordinator = view.coordinator();
     let now = sys::wall_ms();
     let mut rows = Vec::new();
-    for s in &view.slots {
-        let crate::core::view::Slot::Record(r) = s else { continue };
+    for (i, s) in view.slots.iter().enumerate() {
+        let id = i as u32 + 1;
+        let Slot::Record(r) = s else {
+            // A block torn on every volume is no news: a verdict about it still stands.
+            if let (Slot::NoNews, Some(v)) = (s, view.current_verdict(id)) {
+                rows.push(json!({
+                    "id": id,
+                    "name": "",
+                    "state": "unreadable",
+                    "view": daemon_peer_status(daemon.as_ref(), id).unwrap_or("-"),
+                    "seq": null,
+                    "incarnation": v.incarnation,
+                    "wall_time": "-",
+                    "age_s": null,
+                    "capabilities": [],
+                    "verdict": v.kind.as_str(),
+                    "method": v.method.as_str(),
+                    "verdict_wall_time": wall_time(v.wall_ms),
+                }));
+            }
+            continue;
+        };
         let judged = if r.host_id == c.config.host.id {
             daemon.as_ref().map_or("not running".to_string(), |d| {
                 d["phase"].as_str().unwrap_or("?").to_string()
@@ -163,8 +232,7 @@ pub fn status_config(config_path: &Path, json_out: bool) -> CliResult {
         } else {
             daemon_peer_status(daemon.as_ref(), r.host_id).unwrap_or("-").to_string()
         };
-        let verdict =
-            verdicts.iter().find(|v| v.host_id == r.host_id && v.incarnation == r.incarnation);
+        let verdict = view.current_verdict(r.host_id);
         rows.push(json!({
             "id": r.host_id,
             "name": r.name,
@@ -221,7 +289,7 @@ pub fn status_config(config_path: &Path, json_out: bool) -> CliResult {
             r["view"].as_str().unwrap_or(""),
             r["seq"],
             r["wall_time"].as_str().unwrap_or(""),
-            age((r["age_s"].as_f64().unwrap_or(0.0) * 1000.0) as i64),
+            r["age_s"].as_f64().map_or("-".to_string(), |a| age((a * 1000.0) as i64)),
             verdict,
             r["capabilities"]
                 .as_array()
@@ -238,7 +306,7 @@ pub fn check(a: &CheckArgs) -> CliResult {
     let id = c.resolve(&a.host, &view)?;
     let daemon = daemon_view(&c.config);
     let record = view.record(id);
-    let verdict = current_verdict(&view, id);
+    let verdict = view.current_verdict(id);
     let daemon_status = daemon_peer_status(daemon.as_ref(), id);
     let (word, code, why) = if verdict.is_some_and(|v| v.kind == VerdictKind::Fenced) {
         (
@@ -329,8 +397,8 @@ fn send(c: &Cluster, id: u32, command: Command, target_incarnation: u64) -> Resu
 fn wait_for(
     c: &Cluster,
     limit: Duration,
-    mut done: impl FnMut(&VolumeView) -> bool,
-) -> Result<(bool, VolumeView), CliError> {
+    mut done: impl FnMut(&MergedView) -> bool,
+) -> Result<(bool, MergedView), CliError> {
     let start = Instant::now();
     let step = Duration::from_millis((c.header().timing.interval_ms / 4).clamp(100, 1000));
     loop {
@@ -357,8 +425,8 @@ pub fn fence(a: &FenceArgs) -> CliResult {
     let incarnation = view.record(id).map_or(0, |r| r.incarnation);
     let t = c.header().timing;
     let started = Instant::now();
-    let fenced = |v: &VolumeView| {
-        current_verdict(v, id).is_some_and(|v| v.kind == VerdictKind::Fenced)
+    let fenced = |v: &MergedView| {
+        v.current_verdict(id).is_some_and(|v| v.kind == VerdictKind::Fenced)
             || view_incarnation_changed(v, id, incarnation)
     };
     if a.confirm_off {
@@ -393,7 +461,7 @@ pub fn fence(a: &FenceArgs) -> CliResult {
     if a.no_wait {
         return Ok(());
     }
-    let acked = |v: &VolumeView| v.record(id).is_some_and(|r| r.ack_nonce == nonce);
+    let acked = |v: &MergedView| v.record(id).is_some_and(|r| r.ack_nonce == nonce);
     let (ack, _) = wait_for(&c, Duration::from_millis(2 * t.interval_ms + t.io_timeout_ms), |v| {
         acked(v) || fenced(v)
     })?;
@@ -417,8 +485,8 @@ pub fn fence(a: &FenceArgs) -> CliResult {
     let limit = Duration::from_millis(t.dead_after_ms() + 3 * t.interval_ms);
     let (ok, v) = wait_for(&c, limit, fenced)?;
     if ok {
-        let how = current_verdict(&v, id)
-            .map_or("rejoined with a new incarnation".to_string(), |v| {
+        let how =
+            v.current_verdict(id).map_or("rejoined with a new incarnation".to_string(), |v| {
                 format!("method {}", v.method.as_str())
             });
         println!(
@@ -434,7 +502,7 @@ pub fn fence(a: &FenceArgs) -> CliResult {
     }
 }
 
-fn view_incarnation_changed(v: &VolumeView, id: u32, incarnation: u64) -> bool {
+fn view_incarnation_changed(v: &MergedView, id: u32, incarnation: u64) -> bool {
     incarnation != 0 && v.record(id).is_some_and(|r| r.incarnation != incarnation)
 }
 
@@ -442,7 +510,7 @@ pub fn clear(a: &ClearArgs) -> CliResult {
     let c = load(&a.config)?;
     let view = c.view()?;
     let id = c.resolve(&a.host, &view)?;
-    let before = current_verdict(&view, id);
+    let before = view.current_verdict(id);
     let incarnation = view.record(id).map_or(0, |r| r.incarnation);
     send(&c, id, Command::Clear, incarnation)?;
     let Some(before) = before else {
@@ -451,7 +519,7 @@ pub fn clear(a: &ClearArgs) -> CliResult {
     };
     let t = c.header().timing;
     let (ok, _) = wait_for(&c, Duration::from_millis(3 * t.interval_ms + t.io_timeout_ms), |v| {
-        current_verdict(v, id).is_none()
+        v.current_verdict(id).is_none()
     })?;
     if ok {
         println!(
