@@ -259,4 +259,111 @@ mod readers {
         assert!(out.contains("1 of 3") && out.contains("read quorum of 2"), "{out}");
         let _ = &v.dir;
     }
+
+    fn verdict(id: u32, kind: VerdictKind, incarnation: u64) -> Verdict {
+        Verdict { kind, method: FenceMethodKind::None, ..fenced(id, incarnation) }
+    }
+
+    /// (command, target incarnation) of host `id`'s mailbox on a volume, if it holds one.
+    fn mailbox(path: &Path, id: u32) -> Option<(String, u64)> {
+        let out = hbfence(&["dump", "--volume", path.to_str().unwrap(), "--json"]);
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let m = j["mailboxes"].as_array()?.iter().find(|m| m["id"] == id && m["crc"] == "ok")?;
+        Some((m["command"].as_str()?.to_string(), m["target_incarnation"].as_u64()?))
+    }
+
+    fn fence(v: &Vols, args: &[&str]) -> (Option<i32>, String) {
+        let mut all = vec!["fence"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--config", v.config.to_str().unwrap()]);
+        let out = hbfence(&all);
+        (out.status.code(), text(&out))
+    }
+
+    #[test]
+    fn confirm_off_is_refused_unless_the_coordinator_holds_the_host_suspect() {
+        let v = volumes(1);
+        put(&v.paths[0], &coordinator(&v, 40, 3, vec![]));
+        put(&v.paths[0], &record(&v, 2, 22, 9));
+        let (code, out) = fence(&v, &["2", "--confirm-off", "--no-wait"]);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(out.contains("not suspect"), "{out}");
+        assert_eq!(mailbox(&v.paths[0], 2), None, "a refused confirm-off wrote the mailbox");
+        // A verdict about an earlier incarnation does not make the current one suspect.
+        put(&v.paths[0], &coordinator(&v, 41, 4, vec![verdict(2, VerdictKind::FenceFailed, 21)]));
+        let (code, out) = fence(&v, &["2", "--confirm-off", "--no-wait"]);
+        assert_eq!(code, Some(1), "{out}");
+        assert_eq!(mailbox(&v.paths[0], 2), None);
+        // Already fenced: nothing to confirm.
+        put(&v.paths[0], &coordinator(&v, 42, 5, vec![fenced(2, 22)]));
+        let (code, out) = fence(&v, &["2", "--confirm-off", "--no-wait"]);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(out.contains("already fenced"), "{out}");
+        for kind in [VerdictKind::FenceFailed, VerdictKind::Fencing] {
+            put(&v.paths[0], &coordinator(&v, 43, 6, vec![verdict(2, kind, 22)]));
+            let (code, out) = fence(&v, &["2", "--confirm-off", "--no-wait"]);
+            assert_eq!(code, Some(0), "{out}");
+            assert_eq!(mailbox(&v.paths[0], 2), Some(("confirm-off".into(), 22)));
+        }
+    }
+
+    #[test]
+    fn fence_never_writes_any_incarnation_because_a_block_is_torn() {
+        let v = volumes(1);
+        put(&v.paths[0], &coordinator(&v, 40, 3, vec![]));
+        put_torn(&v.paths[0], &record(&v, 2, 22, 9));
+        let (code, out) = fence(&v, &["2", "--no-wait"]);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(out.contains("incarnation cannot be determined"), "{out}");
+        assert_eq!(mailbox(&v.paths[0], 2), None, "wrote a request for any incarnation");
+        let (code, out) = fence(&v, &["5", "--no-wait"]);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(out.contains("never written"), "{out}");
+        assert_eq!(mailbox(&v.paths[0], 5), None);
+        // A confirm-off about a host torn for good names the incarnation of the verdict.
+        put(&v.paths[0], &coordinator(&v, 41, 4, vec![verdict(2, VerdictKind::FenceFailed, 22)]));
+        let (code, out) = fence(&v, &["2", "--confirm-off", "--no-wait"]);
+        assert_eq!(code, Some(0), "{out}");
+        assert_eq!(mailbox(&v.paths[0], 2), Some(("confirm-off".into(), 22)));
+    }
+
+    #[test]
+    fn fence_counts_a_new_boot_id_not_a_new_incarnation_as_rejoined() {
+        use std::io::BufRead;
+        use std::sync::{Arc, Mutex};
+        let v = volumes(1);
+        put(&v.paths[0], &coordinator(&v, 40, 3, vec![]));
+        put(&v.paths[0], &record(&v, 2, 22, 9));
+        let mut child = std::process::Command::new(super::cluster::BIN)
+            .args(["fence", "2", "--config", v.config.to_str().unwrap()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let (l, out) = (lines.clone(), child.stdout.take().unwrap());
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                l.lock().unwrap().push(line);
+            }
+        });
+        let has = |what: &str| lines.lock().unwrap().iter().any(|l| l.contains(what));
+        let wait = |what: &str| {
+            super::cluster::wait_until(std::time::Duration::from_secs(20), || has(what))
+        };
+        assert!(wait("request written"), "{:?}", lines.lock().unwrap());
+        // The agent restarts on the same boot: a new incarnation is no proof of a reset.
+        put(&v.paths[0], &record(&v, 2, 33, 10));
+        assert!(wait("same boot"), "{:?}", lines.lock().unwrap());
+        assert!(!has("FENCED"), "{:?}", lines.lock().unwrap());
+        // Now it comes back after a reset: a new boot id.
+        let mut rebooted = record(&v, 2, 44, 11);
+        rebooted.boot_id = [0xbb; 16];
+        put(&v.paths[0], &rebooted);
+        let status = child.wait().unwrap();
+        reader.join().unwrap();
+        let all = lines.lock().unwrap().join("\n");
+        assert!(status.success(), "{all}");
+        assert!(all.contains("FENCED (rejoined after a reset: new boot id)"), "{all}");
+    }
 }

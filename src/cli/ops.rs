@@ -422,13 +422,46 @@ pub fn fence(a: &FenceArgs) -> CliResult {
             "refusing to fence this host itself; run the command on another host",
         ));
     }
-    let incarnation = view.record(id).map_or(0, |r| r.incarnation);
     let t = c.header().timing;
-    let started = Instant::now();
-    let fenced = |v: &MergedView| {
-        v.current_verdict(id).is_some_and(|v| v.kind == VerdictKind::Fenced)
-            || view_incarnation_changed(v, id, incarnation)
+    if a.confirm_off {
+        // A manual confirm applies only to a host the coordinator holds suspect (S1).
+        match view.current_verdict(id) {
+            Some(v) if matches!(v.kind, VerdictKind::Fencing | VerdictKind::FenceFailed) => {}
+            Some(v) if v.kind == VerdictKind::Fenced => {
+                return Err(CliError::new(format!(
+                    "host {id} is already fenced (method {}): nothing to confirm",
+                    v.method.as_str()
+                )))
+            }
+            _ => {
+                return Err(CliError::new(format!(
+                    "refusing --confirm-off: host {id} is not suspect in the coordinator's view (no `fencing` or `fence-failed` verdict about its current incarnation), so its heartbeat may still be advancing. A manual confirm applies only to a host whose heartbeat stopped for suspect_after ({}); if you powered it off, wait until `hbfence status` shows it fencing or fence-failed and run this again",
+                    crate::core::timing::format_secs(t.suspect_after_ms)
+                )))
+            }
+        }
+    }
+    let incarnation = target_incarnation(&view, id)?;
+    // Proof of a reset is a new boot id; a new incarnation alone is an agent restart.
+    let boot = view.record(id).map(|r| r.boot_id);
+    let restart_noted = std::cell::Cell::new(false);
+    let rebooted = |v: &MergedView| {
+        let Some(r) = v.record(id) else { return false };
+        if boot.is_some_and(|b| b != r.boot_id) {
+            return true;
+        }
+        if r.incarnation != incarnation && !restart_noted.replace(true) {
+            println!(
+                "host {id}: its agent restarted on the same boot (incarnation {}, same boot id): no proof of a reset; still waiting",
+                r.incarnation
+            );
+        }
+        false
     };
+    let fenced = |v: &MergedView| {
+        v.current_verdict(id).is_some_and(|v| v.kind == VerdictKind::Fenced) || rebooted(v)
+    };
+    let started = Instant::now();
     if a.confirm_off {
         send(&c, id, Command::ConfirmOff, incarnation)?;
         println!(
@@ -462,12 +495,12 @@ pub fn fence(a: &FenceArgs) -> CliResult {
         return Ok(());
     }
     let acked = |v: &MergedView| v.record(id).is_some_and(|r| r.ack_nonce == nonce);
-    let (ack, _) = wait_for(&c, Duration::from_millis(2 * t.interval_ms + t.io_timeout_ms), |v| {
+    let (ack, v) = wait_for(&c, Duration::from_millis(2 * t.interval_ms + t.io_timeout_ms), |v| {
         acked(v) || fenced(v)
     })?;
-    if ack {
+    if ack && acked(&v) {
         println!("host {id}: acknowledged after {:.1} s; it stopped petting its watchdog and is resetting itself", started.elapsed().as_secs_f64());
-    } else {
+    } else if !ack {
         println!("host {id}: no acknowledgement (it may be dead or hung); waiting for the watchdog bound");
     }
     if let Some(h) = bmc_thread {
@@ -485,8 +518,10 @@ pub fn fence(a: &FenceArgs) -> CliResult {
     let limit = Duration::from_millis(t.dead_after_ms() + 3 * t.interval_ms);
     let (ok, v) = wait_for(&c, limit, fenced)?;
     if ok {
-        let how =
-            v.current_verdict(id).map_or("rejoined with a new incarnation".to_string(), |v| {
+        let how = v
+            .current_verdict(id)
+            .filter(|v| v.kind == VerdictKind::Fenced)
+            .map_or("rejoined after a reset: new boot id".to_string(), |v| {
                 format!("method {}", v.method.as_str())
             });
         println!(
@@ -502,8 +537,22 @@ pub fn fence(a: &FenceArgs) -> CliResult {
     }
 }
 
-fn view_incarnation_changed(v: &MergedView, id: u32, incarnation: u64) -> bool {
-    incarnation != 0 && v.record(id).is_some_and(|r| r.incarnation != incarnation)
+/// The incarnation a message to host `id` names: that of its newest record, or, when its
+/// block is torn on every volume, that of the coordinator's verdict about it. Never 0 ("any
+/// incarnation") because a read was torn: an old message for any incarnation could hit the
+/// host after a later restart.
+fn target_incarnation(view: &MergedView, id: u32) -> Result<u64, CliError> {
+    match view.slot(id) {
+        Some(Slot::Record(r)) => Ok(r.incarnation),
+        Some(Slot::NoNews) => view.current_verdict(id).map(|v| v.incarnation).ok_or_else(|| {
+            CliError::new(format!(
+                "host {id}: its heartbeat block is unreadable on every volume (torn or corrupt, also after re-reads), so its incarnation cannot be determined and the message cannot name it; try again in a moment, and check the storage (`hbfence dump --volume PATH`)"
+            ))
+        }),
+        _ => Err(CliError::new(format!(
+            "host {id} has never written a heartbeat on the volumes: there is nothing to address (check the host id)"
+        ))),
+    }
 }
 
 pub fn clear(a: &ClearArgs) -> CliResult {
@@ -511,7 +560,7 @@ pub fn clear(a: &ClearArgs) -> CliResult {
     let view = c.view()?;
     let id = c.resolve(&a.host, &view)?;
     let before = view.current_verdict(id);
-    let incarnation = view.record(id).map_or(0, |r| r.incarnation);
+    let incarnation = target_incarnation(&view, id)?;
     send(&c, id, Command::Clear, incarnation)?;
     let Some(before) = before else {
         println!("host {id}: mailbox cleared; there was no verdict about it");
