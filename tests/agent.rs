@@ -459,3 +459,54 @@ fn watchdog_that_stops_on_close_is_never_advertised() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("watchdog unguarded ("), "{text}");
 }
+
+#[test]
+fn sighup_removing_a_bmc_ends_its_fencing_job_with_an_event() {
+    if !require_root("sighup_removing_a_bmc_ends_its_fencing_job_with_an_event") {
+        return;
+    }
+    let mut bed = Bed::new(0, 1);
+    let password = bed.base.join("bmc-pass");
+    std::fs::write(&password, "secret\n").unwrap();
+    std::fs::set_permissions(&password, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .unwrap();
+    // Nothing answers on this port (and ipmitool may be missing): every attempt fails, so the
+    // fencing job of host 2 stays in the core, retried with backoff.
+    let bmc = BmcConfig { port: 9, password_file: password };
+    for (id, peers) in [(1, vec![(2, Some(&bmc))]), (2, vec![])] {
+        let spec = HostSpec {
+            id,
+            volumes: vec![bed.volume(0)],
+            peers,
+            hooks_dir: None,
+            eligible: id == 1,
+        };
+        bed.hosts.push(Host::new(&bed.base, &spec));
+    }
+    bed.start_all();
+    bed.wait_ready();
+    bed.hosts[1].signal(Signal::SIGKILL);
+    let h = &bed.hosts[0];
+    assert!(
+        wait_until(Duration::from_secs(15), || !h.events_about("fence_started", 2).is_empty()),
+        "host 2 was never fenced:\n{}",
+        h.log_text()
+    );
+    let cfg = std::fs::read_to_string(&h.config).unwrap();
+    let without_bmc: String =
+        cfg.lines().filter(|l| !l.starts_with("bmc = ")).map(|l| format!("{l}\n")).collect();
+    assert_ne!(cfg, without_bmc, "the config had no bmc line");
+    std::fs::write(&h.config, without_bmc).unwrap();
+    h.signal(Signal::SIGHUP);
+    let removed = || {
+        h.events_about("fence_failed", 2)
+            .iter()
+            .any(|e| e["detail"].as_str().is_some_and(|d| d.contains("removed by a reload")))
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), removed),
+        "no fence_failed \"removed by a reload\":\n{}\n{}",
+        h.events_text(),
+        h.log_text()
+    );
+}
