@@ -41,7 +41,8 @@ pub struct FenceArgs {
     pub host: String,
     #[arg(long, short = 'c', value_name = "PATH", default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
-    /// The host is confirmed powered off by hand: record it as fenced (method manual).
+    /// The host is confirmed powered off by hand: record it as fenced (method manual). Only
+    /// for a host the coordinator holds suspect (verdict fencing or fence-failed).
     #[arg(long)]
     pub confirm_off: bool,
     /// Ask the host to power off instead of rebooting.
