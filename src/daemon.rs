@@ -13,7 +13,7 @@ use crate::events::{self, EventSettings};
 use crate::fence::{self, AgentTarget, FenceMethod, FenceSettings, IpmiTarget};
 use crate::sys;
 use crate::volume::{Access, AlignedBuf, Volume};
-use crate::watchdog::{self, Watchdog};
+use crate::watchdog::{self, Armed, Watchdog};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -250,6 +250,8 @@ struct Daemon {
     io: Vec<Sender<IoRequest>>,
     inputs: Sender<Input>,
     watchdog: Option<Watchdog>,
+    /// Why the watchdog device cannot guard this host (its timer stops on close), if so.
+    unguarded: Option<String>,
     events: Sender<Event>,
     fence_settings: FenceSettings,
     header: Header,
@@ -365,6 +367,7 @@ fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
         io,
         inputs: tx,
         watchdog: None,
+        unguarded: None,
         events,
         header,
         boot,
@@ -460,14 +463,23 @@ impl Daemon {
             }
             Action::ArmWatchdog => {
                 let secs = self.header.timing.watchdog_timeout_secs();
-                let r = Watchdog::arm(&self.config.watchdog.device, secs).map(|wd| {
-                    log::info!(
-                        "watchdog {} armed with a {secs} s timeout",
-                        self.config.watchdog.device.display()
-                    );
-                    self.watchdog = Some(wd);
-                });
-                Some(Input::WatchdogArmed(r.map_err(|e| e.to_string())))
+                let device = self.config.watchdog.device.display().to_string();
+                match Watchdog::arm(&self.config.watchdog.device, secs) {
+                    Ok(Armed::Guarding(wd)) => {
+                        log::info!("watchdog {device} armed with a {secs} s timeout");
+                        self.watchdog = Some(wd);
+                        Some(Input::WatchdogArmed(Ok(())))
+                    }
+                    Ok(Armed::Unguarded(why)) => {
+                        log::error!(
+                            "watchdog {device} not used: {why}. {}",
+                            watchdog::UNGUARDED_ADVICE
+                        );
+                        self.unguarded = Some(why.clone());
+                        Some(Input::WatchdogUnguarded(why))
+                    }
+                    Err(e) => Some(Input::WatchdogArmed(Err(e.to_string()))),
+                }
             }
             Action::Pet => {
                 if let Some(wd) = &mut self.watchdog {
@@ -532,7 +544,11 @@ impl Daemon {
                 None
             }
             Action::Ready => {
-                log::info!("first heartbeat written with the watchdog armed: ready");
+                if self.unguarded.is_some() {
+                    log::warn!("first heartbeat written WITHOUT watchdog protection: ready");
+                } else {
+                    log::info!("first heartbeat written with the watchdog armed: ready");
+                }
                 sd_notify("READY=1");
                 None
             }
@@ -721,6 +737,11 @@ impl Daemon {
             "lease_valid": lease_valid,
             "lease_remaining_ms": lease_left,
             "watchdog_armed": a.watchdog_armed(),
+            "watchdog": match (&self.unguarded, a.watchdog_armed()) {
+                (Some(why), _) => format!("unguarded ({why})"),
+                (None, true) => "armed".to_string(),
+                (None, false) => "not armed".to_string(),
+            },
             "coordinator": a.coordinator(),
             "volumes": vols,
             "peers": peers,

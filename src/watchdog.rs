@@ -3,9 +3,17 @@
 //! Opening a watchdog device arms it, so the daemon only *inspects* the device at start-up
 //! (sysfs, /proc holders) and opens it after the first successful heartbeat.
 //!
+//! A device is used only if its timer keeps running after the device is closed without the
+//! magic character (the driver has WDIOF_MAGICCLOSE, or nowayout is set): otherwise a crashed
+//! or killed agent would stop the timer and leave the host unguarded, so [`Watchdog::arm`]
+//! closes it again and answers [`Armed::Unguarded`] (see [`after_close`]).
+//!
 //! Test double (not for production): when the configured device is a FIFO, no ioctl is made;
 //! each keepalive writes one byte `k`, a clean stop writes `V` before closing. The harness on
-//! the other end emulates the timer.
+//! the other end emulates the timer. The double has magic close unless the TEST-ONLY sidecar
+//! file `FIFO.test-driver` (next to the FIFO) says otherwise, with the lines
+//! `magic_close = true|false` and `nowayout = true|false`: that is how process tests emulate a
+//! driver whose timer stops on close. A kernel device never reads such a file.
 
 use crate::sys;
 use std::fmt;
@@ -49,6 +57,8 @@ pub struct DeviceInfo {
     pub max_timeout: Option<u32>,
     pub state: Option<String>,
     pub nowayout: Option<bool>,
+    /// WDIOF_* options from sysfs `options` (newer kernels) or the double's sidecar.
+    pub options: Option<u32>,
     pub sysfs: Option<PathBuf>,
     /// Processes holding the device open: (pid, command).
     pub holders: Vec<(u32, String)>,
@@ -155,11 +165,96 @@ pub fn inspect(path: &Path) -> Result<(DeviceKind, DeviceInfo), WatchdogError> {
             info.max_timeout = read("max_timeout").and_then(|s| s.parse().ok());
             info.state = read("state");
             info.nowayout = read("nowayout").map(|s| s == "1");
+            info.options = read("options").and_then(|s| {
+                u32::from_str_radix(s.trim_start_matches("0x").trim_start_matches("0X"), 16).ok()
+            });
             info.sysfs = Some(dir);
         }
+    } else {
+        let (options, nowayout) = double_driver(path)?;
+        info.identity = Some("FIFO test double".into());
+        info.options = Some(options);
+        info.nowayout = nowayout;
     }
     Ok((kind, info))
 }
+
+/// The test-only sidecar of a FIFO double: `FIFO.test-driver`.
+pub fn double_sidecar(fifo: &Path) -> PathBuf {
+    let mut name = fifo.as_os_str().to_os_string();
+    name.push(".test-driver");
+    PathBuf::from(name)
+}
+
+/// The options and nowayout the FIFO double emulates (default: magic close, nowayout unknown).
+fn double_driver(fifo: &Path) -> Result<(u32, Option<bool>), WatchdogError> {
+    let sidecar = double_sidecar(fifo);
+    let mut options = sys::wdiof::SETTIMEOUT | sys::wdiof::MAGICCLOSE | sys::wdiof::KEEPALIVEPING;
+    let mut nowayout = None;
+    let text = match std::fs::read_to_string(&sidecar) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((options, nowayout)),
+        Err(e) => return Err(err(fifo, format!("test double sidecar {}: {e}", sidecar.display()))),
+    };
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let bad = || {
+            err(
+                fifo,
+                format!(
+                    "test double sidecar {}: cannot parse {line:?}: expected `magic_close = true|false` or `nowayout = true|false`",
+                    sidecar.display()
+                ),
+            )
+        };
+        let (key, value) = line.split_once('=').ok_or_else(bad)?;
+        let value = match value.trim() {
+            "true" => true,
+            "false" => false,
+            _ => return Err(bad()),
+        };
+        match key.trim() {
+            "magic_close" if value => options |= sys::wdiof::MAGICCLOSE,
+            "magic_close" => options &= !sys::wdiof::MAGICCLOSE,
+            "nowayout" => nowayout = Some(value),
+            _ => return Err(bad()),
+        }
+    }
+    Ok((options, nowayout))
+}
+
+/// Whether a watchdog keeps running after its device is closed without the magic character.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AfterClose {
+    /// It keeps running (why): a crashed or killed agent still gets the host reset.
+    KeepsRunning(String),
+    /// It stops (why): it cannot guard this host against a crashed agent.
+    Stops(String),
+}
+
+/// The kernel stops a timer on close unless the driver has WDIOF_MAGICCLOSE (and no `V` was
+/// written) or nowayout is set (`watchdog_release` in drivers/watchdog/watchdog_dev.c).
+pub fn after_close(identity: &str, options: u32, nowayout: Option<bool>) -> AfterClose {
+    if options & sys::wdiof::MAGICCLOSE != 0 {
+        return AfterClose::KeepsRunning(format!(
+            "driver {identity} has magic close (WDIOF_MAGICCLOSE): closed without 'V' its timer keeps running"
+        ));
+    }
+    if nowayout == Some(true) {
+        return AfterClose::KeepsRunning(format!(
+            "driver {identity} has nowayout=1: once started its timer cannot be stopped"
+        ));
+    }
+    let nowayout = match nowayout {
+        Some(_) => "nowayout is 0",
+        None => "nowayout is unknown (no sysfs entry)",
+    };
+    AfterClose::Stops(format!(
+        "driver {identity} has no magic close (WDIOF_MAGICCLOSE) and {nowayout}: closing the device stops its timer, so a crashed or killed agent would leave this host unguarded"
+    ))
+}
+
+/// What an operator does about a watchdog whose timer stops on close.
+pub const UNGUARDED_ADVICE: &str = "This host runs WITHOUT watchdog protection: it does not advertise an armed watchdog, so peers can fence it only through its BMC (give it a [[peer]] bmc or agent in the config of every coordinator-eligible host), never by the watchdog bound. To fix: use a watchdog driver with magic close, or load this driver with nowayout=1 (`modprobe DRIVER nowayout=1`, made persistent with `options DRIVER nowayout=1` in /etc/modprobe.d/), then restart hbfence";
 
 /// Start-up check: the device exists, is a watchdog, nobody holds it, and the timeout fits.
 pub fn precheck(path: &Path, timeout_s: u32) -> Result<DeviceKind, WatchdogError> {
@@ -196,6 +291,14 @@ pub fn precheck(path: &Path, timeout_s: u32) -> Result<DeviceKind, WatchdogError
     Ok(kind)
 }
 
+/// The outcome of [`Watchdog::arm`].
+pub enum Armed {
+    /// The watchdog guards this host.
+    Guarding(Watchdog),
+    /// The device's timer stops on close: it was closed again (stopped); why.
+    Unguarded(String),
+}
+
 /// An armed watchdog.
 pub struct Watchdog {
     file: Option<File>,
@@ -204,9 +307,10 @@ pub struct Watchdog {
 }
 
 impl Watchdog {
-    /// Opens (arms) the device and sets the timeout, verifying what the driver applied.
-    pub fn arm(path: &Path, timeout_s: u32) -> Result<Watchdog, WatchdogError> {
-        let (kind, _) = inspect(path)?;
+    /// Opens (arms) the device and sets the timeout, verifying what the driver applied. A
+    /// device whose timer stops on close is closed again at once: `Armed::Unguarded`.
+    pub fn arm(path: &Path, timeout_s: u32) -> Result<Armed, WatchdogError> {
+        let (kind, info) = inspect(path)?;
         match kind {
             DeviceKind::Double => {
                 // Non-blocking open fails at once if no harness is reading, instead of hanging.
@@ -219,7 +323,16 @@ impl Watchdog {
                     "watchdog {} is a FIFO: using the TEST DOUBLE, no hardware watchdog protects this host; never use this in production",
                     path.display()
                 );
-                Ok(Watchdog { file: Some(file), path: path.to_path_buf(), kind })
+                let mut wd = Watchdog { file: Some(file), path: path.to_path_buf(), kind };
+                let options = info.options.unwrap_or(0);
+                if let AfterClose::Stops(why) =
+                    after_close("FIFO test double", options, info.nowayout)
+                {
+                    // Closing stops the (emulated) timer: nothing guards the host any more.
+                    wd.abandon();
+                    return Ok(Armed::Unguarded(why));
+                }
+                Ok(Armed::Guarding(wd))
             }
             DeviceKind::Kernel => {
                 let file = OpenOptions::new()
@@ -235,22 +348,38 @@ impl Watchdog {
                         err(path, format!("cannot open: {e}{hint}"))
                     })?;
                 let mut wd = Watchdog { file: Some(file), path: path.to_path_buf(), kind };
-                if let Err(e) = wd.configure(timeout_s) {
-                    // Armed by the open: disarm before giving up, if the driver allows it.
-                    wd.disarm();
-                    return Err(e);
+                match wd.configure(timeout_s, info.nowayout) {
+                    Ok(AfterClose::KeepsRunning(_)) => Ok(Armed::Guarding(wd)),
+                    Ok(AfterClose::Stops(why)) => {
+                        // Without magic close and nowayout, closing stops the timer.
+                        wd.disarm();
+                        Ok(Armed::Unguarded(why))
+                    }
+                    Err(e) => {
+                        // Armed by the open: disarm before giving up, if the driver allows it.
+                        wd.disarm();
+                        Err(e)
+                    }
                 }
-                Ok(wd)
             }
         }
     }
 
-    fn configure(&mut self, timeout_s: u32) -> Result<(), WatchdogError> {
+    /// Checks the driver (first whether it keeps running after close, then the timeout).
+    fn configure(
+        &mut self,
+        timeout_s: u32,
+        nowayout: Option<bool>,
+    ) -> Result<AfterClose, WatchdogError> {
         let path = self.path.clone();
         let Some(file) = &self.file else { return Err(err(&path, "not open")) };
         let info = sys::watchdog_get_support(file.as_fd()).map_err(|e| {
             err(&path, format!("WDIOC_GETSUPPORT failed: {e}: this is not a watchdog device; check [watchdog] device"))
         })?;
+        let close = after_close(&info.identity(), info.options, nowayout);
+        if let AfterClose::Stops(_) = close {
+            return Ok(close);
+        }
         if info.options & sys::wdiof::SETTIMEOUT == 0 {
             return Err(err(
                 &path,
@@ -269,14 +398,14 @@ impl Watchdog {
                 ),
             ));
         }
-        if info.options & sys::wdiof::MAGICCLOSE == 0 {
+        if nowayout == Some(true) {
             log::warn!(
-                "watchdog {}: driver {} has no magic close: a clean stop cannot disarm it",
+                "watchdog {}: driver {} has nowayout=1: a clean stop cannot disarm it (the host resets {timeout_s} s after `systemctl stop hbfence` unless hbfence runs again)",
                 path.display(),
                 info.identity()
             );
         }
-        Ok(())
+        Ok(close)
     }
 
     pub fn kind(&self) -> DeviceKind {
@@ -308,5 +437,53 @@ impl Watchdog {
     /// Closes without the magic character: the timer keeps running and will fire.
     pub fn abandon(&mut self) {
         self.file.take();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::wdiof::{KEEPALIVEPING, MAGICCLOSE, SETTIMEOUT};
+
+    fn stops(options: u32, nowayout: Option<bool>) -> bool {
+        matches!(after_close("d", options, nowayout), AfterClose::Stops(_))
+    }
+
+    #[test]
+    fn only_magic_close_or_nowayout_keeps_the_timer_running_after_close() {
+        assert!(!stops(SETTIMEOUT | MAGICCLOSE, None));
+        assert!(!stops(SETTIMEOUT | MAGICCLOSE, Some(false)));
+        assert!(!stops(SETTIMEOUT, Some(true)));
+        assert!(!stops(MAGICCLOSE, Some(true)));
+        assert!(stops(SETTIMEOUT | KEEPALIVEPING, Some(false)));
+        assert!(stops(SETTIMEOUT | KEEPALIVEPING, None));
+        assert!(stops(0, None));
+    }
+
+    #[test]
+    fn the_reason_names_what_is_missing() {
+        let AfterClose::Stops(why) = after_close("softdog-x", SETTIMEOUT, Some(false)) else {
+            panic!("no magic close, nowayout 0 must stop on close");
+        };
+        assert!(why.contains("softdog-x") && why.contains("WDIOF_MAGICCLOSE"), "{why}");
+        assert!(why.contains("nowayout is 0"), "{why}");
+        let AfterClose::Stops(why) = after_close("d", SETTIMEOUT, None) else { panic!() };
+        assert!(why.contains("nowayout is unknown"), "{why}");
+        assert!(UNGUARDED_ADVICE.contains("WITHOUT watchdog protection"));
+        assert!(UNGUARDED_ADVICE.contains("nowayout=1") && UNGUARDED_ADVICE.contains("BMC"));
+    }
+
+    #[test]
+    fn the_double_reads_its_test_only_sidecar() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("wd");
+        assert_eq!(double_driver(&fifo).unwrap().0 & MAGICCLOSE, MAGICCLOSE);
+        std::fs::write(double_sidecar(&fifo), "magic_close = false\nnowayout = false\n").unwrap();
+        let (options, nowayout) = double_driver(&fifo).unwrap();
+        assert_eq!(options & MAGICCLOSE, 0);
+        assert_eq!(nowayout, Some(false));
+        std::fs::write(double_sidecar(&fifo), "magic_close = maybe\n").unwrap();
+        let e = double_driver(&fifo).unwrap_err().to_string();
+        assert!(e.contains("test-driver") && e.contains("magic_close = true|false"), "{e}");
     }
 }

@@ -400,3 +400,113 @@ fn run_check_and_sighup_reload() {
     std::thread::sleep(Duration::from_secs(1));
     assert!(bed.hosts[0].exited().is_none(), "the agent died on a bad reload");
 }
+
+/// Capabilities of host `id` in a dump, if its block holds a valid record.
+fn host_caps(dump: &serde_json::Value, id: u32) -> Option<Vec<String>> {
+    dump["hosts"].as_array()?.iter().find(|h| h["id"] == id && h["crc"] == "ok").map(|h| {
+        h["capabilities"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|c| c.as_str().map(String::from)).collect())
+            .unwrap_or_default()
+    })
+}
+
+#[test]
+fn watchdog_that_stops_on_close_is_never_advertised() {
+    if !require_root("watchdog_that_stops_on_close_is_never_advertised") {
+        return;
+    }
+    let mut bed = Bed::new(1, 1);
+    // A driver without magic close and nowayout off: closing the device stops its timer.
+    bed.hosts[0].watchdog.emulate_driver(false, false);
+    bed.start_all();
+    let v = bed.volume(0);
+    let h = &bed.hosts[0];
+    // Every record the agent writes, from its first `active` one over three more writes,
+    // must lack the `watchdog` capability.
+    let mut active_seq = None;
+    let mut seen = Vec::new();
+    let done = wait_until(Duration::from_secs(15), || {
+        let d = dump(&v);
+        let (Some((seq, state)), Some(caps)) = (host_record(&d, 1), host_caps(&d, 1)) else {
+            return false;
+        };
+        if seen.last().is_none_or(|(s, _, _)| *s != seq) {
+            seen.push((seq, state.clone(), caps));
+        }
+        if state == "active" && active_seq.is_none() {
+            active_seq = Some(seq);
+        }
+        active_seq.is_some_and(|a| seq >= a + 3)
+    });
+    assert!(done, "the agent never ran active for 3 writes: {seen:?}\n{}", h.log_text());
+    let advertised: Vec<_> =
+        seen.iter().filter(|(_, _, c)| c.iter().any(|x| x == "watchdog")).collect();
+    assert!(
+        advertised.is_empty(),
+        "advertised an armed watchdog: {advertised:?}\n{}",
+        h.log_text()
+    );
+    assert_eq!(h.watchdog.keepalives(), 0, "petted a watchdog that stops on close");
+    let log = h.log_text();
+    assert!(
+        log.contains("WITHOUT watchdog protection") && log.contains("no magic close"),
+        "the log does not say why: {log}"
+    );
+    assert!(log.contains("nowayout=1"), "the log does not say what to do: {log}");
+    assert_eq!(h.sysrq_letters(), "");
+    let out = h.cli(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("watchdog unguarded ("), "{text}");
+}
+
+#[test]
+fn sighup_removing_a_bmc_ends_its_fencing_job_with_an_event() {
+    if !require_root("sighup_removing_a_bmc_ends_its_fencing_job_with_an_event") {
+        return;
+    }
+    let mut bed = Bed::new(0, 1);
+    let password = bed.base.join("bmc-pass");
+    std::fs::write(&password, "secret\n").unwrap();
+    std::fs::set_permissions(&password, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .unwrap();
+    // Nothing answers on this port (and ipmitool may be missing): every attempt fails, so the
+    // fencing job of host 2 stays in the core, retried with backoff.
+    let bmc = BmcConfig { port: 9, password_file: password };
+    for (id, peers) in [(1, vec![(2, Some(&bmc))]), (2, vec![])] {
+        let spec = HostSpec {
+            id,
+            volumes: vec![bed.volume(0)],
+            peers,
+            hooks_dir: None,
+            eligible: id == 1,
+        };
+        bed.hosts.push(Host::new(&bed.base, &spec));
+    }
+    bed.start_all();
+    bed.wait_ready();
+    bed.hosts[1].signal(Signal::SIGKILL);
+    let h = &bed.hosts[0];
+    assert!(
+        wait_until(Duration::from_secs(15), || !h.events_about("fence_started", 2).is_empty()),
+        "host 2 was never fenced:\n{}",
+        h.log_text()
+    );
+    let cfg = std::fs::read_to_string(&h.config).unwrap();
+    let without_bmc: String =
+        cfg.lines().filter(|l| !l.starts_with("bmc = ")).map(|l| format!("{l}\n")).collect();
+    assert_ne!(cfg, without_bmc, "the config had no bmc line");
+    std::fs::write(&h.config, without_bmc).unwrap();
+    h.signal(Signal::SIGHUP);
+    let removed = || {
+        h.events_about("fence_failed", 2)
+            .iter()
+            .any(|e| e["detail"].as_str().is_some_and(|d| d.contains("removed by a reload")))
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), removed),
+        "no fence_failed \"removed by a reload\":\n{}\n{}",
+        h.events_text(),
+        h.log_text()
+    );
+}

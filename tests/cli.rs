@@ -72,3 +72,298 @@ fn commands_without_a_config_say_what_to_do() {
         assert!(text(&out).contains("cannot read it"), "{args:?}: {}", text(&out));
     }
 }
+
+#[test]
+fn test_watchdog_refuses_a_device_that_stops_on_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("wd");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let out = hbfence(&["test-watchdog", "--device", fifo.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("after close: keeps running"), "{}", text(&out));
+    // The test-only sidecar emulates a driver without magic close, nowayout off.
+    std::fs::write(dir.path().join("wd.test-driver"), "magic_close = false\nnowayout = false\n")
+        .unwrap();
+    let out = hbfence(&["test-watchdog", "--device", fifo.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("after close: STOPS") && t.contains("no magic close"), "{t}");
+    assert!(t.contains("not usable for hbfence") && t.contains("nowayout=1"), "{t}");
+    assert!(!t.contains("usable: yes"), "{t}");
+    // nowayout keeps it running even without magic close.
+    std::fs::write(dir.path().join("wd.test-driver"), "magic_close = false\nnowayout = true\n")
+        .unwrap();
+    let out = hbfence(&["test-watchdog", "--device", fifo.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+mod readers {
+    //! `check` and `status` decide from a read quorum of volumes, on volumes written by hand.
+    use super::cluster::{hbfence, init_volume};
+    use super::text;
+    use hbfence::core::format::{self, caps, FenceMethodKind, HostState, Verdict, VerdictKind};
+    use std::os::unix::fs::FileExt;
+    use std::path::{Path, PathBuf};
+
+    pub struct Vols {
+        pub dir: tempfile::TempDir,
+        pub paths: Vec<PathBuf>,
+        pub cluster: [u8; 16],
+        pub config: PathBuf,
+    }
+
+    /// `n` volumes of one cluster (max_hosts 8) and a config of host 3 naming all of them.
+    pub fn volumes(n: usize) -> Vols {
+        let dir = tempfile::tempdir().unwrap();
+        let paths: Vec<PathBuf> = (0..n).map(|i| dir.path().join(format!("v{i}.vol"))).collect();
+        init_volume(&paths[0], &[]);
+        for p in &paths[1..] {
+            std::fs::copy(&paths[0], p).unwrap();
+        }
+        let v =
+            hbfence::volume::Volume::open(&paths[0], hbfence::volume::Access::ReadOnly).unwrap();
+        let cluster = v.read_header().unwrap().cluster;
+        let mut cfg = "[host]\nid = 3\nname = \"host3\"\n\n".to_string();
+        for p in &paths {
+            cfg += &format!("[[volume]]\npath = \"{}\"\n\n", p.display());
+        }
+        cfg += &format!(
+            "[watchdog]\ndevice = \"{}\"\n\n[daemon]\nruntime_dir = \"{}\"\nsyslog = false\n",
+            dir.path().join("wd").display(),
+            dir.path().join("run").display()
+        );
+        let config = dir.path().join("hbfence.toml");
+        std::fs::write(&config, cfg).unwrap();
+        Vols { dir, paths, cluster, config }
+    }
+
+    pub fn record(v: &Vols, id: u32, incarnation: u64, seq: u64) -> format::Heartbeat {
+        format::Heartbeat {
+            cluster: v.cluster,
+            host_id: id,
+            incarnation,
+            seq,
+            wall_ms: 1_700_000_000_000,
+            mono_ms: 1,
+            boot_id: [id as u8; 16],
+            state: HostState::Active,
+            watchdog_timeout_s: 2,
+            caps: caps::WATCHDOG_ARMED | caps::IO_HEALTHY,
+            ack_nonce: 0,
+            coordinator: 1,
+            verdict_gen: 0,
+            name: format!("host{id}"),
+            verdicts: vec![],
+        }
+    }
+
+    /// Host 1 as coordinator with generation `gen`, holding `verdicts`.
+    pub fn coordinator(v: &Vols, seq: u64, gen: u32, verdicts: Vec<Verdict>) -> format::Heartbeat {
+        let mut r = record(v, 1, 11, seq);
+        r.caps |= caps::COORDINATOR | caps::COORDINATOR_ELIGIBLE;
+        r.verdict_gen = gen;
+        r.verdicts = verdicts;
+        r
+    }
+
+    pub fn fenced(id: u32, incarnation: u64) -> Verdict {
+        Verdict {
+            host_id: id,
+            kind: VerdictKind::Fenced,
+            method: FenceMethodKind::Ipmi,
+            incarnation,
+            wall_ms: 1_700_000_000_000,
+        }
+    }
+
+    /// Writes a record into its heartbeat block (block `id`) of a volume file.
+    pub fn put(path: &Path, r: &format::Heartbeat) {
+        let block = format::encode_heartbeat(r).unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        f.write_all_at(&block[..], u64::from(r.host_id) * 4096).unwrap();
+    }
+
+    /// Writes a record whose CRC fails (a torn write).
+    pub fn put_torn(path: &Path, r: &format::Heartbeat) {
+        let mut block = format::encode_heartbeat(r).unwrap();
+        block[200] ^= 0x5a;
+        let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        f.write_all_at(&block[..], u64::from(r.host_id) * 4096).unwrap();
+    }
+
+    pub fn check(v: &Vols, host: &str) -> (Option<i32>, String) {
+        let out = hbfence(&["check", host, "--config", v.config.to_str().unwrap()]);
+        (out.status.code(), text(&out))
+    }
+
+    #[test]
+    fn check_and_status_show_fenced_when_the_fenced_hosts_block_is_torn_for_good() {
+        let v = volumes(1);
+        put(&v.paths[0], &coordinator(&v, 40, 3, vec![fenced(2, 22)]));
+        put_torn(&v.paths[0], &record(&v, 2, 22, 9));
+        let (code, out) = check(&v, "2");
+        assert_eq!(code, Some(4), "{out}");
+        assert!(out.contains("FENCED"), "{out}");
+        let out = hbfence(&["status", "--volume", v.paths[0].to_str().unwrap(), "--json"]);
+        let j: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
+        let h2 = j["hosts"].as_array().unwrap().iter().find(|h| h["id"] == 2).expect("no row 2");
+        assert_eq!(h2["verdict"], "fenced", "{j}");
+        let out = hbfence(&["status", "--config", v.config.to_str().unwrap()]);
+        let t = text(&out);
+        assert!(t.lines().any(|l| l.trim_start().starts_with("2 ") && l.contains("fenced")), "{t}");
+    }
+
+    #[test]
+    fn check_takes_the_newest_table_of_a_quorum_not_the_first_volume() {
+        let v = volumes(3);
+        for p in &v.paths {
+            put(p, &record(&v, 2, 22, 9));
+        }
+        // v0: the coordinator's block torn in this read; v1 lags (generation 8, no verdict
+        // yet); v2 holds generation 10 with the verdict.
+        put_torn(&v.paths[0], &coordinator(&v, 52, 10, vec![fenced(2, 22)]));
+        put(&v.paths[1], &coordinator(&v, 50, 8, vec![]));
+        put(&v.paths[2], &coordinator(&v, 52, 10, vec![fenced(2, 22)]));
+        let (code, out) = check(&v, "2");
+        assert_eq!(code, Some(4), "{out}");
+        // The same with the lagging volume first.
+        put(&v.paths[0], &coordinator(&v, 50, 8, vec![]));
+        let (code, out) = check(&v, "2");
+        assert_eq!(code, Some(4), "{out}");
+    }
+
+    #[test]
+    fn check_uses_the_newest_record_across_volumes() {
+        let v = volumes(2);
+        for p in &v.paths {
+            put(p, &coordinator(&v, 50, 8, vec![fenced(2, 22)]));
+        }
+        // Host 2 came back with a new incarnation; v0 still shows the fenced one.
+        put(&v.paths[0], &record(&v, 2, 22, 9));
+        put(&v.paths[1], &record(&v, 2, 33, 14));
+        let (code, out) = check(&v, "2");
+        assert_ne!(code, Some(4), "a rejoined host reported fenced: {out}");
+        assert!(!out.contains("FENCED"), "{out}");
+    }
+
+    #[test]
+    fn check_refuses_without_a_read_quorum() {
+        let v = volumes(3);
+        put(&v.paths[0], &coordinator(&v, 50, 8, vec![fenced(2, 22)]));
+        put(&v.paths[0], &record(&v, 2, 22, 9));
+        std::fs::remove_file(&v.paths[1]).unwrap();
+        std::fs::remove_file(&v.paths[2]).unwrap();
+        let (code, out) = check(&v, "2");
+        assert_eq!(code, Some(1), "{out}");
+        assert!(out.contains("1 of 3") && out.contains("read quorum of 2"), "{out}");
+        let _ = &v.dir;
+    }
+
+    fn verdict(id: u32, kind: VerdictKind, incarnation: u64) -> Verdict {
+        Verdict { kind, method: FenceMethodKind::None, ..fenced(id, incarnation) }
+    }
+
+    /// (command, target incarnation) of host `id`'s mailbox on a volume, if it holds one.
+    fn mailbox(path: &Path, id: u32) -> Option<(String, u64)> {
+        let out = hbfence(&["dump", "--volume", path.to_str().unwrap(), "--json"]);
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let m = j["mailboxes"].as_array()?.iter().find(|m| m["id"] == id && m["crc"] == "ok")?;
+        Some((m["command"].as_str()?.to_string(), m["target_incarnation"].as_u64()?))
+    }
+
+    fn fence(v: &Vols, args: &[&str]) -> (Option<i32>, String) {
+        let mut all = vec!["fence"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--config", v.config.to_str().unwrap()]);
+        let out = hbfence(&all);
+        (out.status.code(), text(&out))
+    }
+
+    #[test]
+    fn confirm_off_is_refused_unless_the_coordinator_holds_the_host_suspect() {
+        let v = volumes(1);
+        put(&v.paths[0], &coordinator(&v, 40, 3, vec![]));
+        put(&v.paths[0], &record(&v, 2, 22, 9));
+        let (code, out) = fence(&v, &["2", "--confirm-off", "--no-wait"]);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(out.contains("not suspect"), "{out}");
+        assert_eq!(mailbox(&v.paths[0], 2), None, "a refused confirm-off wrote the mailbox");
+        // A verdict about an earlier incarnation does not make the current one suspect.
+        put(&v.paths[0], &coordinator(&v, 41, 4, vec![verdict(2, VerdictKind::FenceFailed, 21)]));
+        let (code, out) = fence(&v, &["2", "--confirm-off", "--no-wait"]);
+        assert_eq!(code, Some(1), "{out}");
+        assert_eq!(mailbox(&v.paths[0], 2), None);
+        // Already fenced: nothing to confirm.
+        put(&v.paths[0], &coordinator(&v, 42, 5, vec![fenced(2, 22)]));
+        let (code, out) = fence(&v, &["2", "--confirm-off", "--no-wait"]);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(out.contains("already fenced"), "{out}");
+        for kind in [VerdictKind::FenceFailed, VerdictKind::Fencing] {
+            put(&v.paths[0], &coordinator(&v, 43, 6, vec![verdict(2, kind, 22)]));
+            let (code, out) = fence(&v, &["2", "--confirm-off", "--no-wait"]);
+            assert_eq!(code, Some(0), "{out}");
+            assert_eq!(mailbox(&v.paths[0], 2), Some(("confirm-off".into(), 22)));
+        }
+    }
+
+    #[test]
+    fn fence_never_writes_any_incarnation_because_a_block_is_torn() {
+        let v = volumes(1);
+        put(&v.paths[0], &coordinator(&v, 40, 3, vec![]));
+        put_torn(&v.paths[0], &record(&v, 2, 22, 9));
+        let (code, out) = fence(&v, &["2", "--no-wait"]);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(out.contains("incarnation cannot be determined"), "{out}");
+        assert_eq!(mailbox(&v.paths[0], 2), None, "wrote a request for any incarnation");
+        let (code, out) = fence(&v, &["5", "--no-wait"]);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(out.contains("never written"), "{out}");
+        assert_eq!(mailbox(&v.paths[0], 5), None);
+        // A confirm-off about a host torn for good names the incarnation of the verdict.
+        put(&v.paths[0], &coordinator(&v, 41, 4, vec![verdict(2, VerdictKind::FenceFailed, 22)]));
+        let (code, out) = fence(&v, &["2", "--confirm-off", "--no-wait"]);
+        assert_eq!(code, Some(0), "{out}");
+        assert_eq!(mailbox(&v.paths[0], 2), Some(("confirm-off".into(), 22)));
+    }
+
+    #[test]
+    fn fence_counts_a_new_boot_id_not_a_new_incarnation_as_rejoined() {
+        use std::io::BufRead;
+        use std::sync::{Arc, Mutex};
+        let v = volumes(1);
+        put(&v.paths[0], &coordinator(&v, 40, 3, vec![]));
+        put(&v.paths[0], &record(&v, 2, 22, 9));
+        let mut child = std::process::Command::new(super::cluster::BIN)
+            .args(["fence", "2", "--config", v.config.to_str().unwrap()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let (l, out) = (lines.clone(), child.stdout.take().unwrap());
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                l.lock().unwrap().push(line);
+            }
+        });
+        let has = |what: &str| lines.lock().unwrap().iter().any(|l| l.contains(what));
+        let wait = |what: &str| {
+            super::cluster::wait_until(std::time::Duration::from_secs(20), || has(what))
+        };
+        assert!(wait("request written"), "{:?}", lines.lock().unwrap());
+        // The agent restarts on the same boot: a new incarnation is no proof of a reset.
+        put(&v.paths[0], &record(&v, 2, 33, 10));
+        assert!(wait("same boot"), "{:?}", lines.lock().unwrap());
+        assert!(!has("FENCED"), "{:?}", lines.lock().unwrap());
+        // Now it comes back after a reset: a new boot id.
+        let mut rebooted = record(&v, 2, 44, 11);
+        rebooted.boot_id = [0xbb; 16];
+        put(&v.paths[0], &rebooted);
+        let status = child.wait().unwrap();
+        reader.join().unwrap();
+        let all = lines.lock().unwrap().join("\n");
+        assert!(status.success(), "{all}");
+        assert!(all.contains("FENCED (rejoined after a reset: new boot id)"), "{all}");
+    }
+}

@@ -25,9 +25,10 @@ pub struct StatusArgs {
     /// This host's configuration: adds the daemon's view (default /etc/hbfence/hbfence.toml).
     #[arg(long, short = 'c', value_name = "PATH", conflicts_with = "volume")]
     pub config: Option<PathBuf>,
-    /// Read this volume directly (no configuration needed).
+    /// Read these volumes directly (no configuration needed); repeat for every volume of the
+    /// cluster: the answer comes from a read quorum of them (1 of 1, 2 of 2, 2 of 3).
     #[arg(long, value_name = "PATH")]
-    pub volume: Option<PathBuf>,
+    pub volume: Vec<PathBuf>,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -242,26 +243,42 @@ fn heartbeat_line(hb: &Heartbeat, now: u64) -> String {
 }
 
 pub fn status(a: &StatusArgs) -> CliResult {
-    let Some(path) = &a.volume else {
+    if a.volume.is_empty() {
         let config =
             a.config.clone().unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CONFIG));
         return super::ops::status_config(&config, a.json);
-    };
-    let (volume, snap) = open_snapshot(path)?;
-    let h = &snap.header;
+    }
+    let mut volumes: Vec<(Volume, Header)> = Vec::new();
+    let mut errors = Vec::new();
+    for path in &a.volume {
+        match Volume::open(path, Access::ReadOnly).and_then(|v| v.read_header().map(|h| (v, h))) {
+            Ok((v, h)) => {
+                if let Some((first, fh)) = volumes.first() {
+                    if fh.cluster != h.cluster || fh.max_hosts != h.max_hosts {
+                        return Err(CliError::new(format!(
+                            "volume {} belongs to another cluster than {}; name the volumes of one cluster",
+                            path.display(),
+                            first.path().display()
+                        )));
+                    }
+                }
+                volumes.push((v, h));
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    let view = super::ops::read_quorum(&volumes, a.volume.len(), &errors)?;
+    let h = &volumes[0].1;
     let now = sys::wall_ms();
-    // One read: the decoded view keeps only valid records of this cluster in their own slot.
-    let view = snap.view();
-    let rows: Vec<&Heartbeat> = view
-        .slots
-        .iter()
-        .filter_map(|s| match s {
-            crate::core::view::Slot::Record(r) => Some(r),
-            _ => None,
-        })
+    let rows: Vec<&Heartbeat> = view.records().collect();
+    // Hosts whose block is torn on every volume: a verdict about them still stands.
+    let torn: Vec<(u32, format::Verdict)> = (1..=h.max_hosts)
+        .filter(|&id| matches!(view.slot(id), Some(crate::core::view::Slot::NoNews)))
+        .filter_map(|id| view.current_verdict(id).map(|v| (id, v)))
         .collect();
-    let (coordinator, _) = crate::core::view::cluster_verdicts(&view);
-    let verdict_of = |id: u32| crate::core::view::current_verdict(&view, id);
+    let coordinator = view.coordinator();
+    let verdict_of = |id: u32| view.current_verdict(id);
+    let paths = volumes.iter().map(|(v, _)| v.path().display().to_string()).collect::<Vec<_>>();
     if a.json {
         let hosts: Vec<Value> = rows
             .iter()
@@ -272,9 +289,13 @@ pub fn status(a: &StatusArgs) -> CliResult {
                 v["method"] = json!(verdict.map(|v| v.method.as_str()));
                 v
             })
+            .chain(torn.iter().map(|(id, v)| {
+                json!({"id": id, "crc": "unreadable", "incarnation": v.incarnation, "verdict": v.kind.as_str(), "method": v.method.as_str()})
+            }))
             .collect();
         let out = json!({
-            "volume": volume.path(),
+            "volume": paths[0],
+            "volumes": paths,
             "cluster": format::uuid_string(&h.cluster),
             "max_hosts": h.max_hosts,
             "coordinator": coordinator,
@@ -285,7 +306,7 @@ pub fn status(a: &StatusArgs) -> CliResult {
     }
     println!(
         "volume {} cluster {} ({} of {} host slots used), coordinator {}",
-        volume.path().display(),
+        paths.join(", "),
         format::uuid_string(&h.cluster),
         rows.len(),
         h.max_hosts,
@@ -311,7 +332,20 @@ pub fn status(a: &StatusArgs) -> CliResult {
             caps::names(hb.caps).join(",")
         );
     }
-    if rows.is_empty() {
+    for (id, v) in &torn {
+        println!(
+            "{:>4}  {:<16} {:<13} {:>10} {:>20}  {:<24} {:>9}  {:<20}",
+            id,
+            "?",
+            "unreadable",
+            "-",
+            v.incarnation,
+            "-",
+            "-",
+            format!("{} ({})", v.kind.as_str(), v.method.as_str())
+        );
+    }
+    if rows.is_empty() && torn.is_empty() {
         println!("(no host has written a heartbeat yet)");
     }
     println!("(ages compare this machine's wall clock with the writers': for people only, not for liveness)");

@@ -97,7 +97,9 @@ restarts the VMs of a DEAD host."
         long_about = "Writes a reset request into HOST's mailbox. HOST acknowledges it, stops \
 petting its watchdog and resets itself; the coordinator records it fenced once the watchdog bound \
 has passed. With BMC details for HOST in this host's config, HOST is also powered off through its \
-BMC. --confirm-off records a host that an operator powered off by hand as fenced."
+BMC. --confirm-off records a host that an operator powered off by hand as fenced; it is refused \
+unless the coordinator holds the host suspect (verdict fencing or fence-failed). A host counts as \
+rejoined after the fence only with a new boot id."
     )]
     Fence(ops::FenceArgs),
     /// Clear HOST's mailbox and the coordinator's verdict about it.

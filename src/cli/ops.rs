@@ -4,8 +4,9 @@
 use super::text::{age, wall_time};
 use super::{CliError, CliResult};
 use crate::config::{Config, DEFAULT_CONFIG};
+use crate::core::agent::Agent;
 use crate::core::format::{self, caps, Command, Header, VerdictKind};
-use crate::core::view::{cluster_verdicts, current_verdict, VolumeView};
+use crate::core::view::{merge_views, MergedView, Slot, VolumeView};
 use crate::sys;
 use crate::volume::{Access, Volume};
 use serde_json::{json, Value};
@@ -40,7 +41,8 @@ pub struct FenceArgs {
     pub host: String,
     #[arg(long, short = 'c', value_name = "PATH", default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
-    /// The host is confirmed powered off by hand: record it as fenced (method manual).
+    /// The host is confirmed powered off by hand: record it as fenced (method manual). Only
+    /// for a host the coordinator holds suspect (verdict fencing or fence-failed).
     #[arg(long)]
     pub confirm_off: bool,
     /// Ask the host to power off instead of rebooting.
@@ -73,6 +75,8 @@ pub struct TestWatchdogArgs {
 struct Cluster {
     config: Config,
     volumes: Vec<(Volume, Header)>,
+    /// Why configured volumes could not be opened.
+    errors: Vec<String>,
 }
 
 fn load(config_path: &Path) -> Result<Cluster, CliError> {
@@ -94,28 +98,74 @@ fn load(config_path: &Path) -> Result<Cluster, CliError> {
             errors.join("; ")
         )));
     }
-    Ok(Cluster { config, volumes })
+    Ok(Cluster { config, volumes, errors })
+}
+
+/// Re-reads of a volume whose read showed a torn or corrupt heartbeat block: a read that raced
+/// a write tears, the next one usually does not. Pauses before each re-read.
+const TORN_RETRIES_MS: [u64; 3] = [20, 60, 150];
+
+/// Reads of one volume: the first, plus re-reads while some heartbeat block stays torn.
+fn read_volume(vol: &Volume, h: &Header) -> Result<Vec<VolumeView>, String> {
+    let first = vol.read_view(h).map_err(|e| e.to_string())?;
+    let mut torn: Vec<usize> = torn_slots(&first);
+    let mut reads = vec![first];
+    for pause in TORN_RETRIES_MS {
+        if torn.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(pause));
+        let Ok(again) = vol.read_view(h) else { break };
+        torn.retain(|&i| again.slots.get(i) == Some(&Slot::NoNews));
+        reads.push(again);
+    }
+    Ok(reads)
+}
+
+fn torn_slots(view: &VolumeView) -> Vec<usize> {
+    view.slots.iter().enumerate().filter(|(_, s)| **s == Slot::NoNews).map(|(i, _)| i).collect()
+}
+
+/// Reads every open volume and merges the reads, or refuses without a read quorum of the
+/// `configured` volumes (1 → 1, 2 → 2, 3 → 2): a reader never decides from fewer volumes than
+/// the agents judge from. `errors` are earlier failures (volumes that did not open).
+pub(super) fn read_quorum(
+    volumes: &[(Volume, Header)],
+    configured: usize,
+    errors: &[String],
+) -> Result<MergedView, CliError> {
+    let (_, need) = Agent::quorums(configured);
+    let mut reads = Vec::new();
+    let mut readable = 0;
+    let mut errors = errors.to_vec();
+    for (vol, h) in volumes {
+        match read_volume(vol, h) {
+            Ok(r) => {
+                readable += 1;
+                reads.extend(r);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if readable < need {
+        return Err(CliError::new(format!(
+            "only {readable} of {configured} volumes readable, a decision needs a read quorum of {need}: {}; fix the storage (or ask a host that reads them)",
+            errors.join("; ")
+        )));
+    }
+    Ok(merge_views(&reads))
 }
 
 impl Cluster {
     fn header(&self) -> &Header {
         &self.volumes[0].1
     }
-    fn view(&self) -> Result<VolumeView, CliError> {
-        let mut last = None;
-        for (vol, h) in &self.volumes {
-            match vol.read_view(h) {
-                Ok(v) => return Ok(v),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(CliError::new(last.map(|e| e.to_string()).unwrap_or_default()))
+    /// The merged reads of a read quorum of the configured volumes.
+    fn view(&self) -> Result<MergedView, CliError> {
+        read_quorum(&self.volumes, self.config.volumes.len(), &self.errors)
     }
-    fn resolve(&self, what: &str, view: &VolumeView) -> Result<u32, CliError> {
-        let by_record = view.slots.iter().find_map(|s| match s {
-            crate::core::view::Slot::Record(r) if r.name == what => Some(r.host_id),
-            _ => None,
-        });
+    fn resolve(&self, what: &str, view: &MergedView) -> Result<u32, CliError> {
+        let by_record = view.records().find(|r| r.name == what).map(|r| r.host_id);
         let id = self.config.resolve_host(what).or(by_record).ok_or_else(|| {
             CliError::new(format!(
                 "unknown host {what:?}: give a host id or a name from the config or the volume"
@@ -150,11 +200,31 @@ pub fn status_config(config_path: &Path, json_out: bool) -> CliResult {
     let c = load(config_path)?;
     let view = c.view()?;
     let daemon = daemon_view(&c.config);
-    let (coordinator, verdicts) = cluster_verdicts(&view);
+    let coordinator = view.coordinator();
     let now = sys::wall_ms();
     let mut rows = Vec::new();
-    for s in &view.slots {
-        let crate::core::view::Slot::Record(r) = s else { continue };
+    for (i, s) in view.slots.iter().enumerate() {
+        let id = i as u32 + 1;
+        let Slot::Record(r) = s else {
+            // A block torn on every volume is no news: a verdict about it still stands.
+            if let (Slot::NoNews, Some(v)) = (s, view.current_verdict(id)) {
+                rows.push(json!({
+                    "id": id,
+                    "name": "",
+                    "state": "unreadable",
+                    "view": daemon_peer_status(daemon.as_ref(), id).unwrap_or("-"),
+                    "seq": null,
+                    "incarnation": v.incarnation,
+                    "wall_time": "-",
+                    "age_s": null,
+                    "capabilities": [],
+                    "verdict": v.kind.as_str(),
+                    "method": v.method.as_str(),
+                    "verdict_wall_time": wall_time(v.wall_ms),
+                }));
+            }
+            continue;
+        };
         let judged = if r.host_id == c.config.host.id {
             daemon.as_ref().map_or("not running".to_string(), |d| {
                 d["phase"].as_str().unwrap_or("?").to_string()
@@ -162,8 +232,7 @@ pub fn status_config(config_path: &Path, json_out: bool) -> CliResult {
         } else {
             daemon_peer_status(daemon.as_ref(), r.host_id).unwrap_or("-").to_string()
         };
-        let verdict =
-            verdicts.iter().find(|v| v.host_id == r.host_id && v.incarnation == r.incarnation);
+        let verdict = view.current_verdict(r.host_id);
         rows.push(json!({
             "id": r.host_id,
             "name": r.name,
@@ -195,9 +264,10 @@ pub fn status_config(config_path: &Path, json_out: bool) -> CliResult {
         format::uuid_string(&c.header().cluster),
         c.config.host.id,
         daemon.as_ref().map_or("NOT RUNNING".to_string(), |d| format!(
-            "{} (lease {})",
+            "{} (lease {}, watchdog {})",
             d["phase"].as_str().unwrap_or("?"),
-            if d["lease_valid"].as_bool() == Some(true) { "valid" } else { "NOT valid" }
+            if d["lease_valid"].as_bool() == Some(true) { "valid" } else { "NOT valid" },
+            d["watchdog"].as_str().unwrap_or("?")
         )),
         coordinator.map_or("none".to_string(), |c| c.to_string())
     );
@@ -219,7 +289,7 @@ pub fn status_config(config_path: &Path, json_out: bool) -> CliResult {
             r["view"].as_str().unwrap_or(""),
             r["seq"],
             r["wall_time"].as_str().unwrap_or(""),
-            age((r["age_s"].as_f64().unwrap_or(0.0) * 1000.0) as i64),
+            r["age_s"].as_f64().map_or("-".to_string(), |a| age((a * 1000.0) as i64)),
             verdict,
             r["capabilities"]
                 .as_array()
@@ -236,7 +306,7 @@ pub fn check(a: &CheckArgs) -> CliResult {
     let id = c.resolve(&a.host, &view)?;
     let daemon = daemon_view(&c.config);
     let record = view.record(id);
-    let verdict = current_verdict(&view, id);
+    let verdict = view.current_verdict(id);
     let daemon_status = daemon_peer_status(daemon.as_ref(), id);
     let (word, code, why) = if verdict.is_some_and(|v| v.kind == VerdictKind::Fenced) {
         (
@@ -327,8 +397,8 @@ fn send(c: &Cluster, id: u32, command: Command, target_incarnation: u64) -> Resu
 fn wait_for(
     c: &Cluster,
     limit: Duration,
-    mut done: impl FnMut(&VolumeView) -> bool,
-) -> Result<(bool, VolumeView), CliError> {
+    mut done: impl FnMut(&MergedView) -> bool,
+) -> Result<(bool, MergedView), CliError> {
     let start = Instant::now();
     let step = Duration::from_millis((c.header().timing.interval_ms / 4).clamp(100, 1000));
     loop {
@@ -352,13 +422,46 @@ pub fn fence(a: &FenceArgs) -> CliResult {
             "refusing to fence this host itself; run the command on another host",
         ));
     }
-    let incarnation = view.record(id).map_or(0, |r| r.incarnation);
     let t = c.header().timing;
-    let started = Instant::now();
-    let fenced = |v: &VolumeView| {
-        current_verdict(v, id).is_some_and(|v| v.kind == VerdictKind::Fenced)
-            || view_incarnation_changed(v, id, incarnation)
+    if a.confirm_off {
+        // A manual confirm applies only to a host the coordinator holds suspect (S1).
+        match view.current_verdict(id) {
+            Some(v) if matches!(v.kind, VerdictKind::Fencing | VerdictKind::FenceFailed) => {}
+            Some(v) if v.kind == VerdictKind::Fenced => {
+                return Err(CliError::new(format!(
+                    "host {id} is already fenced (method {}): nothing to confirm",
+                    v.method.as_str()
+                )))
+            }
+            _ => {
+                return Err(CliError::new(format!(
+                    "refusing --confirm-off: host {id} is not suspect in the coordinator's view (no `fencing` or `fence-failed` verdict about its current incarnation), so its heartbeat may still be advancing. A manual confirm applies only to a host whose heartbeat stopped for suspect_after ({}); if you powered it off, wait until `hbfence status` shows it fencing or fence-failed and run this again",
+                    crate::core::timing::format_secs(t.suspect_after_ms)
+                )))
+            }
+        }
+    }
+    let incarnation = target_incarnation(&view, id)?;
+    // Proof of a reset is a new boot id; a new incarnation alone is an agent restart.
+    let boot = view.record(id).map(|r| r.boot_id);
+    let restart_noted = std::cell::Cell::new(false);
+    let rebooted = |v: &MergedView| {
+        let Some(r) = v.record(id) else { return false };
+        if boot.is_some_and(|b| b != r.boot_id) {
+            return true;
+        }
+        if r.incarnation != incarnation && !restart_noted.replace(true) {
+            println!(
+                "host {id}: its agent restarted on the same boot (incarnation {}, same boot id): no proof of a reset; still waiting",
+                r.incarnation
+            );
+        }
+        false
     };
+    let fenced = |v: &MergedView| {
+        v.current_verdict(id).is_some_and(|v| v.kind == VerdictKind::Fenced) || rebooted(v)
+    };
+    let started = Instant::now();
     if a.confirm_off {
         send(&c, id, Command::ConfirmOff, incarnation)?;
         println!(
@@ -391,13 +494,13 @@ pub fn fence(a: &FenceArgs) -> CliResult {
     if a.no_wait {
         return Ok(());
     }
-    let acked = |v: &VolumeView| v.record(id).is_some_and(|r| r.ack_nonce == nonce);
-    let (ack, _) = wait_for(&c, Duration::from_millis(2 * t.interval_ms + t.io_timeout_ms), |v| {
+    let acked = |v: &MergedView| v.record(id).is_some_and(|r| r.ack_nonce == nonce);
+    let (ack, v) = wait_for(&c, Duration::from_millis(2 * t.interval_ms + t.io_timeout_ms), |v| {
         acked(v) || fenced(v)
     })?;
-    if ack {
+    if ack && acked(&v) {
         println!("host {id}: acknowledged after {:.1} s; it stopped petting its watchdog and is resetting itself", started.elapsed().as_secs_f64());
-    } else {
+    } else if !ack {
         println!("host {id}: no acknowledgement (it may be dead or hung); waiting for the watchdog bound");
     }
     if let Some(h) = bmc_thread {
@@ -415,8 +518,10 @@ pub fn fence(a: &FenceArgs) -> CliResult {
     let limit = Duration::from_millis(t.dead_after_ms() + 3 * t.interval_ms);
     let (ok, v) = wait_for(&c, limit, fenced)?;
     if ok {
-        let how = current_verdict(&v, id)
-            .map_or("rejoined with a new incarnation".to_string(), |v| {
+        let how = v
+            .current_verdict(id)
+            .filter(|v| v.kind == VerdictKind::Fenced)
+            .map_or("rejoined after a reset: new boot id".to_string(), |v| {
                 format!("method {}", v.method.as_str())
             });
         println!(
@@ -432,16 +537,30 @@ pub fn fence(a: &FenceArgs) -> CliResult {
     }
 }
 
-fn view_incarnation_changed(v: &VolumeView, id: u32, incarnation: u64) -> bool {
-    incarnation != 0 && v.record(id).is_some_and(|r| r.incarnation != incarnation)
+/// The incarnation a message to host `id` names: that of its newest record, or, when its
+/// block is torn on every volume, that of the coordinator's verdict about it. Never 0 ("any
+/// incarnation") because a read was torn: an old message for any incarnation could hit the
+/// host after a later restart.
+fn target_incarnation(view: &MergedView, id: u32) -> Result<u64, CliError> {
+    match view.slot(id) {
+        Some(Slot::Record(r)) => Ok(r.incarnation),
+        Some(Slot::NoNews) => view.current_verdict(id).map(|v| v.incarnation).ok_or_else(|| {
+            CliError::new(format!(
+                "host {id}: its heartbeat block is unreadable on every volume (torn or corrupt, also after re-reads), so its incarnation cannot be determined and the message cannot name it; try again in a moment, and check the storage (`hbfence dump --volume PATH`)"
+            ))
+        }),
+        _ => Err(CliError::new(format!(
+            "host {id} has never written a heartbeat on the volumes: there is nothing to address (check the host id)"
+        ))),
+    }
 }
 
 pub fn clear(a: &ClearArgs) -> CliResult {
     let c = load(&a.config)?;
     let view = c.view()?;
     let id = c.resolve(&a.host, &view)?;
-    let before = current_verdict(&view, id);
-    let incarnation = view.record(id).map_or(0, |r| r.incarnation);
+    let before = view.current_verdict(id);
+    let incarnation = target_incarnation(&view, id)?;
     send(&c, id, Command::Clear, incarnation)?;
     let Some(before) = before else {
         println!("host {id}: mailbox cleared; there was no verdict about it");
@@ -449,7 +568,7 @@ pub fn clear(a: &ClearArgs) -> CliResult {
     };
     let t = c.header().timing;
     let (ok, _) = wait_for(&c, Duration::from_millis(3 * t.interval_ms + t.io_timeout_ms), |v| {
-        current_verdict(v, id).is_none()
+        v.current_verdict(id).is_none()
     })?;
     if ok {
         println!(
@@ -468,7 +587,15 @@ pub fn test_watchdog(a: &TestWatchdogArgs) -> CliResult {
             .map(|c| c.watchdog.device)
             .unwrap_or_else(|_| PathBuf::from("/dev/watchdog"))
     });
+    use crate::watchdog::{after_close, AfterClose};
     let (kind, info) = crate::watchdog::inspect(&device)?;
+    let identity = info.identity.clone().unwrap_or_else(|| "unknown".into());
+    // Known without opening: the double's emulated driver, sysfs `options`, or nowayout=1.
+    let mut close = match (kind, info.options, info.nowayout) {
+        (_, Some(options), nowayout) => Some(after_close(&identity, options, nowayout)),
+        (_, None, Some(true)) => Some(after_close(&identity, 0, Some(true))),
+        _ => None,
+    };
     println!("device: {}", device.display());
     if kind == crate::watchdog::DeviceKind::Double {
         println!("kind: FIFO test double (NOT a hardware watchdog; never use it in production)");
@@ -512,12 +639,15 @@ pub fn test_watchdog(a: &TestWatchdogArgs) -> CliResult {
         }
         println!("opened (armed) and closed with the magic close");
         match support {
-            Ok(i) => println!(
-                "ioctl identity: {} (options {:#x}, firmware {})",
-                i.identity(),
-                i.options,
-                i.firmware_version
-            ),
+            Ok(i) => {
+                println!(
+                    "ioctl identity: {} (options {:#x}, firmware {})",
+                    i.identity(),
+                    i.options,
+                    i.firmware_version
+                );
+                close = Some(after_close(&i.identity(), i.options, info.nowayout));
+            }
             Err(e) => println!("WDIOC_GETSUPPORT failed: {e}: not a watchdog"),
         }
         if let Ok(t) = timeout {
@@ -535,12 +665,32 @@ pub fn test_watchdog(a: &TestWatchdogArgs) -> CliResult {
     } else if kind == crate::watchdog::DeviceKind::Kernel {
         println!("(not opened: opening arms the watchdog; pass --open to query the driver through ioctls)");
     }
+    match &close {
+        Some(AfterClose::KeepsRunning(why)) => println!("after close: keeps running ({why})"),
+        Some(AfterClose::Stops(why)) => println!("after close: STOPS ({why})"),
+        None => println!(
+            "after close: unknown without --open (hbfence needs magic close, WDIOF_MAGICCLOSE, or nowayout=1)"
+        ),
+    }
     if let Some((pid, comm)) = info.holders.first() {
         return Err(CliError::new(format!(
             "{} is busy: held by process {pid} ({comm}); stop that program (or systemd's RuntimeWatchdogSec) before starting hbfence",
             device.display()
         )));
     }
-    println!("usable: yes");
-    Ok(())
+    match close {
+        Some(AfterClose::Stops(why)) => Err(CliError::new(format!(
+            "{} is not usable for hbfence: {why}. hbfence would close it again and run without it. {}",
+            device.display(),
+            crate::watchdog::UNGUARDED_ADVICE
+        ))),
+        Some(AfterClose::KeepsRunning(_)) => {
+            println!("usable: yes");
+            Ok(())
+        }
+        None => {
+            println!("usable: not determined: run `hbfence test-watchdog --open` to ask the driver whether it has magic close (hbfence refuses to rely on it otherwise)");
+            Ok(())
+        }
+    }
 }

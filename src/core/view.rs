@@ -94,3 +94,203 @@ pub fn current_verdict(view: &VolumeView, id: u32) -> Option<super::format::Verd
     let incarnation = view.record(id).map(|r| r.incarnation)?;
     verdicts.into_iter().find(|v| v.host_id == id && v.incarnation == incarnation)
 }
+
+/// What a reader without a daemon (`check`, `status`, `fence`, `clear`) decides from: the
+/// reads of a read quorum of volumes, merged. Built by [`merge_views`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MergedView {
+    /// Per host (index `id - 1`): the newest valid record on any volume; `NoNews` when some
+    /// volume holds a block for it but none a valid record (torn for good is no news, S5);
+    /// `Empty` when every read showed it empty.
+    pub slots: Vec<Slot>,
+    /// The verdict table: the coordinator-flagged record with the highest verdict generation
+    /// on any volume (ties: lower host id). A lagging volume never wins over a newer one.
+    pub table: Option<Heartbeat>,
+}
+
+/// Whether record `a` is newer than `b` of the same host. Sequence numbers continue across
+/// agent restarts (an incarnation starts from the sequence it read), so the higher sequence
+/// is the later write; an equal sequence is the same write (or a tie a reader cannot order:
+/// the first volume's is kept).
+pub fn newer_record(a: &Heartbeat, b: &Heartbeat) -> bool {
+    a.seq > b.seq
+}
+
+/// The order of verdict tables: generation, then the lower host id.
+fn table_order(r: &Heartbeat) -> (u32, std::cmp::Reverse<u32>) {
+    (r.verdict_gen, std::cmp::Reverse(r.host_id))
+}
+
+/// Merges the views of several reads (of several volumes, and retries of one volume): per
+/// host the newest record, and the newest verdict table of all of them. Pure.
+pub fn merge_views(views: &[VolumeView]) -> MergedView {
+    let hosts = views.iter().map(|v| v.slots.len()).max().unwrap_or(0);
+    let mut slots = vec![Slot::Empty; hosts];
+    let mut table: Option<&Heartbeat> = None;
+    for view in views {
+        for (i, slot) in view.slots.iter().enumerate() {
+            let merged = &mut slots[i];
+            match (slot, &*merged) {
+                (Slot::Record(r), Slot::Record(m)) if !newer_record(r, m) => {}
+                (Slot::Record(_), _) => *merged = slot.clone(),
+                (Slot::NoNews, Slot::Empty) => *merged = Slot::NoNews,
+                _ => {}
+            }
+            if let Slot::Record(r) = slot {
+                if r.caps & format::caps::COORDINATOR != 0
+                    && table.is_none_or(|t| table_order(r) > table_order(t))
+                {
+                    table = Some(r);
+                }
+            }
+        }
+    }
+    MergedView { slots, table: table.cloned() }
+}
+
+impl MergedView {
+    pub fn slot(&self, id: u32) -> Option<&Slot> {
+        self.slots.get((id as usize).wrapping_sub(1))
+    }
+    pub fn record(&self, id: u32) -> Option<&Heartbeat> {
+        match self.slot(id) {
+            Some(Slot::Record(hb)) => Some(hb),
+            _ => None,
+        }
+    }
+    /// Every valid record, by host id.
+    pub fn records(&self) -> impl Iterator<Item = &Heartbeat> {
+        self.slots.iter().filter_map(|s| match s {
+            Slot::Record(r) => Some(r),
+            _ => None,
+        })
+    }
+    /// The coordinator whose table is used.
+    pub fn coordinator(&self) -> Option<u32> {
+        self.table.as_ref().map(|t| t.host_id)
+    }
+    pub fn verdicts(&self) -> &[format::Verdict] {
+        self.table.as_ref().map_or(&[], |t| &t.verdicts)
+    }
+    /// The verdict that applies to host `id` now: one about its newest record's incarnation
+    /// (another incarnation has rejoined). When no volume holds a valid record of `id` but
+    /// some hold a torn one, the verdict stands: a torn block is no news (S5), and a power-off
+    /// can tear a host's last write for good.
+    pub fn current_verdict(&self, id: u32) -> Option<format::Verdict> {
+        let verdict = self.verdicts().iter().find(|v| v.host_id == id).copied()?;
+        match self.slot(id)? {
+            Slot::Record(r) => (r.incarnation == verdict.incarnation).then_some(verdict),
+            Slot::NoNews => Some(verdict),
+            Slot::Empty => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod merge_tests {
+    use super::*;
+    use crate::core::format::{caps, FenceMethodKind, HostState, Verdict, VerdictKind};
+
+    fn hb(id: u32, incarnation: u64, seq: u64) -> Heartbeat {
+        Heartbeat {
+            cluster: [7; 16],
+            host_id: id,
+            incarnation,
+            seq,
+            wall_ms: 0,
+            mono_ms: 0,
+            boot_id: [1; 16],
+            state: HostState::Active,
+            watchdog_timeout_s: 2,
+            caps: 0,
+            ack_nonce: 0,
+            coordinator: 0,
+            verdict_gen: 0,
+            name: format!("host{id}"),
+            verdicts: vec![],
+        }
+    }
+
+    fn coordinator(id: u32, seq: u64, gen: u32, verdicts: Vec<Verdict>) -> Heartbeat {
+        Heartbeat {
+            caps: caps::COORDINATOR,
+            verdict_gen: gen,
+            verdicts,
+            ..hb(id, 100 + id as u64, seq)
+        }
+    }
+
+    fn fenced(id: u32, incarnation: u64) -> Verdict {
+        Verdict {
+            host_id: id,
+            kind: VerdictKind::Fenced,
+            method: FenceMethodKind::Ipmi,
+            incarnation,
+            wall_ms: 0,
+        }
+    }
+
+    fn view(slots: Vec<Slot>) -> VolumeView {
+        VolumeView { slots, mailboxes: vec![] }
+    }
+
+    #[test]
+    fn newest_record_per_host_across_volumes() {
+        let a = view(vec![Slot::Record(hb(1, 5, 10)), Slot::NoNews, Slot::Empty]);
+        let b = view(vec![Slot::Record(hb(1, 6, 12)), Slot::Record(hb(2, 9, 3)), Slot::Empty]);
+        let m = merge_views(&[a.clone(), b.clone()]);
+        assert_eq!(m.record(1).map(|r| (r.incarnation, r.seq)), Some((6, 12)));
+        assert_eq!(m.record(2).map(|r| r.seq), Some(3));
+        assert_eq!(m.slot(3), Some(&Slot::Empty));
+        // Order of the volumes does not matter.
+        assert_eq!(merge_views(&[b, a.clone()]).record(1).map(|r| r.seq), Some(12));
+        // Torn on one read, empty on another: no news, not "never written".
+        let c = view(vec![Slot::Empty, Slot::Empty, Slot::NoNews]);
+        assert_eq!(merge_views(&[c, a]).slot(3), Some(&Slot::NoNews));
+    }
+
+    #[test]
+    fn verdict_table_is_the_highest_generation_on_any_volume() {
+        let lagging =
+            view(vec![Slot::Record(coordinator(1, 50, 8, vec![])), Slot::Record(hb(2, 22, 7))]);
+        let newer = view(vec![
+            Slot::Record(coordinator(1, 52, 10, vec![fenced(2, 22)])),
+            Slot::Record(hb(2, 22, 7)),
+        ]);
+        let torn = view(vec![Slot::NoNews, Slot::Record(hb(2, 22, 7))]);
+        for order in [
+            vec![lagging.clone(), newer.clone(), torn.clone()],
+            vec![torn.clone(), lagging.clone(), newer.clone()],
+            vec![newer.clone(), lagging.clone()],
+        ] {
+            let m = merge_views(&order);
+            assert_eq!(m.table.as_ref().map(|t| t.verdict_gen), Some(10));
+            assert_eq!(m.current_verdict(2).map(|v| v.kind), Some(VerdictKind::Fenced));
+        }
+        // The coordinator's block unreadable in one read does not lose the table.
+        assert_eq!(merge_views(&[torn, newer]).coordinator(), Some(1));
+        // Equal generations: the lower host id wins.
+        let tie = view(vec![
+            Slot::Record(coordinator(1, 5, 4, vec![])),
+            Slot::Record(coordinator(2, 5, 4, vec![fenced(3, 1)])),
+        ]);
+        assert_eq!(merge_views(&[tie]).coordinator(), Some(1));
+    }
+
+    #[test]
+    fn a_verdict_applies_to_its_incarnation_and_survives_a_block_torn_for_good() {
+        let table = Slot::Record(coordinator(1, 9, 3, vec![fenced(2, 22)]));
+        // Fenced host's block torn on every volume: the verdict stands.
+        let m = merge_views(&[view(vec![table.clone(), Slot::NoNews])]);
+        assert_eq!(m.current_verdict(2).map(|v| v.kind), Some(VerdictKind::Fenced));
+        // A new incarnation on any volume has rejoined: the verdict no longer applies.
+        let m = merge_views(&[
+            view(vec![table.clone(), Slot::Record(hb(2, 22, 7))]),
+            view(vec![table.clone(), Slot::Record(hb(2, 33, 9))]),
+        ]);
+        assert_eq!(m.current_verdict(2), None);
+        // A never-written block has no verdict.
+        assert_eq!(merge_views(&[view(vec![table, Slot::Empty])]).current_verdict(2), None);
+        assert_eq!(merge_views(&[]).current_verdict(2), None);
+    }
+}

@@ -93,6 +93,8 @@ pub struct WatchdogDouble {
     pub log: Arc<Mutex<WatchdogLog>>,
     stop: Arc<AtomicBool>,
     pub kill_pid: Arc<Mutex<Option<u32>>>,
+    /// Emulates a driver without magic close: closing the FIFO stops the timer.
+    stops_on_close: Arc<AtomicBool>,
 }
 
 impl WatchdogDouble {
@@ -101,7 +103,9 @@ impl WatchdogDouble {
         let log = Arc::new(Mutex::new(WatchdogLog::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let kill_pid = Arc::new(Mutex::new(None::<u32>));
+        let stops_on_close = Arc::new(AtomicBool::new(false));
         let (p, l, s, k) = (path.to_path_buf(), log.clone(), stop.clone(), kill_pid.clone());
+        let soc = stops_on_close.clone();
         std::thread::spawn(move || {
             // Non-blocking read end so the thread can notice the deadline and the stop flag.
             let mut f = fs::OpenOptions::new()
@@ -120,7 +124,7 @@ impl WatchdogDouble {
                             if g.closed.is_none() {
                                 g.closed = Some(Instant::now());
                             }
-                            if g.magic_close {
+                            if g.magic_close || soc.load(Ordering::Relaxed) {
                                 armed_at = None;
                             }
                         }
@@ -157,7 +161,17 @@ impl WatchdogDouble {
                 std::thread::sleep(Duration::from_millis(20));
             }
         });
-        WatchdogDouble { path: path.to_path_buf(), log, stop, kill_pid }
+        WatchdogDouble { path: path.to_path_buf(), log, stop, kill_pid, stops_on_close }
+    }
+
+    /// Emulates a driver without WDIOF_MAGICCLOSE (and nowayout as given): writes the
+    /// test-only sidecar `FIFO.test-driver` that hbfence reads for a FIFO double, and makes
+    /// this emulated timer stop when the FIFO is closed unless `nowayout`.
+    pub fn emulate_driver(&self, magic_close: bool, nowayout: bool) {
+        let sidecar = PathBuf::from(format!("{}.test-driver", self.path.display()));
+        fs::write(&sidecar, format!("magic_close = {magic_close}\nnowayout = {nowayout}\n"))
+            .unwrap();
+        self.stops_on_close.store(!magic_close && !nowayout, Ordering::Relaxed);
     }
 
     pub fn keepalives(&self) -> usize {
