@@ -507,7 +507,20 @@ pub fn fence(a: &FenceArgs) -> CliResult {
         match h.join() {
             Ok(crate::fence::AttemptOutcome::ConfirmedOff { detail }) => {
                 println!("host {id}: {detail}");
-                send(&c, id, Command::ConfirmOff, incarnation)?;
+                // The coordinator takes a confirm-off only for a host it holds suspect (S1):
+                // wait for that (its heartbeat has stopped now), then confirm.
+                let suspect = |v: &MergedView| {
+                    fenced(v)
+                        || v.current_verdict(id).is_some_and(|v| {
+                            matches!(v.kind, VerdictKind::Fencing | VerdictKind::FenceFailed)
+                        })
+                };
+                let until_suspect =
+                    Duration::from_millis(t.suspect_after_ms + 3 * t.interval_ms + t.io_timeout_ms);
+                let (ok, v) = wait_for(&c, until_suspect, suspect)?;
+                if ok && !fenced(&v) {
+                    send(&c, id, Command::ConfirmOff, incarnation)?;
+                }
             }
             Ok(crate::fence::AttemptOutcome::Failed { detail }) => {
                 println!("host {id}: BMC fencing failed: {detail}")

@@ -140,6 +140,9 @@ impl Agent {
                 Some(if self.watchdog_settled() { HostState::Active } else { HostState::Starting })
             }
         };
+        if write.is_some() {
+            self.report_unpublished_verdicts();
+        }
         let record = write.map(|state| {
             self.seq += 1;
             if state == HostState::Leaving && self.leave_seq.is_none() {
@@ -166,6 +169,40 @@ impl Agent {
         }
     }
 
+    /// The verdicts that fit in the heartbeat block, `fenced` ones first (they are what
+    /// management acts on), and the hosts left out.
+    pub(super) fn publishable_verdicts(&self) -> (Vec<Verdict>, Vec<u32>) {
+        let mut all: Vec<Verdict> = self.verdicts.values().copied().collect();
+        all.sort_by_key(|v| (v.kind != VerdictKind::Fenced, v.host_id));
+        let left_out = all.iter().skip(format::MAX_VERDICTS).map(|v| v.host_id).collect();
+        all.truncate(format::MAX_VERDICTS);
+        (all, left_out)
+    }
+
+    /// A verdict that cannot be stored is an error event, never silence.
+    pub(super) fn report_unpublished_verdicts(&mut self) {
+        if !self.is_coordinator() {
+            return;
+        }
+        let (_, left_out) = self.publishable_verdicts();
+        if left_out != self.unpublished {
+            if !left_out.is_empty() {
+                self.event(
+                    EventKind::Alarm,
+                    self.p.host_id,
+                    None,
+                    format!(
+                        "verdict table full: {} verdicts, {} fit in the heartbeat block; not published for hosts {:?}",
+                        self.verdicts.len(),
+                        format::MAX_VERDICTS,
+                        left_out
+                    ),
+                );
+            }
+            self.unpublished = left_out;
+        }
+    }
+
     pub(super) fn record(&self, state: HostState) -> Heartbeat {
         let mut c = 0;
         if self.armed {
@@ -180,12 +217,8 @@ impl Agent {
         if self.io_healthy() {
             c |= caps::IO_HEALTHY;
         }
-        let mut verdicts: Vec<Verdict> = if self.is_coordinator() {
-            self.verdicts.values().copied().collect()
-        } else {
-            Vec::new()
-        };
-        verdicts.truncate(format::MAX_VERDICTS);
+        let verdicts =
+            if self.is_coordinator() { self.publishable_verdicts().0 } else { Vec::new() };
         Heartbeat {
             cluster: self.p.cluster,
             host_id: self.p.host_id,

@@ -278,6 +278,8 @@ pub struct Agent {
     peers: BTreeMap<u32, Peer>,
     verdicts: BTreeMap<u32, Verdict>,
     verdict_gen: u32,
+    /// Hosts whose verdict did not fit in the last published table.
+    unpublished: Vec<u32>,
     /// Highest table generation seen in any coordinator block.
     max_gen_seen: u32,
     /// Generation of the verdict table in the last record sent to the volumes.
@@ -327,6 +329,7 @@ impl Agent {
             verdicts: BTreeMap::new(),
             verdict_gen: 0,
             max_gen_seen: 0,
+            unpublished: Vec::new(),
             published_gen: 0,
             inherited: false,
             coordinator: None,

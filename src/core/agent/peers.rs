@@ -204,6 +204,7 @@ impl Agent {
             }
         }
         self.elect();
+        self.drop_verdicts_of_rejoined_hosts();
         if self.is_coordinator()
             && self.lease_valid(self.now.mono)
             && self.io_healthy()
@@ -213,6 +214,30 @@ impl Agent {
             for id in ids {
                 self.fence_if_needed(id);
             }
+        }
+    }
+
+    /// A verdict names an incarnation; once the host runs another one (it rejoined, perhaps
+    /// while another coordinator held the table) the verdict is history: drop it.
+    pub(super) fn drop_verdicts_of_rejoined_hosts(&mut self) {
+        if !self.is_coordinator() {
+            return;
+        }
+        let stale: Vec<u32> = self
+            .verdicts
+            .values()
+            .filter(|v| {
+                self.peers.get(&v.host_id).is_some_and(|p| {
+                    p.status == Some(PeerStatus::Alive)
+                        && p.record.as_ref().is_some_and(|r| r.incarnation != v.incarnation)
+                })
+            })
+            .map(|v| v.host_id)
+            .collect();
+        for id in stale {
+            self.verdicts.remove(&id);
+            self.fences.remove(&id);
+            self.table_changed();
         }
     }
 }

@@ -794,3 +794,59 @@ fn resuming_after_a_long_suspend_self_fences_before_any_pet() {
     assert!(h.self_fenced.is_some(), "no self-fence on resume");
     assert_eq!(h.pets.len(), pets, "petted after resuming with an expired lease");
 }
+
+/// Issue 10 item 9: a verdict that does not fit in the table is an error event, and the
+/// `fenced` ones are the ones kept.
+#[test]
+fn verdicts_that_do_not_fit_are_an_alarm_and_fenced_ones_are_kept() {
+    let mut s = Sim::new(1);
+    s.run(4_000);
+    assert!(s.host(1).agent.is_coordinator());
+    let a = &mut s.host(1).agent;
+    for id in 2..=(format::MAX_VERDICTS as u32 + 20) {
+        let kind = if id % 2 == 0 { VerdictKind::Fenced } else { VerdictKind::FenceFailed };
+        let v = Verdict {
+            host_id: id,
+            kind,
+            method: FenceMethodKind::None,
+            incarnation: 1,
+            wall_ms: 0,
+        };
+        a.verdicts.insert(id, v);
+    }
+    a.verdict_gen += 1;
+    s.run(1_100);
+    let alarms = events(s.host(1), EventKind::Alarm);
+    assert!(
+        alarms.iter().any(|e| e.detail.contains("verdict table full")),
+        "verdicts dropped silently"
+    );
+    let published = s.record_of(1).verdicts;
+    assert_eq!(published.len(), format::MAX_VERDICTS);
+    let fenced = (2..=(format::MAX_VERDICTS as u32 + 20)).filter(|id| id % 2 == 0).count();
+    assert_eq!(published.iter().filter(|v| v.kind == VerdictKind::Fenced).count(), fenced);
+}
+
+/// Issue 10 item 9: a verdict about an incarnation the host no longer runs is cleaned up, also
+/// when the rejoin happened before this coordinator saw the host.
+#[test]
+fn verdicts_of_hosts_that_rejoined_are_cleaned_up() {
+    let mut s = Sim::new(0);
+    let mut old_coordinator = fake(4, 444, 10, s.now);
+    old_coordinator.caps |= caps::COORDINATOR | caps::COORDINATOR_ELIGIBLE;
+    old_coordinator.verdict_gen = 50;
+    old_coordinator.verdicts = vec![Verdict {
+        host_id: 2,
+        kind: VerdictKind::Fenced,
+        method: FenceMethodKind::Watchdog,
+        incarnation: 1,
+        wall_ms: 0,
+    }];
+    s.put(&old_coordinator);
+    s.add(params(2));
+    s.add(params(1));
+    s.run(T.dead_after_ms() + 3_000);
+    assert!(s.host(1).agent.is_coordinator());
+    assert_eq!(s.verdict(1, 2), None, "a verdict about an old incarnation of a live host stayed");
+    assert!(s.record_of(1).verdicts.iter().all(|v| v.host_id != 2));
+}
