@@ -416,3 +416,35 @@ fn clean_stop_is_not_fenced_and_fence_command_makes_a_host_self_fence() {
         std::fs::read_to_string(&hook_out).unwrap_or_default()
     );
 }
+
+/// Issue 10 item 13: a healthy coordinator that stops (SIGSTOP) for a while, again and again,
+/// with its writes landing less than suspect_after apart, is never suspected and never powered
+/// off. The pauses are as long as the 2 s watchdog double allows without firing (last pet up to
+/// 0.5 s before the stop): each leaves a gap of about 2.4 s between landings (suspect_after 3 s).
+#[test]
+fn a_coordinator_paused_shorter_than_suspect_after_is_never_fenced() {
+    if !ready("a_coordinator_paused_shorter_than_suspect_after_is_never_fenced") {
+        return;
+    }
+    let mut bed = Bed::new(Options { n: 3, wrong_password_for: None, hooks_dir: None });
+    bed.start_all();
+    for _ in 0..8 {
+        bed.host(1).signal(Signal::SIGSTOP);
+        std::thread::sleep(Duration::from_millis(1400));
+        bed.host(1).signal(Signal::SIGCONT);
+        std::thread::sleep(Duration::from_millis(1300));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(bed.host(1).watchdog.fired().is_none(), "the pause fired the watchdog double");
+    for observer in [2, 3] {
+        let h = bed.host(observer);
+        for kind in ["host_suspect", "fence_started", "fenced"] {
+            assert!(
+                h.events_about(kind, 1).is_empty(),
+                "host {observer}: {kind} about a healthy paused coordinator:\n{}",
+                h.events_text()
+            );
+        }
+    }
+    assert!(bed.bmcs[0].power_is_on(), "the paused coordinator was powered off");
+}

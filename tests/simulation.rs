@@ -326,9 +326,8 @@ fn search(
     panic!("{what}: no violation found within {limit} seeds; the checker cannot see this failure");
 }
 
-/// The checker can fail: agents given a dead_after below the real bound (margin 0, watchdog
-/// term 0, io term one interval: `init` refuses such a timing, the agent itself does not
-/// validate) declare hosts fenced while their watchdog has not fired yet.
+/// The checker can fail: agents whose watchdog bound lacks its lease and io terms (the
+/// `watchdog_bound_cut_ms` knob) declare hosts fenced while their lease may still be valid.
 #[test]
 fn checker_catches_unsafe_timing() {
     // Without BMCs and without sysrq the watchdog is the only guarantee, so every expired

@@ -397,6 +397,7 @@ pub struct World {
     timing: Timing,
     agent_timing: Timing,
     advertised_wd_s: u16,
+    bound_cut_ms: u64,
     max_hosts: u32,
     geo: Geometry,
     cluster: ClusterId,
@@ -471,17 +472,15 @@ impl World {
             })
             .find(|t| t.validate().is_ok())
             .expect("the scenario generator makes valid timings");
-        let mut agent_timing = timing;
-        let mut advertised_wd_s = (timing.watchdog_timeout_ms / 1000) as u16;
-        if o.unsafe_timing {
-            // dead_after = lease + interval: the watchdog term and the margin are gone and the
-            // io term is cut to one interval (the agents also time their I/O out sooner),
-            // while the hardware watchdogs still take watchdog_timeout to fire.
-            agent_timing.margin_ms = 0;
-            agent_timing.watchdog_timeout_ms = 0;
-            agent_timing.io_timeout_ms = agent_timing.interval_ms;
-            advertised_wd_s = 0;
-        }
+        let agent_timing = timing;
+        let advertised_wd_s = (timing.watchdog_timeout_ms / 1000) as u16;
+        let bound_cut_ms = if o.unsafe_timing {
+            // The watchdog bound without its lease and io terms: `fenced` for a peer whose
+            // lease may still be valid (what a wrong timing rule would do).
+            timing.lease_timeout_ms + timing.io_timeout_ms
+        } else {
+            0
+        };
         let mut cluster = [0u8; 16];
         cluster[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
         cluster[8..].copy_from_slice(&rng.next_u64().to_le_bytes());
@@ -554,7 +553,7 @@ impl World {
             timing.margin_ms,
             timing.dead_after_ms(),
             if o.unsafe_timing {
-                ", UNSAFE agent timing (margin 0, watchdog term 0, io term 1 interval)"
+                ", UNSAFE watchdog bound (lease and io terms cut)"
             } else {
                 ""
             },
@@ -591,6 +590,7 @@ impl World {
             timing,
             agent_timing,
             advertised_wd_s,
+            bound_cut_ms,
             max_hosts,
             geo: Geometry { max_hosts },
             cluster,
@@ -896,7 +896,10 @@ impl World {
             watchdog_timeout_s: self.advertised_wd_s,
             doomed_marker: boot.marker,
             power_on_after: self.power_on_after,
-            knobs: UnsafeTestKnobs { judge_through_trouble: self.o.judge_through_trouble },
+            knobs: UnsafeTestKnobs {
+                judge_through_trouble: self.o.judge_through_trouble,
+                watchdog_bound_cut_ms: self.bound_cut_ms,
+            },
         };
         let marker = boot.marker;
         let clean_boot = !marker && !boot.armed_ever && boot.lease_lost.is_none();
@@ -2061,9 +2064,12 @@ impl World {
         let how = [DeathHow::PowerLoss, DeathHow::Crash, DeathHow::Hang]
             [self.rng.weighted(&[40, 30, 30])];
         let (bound_ms, path) = if self.hosts[victim].bmc == Bmc::Confirm {
-            (t.suspect_after_ms + BMC_CONFIRM_MAX_MS + t.interval_ms + liveness_slack_ms(), "bmc")
+            (
+                t.suspect_after_ms + BMC_CONFIRM_MAX_MS + 2 * t.interval_ms + liveness_slack_ms(),
+                "bmc",
+            )
         } else {
-            (t.dead_after_ms() + t.interval_ms + liveness_slack_ms(), "watchdog")
+            (t.dead_after_ms() + 2 * t.interval_ms + liveness_slack_ms(), "watchdog")
         };
         let at = self.rng.range(500 * MS, 1500 * MS);
         self.after(at, Ev::Fault(Fault::Kill { h: victim, how, bound_ms, path }));

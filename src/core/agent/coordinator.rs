@@ -140,7 +140,7 @@ impl Agent {
                     FenceMethodKind::Watchdog,
                 )
             };
-            if stale >= bound {
+            if stale >= bound.saturating_sub(self.p.knobs.watchdog_bound_cut_ms) {
                 self.fences.remove(&id);
                 self.set_verdict(id, VerdictKind::Fenced, method, r.incarnation);
                 self.event(

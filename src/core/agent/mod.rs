@@ -59,6 +59,8 @@ impl DoomReason {
 pub struct UnsafeTestKnobs {
     /// Judge peers even while the own I/O is in trouble (disables S4).
     pub judge_through_trouble: bool,
+    /// Declare `fenced` this many ms before the watchdog bound (breaks S1).
+    pub watchdog_bound_cut_ms: u64,
 }
 
 #[derive(Clone, Debug)]
