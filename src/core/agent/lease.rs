@@ -34,6 +34,12 @@ impl Agent {
         self.lease_expiry().is_some_and(|e| now + self.own_watchdog_ms() <= e)
     }
 
+    /// When a lease that is not renewed dooms this host (slightly before it ends).
+    pub(super) fn doom_at(&self) -> Option<u64> {
+        let lead = DOOM_LEAD_MS.min(self.own_watchdog_ms() / 4);
+        self.lease_expiry().map(|e| e.saturating_sub(lead))
+    }
+
     pub(super) fn doomed(&self) -> bool {
         matches!(self.phase, Phase::Doomed { .. })
     }

@@ -259,6 +259,10 @@ enum Storage {
 type RecordId = (u64, u64);
 
 const PET_EVERY_MS: u64 = 500;
+/// The self-fence comes this long before the lease ends: the watchdog, last petted exactly one
+/// period before the lease end, fires at the lease end, and the agent's own reset (with its
+/// marker and the configured action) should come first.
+const DOOM_LEAD_MS: u64 = 200;
 /// Incarnations remembered per peer (restarts within the time a volume may lag).
 const SEEN_INCARNATIONS: usize = 8;
 /// Nonces remembered per mailbox.
@@ -419,7 +423,8 @@ impl Agent {
         let final_pet = self
             .last_pet_at()
             .filter(|&l| self.armed && !self.doomed() && self.last_pet.is_some_and(|t| t < l));
-        final_pet.map_or(io, |l| io.min(l))
+        let doom = self.doom_at().filter(|_| matches!(self.phase, Phase::Running | Phase::Leaving));
+        [final_pet, doom].into_iter().flatten().fold(io, u64::min)
     }
 
     /// Every peer this host has seen, with its current judgement.
@@ -499,7 +504,7 @@ impl Agent {
         match self.phase {
             Phase::Probing { .. } | Phase::Exited => {}
             Phase::Running | Phase::Leaving => {
-                if self.lease_expiry().is_some_and(|e| now >= e) {
+                if self.doom_at().is_some_and(|d| now >= d) {
                     self.doom(DoomReason::LeaseExpired);
                 }
             }

@@ -257,7 +257,7 @@ fn lease_expiry_self_fences_and_never_pets_again() {
         "self-fence {} ms after the failure",
         fenced - broke
     );
-    assert!(fenced >= broke + T.lease_timeout_ms - T.interval_ms - 20);
+    assert!(fenced >= broke + T.lease_timeout_ms - T.interval_ms - DOOM_LEAD_MS - 20);
     assert!(h.pets.iter().all(|&p| p < fenced), "petted after the self-fence");
     let expiry = h.agent.lease_expiry().unwrap();
     assert!(h.pets.iter().all(|&p| p < expiry), "petted after lease expiry");
