@@ -53,11 +53,11 @@
 
 mod sim;
 
-use sim::world::{self, Inflight, Options, Outcome, Stats, BMC_CONFIRM_MAX_MS};
+use sim::world::{self, Focus, Inflight, Options, Outcome, Stats, BMC_CONFIRM_MAX_MS};
 use std::io::Write;
 
-/// About a minute in release mode on a small machine.
-const DEFAULT_SEEDS: u64 = 1500;
+/// About two minutes in release mode on 2 cores.
+const DEFAULT_SEEDS: u64 = 2000;
 /// The deliberately unsafe configurations must be caught within this many seeds.
 const UNSAFE_SEED_LIMIT: u64 = 200;
 
@@ -78,6 +78,8 @@ fn options(seed: u64) -> Options {
     o.unsafe_timing = std::env::var("SIM_UNSAFE_TIMING").is_ok_and(|v| v != "0");
     o.judge_through_trouble = std::env::var("SIM_JUDGE_THROUGH_TROUBLE").is_ok_and(|v| v != "0");
     o.watchdog_only = std::env::var("SIM_WATCHDOG_ONLY").is_ok_and(|v| v != "0");
+    o.clock_stops_in_suspend = std::env::var("SIM_CLOCK_STOPS").is_ok_and(|v| v != "0");
+    o.arm_stop_on_close = std::env::var("SIM_ARM_STOP_ON_CLOSE").is_ok_and(|v| v != "0");
     o
 }
 
@@ -260,27 +262,57 @@ fn simulation() {
     let first = env_u64("SIM_FIRST_SEED").unwrap_or(1);
     let s2_every = env_u64("SIM_S2_EVERY").unwrap_or(4);
     let keep_going = std::env::var("SIM_KEEP_GOING").is_ok_and(|v| v != "0");
-    let mut totals = Totals::default();
-    for seed in first..first + n {
-        let s2 = s2_every > 0 && seed % s2_every == 0;
-        let mut o = options(seed);
-        o.digest = s2;
-        let r = world::run(o);
-        totals.add(&r.stats);
-        let mut failure = r.violation.as_ref().map(|v| format!("{v}"));
-        if failure.is_none() && s2 {
-            totals.s2_runs += 1;
-            failure = check_s2(seed, &r);
+    let threads = env_u64("SIM_THREADS")
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u64));
+    // Seeds are independent: run them on every core, then report in seed order.
+    let next = std::sync::atomic::AtomicU64::new(first);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|sc| {
+        for _ in 0..threads.max(1) {
+            sc.spawn(|| loop {
+                use std::sync::atomic::Ordering::SeqCst;
+                let seed = next.fetch_add(1, SeqCst);
+                if seed >= first + n || stop.load(SeqCst) {
+                    break;
+                }
+                let s2 = s2_every > 0 && seed % s2_every == 0;
+                let mut o = options(seed);
+                o.digest = s2;
+                let mut r = world::run(o);
+                let mut failure = r.violation.as_ref().map(|v| format!("{v}"));
+                let s2_ran = failure.is_none() && s2;
+                if s2_ran {
+                    failure = check_s2(seed, &r);
+                }
+                if failure.is_none() {
+                    r.trace = Vec::new();
+                } else if !keep_going {
+                    stop.store(true, SeqCst);
+                }
+                r.digest = Vec::new();
+                results
+                    .lock()
+                    .expect("no panics while holding it")
+                    .push((seed, r, failure, s2_ran));
+            });
         }
+    });
+    let mut results = results.into_inner().expect("no panics while holding it");
+    results.sort_by_key(|x| x.0);
+    let mut totals = Totals::default();
+    for (seed, r, failure, s2_ran) in &results {
+        totals.add(&r.stats);
+        totals.s2_runs += u64::from(*s2_ran);
         if let Some(f) = failure {
             if keep_going {
                 out(&format!("seed {seed}: {f}"));
             } else {
-                out(&failure_report(seed, &r));
+                out(&failure_report(*seed, r));
                 totals.print();
                 panic!("seed {seed}: {f}\nreplay with SIM_SEED={seed}");
             }
-            totals.failed.push((seed, f));
+            totals.failed.push((*seed, f.clone()));
         }
     }
     totals.print();
@@ -308,9 +340,7 @@ fn search(
         o.only_rules = Some(rules);
         let r = world::run(o);
         let Some(v) = r.violation else { continue };
-        let mut normal = make(seed);
-        normal.unsafe_timing = false;
-        normal.judge_through_trouble = false;
+        let mut normal = make(seed).normal();
         normal.only_rules = Some(rules);
         let baseline = world::run(normal);
         if baseline.violation.as_ref().is_some_and(|b| b.t <= v.t) {
@@ -348,6 +378,33 @@ fn checker_catches_judging_through_trouble() {
     search("judge_through_trouble", UNSAFE_SEED_LIMIT, &["S4", "S1"], |seed| {
         let mut o = Options::new(seed);
         o.judge_through_trouble = true;
+        o
+    });
+}
+
+/// The checker can fail: an agent whose clock stops while its host is suspended (today's
+/// CLOCK_MONOTONIC daemon) still finds its lease valid on resume and pets, after its peers
+/// may have declared it fenced.
+#[test]
+fn checker_catches_clock_that_stops_in_suspend() {
+    search("clock_stops_in_suspend", UNSAFE_SEED_LIMIT, &["S3", "S1-RESUME"], |seed| {
+        let mut o = Options::new(seed);
+        o.clock_stops_in_suspend = true;
+        o.focus = Focus::Suspend;
+        o
+    });
+}
+
+/// The checker can fail: a watchdog whose timer stops on close, advertised as armed (today's
+/// driver), leaves a host whose agent died alive and unguarded while peers declare it fenced
+/// by the watchdog bound.
+#[test]
+fn checker_catches_watchdog_that_stops_on_close() {
+    search("arm_stop_on_close", UNSAFE_SEED_LIMIT, &["S1"], |seed| {
+        let mut o = Options::new(seed);
+        o.arm_stop_on_close = true;
+        o.watchdog_only = true;
+        o.focus = Focus::StopOnClose;
         o
     });
 }
