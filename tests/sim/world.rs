@@ -531,6 +531,14 @@ struct BlipWatch {
 const TRACE_RING: usize = 4000;
 const TICK_MS: u64 = 100;
 
+/// A coordinator-flagged record on a volume: (verdict_gen, host id, its `fenced` verdicts).
+type CoordTable = (u32, u32, Vec<(u32, u64)>);
+/// What a reader of one read quorum picks: (volumes, (gen, coordinator), `fenced` verdicts).
+type QuorumTable = (Vec<usize>, Option<(u32, u32)>, HashSet<(u32, u64)>);
+
+/// Budget of host ticks per seed (the main cost of a seed).
+const HOST_TICKS_PER_SEED: u64 = 10_000;
+
 /// Lagging volumes return content up to this many intervals old.
 const MAX_LAG: u64 = 4;
 
@@ -661,12 +669,12 @@ impl World {
         let mut rng = Rng::new(o.seed);
         let timing = draw_timing(&mut rng);
         let u = timing.interval_ms * MS;
-        // Long watchdog bounds (in intervals) make long runs: fewer hosts keep a seed cheap.
-        let n = if timing.dead_after_ms() > 40 * timing.interval_ms {
-            rng.range(3, 6)
-        } else {
-            rng.range(3, 16)
-        } as usize;
+        // 60..120 intervals, and room for a few watchdog-bound deaths.
+        let duration = (rng.range(60, 120) * u)
+            .max(first_episode(u) + 3 * (timing.dead_after_ms() * MS + 4 * u));
+        // Every host ticks every 100 ms: long runs get fewer hosts, so a seed stays cheap.
+        let max_n = (HOST_TICKS_PER_SEED / (duration / (TICK_MS * MS)).max(1)).clamp(3, 16);
+        let n = rng.range(3, max_n) as usize;
         let nvol = rng.range(1, 3) as usize;
         let max_hosts = n as u32 + rng.range(1, 3) as u32;
         let mut agent_timing = timing;
@@ -746,9 +754,6 @@ impl World {
         // Lagging reads look up to MAX_LAG intervals back.
         let retain = (2 * timing.io_timeout_ms + 2000) * MS + (MAX_LAG + 1) * u;
         let vols = (0..nvol).map(|_| Volume::new(header, max_hosts, retain)).collect();
-        // 60..120 intervals, and room for a few watchdog-bound deaths.
-        let duration = (rng.range(60, 120) * u)
-            .max(first_episode(u) + 3 * (timing.dead_after_ms() * MS + 4 * u));
         let summary = format!(
             "seed {}: {} hosts, {} volume(s), max_hosts {}, timing interval {} io {} lease {} watchdog {} suspect {} margin {} (dead_after {}){}{}, {} s; hosts: {}",
             o.seed,
@@ -2662,7 +2667,7 @@ impl World {
     fn reader_check(&mut self) {
         let nvol = self.vols.len();
         let (_, r) = Agent::quorums(nvol);
-        let per_vol: Vec<Option<(u32, u32, Vec<(u32, u64)>)>> = (0..nvol)
+        let per_vol: Vec<Option<CoordTable>> = (0..nvol)
             .map(|v| {
                 (1..=self.max_hosts)
                     .filter_map(|id| {
@@ -2693,7 +2698,7 @@ impl World {
             (3, 2) => vec![vec![0, 1], vec![0, 2], vec![1, 2]],
             _ => (0..nvol).map(|v| vec![v]).collect(),
         };
-        let tables: Vec<(Vec<usize>, Option<(u32, u32)>, HashSet<(u32, u64)>)> = quorums
+        let tables: Vec<QuorumTable> = quorums
             .into_iter()
             .map(|q| {
                 let best = q
@@ -2715,7 +2720,11 @@ impl World {
             let Some(rv) = self.reader.get(&(id, inc)).copied() else { continue };
             if let Some(gone) = rv.gone {
                 let cleared = self.op_cmd_at.get(&id).is_some_and(|&c| c >= gone);
-                if !cleared {
+                let rejoined =
+                    self.inc_changed.get(&id).is_some_and(|&(i, at)| i != inc && at >= rv.since);
+                if rejoined && !cleared {
+                    self.count("reader: a withdrawn verdict about an old incarnation is back (host rejoined)");
+                } else if !cleared {
                     let q: Vec<_> = tables
                         .iter()
                         .filter(|x| x.2.contains(&(id, inc)))
