@@ -22,8 +22,9 @@ use super::storage::{plan_op, Volume, WinKind, Window};
 use super::{fmt_t, Clock, Fnv, Rng, MS, SEC};
 use hbfence::core::agent::{
     Action, Agent, AgentParams, DoomReason, Input, Now, PeerStatus, Phase, SelfFenceKind,
-    UnsafeTestKnobs,
+    UnsafeTestKnobs, EXIT_HOST_ID_IN_USE,
 };
+use hbfence::core::events::EventKind;
 use hbfence::core::format::{
     self, BootId, ClusterId, Command, FenceMethodKind, Geometry, Header, Heartbeat, Mailbox,
     VerdictKind, BLOCK_SIZE,
@@ -78,6 +79,22 @@ pub struct Options {
     /// Only these rules count (others are traced and ignored): used by the tests that prove
     /// a deliberately unsafe configuration is caught, whatever else the core gets wrong.
     pub only_rules: Option<&'static [&'static str]>,
+    /// Unsafe: the agent's clock stops while its host is suspended (today's CLOCK_MONOTONIC
+    /// daemon) instead of counting on (CLOCK_BOOTTIME).
+    pub clock_stops_in_suspend: bool,
+    /// Unsafe: a watchdog whose timer stops on close answers `WatchdogArmed(Ok)` (today's
+    /// driver), so a dead agent leaves its host unguarded while advertising an armed watchdog.
+    pub arm_stop_on_close: bool,
+    /// Schedule focus for the checker tests (more of one fault class).
+    pub focus: Focus,
+}
+
+/// Raises the weight of one fault class (the checker tests look for one kind of failure).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Focus {
+    None,
+    Suspend,
+    StopOnClose,
 }
 
 impl Options {
@@ -92,6 +109,20 @@ impl Options {
             digest: false,
             watchdog_only: false,
             only_rules: None,
+            clock_stops_in_suspend: false,
+            arm_stop_on_close: false,
+            focus: Focus::None,
+        }
+    }
+
+    /// The same seed and schedule focus with every unsafe knob off (baseline of a checker test).
+    pub fn normal(&self) -> Options {
+        Options {
+            unsafe_timing: false,
+            judge_through_trouble: false,
+            clock_stops_in_suspend: false,
+            arm_stop_on_close: false,
+            ..self.clone()
         }
     }
 }
@@ -192,6 +223,25 @@ struct Boot {
     lease_lost: Option<String>,
     /// An agent armed the watchdog on this boot.
     armed_ever: bool,
+    /// Suspensions the agent's clock did not count (only with `clock_stops_in_suspend`):
+    /// (boot-clock ms at the start, length in ms), in order.
+    stops: Vec<(u64, u64)>,
+    /// The host is suspended: since (true time, boot-clock ms), the watchdog's remaining time,
+    /// whether the agent process was SIGSTOPped before.
+    suspended: Option<Suspension>,
+    /// Incarnations of this boot declared fenced while it was suspended: acceptable only if
+    /// the boot never acts again after resuming (S1-RESUME).
+    fenced_while_suspended: Vec<u64>,
+    /// The agent's clock when the host last woke up.
+    resumed_ms: Option<u64>,
+}
+
+#[derive(Clone, Copy)]
+struct Suspension {
+    since: u64,
+    boot_ms: u64,
+    wd_remaining: Option<u64>,
+    was_paused: bool,
 }
 
 struct IoReq {
@@ -219,12 +269,16 @@ struct Proc {
     /// Started on a boot where no agent ever armed the watchdog, lost its lease or was doomed.
     clean_boot: bool,
     tick_gen: u64,
+    /// True time the process started.
+    started: u64,
 }
 
 #[derive(Default)]
 struct Wd {
     running: bool,
     token: u64,
+    /// True time the running timer fires.
+    expires: u64,
 }
 
 struct Host {
@@ -245,6 +299,8 @@ struct Host {
     /// No reboot / power-on before this true time (liveness episodes).
     hold_until: u64,
     agent_start_pending: bool,
+    /// The watchdog driver stops the timer on close (no WDIOF_MAGICCLOSE, nowayout off).
+    wd_stops_on_close: bool,
 }
 
 impl Host {
@@ -265,13 +321,61 @@ struct IoDoneEv {
 }
 
 enum Fault {
-    Crash { h: usize, restart_after: Option<u64> },
-    Pause { h: usize, dur: Option<u64> },
-    Stop { h: usize, restart_after: u64 },
-    PowerLoss { h: usize, on_after: Option<u64> },
-    Mailbox { h: usize, cmd: Command },
-    WallJump { h: usize, delta_ms: i64 },
-    Kill { h: usize, how: DeathHow, bound_ms: u64, path: &'static str },
+    Crash {
+        h: usize,
+        restart_after: Option<u64>,
+    },
+    Pause {
+        h: usize,
+        dur: Option<u64>,
+    },
+    Stop {
+        h: usize,
+        restart_after: u64,
+    },
+    PowerLoss {
+        h: usize,
+        on_after: Option<u64>,
+    },
+    Mailbox {
+        h: usize,
+        cmd: Command,
+    },
+    WallJump {
+        h: usize,
+        delta_ms: i64,
+    },
+    Kill {
+        h: usize,
+        how: DeathHow,
+        bound_ms: u64,
+        path: &'static str,
+    },
+    /// The whole host freezes (agent, I/O, watchdog timer) for `dur`.
+    Suspend {
+        h: usize,
+        dur: u64,
+    },
+    /// The operator powers the host off out of band, then types confirm-off.
+    OperatorOff {
+        h: usize,
+        confirm_after: u64,
+    },
+    /// Clean (SIGTERM, then reset) or unclean reboot of the host.
+    Reboot {
+        h: usize,
+        clean: bool,
+    },
+    /// A second machine with the same host id starts its agent at the same instant as h's.
+    Twin {
+        h: usize,
+    },
+    /// A block of h's heartbeat on volume v is overwritten with h's incarnation and a sequence
+    /// number far ahead.
+    Forge {
+        h: usize,
+        v: usize,
+    },
 }
 
 enum Ev {
@@ -337,6 +441,25 @@ enum Ev {
         idx: usize,
     },
     Note(String),
+    Wake {
+        h: usize,
+        boot: usize,
+    },
+    ResumeDeadline {
+        h: usize,
+        boot: usize,
+    },
+    TwinStart {
+        h: usize,
+        tw: usize,
+    },
+    TwinDeadline {
+        idx: usize,
+    },
+    TwinOff {
+        tw: usize,
+    },
+    ReaderCheck,
 }
 
 struct Queued {
@@ -377,6 +500,27 @@ struct QuietWatch {
     victim: usize,
 }
 
+struct TwinWatch {
+    id: u32,
+    h: usize,
+    tw: usize,
+    incs: Vec<u64>,
+    /// Exits with the collision code are expected until then (late writes included).
+    until: u64,
+}
+
+/// What a reader of a read quorum of volumes knows about one `fenced` verdict (VERDICTS).
+#[derive(Clone, Copy)]
+struct ReaderVerdict {
+    since: u64,
+    /// Consecutive checks in which some read quorum's table lacked it.
+    missing: u32,
+    /// Consecutive checks in which every read quorum's table lacked it.
+    all_missing: u32,
+    /// It was missing from every quorum's table for 3 checks (withdrawn) since this instant.
+    gone: Option<u64>,
+}
+
 struct BlipWatch {
     from: u64,
     until: u64,
@@ -386,6 +530,58 @@ struct BlipWatch {
 
 const TRACE_RING: usize = 4000;
 const TICK_MS: u64 = 100;
+
+/// A coordinator-flagged record on a volume: (verdict_gen, host id, its `fenced` verdicts).
+type CoordTable = (u32, u32, Vec<(u32, u64)>);
+/// What a reader of one read quorum picks: (volumes, (gen, coordinator), `fenced` verdicts).
+type QuorumTable = (Vec<usize>, Option<(u32, u32)>, HashSet<(u32, u64)>);
+
+/// Budget of host ticks per seed (the main cost of a seed).
+const HOST_TICKS_PER_SEED: u64 = 10_000;
+
+/// Lagging volumes return content up to this many intervals old.
+const MAX_LAG: u64 = 4;
+
+fn first_episode(u: u64) -> u64 {
+    8 * SEC + 8 * u
+}
+
+/// A timing from the whole domain `Timing::validate` accepts: interval 0.1..10 s
+/// (log-uniform), the others mostly a few intervals above their rule's minimum and now and then
+/// anywhere up to their limit; drawn again until `validate` accepts (so the generator follows
+/// changes of the rules).
+pub fn draw_timing(rng: &mut Rng) -> Timing {
+    for _ in 0..10_000 {
+        // Log-uniform 100 ms .. 10 s.
+        let interval_ms = (100.0 * 100f64.powf(rng.below(1_000_001) as f64 / 1e6)) as u64;
+        let i = interval_ms;
+        let wide = rng.chance(150);
+        let io_timeout_ms = if wide { rng.range(i, 20 * i) } else { i * rng.range(2, 8) / 2 };
+        let lease_timeout_ms = 2 * i
+            + io_timeout_ms
+            + if wide { rng.range(0, 20 * i) } else { rng.range(0, 6) * i / 2 };
+        let watchdog_timeout_ms = if rng.chance(150) {
+            rng.range(2, 255) * 1000
+        } else {
+            (i * rng.range(1, 8) / 1000).clamp(2, 255) * 1000
+        };
+        let margin_ms = if rng.chance(300) { 1000 } else { rng.range(1000, (2 * i).max(1000)) };
+        let suspect_after_ms =
+            3 * i + if wide { rng.range(0, 30 * i) } else { rng.range(0, 6) * i / 2 };
+        let t = Timing {
+            interval_ms,
+            io_timeout_ms,
+            lease_timeout_ms,
+            watchdog_timeout_ms,
+            suspect_after_ms,
+            margin_ms,
+        };
+        if t.validate().is_ok() {
+            return t;
+        }
+    }
+    panic!("the timing generator finds no timing `validate` accepts");
+}
 
 pub struct World {
     o: Options,
@@ -425,6 +621,25 @@ pub struct World {
     digest: Vec<(u64, u32, u64)>,
     raw: Vec<u8>,
     summary: String,
+    /// One interval, µs: the schedule's unit of time (episodes scale with the drawn timing).
+    u: u64,
+    /// Real hosts (twins come after them in `hosts`).
+    n: usize,
+    /// Per volume: windows (start, end, lag) in which reads return content `lag` old.
+    lag_win: Vec<Vec<(u64, u64, u64)>>,
+    /// Per host id - 1, per volume: (true time, incarnation, seq) of every whole heartbeat
+    /// record that landed.
+    landings: Vec<Vec<Vec<(u64, u64, u64)>>>,
+    /// Per host id: state of its last landed record.
+    last_state: HashMap<u32, format::HostState>,
+    /// Per host id: last time a landing showed another incarnation than the one before.
+    inc_changed: HashMap<u32, (u64, u64)>,
+    /// Per host id: last operator command written about it.
+    op_cmd_at: HashMap<u32, u64>,
+    /// Per host id: last forged record written into its block.
+    forged_at: HashMap<u32, u64>,
+    twins: Vec<TwinWatch>,
+    reader: HashMap<(u32, u64), ReaderVerdict>,
 }
 
 pub fn run(o: Options) -> Outcome {
@@ -453,25 +668,16 @@ pub fn run(o: Options) -> Outcome {
 impl World {
     fn new(o: Options) -> World {
         let mut rng = Rng::new(o.seed);
-        let n = rng.range(3, 16) as usize;
+        let timing = draw_timing(&mut rng);
+        let u = timing.interval_ms * MS;
+        // 60..120 intervals, and room for a few watchdog-bound deaths.
+        let duration = (rng.range(60, 120) * u)
+            .max(first_episode(u) + 3 * (timing.dead_after_ms() * MS + 4 * u));
+        // Every host ticks every 100 ms: long runs get fewer hosts, so a seed stays cheap.
+        let max_n = (HOST_TICKS_PER_SEED / (duration / (TICK_MS * MS)).max(1)).clamp(3, 16);
+        let n = rng.range(3, max_n) as usize;
         let nvol = rng.range(1, 3) as usize;
-        let max_hosts = n as u32 + rng.range(0, 3) as u32;
-        // Around the brief's test values (interval 1 s); only timings `init` accepts (the
-        // generator draws again if a rule refuses one, so it follows changes of the rules).
-        let timing = (0..100)
-            .map(|_| {
-                let io = rng.pick(&[1000u64, 1500, 2000, 2000]);
-                Timing {
-                    interval_ms: 1000,
-                    io_timeout_ms: io,
-                    lease_timeout_ms: (2 * 1000 + io + rng.range(0, 4) * 500).max(4000),
-                    watchdog_timeout_ms: rng.pick(&[2000u64, 3000]),
-                    suspect_after_ms: rng.pick(&[2000u64, 3000, 3000, 4000]),
-                    margin_ms: rng.pick(&[1000u64, 1000, 2000]),
-                }
-            })
-            .find(|t| t.validate().is_ok())
-            .expect("the scenario generator makes valid timings");
+        let max_hosts = n as u32 + rng.range(1, 3) as u32;
         let agent_timing = timing;
         let advertised_wd_s = (timing.watchdog_timeout_ms / 1000) as u16;
         let bound_cut_ms = if o.unsafe_timing {
@@ -516,10 +722,18 @@ impl World {
                 wall_jump_ms: 0,
                 hold_until: 0,
                 agent_start_pending: false,
+                wd_stops_on_close: rng.chance(120) || o.focus == Focus::StopOnClose,
             });
         }
         if !hosts.iter().any(|h| h.eligible) && !rng.chance(100) {
             hosts[0].eligible = true;
+        }
+        if rng.chance(150) {
+            // One coordinator-eligible host: its restarts must not set verdict tables back.
+            let only = rng.below(n as u64) as usize;
+            for (i, h) in hosts.iter_mut().enumerate() {
+                h.eligible = i == only;
+            }
         }
         let fence_methods: BTreeMap<u32, FenceMethodKind> = hosts
             .iter()
@@ -536,9 +750,9 @@ impl World {
             created_wall_ms: 1_700_000_000_000,
             created_by: "sim".into(),
         });
-        let retain = (2 * timing.io_timeout_ms + 2000) * MS;
+        // Lagging reads look up to MAX_LAG intervals back.
+        let retain = (2 * timing.io_timeout_ms + 2000) * MS + (MAX_LAG + 1) * u;
         let vols = (0..nvol).map(|_| Volume::new(header, max_hosts, retain)).collect();
-        let duration = rng.range(60, 120) * SEC;
         let summary = format!(
             "seed {}: {} hosts, {} volume(s), max_hosts {}, timing interval {} io {} lease {} watchdog {} suspect {} margin {} (dead_after {}){}{}, {} s; hosts: {}",
             o.seed,
@@ -562,10 +776,11 @@ impl World {
             hosts
                 .iter()
                 .map(|h| format!(
-                    "{}[bmc {:?}{}{}{} {:+}ppm]",
+                    "{}[bmc {:?}{}{}{}{} {:+}ppm]",
                     h.id,
                     h.bmc,
                     if h.eligible { "" } else { " ineligible" },
+                    if h.wd_stops_on_close { " wd-stops-on-close" } else { "" },
                     if h.sysrq_ok { "" } else { " no-sysrq" },
                     match h.self_fence {
                         SelfFenceKind::Reboot => "",
@@ -612,6 +827,16 @@ impl World {
             digest: Vec::new(),
             raw: Vec::with_capacity(2 * max_hosts as usize * BLOCK_SIZE),
             summary,
+            u,
+            n,
+            lag_win: vec![Vec::new(); nvol],
+            landings: vec![vec![Vec::new(); nvol]; max_hosts as usize],
+            last_state: HashMap::new(),
+            inc_changed: HashMap::new(),
+            op_cmd_at: HashMap::new(),
+            forged_at: HashMap::new(),
+            twins: Vec::new(),
+            reader: HashMap::new(),
         }
     }
 
@@ -624,7 +849,8 @@ impl World {
             let token = self.hosts[h].boot_token;
             self.at(at, Ev::Boot { h, token });
         }
-        self.at(12 * SEC, Ev::Episode { attempt: 0 });
+        self.at(first_episode(self.u), Ev::Episode { attempt: 0 });
+        self.at(first_episode(self.u), Ev::ReaderCheck);
     }
 
     // ----- plumbing -----
@@ -683,11 +909,35 @@ impl World {
         } else {
             (b.wall_origin_ms + self.t / MS) as i64
         };
-        Now { mono: local_us / 1000, wall: wall.max(0) as u64 }
+        Now { mono: self.local_ms_at(h, self.t), wall: wall.max(0) as u64 }
     }
 
+    /// The agent's clock at true time `t`: the boot clock (CLOCK_BOOTTIME), less the
+    /// suspensions it did not count (`clock_stops_in_suspend`).
     fn local_ms_at(&self, h: usize, t: u64) -> u64 {
-        self.hosts[h].boots.last().expect("boot").clock.local_ms(t)
+        let b = self.hosts[h].boots.last().expect("boot");
+        let boot_ms = b.clock.local_ms(t);
+        b.stops
+            .iter()
+            .fold(boot_ms, |a, &(s, d)| if boot_ms > s { a - d.min(boot_ms - s) } else { a })
+    }
+
+    /// The earliest true time at which the agent's clock shows `ms`.
+    fn agent_true_at(&self, h: usize, ms: u64) -> u64 {
+        let b = self.hosts[h].boots.last().expect("boot");
+        let boot_ms = b.stops.iter().fold(ms, |bm, &(s, d)| if bm > s { bm + d } else { bm });
+        b.clock.true_at(boot_ms)
+    }
+
+    /// True time at which an agent lease expiring at agent time `expiry` really expires: the
+    /// renewal point converted through the boot clock, plus lease_timeout on the boot clock
+    /// (suspended time counts, whatever the agent's clock did).
+    fn lease_true_expiry(&self, h: usize, expiry: u64) -> u64 {
+        let b = self.hosts[h].boots.last().expect("boot");
+        let lease = self.agent_timing.lease_timeout_ms;
+        let renewal = expiry.saturating_sub(lease);
+        let boot_ms = b.stops.iter().fold(renewal, |bm, &(s, d)| if bm > s { bm + d } else { bm });
+        b.clock.true_at(boot_ms + lease)
     }
 
     fn proc_is(&self, h: usize, pid: u64) -> bool {
@@ -791,6 +1041,90 @@ impl World {
             Ev::Episode { attempt } => self.episode(attempt),
             Ev::Deadline { idx } => self.deadline(idx),
             Ev::Note(s) => self.log(s),
+            Ev::Wake { h, boot } => self.wake(h, boot),
+            Ev::ResumeDeadline { h, boot } => {
+                if self.hosts[h].boots.len() - 1 == boot && self.hosts[h].alive() {
+                    let incs = self.hosts[h].boots[boot].fenced_while_suspended.clone();
+                    let id = self.hosts[h].id;
+                    self.violate(
+                        "S1-RESUME",
+                        format!("host {id} resumed {} ms ago and is still up, but incarnation(s) {incs:?} were declared fenced while it was suspended", self.timing.watchdog_timeout_ms.max(500)),
+                    );
+                }
+            }
+            Ev::TwinStart { h, tw } => self.twin_start(h, tw),
+            Ev::TwinDeadline { idx } => self.twin_deadline(idx),
+            Ev::TwinOff { tw } => {
+                self.hosts[tw].hold_until = u64::MAX;
+                self.kill(tw, "misconfigured twin powered off by an operator", true);
+            }
+            Ev::ReaderCheck => {
+                self.reader_check();
+                self.after(self.u, Ev::ReaderCheck);
+            }
+        }
+    }
+
+    /// The whole host freezes: the agent (as if stopped), its I/O completions, its watchdog
+    /// timer. Its boot clock keeps counting (CLOCK_BOOTTIME).
+    fn suspend(&mut self, h: usize, dur: u64) {
+        if !self.hosts[h].alive()
+            || self.hosts[h].boots.last().is_some_and(|b| b.suspended.is_some())
+        {
+            return;
+        }
+        let t = self.t;
+        let wd_remaining =
+            self.hosts[h].wd.running.then(|| self.hosts[h].wd.expires.saturating_sub(t));
+        let wd = &mut self.hosts[h].wd;
+        wd.token += 1;
+        let was_paused = match self.hosts[h].proc.as_mut() {
+            Some(p) => std::mem::replace(&mut p.paused, true),
+            None => false,
+        };
+        let b = self.boot_idx(h);
+        let boot_ms = self.hosts[h].boots[b].clock.local_ms(t);
+        self.hosts[h].boots[b].suspended =
+            Some(Suspension { since: t, boot_ms, wd_remaining, was_paused });
+        self.hlog(
+            h,
+            format!(
+                "fault: host SUSPENDED for {} ms (dead_after {} ms)",
+                dur / MS,
+                self.timing.dead_after_ms()
+            ),
+        );
+        self.after(dur, Ev::Wake { h, boot: b });
+    }
+
+    fn wake(&mut self, h: usize, boot: usize) {
+        if self.boot_idx(h) != boot || !self.hosts[h].alive() {
+            return;
+        }
+        let t = self.t;
+        let Some(s) = self.hosts[h].boots[boot].suspended.take() else { return };
+        if self.o.clock_stops_in_suspend {
+            let d = self.hosts[h].boots[boot].clock.local_ms(t) - s.boot_ms;
+            self.hosts[h].boots[boot].stops.push((s.boot_ms, d));
+        }
+        let resumed_ms = self.local_ms_at(h, t);
+        self.hosts[h].boots[boot].resumed_ms = Some(resumed_ms);
+        self.hlog(
+            h,
+            format!("host resumes after {} ms (agent clock {} ms)", (t - s.since) / MS, resumed_ms),
+        );
+        if let Some(r) = s.wd_remaining {
+            self.set_wd(h, t + r);
+        }
+        if !self.hosts[h].boots[boot].fenced_while_suspended.is_empty() {
+            // It must be gone before it could act: the self-fence at the first step, or the
+            // watchdog's remaining time if sysrq fails.
+            let d = s.wd_remaining.unwrap_or(0).max(500 * MS) + 10 * MS;
+            self.after(d, Ev::ResumeDeadline { h, boot });
+        }
+        let pid = self.hosts[h].proc.as_ref().map(|p| p.pid);
+        if let (Some(pid), false) = (pid, s.was_paused) {
+            self.resume(h, pid);
         }
     }
 
@@ -813,8 +1147,11 @@ impl World {
 
     /// Ticks every 100 ms of local time; a new chain (after a resume) replaces the old one.
     fn schedule_tick(&mut self, h: usize, pid: u64) {
-        let next = self.now_for(h).mono + TICK_MS;
-        let at = self.hosts[h].boots.last().expect("boot").clock.true_at(next);
+        // As the daemon: wake up every 100 ms, or on time for the core's next deadline.
+        let now = self.now_for(h).mono;
+        let deadline = self.hosts[h].proc.as_ref().map_or(u64::MAX, |p| p.agent.next_deadline());
+        let next = (now + TICK_MS).min(deadline.max(now + 1));
+        let at = self.agent_true_at(h, next);
         let Some(p) = self.hosts[h].proc.as_mut() else { return };
         p.tick_gen += 1;
         let gen = p.tick_gen;
@@ -853,8 +1190,12 @@ impl World {
             marker: false,
             lease_lost: None,
             armed_ever: false,
+            stops: Vec::new(),
+            suspended: None,
+            fenced_while_suspended: Vec::new(),
+            resumed_ms: None,
         });
-        host.wd = Wd { running: false, token: host.wd.token + 1 };
+        host.wd = Wd { running: false, token: host.wd.token + 1, expires: 0 };
         host.wall_jump_ms = 0;
         let b = host.boots.len() - 1;
         self.hlog(h, format!("booted (boot #{b}, mono clock at {} ms)", origin_local_us / 1000));
@@ -924,7 +1265,21 @@ impl World {
             broken_watchdog,
             clean_boot,
             tick_gen: 0,
+            started: self.t,
         });
+        if self.rng.chance(120) {
+            // Storage the agent cannot read when it starts (a volume not attached yet, a path
+            // still failing over) for several intervals.
+            let d = self.rng.range(2 * self.u, 8 * self.u);
+            let kind = if self.rng.chance(500) { WinKind::Eio } else { WinKind::Stall };
+            let t = self.t;
+            self.count("volume unreadable at agent start");
+            for v in 0..nvol {
+                if v == 0 || self.rng.chance(500) {
+                    self.link_window(h, v, t, d, kind);
+                }
+            }
+        }
         self.stats.agent_starts += 1;
         self.hlog(
             h,
@@ -956,7 +1311,7 @@ impl World {
         host.boots[b].dead_at = Some(t);
         host.proc = None;
         host.agent_start_pending = false;
-        host.wd = Wd { running: false, token: host.wd.token + 1 };
+        host.wd = Wd { running: false, token: host.wd.token + 1, expires: 0 };
         host.boot_token += 1;
         let token = host.boot_token;
         if power_off {
@@ -979,6 +1334,11 @@ impl World {
     }
 
     fn resume(&mut self, h: usize, pid: u64) {
+        if let Some(s) = self.hosts[h].boots.last_mut().and_then(|b| b.suspended.as_mut()) {
+            // SIGCONT to a frozen host: it takes effect at wake-up.
+            s.was_paused = false;
+            return;
+        }
         let Some(p) = self.hosts[h].proc.as_mut() else { return };
         if p.pid != pid || !p.paused {
             return;
@@ -1122,8 +1482,18 @@ impl World {
                     self.hlog(h, "ArmWatchdog: device busy".into());
                     return Some(Input::WatchdogArmed(Err("Device or resource busy".into())));
                 }
-                self.hlog(h, "ArmWatchdog".into());
                 let b = self.boot_idx(h);
+                if self.hosts[h].wd_stops_on_close && !self.o.arm_stop_on_close {
+                    // Opening started the timer, closing it again stopped it: nothing runs.
+                    self.hlog(
+                        h,
+                        "ArmWatchdog: the driver stops the timer on close: unguarded".into(),
+                    );
+                    return Some(Input::WatchdogUnguarded(
+                        "no WDIOF_MAGICCLOSE and nowayout off: the timer stops when the device is closed".into(),
+                    ));
+                }
+                self.hlog(h, "ArmWatchdog".into());
                 self.hosts[h].boots[b].armed_ever = true;
                 self.pet_hw(h, now);
                 Some(Input::WatchdogArmed(Ok(())))
@@ -1208,6 +1578,14 @@ impl World {
                 None
             }
             Action::Event(e) => {
+                if self.forged_at.get(&e.host).is_some_and(|&f| f + 5 * self.u >= self.t)
+                    && !matches!(e.kind, EventKind::HostUp | EventKind::CoordinatorChanged)
+                {
+                    self.count(format!(
+                        "forged record: event {} about the host within 5 intervals",
+                        e.kind.as_str()
+                    ));
+                }
                 self.hlog(
                     h,
                     format!(
@@ -1218,6 +1596,15 @@ impl World {
                         if e.detail.is_empty() { String::new() } else { format!(": {}", e.detail) }
                     ),
                 );
+                let me = self.hosts[h].id;
+                if e.host != me
+                    && matches!(
+                        e.kind,
+                        EventKind::HostSuspect | EventKind::FenceStarted | EventKind::Fenced
+                    )
+                {
+                    self.check_healthy(h, e.host, e.kind.as_str());
+                }
                 None
             }
             Action::Ready => {
@@ -1232,6 +1619,7 @@ impl World {
                     format!("agent exit {code}: {message}").chars().take(60).collect::<String>(),
                 );
                 self.hlog(h, format!("Exit {code}: {message}"));
+                self.process_gone(h);
                 let p = self.hosts[h].proc.as_mut().expect("running");
                 p.exited = true;
                 let inc = p.inc;
@@ -1248,20 +1636,29 @@ impl World {
                         self.count("left after a heartbeat gap (not checked as LEFT)");
                     }
                 }
-                if message.contains("in use by another writer") {
-                    // The simulation never runs two agents with one host id (a restart
-                    // replaces the process), so this is always a false alarm, and a costly
-                    // one: systemd does not restart on exit 76, the host stays unprotected.
+                let id = self.hosts[h].id;
+                let twin = self.twins.iter().any(|tw| tw.id == id && self.t <= tw.until);
+                let forged = self.forged_at.get(&id).is_some_and(|&f| f + 4 * self.u >= self.t);
+                if code == EXIT_HOST_ID_IN_USE && twin {
+                    self.count("collision detected (exit 76) with a real second writer");
+                } else if code == EXIT_HOST_ID_IN_USE && forged {
+                    self.count("collision exit 76 after a forged record in the own block");
+                } else if message.contains("in use by another writer")
+                    || code == EXIT_HOST_ID_IN_USE
+                {
+                    // Outside a twin episode the simulation never runs two agents with one host
+                    // id (a restart replaces the process), so this is a false alarm, and a
+                    // costly one: systemd does not restart on exit 76, the host stays
+                    // unprotected.
                     // KNOWN CORE BUGS (report B5, fixed in 13f019e: with 2-3 volumes the probe
                     // compared reads of different volumes, whose copies of the own block
                     // legitimately differ after a crash or power loss in the middle of a
                     // cycle; B5b, open: a write of the killed predecessor, stalled up to
                     // io_timeout, lands during the restarted agent's probe; its record carries
                     // this host's own boot id, so it cannot be another host).
-                    let id = self.hosts[h].id;
                     self.violate(
                         "COLLISION",
-                        format!("host {id}: false host-id collision at startup: {message}"),
+                        format!("host {id}: false host-id collision: {message}"),
                     );
                 }
                 None
@@ -1286,10 +1683,27 @@ impl World {
         } else {
             lease.is_some_and(|e| now.mono < e)
         };
+        // The same in true time: with a clock that stops in suspend the local check passes.
+        let true_exp = lease.map(|e| self.lease_true_expiry(h, e));
+        let resumed_fenced = self.hosts[h].boots[b].fenced_while_suspended.clone();
         if !ok {
             self.violate(
                 "S3",
                 format!("host {id} {what} at local {} ms with lease expiry {lease:?}", now.mono),
+            );
+        } else if !arming && true_exp.is_some_and(|e| self.t >= e) {
+            self.violate(
+                "S3",
+                format!(
+                    "host {id} {what}: its lease expired at t={} in true time (boot clock; the agent's clock says {} ms, expiry {lease:?})",
+                    fmt_t(true_exp.unwrap_or(0)),
+                    now.mono
+                ),
+            );
+        } else if !resumed_fenced.is_empty() {
+            self.violate(
+                "S1-RESUME",
+                format!("host {id} {what} after resuming, but incarnation(s) {resumed_fenced:?} of this boot were declared fenced while it was suspended"),
             );
         } else if let Some(why) = lost {
             self.violate(
@@ -1299,15 +1713,49 @@ impl World {
         }
     }
 
-    fn pet_hw(&mut self, h: usize, now: Now) {
+    fn pet_hw(&mut self, h: usize, _now: Now) {
+        let at = self.wd_from_now(h);
+        self.set_wd(h, at);
+    }
+
+    /// A full watchdog period from now, on the host's own (boot) clock.
+    fn wd_from_now(&self, h: usize) -> u64 {
+        let c = self.hosts[h].boots.last().expect("boot").clock;
+        c.true_at(c.local_ms(self.t) + self.timing.watchdog_timeout_ms)
+    }
+
+    fn set_wd(&mut self, h: usize, at: u64) {
         let boot = self.boot_idx(h);
-        let wd_ms = self.timing.watchdog_timeout_ms;
-        let at = self.hosts[h].boots[boot].clock.true_at(now.mono + wd_ms);
         let wd = &mut self.hosts[h].wd;
         wd.running = true;
         wd.token += 1;
+        wd.expires = at;
         let token = wd.token;
         self.at(at, Ev::WdExpire { h, boot, token });
+    }
+
+    /// The agent process is gone without a magic close (crash, kill, non-zero exit): the
+    /// kernel pings a timer that keeps running once more ("watchdog did not stop!"); a
+    /// driver that stops on close leaves the host unguarded.
+    fn process_gone(&mut self, h: usize) {
+        if !self.hosts[h].wd.running || !self.hosts[h].alive() {
+            return;
+        }
+        if self.hosts[h].wd_stops_on_close {
+            self.count("agent died: watchdog timer stopped on close (host unguarded)");
+            self.hlog(h, "watchdog: device closed, the driver stops the timer".into());
+            let wd = &mut self.hosts[h].wd;
+            wd.running = false;
+            wd.token += 1;
+        } else {
+            self.count("agent died: kernel keepalive ping on close");
+            let at = self.wd_from_now(h);
+            self.hlog(
+                h,
+                format!("watchdog did not stop! (kernel ping on close; fires at t={})", fmt_t(at)),
+            );
+            self.set_wd(h, at);
+        }
     }
 
     /// After every `handle`: S3 (an expired lease dooms at once) and S1 (every `fenced` verdict
@@ -1369,6 +1817,30 @@ impl World {
         // different messages replayed the older one: a rebooted, running host got `fenced
         // (manual)`, and a replayed `clear` kept a dead host from ever being fenced (LIVENESS).
         if host.boots[pb].dead_at.is_none() {
+            if host.boots[pb].fenced_while_suspended.contains(&inc) {
+                // Judged by S1-RESUME: it must never act again.
+                return;
+            }
+            if host.boots[pb].suspended.is_some() {
+                // Frozen, it runs no VM: acceptable if it never acts after resuming.
+                self.hosts[ph].boots[pb].fenced_while_suspended.push(inc);
+                self.count("fenced verdict about a suspended host (S1-RESUME watches it)");
+                self.log(format!("check: {source}: host {peer} incarnation {inc} declared fenced (method {}) while suspended: on resume it must never pet or write active, and must die at once", method.as_str()));
+                return;
+            }
+            if method == FenceMethodKind::Manual
+                && !self.landed_within(peer, self.timing.suspect_after_ms * MS)
+            {
+                // The operator confirmed the power-off of a host whose heartbeat had stopped
+                // (it is stopped or hung): the operator's error, not the core's.
+                if !self.first_fenced.contains_key(&inc) {
+                    self.first_fenced.insert(inc, self.t);
+                    self.count(
+                        "confirm-off obeyed for a silent host that is up (operator's error)",
+                    );
+                }
+                return;
+            }
             let state = match &host.proc {
                 Some(p) if p.inc == inc => format!(
                     "its agent is running, phase {:?}, paused {}",
@@ -1407,6 +1879,13 @@ impl World {
             self.log(format!("check: first fenced verdict for host {peer} incarnation {inc} (method {}) in {source}", method.as_str()));
             self.on_first_fenced(inc, method);
         }
+    }
+
+    /// Did a whole heartbeat record of host `id` land on any volume within `d` before now?
+    fn landed_within(&self, id: u32, d: u64) -> bool {
+        self.landings
+            .get(id as usize - 1)
+            .is_some_and(|vs| vs.iter().any(|l| l.last().is_some_and(|x| x.0 + d > self.t)))
     }
 
     fn on_first_fenced(&mut self, inc: u64, method: FenceMethodKind) {
@@ -1513,6 +1992,15 @@ impl World {
     fn deliver_io(&mut self, e: IoDoneEv, deferred: bool) {
         let h = e.h;
         let (lo, hi) = if deferred { (self.t, self.t) } else { (e.read_lo.min(self.t), self.t) };
+        // A lagging volume returns what it held `lag` ago (never older than a landing it
+        // already returned is not guaranteed: a stale replica is just that).
+        let lag = self.lag_win[e.vol]
+            .iter()
+            .filter(|w| w.0 <= self.t && self.t < w.1)
+            .map(|w| w.2)
+            .max()
+            .unwrap_or(0);
+        let (lo, hi) = (lo.saturating_sub(lag), hi.saturating_sub(lag));
         let read = if e.read_ok {
             let mut raw = std::mem::take(&mut self.raw);
             self.vols[e.vol].read(&mut self.rng, lo, hi, &mut raw);
@@ -1588,6 +2076,38 @@ impl World {
                 if hb.seq > e.0 {
                     *e = (hb.seq, t, e.1);
                 }
+                if let Some(l) = self.landings.get_mut(hb.host_id as usize - 1) {
+                    l[vol].push((t, hb.incarnation, hb.seq));
+                }
+                if self.o.full_trace {
+                    self.log(format!(
+                        "landed: host {} seq {} {} on volume {vol}",
+                        hb.host_id,
+                        hb.seq,
+                        hb.state.as_str()
+                    ));
+                }
+                self.last_state.insert(hb.host_id, hb.state);
+                let prev = self.inc_changed.get(&hb.host_id).copied();
+                if prev.is_none_or(|(i, _)| i != hb.incarnation) {
+                    self.inc_changed.insert(hb.host_id, (hb.incarnation, t));
+                }
+                if let Some((wh, wb)) = writer {
+                    let boot = &self.hosts[wh].boots[wb];
+                    if boot.suspended.is_none()
+                        && boot.resumed_ms.is_some_and(|r| hb.mono_ms >= r)
+                        && boot.fenced_while_suspended.contains(&hb.incarnation)
+                        && matches!(
+                            hb.state,
+                            format::HostState::Active | format::HostState::Starting
+                        )
+                    {
+                        self.violate(
+                            "S1-RESUME",
+                            format!("host {} resumed and wrote an {} record (seq {}) of incarnation {}, declared fenced while it was suspended", hb.host_id, hb.state.as_str(), hb.seq, hb.incarnation),
+                        );
+                    }
+                }
                 let fenced: Vec<_> = hb
                     .verdicts
                     .iter()
@@ -1630,6 +2150,7 @@ impl World {
                 "StartFence host {peer} (believed incarnation {believed}); its BMC will: {mode:?}"
             ),
         );
+        self.check_healthy(h, peer, "starts fencing");
         if self.left_clean.contains(&believed) {
             self.violate(
                 "LEFT",
@@ -1749,9 +2270,97 @@ impl World {
             Fault::Mailbox { cmd, .. } => format!("operator: {}", cmd.as_str()),
             Fault::WallJump { .. } => "fault: wall clock jump".into(),
             Fault::Kill { how, .. } => format!("quiet death: {how:?}"),
+            Fault::Suspend { dur, .. } => {
+                let t = self.timing;
+                let d = dur / MS;
+                format!(
+                    "fault: host suspended {}",
+                    if d < t.suspect_after_ms {
+                        "(< suspect_after)"
+                    } else if d < t.dead_after_ms() {
+                        "(< dead_after)"
+                    } else {
+                        "(> dead_after)"
+                    }
+                )
+            }
+            Fault::OperatorOff { .. } => "operator: powers a host off, then confirm-off".into(),
+            Fault::Reboot { clean: true, .. } => "fault: clean reboot".into(),
+            Fault::Reboot { .. } => "fault: reset (reboot)".into(),
+            Fault::Twin { .. } => "fault: second writer with the same host id".into(),
+            Fault::Forge { .. } => "fault: forged record far ahead".into(),
         };
         self.count(name);
+        let frozen = match &f {
+            Fault::Crash { h, .. }
+            | Fault::Pause { h, .. }
+            | Fault::Stop { h, .. }
+            | Fault::Reboot { h, .. }
+            | Fault::Twin { h }
+            | Fault::Kill { h, .. } => self.frozen(*h),
+            _ => false,
+        };
+        if frozen {
+            self.count("fault skipped: the host is suspended");
+            return;
+        }
         match f {
+            Fault::Suspend { h, dur } => self.suspend(h, dur),
+            Fault::OperatorOff { h, confirm_after } => {
+                if self.hosts[h].power_on {
+                    self.hlog(h, "operator: powers the host off out of band".into());
+                    self.hosts[h].hold_until = self.t + confirm_after + 2 * self.u;
+                    self.kill(h, "powered off by an operator", true);
+                    self.after(
+                        confirm_after,
+                        Ev::Fault(Fault::Mailbox { h, cmd: Command::ConfirmOff }),
+                    );
+                }
+            }
+            Fault::Reboot { h, clean } => {
+                if !self.hosts[h].alive() {
+                    return;
+                }
+                if clean && self.hosts[h].proc.is_some() {
+                    self.hlog(h, "fault: reboot: systemd stops the agent (SIGTERM)".into());
+                    let paused = self.hosts[h].proc.as_ref().is_some_and(|p| p.paused);
+                    if paused {
+                        if let Some(p) = self.hosts[h].proc.as_mut() {
+                            p.pending.push(Pending::Input(Input::StopRequested));
+                        }
+                    } else {
+                        self.feed(h, Input::StopRequested);
+                    }
+                    let d = self.rng.range(self.u, 3 * self.u);
+                    self.after(d, Ev::Fault(Fault::Reboot { h, clean: false }));
+                } else {
+                    self.process_gone(h);
+                    self.kill(h, "reboot", false);
+                }
+            }
+            Fault::Twin { h } => self.twin(h),
+            Fault::Forge { h, v } => {
+                let id = self.hosts[h].id;
+                let block = self.geo.heartbeat_block(id) as usize;
+                let running = self.hosts[h].proc.as_ref().map(|p| p.inc);
+                if let format::Decoded::Heartbeat(mut hb) =
+                    format::decode(self.vols[v].current(block))
+                {
+                    if Some(hb.incarnation) == running {
+                        hb.seq += self.rng.range(1_000, 1_000_000);
+                        let data = Rc::new(format::encode_heartbeat(&hb).expect("encodes"));
+                        self.vols[v].write(self.t, block, data);
+                        self.forged_at.insert(id, self.t);
+                        self.hlog(
+                            h,
+                            format!(
+                                "fault: FORGED record on volume {v}: incarnation {} seq {}",
+                                hb.incarnation, hb.seq
+                            ),
+                        );
+                    }
+                }
+            }
             Fault::Crash { h, restart_after } => {
                 let Some(p) = self.hosts[h].proc.as_ref() else { return };
                 let now = self.now_for(h);
@@ -1767,6 +2376,7 @@ impl World {
                         )
                     });
                 }
+                self.process_gone(h);
                 self.hosts[h].proc = None;
                 self.hlog(
                     h,
@@ -1840,6 +2450,7 @@ impl World {
                 let inc = match self.hosts[h].proc.as_ref() {
                     Some(p)
                         if self.hosts[h].alive()
+                            && !self.frozen(h)
                             && !p.paused
                             && matches!(p.agent.phase(), Phase::Running) =>
                     {
@@ -1863,6 +2474,7 @@ impl World {
                 match how {
                     DeathHow::PowerLoss => self.kill(h, "power loss", true),
                     DeathHow::Crash => {
+                        self.process_gone(h);
                         self.hosts[h].proc = None;
                         self.hlog(h, "fault: agent process killed, not restarted".into());
                     }
@@ -1888,9 +2500,14 @@ impl World {
             _ => 0,
         };
         if cmd == Command::ConfirmOff && self.hosts[h].power_on {
-            // An honest operator confirms a power-off only when the power is off.
-            return;
+            // An honest operator confirms a power-off only when the power is off; a wrong one
+            // types it for a host that is up (the core must refuse while it is not suspect).
+            if self.rng.chance(600) {
+                return;
+            }
+            self.count("operator: confirm-off for a host that is up (operator wrong)");
         }
+        self.op_cmd_at.insert(id, self.t);
         let target_incarnation = match self.rng.below(10) {
             0 => 0,
             1 => self.rng.next_u64() & 0xffff,
@@ -1938,13 +2555,325 @@ impl World {
         ));
     }
 
+    fn frozen(&self, h: usize) -> bool {
+        self.hosts[h].boots.last().is_some_and(|b| b.suspended.is_some())
+    }
+
+    // ----- a second writer with one host id -----
+
+    /// A second machine configured with host h's id boots; h's agent is killed, and both
+    /// agents start at the same instant.
+    fn twin(&mut self, h: usize) {
+        if self.twins.iter().any(|t| self.t <= t.until)
+            || !self.hosts[h].alive()
+            || self.frozen(h)
+            || self.hosts[h].proc.is_none()
+        {
+            return;
+        }
+        let tw = self.hosts.len();
+        let id = self.hosts[h].id;
+        let nvol = self.vols.len();
+        let base_lat = (0..nvol).map(|_| self.rng.range(200, 20 * MS)).collect();
+        let src = &self.hosts[h];
+        let twin = Host {
+            id,
+            ppm: self.rng.signed(1000),
+            bmc: Bmc::None,
+            eligible: src.eligible,
+            sysrq_ok: true,
+            self_fence: SelfFenceKind::Reboot,
+            self_fence_delay: 0,
+            base_lat,
+            power_on: true,
+            boot_token: 0,
+            boots: Vec::new(),
+            proc: None,
+            wd: Wd::default(),
+            wall_jump_ms: 0,
+            hold_until: 0,
+            agent_start_pending: true,
+            wd_stops_on_close: false,
+        };
+        self.hosts.push(twin);
+        self.link_win.push(vec![Vec::new(); nvol]);
+        self.new_boot(tw);
+        self.hosts[tw].agent_start_pending = true;
+        self.process_gone(h);
+        self.hosts[h].proc = None;
+        self.hosts[h].agent_start_pending = true;
+        self.hlog(
+            h,
+            "fault: a second machine is configured with this host id; both agents start at once"
+                .into(),
+        );
+        let d = self.rng.range(200 * MS, SEC);
+        self.after(d, Ev::TwinStart { h, tw });
+    }
+
+    fn twin_start(&mut self, h: usize, tw: usize) {
+        self.hosts[h].agent_start_pending = false;
+        self.hosts[tw].agent_start_pending = false;
+        let mut incs = Vec::new();
+        for x in [h, tw] {
+            if self.hosts[x].alive() && self.hosts[x].proc.is_none() && !self.frozen(x) {
+                self.start_agent(x);
+                if let Some(p) = &self.hosts[x].proc {
+                    incs.push(p.inc);
+                }
+            }
+        }
+        let t = self.timing;
+        // The probe (1.5 intervals), a few write/read cycles, and late writes (io_timeout).
+        let detect = self.t + 15 * self.u / 10 + 6 * self.u + t.io_timeout_ms * MS;
+        self.twins.push(TwinWatch {
+            id: self.hosts[h].id,
+            h,
+            tw,
+            incs,
+            until: detect + 10 * self.u + t.io_timeout_ms * MS,
+        });
+        let idx = self.twins.len() - 1;
+        self.at(detect, Ev::TwinDeadline { idx });
+        self.at(detect + 4 * self.u, Ev::TwinOff { tw });
+    }
+
+    /// COLLISION-DETECT: a real second writer is noticed within a few intervals: at most one
+    /// of the two agents is still running.
+    fn twin_deadline(&mut self, idx: usize) {
+        let tw = &self.twins[idx];
+        let running: Vec<u64> = [tw.h, tw.tw]
+            .iter()
+            .filter_map(|&x| self.hosts[x].proc.as_ref())
+            .filter(|p| tw.incs.contains(&p.inc) && !matches!(p.agent.phase(), Phase::Exited))
+            .map(|p| p.inc)
+            .collect();
+        if running.len() > 1 {
+            let id = tw.id;
+            self.violate(
+                "COLLISION-DETECT",
+                format!("two agents with host id {id} (incarnations {running:?}) have both been running for {} ms without noticing each other", (15 * self.u / 10 + 6 * self.u + self.timing.io_timeout_ms * MS) / MS),
+            );
+        } else {
+            self.count("twin episode: the collision was resolved in time");
+        }
+    }
+
+    // ----- readers of the verdict tables (VERDICTS) -----
+
+    /// What `check`/`status` would take from each read quorum of volumes right now: per volume
+    /// the coordinator-flagged record with the highest (verdict_gen, lowest id), then the
+    /// highest of those. A `fenced` verdict every quorum showed must not go missing from a
+    /// quorum's table (for more than a torn block's interval) while its boot is dead, nobody
+    /// cleared it and the host did not rejoin; a verdict withdrawn from every quorum must not
+    /// come back.
+    fn reader_check(&mut self) {
+        let nvol = self.vols.len();
+        let (_, r) = Agent::quorums(nvol);
+        let per_vol: Vec<Option<CoordTable>> = (0..nvol)
+            .map(|v| {
+                (1..=self.max_hosts)
+                    .filter_map(|id| {
+                        match format::decode(
+                            self.vols[v].current(self.geo.heartbeat_block(id) as usize),
+                        ) {
+                            format::Decoded::Heartbeat(hb)
+                                if hb.cluster == self.cluster
+                                    && hb.caps & format::caps::COORDINATOR != 0 =>
+                            {
+                                let fenced = hb
+                                    .verdicts
+                                    .iter()
+                                    .filter(|v| v.kind == VerdictKind::Fenced)
+                                    .map(|v| (v.host_id, v.incarnation))
+                                    .collect();
+                                Some((hb.verdict_gen, hb.host_id, fenced))
+                            }
+                            _ => None,
+                        }
+                    })
+                    .max_by_key(|(gen, id, _)| (*gen, Reverse(*id)))
+            })
+            .collect();
+        let quorums: Vec<Vec<usize>> = match (nvol, r) {
+            (1, _) => vec![vec![0]],
+            (2, 2) => vec![vec![0, 1]],
+            (3, 2) => vec![vec![0, 1], vec![0, 2], vec![1, 2]],
+            _ => (0..nvol).map(|v| vec![v]).collect(),
+        };
+        let tables: Vec<QuorumTable> = quorums
+            .into_iter()
+            .map(|q| {
+                let best = q
+                    .iter()
+                    .filter_map(|&v| per_vol[v].as_ref())
+                    .max_by_key(|(gen, id, _)| (*gen, Reverse(*id)));
+                let set = best.map(|b| b.2.iter().copied().collect()).unwrap_or_default();
+                (q, best.map(|b| (b.0, b.1)), set)
+            })
+            .collect();
+        let t = self.t;
+        let all: HashSet<(u32, u64)> = tables
+            .iter()
+            .map(|x| x.2.clone())
+            .reduce(|a, b| a.intersection(&b).copied().collect())
+            .unwrap_or_default();
+        let any: HashSet<(u32, u64)> = tables.iter().flat_map(|x| x.2.iter().copied()).collect();
+        for &(id, inc) in &any {
+            let Some(rv) = self.reader.get(&(id, inc)).copied() else { continue };
+            if let Some(gone) = rv.gone {
+                let cleared = self.op_cmd_at.get(&id).is_some_and(|&c| c >= gone);
+                let rejoined =
+                    self.inc_changed.get(&id).is_some_and(|&(i, at)| i != inc && at >= rv.since);
+                if rejoined && !cleared {
+                    self.count("reader: a withdrawn verdict about an old incarnation is back (host rejoined)");
+                } else if !cleared {
+                    let q: Vec<_> = tables
+                        .iter()
+                        .filter(|x| x.2.contains(&(id, inc)))
+                        .map(|x| (x.0.clone(), x.1))
+                        .collect();
+                    self.violate(
+                        "VERDICTS",
+                        format!("the withdrawn fenced verdict about host {id} incarnation {inc} (gone from every read quorum since t={}) is back in the table a reader picks from volumes {q:?} (gen, coordinator)", fmt_t(gone)),
+                    );
+                    return;
+                }
+                self.reader.remove(&(id, inc));
+            }
+        }
+        for &k in &all {
+            self.reader
+                .entry(k)
+                .or_insert(ReaderVerdict { since: t, missing: 0, all_missing: 0, gone: None })
+                .missing = 0;
+        }
+        let tracked: Vec<((u32, u64), ReaderVerdict)> = self
+            .reader
+            .iter()
+            .filter(|(k, v)| v.gone.is_none() && !all.contains(k))
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        for ((id, inc), rv) in tracked {
+            let dead =
+                self.incs.get(&inc).is_some_and(|&(h, b)| self.hosts[h].boots[b].dead_at.is_some());
+            let cleared = self.op_cmd_at.get(&id).is_some_and(|&c| c >= rv.since);
+            let rejoined =
+                self.inc_changed.get(&id).is_some_and(|&(i, at)| i != inc && at >= rv.since);
+            let missing = rv.missing + 1;
+            if dead && !cleared && !rejoined && missing >= 3 {
+                let q: Vec<_> = tables
+                    .iter()
+                    .filter(|x| !x.2.contains(&(id, inc)))
+                    .map(|x| (x.0.clone(), x.1))
+                    .collect();
+                self.violate(
+                    "VERDICTS",
+                    format!("the fenced verdict about host {id} incarnation {inc} (still dead, not cleared, not rejoined; shown by every read quorum since t={}) is missing from the table a reader picks from volumes {q:?} (gen, coordinator) for {missing} checks", fmt_t(rv.since)),
+                );
+                return;
+            }
+            if missing == 2 && dead && !cleared && !rejoined {
+                self.count(
+                    "reader: a fenced verdict missing from a quorum's table for a moment (flap)",
+                );
+            }
+            let all_missing = if any.contains(&(id, inc)) { 0 } else { rv.all_missing + 1 };
+            if let Some(e) = self.reader.get_mut(&(id, inc)) {
+                e.missing = missing;
+                e.all_missing = all_missing;
+                if all_missing >= 3 {
+                    e.gone = Some(t);
+                }
+            }
+        }
+    }
+
+    // ----- liveness of a healthy host (HEALTHY) -----
+
+    /// Landing times of host `id` on volume `v` as readers see them (a lagging volume shows a
+    /// landing late).
+    fn visible_landings(&self, id: u32, v: usize) -> Vec<(u64, u64, u64)> {
+        self.landings[id as usize - 1][v]
+            .iter()
+            .map(|&(x, inc, seq)| {
+                let t = self.lag_win[v]
+                    .iter()
+                    .filter(|&&(s, e, lag)| x + lag >= s && x < e)
+                    .map(|&(_, e, lag)| (x + lag).min(e))
+                    .max()
+                    .unwrap_or(x);
+                (t, inc, seq)
+            })
+            .collect()
+    }
+
+    /// HEALTHY: observer `h` (about to suspect, fence or declare fenced host `id`) may do so
+    /// only if some read quorum saw a gap of at least suspect_after (less a clock-rate
+    /// allowance) between host `id`'s landings, or since its last one, since `h` started.
+    fn check_healthy(&mut self, h: usize, id: u32, what: &str) {
+        let Some(started) = self.hosts[h].proc.as_ref().map(|p| p.started) else { return };
+        if id as usize > self.n || self.twins.iter().any(|t| t.id == id && self.t <= t.until) {
+            return;
+        }
+        if matches!(
+            self.last_state.get(&id),
+            Some(format::HostState::SelfFencing | format::HostState::Leaving) | None
+        ) {
+            return;
+        }
+        let limit = self.timing.suspect_after_ms * MS * 997 / 1000;
+        let nvol = self.vols.len();
+        let (_, r) = Agent::quorums(nvol);
+        let quorums: Vec<Vec<usize>> = match (nvol, r) {
+            (2, 2) => vec![vec![0, 1]],
+            (3, 2) => vec![vec![0, 1], vec![0, 2], vec![1, 2]],
+            _ => (0..nvol).map(|v| vec![v]).collect(),
+        };
+        let mut worst = 0;
+        for q in &quorums {
+            let mut all: Vec<(u64, u64, u64)> =
+                q.iter().flat_map(|&v| self.visible_landings(id, v)).collect();
+            all.sort_unstable();
+            // Only a value newer than any seen before on these volumes is progress.
+            let mut newest: HashMap<u64, u64> = HashMap::new();
+            let times: Vec<u64> = all
+                .into_iter()
+                .filter(|&(_, inc, seq)| {
+                    let n = newest.entry(inc).or_insert(0);
+                    let progress = seq > *n;
+                    *n = (*n).max(seq);
+                    progress
+                })
+                .map(|x| x.0)
+                .collect();
+            let before = times.iter().rposition(|&x| x <= started);
+            let from = before.unwrap_or(0);
+            let seq = &times[from.min(times.len())..];
+            let Some(&first) = seq.first() else { return };
+            let mut gap = self.t - seq.last().copied().unwrap_or(first);
+            for w in seq.windows(2) {
+                gap = gap.max(w[1] - w[0]);
+            }
+            worst = worst.max(gap);
+            if gap >= limit {
+                return;
+            }
+        }
+        let oid = self.hosts[h].id;
+        self.violate(
+            "HEALTHY",
+            format!("host {oid} {what} host {id}, whose heartbeat landed at most {} ms apart on every read quorum since host {oid} started (suspect_after {} ms)", worst / MS, self.timing.suspect_after_ms),
+        );
+    }
+
     // ----- episodes -----
 
     /// All hosts up, agents running with armed watchdogs and healthy storage, every agent sees
     /// every other one alive in its current incarnation, one agreed coordinator, no faults.
     fn settled(&self) -> bool {
         let t = self.t;
-        if self.faults_until + 2 * SEC > t {
+        if self.faults_until + 2 * self.u > t {
             return false;
         }
         if self
@@ -1953,28 +2882,30 @@ impl World {
             .flatten()
             .flatten()
             .chain(self.vol_win.iter().flatten())
-            .any(|w| w.end + 2 * SEC > t)
+            .any(|w| w.end + 2 * self.u > t)
+            || self.lag_win.iter().flatten().any(|w| w.1 + 2 * self.u > t)
+            || self.twins.iter().any(|w| w.until > t)
         {
             return false;
         }
         let mut coord = None;
-        for host in &self.hosts {
+        for host in &self.hosts[..self.n] {
             let Some(p) = &host.proc else { return false };
             if !host.alive()
                 || p.paused
                 || !matches!(p.agent.phase(), Phase::Running)
-                || !p.agent.watchdog_armed()
+                || !(p.agent.watchdog_armed() || p.agent.watchdog_unusable())
             {
                 return false;
             }
-            if p.ready_at.is_none_or(|r| r + 4 * SEC > t) {
+            if p.ready_at.is_none_or(|r| r + 4 * self.u > t) {
                 return false;
             }
             if !(0..self.vols.len()).all(|v| p.agent.volume_healthy(v)) {
                 return false;
             }
             let views = p.agent.peer_views();
-            for other in &self.hosts {
+            for other in &self.hosts[..self.n] {
                 if other.id == host.id {
                     continue;
                 }
@@ -2002,7 +2933,7 @@ impl World {
 
     /// Brings every host back: powers on, restarts agents that stopped.
     fn recover(&mut self) {
-        for h in 0..self.hosts.len() {
+        for h in 0..self.n {
             if self.hosts[h].hold_until > self.t {
                 continue;
             }
@@ -2033,7 +2964,7 @@ impl World {
     }
 
     fn episode(&mut self, attempt: u32) {
-        if self.t + 15 * SEC > self.end {
+        if self.t + 15 * self.u > self.end {
             return;
         }
         self.blip = None;
@@ -2041,7 +2972,7 @@ impl World {
         let settled = self.settled();
         if !settled && attempt < 40 {
             self.recover();
-            self.after(SEC, Ev::Episode { attempt: attempt + 1 });
+            self.after(self.u.max(SEC / 2), Ev::Episode { attempt: attempt + 1 });
             return;
         }
         let kind = if settled { self.rng.weighted(&[35, 25, 40]) } else { 2 };
@@ -2054,27 +2985,31 @@ impl World {
 
     fn death_episode(&mut self) {
         let t = self.timing;
-        let n = self.hosts.len();
+        let n = self.n;
         let victim = self.rng.below(n as u64) as usize;
-        let others_eligible = self.hosts.iter().enumerate().any(|(i, h)| i != victim && h.eligible);
-        if !others_eligible {
+        let others_eligible =
+            self.hosts[..n].iter().enumerate().any(|(i, h)| i != victim && h.eligible);
+        let guarded = self.hosts[victim].proc.as_ref().is_some_and(|p| p.agent.watchdog_armed());
+        if !others_eligible || (self.hosts[victim].bmc != Bmc::Confirm && !guarded) {
+            // Nobody could judge it, or nothing can fence it (no BMC, no guarding watchdog).
             self.chaos_episode();
             return;
         }
         let how = [DeathHow::PowerLoss, DeathHow::Crash, DeathHow::Hang]
             [self.rng.weighted(&[40, 30, 30])];
+        // Staleness counts from evidence only (the start of the latest timely read that showed
+        // no progress): the verdict may come up to two intervals after the brief's bound (one
+        // for the observer's read phase, one for evidence that is up to a cycle old).
+        let slack = |b: u64| b + 2 * t.interval_ms + liveness_slack_ms() + b / 500;
         let (bound_ms, path) = if self.hosts[victim].bmc == Bmc::Confirm {
-            (
-                t.suspect_after_ms + BMC_CONFIRM_MAX_MS + 2 * t.interval_ms + liveness_slack_ms(),
-                "bmc",
-            )
+            (slack(t.suspect_after_ms + BMC_CONFIRM_MAX_MS), "bmc")
         } else {
-            (t.dead_after_ms() + 2 * t.interval_ms + liveness_slack_ms(), "watchdog")
+            (slack(t.dead_after_ms()), "watchdog")
         };
         let at = self.rng.range(500 * MS, 1500 * MS);
         self.after(at, Ev::Fault(Fault::Kill { h: victim, how, bound_ms, path }));
         self.stats.quiet_deaths += 1;
-        let until = self.t + at + bound_ms * MS + 3 * SEC;
+        let until = self.t + at + bound_ms * MS + 3 * self.u;
         self.quiet = Some(QuietWatch { until, victim });
         self.at(until, Ev::Episode { attempt: 0 });
     }
@@ -2124,7 +3059,7 @@ impl World {
             self.rng.range(short_max, t.lease_timeout_ms - 100)
         } * MS;
         let kind = if self.rng.chance(600) { WinKind::Stall } else { WinKind::Eio };
-        let from = self.t + self.rng.range(SEC, 2 * SEC);
+        let from = self.t + self.rng.range(self.u, 2 * self.u);
         for &v in &vols {
             self.vol_win[v].push(Window { start: from, end: from + dur, kind });
         }
@@ -2133,7 +3068,7 @@ impl World {
         } else {
             self.stats.medium_blips += 1;
         }
-        let until = from + dur + t.dead_after_ms() * MS + 3 * SEC;
+        let until = from + dur + t.dead_after_ms() * MS + 3 * self.u;
         self.blip = Some(BlipWatch { from, until, short, dur });
         self.at(
             from,
@@ -2147,38 +3082,60 @@ impl World {
         self.at(until, Ev::Episode { attempt: 0 });
     }
 
+    /// A host for a fault: often the acting coordinator (its pauses, restarts and suspends
+    /// are the interesting ones).
+    fn pick_host(&mut self) -> usize {
+        if self.rng.chance(300) {
+            let c = self.hosts[..self.n]
+                .iter()
+                .filter_map(|h| h.proc.as_ref().and_then(|p| p.agent.coordinator()))
+                .next();
+            if let Some(c) = c {
+                return c as usize - 1;
+            }
+        }
+        self.rng.below(self.n as u64) as usize
+    }
+
     fn chaos_episode(&mut self) {
         self.stats.chaos_episodes += 1;
-        let n = self.hosts.len();
+        let u = self.u;
+        let t = self.timing;
         let nvol = self.vols.len();
-        let start = self.t + SEC;
-        let len = self.rng.range(10 * SEC, 30 * SEC);
+        let start = self.t + u;
+        let len = self.rng.range(10 * u, 30 * u);
         let k = self.rng.range(2, 10);
         self.log(format!("episode: chaos for {} ms, {k} faults", len / MS));
+        let mut weights = [10, 8, 6, 5, 6, 8, 8, 5, 5, 8, 3, 3, 3, 3, 5, 4, 4, 3, 3, 4, 2, 3, 4];
+        match self.o.focus {
+            Focus::Suspend => weights[14] = 60,
+            Focus::StopOnClose => weights[5] = 40,
+            Focus::None => {}
+        }
         for _ in 0..k {
             let at = start + self.rng.below(len);
-            let h = self.rng.below(n as u64) as usize;
+            let h = self.pick_host();
             let v = self.rng.below(nvol as u64) as usize;
-            match self.rng.weighted(&[10, 8, 6, 5, 6, 8, 8, 5, 5, 8, 3, 3, 3, 3]) {
+            match self.rng.weighted(&weights) {
                 0 => {
-                    let d = self.rng.range(500 * MS, 8 * SEC);
+                    let d = self.rng.range(u / 2, 8 * u);
                     self.link_window(h, v, at, d, WinKind::Stall);
                 }
                 1 => {
-                    let d = self.rng.range(200 * MS, 5 * SEC);
+                    let d = self.rng.range(u / 5, 5 * u);
                     self.link_window(h, v, at, d, WinKind::Eio);
                 }
                 2 => {
-                    let d = self.rng.range(SEC, 10 * SEC);
-                    let extra = self.rng.range(200 * MS, 2500 * MS);
+                    let d = self.rng.range(u, 10 * u);
+                    let extra = self.rng.range(u / 5, 5 * u / 2);
                     self.link_window(h, v, at, d, WinKind::Slow(extra));
                 }
                 3 => {
-                    let d = self.rng.range(SEC, 6 * SEC);
+                    let d = self.rng.range(u, 6 * u);
                     self.link_window(h, v, at, d, WinKind::Torn);
                 }
                 4 => {
-                    let d = self.rng.range(200 * MS, 10 * SEC);
+                    let d = self.rng.range(u / 5, 10 * u);
                     let kind = if self.rng.chance(500) { WinKind::Stall } else { WinKind::Eio };
                     self.vol_win[v].push(Window { start: at, end: at + d, kind });
                     self.at(
@@ -2190,20 +3147,19 @@ impl World {
                     );
                 }
                 5 => {
-                    let restart_after =
-                        self.rng.chance(700).then(|| self.rng.range(200 * MS, 5 * SEC));
+                    let restart_after = self.rng.chance(700).then(|| self.rng.range(u / 5, 5 * u));
                     self.chaos_at(at, Ev::Fault(Fault::Crash { h, restart_after }));
                 }
                 6 => {
-                    let dur = Some(self.rng.range(200 * MS, 6 * SEC));
+                    let dur = Some(self.rng.range(u / 5, 6 * u));
                     self.chaos_at(at, Ev::Fault(Fault::Pause { h, dur }));
                 }
                 7 => {
-                    let restart_after = self.rng.range(SEC, 10 * SEC);
+                    let restart_after = self.rng.range(u, 10 * u);
                     self.chaos_at(at, Ev::Fault(Fault::Stop { h, restart_after }));
                 }
                 8 => {
-                    let on_after = self.rng.chance(800).then(|| self.rng.range(2 * SEC, 20 * SEC));
+                    let on_after = self.rng.chance(800).then(|| self.rng.range(2 * u, 20 * u));
                     self.chaos_at(at, Ev::Fault(Fault::PowerLoss { h, on_after }));
                 }
                 9 => {
@@ -2218,7 +3174,7 @@ impl World {
                             Command::ConfirmOff,
                         ][self.rng.weighted(&[30, 10, 25, 15, 20])];
                         self.chaos_at(tt, Ev::Fault(Fault::Mailbox { h, cmd }));
-                        tt += self.rng.range(300 * MS, 5 * SEC);
+                        tt += self.rng.range(3 * u / 10, 5 * u);
                     }
                 }
                 10 => {
@@ -2235,35 +3191,103 @@ impl World {
                 11 => {
                     // A pause, then the stopped agent is killed and restarted (its lease may
                     // have expired meanwhile: S3 across restarts).
-                    let dur = Some(self.rng.range(2 * SEC, 8 * SEC));
+                    let dur = Some(self.rng.range(2 * u, 8 * u));
                     self.chaos_at(at, Ev::Fault(Fault::Pause { h, dur }));
-                    let restart_after = Some(self.rng.range(100 * MS, 2 * SEC));
-                    let c = at + self.rng.range(500 * MS, 7 * SEC);
+                    let restart_after = Some(self.rng.range(u / 10, 2 * u));
+                    let c = at + self.rng.range(u / 2, 7 * u);
                     self.chaos_at(c, Ev::Fault(Fault::Crash { h, restart_after }));
                 }
                 12 => {
                     // A fence request, and the agent is killed and restarted right after it
                     // obeyed: the restarted agent must find the doomed marker (S3).
                     self.chaos_at(at, Ev::Fault(Fault::Mailbox { h, cmd: Command::Reset }));
-                    let restart_after = Some(self.rng.range(50 * MS, 800 * MS));
-                    let c = at + self.rng.range(0, 1500 * MS);
+                    let restart_after = Some(self.rng.range(u / 20, 8 * u / 10));
+                    let c = at + self.rng.range(0, 3 * u / 2);
                     self.chaos_at(c, Ev::Fault(Fault::Crash { h, restart_after }));
                 }
-                _ => {
+                13 => {
                     // The host loses every volume (its lease expires), and its agent is killed
                     // and restarted around the expiry.
-                    let d = self.rng.range(4 * SEC, 10 * SEC);
+                    let d = self.rng.range(4 * u, 10 * u).max(t.lease_timeout_ms * MS + u);
                     for v in 0..nvol {
                         self.link_window(h, v, at, d, WinKind::Stall);
                     }
-                    let lease = self.timing.lease_timeout_ms * MS;
-                    let c = at + lease.saturating_sub(self.rng.range(0, 1500 * MS));
-                    let restart_after = Some(self.rng.range(50 * MS, 1500 * MS));
+                    let lease = t.lease_timeout_ms * MS;
+                    let c = at + lease.saturating_sub(self.rng.range(0, 3 * u / 2));
+                    let restart_after = Some(self.rng.range(u / 20, 3 * u / 2));
                     self.chaos_at(c, Ev::Fault(Fault::Crash { h, restart_after }));
+                }
+                14 => {
+                    // Suspend: short (below suspect_after), around the lease, or longer than
+                    // dead_after.
+                    let dur = match self.rng.below(3) {
+                        0 => self.rng.range(u / 5, t.suspect_after_ms * MS),
+                        1 => {
+                            self.rng.range(t.lease_timeout_ms * MS / 2, 2 * t.lease_timeout_ms * MS)
+                        }
+                        _ => self.rng.range(t.dead_after_ms() * MS, 2 * t.dead_after_ms() * MS),
+                    };
+                    self.chaos_at(at, Ev::Fault(Fault::Suspend { h, dur }));
+                }
+                15 => {
+                    // SIGSTOP just under suspect_after (HEALTHY: the gap between landings is
+                    // this plus up to one interval).
+                    let s = t.suspect_after_ms * MS;
+                    let dur = Some(
+                        self.rng
+                            .range(s.saturating_sub(16 * u / 10), s.saturating_sub(6 * u / 10))
+                            .max(u / 10),
+                    );
+                    self.chaos_at(at, Ev::Fault(Fault::Pause { h, dur }));
+                }
+                16 => {
+                    // Stopped near the end of its lease (storage gone), then killed within
+                    // watchdog_timeout: the kernel's ping on close postpones the reset.
+                    let lease = t.lease_timeout_ms * MS;
+                    for v in 0..nvol {
+                        self.link_window(h, v, at, lease + 4 * u, WinKind::Stall);
+                    }
+                    let p = at + lease.saturating_sub(self.rng.range(u / 10, u));
+                    self.chaos_at(p, Ev::Fault(Fault::Pause { h, dur: None }));
+                    let wd = t.watchdog_timeout_ms * MS;
+                    let c = p + self.rng.range(wd / 2, wd.saturating_sub(10 * MS));
+                    let restart_after = self.rng.chance(500).then(|| self.rng.range(u / 10, u));
+                    self.chaos_at(c, Ev::Fault(Fault::Crash { h, restart_after }));
+                }
+                17 => {
+                    let confirm_after = self.rng.range(u / 2, 3 * u);
+                    self.chaos_at(at, Ev::Fault(Fault::OperatorOff { h, confirm_after }));
+                }
+                18 => {
+                    // A volume that returns old content for a while (a stale replica).
+                    let d = self.rng.range(2 * u, 10 * u);
+                    let lag = self.rng.range(u / 2, MAX_LAG * u);
+                    self.lag_win[v].push((at, at + d, lag));
+                    self.at(
+                        at,
+                        Ev::Note(format!(
+                            "fault: volume {v} returns content {} ms old until t={}",
+                            lag / MS,
+                            fmt_t(at + d)
+                        )),
+                    );
+                }
+                19 => {
+                    let clean = self.rng.chance(500);
+                    self.chaos_at(at, Ev::Fault(Fault::Reboot { h, clean }));
+                }
+                20 => self.chaos_at(at, Ev::Fault(Fault::Twin { h })),
+                21 => self.chaos_at(at, Ev::Fault(Fault::Forge { h, v })),
+                _ => {
+                    // Restart without reboot of the coordinator (or the only eligible host).
+                    let restart_after = Some(self.rng.range(u / 10, 3 * u));
+                    let h = self.hosts[..self.n].iter().position(|x| x.eligible).unwrap_or(h);
+                    let h = if self.rng.chance(500) { self.pick_host() } else { h };
+                    self.chaos_at(at, Ev::Fault(Fault::Crash { h, restart_after }));
                 }
             }
         }
-        let next = start + len + self.rng.range(2 * SEC, 5 * SEC);
+        let next = start + len + self.rng.range(2 * u, 5 * u);
         self.at(next, Ev::Episode { attempt: 0 });
     }
 
