@@ -1821,6 +1821,18 @@ impl World {
                 // Judged by S1-RESUME: it must never act again.
                 return;
             }
+            let doomed_since_resume = host.boots[pb].resumed_ms.is_some()
+                && host.proc.as_ref().is_some_and(|p| {
+                    p.inc == inc && matches!(p.agent.phase(), Phase::Doomed { .. })
+                });
+            if doomed_since_resume {
+                // Judged on evidence from before its suspend and reached right after the resume,
+                // while its own self-fence runs (or, with sysrq broken, its watchdog's remaining
+                // time): the same S1-RESUME rules apply (design.md, known limits).
+                self.hosts[ph].boots[pb].fenced_while_suspended.push(inc);
+                self.count("fenced verdict about a host doomed since its resume (S1-RESUME)");
+                return;
+            }
             if host.boots[pb].suspended.is_some() {
                 // Frozen, it runs no VM: acceptable if it never acts after resuming.
                 self.hosts[ph].boots[pb].fenced_while_suspended.push(inc);

@@ -263,6 +263,8 @@ const PET_EVERY_MS: u64 = 500;
 /// period before the lease end, fires at the lease end, and the agent's own reset (with its
 /// marker and the configured action) should come first.
 const DOOM_LEAD_MS: u64 = 200;
+/// The last pet under a lease comes this long before the latest instant allowed.
+const LAST_PET_EARLY_MS: u64 = 50;
 /// Incarnations remembered per peer (restarts within the time a volume may lag).
 const SEEN_INCARNATIONS: usize = 8;
 /// Nonces remembered per mailbox.
