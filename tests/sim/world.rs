@@ -1173,6 +1173,12 @@ impl World {
     }
 
     fn new_boot(&mut self, h: usize) {
+        // A new boot ends every earlier one (a reboot path that forgot to say so must not
+        // leave an old boot "alive" for the checker).
+        let t = self.t;
+        for b in &mut self.hosts[h].boots {
+            b.dead_at.get_or_insert(t);
+        }
         let mut boot_id = [0u8; 16];
         boot_id[..8].copy_from_slice(&self.rng.next_u64().to_le_bytes());
         boot_id[8..].copy_from_slice(&self.rng.next_u64().to_le_bytes());
@@ -1476,7 +1482,11 @@ impl World {
                 None
             }
             Action::ArmWatchdog => {
-                self.check_pet(h, now, "ArmWatchdog (opening the device pings it)");
+                // A device that stops on close is closed again at once: nothing keeps running,
+                // so no pending reset can be extended (S3 is about a running timer).
+                if !(self.hosts[h].wd_stops_on_close && !self.o.arm_stop_on_close) {
+                    self.check_pet(h, now, "ArmWatchdog (opening the device pings it)");
+                }
                 let broken = self.hosts[h].proc.as_ref().is_some_and(|p| p.broken_watchdog);
                 if broken {
                     self.hlog(h, "ArmWatchdog: device busy".into());
@@ -1800,6 +1810,16 @@ impl World {
             }
             return;
         };
+        if ph >= self.n && matches!(method, FenceMethodKind::Ipmi | FenceMethodKind::Agent) {
+            // A misconfigured twin machine has no BMC of its own: the BMC of its host id
+            // powers off the original machine. The operator's S6 breach, not the core's
+            // judgement (the core's part is detecting the collision: COLLISION-DETECT).
+            if !self.first_fenced.contains_key(&inc) {
+                self.first_fenced.insert(inc, self.t);
+                self.count("BMC verdict about a twin's incarnation (the original was powered off)");
+            }
+            return;
+        }
         let host = &self.hosts[ph];
         if host.id != peer {
             self.violate(

@@ -71,8 +71,7 @@ impl Agent {
     /// When the last pet under the current lease is due: a little before the latest instant
     /// allowed, so a wake-up a few ms late still makes it.
     pub(super) fn last_pet_at(&self) -> Option<u64> {
-        self.lease_expiry()
-            .and_then(|e| e.checked_sub(self.own_watchdog_ms() + LAST_PET_EARLY_MS))
+        self.lease_expiry().and_then(|e| e.checked_sub(self.own_watchdog_ms() + LAST_PET_EARLY_MS))
     }
 
     /// The lease is gone: never pet again, mark the boot, reset the host (S3).

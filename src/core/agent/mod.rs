@@ -218,8 +218,9 @@ struct Peer {
     status: Option<PeerStatus>,
     /// Value at which an operator cleared the peer.
     cleared_at: Option<(u64, u64)>,
-    /// Highest sequence number seen of each recent incarnation, and when it was first seen.
-    seen: VecDeque<(u64, u64, u64)>,
+    /// Per recent incarnation: highest sequence number seen, and the sequence number and local
+    /// time of its first sighting.
+    seen: VecDeque<(u64, u64, u64, u64)>,
     /// When this peer last became suspect.
     suspect_since: Option<u64>,
 }

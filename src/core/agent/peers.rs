@@ -43,9 +43,9 @@ impl Agent {
             // one if it continues the sequence (a restart does) or if the current one has
             // stopped (a restart that could not read its old block starts again at 1).
             let stopped = now_mono.saturating_sub(peer.last_change) >= 2 * interval;
-            let known = peer.seen.iter().find(|(i, _, _)| *i == r.incarnation).copied();
+            let known = peer.seen.iter().find(|e| e.0 == r.incarnation).copied();
             let newer = match known {
-                Some((_, seq, _)) => r.seq > seq,
+                Some((_, seq, _, _)) => r.seq > seq,
                 None => peer.record.as_ref().is_none_or(|p| r.seq > p.seq || stopped),
             };
             peer.last[v] = Some(value);
@@ -55,21 +55,23 @@ impl Agent {
             // A writer advances its sequence at most once per cycle, and cycles are at least
             // min(interval, retry pause) apart (a few more for early publishes): a jump that
             // time cannot explain is a forged or corrupted record, and taking it for progress
-            // would make the host's real writes look old (S1).
-            if let Some((_, seq, at)) = known {
-                let allowed = 8 + 4 * now_mono.saturating_sub(at) / min_write_gap;
-                if r.seq - seq > allowed {
+            // would make the host's real writes look old (S1). Counted from the first sighting
+            // of the incarnation, so values a lagging volume shows late do not look like jumps.
+            if let Some((_, seq, first_seq, first_at)) = known {
+                // Every volume retries on its own after a failure: up to 3 writes per gap.
+                let allowed = 16 + 8 * now_mono.saturating_sub(first_at) / min_write_gap;
+                if r.seq - first_seq > allowed {
                     impossible.push((id, seq, r.seq));
                     continue;
                 }
             }
-            match peer.seen.iter_mut().find(|(i, _, _)| *i == r.incarnation) {
-                Some(e) => *e = (r.incarnation, r.seq, now_mono),
+            match peer.seen.iter_mut().find(|e| e.0 == r.incarnation) {
+                Some(e) => e.1 = r.seq,
                 None => {
                     if peer.seen.len() >= SEEN_INCARNATIONS {
                         peer.seen.pop_front();
                     }
-                    peer.seen.push_back((r.incarnation, r.seq, now_mono));
+                    peer.seen.push_back((r.incarnation, r.seq, r.seq, now_mono));
                 }
             }
             peer.last_change = finished;
