@@ -1484,7 +1484,7 @@ impl World {
             Action::ArmWatchdog => {
                 // A device that stops on close is closed again at once: nothing keeps running,
                 // so no pending reset can be extended (S3 is about a running timer).
-                if !(self.hosts[h].wd_stops_on_close && !self.o.arm_stop_on_close) {
+                if !self.hosts[h].wd_stops_on_close || self.o.arm_stop_on_close {
                     self.check_pet(h, now, "ArmWatchdog (opening the device pings it)");
                 }
                 let broken = self.hosts[h].proc.as_ref().is_some_and(|p| p.broken_watchdog);
