@@ -111,7 +111,7 @@ const ENFORCED_RULES: &[&str] =
 /// Rules of the new fault model whose findings on the current core are still open (issue 10
 /// stays open for them; tests/sim/FINDINGS.md lists the seeds). The default run traces their
 /// violations as "(ignored)" and goes on checking the enforced rules; `SIM_ALL_RULES=1`
-/// (and `tests/sim-soak --all-rules`) counts them too.
+/// (also `SIM_ALL_RULES=1 tests/sim-soak`) counts them too.
 const OPEN_RULES: &[&str] = &["VERDICTS", "COLLISION", "COLLISION-DETECT", "HEALTHY"];
 
 fn options(seed: u64) -> Options {
