@@ -99,6 +99,7 @@ fn heartbeat(id: u32, cluster: [u8; 16]) -> Heartbeat {
                 method: FenceMethodKind::Ipmi,
                 incarnation: 4_000_000_000 + u64::from(i),
                 wall_ms: 1_760_000_000_000,
+                seq: 77,
             })
             .collect();
     }
@@ -116,6 +117,7 @@ fn heartbeat(id: u32, cluster: [u8; 16]) -> Heartbeat {
         ack_nonce: u64::from(id) * 31,
         coordinator: 1,
         verdict_gen: 12,
+        verdict_author: 1,
         name: format!("kvm-{id:04}.rack{:02}.example.net", id / 40),
         verdicts,
     }

@@ -152,6 +152,7 @@ mod readers {
             ack_nonce: 0,
             coordinator: 1,
             verdict_gen: 0,
+            verdict_author: 0,
             name: format!("host{id}"),
             verdicts: vec![],
         }
@@ -162,6 +163,7 @@ mod readers {
         let mut r = record(v, 1, 11, seq);
         r.caps |= caps::COORDINATOR | caps::COORDINATOR_ELIGIBLE;
         r.verdict_gen = gen;
+        r.verdict_author = 1;
         r.verdicts = verdicts;
         r
     }
@@ -173,6 +175,7 @@ mod readers {
             method: FenceMethodKind::Ipmi,
             incarnation,
             wall_ms: 1_700_000_000_000,
+            seq: 0,
         }
     }
 

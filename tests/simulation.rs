@@ -64,7 +64,7 @@
 //! second writer, or a forged record in the own block, may cause exit 76), a real second writer
 //! is noticed (COLLISION-DETECT: within 1.5 + 6 intervals + io_timeout at most one of the two
 //! agents still runs), readers of verdict tables (VERDICTS: the table a reader picks from each
-//! read quorum of volumes — highest verdict_gen, lowest id — never loses a `fenced` verdict of a
+//! read quorum of volumes — highest verdict_gen, lowest author, from any block (every host republishes its table) — never loses a `fenced` verdict of a
 //! still-dead incarnation without a clear or rejoin for 3 checks, one per interval, and never
 //! shows a verdict again that every quorum had dropped for 3 checks), liveness of healthy hosts
 //! (HEALTHY: no `host_suspect`, `fence_started`, `fenced` event or StartFence about a host whose

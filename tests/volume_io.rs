@@ -58,6 +58,7 @@ fn heartbeat(id: u32, seq: u64, cluster: [u8; 16]) -> format::Heartbeat {
         ack_nonce: 0,
         coordinator: 0,
         verdict_gen: 0,
+        verdict_author: 0,
         name: format!("h{id}"),
         verdicts: vec![],
     }

@@ -50,8 +50,9 @@ const OFF_COORDINATOR: usize = 96;
 const OFF_VERDICT_GEN: usize = 100;
 const OFF_NAME: usize = 104;
 const OFF_VERDICT_COUNT: usize = 168;
+const OFF_VERDICT_AUTHOR: usize = 172;
 const OFF_VERDICTS: usize = 176;
-const VERDICT_SIZE: usize = 24;
+const VERDICT_SIZE: usize = 32;
 /// How many peers with a verdict one coordinator block can carry.
 pub const MAX_VERDICTS: usize = (CRC_OFFSET - OFF_VERDICTS) / VERDICT_SIZE;
 
@@ -254,6 +255,10 @@ pub struct Verdict {
     pub incarnation: u64,
     /// Wall time of the verdict, for people.
     pub wall_ms: u64,
+    /// The heartbeat sequence number of `incarnation` the verdict was reached on: only a
+    /// record beyond it (and beyond one write that was in flight) contradicts a `fenced`
+    /// verdict; a lagging volume showing an older value late does not.
+    pub seq: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -272,8 +277,12 @@ pub struct Heartbeat {
     /// Whom the writer believes is coordinator (0: none known).
     pub coordinator: u32,
     /// Bumped by a coordinator on every change of its verdict table; a new coordinator
-    /// inherits the table with the highest generation.
+    /// inherits the table with the highest generation. 0: this block carries no table.
     pub verdict_gen: u32,
+    /// The coordinator that wrote generation `verdict_gen` of the table. Every host
+    /// republishes the newest table it holds, so the table outlives its coordinator's block;
+    /// (generation, author) orders tables, the lower author winning a tie.
+    pub verdict_author: u32,
     pub name: String,
     pub verdicts: Vec<Verdict>,
 }
@@ -488,6 +497,7 @@ pub fn encode_heartbeat_into(h: &Heartbeat, b: &mut Block) -> Result<(), EncodeE
     put_u64(b, OFF_ACK_NONCE, h.ack_nonce);
     put_u32(b, OFF_COORDINATOR, h.coordinator);
     put_u32(b, OFF_VERDICT_GEN, h.verdict_gen);
+    put_u32(b, OFF_VERDICT_AUTHOR, h.verdict_author);
     put_name(b, OFF_NAME, &h.name);
     put_u16(b, OFF_VERDICT_COUNT, h.verdicts.len() as u16);
     for (i, v) in h.verdicts.iter().enumerate() {
@@ -497,6 +507,7 @@ pub fn encode_heartbeat_into(h: &Heartbeat, b: &mut Block) -> Result<(), EncodeE
         b[o + 5] = v.method as u8;
         put_u64(b, o + 8, v.incarnation);
         put_u64(b, o + 16, v.wall_ms);
+        put_u64(b, o + 24, v.seq);
     }
     seal(b);
     Ok(())
@@ -599,6 +610,7 @@ fn decode_heartbeat(b: &[u8], cluster: ClusterId, host_id: u32) -> Decoded {
             method,
             incarnation: get_u64(b, o + 8),
             wall_ms: get_u64(b, o + 16),
+            seq: get_u64(b, o + 24),
         });
     }
     Decoded::Heartbeat(Heartbeat {
@@ -615,6 +627,7 @@ fn decode_heartbeat(b: &[u8], cluster: ClusterId, host_id: u32) -> Decoded {
         ack_nonce: get_u64(b, OFF_ACK_NONCE),
         coordinator: get_u32(b, OFF_COORDINATOR),
         verdict_gen: get_u32(b, OFF_VERDICT_GEN),
+        verdict_author: get_u32(b, OFF_VERDICT_AUTHOR),
         name: get_name(b, OFF_NAME),
         verdicts,
     })
@@ -679,6 +692,7 @@ mod tests {
             ack_nonce: 17,
             coordinator: 1,
             verdict_gen: 4,
+            verdict_author: 3,
             name: "kvm03".into(),
             verdicts: vec![Verdict {
                 host_id: 2,
@@ -686,6 +700,7 @@ mod tests {
                 method: FenceMethodKind::Ipmi,
                 incarnation: 5,
                 wall_ms: 99,
+                seq: 7,
             }],
         }
     }
@@ -694,8 +709,10 @@ mod tests {
     fn layout_fits_in_one_block() {
         const { assert!(OFF_CREATED_BY + NAME_LEN <= CRC_OFFSET) };
         assert_eq!(OFF_NAME + NAME_LEN, OFF_VERDICT_COUNT);
+        const { assert!(OFF_VERDICT_COUNT + 2 <= OFF_VERDICT_AUTHOR) };
+        const { assert!(OFF_VERDICT_AUTHOR + 4 <= OFF_VERDICTS) };
         const { assert!(OFF_SENDER_NAME + NAME_LEN <= CRC_OFFSET) };
-        assert_eq!(MAX_VERDICTS, 163);
+        assert_eq!(MAX_VERDICTS, 122);
     }
 
     #[test]
@@ -774,13 +791,14 @@ mod tests {
     }
 
     fn arb_verdict() -> impl Strategy<Value = Verdict> {
-        (1u32..=2000, 1u8..=3, 0u8..=5, any::<u64>(), any::<u64>()).prop_map(
-            |(host_id, k, m, incarnation, wall_ms)| Verdict {
+        (1u32..=2000, 1u8..=3, 0u8..=5, any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+            |(host_id, k, m, incarnation, wall_ms, seq)| Verdict {
                 host_id,
                 kind: VerdictKind::from_u8(k).unwrap(),
                 method: FenceMethodKind::from_u8(m).unwrap(),
                 incarnation,
                 wall_ms,
+                seq,
             },
         )
     }
@@ -822,13 +840,15 @@ mod tests {
             cluster in any::<[u8; 16]>(), host_id in 1u32..=2000, incarnation in any::<u64>(),
             seq in any::<u64>(), wall in any::<u64>(), mono in any::<u64>(),
             boot in any::<[u8; 16]>(), state in 1u8..=4, wd in any::<u16>(), caps_bits in 0u32..16,
-            ack in any::<u64>(), coord in any::<u32>(), gen in any::<u32>(), name in arb_name(),
+            ack in any::<u64>(), coord in any::<u32>(), gen in any::<u32>(), author in any::<u32>(),
+            name in arb_name(),
             verdicts in proptest::collection::vec(arb_verdict(), 0..=MAX_VERDICTS)
         ) {
             let h = Heartbeat {
                 cluster, host_id, incarnation, seq, wall_ms: wall, mono_ms: mono, boot_id: boot,
                 state: HostState::from_u8(state).unwrap(), watchdog_timeout_s: wd, caps: caps_bits,
-                ack_nonce: ack, coordinator: coord, verdict_gen: gen, name, verdicts,
+                ack_nonce: ack, coordinator: coord, verdict_gen: gen, verdict_author: author, name,
+                verdicts,
             };
             prop_assert_eq!(decode(&encode_heartbeat(&h).unwrap()), Decoded::Heartbeat(h));
         }

@@ -62,29 +62,25 @@ pub fn decode_view(raw: &[u8], geo: Geometry, cluster: &ClusterId) -> VolumeView
     view
 }
 
-/// The cluster's verdicts as written on the volume: the table of the coordinator block with
-/// the highest generation (ties: lowest id). Returns (that coordinator, its verdicts).
+/// The cluster's verdicts as written on the volume: the newest table any block carries
+/// (see [`table_order`]). Returns (its author, its verdicts).
 pub fn cluster_verdicts(view: &VolumeView) -> (Option<u32>, Vec<super::format::Verdict>) {
-    match newest_coordinator_record(view, None) {
-        Some(r) => (Some(r.host_id), r.verdicts.clone()),
+    match newest_table_record(view, None) {
+        Some(r) => (Some(r.verdict_author), r.verdicts.clone()),
         None => (None, Vec::new()),
     }
 }
 
-/// The coordinator-flagged record with the highest verdict generation (ties: lowest id),
-/// leaving out host `except` (an agent does not inherit from its own block).
-pub fn newest_coordinator_record(view: &VolumeView, except: Option<u32>) -> Option<&Heartbeat> {
+/// The record carrying the newest verdict table (generation 0 carries none), leaving out
+/// host `except` (an agent does not adopt from its own block).
+pub fn newest_table_record(view: &VolumeView, except: Option<u32>) -> Option<&Heartbeat> {
     view.slots
         .iter()
         .filter_map(|s| match s {
-            Slot::Record(r)
-                if r.caps & super::format::caps::COORDINATOR != 0 && Some(r.host_id) != except =>
-            {
-                Some(r)
-            }
+            Slot::Record(r) if r.verdict_gen > 0 && Some(r.host_id) != except => Some(r),
             _ => None,
         })
-        .max_by_key(|r| (r.verdict_gen, std::cmp::Reverse(r.host_id)))
+        .max_by_key(|r| table_order(r))
 }
 
 /// The verdict that applies to host `id` now: only one about its current incarnation counts
@@ -103,8 +99,9 @@ pub struct MergedView {
     /// volume holds a block for it but none a valid record (torn for good is no news, S5);
     /// `Empty` when every read showed it empty.
     pub slots: Vec<Slot>,
-    /// The verdict table: the coordinator-flagged record with the highest verdict generation
-    /// on any volume (ties: lower host id). A lagging volume never wins over a newer one.
+    /// The verdict table: the record carrying the newest table on any volume
+    /// ([`table_order`]). A lagging volume never wins over a newer one, and the table outlives
+    /// a coordinator that stepped down or whose block is torn: every host republishes it.
     pub table: Option<Heartbeat>,
 }
 
@@ -116,9 +113,10 @@ pub fn newer_record(a: &Heartbeat, b: &Heartbeat) -> bool {
     a.seq > b.seq
 }
 
-/// The order of verdict tables: generation, then the lower host id.
-fn table_order(r: &Heartbeat) -> (u32, std::cmp::Reverse<u32>) {
-    (r.verdict_gen, std::cmp::Reverse(r.host_id))
+/// The order of verdict tables: generation, then the lower author. Only coordinators write
+/// new generations; everyone else republishes the newest one it read, unchanged.
+pub fn table_order(r: &Heartbeat) -> (u32, std::cmp::Reverse<u32>) {
+    (r.verdict_gen, std::cmp::Reverse(r.verdict_author))
 }
 
 /// Merges the views of several reads (of several volumes, and retries of one volume): per
@@ -137,9 +135,7 @@ pub fn merge_views(views: &[VolumeView]) -> MergedView {
                 _ => {}
             }
             if let Slot::Record(r) = slot {
-                if r.caps & format::caps::COORDINATOR != 0
-                    && table.is_none_or(|t| table_order(r) > table_order(t))
-                {
+                if r.verdict_gen > 0 && table.is_none_or(|t| table_order(r) > table_order(t)) {
                     table = Some(r);
                 }
             }
@@ -165,9 +161,13 @@ impl MergedView {
             _ => None,
         })
     }
-    /// The coordinator whose table is used.
+    /// The host acting as coordinator: the coordinator-flagged record with the newest table
+    /// (none while a successor has not taken over).
     pub fn coordinator(&self) -> Option<u32> {
-        self.table.as_ref().map(|t| t.host_id)
+        self.records()
+            .filter(|r| r.caps & format::caps::COORDINATOR != 0)
+            .max_by_key(|r| table_order(r))
+            .map(|r| r.host_id)
     }
     pub fn verdicts(&self) -> &[format::Verdict] {
         self.table.as_ref().map_or(&[], |t| &t.verdicts)
@@ -206,6 +206,7 @@ mod merge_tests {
             ack_nonce: 0,
             coordinator: 0,
             verdict_gen: 0,
+            verdict_author: 0,
             name: format!("host{id}"),
             verdicts: vec![],
         }
@@ -215,6 +216,7 @@ mod merge_tests {
         Heartbeat {
             caps: caps::COORDINATOR,
             verdict_gen: gen,
+            verdict_author: id,
             verdicts,
             ..hb(id, 100 + id as u64, seq)
         }
@@ -227,6 +229,7 @@ mod merge_tests {
             method: FenceMethodKind::Ipmi,
             incarnation,
             wall_ms: 0,
+            seq: 0,
         }
     }
 
@@ -275,6 +278,27 @@ mod merge_tests {
             Slot::Record(coordinator(2, 5, 4, vec![fenced(3, 1)])),
         ]);
         assert_eq!(merge_views(&[tie]).coordinator(), Some(1));
+    }
+
+    #[test]
+    fn the_table_outlives_a_coordinator_that_stepped_down() {
+        // Host 1 wrote generation 6 with a fenced verdict, then stepped down (no flag), and
+        // an older coordinator block (host 3, generation 2) is still on the volume: the
+        // replicas of generation 6 win, whoever carries them.
+        let stepped_down = Heartbeat { caps: 0, ..coordinator(1, 60, 6, vec![fenced(2, 22)]) };
+        let mirror = Heartbeat { verdict_author: 1, ..hb(4, 40, 30) };
+        let mirror = Heartbeat { verdict_gen: 6, verdicts: vec![fenced(2, 22)], ..mirror };
+        let old = coordinator(3, 10, 2, vec![]);
+        for slots in [
+            vec![Slot::Record(stepped_down.clone()), Slot::NoNews, Slot::Record(old.clone())],
+            vec![Slot::NoNews, Slot::NoNews, Slot::Record(old.clone()), Slot::Record(mirror)],
+        ] {
+            let m = merge_views(&[view(slots)]);
+            assert_eq!(m.table.as_ref().map(|t| (t.verdict_gen, t.verdict_author)), Some((6, 1)));
+            assert_eq!(m.current_verdict(2).map(|v| v.kind), Some(VerdictKind::Fenced));
+            // Nobody acts as coordinator but the old block's writer.
+            assert_eq!(m.coordinator(), Some(3));
+        }
     }
 
     #[test]

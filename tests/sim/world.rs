@@ -531,9 +531,9 @@ struct BlipWatch {
 const TRACE_RING: usize = 4000;
 const TICK_MS: u64 = 100;
 
-/// A coordinator-flagged record on a volume: (verdict_gen, host id, its `fenced` verdicts).
+/// The newest table on a volume: (verdict_gen, author, its `fenced` verdicts).
 type CoordTable = (u32, u32, Vec<(u32, u64)>);
-/// What a reader of one read quorum picks: (volumes, (gen, coordinator), `fenced` verdicts).
+/// What a reader of one read quorum picks: (volumes, (gen, author), `fenced` verdicts).
 type QuorumTable = (Vec<usize>, Option<(u32, u32)>, HashSet<(u32, u64)>);
 
 /// Budget of host ticks per seed (the main cost of a seed).
@@ -1453,12 +1453,13 @@ impl World {
                 self.stats.io_cycles += 1;
                 let desc = match &write {
                     Some(r) => format!(
-                        " write seq {} {} caps {:?} coord {} gen {} verdicts {}",
+                        " write seq {} {} caps {:?} coord {} gen {}/{} verdicts {}",
                         r.seq,
                         r.state.as_str(),
                         format::caps::names(r.caps),
                         r.coordinator,
                         r.verdict_gen,
+                        r.verdict_author,
                         r.verdicts
                             .iter()
                             .map(|v| format!(
@@ -2694,8 +2695,8 @@ impl World {
     // ----- readers of the verdict tables (VERDICTS) -----
 
     /// What `check`/`status` would take from each read quorum of volumes right now: per volume
-    /// the coordinator-flagged record with the highest (verdict_gen, lowest id), then the
-    /// highest of those. A `fenced` verdict every quorum showed must not go missing from a
+    /// the record carrying the highest (verdict_gen, lowest author) table, then the highest of
+    /// those. A `fenced` verdict every quorum showed must not go missing from a
     /// quorum's table (for more than a torn block's interval) while its boot is dead, nobody
     /// cleared it and the host did not rejoin; a verdict withdrawn from every quorum must not
     /// come back.
@@ -2710,8 +2711,7 @@ impl World {
                             self.vols[v].current(self.geo.heartbeat_block(id) as usize),
                         ) {
                             format::Decoded::Heartbeat(hb)
-                                if hb.cluster == self.cluster
-                                    && hb.caps & format::caps::COORDINATOR != 0 =>
+                                if hb.cluster == self.cluster && hb.verdict_gen > 0 =>
                             {
                                 let fenced = hb
                                     .verdicts
@@ -2719,7 +2719,7 @@ impl World {
                                     .filter(|v| v.kind == VerdictKind::Fenced)
                                     .map(|v| (v.host_id, v.incarnation))
                                     .collect();
-                                Some((hb.verdict_gen, hb.host_id, fenced))
+                                Some((hb.verdict_gen, hb.verdict_author, fenced))
                             }
                             _ => None,
                         }
@@ -2755,8 +2755,7 @@ impl World {
             let Some(rv) = self.reader.get(&(id, inc)).copied() else { continue };
             if let Some(gone) = rv.gone {
                 let cleared = self.op_cmd_at.get(&id).is_some_and(|&c| c >= gone);
-                let rejoined =
-                    self.inc_changed.get(&id).is_some_and(|&(i, at)| i != inc && at >= rv.since);
+                let rejoined = self.inc_changed.get(&id).is_some_and(|&(i, _)| i != inc);
                 if rejoined && !cleared {
                     self.count("reader: a withdrawn verdict about an old incarnation is back (host rejoined)");
                 } else if !cleared {
@@ -2767,7 +2766,7 @@ impl World {
                         .collect();
                     self.violate(
                         "VERDICTS",
-                        format!("the withdrawn fenced verdict about host {id} incarnation {inc} (gone from every read quorum since t={}) is back in the table a reader picks from volumes {q:?} (gen, coordinator)", fmt_t(gone)),
+                        format!("the withdrawn fenced verdict about host {id} incarnation {inc} (gone from every read quorum since t={}) is back in the table a reader picks from volumes {q:?} (gen, author)", fmt_t(gone)),
                     );
                     return;
                 }
@@ -2790,8 +2789,9 @@ impl World {
             let dead =
                 self.incs.get(&inc).is_some_and(|&(h, b)| self.hosts[h].boots[b].dead_at.is_some());
             let cleared = self.op_cmd_at.get(&id).is_some_and(|&c| c >= rv.since);
-            let rejoined =
-                self.inc_changed.get(&id).is_some_and(|&(i, at)| i != inc && at >= rv.since);
+            // Whenever it rejoined: a coordinator that had not read the new incarnation yet
+            // may publish the verdict after the rejoin, and rightly drops it once it has.
+            let rejoined = self.inc_changed.get(&id).is_some_and(|&(i, _)| i != inc);
             let missing = rv.missing + 1;
             if dead && !cleared && !rejoined && missing >= 3 {
                 let q: Vec<_> = tables
@@ -2801,7 +2801,7 @@ impl World {
                     .collect();
                 self.violate(
                     "VERDICTS",
-                    format!("the fenced verdict about host {id} incarnation {inc} (still dead, not cleared, not rejoined; shown by every read quorum since t={}) is missing from the table a reader picks from volumes {q:?} (gen, coordinator) for {missing} checks", fmt_t(rv.since)),
+                    format!("the fenced verdict about host {id} incarnation {inc} (still dead, not cleared, not rejoined; shown by every read quorum since t={}) is missing from the table a reader picks from volumes {q:?} (gen, author) for {missing} checks", fmt_t(rv.since)),
                 );
                 return;
             }

@@ -4,19 +4,27 @@
 use super::*;
 
 impl Agent {
-    /// A host that starts adopts the verdict table with the highest generation on the volume,
-    /// its own block included: the only eligible coordinator restarting continues its table.
+    /// A host that starts adopts the newest verdict table on the volume, its own block
+    /// included: the only eligible coordinator restarting continues its table.
     pub(super) fn inherit_verdicts(&mut self, view: &VolumeView) {
         self.inherited = true;
-        if let Some(r) = newest_coordinator_record(view, None) {
+        if let Some(r) = newest_table_record(view, None) {
             self.adopt_verdicts(r);
         }
     }
 
-    pub(super) fn adopt_verdicts(&mut self, coordinator: &Heartbeat) {
-        self.verdicts = coordinator.verdicts.iter().map(|v| (v.host_id, *v)).collect();
-        self.verdict_gen = coordinator.verdict_gen;
-        self.max_gen_seen = self.max_gen_seen.max(coordinator.verdict_gen);
+    pub(super) fn adopt_verdicts(&mut self, table: &Heartbeat) {
+        self.verdicts = table.verdicts.iter().map(|v| (v.host_id, *v)).collect();
+        self.verdict_gen = table.verdict_gen;
+        self.verdict_author = table.verdict_author;
+        self.set_mirror(table);
+    }
+
+    fn set_mirror(&mut self, table: &Heartbeat) {
+        self.mirror.clone_from(&table.verdicts);
+        self.mirror_gen = table.verdict_gen;
+        self.mirror_author = table.verdict_author;
+        self.max_gen_seen = self.max_gen_seen.max(table.verdict_gen);
     }
 
     /// Only the coordinator versions its table; elsewhere a change is a local correction that
@@ -24,26 +32,47 @@ impl Agent {
     pub(super) fn table_changed(&mut self) {
         if self.is_coordinator() {
             self.verdict_gen = self.verdict_gen.saturating_add(1);
+            self.verdict_author = self.p.host_id;
         }
     }
 
-    /// Tables are ordered by generation: a non-coordinator adopts only a newer one than it
-    /// holds (a lagging volume's older copy never brings back a withdrawn verdict or drops a
-    /// new one), from whichever block holds it; a coordinator that sees a table as new as its
-    /// own elsewhere (a predecessor's last write it had not read) moves its generation above
-    /// it, so readers never prefer the older table.
+    /// Tables are ordered by (generation, lower author): a non-coordinator adopts only a newer
+    /// one than it holds (a lagging volume's older copy never brings back a withdrawn verdict
+    /// or drops a new one), from whichever block holds it — every host republishes its table,
+    /// so a coordinator that stepped down, left or whose block is torn does not take the
+    /// table with it.
+    ///
+    /// A coordinator that reads another author's table newer than the one it continued from
+    /// (a predecessor's last writes it had not read when it took over, or a second coordinator
+    /// during a change) merges it three ways against that base: each side's changes survive,
+    /// so a `fenced` verdict the other wrote is not lost and a verdict it withdrew does not
+    /// come back; then its generation moves above, so readers never prefer either input.
     pub(super) fn mirror_coordinator(&mut self, view: &VolumeView) {
         if !self.inherited && !matches!(self.phase, Phase::Probing { .. }) {
             self.inherit_verdicts(view);
         }
         let own = self.p.host_id;
-        let Some(r) = newest_coordinator_record(view, Some(own)) else { return };
+        let Some(r) = newest_table_record(view, Some(own)) else { return };
         self.max_gen_seen = self.max_gen_seen.max(r.verdict_gen);
+        let base = (self.mirror_gen, std::cmp::Reverse(self.mirror_author));
         if self.is_coordinator() {
-            if r.verdict_gen >= self.verdict_gen {
-                self.verdict_gen = r.verdict_gen.saturating_add(1);
+            if r.verdict_author == own || table_order(r) <= base {
+                return;
             }
-        } else if r.verdict_gen > self.verdict_gen {
+            let merged = merge_tables(&self.mirror, &self.verdicts, &r.verdicts);
+            let theirs: BTreeMap<u32, Verdict> =
+                r.verdicts.iter().map(|v| (v.host_id, *v)).collect();
+            let changed = merged != self.verdicts;
+            // Readers must not prefer `r` while it lacks our changes; equal contents need no
+            // new generation (two coordinators would otherwise outbid each other forever).
+            let outbid = r.verdict_gen >= self.verdict_gen && merged != theirs;
+            self.verdicts = merged;
+            self.set_mirror(r);
+            if changed || outbid {
+                self.verdict_gen = self.verdict_gen.max(r.verdict_gen).saturating_add(1);
+                self.verdict_author = own;
+            }
+        } else if table_order(r) > base {
             self.adopt_verdicts(r);
         }
     }
@@ -55,7 +84,14 @@ impl Agent {
         method: FenceMethodKind,
         incarnation: u64,
     ) {
-        let v = Verdict { host_id: id, kind, method, incarnation, wall_ms: self.now.wall };
+        // The newest value this host read of that incarnation: what the verdict rests on.
+        let seq = self
+            .peers
+            .get(&id)
+            .and_then(|p| p.record.as_ref())
+            .filter(|r| r.incarnation == incarnation)
+            .map_or(0, |r| r.seq);
+        let v = Verdict { host_id: id, kind, method, incarnation, wall_ms: self.now.wall, seq };
         let changed = self
             .verdicts
             .get(&id)
@@ -96,10 +132,17 @@ impl Agent {
         if best != self.coordinator {
             let was = self.coordinator;
             self.coordinator = best;
-            if best == Some(self.p.host_id) {
+            let own = Some(self.p.host_id);
+            if best == own {
                 // Continue from the newest table seen (our mirror of the last one), with a
                 // generation above every table on the volumes: readers pick the highest.
                 self.verdict_gen = self.verdict_gen.max(self.max_gen_seen).saturating_add(1);
+                self.verdict_author = self.p.host_id;
+            } else if was == own {
+                // Stepping down: keep republishing the last table this host wrote.
+                self.mirror = self.verdicts.values().copied().collect();
+                self.mirror_gen = self.verdict_gen;
+                self.mirror_author = self.verdict_author;
             }
             let detail = format!(
                 "coordinator {} -> {}",
@@ -283,5 +326,86 @@ impl Agent {
                 }
             }
         }
+    }
+}
+
+/// Three-way merge of verdict tables: per host, a side that changed its entry since `base`
+/// wins; when both changed it, `fenced` wins (a true fact about an incarnation, S1), else the
+/// larger entry, so two coordinators merging each other's tables reach the same result.
+fn merge_tables(
+    base: &[Verdict],
+    ours: &BTreeMap<u32, Verdict>,
+    theirs: &[Verdict],
+) -> BTreeMap<u32, Verdict> {
+    let find = |t: &[Verdict], id: u32| t.iter().find(|v| v.host_id == id).copied();
+    let rank = |v: &Option<Verdict>| {
+        v.map(|v| (v.kind == VerdictKind::Fenced, v.kind as u8, v.incarnation, v.method as u8))
+    };
+    let ids: std::collections::BTreeSet<u32> =
+        ours.keys().copied().chain(theirs.iter().map(|v| v.host_id)).collect();
+    let mut out = BTreeMap::new();
+    for id in ids {
+        let (b, o, t) = (find(base, id), ours.get(&id).copied(), find(theirs, id));
+        let pick = if o == b {
+            t
+        } else if t == b || t == o {
+            o
+        } else if rank(&t) > rank(&o) {
+            t
+        } else {
+            o
+        };
+        if let Some(v) = pick {
+            out.insert(id, v);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod merge_tests {
+    use super::*;
+
+    fn v(id: u32, kind: VerdictKind, incarnation: u64) -> Verdict {
+        Verdict {
+            host_id: id,
+            kind,
+            method: FenceMethodKind::Ipmi,
+            incarnation,
+            wall_ms: 0,
+            seq: 0,
+        }
+    }
+
+    fn map(t: &[Verdict]) -> BTreeMap<u32, Verdict> {
+        t.iter().map(|v| (v.host_id, *v)).collect()
+    }
+
+    #[test]
+    fn each_sides_changes_survive_a_merge() {
+        let base = [v(2, VerdictKind::Fencing, 20), v(3, VerdictKind::Fenced, 30)];
+        // We withdrew 3 (it rejoined) and started fencing 4; they fenced 2 and kept 3.
+        let ours = map(&[v(2, VerdictKind::Fencing, 20), v(4, VerdictKind::Fencing, 40)]);
+        let theirs = [v(2, VerdictKind::Fenced, 20), v(3, VerdictKind::Fenced, 30)];
+        let merged = merge_tables(&base, &ours, &theirs);
+        assert_eq!(
+            merged.values().copied().collect::<Vec<_>>(),
+            vec![v(2, VerdictKind::Fenced, 20), v(4, VerdictKind::Fencing, 40)],
+            "their fenced verdict kept, our withdrawal not undone, our new entry kept"
+        );
+        // A withdrawal of theirs is not undone by our unchanged copy either.
+        let merged = merge_tables(&base, &map(&base), &[v(2, VerdictKind::Fencing, 20)]);
+        assert_eq!(merged.values().copied().collect::<Vec<_>>(), vec![base[0]]);
+    }
+
+    #[test]
+    fn conflicting_changes_resolve_the_same_way_on_both_sides() {
+        let base = [v(2, VerdictKind::Fencing, 20)];
+        let a = [v(2, VerdictKind::FenceFailed, 20), v(5, VerdictKind::Fencing, 50)];
+        let b = [v(2, VerdictKind::Fenced, 20), v(5, VerdictKind::FenceFailed, 50)];
+        let ab = merge_tables(&base, &map(&a), &b);
+        let ba = merge_tables(&base, &map(&b), &a);
+        assert_eq!(ab, ba);
+        assert_eq!(ab[&2].kind, VerdictKind::Fenced);
     }
 }

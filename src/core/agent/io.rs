@@ -217,8 +217,13 @@ impl Agent {
         if self.io_healthy() {
             c |= caps::IO_HEALTHY;
         }
-        let verdicts =
-            if self.is_coordinator() { self.publishable_verdicts().0 } else { Vec::new() };
+        // Every host republishes the table it holds (S8: the table outlives its coordinator's
+        // block); only the coordinator's own is its working copy.
+        let (verdicts, verdict_gen, verdict_author) = if self.is_coordinator() {
+            (self.publishable_verdicts().0, self.verdict_gen, self.verdict_author)
+        } else {
+            (self.mirror.clone(), self.mirror_gen, self.mirror_author)
+        };
         Heartbeat {
             cluster: self.p.cluster,
             host_id: self.p.host_id,
@@ -232,7 +237,8 @@ impl Agent {
             caps: c,
             ack_nonce: self.ack_nonce,
             coordinator: self.coordinator.unwrap_or(0),
-            verdict_gen: self.verdict_gen,
+            verdict_gen,
+            verdict_author,
             name: self.p.name.clone(),
             verdicts,
         }

@@ -13,7 +13,7 @@ use super::format::{
     VerdictKind,
 };
 use super::timing::Timing;
-use super::view::{newest_coordinator_record, Slot, VolumeView};
+use super::view::{newest_table_record, table_order, Slot, VolumeView};
 use std::collections::{BTreeMap, VecDeque};
 
 /// Local time: `mono` is CLOCK_BOOTTIME milliseconds (monotonic and counting through suspend:
@@ -285,11 +285,20 @@ pub struct Agent {
     next_cycle_at: u64,
     vols: Vec<Vol>,
     peers: BTreeMap<u32, Peer>,
+    /// The working table: a coordinator's own; elsewhere the adopted one with local
+    /// corrections, continued from if this host takes over.
     verdicts: BTreeMap<u32, Verdict>,
     verdict_gen: u32,
+    verdict_author: u32,
+    /// The last table read from another author, verbatim: what a non-coordinator republishes
+    /// (one (generation, author) never names two contents) and the base a coordinator merges
+    /// a later table of another author against.
+    mirror: Vec<Verdict>,
+    mirror_gen: u32,
+    mirror_author: u32,
     /// Hosts whose verdict did not fit in the last published table.
     unpublished: Vec<u32>,
-    /// Highest table generation seen in any coordinator block.
+    /// Highest table generation seen in any block.
     max_gen_seen: u32,
     /// Generation of the verdict table in the last record sent to the volumes.
     published_gen: u32,
@@ -337,6 +346,10 @@ impl Agent {
             peers: BTreeMap::new(),
             verdicts: BTreeMap::new(),
             verdict_gen: 0,
+            verdict_author: 0,
+            mirror: Vec::new(),
+            mirror_gen: 0,
+            mirror_author: 0,
             max_gen_seen: 0,
             unpublished: Vec::new(),
             published_gen: 0,

@@ -77,11 +77,14 @@ impl Agent {
             peer.last_change = finished;
             if previous_incarnation.is_some_and(|p| p != r.incarnation) {
                 rejoined.push(id);
-            } else if self
-                .verdicts
-                .get(&id)
-                .is_some_and(|v| v.kind == VerdictKind::Fenced && v.incarnation == r.incarnation)
-            {
+            } else if self.verdicts.get(&id).is_some_and(|v| {
+                // One write may have been in flight when the host went off and land later; a
+                // lagging volume may show values up to the judged one late. Beyond that the
+                // host wrote after the verdict.
+                v.kind == VerdictKind::Fenced
+                    && v.incarnation == r.incarnation
+                    && r.seq > v.seq.saturating_add(1)
+            }) {
                 contradicted.push(id);
             }
             peer.record = Some(r.clone());

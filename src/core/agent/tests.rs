@@ -541,6 +541,7 @@ fn fake(id: u32, incarnation: u64, seq: u64, now: u64) -> Heartbeat {
         ack_nonce: 0,
         coordinator: 0,
         verdict_gen: 0,
+        verdict_author: 0,
         name: format!("h{id}"),
         verdicts: vec![],
     }
@@ -753,6 +754,47 @@ fn a_mirror_adopts_only_newer_tables() {
     assert_eq!(s.verdict(2, 3).map(|v| v.0), Some(VerdictKind::Fenced), "adopted an older table");
 }
 
+/// Issue 10 item 8 (seed 822): a value of a fenced incarnation seen late — the write that was
+/// in flight at the power-off, or a lagging volume catching up — is not a contradiction; a
+/// host that really writes on after its verdict still is.
+#[test]
+fn a_late_value_does_not_withdraw_a_fenced_verdict_but_real_writes_do() {
+    let mut s = Sim::new(3);
+    s.run(5_000);
+    let last = s.record_of(3);
+    s.kill(3);
+    s.run(T.dead_after_ms() + 3_000);
+    assert_eq!(s.verdict(1, 3).map(|v| v.0), Some(VerdictKind::Fenced));
+    s.put(&Heartbeat { seq: last.seq + 1, ..last.clone() });
+    s.run(3 * T.interval_ms);
+    assert_eq!(
+        s.verdict(1, 3).map(|v| v.0),
+        Some(VerdictKind::Fenced),
+        "withdrawn on a late value"
+    );
+    s.put(&Heartbeat { seq: last.seq + 4, ..last });
+    s.run(3 * T.interval_ms);
+    assert_eq!(s.verdict(1, 3), None, "a host writing after its verdict kept it");
+}
+
+/// Issue 10 item 8: every host republishes the newest table verbatim, so the table survives a
+/// coordinator that steps down or leaves (readers took it from coordinator-flagged blocks
+/// only, and found none, or an older one, until a successor wrote its own: seeds 270, 552).
+#[test]
+fn every_host_republishes_the_table_it_holds() {
+    let mut s = Sim::new(3);
+    s.run(5_000);
+    s.kill(3);
+    s.run(T.dead_after_ms() + 3_000 + 3 * T.interval_ms);
+    let table = s.record_of(1);
+    assert!(table.caps & caps::COORDINATOR != 0);
+    assert_eq!(table.verdict_author, 1);
+    let mirror = s.record_of(2);
+    assert_eq!((mirror.verdict_gen, mirror.verdict_author), (table.verdict_gen, 1));
+    assert_eq!(mirror.verdicts, table.verdicts, "a mirror publishes the table as written");
+    assert!(mirror.verdicts.iter().any(|v| v.host_id == 3 && v.kind == VerdictKind::Fenced));
+}
+
 /// Issue 10 item 8: the only eligible coordinator restarts (same boot): its table and its
 /// generation continue.
 #[test]
@@ -811,6 +853,7 @@ fn verdicts_that_do_not_fit_are_an_alarm_and_fenced_ones_are_kept() {
             method: FenceMethodKind::None,
             incarnation: 1,
             wall_ms: 0,
+            seq: 0,
         };
         a.verdicts.insert(id, v);
     }
@@ -841,6 +884,7 @@ fn verdicts_of_hosts_that_rejoined_are_cleaned_up() {
         method: FenceMethodKind::Watchdog,
         incarnation: 1,
         wall_ms: 0,
+        seq: 0,
     }];
     s.put(&old_coordinator);
     s.add(params(2));
