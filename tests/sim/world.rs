@@ -636,6 +636,8 @@ pub struct World {
     inc_changed: HashMap<u32, (u64, u64)>,
     /// Per host id: last operator command written about it.
     op_cmd_at: HashMap<u32, u64>,
+    /// Per host id: last `fenced` event a coordinator reported about it.
+    fenced_event_at: HashMap<u32, u64>,
     /// Per host id: last forged record written into its block.
     forged_at: HashMap<u32, u64>,
     twins: Vec<TwinWatch>,
@@ -834,6 +836,7 @@ impl World {
             last_state: HashMap::new(),
             inc_changed: HashMap::new(),
             op_cmd_at: HashMap::new(),
+            fenced_event_at: HashMap::new(),
             forged_at: HashMap::new(),
             twins: Vec::new(),
             reader: HashMap::new(),
@@ -1608,6 +1611,9 @@ impl World {
                     ),
                 );
                 let me = self.hosts[h].id;
+                if e.kind == EventKind::Fenced {
+                    self.fenced_event_at.insert(e.host, self.t);
+                }
                 if e.host != me
                     && matches!(
                         e.kind,
@@ -2694,6 +2700,18 @@ impl World {
 
     // ----- readers of the verdict tables (VERDICTS) -----
 
+    fn torn_block_of_a_running_host(&self, v: usize) -> bool {
+        self.hosts.iter().any(|host| {
+            host.proc.as_ref().is_some_and(|p| !p.exited)
+                && matches!(
+                    format::decode(
+                        self.vols[v].current(self.geo.heartbeat_block(host.id) as usize)
+                    ),
+                    format::Decoded::BadCrc | format::Decoded::Malformed(_)
+                )
+        })
+    }
+
     /// What `check`/`status` would take from each read quorum of volumes right now: per volume
     /// the record carrying the highest (verdict_gen, lowest author) table, then the highest of
     /// those. A `fenced` verdict every quorum showed must not go missing from a
@@ -2756,7 +2774,12 @@ impl World {
             if let Some(gone) = rv.gone {
                 let cleared = self.op_cmd_at.get(&id).is_some_and(|&c| c >= gone);
                 let rejoined = self.inc_changed.get(&id).is_some_and(|&(i, _)| i != inc);
-                if rejoined && !cleared {
+                // A coordinator judged it again (a twin's incarnation powered off once more):
+                // a new verdict, not a withdrawn one coming back.
+                let judged_again = self.fenced_event_at.get(&id).is_some_and(|&f| f >= gone);
+                if judged_again {
+                    self.count("reader: a withdrawn verdict was reached again");
+                } else if rejoined && !cleared {
                     self.count("reader: a withdrawn verdict about an old incarnation is back (host rejoined)");
                 } else if !cleared {
                     let q: Vec<_> = tables
@@ -2792,6 +2815,17 @@ impl World {
             // Whenever it rejoined: a coordinator that had not read the new incarnation yet
             // may publish the verdict after the rejoin, and rightly drops it once it has.
             let rejoined = self.inc_changed.get(&id).is_some_and(|&(i, _)| i != inc);
+            // Every volume of some quorum lacking it has a torn block of a running host
+            // (its write failed half-way and is not redone during an outage): the newest
+            // replica may be there, and no reader can see it.
+            let blind = tables
+                .iter()
+                .filter(|x| !x.2.contains(&(id, inc)))
+                .all(|x| x.0.iter().all(|&v| self.torn_block_of_a_running_host(v)));
+            if blind && dead && !cleared && !rejoined && rv.missing + 1 >= 3 {
+                self.count("reader: the newest table is in torn blocks only");
+                continue;
+            }
             let missing = rv.missing + 1;
             if dead && !cleared && !rejoined && missing >= 3 {
                 let q: Vec<_> = tables

@@ -72,9 +72,35 @@ impl Agent {
                 self.verdict_gen = self.verdict_gen.max(r.verdict_gen).saturating_add(1);
                 self.verdict_author = own;
             }
-        } else if table_order(r) > base {
+        } else if table_order(r) > base && !self.holding_out_for_merge(r) {
             self.adopt_verdicts(r);
         }
+    }
+
+    /// A former coordinator whose last table holds `fenced` verdicts a newer table lacks (its
+    /// successor took over while this host's block was unreadable) keeps republishing its own
+    /// table, so the successor can read and merge it, instead of adopting the newer one and
+    /// erasing the only replica. Bounded: after a few newer generations it gives way.
+    fn holding_out_for_merge(&self, newer: &Heartbeat) -> bool {
+        const GIVE_WAY_AFTER_GENERATIONS: u32 = 4;
+        if self.mirror_author != self.p.host_id
+            || newer.verdict_gen > self.mirror_gen.saturating_add(GIVE_WAY_AFTER_GENERATIONS)
+        {
+            return false;
+        }
+        self.mirror.iter().any(|v| {
+            let current = self
+                .peers
+                .get(&v.host_id)
+                .and_then(|p| p.record.as_ref())
+                .is_none_or(|r| r.incarnation == v.incarnation);
+            v.kind == VerdictKind::Fenced
+                && current
+                && !newer
+                    .verdicts
+                    .iter()
+                    .any(|n| n.host_id == v.host_id && n.incarnation == v.incarnation)
+        })
     }
 
     pub(super) fn set_verdict(
