@@ -287,6 +287,9 @@ impl Agent {
                 None
             }
         };
+        if let Some((_, view)) = &view {
+            self.note_own_block_floor(v, view);
+        }
         let mut renewed = false;
         if let (Some(Ok(_)), Some((_, view))) = (&write, &view) {
             if failure.is_none() {
@@ -298,7 +301,7 @@ impl Agent {
                     {
                         renewed = true;
                     }
-                    Some(r) if self.is_foreign_writer(r) => {
+                    Some(r) if self.is_foreign_writer(v, r) => {
                         let (inc, seq) = (r.incarnation, r.seq);
                         self.collision(inc, seq);
                         return;

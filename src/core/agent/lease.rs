@@ -207,24 +207,38 @@ impl Agent {
     /// started: a second writer of this host id. Not one: a late write of this boot's earlier
     /// agent (started before this one and stuck in flight), or an older record of a former run
     /// that a lagging volume still shows (its sequence is not past the one continued from).
-    pub(super) fn is_foreign_writer(&self, r: &Heartbeat) -> bool {
+    pub(super) fn is_foreign_writer(&self, v: usize, r: &Heartbeat) -> bool {
         if r.incarnation == self.p.incarnation {
             return false;
         }
         if r.boot_id == self.p.boot_id {
             return r.mono_ms >= self.started_at;
         }
-        r.seq > self.probe_seq
+        let floor = self.own_block_floor.get(v).copied().flatten().unwrap_or(0);
+        r.seq > self.probe_seq.max(floor)
+    }
+
+    /// The first timely read of each volume sets its floor (see `own_block_floor`).
+    pub(super) fn note_own_block_floor(&mut self, v: usize, view: &VolumeView) {
+        if self.own_block_floor.len() < self.vols.len() {
+            self.own_block_floor.resize(self.vols.len(), None);
+        }
+        if let Some(slot @ None) = self.own_block_floor.get_mut(v) {
+            let foreign = view
+                .record(self.p.host_id)
+                .filter(|r| r.incarnation != self.p.incarnation && r.boot_id != self.p.boot_id);
+            *slot = Some(foreign.map_or(0, |r| r.seq));
+        }
     }
 
     /// Every timely read, not only the read-back of a write, looks at the own block (a twin
     /// started at the same instant passes the probe too).
-    pub(super) fn foreign_writer_in_own_block(&mut self, view: &VolumeView) -> bool {
+    pub(super) fn foreign_writer_in_own_block(&mut self, v: usize, view: &VolumeView) -> bool {
         if matches!(self.phase, Phase::Probing { .. } | Phase::Exited) {
             return false;
         }
         match view.record(self.p.host_id) {
-            Some(r) if self.is_foreign_writer(r) => {
+            Some(r) if self.is_foreign_writer(v, r) => {
                 let (inc, seq) = (r.incarnation, r.seq);
                 self.collision(inc, seq);
                 true

@@ -316,6 +316,10 @@ pub struct Agent {
     ack_nonce: u64,
     /// Per volume: its first successful read happened (the mailbox baseline).
     mailbox_baseline: Vec<bool>,
+    /// Per volume, from its first timely read: the highest sequence of another incarnation
+    /// in the own block then (a volume unreadable during the probe may show a former run's
+    /// later writes; they are history, not a second writer).
+    own_block_floor: Vec<Option<u64>>,
     /// A peer just became suspect: read again at once before any power-off (S1).
     recheck: bool,
     /// Per volume: when the probe first read it and what the own block held then.
@@ -364,6 +368,7 @@ impl Agent {
             mailbox_seen: BTreeMap::new(),
             ack_nonce: 0,
             mailbox_baseline: Vec::new(),
+            own_block_floor: Vec::new(),
             recheck: false,
             probe_first: Vec::new(),
             started_at: now.mono,

@@ -13,7 +13,7 @@ impl Agent {
         let mut rejoined = Vec::new();
         let mut contradicted = Vec::new();
         let mut impossible = Vec::new();
-        if self.foreign_writer_in_own_block(view) {
+        if self.foreign_writer_in_own_block(v, view) {
             return;
         }
         let min_write_gap = RETRY_MS.min(interval).max(1);

@@ -678,6 +678,40 @@ fn a_second_writer_after_start_is_a_collision() {
     assert_eq!(s.host(1).exit, Some(EXIT_HOST_ID_IN_USE), "the second writer went unnoticed");
 }
 
+/// Issue 10 item 12 (simulation seed 101): a volume unreadable during the probe may hold a
+/// former run's later writes (another boot, sequence past the one the probe continued from):
+/// its first read is their baseline, not a second writer; a writer that moves past it is one.
+#[test]
+fn a_former_runs_writes_on_a_volume_read_late_are_not_a_collision() {
+    let mut s = Sim::with_volumes(0, 3);
+    let mut former = fake(1, 7777, 40, 0);
+    former.boot_id = [0xee; 16];
+    let block = encode_heartbeat(&former).unwrap();
+    s.disks[0][GEO.heartbeat_block(1) as usize] = block;
+    s.disks[1][GEO.heartbeat_block(1) as usize] = block;
+    s.disks[2][GEO.heartbeat_block(1) as usize] =
+        encode_heartbeat(&Heartbeat { seq: 49, ..former.clone() }).unwrap();
+    s.dead_volumes.push(2);
+    s.add(AgentParams { volumes: 3, ..params(1) });
+    s.run(5_000);
+    assert_eq!(s.host(1).agent.phase(), Phase::Running);
+    // Its first read shows the former run's record before an own write lands there.
+    s.dead_volumes.clear();
+    s.write_fails.push(1);
+    s.run(1_500);
+    s.write_fails.clear();
+    s.run(3_000);
+    assert_eq!(s.host(1).exit, None, "a former run's record read late was taken for a twin");
+    // A writer that goes on writing there is a second writer.
+    s.write_fails.push(1);
+    for seq in 0..5 {
+        let twin = Heartbeat { seq: s.host(1).agent.seq() + 60 + seq, ..former.clone() };
+        s.put(&twin);
+        s.run(T.interval_ms);
+    }
+    assert_eq!(s.host(1).exit, Some(EXIT_HOST_ID_IN_USE), "the second writer went unnoticed");
+}
+
 /// Issue 10 item 14: a sequence number far ahead of what elapsed time allows is an alarm, not
 /// progress: the peer's real writes must still count.
 #[test]
