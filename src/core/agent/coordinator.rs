@@ -14,7 +14,7 @@ impl Agent {
     }
 
     pub(super) fn adopt_verdicts(&mut self, table: &Heartbeat) {
-        self.verdicts = table.verdicts.iter().map(|v| (v.host_id, *v)).collect();
+        self.verdicts = by_host(&table.verdicts);
         self.verdict_gen = table.verdict_gen;
         self.verdict_author = table.verdict_author;
         self.set_mirror(table);
@@ -60,8 +60,7 @@ impl Agent {
                 return;
             }
             let merged = merge_tables(&self.mirror, &self.verdicts, &r.verdicts);
-            let theirs: BTreeMap<u32, Verdict> =
-                r.verdicts.iter().map(|v| (v.host_id, *v)).collect();
+            let theirs = by_host(&r.verdicts);
             let changed = merged != self.verdicts;
             // Readers must not prefer `r` while it lacks our changes; equal contents need no
             // new generation (two coordinators would otherwise outbid each other forever).
@@ -355,6 +354,10 @@ impl Agent {
     }
 }
 
+fn by_host(table: &[Verdict]) -> BTreeMap<u32, Verdict> {
+    table.iter().map(|v| (v.host_id, *v)).collect()
+}
+
 /// Three-way merge of verdict tables: per host, a side that changed its entry since `base`
 /// wins; when both changed it, `fenced` wins (a true fact about an incarnation, S1), else the
 /// larger entry, so two coordinators merging each other's tables reach the same result.
@@ -403,15 +406,11 @@ mod merge_tests {
         }
     }
 
-    fn map(t: &[Verdict]) -> BTreeMap<u32, Verdict> {
-        t.iter().map(|v| (v.host_id, *v)).collect()
-    }
-
     #[test]
     fn each_sides_changes_survive_a_merge() {
         let base = [v(2, VerdictKind::Fencing, 20), v(3, VerdictKind::Fenced, 30)];
         // We withdrew 3 (it rejoined) and started fencing 4; they fenced 2 and kept 3.
-        let ours = map(&[v(2, VerdictKind::Fencing, 20), v(4, VerdictKind::Fencing, 40)]);
+        let ours = by_host(&[v(2, VerdictKind::Fencing, 20), v(4, VerdictKind::Fencing, 40)]);
         let theirs = [v(2, VerdictKind::Fenced, 20), v(3, VerdictKind::Fenced, 30)];
         let merged = merge_tables(&base, &ours, &theirs);
         assert_eq!(
@@ -420,7 +419,7 @@ mod merge_tests {
             "their fenced verdict kept, our withdrawal not undone, our new entry kept"
         );
         // A withdrawal of theirs is not undone by our unchanged copy either.
-        let merged = merge_tables(&base, &map(&base), &[v(2, VerdictKind::Fencing, 20)]);
+        let merged = merge_tables(&base, &by_host(&base), &[v(2, VerdictKind::Fencing, 20)]);
         assert_eq!(merged.values().copied().collect::<Vec<_>>(), vec![base[0]]);
     }
 
@@ -429,8 +428,8 @@ mod merge_tests {
         let base = [v(2, VerdictKind::Fencing, 20)];
         let a = [v(2, VerdictKind::FenceFailed, 20), v(5, VerdictKind::Fencing, 50)];
         let b = [v(2, VerdictKind::Fenced, 20), v(5, VerdictKind::FenceFailed, 50)];
-        let ab = merge_tables(&base, &map(&a), &b);
-        let ba = merge_tables(&base, &map(&b), &a);
+        let ab = merge_tables(&base, &by_host(&a), &b);
+        let ba = merge_tables(&base, &by_host(&b), &a);
         assert_eq!(ab, ba);
         assert_eq!(ab[&2].kind, VerdictKind::Fenced);
     }

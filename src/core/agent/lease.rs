@@ -206,7 +206,8 @@ impl Agent {
     /// A record of another agent in this host's block that was written after this agent
     /// started: a second writer of this host id. Not one: a late write of this boot's earlier
     /// agent (started before this one and stuck in flight), or an older record of a former run
-    /// that a lagging volume still shows (its sequence is not past the one continued from).
+    /// that a lagging volume still shows (its sequence is not past the one continued from, nor
+    /// past what this volume's first read showed).
     pub(super) fn is_foreign_writer(&self, v: usize, r: &Heartbeat) -> bool {
         if r.incarnation == self.p.incarnation {
             return false;
@@ -214,20 +215,16 @@ impl Agent {
         if r.boot_id == self.p.boot_id {
             return r.mono_ms >= self.started_at;
         }
-        let floor = self.own_block_floor.get(v).copied().flatten().unwrap_or(0);
-        r.seq > self.probe_seq.max(floor)
+        r.seq > self.probe_seq.max(self.vols[v].own_block_floor.unwrap_or(0))
     }
 
-    /// The first timely read of each volume sets its floor (see `own_block_floor`).
+    /// The first timely read of each volume sets its floor (see `Vol::own_block_floor`).
     pub(super) fn note_own_block_floor(&mut self, v: usize, view: &VolumeView) {
-        if self.own_block_floor.len() < self.vols.len() {
-            self.own_block_floor.resize(self.vols.len(), None);
-        }
-        if let Some(slot @ None) = self.own_block_floor.get_mut(v) {
+        if self.vols[v].own_block_floor.is_none() {
             let foreign = view
                 .record(self.p.host_id)
                 .filter(|r| r.incarnation != self.p.incarnation && r.boot_id != self.p.boot_id);
-            *slot = Some(foreign.map_or(0, |r| r.seq));
+            self.vols[v].own_block_floor = Some(foreign.map_or(0, |r| r.seq));
         }
     }
 
@@ -289,13 +286,10 @@ impl Agent {
             // Continue the sequence of an earlier run so observers see progress, not a rewind.
             self.seq = self.seq.max(r.seq);
         }
-        if self.probe_first.len() < self.vols.len() {
-            self.probe_first.resize(self.vols.len(), None);
-        }
         // Volumes may legitimately differ (one missed writes); only a change on the same
         // volume while nobody of ours writes is another writer.
-        match self.probe_first[v] {
-            None => self.probe_first[v] = Some((finished, value)),
+        match self.vols[v].probe_first {
+            None => self.vols[v].probe_first = Some((finished, value)),
             Some((first_at, first_value)) => {
                 if value != first_value {
                     if let Some(r) = own {
@@ -307,7 +301,7 @@ impl Agent {
                             self.collision(r.incarnation, r.seq);
                             return;
                         }
-                        self.probe_first[v] = Some((finished, value));
+                        self.vols[v].probe_first = Some((finished, value));
                         return;
                     }
                 }

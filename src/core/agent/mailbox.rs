@@ -7,10 +7,7 @@ impl Agent {
         let own_id = self.p.host_id;
         // Messages on a volume at its first successful read (whenever that happens: it may
         // have been unreadable at start) and messages seen while probing are history.
-        if self.mailbox_baseline.len() < self.vols.len() {
-            self.mailbox_baseline.resize(self.vols.len(), false);
-        }
-        let first_read = !std::mem::replace(&mut self.mailbox_baseline[v], true);
+        let first_read = !std::mem::replace(&mut self.vols[v].mailbox_baseline, true);
         let probing = matches!(self.phase, Phase::Probing { .. }) || first_read;
         let coordinator = self.is_coordinator();
         for m in &view.mailboxes {

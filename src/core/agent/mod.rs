@@ -239,6 +239,14 @@ struct Vol {
     retry_at: Option<u64>,
     /// Start of the latest timely read: the volume's content is known at least up to then.
     read_ok_start: Option<u64>,
+    /// Its first successful read happened (the mailbox baseline).
+    mailbox_baseline: bool,
+    /// From its first timely read: the highest sequence of another incarnation of another
+    /// boot in the own block then (a volume unreadable during the probe may show a former
+    /// run's later writes; they are history, not a second writer).
+    own_block_floor: Option<u64>,
+    /// When the probe first read it and what the own block held then.
+    probe_first: Option<(u64, Option<RecordId>)>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -314,16 +322,8 @@ pub struct Agent {
     /// Recent nonces seen in every mailbox (messages present while probing are history).
     mailbox_seen: BTreeMap<u32, Vec<u64>>,
     ack_nonce: u64,
-    /// Per volume: its first successful read happened (the mailbox baseline).
-    mailbox_baseline: Vec<bool>,
-    /// Per volume, from its first timely read: the highest sequence of another incarnation
-    /// in the own block then (a volume unreadable during the probe may show a former run's
-    /// later writes; they are history, not a second writer).
-    own_block_floor: Vec<Option<u64>>,
     /// A peer just became suspect: read again at once before any power-off (S1).
     recheck: bool,
-    /// Per volume: when the probe first read it and what the own block held then.
-    probe_first: Vec<Option<(u64, Option<RecordId>)>>,
     /// When this agent started (its own earlier records are older).
     started_at: u64,
     /// The sequence number continued from at the end of the probe.
@@ -367,10 +367,7 @@ impl Agent {
             last_pet: None,
             mailbox_seen: BTreeMap::new(),
             ack_nonce: 0,
-            mailbox_baseline: Vec::new(),
-            own_block_floor: Vec::new(),
             recheck: false,
-            probe_first: Vec::new(),
             started_at: now.mono,
             probe_seq: 0,
             leave_seq: None,
