@@ -630,6 +630,9 @@ pub struct World {
     /// Per host id - 1, per volume: (true time, incarnation, seq) of every whole heartbeat
     /// record that landed.
     landings: Vec<Vec<Vec<(u64, u64, u64)>>>,
+    /// Per host id - 1, per volume: true times its heartbeat block was spoiled (a torn landing,
+    /// a forged record): the value before it can no longer be read.
+    spoiled_at: Vec<Vec<Vec<u64>>>,
     /// Per host id: state of its last landed record.
     last_state: HashMap<u32, format::HostState>,
     /// Per host id: last time a landing showed another incarnation than the one before.
@@ -833,6 +836,7 @@ impl World {
             n,
             lag_win: vec![Vec::new(); nvol],
             landings: vec![vec![Vec::new(); nvol]; max_hosts as usize],
+            spoiled_at: vec![vec![Vec::new(); nvol]; max_hosts as usize],
             last_state: HashMap::new(),
             inc_changed: HashMap::new(),
             op_cmd_at: HashMap::new(),
@@ -2104,6 +2108,9 @@ impl World {
         }
         let data = if torn {
             self.stats.torn_landings += 1;
+            if (1..=self.spoiled_at.len()).contains(&block) {
+                self.spoiled_at[block - 1][vol].push(self.t);
+            }
             let mut b = *self.vols[vol].current(block);
             b[..512].copy_from_slice(&data[..512]);
             Rc::new(b)
@@ -2390,6 +2397,7 @@ impl World {
                         let data = Rc::new(format::encode_heartbeat(&hb).expect("encodes"));
                         self.vols[v].write(self.t, block, data);
                         self.forged_at.insert(id, self.t);
+                        self.spoiled_at[id as usize - 1][v].push(self.t);
                         self.hlog(
                             h,
                             format!(
@@ -2897,7 +2905,16 @@ impl World {
             _ => (0..nvol).map(|v| vec![v]).collect(),
         };
         let mut worst = 0;
+        // A torn write is a failed write, and a forged record hides what landed before it: a
+        // host whose block was spoiled within the last suspect_after (plus a read period) may
+        // look stale there.
+        let torn_since = self.t.saturating_sub(limit + 2 * self.timing.interval_ms * MS);
         for q in &quorums {
+            if q.iter()
+                .any(|&v| self.spoiled_at[id as usize - 1][v].iter().any(|&x| x >= torn_since))
+            {
+                return;
+            }
             let mut all: Vec<(u64, u64, u64)> =
                 q.iter().flat_map(|&v| self.visible_landings(id, v)).collect();
             all.sort_unstable();

@@ -218,11 +218,27 @@ struct Peer {
     status: Option<PeerStatus>,
     /// Value at which an operator cleared the peer.
     cleared_at: Option<(u64, u64)>,
-    /// Per recent incarnation: highest sequence number seen, and the sequence number and local
-    /// time of its first sighting.
-    seen: VecDeque<(u64, u64, u64, u64)>,
+    /// What was seen of each recent incarnation.
+    seen: VecDeque<Sighting>,
     /// When this peer last became suspect.
     suspect_since: Option<u64>,
+}
+
+/// One incarnation of a peer as this host has seen it.
+#[derive(Clone, Copy, Debug)]
+struct Sighting {
+    incarnation: u64,
+    /// Highest sequence number accepted as progress.
+    max_seq: u64,
+    /// Sequence number and local time the plausibility of later values is counted from.
+    first_seq: u64,
+    first_at: u64,
+    /// Whether `max_seq` was reached from an earlier value. A first sighting is unverified: it
+    /// may be a forged or corrupted record.
+    continued: bool,
+    /// Highest value seen below an unverified `max_seq`: the host's real writes, if they go on
+    /// from here.
+    below: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default)]

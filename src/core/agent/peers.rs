@@ -13,6 +13,7 @@ impl Agent {
         let mut rejoined = Vec::new();
         let mut contradicted = Vec::new();
         let mut impossible = Vec::new();
+        let mut unverified = Vec::new();
         if self.foreign_writer_in_own_block(v, view) {
             return;
         }
@@ -43,35 +44,71 @@ impl Agent {
             // one if it continues the sequence (a restart does) or if the current one has
             // stopped (a restart that could not read its old block starts again at 1).
             let stopped = now_mono.saturating_sub(peer.last_change) >= 2 * interval;
-            let known = peer.seen.iter().find(|e| e.0 == r.incarnation).copied();
-            let newer = match known {
-                Some((_, seq, _, _)) => r.seq > seq,
-                None => peer.record.as_ref().is_none_or(|p| r.seq > p.seq || stopped),
-            };
+            let known = peer.seen.iter().position(|e| e.incarnation == r.incarnation);
             peer.last[v] = Some(value);
-            if !newer {
-                continue;
-            }
-            // A writer advances its sequence at most once per cycle, and cycles are at least
-            // min(interval, retry pause) apart (a few more for early publishes): a jump that
-            // time cannot explain is a forged or corrupted record, and taking it for progress
-            // would make the host's real writes look old (S1). Counted from the first sighting
-            // of the incarnation, so values a lagging volume shows late do not look like jumps.
-            if let Some((_, seq, first_seq, first_at)) = known {
-                // Every volume retries on its own after a failure: up to 3 writes per gap.
-                let allowed = 16 + 8 * now_mono.saturating_sub(first_at) / min_write_gap;
-                if r.seq - first_seq > allowed {
-                    impossible.push((id, seq, r.seq));
-                    continue;
+            let mut rebased = false;
+            match known {
+                Some(k) => {
+                    let e = &mut peer.seen[k];
+                    if r.seq > e.max_seq {
+                        // A writer advances its sequence at most once per cycle, and cycles
+                        // are at least min(interval, retry pause) apart (a few more for early
+                        // publishes): a jump that time cannot explain is a forged or corrupted
+                        // record, and taking it for progress would make the host's real writes
+                        // look old (S1). Counted from the first sighting of the incarnation, so
+                        // values a lagging volume shows late do not look like jumps. Every
+                        // volume retries on its own after a failure: up to 3 writes per gap.
+                        let allowed = 16 + 8 * now_mono.saturating_sub(e.first_at) / min_write_gap;
+                        if r.seq - e.first_seq > allowed {
+                            impossible.push((id, e.max_seq, r.seq));
+                            continue;
+                        }
+                        e.max_seq = r.seq;
+                        e.continued = true;
+                        e.below = None;
+                    } else if e.continued || r.seq == e.max_seq {
+                        continue;
+                    } else if e.below.is_some_and(|b| r.seq > b) {
+                        // The first value seen was never continued, and the host's writes go
+                        // on below it: that value was forged or corrupted (or an old replica's
+                        // of another run), and the writes below it are the host's progress.
+                        let from = e.below.unwrap_or(r.seq);
+                        unverified.push((id, e.max_seq, r.seq));
+                        *e = Sighting {
+                            incarnation: r.incarnation,
+                            max_seq: r.seq,
+                            first_seq: from,
+                            first_at: now_mono,
+                            continued: true,
+                            below: None,
+                        };
+                        rebased = true;
+                    } else {
+                        e.below = Some(e.below.map_or(r.seq, |b| b.max(r.seq)));
+                        continue;
+                    }
                 }
-            }
-            match peer.seen.iter_mut().find(|e| e.0 == r.incarnation) {
-                Some(e) => e.1 = r.seq,
                 None => {
+                    // Incarnation numbers are random, so "another incarnation" does not mean
+                    // "a newer one": a volume that missed the last writes of a run would
+                    // otherwise bring that run back as a rejoin, and its stale record would be
+                    // judged instead of the live one. An unknown incarnation is newer if it
+                    // continues the sequence (a restart does) or if the current one has
+                    // stopped (a restart that could not read its old block starts again at 1).
+                    if !peer.record.as_ref().is_none_or(|p| r.seq > p.seq || stopped) {
+                        continue;
+                    }
                     if peer.seen.len() >= SEEN_INCARNATIONS {
                         peer.seen.pop_front();
                     }
-                    peer.seen.push_back((r.incarnation, r.seq, r.seq, now_mono));
+                    peer.seen.push_back(Sighting {
+                        incarnation: r.incarnation,
+                        max_seq: r.seq,
+                        first_seq: r.seq,
+                        first_at: now_mono,
+                        continued: false,
+                        below: None,
+                    });
                 }
             }
             peer.last_change = finished;
@@ -83,7 +120,7 @@ impl Agent {
                 // host wrote after the verdict.
                 v.kind == VerdictKind::Fenced
                     && v.incarnation == r.incarnation
-                    && r.seq > v.seq.saturating_add(1)
+                    && (r.seq > v.seq.saturating_add(1) || rebased)
             }) {
                 contradicted.push(id);
             }
@@ -98,6 +135,14 @@ impl Agent {
                 id,
                 None,
                 format!("volume {v}: sequence number jumped from {from} to {to}, more writes than the time since allows: ignored (forged or corrupted record)"),
+            );
+        }
+        for (id, first, now_at) in unverified {
+            self.event(
+                EventKind::Alarm,
+                id,
+                None,
+                format!("volume {v}: the first value read, sequence number {first}, was never continued and the host writes below it (now {now_at}): that value was forged, corrupted or stale; following the host's writes"),
             );
         }
         for id in contradicted {

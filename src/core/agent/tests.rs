@@ -730,6 +730,29 @@ fn a_forged_sequence_jump_is_an_alarm_not_progress() {
     );
 }
 
+/// Issue 10 item 14, first sighting (simulation seed 312): an observer whose first read shows
+/// a forged sequence far ahead took the host's real, lower writes for old ones and suspected it.
+#[test]
+fn a_forged_sequence_on_the_first_read_does_not_hide_the_real_writes() {
+    let mut s = Sim::new(0);
+    s.add(params(2));
+    s.run(5_000);
+    let mut forged = s.record_of(2);
+    forged.seq += 1_000_000;
+    s.put(&forged);
+    s.add(params(1));
+    s.run(T.dead_after_ms() * 2);
+    assert!(
+        events(s.host(1), EventKind::HostSuspect).is_empty(),
+        "a live host was suspected behind a forged first value"
+    );
+    assert!(s.verdict(1, 2).is_none() && s.verdict(2, 2).is_none());
+    assert!(
+        events(s.host(1), EventKind::Alarm).iter().any(|e| e.host == 2),
+        "no alarm about the value the host's writes did not continue"
+    );
+}
+
 /// Issue 10 item 5: a confirm-off for a host whose heartbeat advances is not obeyed.
 #[test]
 fn confirm_off_for_a_live_host_is_refused() {
