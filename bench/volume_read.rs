@@ -120,6 +120,7 @@ fn heartbeat(id: u32, cluster: [u8; 16]) -> Heartbeat {
         verdict_author: 1,
         name: format!("kvm-{id:04}.rack{:02}.example.net", id / 40),
         verdicts,
+        verdicts_in_pages: 0,
     }
 }
 
@@ -165,7 +166,7 @@ fn measure(path: &Path, reps: usize, expect_mailboxes: usize) -> Samples {
     let header = vol.read_header().unwrap_or_else(|e| fail(e));
     let geo = header.geometry();
     let n = 2 * MAX_HOSTS as usize;
-    assert_eq!(geo.total_blocks(), n as u64 + 1);
+    assert_eq!(geo.total_blocks(), n as u64 + 1 + u64::from(MAX_HOSTS) * geo.pages_per_host());
     let mut big = AlignedBuf::new(n).unwrap_or_else(|e| fail(e));
     // One page-aligned buffer per block, allocated up front: the per-block loop times only
     // the reads, not allocation or copies.

@@ -190,8 +190,9 @@ fn spawn_io_thread(
                 }
             }
             let blocks = (2 * geo.max_hosts) as usize;
-            let (mut wbuf, mut rbuf) = match (AlignedBuf::new(1), AlignedBuf::new(blocks)) {
-                (Ok(w), Ok(r)) => (w, r),
+            let buffers = (AlignedBuf::new(1), AlignedBuf::new(blocks), volume.page_buffer(geo));
+            let (mut wbuf, mut rbuf, mut pages) = match buffers {
+                (Ok(w), Ok(r), Ok(p)) => (w, r, p),
                 _ => {
                     log::error!("volume {}: cannot allocate I/O buffers", volume.path().display());
                     return;
@@ -201,6 +202,13 @@ fn spawn_io_thread(
                 let write = req.record.map(|record| {
                     format::encode_heartbeat_into(&record, wbuf.block_mut(0))
                         .map_err(|e| e.to_string())?;
+                    // Pages first: a reader that sees the heartbeat finds its table's pages.
+                    // Rewritten every cycle, so a torn page heals by itself.
+                    if let Some(pages) = pages.as_mut() {
+                        volume
+                            .write_verdict_pages(geo, &record, pages)
+                            .map_err(|e| e.to_string())?;
+                    }
                     volume
                         .write_block(own_block_of(record.host_id), &wbuf, 0)
                         .map_err(|e| e.to_string())?;
@@ -208,7 +216,13 @@ fn spawn_io_thread(
                 });
                 let read = volume
                     .read_blocks(1, &mut rbuf)
-                    .map(|()| (sys::boottime_ms(), decode_view(rbuf.as_slice(), geo, &cluster)))
+                    .map(|()| {
+                        let mut view = decode_view(rbuf.as_slice(), geo, &cluster);
+                        if let Some(pages) = pages.as_mut() {
+                            volume.read_verdict_pages(&mut view, geo, &cluster, pages);
+                        }
+                        (sys::boottime_ms(), view)
+                    })
                     .map_err(|e| e.to_string());
                 let done = Input::IoDone {
                     volume: index,

@@ -105,9 +105,10 @@ impl fmt::Display for VolumeError {
                     Decoded::Empty => "the header block is empty: not initialized (run `hbfence init --volume PATH`)".to_string(),
                     Decoded::Foreign => "not an hbfence volume (wrong magic: data of another program?)".to_string(),
                     Decoded::BadCrc => "header checksum failure (CRC mismatch): the header is corrupt; re-create the volume with `hbfence init --force` once no host uses it".to_string(),
+                    Decoded::Unsupported { version } if *version < format::FORMAT_VERSION => format!("format version {version} was written by an older hbfence; this one reads format {}: stop the agents of every host, re-initialise the volume with `hbfence init --force` (same timing options), then start them again", format::FORMAT_VERSION),
                     Decoded::Unsupported { version } => format!("format version {version} is newer than this hbfence supports (version {}); upgrade hbfence", format::FORMAT_VERSION),
                     Decoded::Malformed(why) => format!("header is invalid: {why}"),
-                    Decoded::Heartbeat(_) | Decoded::Mailbox(_) => "block 0 is not a header block: not an hbfence volume".to_string(),
+                    Decoded::Heartbeat(_) | Decoded::Mailbox(_) | Decoded::VerdictPage(_) => "block 0 is not a header block: not an hbfence volume".to_string(),
                     Decoded::Header(_) => "header is valid".to_string(),
                 };
                 write!(f, "{}: {what}", path.display())
@@ -338,13 +339,76 @@ impl Volume {
 }
 
 impl Volume {
-    /// Reads every heartbeat and mailbox and decodes them as the daemon does.
+    /// Reads every heartbeat and mailbox and decodes them as the daemon does (verdict pages
+    /// included).
     pub fn read_view(&self, header: &Header) -> Result<crate::core::view::VolumeView, VolumeError> {
         let geo = header.geometry();
         let mut buf = AlignedBuf::new(2 * geo.max_hosts as usize)
             .map_err(|e| VolumeError::io(&self.path, "allocate buffer", e))?;
         self.read_blocks(1, &mut buf)?;
-        Ok(crate::core::view::decode_view(buf.as_slice(), geo, &header.cluster))
+        let mut view = crate::core::view::decode_view(buf.as_slice(), geo, &header.cluster);
+        if let Some(mut pages) = self.page_buffer(geo)? {
+            self.read_verdict_pages(&mut view, geo, &header.cluster, &mut pages);
+        }
+        Ok(view)
+    }
+
+    /// A buffer for one host's verdict pages; `None` when the volume has none (up to 123
+    /// hosts).
+    pub fn page_buffer(&self, geo: Geometry) -> Result<Option<AlignedBuf>, VolumeError> {
+        match geo.pages_per_host() {
+            0 => Ok(None),
+            n => AlignedBuf::new(n as usize)
+                .map(Some)
+                .map_err(|e| VolumeError::io(&self.path, "allocate buffer", e)),
+        }
+    }
+
+    /// Writes the verdict pages of `record`'s table (the part beyond its heartbeat block), in
+    /// one I/O, before the heartbeat that names the table. Nothing when it fits in the block.
+    pub fn write_verdict_pages(
+        &self,
+        geo: Geometry,
+        record: &format::Heartbeat,
+        buf: &mut AlignedBuf,
+    ) -> Result<(), VolumeError> {
+        let pages = format::encode_verdict_pages(record);
+        if pages.is_empty() {
+            return Ok(());
+        }
+        if pages.len() > buf.blocks() {
+            return Err(VolumeError::unusable(
+                &self.path,
+                format!(
+                    "a verdict table of {} needs {} pages, the volume has {} per host",
+                    record.verdicts.len(),
+                    pages.len(),
+                    buf.blocks()
+                ),
+            ));
+        }
+        for (i, page) in pages.iter().enumerate() {
+            buf.block_mut(i).copy_from_slice(page);
+        }
+        let data = &buf.as_slice()[..pages.len() * BLOCK_SIZE];
+        self.write_range(geo.page_block(record.host_id, 0), data)
+    }
+
+    /// Reads the verdict pages a view's newest tables need ([`crate::core::view::pages_wanted`])
+    /// and completes those tables. A page that cannot be read leaves its table incomplete, and
+    /// an incomplete table is not offered: never part of one.
+    pub fn read_verdict_pages(
+        &self,
+        view: &mut crate::core::view::VolumeView,
+        geo: Geometry,
+        cluster: &format::ClusterId,
+        buf: &mut AlignedBuf,
+    ) {
+        for id in crate::core::view::pages_wanted(view) {
+            if self.read_blocks(geo.page_block(id, 0), buf).is_ok() {
+                crate::core::view::complete_tables(view, geo, cluster, &[(id, buf.as_slice())]);
+            }
+        }
     }
 
     /// Writes a message into host `m.host_id`'s mailbox block.
@@ -379,6 +443,16 @@ impl Snapshot {
     }
     /// The snapshot decoded as the daemon decodes a read (no second read of the volume).
     pub fn view(&self) -> crate::core::view::VolumeView {
-        crate::core::view::decode_view(self.blocks.as_slice(), self.geometry, &self.header.cluster)
+        let geo = self.geometry;
+        let cluster = &self.header.cluster;
+        let mut view = crate::core::view::decode_view(self.blocks.as_slice(), geo, cluster);
+        let per_host = geo.pages_per_host() as usize * BLOCK_SIZE;
+        for id in crate::core::view::pages_wanted(&view) {
+            let start = (geo.page_block(id, 0) as usize - 1) * BLOCK_SIZE;
+            if let Some(raw) = self.blocks.as_slice().get(start..start + per_host) {
+                crate::core::view::complete_tables(&mut view, geo, cluster, &[(id, raw)]);
+            }
+        }
+        view
     }
 }

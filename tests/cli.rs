@@ -99,7 +99,7 @@ fn test_watchdog_refuses_a_device_that_stops_on_close() {
 
 mod readers {
     //! `check` and `status` decide from a read quorum of volumes, on volumes written by hand.
-    use super::cluster::{hbfence, init_volume};
+    use super::cluster::{hbfence, init_volume_for};
     use super::text;
     use hbfence::core::format::{self, caps, FenceMethodKind, HostState, Verdict, VerdictKind};
     use std::os::unix::fs::FileExt;
@@ -114,9 +114,13 @@ mod readers {
 
     /// `n` volumes of one cluster (max_hosts 8) and a config of host 3 naming all of them.
     pub fn volumes(n: usize) -> Vols {
+        volumes_for(n, "8")
+    }
+
+    pub fn volumes_for(n: usize, max_hosts: &str) -> Vols {
         let dir = tempfile::tempdir().unwrap();
         let paths: Vec<PathBuf> = (0..n).map(|i| dir.path().join(format!("v{i}.vol"))).collect();
-        init_volume(&paths[0], &[]);
+        init_volume_for(&paths[0], max_hosts, &[]);
         for p in &paths[1..] {
             std::fs::copy(&paths[0], p).unwrap();
         }
@@ -155,6 +159,7 @@ mod readers {
             verdict_author: 0,
             name: format!("host{id}"),
             verdicts: vec![],
+            verdicts_in_pages: 0,
         }
     }
 
@@ -197,6 +202,38 @@ mod readers {
     pub fn check(v: &Vols, host: &str) -> (Option<i32>, String) {
         let out = hbfence(&["check", host, "--config", v.config.to_str().unwrap()]);
         (out.status.code(), text(&out))
+    }
+
+    /// Issue 10 item 9: a table about every other host of a 255-host volume; the verdicts
+    /// beyond the heartbeat block are in the coordinator's verdict pages.
+    #[test]
+    fn check_and_status_read_verdicts_from_verdict_pages() {
+        let v = volumes_for(1, "255");
+        let geo = format::Geometry { max_hosts: 255 };
+        let verdicts: Vec<Verdict> = (2..=255).map(|id| fenced(id, 1000 + u64::from(id))).collect();
+        let table = coordinator(&v, 40, 3, verdicts);
+        put(&v.paths[0], &record(&v, 250, 1250, 9));
+        let pages = format::encode_verdict_pages(&table);
+        assert_eq!(pages.len(), 2);
+        let f = std::fs::OpenOptions::new().write(true).open(&v.paths[0]).unwrap();
+        for (i, page) in pages.iter().enumerate() {
+            f.write_all_at(&page[..], geo.page_block(1, i as u64) * 4096).unwrap();
+        }
+        put(&v.paths[0], &table);
+        let (code, out) = check(&v, "250");
+        assert_eq!(code, Some(4), "{out}");
+        let out = hbfence(&["status", "--volume", v.paths[0].to_str().unwrap(), "--json"]);
+        let j: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
+        let h250 = j["hosts"].as_array().unwrap().iter().find(|h| h["id"] == 250).expect("250");
+        assert_eq!(h250["verdict"], "fenced", "{j}");
+
+        // The last page torn: the table is not offered in part (no verdict, not "withdrawn").
+        let mut torn = pages[1];
+        torn[300] ^= 0x5a;
+        f.write_all_at(&torn[..], geo.page_block(1, 1) * 4096).unwrap();
+        let (code, out) = check(&v, "250");
+        assert_ne!(code, Some(4), "{out}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 #[path = "support/cluster.rs"]
 mod cluster;
 
-use cluster::{hbfence, init_volume};
+use cluster::{hbfence, init_volume, init_volume_for};
 use hbfence::core::format::{self, Decoded, HostState};
 use hbfence::volume::{Access, AlignedBuf, Volume};
 use std::path::{Path, PathBuf};
@@ -61,6 +61,7 @@ fn heartbeat(id: u32, seq: u64, cluster: [u8; 16]) -> format::Heartbeat {
         verdict_author: 0,
         name: format!("h{id}"),
         verdicts: vec![],
+        verdicts_in_pages: 0,
     }
 }
 
@@ -111,6 +112,68 @@ fn file_on_ext4_or_the_test_filesystem() {
         tempfile::tempdir_in(std::env::var("CARGO_TARGET_TMPDIR").unwrap_or_else(|_| ".".into()))
             .unwrap();
     exercise(&dir.path().join("v.vol"));
+}
+
+/// Issue 10 item 9: the driver writes a table about every other host of a 255-host volume
+/// (heartbeat block plus verdict pages, pages first) and reads it back whole.
+#[test]
+fn verdict_pages_round_trip_through_the_volume_driver() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.vol");
+    init_volume_for(&path, "255", &[]);
+    let vol = Volume::open(&path, Access::ReadWrite).expect("open");
+    let header = vol.read_header().expect("header");
+    let geo = header.geometry();
+    assert_eq!(geo.pages_per_host(), 2);
+    let mut r = heartbeat(1, 5, header.cluster);
+    r.verdict_gen = 3;
+    r.verdict_author = 1;
+    r.verdicts = (2..=255)
+        .map(|id| format::Verdict {
+            host_id: id,
+            kind: format::VerdictKind::Fenced,
+            method: format::FenceMethodKind::Watchdog,
+            incarnation: u64::from(id),
+            wall_ms: 1,
+            seq: 4,
+        })
+        .collect();
+    let mut pages = vol.page_buffer(geo).unwrap().expect("a 255-host volume has pages");
+    let mut buf = AlignedBuf::new(1).unwrap();
+    buf.block_mut(0).copy_from_slice(&format::encode_heartbeat(&r).unwrap());
+    // The heartbeat alone: its table is not offered, not offered in part.
+    vol.write_block(geo.heartbeat_block(1), &buf, 0).unwrap();
+    let view = vol.read_view(&header).unwrap();
+    assert!(!hbfence::core::view::carries_table(view.record(1).unwrap()));
+    vol.write_verdict_pages(geo, &r, &mut pages).unwrap();
+    let view = vol.read_view(&header).unwrap();
+    let read = view.record(1).unwrap();
+    assert!(hbfence::core::view::carries_table(read));
+    assert_eq!(read.verdicts, r.verdicts);
+}
+
+/// Format 2 (verdict pages) refuses a format-1 volume and says how to move on.
+#[test]
+fn a_volume_of_the_older_format_is_refused_with_the_way_out() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.vol");
+    init_volume(&path, &[]);
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let mut block = [0u8; format::BLOCK_SIZE];
+    f.read_exact_at(&mut block, 0).unwrap();
+    block[10..12].copy_from_slice(&1u16.to_le_bytes());
+    let crc = crc32fast::hash(&block[..format::BLOCK_SIZE - 4]);
+    block[format::BLOCK_SIZE - 4..].copy_from_slice(&crc.to_le_bytes());
+    f.write_all_at(&block, 0).unwrap();
+    let out = hbfence(&["status", "--volume", path.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("format version 1 was written by an older hbfence")
+            && text.contains("hbfence init --force"),
+        "{text}"
+    );
 }
 
 #[test]

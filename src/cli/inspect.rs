@@ -72,6 +72,9 @@ fn heartbeat_json(hb: &Heartbeat, now_wall: u64) -> Value {
         "ack_nonce": hb.ack_nonce,
         "coordinator": hb.coordinator,
         "verdict_gen": hb.verdict_gen,
+        "verdict_author": hb.verdict_author,
+        // The part of the table in verdict pages (`status` and `check` read them).
+        "verdicts_in_pages": hb.verdicts_in_pages,
         "verdicts": hb.verdicts.iter().map(|v| json!({
             "id": v.host_id,
             "verdict": v.kind.as_str(),
@@ -136,6 +139,12 @@ pub fn dump(a: &DumpArgs) -> CliResult {
                         v.method.as_str(),
                         v.incarnation,
                         wall_time(v.wall_ms)
+                    ));
+                }
+                if hb.verdicts_in_pages > 0 {
+                    lines.push(format!(
+                        "    and {} more verdicts in this host's verdict pages",
+                        hb.verdicts_in_pages
                     ));
                 }
             }

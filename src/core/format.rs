@@ -2,7 +2,9 @@
 //!
 //! Every block is [`BLOCK_SIZE`] bytes. Block 0 is the volume header, block `h` is host `h`'s
 //! heartbeat (written only by host `h`), block `max_hosts + h` is host `h`'s mailbox (written only
-//! by others). Every block starts with a common prefix and ends with a CRC-32 of everything
+//! by others), and after the mailboxes each host has [`Geometry::pages_per_host`] verdict pages
+//! (written only by that host) for the part of its verdict table that does not fit in its
+//! heartbeat block. Every block starts with a common prefix and ends with a CRC-32 of everything
 //! before it, so a torn write (part old, part new) is detected. `docs/design.md` has the tables.
 
 use super::timing::Timing;
@@ -10,7 +12,8 @@ use std::fmt;
 
 pub const BLOCK_SIZE: usize = 4096;
 pub const MAGIC: [u8; 8] = *b"HBFENCE\0";
-pub const FORMAT_VERSION: u16 = 1;
+/// 2: verdict pages, verdict table author and sequence. A volume of format 1 is refused.
+pub const FORMAT_VERSION: u16 = 2;
 pub const MAX_HOSTS_LIMIT: u32 = 2000;
 pub const DEFAULT_MAX_HOSTS: u32 = 255;
 pub const NAME_LEN: usize = 64;
@@ -50,11 +53,21 @@ const OFF_COORDINATOR: usize = 96;
 const OFF_VERDICT_GEN: usize = 100;
 const OFF_NAME: usize = 104;
 const OFF_VERDICT_COUNT: usize = 168;
+const OFF_VERDICT_TOTAL: usize = 170;
 const OFF_VERDICT_AUTHOR: usize = 172;
 const OFF_VERDICTS: usize = 176;
 const VERDICT_SIZE: usize = 32;
-/// How many peers with a verdict one coordinator block can carry.
+/// How many verdicts the heartbeat block itself carries; the rest go into verdict pages.
 pub const MAX_VERDICTS: usize = (CRC_OFFSET - OFF_VERDICTS) / VERDICT_SIZE;
+
+// Verdict page.
+const OFF_PAGE_GEN: usize = 32;
+const OFF_PAGE_AUTHOR: usize = 36;
+const OFF_PAGE_INDEX: usize = 40;
+const OFF_PAGE_COUNT: usize = 42;
+const OFF_PAGE_VERDICTS: usize = 48;
+/// How many verdicts one verdict page carries.
+pub const PAGE_VERDICTS: usize = (CRC_OFFSET - OFF_PAGE_VERDICTS) / VERDICT_SIZE;
 
 // Mailbox.
 const OFF_NONCE: usize = 32;
@@ -74,6 +87,7 @@ pub enum BlockKind {
     Header = 1,
     Heartbeat = 2,
     Mailbox = 3,
+    VerdictPage = 4,
 }
 
 /// Where each block of a volume lives.
@@ -84,7 +98,23 @@ pub struct Geometry {
 
 impl Geometry {
     pub fn total_blocks(&self) -> u64 {
-        1 + 2 * u64::from(self.max_hosts)
+        let n = u64::from(self.max_hosts);
+        1 + 2 * n + n * self.pages_per_host()
+    }
+    /// Verdict pages per host: enough for a table about every other host (`max_hosts - 1`).
+    /// None up to 123 hosts.
+    pub fn pages_per_host(&self) -> u64 {
+        let beyond = (self.max_hosts.saturating_sub(1) as usize).saturating_sub(MAX_VERDICTS);
+        beyond.div_ceil(PAGE_VERDICTS) as u64
+    }
+    /// Block index of page `page` of host `id`'s verdict pages.
+    pub fn page_block(&self, id: u32, page: u64) -> u64 {
+        let n = u64::from(self.max_hosts);
+        1 + 2 * n + u64::from(id - 1) * self.pages_per_host() + page
+    }
+    /// How many verdicts one host's table can hold (heartbeat block and pages).
+    pub fn table_capacity(&self) -> usize {
+        MAX_VERDICTS + self.pages_per_host() as usize * PAGE_VERDICTS
     }
     pub fn total_bytes(&self) -> u64 {
         self.total_blocks() * BLOCK_SIZE as u64
@@ -284,6 +314,23 @@ pub struct Heartbeat {
     /// (generation, author) orders tables, the lower author winning a tie.
     pub verdict_author: u32,
     pub name: String,
+    /// The verdict table. Encoded: the first [`MAX_VERDICTS`] in the block, the rest in
+    /// verdict pages ([`encode_verdict_pages`]). Decoded: the ones in the block.
+    pub verdicts: Vec<Verdict>,
+    /// Decoded: how many verdicts of the table are in pages, not (yet) in `verdicts`
+    /// (`view::complete_tables` reads them). Ignored when encoding.
+    pub verdicts_in_pages: u32,
+}
+
+/// The part of a host's verdict table beyond its heartbeat block: page `index` of table
+/// (`verdict_gen`, `verdict_author`). Only a page of the same table as the heartbeat counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerdictPage {
+    pub cluster: ClusterId,
+    pub host_id: u32,
+    pub verdict_gen: u32,
+    pub verdict_author: u32,
+    pub index: u16,
     pub verdicts: Vec<Verdict>,
 }
 
@@ -360,6 +407,7 @@ pub enum Decoded {
     Header(Header),
     Heartbeat(Heartbeat),
     Mailbox(Mailbox),
+    VerdictPage(VerdictPage),
 }
 
 impl Decoded {
@@ -371,7 +419,10 @@ impl Decoded {
             Decoded::BadCrc => "bad-crc",
             Decoded::Unsupported { .. } => "unsupported-version",
             Decoded::Malformed(_) => "malformed",
-            Decoded::Header(_) | Decoded::Heartbeat(_) | Decoded::Mailbox(_) => "ok",
+            Decoded::Header(_)
+            | Decoded::Heartbeat(_)
+            | Decoded::Mailbox(_)
+            | Decoded::VerdictPage(_) => "ok",
         }
     }
 }
@@ -385,7 +436,7 @@ impl fmt::Display for EncodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EncodeError::TooManyVerdicts(n) => {
-                write!(f, "{n} verdicts do not fit in one block (at most {MAX_VERDICTS})")
+                write!(f, "{n} verdicts do not fit in a verdict table (at most {})", u16::MAX)
             }
         }
     }
@@ -481,7 +532,7 @@ pub fn encode_heartbeat(h: &Heartbeat) -> Result<Block, EncodeError> {
 
 /// Encodes into a caller-owned buffer: the agent's steady-state loop does not allocate.
 pub fn encode_heartbeat_into(h: &Heartbeat, b: &mut Block) -> Result<(), EncodeError> {
-    if h.verdicts.len() > MAX_VERDICTS {
+    if h.verdicts.len() > usize::from(u16::MAX) {
         return Err(EncodeError::TooManyVerdicts(h.verdicts.len()));
     }
     b.fill(0);
@@ -499,9 +550,17 @@ pub fn encode_heartbeat_into(h: &Heartbeat, b: &mut Block) -> Result<(), EncodeE
     put_u32(b, OFF_VERDICT_GEN, h.verdict_gen);
     put_u32(b, OFF_VERDICT_AUTHOR, h.verdict_author);
     put_name(b, OFF_NAME, &h.name);
-    put_u16(b, OFF_VERDICT_COUNT, h.verdicts.len() as u16);
-    for (i, v) in h.verdicts.iter().enumerate() {
-        let o = OFF_VERDICTS + i * VERDICT_SIZE;
+    let inline = &h.verdicts[..h.verdicts.len().min(MAX_VERDICTS)];
+    put_u16(b, OFF_VERDICT_COUNT, inline.len() as u16);
+    put_u16(b, OFF_VERDICT_TOTAL, h.verdicts.len() as u16);
+    put_verdicts(b, OFF_VERDICTS, inline);
+    seal(b);
+    Ok(())
+}
+
+fn put_verdicts(b: &mut Block, at: usize, verdicts: &[Verdict]) {
+    for (i, v) in verdicts.iter().enumerate() {
+        let o = at + i * VERDICT_SIZE;
         put_u32(b, o, v.host_id);
         b[o + 4] = v.kind as u8;
         b[o + 5] = v.method as u8;
@@ -509,8 +568,47 @@ pub fn encode_heartbeat_into(h: &Heartbeat, b: &mut Block) -> Result<(), EncodeE
         put_u64(b, o + 16, v.wall_ms);
         put_u64(b, o + 24, v.seq);
     }
-    seal(b);
-    Ok(())
+}
+
+fn get_verdicts(b: &[u8], at: usize, count: usize) -> Result<Vec<Verdict>, String> {
+    let mut verdicts = Vec::with_capacity(count);
+    for i in 0..count {
+        let o = at + i * VERDICT_SIZE;
+        let (Some(kind), Some(method)) =
+            (VerdictKind::from_u8(b[o + 4]), FenceMethodKind::from_u8(b[o + 5]))
+        else {
+            return Err(format!("verdict {i} has an unknown kind or method"));
+        };
+        verdicts.push(Verdict {
+            host_id: get_u32(b, o),
+            kind,
+            method,
+            incarnation: get_u64(b, o + 8),
+            wall_ms: get_u64(b, o + 16),
+            seq: get_u64(b, o + 24),
+        });
+    }
+    Ok(verdicts)
+}
+
+/// The verdict pages of `h`'s table: the verdicts beyond the first [`MAX_VERDICTS`], in pages of
+/// [`PAGE_VERDICTS`]. Written before the heartbeat block that names their table.
+pub fn encode_verdict_pages(h: &Heartbeat) -> Vec<Block> {
+    let rest = h.verdicts.get(MAX_VERDICTS..).unwrap_or(&[]);
+    rest.chunks(PAGE_VERDICTS)
+        .enumerate()
+        .map(|(index, chunk)| {
+            let mut b = [0u8; BLOCK_SIZE];
+            prefix(&mut b, BlockKind::VerdictPage, h.host_id, &h.cluster);
+            put_u32(&mut b, OFF_PAGE_GEN, h.verdict_gen);
+            put_u32(&mut b, OFF_PAGE_AUTHOR, h.verdict_author);
+            put_u16(&mut b, OFF_PAGE_INDEX, index as u16);
+            put_u16(&mut b, OFF_PAGE_COUNT, chunk.len() as u16);
+            put_verdicts(&mut b, OFF_PAGE_VERDICTS, chunk);
+            seal(&mut b);
+            b
+        })
+        .collect()
 }
 
 pub fn encode_mailbox(m: &Mailbox) -> Block {
@@ -552,6 +650,7 @@ pub fn decode(buf: &[u8]) -> Decoded {
         1 => decode_header(b, cluster),
         2 => decode_heartbeat(b, cluster, host_id),
         3 => decode_mailbox(b, cluster, host_id),
+        4 => decode_verdict_page(b, cluster, host_id),
         k => Decoded::Malformed(format!("unknown block kind {k}")),
     }
 }
@@ -596,23 +695,16 @@ fn decode_heartbeat(b: &[u8], cluster: ClusterId, host_id: u32) -> Decoded {
     if count > MAX_VERDICTS {
         return Decoded::Malformed(format!("verdict count {count} > {MAX_VERDICTS}"));
     }
-    let mut verdicts = Vec::with_capacity(count);
-    for i in 0..count {
-        let o = OFF_VERDICTS + i * VERDICT_SIZE;
-        let (Some(kind), Some(method)) =
-            (VerdictKind::from_u8(b[o + 4]), FenceMethodKind::from_u8(b[o + 5]))
-        else {
-            return Decoded::Malformed(format!("verdict {i} has an unknown kind or method"));
-        };
-        verdicts.push(Verdict {
-            host_id: get_u32(b, o),
-            kind,
-            method,
-            incarnation: get_u64(b, o + 8),
-            wall_ms: get_u64(b, o + 16),
-            seq: get_u64(b, o + 24),
-        });
+    let total = get_u16(b, OFF_VERDICT_TOTAL) as usize;
+    if total < count || (total > count && count < MAX_VERDICTS) {
+        return Decoded::Malformed(format!(
+            "verdict table of {total} with {count} in the block: pages are used only for a full block"
+        ));
     }
+    let verdicts = match get_verdicts(b, OFF_VERDICTS, count) {
+        Ok(v) => v,
+        Err(e) => return Decoded::Malformed(e),
+    };
     Decoded::Heartbeat(Heartbeat {
         cluster,
         host_id,
@@ -630,7 +722,28 @@ fn decode_heartbeat(b: &[u8], cluster: ClusterId, host_id: u32) -> Decoded {
         verdict_author: get_u32(b, OFF_VERDICT_AUTHOR),
         name: get_name(b, OFF_NAME),
         verdicts,
+        verdicts_in_pages: (total - count) as u32,
     })
+}
+
+fn decode_verdict_page(b: &[u8], cluster: ClusterId, host_id: u32) -> Decoded {
+    let count = get_u16(b, OFF_PAGE_COUNT) as usize;
+    if count == 0 || count > PAGE_VERDICTS {
+        return Decoded::Malformed(format!(
+            "verdict page count {count} not in 1..={PAGE_VERDICTS}"
+        ));
+    }
+    match get_verdicts(b, OFF_PAGE_VERDICTS, count) {
+        Ok(verdicts) => Decoded::VerdictPage(VerdictPage {
+            cluster,
+            host_id,
+            verdict_gen: get_u32(b, OFF_PAGE_GEN),
+            verdict_author: get_u32(b, OFF_PAGE_AUTHOR),
+            index: get_u16(b, OFF_PAGE_INDEX),
+            verdicts,
+        }),
+        Err(e) => Decoded::Malformed(e),
+    }
 }
 
 fn decode_mailbox(b: &[u8], cluster: ClusterId, host_id: u32) -> Decoded {
@@ -702,6 +815,7 @@ mod tests {
                 wall_ms: 99,
                 seq: 7,
             }],
+            verdicts_in_pages: 0,
         }
     }
 
@@ -733,10 +847,12 @@ mod tests {
         assert_eq!(decode(&[0u8; BLOCK_SIZE]), Decoded::Empty);
         assert_eq!(decode(&[0xffu8; BLOCK_SIZE]), Decoded::Foreign);
         assert_eq!(decode(&[1u8; 100]), Decoded::Foreign);
-        let mut b = encode_header(&header());
-        put_u16(&mut b, OFF_VERSION, 2);
-        seal(&mut b);
-        assert_eq!(decode(&b), Decoded::Unsupported { version: 2 });
+        for version in [1, FORMAT_VERSION + 1] {
+            let mut b = encode_header(&header());
+            put_u16(&mut b, OFF_VERSION, version);
+            seal(&mut b);
+            assert_eq!(decode(&b), Decoded::Unsupported { version });
+        }
     }
 
     #[test]
@@ -760,8 +876,57 @@ mod tests {
     #[test]
     fn too_many_verdicts_is_an_error() {
         let mut hb = heartbeat(1);
-        hb.verdicts = vec![hb.verdicts[0]; MAX_VERDICTS + 1];
-        assert_eq!(encode_heartbeat(&hb), Err(EncodeError::TooManyVerdicts(MAX_VERDICTS + 1)));
+        hb.verdicts = vec![hb.verdicts[0]; usize::from(u16::MAX) + 1];
+        assert_eq!(
+            encode_heartbeat(&hb),
+            Err(EncodeError::TooManyVerdicts(usize::from(u16::MAX) + 1))
+        );
+    }
+
+    /// Issue 10 item 9: a table about every other host fits (heartbeat block plus pages),
+    /// whatever max_hosts, and the page blocks follow the mailboxes without overlapping.
+    #[test]
+    fn pages_hold_a_verdict_for_every_other_host() {
+        for max_hosts in [1, 2, 123, 124, 255, 1000, MAX_HOSTS_LIMIT] {
+            let geo = Geometry { max_hosts };
+            assert!(geo.table_capacity() >= max_hosts as usize - 1, "max_hosts {max_hosts}");
+            let p = geo.pages_per_host();
+            assert_eq!(p == 0, max_hosts as usize <= MAX_VERDICTS + 1);
+            if p > 0 {
+                assert_eq!(geo.page_block(1, 0), geo.mailbox_block(max_hosts) + 1);
+                assert_eq!(geo.page_block(max_hosts, p - 1), geo.total_blocks() - 1);
+                assert_eq!(geo.page_block(2, 0), geo.page_block(1, p - 1) + 1);
+            } else {
+                assert_eq!(geo.total_blocks(), 1 + 2 * u64::from(max_hosts));
+            }
+        }
+    }
+
+    #[test]
+    fn a_table_beyond_the_block_goes_into_pages() {
+        let mut hb = heartbeat(1);
+        hb.verdicts = (0..(MAX_VERDICTS + PAGE_VERDICTS + 3) as u32)
+            .map(|i| Verdict { host_id: i + 2, ..hb.verdicts[0] })
+            .collect();
+        let Decoded::Heartbeat(d) = decode(&encode_heartbeat(&hb).unwrap()) else { panic!() };
+        assert_eq!(d.verdicts[..], hb.verdicts[..MAX_VERDICTS]);
+        assert_eq!(d.verdicts_in_pages as usize, PAGE_VERDICTS + 3);
+        let pages = encode_verdict_pages(&hb);
+        assert_eq!(pages.len(), 2);
+        let decoded: Vec<VerdictPage> = pages
+            .iter()
+            .map(|b| match decode(b) {
+                Decoded::VerdictPage(p) => p,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!((decoded[0].index, decoded[1].index), (0, 1));
+        assert!(decoded.iter().all(|p| (p.verdict_gen, p.verdict_author) == (4, 3)));
+        let all: Vec<Verdict> =
+            d.verdicts.iter().chain(decoded.iter().flat_map(|p| &p.verdicts)).copied().collect();
+        assert_eq!(all, hb.verdicts);
+        // A table that fits needs no page.
+        assert!(encode_verdict_pages(&heartbeat(1)).is_empty());
     }
 
     #[test]
@@ -849,6 +1014,7 @@ mod tests {
                 state: HostState::from_u8(state).unwrap(), watchdog_timeout_s: wd, caps: caps_bits,
                 ack_nonce: ack, coordinator: coord, verdict_gen: gen, verdict_author: author, name,
                 verdicts,
+                verdicts_in_pages: 0,
             };
             prop_assert_eq!(decode(&encode_heartbeat(&h).unwrap()), Decoded::Heartbeat(h));
         }

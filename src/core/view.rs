@@ -62,6 +62,79 @@ pub fn decode_view(raw: &[u8], geo: Geometry, cluster: &ClusterId) -> VolumeView
     view
 }
 
+/// Whether record `r` offers a verdict table: generation 0 carries none, and a table whose
+/// verdict pages were not read (or did not match) is not offered — part of a table would look
+/// like withdrawn verdicts.
+pub fn carries_table(r: &Heartbeat) -> bool {
+    r.verdict_gen > 0 && r.verdicts_in_pages == 0
+}
+
+/// At most this many records' verdict pages are read per volume and cycle: the holders of the
+/// newest tables (every host republishes its table, so a second copy covers a torn one).
+pub const PAGE_READS: usize = 2;
+
+/// Whose verdict pages a reader needs, newest table first: records with a table in pages
+/// that is newer than every complete table of the view, at most [`PAGE_READS`].
+pub fn pages_wanted(view: &VolumeView) -> Vec<u32> {
+    let mut tables: Vec<&Heartbeat> = view
+        .slots
+        .iter()
+        .filter_map(|s| match s {
+            Slot::Record(r) if r.verdict_gen > 0 => Some(r),
+            _ => None,
+        })
+        .collect();
+    tables.sort_by_key(|r| std::cmp::Reverse(table_order(r)));
+    tables
+        .iter()
+        .take_while(|r| r.verdicts_in_pages > 0)
+        .take(PAGE_READS)
+        .map(|r| r.host_id)
+        .collect()
+}
+
+/// Completes the tables of the records named by [`pages_wanted`] from their verdict pages
+/// (`pages`: host id and the raw blocks `geo.page_block(id, 0..)` as read). A page that is
+/// torn, missing or of another table (the host rewrote it meanwhile) leaves that record's
+/// table incomplete, so it is not offered ([`carries_table`]); nothing else is guessed.
+pub fn complete_tables(
+    view: &mut VolumeView,
+    geo: Geometry,
+    cluster: &ClusterId,
+    pages: &[(u32, &[u8])],
+) {
+    for &(id, raw) in pages {
+        let Some(Slot::Record(r)) = view.slots.get_mut((id as usize).wrapping_sub(1)) else {
+            continue;
+        };
+        let missing = r.verdicts_in_pages as usize;
+        let needed = missing.div_ceil(format::PAGE_VERDICTS);
+        if missing == 0 || needed as u64 > geo.pages_per_host() {
+            continue;
+        }
+        let mut rest = Vec::with_capacity(missing);
+        for index in 0..needed {
+            let block = raw.get(index * BLOCK_SIZE..(index + 1) * BLOCK_SIZE).unwrap_or(&[]);
+            match format::decode(block) {
+                Decoded::VerdictPage(p)
+                    if &p.cluster == cluster
+                        && p.host_id == id
+                        && p.verdict_gen == r.verdict_gen
+                        && p.verdict_author == r.verdict_author
+                        && usize::from(p.index) == index =>
+                {
+                    rest.extend(p.verdicts)
+                }
+                _ => break,
+            }
+        }
+        if rest.len() == missing {
+            r.verdicts.extend(rest);
+            r.verdicts_in_pages = 0;
+        }
+    }
+}
+
 /// The cluster's verdicts as written on the volume: the newest table any block carries
 /// (see [`table_order`]). Returns (its author, its verdicts).
 pub fn cluster_verdicts(view: &VolumeView) -> (Option<u32>, Vec<super::format::Verdict>) {
@@ -77,7 +150,7 @@ pub fn newest_table_record(view: &VolumeView, except: Option<u32>) -> Option<&He
     view.slots
         .iter()
         .filter_map(|s| match s {
-            Slot::Record(r) if r.verdict_gen > 0 && Some(r.host_id) != except => Some(r),
+            Slot::Record(r) if carries_table(r) && Some(r.host_id) != except => Some(r),
             _ => None,
         })
         .max_by_key(|r| table_order(r))
@@ -135,7 +208,7 @@ pub fn merge_views(views: &[VolumeView]) -> MergedView {
                 _ => {}
             }
             if let Slot::Record(r) = slot {
-                if r.verdict_gen > 0 && table.is_none_or(|t| table_order(r) > table_order(t)) {
+                if carries_table(r) && table.is_none_or(|t| table_order(r) > table_order(t)) {
                     table = Some(r);
                 }
             }
@@ -209,6 +282,7 @@ mod merge_tests {
             verdict_author: 0,
             name: format!("host{id}"),
             verdicts: vec![],
+            verdicts_in_pages: 0,
         }
     }
 
@@ -218,6 +292,7 @@ mod merge_tests {
             verdict_gen: gen,
             verdict_author: id,
             verdicts,
+            verdicts_in_pages: 0,
             ..hb(id, 100 + id as u64, seq)
         }
     }
@@ -316,5 +391,116 @@ mod merge_tests {
         // A never-written block has no verdict.
         assert_eq!(merge_views(&[view(vec![table, Slot::Empty])]).current_verdict(2), None);
         assert_eq!(merge_views(&[]).current_verdict(2), None);
+    }
+}
+
+#[cfg(test)]
+mod page_tests {
+    use super::*;
+    use crate::core::format::{encode_heartbeat, encode_verdict_pages, FenceMethodKind};
+    use crate::core::format::{HostState, Verdict, VerdictKind};
+
+    const GEO: Geometry = Geometry { max_hosts: 255 };
+    const CLUSTER: ClusterId = [7; 16];
+
+    fn table(id: u32, gen: u32, author: u32, n: u32) -> Heartbeat {
+        Heartbeat {
+            cluster: CLUSTER,
+            host_id: id,
+            incarnation: 100 + u64::from(id),
+            seq: 9,
+            wall_ms: 0,
+            mono_ms: 0,
+            boot_id: [1; 16],
+            state: HostState::Active,
+            watchdog_timeout_s: 2,
+            caps: 0,
+            ack_nonce: 0,
+            coordinator: 1,
+            verdict_gen: gen,
+            verdict_author: author,
+            name: format!("host{id}"),
+            verdicts: (0..n)
+                .map(|i| Verdict {
+                    host_id: i + 2,
+                    kind: VerdictKind::Fenced,
+                    method: FenceMethodKind::Watchdog,
+                    incarnation: 7,
+                    wall_ms: 0,
+                    seq: 3,
+                })
+                .collect(),
+            verdicts_in_pages: 0,
+        }
+    }
+
+    /// Blocks 1.. of a volume holding `records` (heartbeats and their pages).
+    fn volume(records: &[Heartbeat]) -> Vec<u8> {
+        let mut raw = vec![0u8; (GEO.total_blocks() as usize - 1) * BLOCK_SIZE];
+        let mut put = |block: u64, data: &[u8]| {
+            let at = (block as usize - 1) * BLOCK_SIZE;
+            raw[at..at + BLOCK_SIZE].copy_from_slice(data);
+        };
+        for r in records {
+            put(GEO.heartbeat_block(r.host_id), &encode_heartbeat(r).unwrap());
+            for (i, page) in encode_verdict_pages(r).iter().enumerate() {
+                put(GEO.page_block(r.host_id, i as u64), page);
+            }
+        }
+        raw
+    }
+
+    /// What the daemon's I/O thread does: the main read, then the wanted pages.
+    fn read(raw: &[u8]) -> VolumeView {
+        let main = 2 * GEO.max_hosts as usize * BLOCK_SIZE;
+        let mut view = decode_view(&raw[..main], GEO, &CLUSTER);
+        let len = GEO.pages_per_host() as usize * BLOCK_SIZE;
+        for id in pages_wanted(&view) {
+            let at = (GEO.page_block(id, 0) as usize - 1) * BLOCK_SIZE;
+            complete_tables(&mut view, GEO, &CLUSTER, &[(id, &raw[at..at + len])]);
+        }
+        view
+    }
+
+    fn tear_page(raw: &mut [u8], id: u32, page: u64) {
+        let at = (GEO.page_block(id, page) as usize - 1) * BLOCK_SIZE;
+        raw[at + 100] ^= 0xff;
+    }
+
+    /// Issue 10 item 9: 254 verdicts (every other host of a 255-host volume) are read back
+    /// whole; a table whose pages are torn or of another generation is never offered in part.
+    #[test]
+    fn a_table_in_pages_is_read_whole_or_not_at_all() {
+        let newest = table(1, 5, 1, 254);
+        let copy = table(2, 5, 1, 254);
+        let older = table(3, 4, 1, 20);
+        let raw = volume(&[newest.clone(), copy, older]);
+        assert_eq!(cluster_verdicts(&read(&raw)), (Some(1), newest.verdicts.clone()));
+
+        // The author's page torn: the copy another host republishes is read instead.
+        let mut torn = raw.clone();
+        tear_page(&mut torn, 1, 1);
+        assert_eq!(cluster_verdicts(&read(&torn)).1.len(), 254);
+
+        // Both copies torn: the newest complete table (older, inline) — not 122 of 254, which
+        // would look like 132 withdrawn verdicts.
+        tear_page(&mut torn, 2, 0);
+        let view = read(&torn);
+        assert_eq!(cluster_verdicts(&view).1.len(), 20);
+        assert!(!carries_table(view.record(1).unwrap()));
+
+        // Pages of a newer table the host wrote after the heartbeat was read do not complete
+        // the older heartbeat's table.
+        let mut mixed = volume(&[table(1, 5, 1, 254), table(3, 4, 1, 20)]);
+        let rewritten = table(1, 6, 1, 254);
+        for (i, page) in encode_verdict_pages(&rewritten).iter().enumerate() {
+            let at = (GEO.page_block(1, i as u64) as usize - 1) * BLOCK_SIZE;
+            mixed[at..at + BLOCK_SIZE].copy_from_slice(page);
+        }
+        assert_eq!(cluster_verdicts(&read(&mixed)).1.len(), 20);
+        // A reader that does not read pages at all never sees the partial table either.
+        let main = 2 * GEO.max_hosts as usize * BLOCK_SIZE;
+        assert_eq!(cluster_verdicts(&decode_view(&raw[..main], GEO, &CLUSTER)).1.len(), 20);
+        assert_eq!(pages_wanted(&decode_view(&raw[..main], GEO, &CLUSTER)), vec![1, 2]);
     }
 }

@@ -53,7 +53,12 @@ pub fn hbfence(args: &[&str]) -> std::process::Output {
 }
 
 pub fn init_volume(path: &Path, extra: &[&str]) {
-    let mut args = vec!["init", "--volume", path.to_str().unwrap(), "--max-hosts", "8"];
+    init_volume_for(path, "8", extra)
+}
+
+/// `init_volume` with room for `max_hosts` hosts.
+pub fn init_volume_for(path: &Path, max_hosts: &str, extra: &[&str]) {
+    let mut args = vec!["init", "--volume", path.to_str().unwrap(), "--max-hosts", max_hosts];
     args.extend_from_slice(INIT_ARGS);
     args.extend_from_slice(extra);
     let out = hbfence(&args);

@@ -169,13 +169,20 @@ impl Agent {
         }
     }
 
-    /// The verdicts that fit in the heartbeat block, `fenced` ones first (they are what
-    /// management acts on), and the hosts left out.
+    /// How many verdicts this host's table can publish (heartbeat block and verdict pages):
+    /// one about every other host the volume has room for.
+    pub(super) fn table_capacity(&self) -> usize {
+        format::Geometry { max_hosts: self.p.max_hosts }.table_capacity()
+    }
+
+    /// The verdicts that fit in the table, `fenced` ones first (they are what management acts
+    /// on), and the hosts left out (only verdicts about ids beyond the volume's max_hosts).
     pub(super) fn publishable_verdicts(&self) -> (Vec<Verdict>, Vec<u32>) {
         let mut all: Vec<Verdict> = self.verdicts.values().copied().collect();
         all.sort_by_key(|v| (v.kind != VerdictKind::Fenced, v.host_id));
-        let left_out = all.iter().skip(format::MAX_VERDICTS).map(|v| v.host_id).collect();
-        all.truncate(format::MAX_VERDICTS);
+        let capacity = self.table_capacity();
+        let left_out = all.iter().skip(capacity).map(|v| v.host_id).collect();
+        all.truncate(capacity);
         (all, left_out)
     }
 
@@ -192,9 +199,9 @@ impl Agent {
                     self.p.host_id,
                     None,
                     format!(
-                        "verdict table full: {} verdicts, {} fit in the heartbeat block; not published for hosts {:?}",
+                        "verdict table full: {} verdicts, {} fit in the table; not published for hosts {:?}",
                         self.verdicts.len(),
-                        format::MAX_VERDICTS,
+                        self.table_capacity(),
                         left_out
                     ),
                 );
@@ -241,6 +248,7 @@ impl Agent {
             verdict_author,
             name: self.p.name.clone(),
             verdicts,
+            verdicts_in_pages: 0,
         }
     }
 

@@ -544,6 +544,7 @@ fn fake(id: u32, incarnation: u64, seq: u64, now: u64) -> Heartbeat {
         verdict_author: 0,
         name: format!("h{id}"),
         verdicts: vec![],
+        verdicts_in_pages: 0,
     }
 }
 
