@@ -297,9 +297,29 @@ impl Agent {
                         // existed and stuck in flight when it was killed, may land late (up to
                         // io_timeout): not another host, watch again. Anything written since
                         // this agent started is a live second writer.
-                        if r.boot_id != self.p.boot_id || r.mono_ms >= self.started_at {
+                        if r.boot_id == self.p.boot_id && r.mono_ms >= self.started_at {
                             self.collision(r.incarnation, r.seq);
                             return;
+                        }
+                        // The run that was in the block when the probe began, advancing, may
+                        // be a volume that lags behind, still showing that former run's last
+                        // writes (it stops once it has caught up), or another machine writing
+                        // (it goes on): watch again, and call it a second writer once the
+                        // changes outlast what a lagging volume may show of a run that is
+                        // over. Any other incarnation appeared after this agent started.
+                        let same_run = first_value.is_some_and(|f| f.0 == r.incarnation);
+                        if r.boot_id != self.p.boot_id && !same_run {
+                            self.collision(r.incarnation, r.seq);
+                            return;
+                        }
+                        if r.boot_id != self.p.boot_id {
+                            let t = self.p.timing;
+                            let since = *self.vols[v].probe_changing_since.get_or_insert(first_at);
+                            if finished.saturating_sub(since) > t.io_timeout_ms + 3 * t.interval_ms
+                            {
+                                self.collision(r.incarnation, r.seq);
+                                return;
+                            }
                         }
                         self.vols[v].probe_first = Some((finished, value));
                         return;

@@ -263,6 +263,9 @@ struct Vol {
     own_block_floor: Option<u64>,
     /// When the probe first read it and what the own block held then.
     probe_first: Option<(u64, Option<RecordId>)>,
+    /// When the probe first saw a record of another boot change in the own block (a lagging
+    /// volume catching up with a former run, or a second writer: only the latter goes on).
+    probe_changing_since: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default)]

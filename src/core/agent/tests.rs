@@ -286,10 +286,29 @@ fn a_second_writer_on_the_same_id_is_refused_at_start() {
     twin.incarnation = 77;
     twin.boot_id = [9; 16];
     s.add(twin);
-    s.run(3000);
+    s.run(T.io_timeout_ms + 5 * T.interval_ms);
     assert_eq!(s.hosts[1].exit, Some(EXIT_HOST_ID_IN_USE), "the twin kept running");
     assert!(s.hosts[1].pets.is_empty());
     assert_eq!(s.hosts[0].exit, None);
+}
+
+/// Simulation seed 58: a volume that lags behind shows a former run (another boot) catching up
+/// with its last writes during the probe; that was taken for a second writer (exit 76).
+#[test]
+fn a_former_run_catching_up_during_the_probe_is_not_a_second_writer() {
+    let mut s = Sim::new(0);
+    let mut former = fake(1, 55, 40, s.now);
+    former.boot_id = [5; 16];
+    s.put(&former);
+    s.add(params(1));
+    s.run(300);
+    s.put(&Heartbeat { seq: 42, ..former.clone() });
+    s.run(600);
+    s.put(&Heartbeat { seq: 43, ..former });
+    s.run(4_000);
+    assert_eq!(s.host(1).exit, None, "a lagging volume's history was taken for a twin");
+    assert!(!s.host(1).pets.is_empty());
+    assert!(s.record_of(1).seq > 43, "the sequence does not continue past the former run");
 }
 
 #[test]
