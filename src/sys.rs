@@ -161,11 +161,37 @@ pub fn boottime_ms() -> u64 {
     clock_ms(nix::time::ClockId::CLOCK_BOOTTIME)
 }
 
+/// What the clocks read once one read has failed: a time far beyond every lease, so the core
+/// dooms the host at once (S3) instead of seeing time stand still and renewing nothing but
+/// petting on. Far from `u64::MAX`, so deadlines computed from it do not overflow.
+pub const CLOCK_FAILED_MS: u64 = u64::MAX / 4;
+
+/// Remembers whether a clock read ever failed.
+struct ClockLatch(std::sync::atomic::AtomicBool);
+
+static CLOCKS: ClockLatch = ClockLatch(std::sync::atomic::AtomicBool::new(false));
+
 fn clock_ms(id: nix::time::ClockId) -> u64 {
-    match nix::time::clock_gettime(id) {
-        Ok(ts) => (ts.tv_sec() as u64).saturating_mul(1000) + (ts.tv_nsec() as u64) / 1_000_000,
-        // Both clocks exist on every Linux we support; 0 makes the failure visible, not fatal.
-        Err(_) => 0,
+    CLOCKS.ms(nix::time::clock_gettime(id).map(|ts| (ts.tv_sec(), ts.tv_nsec())))
+}
+
+impl ClockLatch {
+    /// Milliseconds from a clock read; after any failed read, [`CLOCK_FAILED_MS`] for good:
+    /// time that went back after the failure could let a lease look valid again.
+    fn ms(&self, read: nix::Result<(i64, i64)>) -> u64 {
+        use std::sync::atomic::Ordering;
+        match read {
+            Ok((sec, nsec)) if !self.0.load(Ordering::Relaxed) => {
+                (sec.max(0) as u64).saturating_mul(1000) + (nsec.max(0) as u64) / 1_000_000
+            }
+            Ok(_) => CLOCK_FAILED_MS,
+            Err(e) => {
+                if !self.0.swap(true, Ordering::Relaxed) {
+                    log::error!("clock_gettime failed ({e}): treating every lease as expired");
+                }
+                CLOCK_FAILED_MS
+            }
+        }
     }
 }
 
@@ -217,5 +243,20 @@ pub fn single_malloc_arena() {
     // documented as safe to set at any time (it is called before any thread is spawned).
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 11: a failed clock read froze time at 0 for the lease; now it is far beyond every
+    /// lease, and stays so even when the clock reads again.
+    #[test]
+    fn a_failed_clock_read_is_far_future_for_good() {
+        let latch = ClockLatch(std::sync::atomic::AtomicBool::new(false));
+        assert_eq!(latch.ms(Ok((5, 2_000_000))), 5002);
+        assert_eq!(latch.ms(Err(nix::errno::Errno::EINVAL)), CLOCK_FAILED_MS);
+        assert_eq!(latch.ms(Ok((6, 0))), CLOCK_FAILED_MS);
     }
 }

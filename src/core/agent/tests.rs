@@ -971,3 +971,19 @@ fn verdicts_of_hosts_that_rejoined_are_cleaned_up() {
     assert_eq!(s.verdict(1, 2), None, "a verdict about an old incarnation of a live host stayed");
     assert!(s.record_of(1).verdicts.iter().all(|v| v.host_id != 2));
 }
+
+/// Issue 11: the daemon's clock reads `CLOCK_FAILED_MS` after a failed read; the core dooms at
+/// once and never pets again.
+#[test]
+fn a_failed_clock_dooms_and_never_pets() {
+    let mut s = Sim::new(1);
+    s.run(4_000);
+    assert!(!s.host(1).pets.is_empty());
+    let pets = s.host(1).pets.len();
+    let actions =
+        s.hosts[0].agent.handle(Now { mono: crate::sys::CLOCK_FAILED_MS, wall: 1 }, Input::Tick);
+    assert!(actions.iter().any(|a| matches!(a, Action::SelfFence { .. })), "{actions:?}");
+    assert!(!actions.iter().any(|a| matches!(a, Action::Pet)));
+    s.run(2_000);
+    assert_eq!(s.host(1).pets.len(), pets, "petted after the clock failed");
+}
