@@ -72,7 +72,7 @@ const CONFIGS: &[Cfg] = &[
         init: cluster::INIT_ARGS,
         interval_ms: 1000,
         suspect_ms: 3000,
-        dead_after_ms: 9000,
+        dead_after_ms: 11000,
     },
     Cfg {
         key: "wd-5s",
@@ -88,7 +88,7 @@ const CONFIGS: &[Cfg] = &[
         init: cluster::INIT_ARGS,
         interval_ms: 1000,
         suspect_ms: 3000,
-        dead_after_ms: 9000,
+        dead_after_ms: 11000,
     },
 ];
 
