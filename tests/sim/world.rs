@@ -1093,6 +1093,8 @@ impl World {
         let boot_ms = self.hosts[h].boots[b].clock.local_ms(t);
         self.hosts[h].boots[b].suspended =
             Some(Suspension { since: t, boot_ms, wd_remaining, was_paused });
+        // A frozen agent notices a twin only once it runs again.
+        self.extend_twin_watch(h, dur);
         self.hlog(
             h,
             format!(
@@ -2448,6 +2450,9 @@ impl World {
                 }
                 p.paused = true;
                 let pid = p.pid;
+                if let Some(d) = dur {
+                    self.extend_twin_watch(h, d);
+                }
                 self.hlog(
                     h,
                     format!(
@@ -2683,6 +2688,15 @@ impl World {
         let idx = self.twins.len() - 1;
         self.at(detect, Ev::TwinDeadline { idx });
         self.at(detect + 4 * self.u, Ev::TwinOff { tw });
+    }
+
+    /// A host of a twin episode frozen for `dur` (suspend, SIGSTOP) may notice the other writer
+    /// that much later: its collision exit is still expected.
+    fn extend_twin_watch(&mut self, h: usize, dur: u64) {
+        let t = self.t;
+        for w in self.twins.iter_mut().filter(|w| (w.h == h || w.tw == h) && t <= w.until) {
+            w.until += dur;
+        }
     }
 
     /// COLLISION-DETECT: a real second writer is noticed within a few intervals: at most one

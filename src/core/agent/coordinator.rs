@@ -307,7 +307,20 @@ impl Agent {
     ) {
         let incarnation =
             self.peers.get(&id).and_then(|p| p.record.as_ref()).map_or(0, |r| r.incarnation);
-        let Some(job) = self.fences.get_mut(&id) else { return };
+        let Some(job) = self.fences.get_mut(&id) else {
+            // The attempt outlived its job (the watchdog bound gave the verdict meanwhile, a
+            // clear or a reload ended it): a failure still says the BMC does not work (S8).
+            if let Err(detail) = result {
+                let now = self.verdicts.get(&id).map_or("none", |v| v.kind.as_str());
+                self.event(
+                    EventKind::FenceFailed,
+                    id,
+                    Some(method),
+                    format!("{detail} (a late result; the verdict is {now} meanwhile)"),
+                );
+            }
+            return;
+        };
         job.in_flight = false;
         match result {
             Ok(detail) => {
@@ -329,12 +342,19 @@ impl Agent {
                 let suspect =
                     self.peers.get(&id).is_some_and(|p| p.status == Some(PeerStatus::Suspect));
                 if !suspect {
-                    // It came back while the attempt ran: nothing to fence any more.
+                    // It came back while the attempt ran: nothing to fence any more, but the
+                    // BMC failed all the same.
                     self.fences.remove(&id);
                     if self.verdicts.get(&id).is_some_and(|v| v.kind != VerdictKind::Fenced) {
                         self.verdicts.remove(&id);
                         self.table_changed();
                     }
+                    self.event(
+                        EventKind::FenceFailed,
+                        id,
+                        Some(method),
+                        format!("{detail} (the host made progress meanwhile: not fenced)"),
+                    );
                     return;
                 }
                 let Some(job) = self.fences.get_mut(&id) else { return };

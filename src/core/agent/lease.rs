@@ -215,6 +215,12 @@ impl Agent {
         if r.boot_id == self.p.boot_id {
             return r.mono_ms >= self.started_at;
         }
+        // A former run the probe found, on a volume that has not shown one of this agent's
+        // writes yet: a volume lagging behind, catching up with that run's history. Once our
+        // write was read back there, that run overwriting it is a second writer.
+        if self.probe_found.contains(&r.incarnation) && !self.vols[v].own_write_seen {
+            return false;
+        }
         r.seq > self.probe_seq.max(self.vols[v].own_block_floor.unwrap_or(0))
     }
 
@@ -282,6 +288,13 @@ impl Agent {
                 }
             }
         }
+        // The highest sequence of the own block seen so far by this probe, on any volume.
+        let seen_before = self.seq;
+        if let Some(r) = own.filter(|r| r.boot_id != self.p.boot_id) {
+            if !self.probe_found.contains(&r.incarnation) && self.probe_found.len() < 8 {
+                self.probe_found.push(r.incarnation);
+            }
+        }
         if let Some(r) = own {
             // Continue the sequence of an earlier run so observers see progress, not a rewind.
             self.seq = self.seq.max(r.seq);
@@ -312,7 +325,9 @@ impl Agent {
                             self.collision(r.incarnation, r.seq);
                             return;
                         }
-                        if r.boot_id != self.p.boot_id {
+                        // Not past what another volume already showed: that volume's
+                        // history, not a write happening now.
+                        if r.boot_id != self.p.boot_id && r.seq > seen_before {
                             let t = self.p.timing;
                             let since = *self.vols[v].probe_changing_since.get_or_insert(first_at);
                             if finished.saturating_sub(since) > t.io_timeout_ms + 3 * t.interval_ms

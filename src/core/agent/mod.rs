@@ -266,6 +266,8 @@ struct Vol {
     /// When the probe first saw a record of another boot change in the own block (a lagging
     /// volume catching up with a former run, or a second writer: only the latter goes on).
     probe_changing_since: Option<u64>,
+    /// A read of this volume has shown one of this agent's own writes.
+    own_write_seen: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -347,6 +349,8 @@ pub struct Agent {
     started_at: u64,
     /// The sequence number continued from at the end of the probe.
     probe_seq: u64,
+    /// Incarnations of other boots the probe found in the own block (former runs).
+    probe_found: Vec<u64>,
     /// Sequence number of the first `leaving` record.
     leave_seq: Option<u64>,
     fences: BTreeMap<u32, FenceJob>,
@@ -389,6 +393,7 @@ impl Agent {
             recheck: false,
             started_at: now.mono,
             probe_seq: 0,
+            probe_found: Vec::new(),
             leave_seq: None,
             fences: BTreeMap::new(),
             storage: Storage::Ok,

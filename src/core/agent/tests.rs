@@ -987,3 +987,31 @@ fn a_failed_clock_dooms_and_never_pets() {
     s.run(2_000);
     assert_eq!(s.host(1).pets.len(), pets, "petted after the clock failed");
 }
+
+/// Issue 11: a BMC attempt that fails after the watchdog bound already gave the verdict (a
+/// lying or broken BMC) was dropped without an event; every failed attempt is an event.
+#[test]
+fn a_fence_failure_after_the_verdict_is_still_an_event() {
+    let mut s = Sim::new(0);
+    let mut p = params(1);
+    p.fence_methods.insert(2, FenceMethodKind::Ipmi);
+    s.add(p);
+    s.add(params(2));
+    s.run(5000);
+    s.kill(2);
+    s.run(T.dead_after_ms() + 3 * T.interval_ms);
+    assert_eq!(s.verdict(1, 2), Some((VerdictKind::Fenced, FenceMethodKind::Watchdog)));
+    let before = events(s.host(1), EventKind::FenceFailed).len();
+    s.feed(
+        0,
+        Input::FenceDone {
+            peer: 2,
+            method: FenceMethodKind::Ipmi,
+            result: Err("Set Chassis Power Control to Down/Off failed: Node busy".into()),
+        },
+    );
+    let failed = events(s.host(1), EventKind::FenceFailed);
+    assert_eq!(failed.len(), before + 1, "a failed attempt raised no event");
+    assert!(failed.last().unwrap().detail.contains("Node busy"));
+    assert_eq!(s.verdict(1, 2), Some((VerdictKind::Fenced, FenceMethodKind::Watchdog)));
+}
