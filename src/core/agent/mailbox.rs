@@ -55,6 +55,10 @@ impl Agent {
 
     pub(super) fn operator_message(&mut self, m: &format::Mailbox) {
         let id = m.host_id;
+        // Staleness by evidence now: a read that shows the peer's progress and the message
+        // together must not find it "suspect" only because its status is updated later.
+        let stale = self.peers.get(&id).map_or(0, |p| self.stale_ms(p));
+        let suspect_after = self.p.timing.suspect_after_ms;
         let Some(peer) = self.peers.get_mut(&id) else { return };
         let Some(current) = peer.record.as_ref().map(|r| (r.incarnation, r.seq)) else { return };
         // The operator named an incarnation: a host that rebooted since is another host now.
@@ -72,8 +76,11 @@ impl Agent {
             Command::ConfirmOff => {
                 // S1: an operator's word counts only for a host that stopped (suspect here);
                 // a heartbeat that still advances proves the host is up, whatever was typed.
-                if peer.status != Some(PeerStatus::Suspect) {
-                    let status = peer.status.unwrap_or(PeerStatus::Absent).as_str();
+                if peer.status != Some(PeerStatus::Suspect) || stale < suspect_after {
+                    let status = match peer.status {
+                        Some(PeerStatus::Suspect) => "making progress again",
+                        other => other.unwrap_or(PeerStatus::Absent).as_str(),
+                    };
                     self.event(
                         EventKind::Alarm,
                         id,

@@ -1015,3 +1015,20 @@ fn a_fence_failure_after_the_verdict_is_still_an_event() {
     assert!(failed.last().unwrap().detail.contains("Node busy"));
     assert_eq!(s.verdict(1, 2), Some((VerdictKind::Fenced, FenceMethodKind::Watchdog)));
 }
+
+/// Simulation seed 17121: a coordinator that held a peer suspect read, in one read, the peer's
+/// new heartbeat and an operator's confirm-off; the mailbox was handled before the status was
+/// updated, so the live peer was declared fenced (manual).
+#[test]
+fn a_confirm_off_read_together_with_progress_is_refused() {
+    let mut s = Sim::new(2);
+    s.run(5_000);
+    let last = s.record_of(2);
+    s.kill(2);
+    s.run(T.suspect_after_ms + 2 * T.interval_ms);
+    assert!(!events(s.host(1), EventKind::HostSuspect).is_empty(), "host 2 not suspect yet");
+    s.put(&Heartbeat { seq: last.seq + 1, ..last });
+    s.mailbox(2, Command::ConfirmOff, 32);
+    s.run(3 * T.interval_ms);
+    assert!(s.verdict(1, 2).is_none(), "a host whose heartbeat advanced was declared fenced");
+}
