@@ -264,7 +264,7 @@ mod merge_tests {
     use super::*;
     use crate::core::format::{caps, FenceMethodKind, HostState, Verdict, VerdictKind};
 
-    fn hb(id: u32, incarnation: u64, seq: u64) -> Heartbeat {
+    pub(super) fn hb(id: u32, incarnation: u64, seq: u64) -> Heartbeat {
         Heartbeat {
             cluster: [7; 16],
             host_id: id,
@@ -398,39 +398,28 @@ mod merge_tests {
 mod page_tests {
     use super::*;
     use crate::core::format::{encode_heartbeat, encode_verdict_pages, FenceMethodKind};
-    use crate::core::format::{HostState, Verdict, VerdictKind};
+    use crate::core::format::{Verdict, VerdictKind};
 
     const GEO: Geometry = Geometry { max_hosts: 255 };
     const CLUSTER: ClusterId = [7; 16];
 
     fn table(id: u32, gen: u32, author: u32, n: u32) -> Heartbeat {
+        let verdicts = (0..n)
+            .map(|i| Verdict {
+                host_id: i + 2,
+                kind: VerdictKind::Fenced,
+                method: FenceMethodKind::Watchdog,
+                incarnation: 7,
+                wall_ms: 0,
+                seq: 3,
+            })
+            .collect();
         Heartbeat {
-            cluster: CLUSTER,
-            host_id: id,
-            incarnation: 100 + u64::from(id),
-            seq: 9,
-            wall_ms: 0,
-            mono_ms: 0,
-            boot_id: [1; 16],
-            state: HostState::Active,
-            watchdog_timeout_s: 2,
-            caps: 0,
-            ack_nonce: 0,
             coordinator: 1,
             verdict_gen: gen,
             verdict_author: author,
-            name: format!("host{id}"),
-            verdicts: (0..n)
-                .map(|i| Verdict {
-                    host_id: i + 2,
-                    kind: VerdictKind::Fenced,
-                    method: FenceMethodKind::Watchdog,
-                    incarnation: 7,
-                    wall_ms: 0,
-                    seq: 3,
-                })
-                .collect(),
-            verdicts_in_pages: 0,
+            verdicts,
+            ..super::merge_tests::hb(id, 100 + u64::from(id), 9)
         }
     }
 

@@ -373,8 +373,8 @@ fn dead_peer_without_bmc_is_fenced_at_the_watchdog_bound_not_before() {
     assert_eq!(s.verdict(2, 3), Some((VerdictKind::Fenced, FenceMethodKind::Watchdog)));
 }
 
-#[test]
-fn bmc_fencing_needs_a_confirmed_off() {
+/// Host 1 (coordinator, with an IPMI method for host 2) and host 2, settled; host 2 just died.
+fn coordinator_with_bmc_of_a_killed_peer() -> Sim {
     let mut s = Sim::new(0);
     let mut p = params(1);
     p.fence_methods.insert(2, FenceMethodKind::Ipmi);
@@ -382,6 +382,12 @@ fn bmc_fencing_needs_a_confirmed_off() {
     s.add(params(2));
     s.run(5000);
     s.kill(2);
+    s
+}
+
+#[test]
+fn bmc_fencing_needs_a_confirmed_off() {
+    let mut s = coordinator_with_bmc_of_a_killed_peer();
     s.run(T.suspect_after_ms + 1500);
     assert_eq!(s.host(1).fences, vec![2], "fencing did not start exactly once");
     assert_eq!(s.verdict(1, 2).map(|v| v.0), Some(VerdictKind::Fencing));
@@ -992,13 +998,7 @@ fn a_failed_clock_dooms_and_never_pets() {
 /// lying or broken BMC) was dropped without an event; every failed attempt is an event.
 #[test]
 fn a_fence_failure_after_the_verdict_is_still_an_event() {
-    let mut s = Sim::new(0);
-    let mut p = params(1);
-    p.fence_methods.insert(2, FenceMethodKind::Ipmi);
-    s.add(p);
-    s.add(params(2));
-    s.run(5000);
-    s.kill(2);
+    let mut s = coordinator_with_bmc_of_a_killed_peer();
     s.run(T.dead_after_ms() + 3 * T.interval_ms);
     assert_eq!(s.verdict(1, 2), Some((VerdictKind::Fenced, FenceMethodKind::Watchdog)));
     let before = events(s.host(1), EventKind::FenceFailed).len();
