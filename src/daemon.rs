@@ -8,6 +8,7 @@ use crate::core::agent::{
 };
 use crate::core::events::Event;
 use crate::core::format::{self, caps, BootId, FenceMethodKind, Header};
+use crate::core::header::header_damage;
 use crate::core::view::decode_view;
 use crate::events::{self, EventSettings};
 use crate::fence::{self, AgentTarget, FenceMethod, FenceSettings, IpmiTarget};
@@ -133,7 +134,10 @@ pub fn fence_settings(config: &Config) -> FenceSettings {
 /// An I/O error may heal (NFS not mounted yet); a wrong file or header will not.
 fn volume_error(e: crate::volume::VolumeError) -> StartError {
     match e {
-        crate::volume::VolumeError::Io { .. } => StartError::unavailable(e),
+        // Retried: an operator restores the header (`hbfence restore-header`) while the
+        // running agents go on; this one then starts without anybody's intervention.
+        crate::volume::VolumeError::Io { .. }
+        | crate::volume::VolumeError::DamagedHeader { .. } => StartError::unavailable(e),
         _ => StartError::config(e),
     }
 }
@@ -178,6 +182,9 @@ fn spawn_io_thread(
     let geo = header.geometry();
     let cluster = header.cluster;
     let own_block_of = move |id: u32| geo.heartbeat_block(id);
+    let expected = header.clone();
+    let restore = crate::cli::restore::restore_command(volume.path(), header);
+    let mut damage: Option<String> = None;
     std::thread::Builder::new()
         .stack_size(crate::sys::THREAD_STACK)
         .name(format!("hbfence-io{index}"))
@@ -189,7 +196,8 @@ fn spawn_io_thread(
                     log::warn!("I/O thread {index}: SCHED_RR failed: {e}");
                 }
             }
-            let blocks = (2 * geo.max_hosts) as usize;
+            // Block 0 too: the header is checked every cycle in the same request.
+            let blocks = 1 + (2 * geo.max_hosts) as usize;
             let buffers = (AlignedBuf::new(1), AlignedBuf::new(blocks), volume.page_buffer(geo));
             let (mut wbuf, mut rbuf, mut pages) = match buffers {
                 (Ok(w), Ok(r), Ok(p)) => (w, r, p),
@@ -215,9 +223,27 @@ fn spawn_io_thread(
                     Ok(sys::boottime_ms())
                 });
                 let read = volume
-                    .read_blocks(1, &mut rbuf)
+                    .read_blocks(0, &mut rbuf)
                     .map(|()| {
-                        let mut view = decode_view(rbuf.as_slice(), geo, &cluster);
+                        let now_damaged = header_damage(rbuf.block(0), &expected).map(|why| {
+                            match format::decode(rbuf.block(0)) {
+                                // Re-created on purpose or by mistake: not something to undo
+                                // from here; the agents must be restarted on the new header.
+                                format::Decoded::Header(_) => {
+                                    format!("{why}; every agent must be restarted to use it")
+                                }
+                                _ => format!("{why}; restore it with `{restore}`"),
+                            }
+                        });
+                        if now_damaged != damage {
+                            damage = now_damaged;
+                            let _ = tx.send(Input::HeaderChecked {
+                                volume: index,
+                                damage: damage.clone(),
+                            });
+                        }
+                        let mut view =
+                            decode_view(&rbuf.as_slice()[format::BLOCK_SIZE..], geo, &cluster);
                         if let Some(pages) = pages.as_mut() {
                             volume.read_verdict_pages(&mut view, geo, &cluster, pages);
                         }
@@ -539,7 +565,11 @@ impl Daemon {
             }
             Action::Event(e) => {
                 let level = match e.kind.as_str() {
-                    "fence_failed" | "self_fence" | "storage_lost" => log::Level::Error,
+                    "fence_failed"
+                    | "self_fence"
+                    | "storage_lost"
+                    | "volume_header_damaged"
+                    | "alarm" => log::Level::Error,
                     "host_suspect" | "fence_started" | "storage_degraded" | "fenced" => {
                         log::Level::Warn
                     }
@@ -739,7 +769,7 @@ impl Daemon {
             .map(|v| json!({"id": v.host_id, "verdict": v.kind.as_str(), "method": v.method.as_str(), "incarnation": v.incarnation, "wall_time": crate::cli::text::wall_time(v.wall_ms)}))
             .collect();
         let vols: Vec<_> = (0..self.config.volumes.len())
-            .map(|i| json!({"path": self.config.volumes[i].path, "healthy": a.volume_healthy(i), "error": a.volume_error(i)}))
+            .map(|i| json!({"path": self.config.volumes[i].path, "healthy": a.volume_healthy(i), "error": a.volume_error(i), "header_damage": a.header_damage(i)}))
             .collect();
         let doc = json!({
             "pid": std::process::id(),

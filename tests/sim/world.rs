@@ -1431,6 +1431,9 @@ impl World {
             }
             Input::StopRequested => "StopRequested (SIGTERM)".into(),
             Input::FencingChanged { methods, .. } => format!("FencingChanged {methods:?}"),
+            Input::HeaderChecked { volume, damage } => {
+                format!("HeaderChecked vol {volume} {damage:?}")
+            }
         };
         self.hlog(h, format!("<- {line}"));
     }
