@@ -41,12 +41,6 @@ pub struct Checked {
 /// Every check `run` makes before it arms anything, in `run`'s order; the error carries the
 /// exit code `run` exits with (78 configuration, 69 not available yet).
 pub fn check(config: &Config) -> Result<Checked, StartError> {
-    for p in &config.peers {
-        if let Some(file) = p.password_file() {
-            crate::fence::check_password_file(file)
-                .map_err(|e| StartError::config(format!("[[peer]] id {}: {e}", p.id)))?;
-        }
-    }
     let (volumes, header) = crate::daemon::open_volumes(config)?;
     let wd_secs = header.timing.watchdog_timeout_secs();
     let device = &config.watchdog.device;
@@ -57,6 +51,12 @@ pub fn check(config: &Config) -> Result<Checked, StartError> {
             StartError::unavailable(e)
         }
     })?;
+    for p in &config.peers {
+        if let Some(file) = p.password_file() {
+            crate::fence::check_password_file(file)
+                .map_err(|e| StartError::config(format!("[[peer]] id {}: {e}", p.id)))?;
+        }
+    }
     let mut warnings = Vec::new();
     if watchdog == DeviceKind::Double {
         warnings.push(format!(
