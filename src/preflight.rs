@@ -166,7 +166,10 @@ pub fn check_hooks(dir: &Path) -> Result<Vec<PathBuf>, String> {
         ));
     }
     code_rules(what, &canon, &meta, false)?;
-    for above in canon.ancestors().skip(1) {
+    // Above the directory itself and, for a hooks_dir reached through a symlink, above the
+    // symlink too (whoever may write there may replace the symlink).
+    let lexical = dir.parent().into_iter().flat_map(Path::ancestors);
+    for above in canon.ancestors().skip(1).chain(lexical) {
         let m = std::fs::metadata(above)
             .map_err(|e| format!("{what} {}: directory {}: {e}", dir.display(), above.display()))?;
         code_rules(&format!("directory above {what}"), above, &m, true)?;
@@ -446,6 +449,20 @@ mod tests {
         assert!(check_hooks(&dir).unwrap_err().contains("directory of hook"));
         mode(&sub, 0o755);
         assert_eq!(check_hooks(&dir).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_hooks_dir_symlink_in_a_directory_others_may_write_is_refused() {
+        let (tmp, dir, _hook) = hooks_dir();
+        let open = tmp.path().join("open");
+        fs::create_dir(&open).unwrap();
+        let link = open.join("hooks.d");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        mode(&open, 0o755);
+        assert_eq!(check_hooks(&link).unwrap().len(), 1);
+        mode(&open, 0o777);
+        let e = check_hooks(&link).unwrap_err();
+        assert!(e.contains("directory above") && e.contains(&open.display().to_string()), "{e}");
     }
 
     #[test]
