@@ -44,10 +44,10 @@ pub mod exit_code {
 pub struct StartError(pub String, pub i32);
 
 impl StartError {
-    fn unavailable(e: impl std::fmt::Display) -> StartError {
+    pub(crate) fn unavailable(e: impl std::fmt::Display) -> StartError {
         StartError(e.to_string(), exit_code::UNAVAILABLE)
     }
-    fn config(e: impl std::fmt::Display) -> StartError {
+    pub(crate) fn config(e: impl std::fmt::Display) -> StartError {
         StartError(e.to_string(), exit_code::CONFIG)
     }
     fn failure(e: impl std::fmt::Display) -> StartError {
@@ -318,10 +318,17 @@ pub fn run(config_path: &Path, stderr_log: bool) -> i32 {
 fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
     let config = Config::load(config_path).map_err(StartError::config)?;
     crate::logging::init(config.daemon.syslog, stderr_log, log::LevelFilter::Info);
-    let (volumes, header) = open_volumes(&config)?;
+    // The same checks as `run --check`, before anything is armed.
+    let checked = crate::preflight::check(&config)?;
+    for w in &checked.warnings {
+        log::warn!("{w}");
+        if !stderr_log {
+            eprintln!("hbfence: warning: {w}");
+        }
+    }
+    let (volumes, header) = (checked.volumes, checked.header);
     let timing = header.timing;
     let wd_secs = timing.watchdog_timeout_secs();
-    watchdog::precheck(&config.watchdog.device, wd_secs).map_err(StartError::unavailable)?;
     let boot = boot_id().map_err(StartError::failure)?;
     std::fs::create_dir_all(&config.daemon.runtime_dir).map_err(|e| {
         StartError::config(format!("runtime_dir {}: {e}", config.daemon.runtime_dir.display()))

@@ -336,9 +336,9 @@ fn bad_input_refuses_to_start_with_a_reason() {
         let out = hbfence(&["run", "--config", h.config.to_str().unwrap()]);
         (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
     };
-    // A watchdog path that is not a watchdog.
+    // A watchdog path that is a regular file: a configuration error, never retried (issue 11).
     let (code, err) = run(&cfg.replace(&h.watchdog.path.display().to_string(), "/etc/hostname"));
-    assert_eq!(code, Some(69));
+    assert_eq!(code, Some(78));
     assert!(err.contains("is not a watchdog device"), "{err}");
     // Host id above max_hosts.
     let (code, err) = run(&cfg.replace("id = 1", "id = 9"));

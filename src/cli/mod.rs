@@ -123,7 +123,9 @@ pub struct RunArgs {
     /// Configuration file.
     #[arg(long, short = 'c', value_name = "PATH", default_value = crate::config::DEFAULT_CONFIG)]
     pub config: PathBuf,
-    /// Validate the config and the volumes it names, print a summary and exit; starts nothing.
+    /// Make every check `run` makes before it arms anything (config, password files, volumes,
+    /// watchdog device without opening it, sysrq trigger, hooks, event log, runtime dir), print
+    /// a summary and exit with the code `run` would give (0, 69, 78); starts nothing.
     #[arg(long)]
     pub check: bool,
     /// Also log to stderr (default when stderr is a terminal).
