@@ -2860,7 +2860,10 @@ impl World {
         for ((id, inc), rv) in tracked {
             let dead =
                 self.incs.get(&inc).is_some_and(|&(h, b)| self.hosts[h].boots[b].dead_at.is_some());
-            let cleared = self.op_cmd_at.get(&id).is_some_and(|&c| c >= rv.since);
+            // A clear written after the verdict first appeared in a coordinator's table, but
+            // before every quorum showed it, still applies when the coordinator reads it.
+            let judged_at = self.first_fenced.get(&inc).copied().unwrap_or(rv.since);
+            let cleared = self.op_cmd_at.get(&id).is_some_and(|&c| c >= judged_at.min(rv.since));
             // Whenever it rejoined: a coordinator that had not read the new incarnation yet
             // may publish the verdict after the rejoin, and rightly drops it once it has.
             let rejoined = self.inc_changed.get(&id).is_some_and(|&(i, _)| i != inc);
