@@ -364,6 +364,12 @@ pub fn status(a: &StatusArgs) -> CliResult {
 /// `run --check`: the config, its files and every volume it names, without starting anything.
 pub fn run_check(a: &RunArgs) -> CliResult {
     let config = Config::load(&a.config)?;
+    if let Some(path) = &config.metrics.textfile {
+        crate::daemon::check_metrics_dir(path).map_err(|e| CliError {
+            message: format!("config {}: {e}", a.config.display()),
+            code: crate::daemon::exit_code::CONFIG,
+        })?;
+    }
     let mut first: Option<Header> = None;
     for v in &config.volumes {
         let volume = Volume::open(&v.path, Access::ReadWrite)?;
