@@ -138,6 +138,16 @@ pub struct PeerConfig {
     pub agent: Option<AgentConfig>,
 }
 
+impl PeerConfig {
+    /// The password file of its BMC or fence agent, if any.
+    pub fn password_file(&self) -> Option<&Path> {
+        self.bmc
+            .as_ref()
+            .map(|b| b.password_file.as_path())
+            .or_else(|| self.agent.as_ref().and_then(|a| a.password_file.as_deref()))
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BmcConfig {
@@ -486,39 +496,24 @@ impl Config {
         Ok(())
     }
 
-    /// Checks that the files the config names exist and are safe (password files).
+    /// Checks that the files the config names exist and are safe: every password file is a
+    /// regular file owned by root with no access for group or others (see
+    /// [`crate::preflight::secret_file_rules`]). Only metadata: the content (not empty, one
+    /// line) is checked by `run` and `run --check` ([`crate::preflight::check`]) and at every
+    /// use, so that commands run by other users can still load the config.
     pub fn check_files(&self) -> Result<(), String> {
-        use std::os::unix::fs::PermissionsExt;
         for p in &self.peers {
-            let file = p
-                .bmc
-                .as_ref()
-                .map(|b| &b.password_file)
-                .or_else(|| p.agent.as_ref().and_then(|a| a.password_file.as_ref()));
-            if let Some(file) = file {
+            if let Some(file) = p.password_file() {
                 let meta = std::fs::metadata(file).map_err(|e| {
                     format!(
-                        "[[peer]] id {}: password file {}: {e}. Create it with the BMC password, mode 0600",
+                        "[[peer]] id {}: password file {}: {e}. Create it with the BMC password, owner root, mode 0600",
                         p.id,
                         file.display()
                     )
                 })?;
-                if !meta.is_file() {
-                    return Err(format!(
-                        "[[peer]] id {}: password file {} is not a regular file",
-                        p.id,
-                        file.display()
-                    ));
-                }
-                let mode = meta.permissions().mode() & 0o777;
-                if mode & 0o007 != 0 {
-                    return Err(format!(
-                        "[[peer]] id {}: password file {} has mode {mode:04o}: readable by others; run `chmod 0600 {}`",
-                        p.id,
-                        file.display(),
-                        file.display()
-                    ));
-                }
+                crate::preflight::secret_file_rules(file, &meta).map_err(|e| {
+                    format!("[[peer]] id {}: password file {}: {e}", p.id, file.display())
+                })?;
             }
         }
         Ok(())
@@ -686,6 +681,13 @@ hooks_dir = "/etc/hbfence/hooks.d"
         std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = c.check_files().unwrap_err();
         assert!(e.contains("0644") && e.contains("chmod 0600"), "{e}");
+        // Group access is refused too, not only access by others.
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = c.check_files().unwrap_err();
+        assert!(
+            e.contains("0640") && e.contains("group or others") && e.contains("[[peer]] id 2"),
+            "{e}"
+        );
         std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
         c.check_files().unwrap();
     }

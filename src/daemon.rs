@@ -10,6 +10,7 @@ use crate::core::agent::{
 };
 use crate::core::events::Event;
 use crate::core::format::{self, BootId, FenceMethodKind, Header};
+use crate::core::header::header_damage;
 use crate::core::view::decode_view;
 use crate::events::{self, EventSettings};
 use crate::fence::pool::Pool;
@@ -46,10 +47,10 @@ pub mod exit_code {
 pub struct StartError(pub String, pub i32);
 
 impl StartError {
-    fn unavailable(e: impl std::fmt::Display) -> StartError {
+    pub(crate) fn unavailable(e: impl std::fmt::Display) -> StartError {
         StartError(e.to_string(), exit_code::UNAVAILABLE)
     }
-    fn config(e: impl std::fmt::Display) -> StartError {
+    pub(crate) fn config(e: impl std::fmt::Display) -> StartError {
         StartError(e.to_string(), exit_code::CONFIG)
     }
     fn failure(e: impl std::fmt::Display) -> StartError {
@@ -136,7 +137,10 @@ pub fn fence_settings(config: &Config) -> FenceSettings {
 /// An I/O error may heal (NFS not mounted yet); a wrong file or header will not.
 fn volume_error(e: crate::volume::VolumeError) -> StartError {
     match e {
-        crate::volume::VolumeError::Io { .. } => StartError::unavailable(e),
+        // Retried: an operator restores the header (`hbfence restore-header`) while the
+        // running agents go on; this one then starts without anybody's intervention.
+        crate::volume::VolumeError::Io { .. }
+        | crate::volume::VolumeError::DamagedHeader { .. } => StartError::unavailable(e),
         _ => StartError::config(e),
     }
 }
@@ -181,6 +185,9 @@ fn spawn_io_thread(
     let geo = header.geometry();
     let cluster = header.cluster;
     let own_block_of = move |id: u32| geo.heartbeat_block(id);
+    let expected = header.clone();
+    let restore = crate::cli::restore::restore_command(volume.path(), header);
+    let mut damage: Option<String> = None;
     std::thread::Builder::new()
         .stack_size(crate::sys::THREAD_STACK)
         .name(format!("hbfence-io{index}"))
@@ -192,7 +199,8 @@ fn spawn_io_thread(
                     log::warn!("I/O thread {index}: SCHED_RR failed: {e}");
                 }
             }
-            let blocks = (2 * geo.max_hosts) as usize;
+            // Block 0 too: the header is checked every cycle in the same request.
+            let blocks = 1 + (2 * geo.max_hosts) as usize;
             let buffers = (AlignedBuf::new(1), AlignedBuf::new(blocks), volume.page_buffer(geo));
             let (mut wbuf, mut rbuf, mut pages) = match buffers {
                 (Ok(w), Ok(r), Ok(p)) => (w, r, p),
@@ -218,9 +226,27 @@ fn spawn_io_thread(
                     Ok(sys::boottime_ms())
                 });
                 let read = volume
-                    .read_blocks(1, &mut rbuf)
+                    .read_blocks(0, &mut rbuf)
                     .map(|()| {
-                        let mut view = decode_view(rbuf.as_slice(), geo, &cluster);
+                        let now_damaged = header_damage(rbuf.block(0), &expected).map(|why| {
+                            match format::decode(rbuf.block(0)) {
+                                // Re-created on purpose or by mistake: not something to undo
+                                // from here; the agents must be restarted on the new header.
+                                format::Decoded::Header(_) => {
+                                    format!("{why}; every agent must be restarted to use it")
+                                }
+                                _ => format!("{why}; restore it with `{restore}`"),
+                            }
+                        });
+                        if now_damaged != damage {
+                            damage = now_damaged;
+                            let _ = tx.send(Input::HeaderChecked {
+                                volume: index,
+                                damage: damage.clone(),
+                            });
+                        }
+                        let mut view =
+                            decode_view(&rbuf.as_slice()[format::BLOCK_SIZE..], geo, &cluster);
                         if let Some(pages) = pages.as_mut() {
                             volume.read_verdict_pages(&mut view, geo, &cluster, pages);
                         }
@@ -328,18 +354,22 @@ pub fn run(config_path: &Path, stderr_log: bool) -> i32 {
 fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
     let config = Config::load(config_path).map_err(StartError::config)?;
     crate::logging::init(config.daemon.syslog, stderr_log, log::LevelFilter::Info);
-    let (volumes, header) = open_volumes(&config)?;
+    // The same checks as `run --check`, before anything is armed.
+    let checked = crate::preflight::check(&config)?;
+    for w in &checked.warnings {
+        log::warn!("{w}");
+        if !stderr_log {
+            eprintln!("hbfence: warning: {w}");
+        }
+    }
+    let (volumes, header) = (checked.volumes, checked.header);
     let timing = header.timing;
     let wd_secs = timing.watchdog_timeout_secs();
-    watchdog::precheck(&config.watchdog.device, wd_secs).map_err(StartError::unavailable)?;
     let boot = boot_id().map_err(StartError::failure)?;
     std::fs::create_dir_all(&config.daemon.runtime_dir).map_err(|e| {
         StartError::config(format!("runtime_dir {}: {e}", config.daemon.runtime_dir.display()))
     })?;
     let doomed = doomed_marker(&config.daemon.runtime_dir, &boot);
-    if let Some(path) = &config.metrics.textfile {
-        check_metrics_dir(path).map_err(StartError::config)?;
-    }
 
     if config.daemon.lock_memory {
         sys::single_malloc_arena();
@@ -454,7 +484,8 @@ fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
 }
 
 /// `[metrics] textfile`: its directory must exist (node_exporter's textfile directory).
-pub fn check_metrics_dir(path: &Path) -> Result<(), String> {
+/// Returns a warning for a name node_exporter would not read.
+pub fn check_metrics_dir(path: &Path) -> Result<Option<String>, String> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     if !dir.is_dir() {
         return Err(format!(
@@ -463,13 +494,12 @@ pub fn check_metrics_dir(path: &Path) -> Result<(), String> {
             dir.display()
         ));
     }
-    if path.extension().is_none_or(|e| e != "prom") {
-        log::warn!(
+    Ok(path.extension().is_none_or(|e| e != "prom").then(|| {
+        format!(
             "[metrics] textfile {}: node_exporter's textfile collector reads only files ending in .prom",
             path.display()
-        );
-    }
-    Ok(())
+        )
+    }))
 }
 
 /// How the core may fence each peer, from the configuration.
@@ -629,7 +659,11 @@ impl Daemon {
             }
             Action::Event(e) => {
                 let level = match e.kind.as_str() {
-                    "fence_failed" | "self_fence" | "storage_lost" => log::Level::Error,
+                    "fence_failed"
+                    | "self_fence"
+                    | "storage_lost"
+                    | "volume_header_damaged"
+                    | "alarm" => log::Level::Error,
                     "host_suspect" | "fence_started" | "storage_degraded" | "fenced" => {
                         log::Level::Warn
                     }
@@ -816,6 +850,7 @@ impl Daemon {
         for (i, v) in volumes.iter_mut().enumerate() {
             v.healthy = a.volume_healthy(i);
             v.error = a.volume_error(i).to_string();
+            v.header_damage = a.header_damage(i).map(str::to_string);
         }
         let snap = Snapshot {
             host: a.params().host_id,

@@ -41,6 +41,8 @@ pub struct VolumeStats {
     pub read_latency_ms: Option<u64>,
     /// Failed writes and reads.
     pub io_errors: u64,
+    /// What is wrong with the volume's header block, if anything.
+    pub header_damage: Option<String>,
 }
 
 /// What the petting thread knows at one instant: everything the reporter writes out.
@@ -287,7 +289,7 @@ pub fn status_json(s: &Snapshot) -> String {
     let vols: Vec<_> = s
         .volumes
         .iter()
-        .map(|v| json!({"path": v.path, "healthy": v.healthy, "error": v.error}))
+        .map(|v| json!({"path": v.path, "healthy": v.healthy, "error": v.error, "header_damage": v.header_damage}))
         .collect();
     json!({
         "pid": std::process::id(),

@@ -519,6 +519,8 @@ struct ReaderVerdict {
     all_missing: u32,
     /// It was missing from every quorum's table for 3 checks (withdrawn) since this instant.
     gone: Option<u64>,
+    /// The newest (generation, author) of a table that showed it.
+    newest: (u32, u32),
 }
 
 struct BlipWatch {
@@ -535,6 +537,11 @@ const TICK_MS: u64 = 100;
 type CoordTable = (u32, u32, Vec<(u32, u64)>);
 /// What a reader of one read quorum picks: (volumes, (gen, author), `fenced` verdicts).
 type QuorumTable = (Vec<usize>, Option<(u32, u32)>, HashSet<(u32, u64)>);
+
+/// Table order: higher generation first, then the lower author (as readers pick).
+fn newer(a: (u32, u32), b: (u32, u32)) -> bool {
+    (a.0, Reverse(a.1)) > (b.0, Reverse(b.1))
+}
 
 /// Budget of host ticks per seed (the main cost of a seed).
 const HOST_TICKS_PER_SEED: u64 = 10_000;
@@ -1431,6 +1438,9 @@ impl World {
             }
             Input::StopRequested => "StopRequested (SIGTERM)".into(),
             Input::FencingChanged { methods, .. } => format!("FencingChanged {methods:?}"),
+            Input::HeaderChecked { volume, damage } => {
+                format!("HeaderChecked vol {volume} {damage:?}")
+            }
         };
         self.hlog(h, format!("<- {line}"));
     }
@@ -2821,8 +2831,25 @@ impl World {
         for &k in &all {
             self.reader
                 .entry(k)
-                .or_insert(ReaderVerdict { since: t, missing: 0, all_missing: 0, gone: None })
+                .or_insert(ReaderVerdict {
+                    since: t,
+                    missing: 0,
+                    all_missing: 0,
+                    gone: None,
+                    newest: (0, 0),
+                })
                 .missing = 0;
+        }
+        for x in &tables {
+            if let Some(at) = x.1 {
+                for k in &x.2 {
+                    if let Some(rv) = self.reader.get_mut(k) {
+                        if newer(at, rv.newest) {
+                            rv.newest = at;
+                        }
+                    }
+                }
+            }
         }
         let tracked: Vec<((u32, u64), ReaderVerdict)> = self
             .reader
@@ -2866,7 +2893,21 @@ impl World {
                     "reader: a fenced verdict missing from a quorum's table for a moment (flap)",
                 );
             }
-            let all_missing = if any.contains(&(id, inc)) { 0 } else { rv.all_missing + 1 };
+            // Withdrawn means a table newer than every one that showed it lacks it, in every
+            // quorum: a quorum with no readable table (every coordinator block torn), or one
+            // that can read only an older table (a dead former coordinator's block) while the
+            // newest are torn, withdrew nothing; the verdict reappearing when a block heals
+            // is not a comeback.
+            let withdrawn_everywhere = tables
+                .iter()
+                .all(|x| x.1.is_some_and(|at| newer(at, rv.newest)) && !x.2.contains(&(id, inc)));
+            let all_missing = if any.contains(&(id, inc)) {
+                0
+            } else if withdrawn_everywhere {
+                rv.all_missing + 1
+            } else {
+                rv.all_missing
+            };
             if let Some(e) = self.reader.get_mut(&(id, inc)) {
                 e.missing = missing;
                 e.all_missing = all_missing;
