@@ -28,6 +28,8 @@ pub struct Config {
     pub events: EventsConfig,
     #[serde(default)]
     pub daemon: DaemonConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -310,6 +312,26 @@ fn default_rt_priority() -> i32 {
     10
 }
 
+/// `[metrics]`: the Prometheus textfile (node_exporter textfile collector); absent: off.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub textfile: Option<PathBuf>,
+}
+
+impl MetricsConfig {
+    fn validate(&self) -> Result<(), String> {
+        if let Some(p) = &self.textfile {
+            if !p.is_absolute() || p.file_name().is_none() {
+                return Err(format!(
+                    "[metrics] textfile {p:?} must be an absolute file path, e.g. \"/var/lib/prometheus/node-exporter/hbfence.prom\""
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug)]
 pub struct ConfigError {
     pub path: PathBuf,
@@ -470,6 +492,7 @@ impl Config {
                 self.daemon.realtime_priority
             ));
         }
+        self.metrics.validate()?;
         Ok(())
     }
 
@@ -667,5 +690,21 @@ hooks_dir = "/etc/hbfence/hooks.d"
         );
         std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
         c.check_files().unwrap();
+    }
+
+    #[test]
+    fn metrics_section_is_optional_strict_and_absolute() {
+        assert_eq!(Config::parse(MINIMAL).unwrap().metrics.textfile, None);
+        let c = Config::parse(&format!(
+            "{MINIMAL}\n[metrics]\ntextfile = \"/var/lib/x/hbfence.prom\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.metrics.textfile, Some(PathBuf::from("/var/lib/x/hbfence.prom")));
+        let e = Config::parse(&format!("{MINIMAL}\n[metrics]\ntextfile = \"hbfence.prom\"\n"))
+            .unwrap_err();
+        assert!(e.contains("[metrics] textfile") && e.contains("absolute"), "{e}");
+        let e =
+            Config::parse(&format!("{MINIMAL}\n[metrics]\ntext_file = \"/x.prom\"\n")).unwrap_err();
+        assert!(e.contains("text_file"), "{e}");
     }
 }

@@ -12,6 +12,7 @@ pub mod events;
 pub mod fence;
 pub mod logging;
 pub mod preflight;
+pub mod report;
 pub mod sys;
 pub mod volume;
 pub mod watchdog;

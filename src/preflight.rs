@@ -69,6 +69,9 @@ pub fn check(config: &Config) -> Result<Checked, StartError> {
     check_writable_file("[events] log", &config.events.log).map_err(StartError::config)?;
     check_writable_dir("[daemon] runtime_dir", &config.daemon.runtime_dir)
         .map_err(StartError::config)?;
+    if let Some(path) = &config.metrics.textfile {
+        warnings.extend(crate::daemon::check_metrics_dir(path).map_err(StartError::config)?);
+    }
     Ok(Checked { volumes, header, watchdog, hooks, warnings })
 }
 

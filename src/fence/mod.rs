@@ -2,12 +2,14 @@
 //! fence-agents program, and confirms the result with a power-status query (S8).
 //!
 //! The core decides *when* to fence; this module only executes. Every command is a child
-//! process with a timeout, run from a worker thread ([`spawn_attempt`]), never from the
-//! watchdog thread (S7). Passwords are read from a file at each attempt and reach the child
-//! only through its environment (`IPMI_PASSWORD` for `ipmitool -E`) or its stdin (fence
-//! agents): never argv, never logs, never error text (captured output is redacted too).
+//! process with a timeout, run from a worker thread (the daemon's [`pool::Pool`], started at
+//! boot, or [`spawn_attempt`]), never from the watchdog thread (S7). Passwords are read from
+//! a file at each attempt and reach the child only through its environment (`IPMI_PASSWORD`
+//! for `ipmitool -E`) or its stdin (fence agents): never argv, never logs, never error text
+//! (captured output is redacted too).
 
 mod child;
+pub mod pool;
 
 use std::ffi::OsString;
 use std::fmt;
