@@ -2732,6 +2732,15 @@ impl World {
 
     // ----- readers of the verdict tables (VERDICTS) -----
 
+    fn torn_host_block(&self, v: usize) -> bool {
+        (1..=self.max_hosts).any(|id| {
+            matches!(
+                format::decode(self.vols[v].current(self.geo.heartbeat_block(id) as usize)),
+                format::Decoded::BadCrc | format::Decoded::Malformed(_)
+            )
+        })
+    }
+
     fn torn_block_of_a_running_host(&self, v: usize) -> bool {
         self.hosts.iter().any(|host| {
             host.proc.as_ref().is_some_and(|p| !p.exited)
@@ -2870,10 +2879,20 @@ impl World {
             // Every volume of some quorum lacking it has a torn block of a running host
             // (its write failed half-way and is not redone during an outage): the newest
             // replica may be there, and no reader can see it.
-            let blind = tables
-                .iter()
-                .filter(|x| !x.2.contains(&(id, inc)))
-                .all(|x| x.0.iter().all(|&v| self.torn_block_of_a_running_host(v)));
+            // Or the quorum can read only a table older than the newest that showed it, and
+            // torn blocks are on its volumes: the replicas carrying the newest table were torn
+            // by a power loss or a failing write (for good when their hosts are dead; every
+            // replica can be lost that way). A table older than the newest is not a
+            // withdrawal, and one newer that lacks it still fails the rule.
+            let lost_replicas = tables.iter().filter(|x| !x.2.contains(&(id, inc))).all(|x| {
+                x.1.is_none_or(|at| newer(rv.newest, at))
+                    && x.0.iter().all(|&v| self.torn_host_block(v))
+            });
+            let blind = lost_replicas
+                || tables
+                    .iter()
+                    .filter(|x| !x.2.contains(&(id, inc)))
+                    .all(|x| x.0.iter().all(|&v| self.torn_block_of_a_running_host(v)));
             if blind && dead && !cleared && !rejoined && rv.missing + 1 >= 3 {
                 self.count("reader: the newest table is in torn blocks only");
                 continue;
