@@ -351,11 +351,15 @@ impl Agent {
         if renewed {
             self.after_renewal();
         }
-        if let Some((finished, view)) = view {
-            if matches!(self.phase, Phase::Probing { .. }) {
-                self.probe(v, finished, &view);
+        match view {
+            Some((finished, view)) => {
+                if matches!(self.phase, Phase::Probing { .. }) {
+                    self.probe(v, finished, &view);
+                }
+                self.observe(v, finished, &view);
+                self.vols[v].read_continuous = true;
             }
-            self.observe(v, finished, &view);
+            None => self.vols[v].read_continuous = false,
         }
     }
 }

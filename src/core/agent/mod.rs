@@ -273,6 +273,9 @@ struct Vol {
     own_write_seen: bool,
     /// Block 0 no longer holds the header this agent started with (and why).
     header_damage: Option<String>,
+    /// The previous read of this volume was timely: a value that differs from it changed
+    /// between two reads. After a gap (or on the first read) a newer value may be old news.
+    read_continuous: bool,
 }
 
 #[derive(Clone, Debug, Default)]

@@ -18,6 +18,7 @@ impl Agent {
             return;
         }
         let min_write_gap = RETRY_MS.min(interval).max(1);
+        let continuous = self.vols[v].read_continuous;
         for (i, slot) in view.slots.iter().enumerate() {
             let id = i as u32 + 1;
             let Slot::Record(r) = slot else { continue };
@@ -110,6 +111,17 @@ impl Agent {
                         below: None,
                     });
                 }
+            }
+            // A fenced peer's newer value on a volume read after a gap (unreadable while the
+            // verdict was reached) may be a write from before its death that only this volume
+            // holds: not proof of life until it changes again between two timely reads.
+            let fenced_here = self
+                .verdicts
+                .get(&id)
+                .is_some_and(|v| v.kind == VerdictKind::Fenced && v.incarnation == r.incarnation);
+            if fenced_here && !continuous {
+                peer.record = Some(r.clone());
+                continue;
             }
             peer.last_change = finished;
             if previous_incarnation.is_some_and(|p| p != r.incarnation) {

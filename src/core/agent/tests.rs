@@ -1057,3 +1057,46 @@ fn header_damage_is_an_event_once_and_its_repair_too() {
     s.feed(0, Input::HeaderChecked { volume: 0, damage: None });
     assert_eq!(events(s.host(1), EventKind::HeaderRestored).len(), 1);
 }
+
+/// Simulation seed 16548: a peer's last writes landed only on a volume that was unreadable for
+/// everybody when it was fenced (judged on the other two); when that volume came back, its
+/// newer value withdrew the correct verdict ("heartbeat advanced") and the dead host was
+/// elected coordinator. A newer value read after a gap is news only once it changes again.
+#[test]
+fn a_dead_hosts_last_write_on_a_volume_back_from_an_outage_does_not_withdraw_its_verdict() {
+    let mut s = Sim::with_volumes(0, 3);
+    let mut p = params(1);
+    p.volumes = 3;
+    p.fence_methods.insert(2, FenceMethodKind::Ipmi);
+    s.add(p);
+    s.add(AgentParams { volumes: 3, ..params(2) });
+    s.run(5_000);
+    s.dead_volumes.push(2);
+    s.run(T.interval_ms);
+    // Host 2 dies; its last two writes reached only the volume nobody can read now.
+    let last = s.record_of(2);
+    s.kill(2);
+    let block = encode_heartbeat(&Heartbeat { seq: last.seq + 2, ..last.clone() }).unwrap();
+    s.disks[2][GEO.heartbeat_block(2) as usize] = block;
+    s.run(T.suspect_after_ms + 2 * T.interval_ms);
+    assert_eq!(s.host(1).fences, vec![2], "fencing did not start");
+    s.feed(
+        0,
+        Input::FenceDone { peer: 2, method: FenceMethodKind::Ipmi, result: Ok("off".into()) },
+    );
+    assert_eq!(s.verdict(1, 2), Some((VerdictKind::Fenced, FenceMethodKind::Ipmi)));
+    s.dead_volumes.clear();
+    s.run(3 * T.interval_ms);
+    assert_eq!(
+        s.verdict(1, 2),
+        Some((VerdictKind::Fenced, FenceMethodKind::Ipmi)),
+        "an old write read after an outage withdrew a correct verdict: {:?}",
+        events(s.host(1), EventKind::FenceFailed)
+    );
+    assert_eq!(s.host(1).agent.coordinator(), Some(1), "the dead host was elected");
+    // A wrongly fenced host that goes on writing still contradicts the verdict.
+    let block = encode_heartbeat(&Heartbeat { seq: last.seq + 3, ..last }).unwrap();
+    s.disks[2][GEO.heartbeat_block(2) as usize] = block;
+    s.run(2 * T.interval_ms);
+    assert_eq!(s.verdict(1, 2), None, "progress between two timely reads must withdraw it");
+}
