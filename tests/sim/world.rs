@@ -2942,15 +2942,16 @@ impl World {
 
     // ----- liveness of a healthy host (HEALTHY) -----
 
-    /// Landing times of host `id` on volume `v` as readers see them (a lagging volume shows a
-    /// landing late).
+    /// Landing times of host `id` on volume `v` as readers see them first (a lagging volume
+    /// shows a landing late; one that landed before the lag began was visible at once, and a
+    /// reader may have seen it then).
     fn visible_landings(&self, id: u32, v: usize) -> Vec<(u64, u64, u64)> {
         self.landings[id as usize - 1][v]
             .iter()
             .map(|&(x, inc, seq)| {
                 let t = self.lag_win[v]
                     .iter()
-                    .filter(|&&(s, e, lag)| x + lag >= s && x < e)
+                    .filter(|&&(s, e, _)| x >= s && x < e)
                     .map(|&(_, e, lag)| (x + lag).min(e))
                     .max()
                     .unwrap_or(x);

@@ -271,6 +271,7 @@ impl Agent {
             }
         }
         let limit = self.p.timing.io_timeout_ms;
+        let read_ok_before = self.vols[v].read_ok_start;
         let mut failure: Option<String> = None;
         if let Some(Err(e)) = &write {
             failure = Some(format!("write failed: {e}"));
@@ -356,8 +357,15 @@ impl Agent {
                 if matches!(self.phase, Phase::Probing { .. }) {
                     self.probe(v, finished, &view);
                 }
-                self.observe(v, finished, &view);
-                self.vols[v].read_continuous = true;
+                if self.observe(v, finished, &view) {
+                    self.vols[v].read_continuous = true;
+                } else {
+                    // Not looked at (another writer of the own id): no evidence about anyone
+                    // (S4), or a host resuming from a pause would judge its peers stale by
+                    // the time it did not read them.
+                    self.vols[v].read_ok_start = read_ok_before;
+                    self.vols[v].read_continuous = false;
+                }
             }
             None => self.vols[v].read_continuous = false,
         }

@@ -5,7 +5,8 @@ use super::*;
 
 impl Agent {
     /// Liveness evidence from one timely read (S2: local time only; S5: torn = no news).
-    pub(super) fn observe(&mut self, v: usize, finished: u64, view: &VolumeView) {
+    /// False when the read was not looked at (another writer in the own block).
+    pub(super) fn observe(&mut self, v: usize, finished: u64, view: &VolumeView) -> bool {
         let now_mono = self.now.mono;
         let interval = self.p.timing.interval_ms;
         let nvol = self.vols.len();
@@ -15,7 +16,7 @@ impl Agent {
         let mut impossible = Vec::new();
         let mut unverified = Vec::new();
         if self.foreign_writer_in_own_block(v, view) {
-            return;
+            return false;
         }
         let min_write_gap = RETRY_MS.min(interval).max(1);
         let continuous = self.vols[v].read_continuous;
@@ -183,6 +184,7 @@ impl Agent {
         }
         self.mailboxes(v, view);
         self.mirror_coordinator(view);
+        true
     }
 
     /// How long a peer is known to have made no progress: from the first read that showed
