@@ -6,7 +6,6 @@ use crate::config::{AfterFence, Config, SelfFenceAction};
 use crate::core::agent::{
     Action, Agent, AgentParams, Input, Now, Phase, SelfFenceKind, UnsafeTestKnobs,
 };
-use crate::core::events::Event;
 use crate::core::format::{self, caps, BootId, FenceMethodKind, Header};
 use crate::core::view::decode_view;
 use crate::events::{self, EventSettings};
@@ -266,7 +265,7 @@ struct Daemon {
     watchdog: Option<Watchdog>,
     /// Why the watchdog device cannot guard this host (its timer stops on close), if so.
     unguarded: Option<String>,
-    events: Sender<Event>,
+    events: events::EventSender,
     fence_settings: FenceSettings,
     header: Header,
     boot: BootId,
