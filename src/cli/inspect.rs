@@ -32,6 +32,10 @@ pub struct StatusArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+    /// Only this host's own agent, from its status file (no volume is read): one line and a
+    /// Nagios-style exit code (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
+    #[arg(long, conflicts_with_all = ["volume", "json"])]
+    pub health: bool,
 }
 
 fn header_json(h: &Header) -> Value {
@@ -255,6 +259,9 @@ pub fn status(a: &StatusArgs) -> CliResult {
     if a.volume.is_empty() {
         let config =
             a.config.clone().unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CONFIG));
+        if a.health {
+            return super::ops::health(&config);
+        }
         return super::ops::status_config(&config, a.json);
     }
     let mut volumes: Vec<(Volume, Header)> = Vec::new();

@@ -76,6 +76,16 @@ refuses if any host's heartbeat moves: a live cluster is never wiped by accident
     /// Print the volume header and every non-empty block, decoded, with its CRC state.
     Dump(inspect::DumpArgs),
     /// One row per known host: state, sequence, incarnation, last write and its age.
+    #[command(long_about = "One row per known host: state, sequence, incarnation, last write \
+and its age; with --config (the default) also this host's daemon's view of every host.\n\n\
+--health checks only this host's own agent, from the status file in [daemon] runtime_dir (no \
+volume is read), prints one line and exits like a Nagios/Icinga plugin:\n\
+0 OK: running, own lease valid, watchdog armed.\n\
+1 WARNING: starting (probing), stopping (leaving), or running without the watchdog armed.\n\
+2 CRITICAL: not running (no status file, its process gone, or the file not updated for 5 s: \
+hung), doomed (self-fencing), or the own lease not valid.\n\
+3 UNKNOWN: the configuration or the status file cannot be read.\n\
+Without --health: 0 success, 1 failure, 2 usage error.")]
     Status(inspect::StatusArgs),
     /// For scripts: is HOST ALIVE, DEAD or FENCED? The exit code says it.
     #[command(
