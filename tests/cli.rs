@@ -479,3 +479,35 @@ mod health {
         }
     }
 }
+
+#[test]
+fn completions_are_generated_from_the_cli_definition() {
+    let out = hbfence(&["completions", "bash"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let script = String::from_utf8(out.stdout).unwrap();
+    // bash itself completes `hbfence sta` and `hbfence status --he` with the script.
+    let complete = |words: &str| {
+        let line = format!(
+            "{script}\nCOMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); \
+             _hbfence hbfence \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"; \
+             echo \"${{COMPREPLY[@]}}\""
+        );
+        let o = std::process::Command::new("bash").arg("-c").arg(line).output().unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        String::from_utf8(o.stdout).unwrap().trim().to_string()
+    };
+    assert_eq!(complete("hbfence sta"), "status");
+    assert_eq!(complete("hbfence status --he"), "--health --help");
+    assert!(complete("hbfence t").contains("test-watchdog"));
+
+    let out = hbfence(&["completions", "zsh"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let script = String::from_utf8(out.stdout).unwrap();
+    assert!(script.starts_with("#compdef hbfence"), "{}", &script[..80.min(script.len())]);
+    for cmd in ["init", "run", "status", "dump", "check", "fence", "clear", "test-watchdog"] {
+        assert!(script.contains(&format!("'{cmd}:")), "zsh completion lacks {cmd}");
+    }
+    assert!(script.contains("--health"));
+    // A packaging helper: not in the help.
+    assert!(!text(&hbfence(&["--help"])).contains("completions"));
+}

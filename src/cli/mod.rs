@@ -123,6 +123,35 @@ syslog (the journal) and, with --foreground or when stderr is a terminal, to std
 SIGINT stops cleanly (the host writes `leaving`, disarms the watchdog and is never fenced); SIGHUP \
 reloads peers, [fencing] and [events].")]
     Run(RunArgs),
+    /// Print the shell completion script for SHELL (the packages install them).
+    #[command(hide = true)]
+    Completions(CompletionsArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CompletionsArgs {
+    /// bash (to /usr/share/bash-completion/completions/hbfence) or zsh (to a directory of
+    /// $fpath as `_hbfence`).
+    #[arg(value_enum)]
+    pub shell: CompletionShell,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+}
+
+/// The completion script for `shell`, generated from the command-line definition above.
+pub fn completions(shell: CompletionShell) -> Vec<u8> {
+    use clap::CommandFactory;
+    let shell = match shell {
+        CompletionShell::Bash => clap_complete::Shell::Bash,
+        CompletionShell::Zsh => clap_complete::Shell::Zsh,
+    };
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "hbfence", &mut out);
+    out
 }
 
 #[derive(clap::Args, Debug)]
@@ -156,6 +185,10 @@ pub fn main() -> i32 {
         Command::Fence(a) => ops::fence(&a),
         Command::Clear(a) => ops::clear(&a),
         Command::TestWatchdog(a) => ops::test_watchdog(&a),
+        Command::Completions(a) => {
+            use std::io::Write;
+            std::io::stdout().write_all(&completions(a.shell)).map_err(CliError::from)
+        }
         Command::Run(a) if a.check => inspect::run_check(&a),
         Command::Run(a) => {
             use std::io::IsTerminal;
