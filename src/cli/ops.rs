@@ -1,7 +1,7 @@
 //! Operator commands that use a host's configuration: `status --config`, `check`, `fence`,
 //! `clear`, and `test-watchdog`.
 
-use super::text::{age, wall_time};
+use super::text::{age, table, wall_time, Align};
 use super::{CliError, CliResult};
 use crate::config::{Config, DEFAULT_CONFIG};
 use crate::core::agent::Agent;
@@ -377,33 +377,52 @@ pub fn status_config(config_path: &Path, json_out: bool) -> CliResult {
         )),
         coordinator.map_or("none".to_string(), |c| c.to_string())
     );
-    println!(
-        "{:>4}  {:<16} {:<13} {:<12} {:>10}  {:<24} {:>9}  {:<22} CAPABILITIES",
-        "ID", "NAME", "STATE", "VIEW", "SEQ", "LAST WRITE (UTC)", "AGE", "VERDICT"
-    );
-    for r in &rows {
-        let verdict = match (r["verdict"].as_str(), r["method"].as_str()) {
-            (Some(v), Some(m)) if m != "none" => format!("{v} ({m})"),
-            (Some(v), _) => v.to_string(),
-            _ => "-".into(),
-        };
-        println!(
-            "{:>4}  {:<16} {:<13} {:<12} {:>10}  {:<24} {:>9}  {:<22} {}",
-            r["id"],
-            r["name"].as_str().unwrap_or(""),
-            r["state"].as_str().unwrap_or(""),
-            r["view"].as_str().unwrap_or(""),
-            r["seq"],
-            r["wall_time"].as_str().unwrap_or(""),
-            r["age_s"].as_f64().map_or("-".to_string(), |a| age((a * 1000.0) as i64)),
-            verdict,
-            r["capabilities"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(","))
-                .unwrap_or_default()
-        );
+    for line in status_table(&rows) {
+        println!("{line}");
     }
     Ok(())
+}
+
+const STATUS_COLUMNS: [(&str, Align); 9] = [
+    ("ID", Align::Right),
+    ("NAME", Align::Left),
+    ("STATE", Align::Left),
+    ("VIEW", Align::Left),
+    ("SEQ", Align::Right),
+    ("LAST WRITE (UTC)", Align::Left),
+    ("AGE", Align::Right),
+    ("VERDICT", Align::Left),
+    ("CAPABILITIES", Align::Left),
+];
+
+/// The cells of `status --config`'s table, from its JSON rows.
+fn status_cells(r: &Value) -> Vec<String> {
+    let num = |v: &Value| v.as_u64().map_or("-".to_string(), |n| n.to_string());
+    let verdict = match (r["verdict"].as_str(), r["method"].as_str()) {
+        (Some(v), Some(m)) if m != "none" => format!("{v} ({m})"),
+        (Some(v), _) => v.to_string(),
+        _ => "-".into(),
+    };
+    vec![
+        num(&r["id"]),
+        r["name"].as_str().filter(|n| !n.is_empty()).unwrap_or("?").to_string(),
+        r["state"].as_str().unwrap_or("").to_string(),
+        r["view"].as_str().unwrap_or("").to_string(),
+        num(&r["seq"]),
+        r["wall_time"].as_str().unwrap_or("").to_string(),
+        r["age_s"].as_f64().map_or("-".to_string(), |a| age((a * 1000.0) as i64)),
+        verdict,
+        r["capabilities"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(","))
+            .unwrap_or_default(),
+    ]
+}
+
+/// `status --config`'s table: header and one line per row, columns aligned.
+fn status_table(rows: &[Value]) -> Vec<String> {
+    let cells: Vec<Vec<String>> = rows.iter().map(status_cells).collect();
+    table(&STATUS_COLUMNS, &cells)
 }
 
 pub fn check(a: &CheckArgs) -> CliResult {
@@ -811,5 +830,31 @@ pub fn test_watchdog(a: &TestWatchdogArgs) -> CliResult {
             println!("usable: not determined: run `hbfence test-watchdog --open` to ask the driver whether it has magic close (hbfence refuses to rely on it otherwise)");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 11: the ID and SEQ cells were JSON values, printed without their width.
+    #[test]
+    fn status_config_columns_align() {
+        let rows = vec![
+            json!({"id": 1, "name": "kvm01", "state": "active", "view": "running", "seq": 7,
+                   "wall_time": wall_time(1_700_000_000_000), "age_s": 0.4,
+                   "capabilities": ["watchdog-armed", "coordinator"], "verdict": null, "method": null}),
+            json!({"id": 12, "name": "a-very-long-host-name.example.org", "state": "active",
+                   "view": "suspect", "seq": 1_234_567_890_123u64, "wall_time": "-",
+                   "age_s": 130.0, "capabilities": [], "verdict": "fencing", "method": "ipmi"}),
+            json!({"id": 200, "name": "", "state": "unreadable", "view": "-", "seq": null,
+                   "wall_time": "-", "age_s": null, "capabilities": [], "verdict": "fenced",
+                   "method": "watchdog"}),
+        ];
+        let lines = status_table(&rows);
+        let cells: Vec<Vec<String>> = rows.iter().map(status_cells).collect();
+        assert_eq!(cells[2][0], "200");
+        assert_eq!(cells[2][4], "-", "a missing sequence is -, not null");
+        crate::cli::text::tests::assert_aligned(&lines, &STATUS_COLUMNS, &cells);
     }
 }
