@@ -511,3 +511,39 @@ fn completions_are_generated_from_the_cli_definition() {
     // A packaging helper: not in the help.
     assert!(!text(&hbfence(&["--help"])).contains("completions"));
 }
+
+/// Issue 11: `init` errors name the option to change.
+#[test]
+fn init_errors_name_the_parameter() {
+    let dir = tempfile::tempdir().unwrap();
+    let vol = dir.path().join("v.vol");
+    let init = |extra: &[&str]| {
+        let mut args = vec!["init", "--volume", vol.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = hbfence(&args);
+        (out.status.code(), text(&out))
+    };
+    let (code, t) = init(&["--interval", "-1"]);
+    assert_eq!(code, Some(2), "{t}");
+    assert!(t.contains("'--interval <S>'") && t.contains("cannot be negative"), "{t}");
+    let (code, t) = init(&["--max-hosts", "-1"]);
+    assert_eq!(code, Some(2), "{t}");
+    assert!(t.contains("'--max-hosts <N>'"), "{t}");
+    let (code, t) = init(&["--lease-timeout", "4000"]);
+    assert_eq!(code, Some(1), "{t}");
+    assert!(
+        t.contains("lease_timeout is 4000 s, more than one hour")
+            && t.contains("change --lease-timeout;"),
+        "{t}"
+    );
+    let (code, t) = init(&["--watchdog-timeout", "3601"]);
+    assert_eq!(code, Some(1), "{t}");
+    assert!(
+        t.contains("watchdog_timeout is 3601 s") && t.contains("change --watchdog-timeout;"),
+        "{t}"
+    );
+    let (code, t) = init(&["--io-timeout", "1"]);
+    assert_eq!(code, Some(1), "{t}");
+    assert!(t.contains("change --io-timeout or --interval;"), "{t}");
+    assert!(!vol.exists(), "a refused init wrote the volume");
+}
