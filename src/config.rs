@@ -28,6 +28,8 @@ pub struct Config {
     pub events: EventsConfig,
     #[serde(default)]
     pub daemon: DaemonConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -134,6 +136,16 @@ pub struct PeerConfig {
     pub name: Option<String>,
     pub bmc: Option<BmcConfig>,
     pub agent: Option<AgentConfig>,
+}
+
+impl PeerConfig {
+    /// The password file of its BMC or fence agent, if any.
+    pub fn password_file(&self) -> Option<&Path> {
+        self.bmc
+            .as_ref()
+            .map(|b| b.password_file.as_path())
+            .or_else(|| self.agent.as_ref().and_then(|a| a.password_file.as_deref()))
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -300,6 +312,26 @@ fn default_rt_priority() -> i32 {
     10
 }
 
+/// `[metrics]`: the Prometheus textfile (node_exporter textfile collector); absent: off.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub textfile: Option<PathBuf>,
+}
+
+impl MetricsConfig {
+    fn validate(&self) -> Result<(), String> {
+        if let Some(p) = &self.textfile {
+            if !p.is_absolute() || p.file_name().is_none() {
+                return Err(format!(
+                    "[metrics] textfile {p:?} must be an absolute file path, e.g. \"/var/lib/prometheus/node-exporter/hbfence.prom\""
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug)]
 pub struct ConfigError {
     pub path: PathBuf,
@@ -460,42 +492,28 @@ impl Config {
                 self.daemon.realtime_priority
             ));
         }
+        self.metrics.validate()?;
         Ok(())
     }
 
-    /// Checks that the files the config names exist and are safe (password files).
+    /// Checks that the files the config names exist and are safe: every password file is a
+    /// regular file owned by root with no access for group or others (see
+    /// [`crate::preflight::secret_file_rules`]). Only metadata: the content (not empty, one
+    /// line) is checked by `run` and `run --check` ([`crate::preflight::check`]) and at every
+    /// use, so that commands run by other users can still load the config.
     pub fn check_files(&self) -> Result<(), String> {
-        use std::os::unix::fs::PermissionsExt;
         for p in &self.peers {
-            let file = p
-                .bmc
-                .as_ref()
-                .map(|b| &b.password_file)
-                .or_else(|| p.agent.as_ref().and_then(|a| a.password_file.as_ref()));
-            if let Some(file) = file {
+            if let Some(file) = p.password_file() {
                 let meta = std::fs::metadata(file).map_err(|e| {
                     format!(
-                        "[[peer]] id {}: password file {}: {e}. Create it with the BMC password, mode 0600",
+                        "[[peer]] id {}: password file {}: {e}. Create it with the BMC password, owner root, mode 0600",
                         p.id,
                         file.display()
                     )
                 })?;
-                if !meta.is_file() {
-                    return Err(format!(
-                        "[[peer]] id {}: password file {} is not a regular file",
-                        p.id,
-                        file.display()
-                    ));
-                }
-                let mode = meta.permissions().mode() & 0o777;
-                if mode & 0o007 != 0 {
-                    return Err(format!(
-                        "[[peer]] id {}: password file {} has mode {mode:04o}: readable by others; run `chmod 0600 {}`",
-                        p.id,
-                        file.display(),
-                        file.display()
-                    ));
-                }
+                crate::preflight::secret_file_rules(file, &meta).map_err(|e| {
+                    format!("[[peer]] id {}: password file {}: {e}", p.id, file.display())
+                })?;
             }
         }
         Ok(())
@@ -663,7 +681,30 @@ hooks_dir = "/etc/hbfence/hooks.d"
         std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = c.check_files().unwrap_err();
         assert!(e.contains("0644") && e.contains("chmod 0600"), "{e}");
+        // Group access is refused too, not only access by others.
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = c.check_files().unwrap_err();
+        assert!(
+            e.contains("0640") && e.contains("group or others") && e.contains("[[peer]] id 2"),
+            "{e}"
+        );
         std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
         c.check_files().unwrap();
+    }
+
+    #[test]
+    fn metrics_section_is_optional_strict_and_absolute() {
+        assert_eq!(Config::parse(MINIMAL).unwrap().metrics.textfile, None);
+        let c = Config::parse(&format!(
+            "{MINIMAL}\n[metrics]\ntextfile = \"/var/lib/x/hbfence.prom\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.metrics.textfile, Some(PathBuf::from("/var/lib/x/hbfence.prom")));
+        let e = Config::parse(&format!("{MINIMAL}\n[metrics]\ntextfile = \"hbfence.prom\"\n"))
+            .unwrap_err();
+        assert!(e.contains("[metrics] textfile") && e.contains("absolute"), "{e}");
+        let e =
+            Config::parse(&format!("{MINIMAL}\n[metrics]\ntext_file = \"/x.prom\"\n")).unwrap_err();
+        assert!(e.contains("text_file"), "{e}");
     }
 }

@@ -1,19 +1,23 @@
-//! `hbfence run`: wires the drivers (volume I/O threads, watchdog, fencing workers, events)
-//! to the decision core. The main thread pets the watchdog and never blocks on storage or on a
-//! child process (S7): everything slow runs in another thread and reports through a channel.
+//! `hbfence run`: wires the drivers (volume I/O threads, watchdog, fencing workers, events,
+//! reporter) to the decision core. The main thread pets the watchdog and never blocks on
+//! storage, on a child process or on a socket, and creates no thread after start-up (S7):
+//! everything slow runs in a thread started at boot and is handed over with a non-blocking
+//! send (bounded queues drop and count rather than wait).
 
 use crate::config::{AfterFence, Config, SelfFenceAction};
 use crate::core::agent::{
     Action, Agent, AgentParams, Input, Now, Phase, SelfFenceKind, UnsafeTestKnobs,
 };
-use crate::core::format::{self, caps, BootId, FenceMethodKind, Header};
+use crate::core::format::{self, BootId, FenceMethodKind, Header};
+use crate::core::header::header_damage;
 use crate::core::view::decode_view;
 use crate::events::{self, EventSettings};
+use crate::fence::pool::Pool;
 use crate::fence::{self, AgentTarget, FenceMethod, FenceSettings, IpmiTarget};
+use crate::report::{ReportSettings, Reporter, Snapshot, VolumeStats};
 use crate::sys;
 use crate::volume::{Access, AlignedBuf, Volume};
 use crate::watchdog::{self, Armed, Watchdog};
-use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,10 +46,10 @@ pub mod exit_code {
 pub struct StartError(pub String, pub i32);
 
 impl StartError {
-    fn unavailable(e: impl std::fmt::Display) -> StartError {
+    pub(crate) fn unavailable(e: impl std::fmt::Display) -> StartError {
         StartError(e.to_string(), exit_code::UNAVAILABLE)
     }
-    fn config(e: impl std::fmt::Display) -> StartError {
+    pub(crate) fn config(e: impl std::fmt::Display) -> StartError {
         StartError(e.to_string(), exit_code::CONFIG)
     }
     fn failure(e: impl std::fmt::Display) -> StartError {
@@ -132,7 +136,10 @@ pub fn fence_settings(config: &Config) -> FenceSettings {
 /// An I/O error may heal (NFS not mounted yet); a wrong file or header will not.
 fn volume_error(e: crate::volume::VolumeError) -> StartError {
     match e {
-        crate::volume::VolumeError::Io { .. } => StartError::unavailable(e),
+        // Retried: an operator restores the header (`hbfence restore-header`) while the
+        // running agents go on; this one then starts without anybody's intervention.
+        crate::volume::VolumeError::Io { .. }
+        | crate::volume::VolumeError::DamagedHeader { .. } => StartError::unavailable(e),
         _ => StartError::config(e),
     }
 }
@@ -177,6 +184,9 @@ fn spawn_io_thread(
     let geo = header.geometry();
     let cluster = header.cluster;
     let own_block_of = move |id: u32| geo.heartbeat_block(id);
+    let expected = header.clone();
+    let restore = crate::cli::restore::restore_command(volume.path(), header);
+    let mut damage: Option<String> = None;
     std::thread::Builder::new()
         .stack_size(crate::sys::THREAD_STACK)
         .name(format!("hbfence-io{index}"))
@@ -188,7 +198,8 @@ fn spawn_io_thread(
                     log::warn!("I/O thread {index}: SCHED_RR failed: {e}");
                 }
             }
-            let blocks = (2 * geo.max_hosts) as usize;
+            // Block 0 too: the header is checked every cycle in the same request.
+            let blocks = 1 + (2 * geo.max_hosts) as usize;
             let buffers = (AlignedBuf::new(1), AlignedBuf::new(blocks), volume.page_buffer(geo));
             let (mut wbuf, mut rbuf, mut pages) = match buffers {
                 (Ok(w), Ok(r), Ok(p)) => (w, r, p),
@@ -214,9 +225,27 @@ fn spawn_io_thread(
                     Ok(sys::boottime_ms())
                 });
                 let read = volume
-                    .read_blocks(1, &mut rbuf)
+                    .read_blocks(0, &mut rbuf)
                     .map(|()| {
-                        let mut view = decode_view(rbuf.as_slice(), geo, &cluster);
+                        let now_damaged = header_damage(rbuf.block(0), &expected).map(|why| {
+                            match format::decode(rbuf.block(0)) {
+                                // Re-created on purpose or by mistake: not something to undo
+                                // from here; the agents must be restarted on the new header.
+                                format::Decoded::Header(_) => {
+                                    format!("{why}; every agent must be restarted to use it")
+                                }
+                                _ => format!("{why}; restore it with `{restore}`"),
+                            }
+                        });
+                        if now_damaged != damage {
+                            damage = now_damaged;
+                            let _ = tx.send(Input::HeaderChecked {
+                                volume: index,
+                                damage: damage.clone(),
+                            });
+                        }
+                        let mut view =
+                            decode_view(&rbuf.as_slice()[format::BLOCK_SIZE..], geo, &cluster);
                         if let Some(pages) = pages.as_mut() {
                             volume.read_verdict_pages(&mut view, geo, &cluster, pages);
                         }
@@ -239,23 +268,6 @@ fn spawn_io_thread(
     Ok(req_tx)
 }
 
-/// sd_notify without libsystemd: one datagram to $NOTIFY_SOCKET.
-fn sd_notify(state: &str) {
-    use std::os::linux::net::SocketAddrExt;
-    use std::os::unix::net::{SocketAddr, UnixDatagram};
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
-    let Ok(sock) = UnixDatagram::unbound() else { return };
-    let bytes = path.as_encoded_bytes();
-    let addr = if let Some(name) = bytes.strip_prefix(b"@") {
-        SocketAddr::from_abstract_name(name)
-    } else {
-        SocketAddr::from_pathname(Path::new(&path))
-    };
-    if let Ok(addr) = addr {
-        let _ = sock.send_to_addr(state.as_bytes(), &addr);
-    }
-}
-
 struct Daemon {
     config: Config,
     config_path: PathBuf,
@@ -269,10 +281,60 @@ struct Daemon {
     fence_settings: FenceSettings,
     header: Header,
     boot: BootId,
-    status_path: PathBuf,
-    last_status: u64,
-    last_notify: String,
+    /// Status file, sd_notify and metrics: written by the reporter thread.
+    reporter: Reporter,
+    last_snapshot: u64,
+    /// Fencing attempts and power-on commands run here (threads started at boot).
+    pool: Pool,
+    /// What the driver counts itself (latencies, errors, attempts) for the metrics.
+    stats: DriverStats,
     exit: Option<(i32, String)>,
+}
+
+/// Counters the core does not keep, counted on the way in and out of it.
+#[derive(Default)]
+struct DriverStats {
+    volumes: Vec<VolumeStats>,
+    fence_attempts: u64,
+    fence_failures: u64,
+}
+
+impl DriverStats {
+    fn saw(&mut self, input: &Input) {
+        match input {
+            Input::IoDone { volume, started, write, read, .. } => {
+                let Some(v) = self.volumes.get_mut(*volume) else { return };
+                let mut read_from = *started;
+                match write {
+                    Some(Ok(done)) => {
+                        v.write_latency_ms = Some(done.saturating_sub(*started));
+                        read_from = *done;
+                    }
+                    Some(Err(_)) => v.io_errors += 1,
+                    None => {}
+                }
+                match read {
+                    Ok((done, _)) => v.read_latency_ms = Some(done.saturating_sub(read_from)),
+                    Err(_) => v.io_errors += 1,
+                }
+            }
+            Input::FenceDone { result: Err(_), .. } => self.fence_failures += 1,
+            _ => {}
+        }
+    }
+}
+
+/// Workers for fencing and power-on: one per peer that can be fenced, at least 2, at most 8
+/// (every worker's stack is locked in memory at boot).
+fn pool_workers(fenceable_peers: usize) -> usize {
+    fenceable_peers.clamp(2, 8)
+}
+
+/// S3 at the ioctl itself: a pet is safe only if the own lease, on a clock reading taken right
+/// before it, still lasts one more watchdog period, and the host is not doomed. The core
+/// decided the pet with a `now` read before the earlier actions of the same batch.
+fn pet_allowed(lease_expiry: Option<u64>, watchdog_ms: u64, doomed: bool, now: u64) -> bool {
+    !doomed && lease_expiry.is_some_and(|e| now.saturating_add(watchdog_ms) <= e)
 }
 
 /// Runs the daemon until it exits; returns the exit code.
@@ -291,10 +353,17 @@ pub fn run(config_path: &Path, stderr_log: bool) -> i32 {
 fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
     let config = Config::load(config_path).map_err(StartError::config)?;
     crate::logging::init(config.daemon.syslog, stderr_log, log::LevelFilter::Info);
-    let (volumes, header) = open_volumes(&config)?;
+    // The same checks as `run --check`, before anything is armed.
+    let checked = crate::preflight::check(&config)?;
+    for w in &checked.warnings {
+        log::warn!("{w}");
+        if !stderr_log {
+            eprintln!("hbfence: warning: {w}");
+        }
+    }
+    let (volumes, header) = (checked.volumes, checked.header);
     let timing = header.timing;
     let wd_secs = timing.watchdog_timeout_secs();
-    watchdog::precheck(&config.watchdog.device, wd_secs).map_err(StartError::unavailable)?;
     let boot = boot_id().map_err(StartError::failure)?;
     std::fs::create_dir_all(&config.daemon.runtime_dir).map_err(|e| {
         StartError::config(format!("runtime_dir {}: {e}", config.daemon.runtime_dir.display()))
@@ -307,6 +376,19 @@ fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
             log::warn!("mlockall failed: {e}; the heartbeat may stall under memory pressure");
         }
     }
+    // Every thread the daemon needs is started now, never from the petting thread later (S7):
+    // the stacks are faulted in and locked (mlockall) at boot, not under memory pressure.
+    let fence_methods = fence_methods(&config);
+    let workers = pool_workers(fence_methods.len());
+    let pool = Pool::start("hbfence-fence", workers, 2 * config.peers.len().max(workers))
+        .map_err(StartError::failure)?;
+    let mut reporter = Reporter::start(ReportSettings {
+        status_path: config.daemon.runtime_dir.join("status.json"),
+        metrics: config.metrics.textfile.clone(),
+        metrics_every: Duration::from_millis(timing.interval_ms),
+        notify_socket: std::env::var_os("NOTIFY_SOCKET"),
+    })
+    .map_err(StartError::failure)?;
     if config.daemon.realtime_priority > 0 {
         if let Err(e) = sys::set_realtime(config.daemon.realtime_priority) {
             log::warn!(
@@ -316,7 +398,6 @@ fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
         }
     }
 
-    let fence_methods = fence_methods(&config);
     let incarnation = (sys::random_u64() & ((1 << 53) - 1)).max(1);
     let params = AgentParams {
         host_id: config.host.id,
@@ -371,7 +452,15 @@ fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
         .map_err(StartError::failure)?;
 
     let agent = Agent::new(params, now());
-    let status_path = config.daemon.runtime_dir.join("status.json");
+    let stats = DriverStats {
+        volumes: config
+            .volumes
+            .iter()
+            .map(|v| VolumeStats { path: v.path.clone(), ..Default::default() })
+            .collect(),
+        ..Default::default()
+    };
+    reporter.notify("STATUS=probing the volume for another writer of this host id");
     let mut d = Daemon {
         fence_settings: fence_settings(&config),
         config,
@@ -384,13 +473,32 @@ fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
         events,
         header,
         boot,
-        status_path,
-        last_status: 0,
-        last_notify: String::new(),
+        reporter,
+        last_snapshot: 0,
+        pool,
+        stats,
         exit: None,
     };
-    sd_notify("STATUS=probing the volume for another writer of this host id");
     Ok(d.main_loop(rx, &stop, &hup))
+}
+
+/// `[metrics] textfile`: its directory must exist (node_exporter's textfile directory).
+/// Returns a warning for a name node_exporter would not read.
+pub fn check_metrics_dir(path: &Path) -> Result<Option<String>, String> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    if !dir.is_dir() {
+        return Err(format!(
+            "[metrics] textfile {}: directory {} does not exist; create it (it is node_exporter's --collector.textfile.directory) or remove [metrics]",
+            path.display(),
+            dir.display()
+        ));
+    }
+    Ok(path.extension().is_none_or(|e| e != "prom").then(|| {
+        format!(
+            "[metrics] textfile {}: node_exporter's textfile collector reads only files ending in .prom",
+            path.display()
+        )
+    }))
 }
 
 /// How the core may fence each peer, from the configuration.
@@ -417,8 +525,9 @@ impl Daemon {
                     log::error!("exiting: {msg}");
                     eprintln!("hbfence: error: {msg}");
                 }
-                self.write_status();
-                sd_notify(&format!("STOPPING=1\nSTATUS={msg}"));
+                self.send_snapshot();
+                self.reporter.notify(&format!("STOPPING=1\nSTATUS={msg}"));
+                self.reporter.flush(Duration::from_secs(1));
                 crate::logging::flush(Duration::from_secs(1));
                 return code;
             }
@@ -446,9 +555,9 @@ impl Daemon {
                 Err(RecvTimeoutError::Disconnected) => return 1,
             }
             let t = sys::boottime_ms();
-            if t >= self.last_status + 1000 {
-                self.last_status = t;
-                self.write_status();
+            if t >= self.last_snapshot + 1000 {
+                self.last_snapshot = t;
+                self.send_snapshot();
             }
         }
     }
@@ -456,6 +565,7 @@ impl Daemon {
     fn feed(&mut self, input: Input) {
         let mut queue = vec![input];
         while let Some(input) = queue.pop() {
+            self.stats.saw(&input);
             let actions = self.agent.handle(now(), input);
             for a in actions {
                 if let Some(next) = self.execute(a) {
@@ -495,8 +605,18 @@ impl Daemon {
                 }
             }
             Action::Pet => {
+                let watchdog_ms = self.watchdog_ms();
                 if let Some(wd) = &mut self.watchdog {
-                    if let Err(e) = wd.keepalive() {
+                    let t = sys::boottime_ms();
+                    let expiry = self.agent.lease_expiry();
+                    let doomed = matches!(self.agent.phase(), Phase::Doomed { .. });
+                    if !pet_allowed(expiry, watchdog_ms, doomed, t) {
+                        log::warn!(
+                            "pet skipped: at the ioctl the lease no longer covers a watchdog period ({} ms left{})",
+                            expiry.map_or(0, |e| e.saturating_sub(t)),
+                            if doomed { ", doomed" } else { "" }
+                        );
+                    } else if let Err(e) = wd.keepalive() {
                         log::error!("watchdog keepalive failed: {e}");
                     }
                 }
@@ -524,21 +644,25 @@ impl Daemon {
             Action::PowerOn { peer } => {
                 if let Some(method) = fence_method_for(&self.config, peer) {
                     let settings = self.fence_settings.clone();
-                    let _ = std::thread::Builder::new()
-                        .stack_size(crate::sys::THREAD_STACK)
-                        .name(format!("power-on-{peer}"))
-                        .spawn(move || match fence::power_on(&method, &settings) {
-                            Ok(()) => log::info!(
-                                "host {peer}: powered on again ([fencing] after = \"on\")"
-                            ),
-                            Err(e) => log::error!("host {peer}: power on failed: {e}"),
-                        });
+                    let job = Box::new(move || match fence::power_on(&method, &settings) {
+                        Ok(()) => {
+                            log::info!("host {peer}: powered on again ([fencing] after = \"on\")")
+                        }
+                        Err(e) => log::error!("host {peer}: power on failed: {e}"),
+                    });
+                    if let Err(e) = self.pool.submit(job) {
+                        log::error!("host {peer}: power on not started: {e}");
+                    }
                 }
                 None
             }
             Action::Event(e) => {
                 let level = match e.kind.as_str() {
-                    "fence_failed" | "self_fence" | "storage_lost" => log::Level::Error,
+                    "fence_failed"
+                    | "self_fence"
+                    | "storage_lost"
+                    | "volume_header_damaged"
+                    | "alarm" => log::Level::Error,
                     "host_suspect" | "fence_started" | "storage_degraded" | "fenced" => {
                         log::Level::Warn
                     }
@@ -553,7 +677,9 @@ impl Daemon {
                     e.method.map(|m| format!(" method {}", m.as_str())).unwrap_or_default(),
                     if e.detail.is_empty() { String::new() } else { format!(": {}", e.detail) }
                 );
-                let _ = self.events.send(e);
+                if self.events.send(e).is_err() {
+                    crate::report::EVENTS_DROPPED.fetch_add(1, Ordering::Relaxed);
+                }
                 None
             }
             Action::Ready => {
@@ -562,7 +688,7 @@ impl Daemon {
                 } else {
                     log::info!("first heartbeat written with the watchdog armed: ready");
                 }
-                sd_notify("READY=1");
+                self.reporter.notify("READY=1");
                 None
             }
             Action::Exit { code, message } => {
@@ -608,6 +734,7 @@ impl Daemon {
     }
 
     fn start_fence(&mut self, peer: u32) {
+        self.stats.fence_attempts += 1;
         let Some(method) = fence_method_for(&self.config, peer) else {
             // The core and the configuration disagree (a reload raced this action): never
             // leave the core waiting for an attempt that does not run.
@@ -624,23 +751,26 @@ impl Daemon {
         };
         let settings = self.fence_settings.clone();
         let tx = self.inputs.clone();
-        let spawned = std::thread::Builder::new()
-            .stack_size(crate::sys::THREAD_STACK)
-            .name(format!("fence-{peer}"))
-            .spawn(move || {
-                let result = match fence::power_off_and_confirm(&method, &settings) {
-                    fence::AttemptOutcome::ConfirmedOff { detail } => Ok(detail),
-                    fence::AttemptOutcome::Failed { detail } => Err(detail),
-                };
-                let _ = tx.send(Input::FenceDone { peer, method: kind, result });
-            });
-        if let Err(e) = spawned {
+        let job = Box::new(move || {
+            let result = match fence::power_off_and_confirm(&method, &settings) {
+                fence::AttemptOutcome::ConfirmedOff { detail } => Ok(detail),
+                fence::AttemptOutcome::Failed { detail } => Err(detail),
+            };
+            let _ = tx.send(Input::FenceDone { peer, method: kind, result });
+        });
+        if let Err(e) = self.pool.submit(job) {
             let _ = self.inputs.send(Input::FenceDone {
                 peer,
                 method: kind,
-                result: Err(format!("cannot start a fencing thread: {e}")),
+                result: Err(format!("fencing attempt not started: {e}")),
             });
         }
+    }
+
+    /// The watchdog period this host's hardware runs with (as the core counts it).
+    fn watchdog_ms(&self) -> u64 {
+        let p = self.agent.params();
+        p.timing.watchdog_timeout_ms.max(u64::from(p.watchdog_timeout_s) * 1000)
     }
 
     /// SIGHUP: what can change safely (peers' BMC details, fencing and event settings) is
@@ -676,6 +806,9 @@ impl Daemon {
         {
             kept.push("[daemon]");
         }
+        if new.metrics != self.config.metrics {
+            kept.push("[metrics]");
+        }
         let mut merged = new.clone();
         merged.host = self.config.host.clone();
         merged.volumes = self.config.volumes.clone();
@@ -683,6 +816,7 @@ impl Daemon {
         merged.self_fence = self.config.self_fence.clone();
         merged.coordinator = self.config.coordinator.clone();
         merged.daemon = self.config.daemon.clone();
+        merged.metrics = self.config.metrics.clone();
         // Peers' BMC details and [fencing] apply to the next fencing attempt.
         self.fence_settings = fence_settings(&merged);
         self.config = merged;
@@ -699,8 +833,9 @@ impl Daemon {
         }
     }
 
-    /// The daemon's view for `hbfence status --config`, written atomically to runtime_dir.
-    fn write_status(&mut self) {
+    /// Hands the current state to the reporter (status file, STATUS=, metrics). Copies a
+    /// bounded amount (one entry per host of the volume) and never blocks.
+    fn send_snapshot(&mut self) {
         let a = &self.agent;
         let t = now();
         let phase = match a.phase() {
@@ -710,73 +845,111 @@ impl Daemon {
             Phase::Doomed { .. } => "self-fencing",
             Phase::Exited => "exited",
         };
-        let lease_left = a.lease_expiry().map(|e| e as i64 - t.mono as i64);
-        let lease_valid = a.lease_valid(t.mono);
-        let peers: Vec<_> = a
-            .peer_views()
-            .into_iter()
-            .map(|p| {
-                let verdict = a.verdicts().get(&p.id).filter(|v| v.incarnation == p.incarnation);
-                json!({
-                    "id": p.id,
-                    "name": p.name,
-                    "status": p.status.as_str(),
-                    "state": p.state.map(|s| s.as_str()),
-                    "seq": p.seq,
-                    "incarnation": p.incarnation,
-                    "stale_ms": p.stale_ms,
-                    "capabilities": caps::names(p.caps),
-                    "wall_time": crate::cli::text::wall_time(p.wall_ms),
-                    "verdict": verdict.map(|v| v.kind.as_str()),
-                    "method": verdict.map(|v| v.method.as_str()),
-                })
-            })
-            .collect();
-        let verdicts: Vec<_> = a
-            .verdicts()
-            .values()
-            .map(|v| json!({"id": v.host_id, "verdict": v.kind.as_str(), "method": v.method.as_str(), "incarnation": v.incarnation, "wall_time": crate::cli::text::wall_time(v.wall_ms)}))
-            .collect();
-        let vols: Vec<_> = (0..self.config.volumes.len())
-            .map(|i| json!({"path": self.config.volumes[i].path, "healthy": a.volume_healthy(i), "error": a.volume_error(i)}))
-            .collect();
-        let doc = json!({
-            "pid": std::process::id(),
-            "host": a.params().host_id,
-            "name": a.params().name,
-            "incarnation": a.params().incarnation,
-            "phase": phase,
-            "seq": a.seq(),
-            "lease_valid": lease_valid,
-            "lease_remaining_ms": lease_left,
-            "watchdog_armed": a.watchdog_armed(),
-            "watchdog": match (&self.unguarded, a.watchdog_armed()) {
-                (Some(why), _) => format!("unguarded ({why})"),
-                (None, true) => "armed".to_string(),
-                (None, false) => "not armed".to_string(),
-            },
-            "coordinator": a.coordinator(),
-            "volumes": vols,
-            "peers": peers,
-            "verdicts": verdicts,
-            "mono_ms": t.mono,
-            "wall_time": crate::cli::text::wall_time(t.wall),
-            "wall_time_ms": t.wall,
-        });
-        let tmp = self.status_path.with_extension("json.tmp");
-        // The runtime dir may have vanished; status is informative only.
-        let _ = std::fs::write(&tmp, doc.to_string())
-            .and_then(|()| std::fs::rename(&tmp, &self.status_path));
-        let summary = format!(
-            "{phase}, seq {}, lease {}, coordinator {}, {} peer(s)",
-            a.seq(),
-            if lease_valid { "valid" } else { "not valid" },
-            a.coordinator().map_or("none".to_string(), |c| c.to_string()),
-            peers.len()
-        );
-        if summary != self.last_notify {
-            sd_notify(&format!("STATUS={summary}"));
-            self.last_notify = summary;
+        let mut volumes = self.stats.volumes.clone();
+        for (i, v) in volumes.iter_mut().enumerate() {
+            v.healthy = a.volume_healthy(i);
+            v.error = a.volume_error(i).to_string();
+            v.header_damage = a.header_damage(i).map(str::to_string);
         }
+        let snap = Snapshot {
+            host: a.params().host_id,
+            name: a.params().name.clone(),
+            incarnation: a.params().incarnation,
+            phase,
+            doomed: matches!(a.phase(), Phase::Doomed { .. }),
+            seq: a.seq(),
+            lease_valid: a.lease_valid(t.mono),
+            lease_remaining_ms: a.lease_expiry().map(|e| e as i64 - t.mono as i64),
+            watchdog_armed: a.watchdog_armed(),
+            unguarded: self.unguarded.clone(),
+            coordinator: a.coordinator(),
+            volumes,
+            peers: a.peer_views(),
+            verdicts: a.verdicts().values().cloned().collect(),
+            mono_ms: t.mono,
+            wall_ms: t.wall,
+            fence_attempts: self.stats.fence_attempts,
+            fence_failures: self.stats.fence_failures,
+        };
+        self.reporter.snapshot(snap);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pet_needs_the_lease_to_cover_a_watchdog_period_at_the_ioctl() {
+        // Lease ends at 10 000 ms, watchdog period 2 000 ms.
+        assert!(pet_allowed(Some(10_000), 2_000, false, 7_000));
+        assert!(pet_allowed(Some(10_000), 2_000, false, 8_000));
+        // The core decided at 7 950 ms, earlier actions of the batch took 100 ms: too late.
+        assert!(!pet_allowed(Some(10_000), 2_000, false, 8_050));
+        assert!(!pet_allowed(Some(10_000), 2_000, false, 12_000));
+        assert!(!pet_allowed(None, 2_000, false, 0), "never a lease: never a pet");
+        assert!(!pet_allowed(Some(10_000), 2_000, true, 1_000), "doomed: never a pet");
+        assert!(!pet_allowed(Some(10_000), 2_000, false, sys::CLOCK_FAILED_MS));
+    }
+
+    #[test]
+    fn driver_counts_latencies_errors_and_failed_attempts() {
+        let mut s = DriverStats {
+            volumes: vec![VolumeStats::default(), VolumeStats::default()],
+            ..Default::default()
+        };
+        let view = || crate::core::view::VolumeView::default();
+        s.saw(&Input::IoDone {
+            volume: 0,
+            cycle: 1,
+            started: 1000,
+            write: Some(Ok(1030)),
+            read: Ok((1045, view())),
+        });
+        s.saw(&Input::IoDone {
+            volume: 1,
+            cycle: 1,
+            started: 1000,
+            write: Some(Err("EIO".into())),
+            read: Err("EIO".into()),
+        });
+        s.saw(&Input::IoDone {
+            volume: 1,
+            cycle: 2,
+            started: 2000,
+            write: None,
+            read: Ok((2007, view())),
+        });
+        // An unknown volume index is ignored, not a panic.
+        s.saw(&Input::IoDone {
+            volume: 9,
+            cycle: 1,
+            started: 0,
+            write: None,
+            read: Err("x".into()),
+        });
+        s.saw(&Input::FenceDone {
+            peer: 2,
+            method: FenceMethodKind::Ipmi,
+            result: Err("no".into()),
+        });
+        s.saw(&Input::FenceDone {
+            peer: 2,
+            method: FenceMethodKind::Ipmi,
+            result: Ok("off".into()),
+        });
+        assert_eq!(s.volumes[0].write_latency_ms, Some(30));
+        assert_eq!(s.volumes[0].read_latency_ms, Some(15));
+        assert_eq!(s.volumes[0].io_errors, 0);
+        assert_eq!(s.volumes[1].io_errors, 2);
+        assert_eq!(s.volumes[1].read_latency_ms, Some(7));
+        assert_eq!(s.fence_failures, 1);
+    }
+
+    #[test]
+    fn pool_size_is_bounded() {
+        assert_eq!(pool_workers(0), 2);
+        assert_eq!(pool_workers(5), 5);
+        assert_eq!(pool_workers(249), 8);
     }
 }

@@ -11,6 +11,8 @@ pub mod daemon;
 pub mod events;
 pub mod fence;
 pub mod logging;
+pub mod preflight;
+pub mod report;
 pub mod sys;
 pub mod volume;
 pub mod watchdog;

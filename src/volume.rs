@@ -70,6 +70,14 @@ pub enum VolumeError {
         path: PathBuf,
         state: Box<Decoded>,
     },
+    /// Block 0 is not a header but host blocks of one cluster are intact: a live volume whose
+    /// header was damaged, to be restored, not re-created.
+    DamagedHeader {
+        path: PathBuf,
+        state: Box<Decoded>,
+        cluster: format::ClusterId,
+        intact: u64,
+    },
 }
 
 impl VolumeError {
@@ -113,6 +121,13 @@ impl fmt::Display for VolumeError {
                 };
                 write!(f, "{}: {what}", path.display())
             }
+            VolumeError::DamagedHeader { path, state, cluster, intact } => write!(
+                f,
+                "{}: the header (block 0) is damaged ({}), but {intact} host block(s) of cluster {} are intact: this volume is in use, do not re-create it. Restore the header with `hbfence restore-header` (the running agents print the exact command in their volume_header_damaged event and log); this agent retries its start",
+                path.display(),
+                state.crc_state(),
+                format::uuid_string(cluster)
+            ),
         }
     }
 }
@@ -296,6 +311,23 @@ impl Volume {
     }
 
     /// Reads and decodes block 0; anything but a valid header is an error.
+    /// The intact hbfence blocks among the first ones after block 0 (the heartbeats of hosts
+    /// 1..=256): enough to tell a damaged header of a live volume from another program's data,
+    /// without knowing max_hosts, in 1 MiB (the daemon may run under mlockall).
+    fn census_after_header(&self) -> Result<crate::core::header::Census, VolumeError> {
+        const SCAN: u64 = 1 + 256;
+        let end = self.blocks().min(SCAN);
+        let mut census = crate::core::header::Census::default();
+        if end <= 1 {
+            return Ok(census);
+        }
+        let mut buf = AlignedBuf::new((end - 1) as usize)
+            .map_err(|e| VolumeError::io(&self.path, "allocate buffer", e))?;
+        self.read_blocks(1, &mut buf)?;
+        census.add(1, buf.as_slice());
+        Ok(census)
+    }
+
     pub fn read_header(&self) -> Result<Header, VolumeError> {
         if self.blocks() == 0 {
             return Err(VolumeError::unusable(
@@ -321,8 +353,23 @@ impl Volume {
                 }
                 Ok(h)
             }
-            state => {
+            state @ Decoded::Unsupported { .. } => {
                 Err(VolumeError::BadHeader { path: self.path.clone(), state: Box::new(state) })
+            }
+            state => {
+                let census = self.census_after_header()?;
+                match census.cluster() {
+                    Ok(Some(cluster)) => Err(VolumeError::DamagedHeader {
+                        path: self.path.clone(),
+                        state: Box::new(state),
+                        cluster,
+                        intact: census.intact(),
+                    }),
+                    _ => Err(VolumeError::BadHeader {
+                        path: self.path.clone(),
+                        state: Box::new(state),
+                    }),
+                }
             }
         }
     }

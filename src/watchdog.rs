@@ -27,6 +27,9 @@ use std::path::{Path, PathBuf};
 pub struct WatchdogError {
     pub device: PathBuf,
     pub message: String,
+    /// The configuration (or the volume's timing) is wrong: a restart cannot fix it. Otherwise
+    /// the device is not available (yet): no driver loaded, busy; a restart may succeed.
+    pub config: bool,
 }
 
 impl fmt::Display for WatchdogError {
@@ -38,7 +41,12 @@ impl fmt::Display for WatchdogError {
 impl std::error::Error for WatchdogError {}
 
 fn err(device: &Path, message: impl Into<String>) -> WatchdogError {
-    WatchdogError { device: device.to_path_buf(), message: message.into() }
+    WatchdogError { device: device.to_path_buf(), message: message.into(), config: false }
+}
+
+/// An error that only a change of the configuration (or of the volume) fixes.
+fn config_err(device: &Path, message: impl Into<String>) -> WatchdogError {
+    WatchdogError { config: true, ..err(device, message) }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,9 +146,16 @@ pub fn inspect(path: &Path) -> Result<(DeviceKind, DeviceInfo), WatchdogError> {
     } else if ft.is_char_device() {
         DeviceKind::Kernel
     } else {
-        return Err(err(
+        let what = if ft.is_file() {
+            "a regular file"
+        } else if ft.is_dir() {
+            "a directory"
+        } else {
+            "neither a character device nor a FIFO test double"
+        };
+        return Err(config_err(
             path,
-            "is not a watchdog device (neither a character device nor a FIFO test double)",
+            format!("is not a watchdog device ({what}); set [watchdog] device to /dev/watchdog or /dev/watchdogN"),
         ));
     };
     let mut info = DeviceInfo { holders: holders(path), ..DeviceInfo::default() };
@@ -150,7 +165,7 @@ pub fn inspect(path: &Path) -> Result<(DeviceKind, DeviceInfo), WatchdogError> {
         let legacy = major == 10 && minor == 130;
         let known = sysfs_dir(path);
         if known.is_none() && !legacy && Path::new("/sys/class/watchdog").is_dir() {
-            return Err(err(
+            return Err(config_err(
                 path,
                 format!("is not a watchdog device (character device {major}:{minor} has no /sys/class/watchdog entry); set [watchdog] device to /dev/watchdog or /dev/watchdogN"),
             ));
@@ -194,11 +209,13 @@ fn double_driver(fifo: &Path) -> Result<(u32, Option<bool>), WatchdogError> {
     let text = match std::fs::read_to_string(&sidecar) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((options, nowayout)),
-        Err(e) => return Err(err(fifo, format!("test double sidecar {}: {e}", sidecar.display()))),
+        Err(e) => {
+            return Err(config_err(fifo, format!("test double sidecar {}: {e}", sidecar.display())))
+        }
     };
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let bad = || {
-            err(
+            config_err(
                 fifo,
                 format!(
                     "test double sidecar {}: cannot parse {line:?}: expected `magic_close = true|false` or `nowayout = true|false`",
@@ -269,7 +286,7 @@ pub fn precheck(path: &Path, timeout_s: u32) -> Result<DeviceKind, WatchdogError
     }
     if let Some(max) = info.max_timeout {
         if max < timeout_s {
-            return Err(err(
+            return Err(config_err(
                 path,
                 format!(
                     "the driver ({}) supports at most {max} s, the volume's watchdog_timeout is {timeout_s} s; re-create the volume with --watchdog-timeout {max} or less",
@@ -280,7 +297,7 @@ pub fn precheck(path: &Path, timeout_s: u32) -> Result<DeviceKind, WatchdogError
     }
     if let Some(min) = info.min_timeout {
         if min > timeout_s {
-            return Err(err(
+            return Err(config_err(
                 path,
                 format!(
                     "the driver's minimum timeout is {min} s, above watchdog_timeout {timeout_s} s"
@@ -471,6 +488,24 @@ mod tests {
         assert!(why.contains("nowayout is unknown"), "{why}");
         assert!(UNGUARDED_ADVICE.contains("WITHOUT watchdog protection"));
         assert!(UNGUARDED_ADVICE.contains("nowayout=1") && UNGUARDED_ADVICE.contains("BMC"));
+    }
+
+    #[test]
+    fn a_regular_file_or_directory_is_a_config_error_a_missing_device_is_not_available() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("watchdog");
+        std::fs::write(&file, "").unwrap();
+        let e = precheck(&file, 10).unwrap_err();
+        assert!(e.config, "a regular file must be a configuration error: {e}");
+        assert!(
+            e.to_string().contains("a regular file") && e.to_string().contains("[watchdog] device"),
+            "{e}"
+        );
+        let e = precheck(dir.path(), 10).unwrap_err();
+        assert!(e.config && e.to_string().contains("a directory"), "{e}");
+        let e = precheck(&dir.path().join("missing"), 10).unwrap_err();
+        assert!(!e.config, "a missing device may appear (driver loaded later): {e}");
+        assert!(e.to_string().contains("modprobe"), "{e}");
     }
 
     #[test]

@@ -336,9 +336,9 @@ fn bad_input_refuses_to_start_with_a_reason() {
         let out = hbfence(&["run", "--config", h.config.to_str().unwrap()]);
         (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
     };
-    // A watchdog path that is not a watchdog.
+    // A watchdog path that is a regular file: a configuration error, never retried (issue 11).
     let (code, err) = run(&cfg.replace(&h.watchdog.path.display().to_string(), "/etc/hostname"));
-    assert_eq!(code, Some(69));
+    assert_eq!(code, Some(78));
     assert!(err.contains("is not a watchdog device"), "{err}");
     // Host id above max_hosts.
     let (code, err) = run(&cfg.replace("id = 1", "id = 9"));
@@ -508,5 +508,80 @@ fn sighup_removing_a_bmc_ends_its_fencing_job_with_an_event() {
         "no fence_failed \"removed by a reload\":\n{}\n{}",
         h.events_text(),
         h.log_text()
+    );
+}
+
+/// A damaged header was noticed by no running agent, and the next start of any agent failed
+/// with "not an hbfence volume" and a code the unit does not retry. Now: every running agent
+/// raises `volume_header_damaged` with the command that restores it, a starting agent says the
+/// header is damaged and exits 69 (retried), and the printed command restores the header
+/// without touching a host block.
+#[test]
+fn a_damaged_header_is_reported_by_running_agents_and_restored_by_their_command() {
+    use std::os::unix::fs::FileExt;
+    if !require_root("a_damaged_header_is_reported_by_running_agents_and_restored_by_their_command")
+    {
+        return;
+    }
+    let mut bed = Bed::new(3, 1);
+    for h in &mut bed.hosts[..2] {
+        h.start();
+    }
+    for h in &bed.hosts[..2] {
+        assert!(wait_until(Duration::from_secs(10), || h.watchdog.keepalives() > 0));
+    }
+    let backing = bed.base.join("backing/v0.vol");
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(&backing).unwrap();
+    let mut header = [0u8; 4096];
+    file.read_exact_at(&mut header, 0).unwrap();
+    let mut torn = header;
+    torn[100] ^= 0xff;
+    file.write_all_at(&torn, 0).unwrap();
+
+    let damaged = |h: &Host| h.events_about("volume_header_damaged", h.id);
+    for h in &bed.hosts[..2] {
+        assert!(
+            wait_until(Duration::from_secs(5), || !damaged(h).is_empty()),
+            "host {} did not notice the damaged header:\n{}",
+            h.id,
+            h.log_text()
+        );
+    }
+    let detail = damaged(&bed.hosts[0])[0]["detail"].as_str().unwrap().to_string();
+    assert!(detail.contains("fails its CRC"), "{detail}");
+
+    // A third agent cannot start on it: told why, and with a code the unit retries.
+    let third = &mut bed.hosts[2];
+    third.start();
+    let status = third.wait_exit(Duration::from_secs(10)).expect("third agent still running");
+    assert_eq!(status.code(), Some(69), "{}", third.log_text());
+    let text = third.log_text();
+    assert!(text.contains("header (block 0) is damaged") && text.contains("intact"), "{text}");
+
+    let command = detail.split('`').nth(1).expect("a command in backquotes").to_string();
+    assert!(command.starts_with("hbfence restore-header "), "{command}");
+    let args: Vec<&str> = command.split(' ').skip(1).collect();
+    let out = hbfence(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for h in &bed.hosts[..2] {
+        assert!(
+            wait_until(Duration::from_secs(5), || {
+                !h.events_about("volume_header_restored", h.id).is_empty()
+            }),
+            "host {} did not see the restored header:\n{}",
+            h.id,
+            h.log_text()
+        );
+        assert!(h.sysrq_letters().is_empty(), "host {} self-fenced", h.id);
+    }
+    let again = hbfence(&args);
+    assert!(!again.status.success(), "a valid header must not be restored twice");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("holds a valid header"));
+    let third = &mut bed.hosts[2];
+    third.start();
+    assert!(
+        wait_until(Duration::from_secs(10), || third.watchdog.keepalives() > 0),
+        "the third agent does not start on the restored header:\n{}",
+        third.log_text()
     );
 }

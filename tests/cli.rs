@@ -65,12 +65,15 @@ fn commands_without_a_config_say_what_to_do() {
         &["check", "2", "--config", "/nonexistent.toml"][..],
         &["fence", "2", "--config", "/nonexistent.toml"],
         &["status", "--config", "/nonexistent.toml"],
-        &["run", "--check", "--config", "/nonexistent.toml"],
     ] {
         let out = hbfence(args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         assert!(text(&out).contains("cannot read it"), "{args:?}: {}", text(&out));
     }
+    // `run --check` exits as `run` would: 78, a configuration error.
+    let out = hbfence(&["run", "--check", "--config", "/nonexistent.toml"]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(text(&out).contains("cannot read it"), "{}", text(&out));
 }
 
 #[test]

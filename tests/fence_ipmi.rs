@@ -47,6 +47,9 @@ impl Lab {
     fn method(&self, password: &str) -> FenceMethod {
         let password_file = self.dir.path().join("bmc-password");
         fs::write(&password_file, format!("{password}\n")).unwrap();
+        fs::set_permissions(&password_file, fs::Permissions::from_mode(0o600)).unwrap();
+        // hbfence refuses a password file that group or others may access.
+        fs::set_permissions(&password_file, fs::Permissions::from_mode(0o600)).unwrap();
         FenceMethod::Ipmi(IpmiTarget {
             address: "127.0.0.1".into(),
             port: self.bmc.port(),
@@ -282,6 +285,7 @@ esac
 fn agent_method(dir: &Path, password: &str, stuck: bool) -> FenceMethod {
     let password_file = dir.join("agent-password");
     fs::write(&password_file, format!("{password}\n")).unwrap();
+    fs::set_permissions(&password_file, fs::Permissions::from_mode(0o600)).unwrap();
     fs::write(dir.join("state"), "on\n").unwrap();
     FenceMethod::Agent(AgentTarget {
         program: fake_agent(dir),

@@ -378,36 +378,31 @@ pub fn status(a: &StatusArgs) -> CliResult {
     Ok(())
 }
 
-/// `run --check`: the config, its files and every volume it names, without starting anything.
+/// `run --check`: every check `run` makes before it arms anything (the config and its files,
+/// the volumes, the watchdog device without opening it, the sysrq trigger, the hooks, the event
+/// log, the runtime dir: [`crate::preflight::check`]), with the exit code `run` would give.
 pub fn run_check(a: &RunArgs) -> CliResult {
-    let config = Config::load(&a.config)?;
-    let mut first: Option<Header> = None;
-    for v in &config.volumes {
-        let volume = Volume::open(&v.path, Access::ReadWrite)?;
-        let h = volume.read_header()?;
-        config.check_against_volume(h.max_hosts).map_err(|e| {
-            CliError::new(format!(
-                "config {}: volume {}: {e}",
-                a.config.display(),
-                v.path.display()
-            ))
-        })?;
-        if let Some(f) = &first {
-            if f.cluster != h.cluster || f.timing != h.timing {
-                return Err(CliError::new(format!(
-                    "volume {} belongs to another cluster or has other timing than {}: all volumes of a host must be created for the same cluster",
-                    v.path.display(),
-                    config.volumes[0].path.display()
-                )));
-            }
-        }
+    let fail = |crate::daemon::StartError(message, code)| CliError { message, code };
+    let config = Config::load(&a.config)
+        .map_err(|e| CliError { message: e.to_string(), code: crate::daemon::exit_code::CONFIG })?;
+    let checked = crate::preflight::check(&config).map_err(fail)?;
+    for (v, vol) in config.volumes.iter().zip(&checked.volumes) {
         println!(
-            "volume {}: ok (cluster {}, max_hosts {})",
+            "volume {}: ok (cluster {}, max_hosts {}, {} bytes)",
             v.path.display(),
-            format::uuid_string(&h.cluster),
-            h.max_hosts
+            format::uuid_string(&checked.header.cluster),
+            checked.header.max_hosts,
+            vol.size_bytes()
         );
-        first.get_or_insert(h);
+    }
+    let kind = match checked.watchdog {
+        crate::watchdog::DeviceKind::Kernel => "character device",
+        crate::watchdog::DeviceKind::Double => "FIFO test double",
+    };
+    println!("watchdog {}: ok ({kind}, not opened)", config.watchdog.device.display());
+    println!("hooks {}: ok ({} hook(s))", config.events.hooks_dir.display(), checked.hooks.len());
+    for w in &checked.warnings {
+        eprintln!("hbfence: warning: {w}");
     }
     println!(
         "config {}: ok (host {} \"{}\", {} volume(s), {} peer(s))",

@@ -3,6 +3,7 @@
 mod init;
 mod inspect;
 mod ops;
+pub mod restore;
 pub mod text;
 
 use clap::{Parser, Subcommand};
@@ -73,6 +74,8 @@ combinations are refused with the rule that they break. An existing hbfence volu
 overwritten without --force, and even with --force init watches the volume for one interval and \
 refuses if any host's heartbeat moves: a live cluster is never wiped by accident.")]
     Init(init::InitArgs),
+    /// Rewrite a damaged header (block 0) from the cluster's parameters; host blocks untouched.
+    RestoreHeader(restore::RestoreArgs),
     /// Print the volume header and every non-empty block, decoded, with its CRC state.
     Dump(inspect::DumpArgs),
     /// One row per known host: state, sequence, incarnation, last write and its age.
@@ -159,7 +162,9 @@ pub struct RunArgs {
     /// Configuration file.
     #[arg(long, short = 'c', value_name = "PATH", default_value = crate::config::DEFAULT_CONFIG)]
     pub config: PathBuf,
-    /// Validate the config and the volumes it names, print a summary and exit; starts nothing.
+    /// Make every check `run` makes before it arms anything (config, password files, volumes,
+    /// watchdog device without opening it, sysrq trigger, hooks, event log, runtime dir), print
+    /// a summary and exit with the code `run` would give (0, 69, 78); starts nothing.
     #[arg(long)]
     pub check: bool,
     /// Also log to stderr (default when stderr is a terminal).
@@ -179,6 +184,7 @@ pub fn main() -> i32 {
     };
     let result = match cli.command {
         Command::Init(a) => init::run(&a),
+        Command::RestoreHeader(a) => restore::run(&a),
         Command::Dump(a) => inspect::dump(&a),
         Command::Status(a) => inspect::status(&a),
         Command::Check(a) => ops::check(&a),

@@ -21,6 +21,10 @@ pub enum EventKind {
     StorageDegraded,
     StorageLost,
     StorageRestored,
+    /// Block 0 of a volume no longer holds the cluster's header: the next start of an agent
+    /// would fail until an operator restores it (`hbfence restore-header`).
+    HeaderDamaged,
+    HeaderRestored,
     /// Something the safety argument says cannot happen was seen (a sequence number ahead of
     /// what time allows, a second writer of a host id): an operator must look.
     Alarm,
@@ -42,6 +46,8 @@ impl EventKind {
             EventKind::StorageDegraded => "storage_degraded",
             EventKind::StorageLost => "storage_lost",
             EventKind::StorageRestored => "storage_restored",
+            EventKind::HeaderDamaged => "volume_header_damaged",
+            EventKind::HeaderRestored => "volume_header_restored",
             EventKind::Alarm => "alarm",
         }
     }

@@ -4,5 +4,6 @@
 pub mod agent;
 pub mod events;
 pub mod format;
+pub mod header;
 pub mod timing;
 pub mod view;

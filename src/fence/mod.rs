@@ -2,12 +2,14 @@
 //! fence-agents program, and confirms the result with a power-status query (S8).
 //!
 //! The core decides *when* to fence; this module only executes. Every command is a child
-//! process with a timeout, run from a worker thread ([`spawn_attempt`]), never from the
-//! watchdog thread (S7). Passwords are read from a file at each attempt and reach the child
-//! only through its environment (`IPMI_PASSWORD` for `ipmitool -E`) or its stdin (fence
-//! agents): never argv, never logs, never error text (captured output is redacted too).
+//! process with a timeout, run from a worker thread (the daemon's [`pool::Pool`], started at
+//! boot, or [`spawn_attempt`]), never from the watchdog thread (S7). Passwords are read from
+//! a file at each attempt and reach the child only through its environment (`IPMI_PASSWORD`
+//! for `ipmitool -E`) or its stdin (fence agents): never argv, never logs, never error text
+//! (captured output is redacted too).
 
 mod child;
+pub mod pool;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -181,7 +183,7 @@ impl FenceError {
     fn advice(&self) -> &'static str {
         match self {
             FenceError::PasswordFile { .. } => {
-                "it must exist, be readable by hbfence and hold the password on one line"
+                "it must exist, be owned by root with mode 0600 and hold the password on one line"
             }
             FenceError::Spawn { .. } => "install it or configure its full path",
             FenceError::Timeout { .. } => "check that it is reachable (network, address, port)",
@@ -509,9 +511,22 @@ fn or_no_output(s: &str) -> &str {
 /// Bytes of a password file. Deliberately neither `Debug` nor `Display`: it cannot be logged.
 struct Password(Vec<u8>);
 
+/// Checks a password file as `run` and `run --check` do at start (the same rules as at every
+/// use): owner root, no access for group or others, one non-empty line.
+pub fn check_password_file(path: &Path) -> Result<(), FenceError> {
+    read_password(path).map(drop)
+}
+
+/// Reads a password file, applying the ownership and mode rules to the file actually opened
+/// (it may have been replaced since start-up).
 fn read_password(path: &Path) -> Result<Password, FenceError> {
+    use std::io::Read;
     let err = |reason: String| FenceError::PasswordFile { path: path.to_path_buf(), reason };
-    let mut bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let mut file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    let meta = file.metadata().map_err(|e| err(e.to_string()))?;
+    crate::preflight::secret_file_rules(path, &meta).map_err(&err)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(|e| err(e.to_string()))?;
     if bytes.last() == Some(&b'\n') {
         bytes.pop();
     }
@@ -587,6 +602,8 @@ mod tests {
     fn target(dir: &Path, password: &str) -> IpmiTarget {
         let file = dir.join("pw");
         std::fs::write(&file, format!("{password}\n")).unwrap();
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
         IpmiTarget { port: 6230, cipher_suite: 3, ..IpmiTarget::new("192.0.2.7", "admin", file) }
     }
 
@@ -623,7 +640,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("pw");
         std::fs::write(&p, "secret\n").unwrap();
+        let mode = |m: u32| {
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(m)).unwrap()
+        };
+        // Group or others may read it: refused at use too (it may have changed since start).
+        mode(0o640);
+        let msg = read_password(&p).err().unwrap().to_string();
+        assert!(msg.contains("0640") && msg.contains("chmod 0600"), "{msg}");
+        mode(0o600);
         assert_eq!(read_password(&p).ok().unwrap().0, b"secret");
+        assert!(check_password_file(&p).is_ok());
         std::fs::write(&p, "secret").unwrap();
         assert_eq!(read_password(&p).ok().unwrap().0, b"secret");
         for bad in ["", "\n", "a\nb\n", "secret\n\n"] {

@@ -519,6 +519,8 @@ struct ReaderVerdict {
     all_missing: u32,
     /// It was missing from every quorum's table for 3 checks (withdrawn) since this instant.
     gone: Option<u64>,
+    /// The newest (generation, author) of a table that showed it.
+    newest: (u32, u32),
 }
 
 struct BlipWatch {
@@ -535,6 +537,11 @@ const TICK_MS: u64 = 100;
 type CoordTable = (u32, u32, Vec<(u32, u64)>);
 /// What a reader of one read quorum picks: (volumes, (gen, author), `fenced` verdicts).
 type QuorumTable = (Vec<usize>, Option<(u32, u32)>, HashSet<(u32, u64)>);
+
+/// Table order: higher generation first, then the lower author (as readers pick).
+fn newer(a: (u32, u32), b: (u32, u32)) -> bool {
+    (a.0, Reverse(a.1)) > (b.0, Reverse(b.1))
+}
 
 /// Budget of host ticks per seed (the main cost of a seed).
 const HOST_TICKS_PER_SEED: u64 = 10_000;
@@ -1431,6 +1438,9 @@ impl World {
             }
             Input::StopRequested => "StopRequested (SIGTERM)".into(),
             Input::FencingChanged { methods, .. } => format!("FencingChanged {methods:?}"),
+            Input::HeaderChecked { volume, damage } => {
+                format!("HeaderChecked vol {volume} {damage:?}")
+            }
         };
         self.hlog(h, format!("<- {line}"));
     }
@@ -2725,6 +2735,15 @@ impl World {
 
     // ----- readers of the verdict tables (VERDICTS) -----
 
+    fn torn_host_block(&self, v: usize) -> bool {
+        (1..=self.max_hosts).any(|id| {
+            matches!(
+                format::decode(self.vols[v].current(self.geo.heartbeat_block(id) as usize)),
+                format::Decoded::BadCrc | format::Decoded::Malformed(_)
+            )
+        })
+    }
+
     fn torn_block_of_a_running_host(&self, v: usize) -> bool {
         self.hosts.iter().any(|host| {
             host.proc.as_ref().is_some_and(|p| !p.exited)
@@ -2824,8 +2843,25 @@ impl World {
         for &k in &all {
             self.reader
                 .entry(k)
-                .or_insert(ReaderVerdict { since: t, missing: 0, all_missing: 0, gone: None })
+                .or_insert(ReaderVerdict {
+                    since: t,
+                    missing: 0,
+                    all_missing: 0,
+                    gone: None,
+                    newest: (0, 0),
+                })
                 .missing = 0;
+        }
+        for x in &tables {
+            if let Some(at) = x.1 {
+                for k in &x.2 {
+                    if let Some(rv) = self.reader.get_mut(k) {
+                        if newer(at, rv.newest) {
+                            rv.newest = at;
+                        }
+                    }
+                }
+            }
         }
         let tracked: Vec<((u32, u64), ReaderVerdict)> = self
             .reader
@@ -2836,17 +2872,30 @@ impl World {
         for ((id, inc), rv) in tracked {
             let dead =
                 self.incs.get(&inc).is_some_and(|&(h, b)| self.hosts[h].boots[b].dead_at.is_some());
-            let cleared = self.op_cmd_at.get(&id).is_some_and(|&c| c >= rv.since);
+            // A clear written after the verdict first appeared in a coordinator's table, but
+            // before every quorum showed it, still applies when the coordinator reads it.
+            let judged_at = self.first_fenced.get(&inc).copied().unwrap_or(rv.since);
+            let cleared = self.op_cmd_at.get(&id).is_some_and(|&c| c >= judged_at.min(rv.since));
             // Whenever it rejoined: a coordinator that had not read the new incarnation yet
             // may publish the verdict after the rejoin, and rightly drops it once it has.
             let rejoined = self.inc_changed.get(&id).is_some_and(|&(i, _)| i != inc);
             // Every volume of some quorum lacking it has a torn block of a running host
             // (its write failed half-way and is not redone during an outage): the newest
             // replica may be there, and no reader can see it.
-            let blind = tables
-                .iter()
-                .filter(|x| !x.2.contains(&(id, inc)))
-                .all(|x| x.0.iter().all(|&v| self.torn_block_of_a_running_host(v)));
+            // Or the quorum can read only a table older than the newest that showed it, and
+            // torn blocks are on its volumes: the replicas carrying the newest table were torn
+            // by a power loss or a failing write (for good when their hosts are dead; every
+            // replica can be lost that way). A table older than the newest is not a
+            // withdrawal, and one newer that lacks it still fails the rule.
+            let lost_replicas = tables.iter().filter(|x| !x.2.contains(&(id, inc))).all(|x| {
+                x.1.is_none_or(|at| newer(rv.newest, at))
+                    && x.0.iter().all(|&v| self.torn_host_block(v))
+            });
+            let blind = lost_replicas
+                || tables
+                    .iter()
+                    .filter(|x| !x.2.contains(&(id, inc)))
+                    .all(|x| x.0.iter().all(|&v| self.torn_block_of_a_running_host(v)));
             if blind && dead && !cleared && !rejoined && rv.missing + 1 >= 3 {
                 self.count("reader: the newest table is in torn blocks only");
                 continue;
@@ -2869,7 +2918,21 @@ impl World {
                     "reader: a fenced verdict missing from a quorum's table for a moment (flap)",
                 );
             }
-            let all_missing = if any.contains(&(id, inc)) { 0 } else { rv.all_missing + 1 };
+            // Withdrawn means a table newer than every one that showed it lacks it, in every
+            // quorum: a quorum with no readable table (every coordinator block torn), or one
+            // that can read only an older table (a dead former coordinator's block) while the
+            // newest are torn, withdrew nothing; the verdict reappearing when a block heals
+            // is not a comeback.
+            let withdrawn_everywhere = tables
+                .iter()
+                .all(|x| x.1.is_some_and(|at| newer(at, rv.newest)) && !x.2.contains(&(id, inc)));
+            let all_missing = if any.contains(&(id, inc)) {
+                0
+            } else if withdrawn_everywhere {
+                rv.all_missing + 1
+            } else {
+                rv.all_missing
+            };
             if let Some(e) = self.reader.get_mut(&(id, inc)) {
                 e.missing = missing;
                 e.all_missing = all_missing;

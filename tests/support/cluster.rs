@@ -272,9 +272,19 @@ impl Host {
     }
 
     pub fn start(&mut self) {
+        self.start_with(true, &[]);
+    }
+
+    /// `start` with or without `--foreground` and with extra environment variables.
+    pub fn start_with(&mut self, foreground: bool, envs: &[(&str, &std::ffi::OsStr)]) {
         let log = fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let mut args = vec!["run", "--config", self.config.to_str().unwrap()];
+        if foreground {
+            args.insert(1, "--foreground");
+        }
         let child = Command::new(BIN)
-            .args(["run", "--foreground", "--config", self.config.to_str().unwrap()])
+            .args(&args)
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

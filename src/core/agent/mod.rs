@@ -112,6 +112,9 @@ pub enum Input {
     StopRequested,
     /// SIGHUP reloaded the peers' fencing methods and `[fencing] after`.
     FencingChanged { methods: BTreeMap<u32, FenceMethodKind>, power_on_after: bool },
+    /// A volume's block 0 stopped (Some: why, and how to restore it) or started again (None)
+    /// to hold the header this agent runs with. Sent by the I/O thread on a change only.
+    HeaderChecked { volume: usize, damage: Option<String> },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -268,6 +271,8 @@ struct Vol {
     probe_changing_since: Option<u64>,
     /// A read of this volume has shown one of this agent's own writes.
     own_write_seen: bool,
+    /// Block 0 no longer holds the header this agent started with (and why).
+    header_damage: Option<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -457,6 +462,36 @@ impl Agent {
         self.vols.get(v).map(|v| v.last_error.as_str()).unwrap_or("")
     }
 
+    /// Why block 0 of volume `v` is not the header this agent runs with, if it is not.
+    pub fn header_damage(&self, v: usize) -> Option<&str> {
+        self.vols.get(v).and_then(|v| v.header_damage.as_deref())
+    }
+
+    /// The agent keeps running on the header it read at start (its parameters cannot change
+    /// under it: S6 forbids it to rewrite block 0), but the next start of any agent needs the
+    /// header: an operator must restore it, so this is an event each way.
+    fn header_checked(&mut self, volume: usize, damage: Option<String>) {
+        let Some(vol) = self.vols.get_mut(volume) else { return };
+        if vol.header_damage == damage {
+            return;
+        }
+        let was_damaged = vol.header_damage.is_some();
+        vol.header_damage = damage.clone();
+        let me = self.p.host_id;
+        match damage {
+            Some(why) => {
+                self.event(EventKind::HeaderDamaged, me, None, format!("volume {volume}: {why}"))
+            }
+            None if was_damaged => self.event(
+                EventKind::HeaderRestored,
+                me,
+                None,
+                format!("volume {volume}: block 0 holds this cluster's header again"),
+            ),
+            None => {}
+        }
+    }
+
     /// The next time the core needs to run even without input (next cycle or retry).
     pub fn next_deadline(&self) -> u64 {
         // A busy volume's retry waits for its I/O to finish, which is an input of its own.
@@ -510,6 +545,7 @@ impl Agent {
             Input::FencingChanged { methods, power_on_after } => {
                 self.fencing_changed(methods, power_on_after)
             }
+            Input::HeaderChecked { volume, damage } => self.header_checked(volume, damage),
         }
         self.step();
         std::mem::take(&mut self.actions)

@@ -1094,3 +1094,28 @@ fn cluster_seen_detail_lists_ids_as_ranges() {
     let all: Vec<u32> = (2..=250).collect();
     assert_eq!(cluster_seen_detail(&all, &[1]), "alive 2-250 (249); left 1 (1)");
 }
+
+/// A damaged header was noticed by nobody: running agents went on, and the next restart of any
+/// agent failed. The I/O driver reports the change; the core makes it one event each way.
+#[test]
+fn header_damage_is_an_event_once_and_its_repair_too() {
+    let mut s = Sim::new(2);
+    s.run(5_000);
+    let damage = || Input::HeaderChecked {
+        volume: 0,
+        damage: Some("block 0 fails its CRC; restore it with `hbfence restore-header ...`".into()),
+    };
+    s.feed(0, damage());
+    s.feed(0, damage());
+    let damaged = events(s.host(1), EventKind::HeaderDamaged);
+    assert_eq!(damaged.len(), 1, "one event per change, not per cycle");
+    assert!(damaged[0].detail.contains("restore-header"));
+    assert!(s.host(1).agent.header_damage(0).is_some());
+    let now = s.now;
+    assert!(s.host(1).agent.lease_valid(now), "the agent runs on with the header it read");
+    s.feed(0, Input::HeaderChecked { volume: 0, damage: None });
+    assert_eq!(events(s.host(1), EventKind::HeaderRestored).len(), 1);
+    assert_eq!(s.host(1).agent.header_damage(0), None);
+    s.feed(0, Input::HeaderChecked { volume: 0, damage: None });
+    assert_eq!(events(s.host(1), EventKind::HeaderRestored).len(), 1);
+}

@@ -1,0 +1,252 @@
+//! The volume header after start: noticing that block 0 no longer holds the header this agent
+//! runs with, and checking a header an operator restores against what the host blocks say.
+//!
+//! Nobody but `init` and `restore-header` writes block 0 (S6: an agent writes only its own
+//! blocks), so a running agent reports damage and never repairs it itself.
+
+use super::format::{self, ClusterId, Decoded, Geometry, Header, BLOCK_SIZE};
+use std::collections::BTreeMap;
+
+/// Why `block` (block 0 as read now) is not the header `expected`, or None when it is. The
+/// creation time and host are informative only: a restored header differs there and is fine.
+pub fn header_damage(block: &[u8], expected: &Header) -> Option<String> {
+    let what = match format::decode(block) {
+        Decoded::Header(h) if same_parameters(&h, expected) => return None,
+        Decoded::Header(h) if h.cluster != expected.cluster => format!(
+            "block 0 now holds the header of another cluster ({}): the volume was re-initialised while this agent runs",
+            format::uuid_string(&h.cluster)
+        ),
+        Decoded::Header(h) => format!(
+            "block 0 holds other parameters (max_hosts {}, {:?}) than this agent started with (max_hosts {}, {:?})",
+            h.max_hosts, h.timing, expected.max_hosts, expected.timing
+        ),
+        Decoded::Empty => "block 0 was zeroed".to_string(),
+        Decoded::Foreign => "block 0 holds data that is not hbfence's (overwritten by another program?)".to_string(),
+        Decoded::BadCrc => "block 0 fails its CRC (a torn or corrupt write, or storage corruption)".to_string(),
+        Decoded::Unsupported { version } => format!("block 0 claims format version {version}"),
+        Decoded::Malformed(why) => format!("block 0 is not a valid header: {why}"),
+        Decoded::Heartbeat(_) | Decoded::Mailbox(_) | Decoded::VerdictPage(_) => {
+            "block 0 holds a host block instead of the header".to_string()
+        }
+    };
+    Some(what)
+}
+
+pub fn same_parameters(a: &Header, b: &Header) -> bool {
+    a.cluster == b.cluster && a.max_hosts == b.max_hosts && a.timing == b.timing
+}
+
+/// What the intact blocks after block 0 say about the volume they are on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Census {
+    /// Intact blocks (CRC correct, this format) per cluster id.
+    pub clusters: BTreeMap<ClusterId, u64>,
+    /// (block index, host id, advertised watchdog timeout in s) of every intact heartbeat.
+    pub heartbeats: Vec<(u64, u32, u16)>,
+    /// (block index, host id) of every intact mailbox.
+    pub mailboxes: Vec<(u64, u32)>,
+    /// Blocks that carry hbfence's magic but cannot be used (CRC, version, malformed).
+    pub damaged: u64,
+}
+
+impl Census {
+    /// Adds the blocks of `bytes`, the first of which is block `first` of the volume.
+    pub fn add(&mut self, first: u64, bytes: &[u8]) {
+        for (i, b) in bytes.chunks_exact(BLOCK_SIZE).enumerate() {
+            let index = first + i as u64;
+            match format::decode(b) {
+                Decoded::Heartbeat(h) => {
+                    *self.clusters.entry(h.cluster).or_default() += 1;
+                    self.heartbeats.push((index, h.host_id, h.watchdog_timeout_s));
+                }
+                Decoded::Mailbox(m) => {
+                    *self.clusters.entry(m.cluster).or_default() += 1;
+                    self.mailboxes.push((index, m.host_id));
+                }
+                Decoded::VerdictPage(p) => *self.clusters.entry(p.cluster).or_default() += 1,
+                Decoded::BadCrc | Decoded::Unsupported { .. } | Decoded::Malformed(_) => {
+                    self.damaged += 1
+                }
+                Decoded::Header(_) | Decoded::Empty | Decoded::Foreign => {}
+            }
+        }
+    }
+
+    pub fn intact(&self) -> u64 {
+        self.clusters.values().sum()
+    }
+
+    /// The one cluster the intact blocks belong to, if they agree.
+    pub fn cluster(&self) -> Result<Option<ClusterId>, String> {
+        match self.clusters.len() {
+            0 => Ok(None),
+            1 => Ok(self.clusters.keys().next().copied()),
+            _ => Err(format!(
+                "the host blocks belong to {} clusters ({}): this is not one cluster's volume",
+                self.clusters.len(),
+                self.clusters.keys().map(format::uuid_string).collect::<Vec<_>>().join(", ")
+            )),
+        }
+    }
+}
+
+/// Checks that `header` is the one the intact host blocks were written under: same cluster,
+/// every block where this geometry puts it, the watchdog timeout every host advertises, and
+/// room for the whole layout. The error names the mismatch and the option to correct.
+pub fn check_restore(header: &Header, census: &Census, volume_blocks: u64) -> Result<(), String> {
+    header.timing.validate().map_err(|e| format!("the timing options are not accepted: {e}"))?;
+    let geo: Geometry = header.geometry();
+    if volume_blocks < geo.total_blocks() {
+        return Err(format!(
+            "the volume has {volume_blocks} blocks, a header with --max-hosts {} needs {}: check --max-hosts",
+            header.max_hosts,
+            geo.total_blocks()
+        ));
+    }
+    if let Some(found) = census.cluster()? {
+        if found != header.cluster {
+            return Err(format!(
+                "the host blocks belong to cluster {}, not {}: check --cluster",
+                format::uuid_string(&found),
+                format::uuid_string(&header.cluster)
+            ));
+        }
+    }
+    for &(index, id, wd) in &census.heartbeats {
+        if !geo.contains_host(id) || geo.heartbeat_block(id) != index {
+            return Err(format!(
+                "the heartbeat of host {id} is at block {index}, which --max-hosts {} does not put there: check --max-hosts",
+                header.max_hosts
+            ));
+        }
+        if u32::from(wd) != header.timing.watchdog_timeout_secs() {
+            return Err(format!(
+                "host {id} advertises a {wd} s watchdog timeout, not --watchdog-timeout {}: check the timing options",
+                header.timing.watchdog_timeout_secs()
+            ));
+        }
+    }
+    for &(index, id) in &census.mailboxes {
+        if !geo.contains_host(id) || geo.mailbox_block(id) != index {
+            return Err(format!(
+                "the mailbox of host {id} is at block {index}, so the volume was created with --max-hosts {}, not {}",
+                index.saturating_sub(u64::from(id)),
+                header.max_hosts
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::format::{
+        encode_header, encode_heartbeat, encode_mailbox, Command, Heartbeat, HostState, Mailbox,
+    };
+    use crate::core::timing::Timing;
+
+    fn header() -> Header {
+        Header {
+            cluster: [7; 16],
+            max_hosts: 8,
+            timing: Timing::default(),
+            created_wall_ms: 1,
+            created_by: "a".into(),
+        }
+    }
+
+    fn record(cluster: ClusterId, id: u32) -> Heartbeat {
+        Heartbeat {
+            cluster,
+            host_id: id,
+            incarnation: 1,
+            seq: 5,
+            wall_ms: 0,
+            mono_ms: 0,
+            boot_id: [1; 16],
+            state: HostState::Active,
+            watchdog_timeout_s: 10,
+            caps: 0,
+            ack_nonce: 0,
+            coordinator: 0,
+            verdict_gen: 0,
+            verdict_author: 0,
+            name: format!("host{id}"),
+            verdicts: vec![],
+            verdicts_in_pages: 0,
+        }
+    }
+
+    fn heartbeat(id: u32) -> format::Block {
+        encode_heartbeat(&record([7; 16], id)).unwrap()
+    }
+
+    #[test]
+    fn only_the_parameters_decide_whether_block_0_is_the_header() {
+        let h = header();
+        let restored = Header { created_wall_ms: 99, created_by: "b".into(), ..h.clone() };
+        assert_eq!(header_damage(&encode_header(&restored), &h), None);
+        let mut torn = encode_header(&h);
+        torn[200] ^= 1;
+        assert!(header_damage(&torn, &h).unwrap().contains("CRC"));
+        assert!(header_damage(&[0; BLOCK_SIZE], &h).unwrap().contains("zeroed"));
+        assert!(header_damage(&[0xab; BLOCK_SIZE], &h).unwrap().contains("not hbfence's"));
+        let other = Header { cluster: [8; 16], ..h.clone() };
+        assert!(header_damage(&encode_header(&other), &h).unwrap().contains("another cluster"));
+        let wider = Header { max_hosts: 9, ..h.clone() };
+        assert!(header_damage(&encode_header(&wider), &h).unwrap().contains("max_hosts 9"));
+        assert!(header_damage(&heartbeat(1), &h).unwrap().contains("host block"));
+    }
+
+    fn census_of(blocks: &[(u64, format::Block)]) -> Census {
+        let mut c = Census::default();
+        for (index, b) in blocks {
+            c.add(*index, b);
+        }
+        c
+    }
+
+    #[test]
+    fn a_restored_header_must_match_what_the_host_blocks_say() {
+        let h = header();
+        let mailbox = |id: u32| {
+            encode_mailbox(&Mailbox {
+                cluster: [7; 16],
+                host_id: id,
+                nonce: 1,
+                command: Command::Test,
+                sender: 0,
+                wall_ms: 0,
+                target_incarnation: 0,
+                sender_name: String::new(),
+            })
+        };
+        let census = census_of(&[(1, heartbeat(1)), (3, heartbeat(3)), (8 + 3, mailbox(3))]);
+        assert_eq!(census.intact(), 3);
+        assert_eq!(census.cluster(), Ok(Some([7; 16])));
+        let blocks = h.geometry().total_blocks();
+        assert_eq!(check_restore(&h, &census, blocks), Ok(()));
+
+        let e = check_restore(&Header { cluster: [9; 16], ..h.clone() }, &census, blocks);
+        assert!(e.unwrap_err().contains("check --cluster"));
+        let e = check_restore(&Header { max_hosts: 6, ..h.clone() }, &census, blocks);
+        assert!(e.unwrap_err().contains("created with --max-hosts 8, not 6"));
+        let e = check_restore(&h, &census, blocks - 1);
+        assert!(e.unwrap_err().contains("needs"));
+        let slow = Timing { watchdog_timeout_ms: 5000, ..Timing::default() };
+        let e = check_restore(&Header { timing: slow, ..h.clone() }, &census, blocks);
+        assert!(e.unwrap_err().contains("10 s watchdog timeout"));
+        // A heartbeat block out of place: a smaller max_hosts cannot hold host 3.
+        let e = check_restore(&Header { max_hosts: 2, ..h.clone() }, &census, blocks);
+        assert!(e.unwrap_err().contains("heartbeat of host 3"));
+    }
+
+    #[test]
+    fn blocks_of_two_clusters_are_not_one_volume() {
+        let other = encode_heartbeat(&record([9; 16], 2)).unwrap();
+        let census = census_of(&[(1, heartbeat(1)), (2, other)]);
+        assert!(census.cluster().unwrap_err().contains("2 clusters"));
+        assert!(check_restore(&header(), &census, 100).is_err());
+    }
+}
