@@ -8,7 +8,6 @@ use crate::config::{AfterFence, Config, SelfFenceAction};
 use crate::core::agent::{
     Action, Agent, AgentParams, Input, Now, Phase, SelfFenceKind, UnsafeTestKnobs,
 };
-use crate::core::events::Event;
 use crate::core::format::{self, BootId, FenceMethodKind, Header};
 use crate::core::header::header_damage;
 use crate::core::view::decode_view;
@@ -278,7 +277,7 @@ struct Daemon {
     watchdog: Option<Watchdog>,
     /// Why the watchdog device cannot guard this host (its timer stops on close), if so.
     unguarded: Option<String>,
-    events: Sender<Event>,
+    events: events::EventSender,
     fence_settings: FenceSettings,
     header: Header,
     boot: BootId,

@@ -1,14 +1,26 @@
-//! Event driver: every event goes to the log (syslog/journal), to the JSON-lines file and to
-//! every executable in the hooks directory. Runs in its own thread: a slow disk or a hanging
-//! hook never blocks the main loop (S7).
+//! Event driver: every event goes to the log (syslog/journal, by the daemon), to the JSON-lines
+//! file and to every executable in the hooks directory.
+//!
+//! Bounded all the way (S7, issue 11): the daemon's main thread hands an event over with a
+//! non-blocking `try_send` into a bounded queue; the event thread appends it to the JSON-lines
+//! file and passes it on, again with `try_send`, to a bounded hook queue; one hook thread runs
+//! the hooks of one event at a time, all of them concurrently as children in their own process
+//! groups, each killed with its whole group after `hook_timeout`. No thread is started per event
+//! or per hook, so a slow hook never builds a backlog: what does not fit is dropped, counted
+//! ([`EventCounters`]) and logged at most every [`DROP_LOG_EVERY`].
 
 use crate::core::events::Event;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 use serde_json::json;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub struct EventSettings {
@@ -20,17 +32,211 @@ pub struct EventSettings {
     pub hook_timeout: Duration,
 }
 
-/// Starts the event thread; send events into the returned channel.
-pub fn start(settings: EventSettings) -> Sender<Event> {
-    let (tx, rx) = mpsc::channel();
-    let spawned = std::thread::Builder::new()
-        .stack_size(crate::sys::THREAD_STACK)
-        .name("hbfence-events".into())
-        .spawn(move || run(settings, rx));
-    if let Err(e) = spawned {
-        log::error!("cannot start the event thread: {e}; events go to the log only");
+/// Queue sizes of the event driver.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Events waiting for the JSON-lines file.
+    pub events: usize,
+    /// Events waiting for their hooks to run.
+    pub hooks: usize,
+}
+
+impl Limits {
+    /// A start-up is one `cluster_seen` event; 1024 absorbs any burst a 255-host cluster makes
+    /// (every peer suspect at once is 254 events), 64 events wait for slow hooks.
+    pub const DEFAULT: Limits = Limits { events: 1024, hooks: 64 };
+}
+
+/// Drops and failures are logged at most this often (the first one at once).
+pub const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
+/// How often running hooks are polled for exit and timeout.
+const HOOK_POLL: Duration = Duration::from_millis(20);
+
+/// What the event driver could not do, for the log and the metrics.
+#[derive(Debug, Default)]
+pub struct EventCounters {
+    /// Events that never reached the JSON-lines file or the hooks (full queue, no event thread).
+    pub events_dropped: AtomicU64,
+    /// Events whose hooks were not run (full hook queue, no hook thread).
+    pub hook_events_dropped: AtomicU64,
+    /// Hook runs that failed: not startable, non-zero exit, killed at the timeout.
+    pub hook_failures: AtomicU64,
+}
+
+/// The counters of this process's event driver (the daemon starts one), for the metrics file.
+static TOTALS: EventCounters = EventCounters {
+    events_dropped: AtomicU64::new(0),
+    hook_events_dropped: AtomicU64::new(0),
+    hook_failures: AtomicU64::new(0),
+};
+
+/// Events dropped before the JSON-lines file and the hooks, in this process.
+pub fn dropped_events() -> u64 {
+    TOTALS.events_dropped.load(Ordering::Relaxed)
+}
+
+/// Events whose hooks were not run, in this process.
+pub fn dropped_hook_events() -> u64 {
+    TOTALS.hook_events_dropped.load(Ordering::Relaxed)
+}
+
+/// Hook runs that failed or timed out, in this process.
+pub fn hook_failures() -> u64 {
+    TOTALS.hook_failures.load(Ordering::Relaxed)
+}
+
+impl EventCounters {
+    pub fn events_dropped(&self) -> u64 {
+        self.events_dropped.load(Ordering::Relaxed)
     }
-    tx
+    pub fn hook_events_dropped(&self) -> u64 {
+        self.hook_events_dropped.load(Ordering::Relaxed)
+    }
+    pub fn hook_failures(&self) -> u64 {
+        self.hook_failures.load(Ordering::Relaxed)
+    }
+}
+
+/// Which counter: the instance's and the process total move together.
+#[derive(Clone, Copy)]
+enum Count {
+    EventDropped,
+    HookEventDropped,
+    HookFailure,
+}
+
+impl Count {
+    fn of(self, c: &EventCounters) -> &AtomicU64 {
+        match self {
+            Count::EventDropped => &c.events_dropped,
+            Count::HookEventDropped => &c.hook_events_dropped,
+            Count::HookFailure => &c.hook_failures,
+        }
+    }
+}
+
+/// Counters plus the rate limit of their log lines; lock-free, so the petting thread may use it.
+struct Shared {
+    counters: EventCounters,
+    base: Instant,
+    /// Milliseconds since `base` before which no drop is logged again.
+    next_drop_log_ms: AtomicU64,
+}
+
+impl Shared {
+    fn new() -> Shared {
+        Shared {
+            counters: EventCounters::default(),
+            base: Instant::now(),
+            next_drop_log_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one; returns the instance's new total.
+    fn count(&self, which: Count) -> u64 {
+        which.of(&TOTALS).fetch_add(1, Ordering::Relaxed);
+        which.of(&self.counters).fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Whether a drop may be logged now (at most once per [`DROP_LOG_EVERY`]).
+    fn may_log_drop(&self) -> bool {
+        let now = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let next = self.next_drop_log_ms.load(Ordering::Relaxed);
+        let every = u64::try_from(DROP_LOG_EVERY.as_millis()).unwrap_or(u64::MAX);
+        now >= next
+            && self
+                .next_drop_log_ms
+                .compare_exchange(
+                    next,
+                    now.saturating_add(every),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+}
+
+/// The daemon's end of the event driver. `send` never blocks.
+#[derive(Clone)]
+pub struct EventSender {
+    tx: Option<SyncSender<Event>>,
+    shared: Arc<Shared>,
+}
+
+impl EventSender {
+    /// Hands `e` to the event thread without blocking; a full queue (or no event thread) drops
+    /// it, counted and logged rate-limited. The daemon has logged the event already.
+    pub fn send(&self, e: Event) -> Result<(), Event> {
+        let Some(tx) = &self.tx else {
+            self.shared.count(Count::EventDropped);
+            return Err(e);
+        };
+        match tx.try_send(e) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(e)) | Err(TrySendError::Disconnected(e)) => {
+                let n = self.shared.count(Count::EventDropped);
+                if self.shared.may_log_drop() {
+                    log::warn!(
+                        "event queue full: {} not written to the events log nor given to hooks ({n} dropped since start; a slow events log disk?)",
+                        e.kind.as_str()
+                    );
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// What the driver dropped or saw fail so far.
+    pub fn counters(&self) -> &EventCounters {
+        &self.shared.counters
+    }
+}
+
+/// Starts the event and hook threads; send events into the returned sender.
+pub fn start(settings: EventSettings) -> EventSender {
+    start_with(settings, Limits::DEFAULT, crate::sys::THREAD_STACK)
+}
+
+/// [`start`] with explicit queue sizes and thread stack size (tests provoke a failed spawn
+/// with a stack no system can give).
+fn start_with(settings: EventSettings, limits: Limits, stack: usize) -> EventSender {
+    let shared = Arc::new(Shared::new());
+    let settings = Arc::new(settings);
+    let (hook_tx, hook_rx) = mpsc::sync_channel::<Event>(limits.hooks.max(1));
+    let hook_shared = Arc::clone(&shared);
+    let hook_settings = Arc::clone(&settings);
+    let hook_tx = match std::thread::Builder::new()
+        .stack_size(stack)
+        .name("hbfence-hooks".into())
+        .spawn(move || hook_thread(&hook_settings, hook_rx, &hook_shared))
+    {
+        Ok(_) => Some(hook_tx),
+        Err(e) => {
+            log::error!(
+                "cannot start the hook thread: {e}; hooks in {} will not run until a restart",
+                settings.hooks_dir.display()
+            );
+            None
+        }
+    };
+    let (tx, rx) = mpsc::sync_channel::<Event>(limits.events.max(1));
+    let event_shared = Arc::clone(&shared);
+    let event_settings = Arc::clone(&settings);
+    let tx = match std::thread::Builder::new()
+        .stack_size(stack)
+        .name("hbfence-events".into())
+        .spawn(move || event_thread(&event_settings, rx, hook_tx, &event_shared))
+    {
+        Ok(_) => Some(tx),
+        Err(e) => {
+            log::error!(
+                "cannot start the event thread: {e}; events go to the log only (not to {} nor to hooks) until a restart",
+                settings.log.display()
+            );
+            None
+        }
+    };
+    EventSender { tx, shared }
 }
 
 pub fn to_json(e: &Event, s: &EventSettings) -> serde_json::Value {
@@ -49,10 +255,16 @@ pub fn to_json(e: &Event, s: &EventSettings) -> serde_json::Value {
     })
 }
 
-fn run(s: EventSettings, rx: Receiver<Event>) {
+fn event_thread(
+    s: &EventSettings,
+    rx: Receiver<Event>,
+    hooks: Option<SyncSender<Event>>,
+    shared: &Shared,
+) {
     let mut log_warned = false;
+    let mut next_hook_drop_log: Option<Instant> = None;
     for e in rx {
-        let line = to_json(&e, &s).to_string();
+        let line = to_json(&e, s).to_string();
         if let Err(err) = append(&s.log, &line) {
             if !log_warned {
                 log::warn!(
@@ -62,7 +274,25 @@ fn run(s: EventSettings, rx: Receiver<Event>) {
                 log_warned = true;
             }
         }
-        run_hooks(&s, &e);
+        let dropped = match &hooks {
+            Some(tx) => match tx.try_send(e) {
+                Ok(()) => None,
+                Err(TrySendError::Full(e)) | Err(TrySendError::Disconnected(e)) => Some(e),
+            },
+            None => Some(e),
+        };
+        if let Some(e) = dropped {
+            let n = shared.count(Count::HookEventDropped);
+            if next_hook_drop_log.is_none_or(|t| Instant::now() >= t) {
+                next_hook_drop_log = Some(Instant::now() + DROP_LOG_EVERY);
+                log::warn!(
+                    "hook queue full: hooks not run for {} about host {} ({n} events without hooks since start; a hook in {} too slow?)",
+                    e.kind.as_str(),
+                    e.host,
+                    s.hooks_dir.display()
+                );
+            }
+        }
     }
 }
 
@@ -96,14 +326,29 @@ fn hooks(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// Runs every hook in parallel, each with its own timeout; failures are logged, not retried.
-fn run_hooks(s: &EventSettings, e: &Event) {
+fn hook_thread(s: &EventSettings, rx: Receiver<Event>, shared: &Shared) {
+    let mut next_fail_log: Option<Instant> = None;
+    for e in rx {
+        for failure in run_hooks(s, &e) {
+            let n = shared.count(Count::HookFailure);
+            if next_fail_log.is_none_or(|t| Instant::now() >= t) {
+                next_fail_log = Some(Instant::now() + DROP_LOG_EVERY);
+                log::warn!("{failure} ({n} failed hook runs since start)");
+            }
+        }
+    }
+}
+
+/// Runs every hook for `e` concurrently, each with its own timeout, and waits for all of them;
+/// returns one message per failed run. Failures are not retried.
+fn run_hooks(s: &EventSettings, e: &Event) -> Vec<String> {
     let list = hooks(&s.hooks_dir);
     if list.is_empty() {
-        return;
+        return Vec::new();
     }
-    let env: Vec<(&str, String)> = vec![
-        ("HBFENCE_EVENT", e.kind.as_str().to_string()),
+    let kind = e.kind.as_str();
+    let env: [(&str, String); 9] = [
+        ("HBFENCE_EVENT", kind.to_string()),
         ("HBFENCE_HOST", e.host.to_string()),
         ("HBFENCE_HOST_NAME", e.host_name.clone()),
         ("HBFENCE_METHOD", e.method.map(|m| m.as_str()).unwrap_or("").to_string()),
@@ -113,56 +358,215 @@ fn run_hooks(s: &EventSettings, e: &Event) {
         ("HBFENCE_REPORTER_NAME", s.reporter_name.clone()),
         ("HBFENCE_CLUSTER", s.cluster.clone()),
     ];
-    let handles: Vec<_> = list
-        .into_iter()
-        .map(|hook| {
-            let env = env.clone();
-            let timeout = s.hook_timeout;
-            let kind = e.kind.as_str();
-            std::thread::spawn(move || run_hook(&hook, &env, timeout, kind))
-        })
-        .collect();
-    for h in handles {
-        let _ = h.join();
+    let mut failures = Vec::new();
+    let mut running: Vec<(PathBuf, Child)> = Vec::new();
+    for hook in list {
+        let mut cmd = Command::new(&hook);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            // Its own process group: the timeout kill reaches whatever the hook started.
+            .process_group(0);
+        match cmd.spawn() {
+            Ok(child) => running.push((hook, child)),
+            Err(err) => {
+                failures.push(format!("hook {} for {kind}: cannot start: {err}", hook.display()))
+            }
+        }
     }
+    let deadline = Instant::now() + s.hook_timeout;
+    while !running.is_empty() {
+        let timed_out = Instant::now() >= deadline;
+        running.retain_mut(|(hook, child)| match child.try_wait() {
+            Ok(Some(status)) if status.success() => false,
+            Ok(Some(status)) => {
+                failures.push(format!("hook {} for {kind} failed: {status}", hook.display()));
+                false
+            }
+            Ok(None) if timed_out => {
+                kill_group(child);
+                failures.push(format!(
+                    "hook {} for {kind} killed with its process group after {} s timeout",
+                    hook.display(),
+                    s.hook_timeout.as_secs_f64()
+                ));
+                false
+            }
+            Ok(None) => true,
+            Err(err) => {
+                kill_group(child);
+                failures.push(format!("hook {} for {kind}: {err}", hook.display()));
+                false
+            }
+        });
+        if !running.is_empty() {
+            std::thread::sleep(HOOK_POLL);
+        }
+    }
+    failures
 }
 
-fn run_hook(hook: &Path, env: &[(&str, String)], timeout: Duration, kind: &str) {
-    let mut cmd = Command::new(hook);
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
+/// SIGKILL to the child's process group (its id is the child's pid: `process_group(0)`; the
+/// child is not reaped yet, so the id cannot have been reused), then reap the child.
+fn kill_group(child: &mut Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
     }
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            log::warn!("hook {} for {kind}: cannot start: {e}", hook.display());
-            return;
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::events::EventKind;
+    use nix::sys::signal::kill;
+
+    fn settings(dir: &Path, hook_timeout: Duration) -> EventSettings {
+        EventSettings {
+            cluster: "c".into(),
+            reporter_id: 1,
+            reporter_name: "h1".into(),
+            log: dir.join("events.jsonl"),
+            hooks_dir: dir.join("hooks"),
+            hook_timeout,
         }
-    };
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) if status.success() => return,
-            Ok(Some(status)) => {
-                log::warn!("hook {} for {kind} failed: {status}", hook.display());
-                return;
-            }
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                log::warn!(
-                    "hook {} for {kind} killed after {} s timeout",
-                    hook.display(),
-                    timeout.as_secs_f64()
-                );
-                return;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => {
-                log::warn!("hook {} for {kind}: {e}", hook.display());
-                return;
-            }
+    }
+
+    fn hook(dir: &Path, name: &str, script: &str) {
+        let hooks = dir.join("hooks");
+        std::fs::create_dir_all(&hooks).unwrap();
+        let path = hooks.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    fn event(n: u64) -> Event {
+        Event {
+            kind: EventKind::HostSuspect,
+            host: 2,
+            host_name: "h2".into(),
+            method: None,
+            detail: format!("event {n}"),
+            mono_ms: n,
+            wall_ms: n,
         }
+    }
+
+    /// Waits for `cond` up to `limit` (a condition, not a guess: fails with `what`).
+    fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+        let end = Instant::now() + limit;
+        while !cond() {
+            assert!(Instant::now() < end, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn lines(path: &Path) -> usize {
+        std::fs::read_to_string(path).map(|t| t.lines().count()).unwrap_or(0)
+    }
+
+    /// Alive and not a zombie (a zombie is dead; whether someone reaps it is init's business).
+    fn alive(pid: i32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => {
+                let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+                !state.starts_with('Z') && !state.starts_with('X')
+            }
+            Err(_) => false,
+        }
+    }
+
+    #[test]
+    fn a_timed_out_hook_is_killed_with_what_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("grandchild");
+        hook(
+            dir.path(),
+            "50-forks",
+            &format!("sleep 1000 &\necho $! > {}.tmp\nmv {0}.tmp {0}\nwait", pidfile.display()),
+        );
+        let tx = start(settings(dir.path(), Duration::from_millis(500)));
+        tx.send(event(1)).unwrap();
+        wait_for(Duration::from_secs(10), "the hook's grandchild", || pidfile.exists());
+        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        wait_for(Duration::from_secs(10), "the timeout", || tx.counters().hook_failures() == 1);
+        let dead = !alive(pid);
+        if !dead {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        assert!(dead, "the hook's grandchild {pid} survived the hook's timeout");
+    }
+
+    #[test]
+    fn a_flood_with_a_slow_hook_stays_bounded_and_counts_what_it_dropped() {
+        const N: u64 = 500;
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().join("runs");
+        hook(dir.path(), "50-slow", &format!("echo run >> {}\nsleep 0.3", runs.display()));
+        let limits = Limits { events: 16, hooks: 4 };
+        let tx = start_with(settings(dir.path(), Duration::from_secs(10)), limits, 256 * 1024);
+        let started = Instant::now();
+        for n in 0..N {
+            let _ = tx.send(event(n));
+        }
+        // A blocking send would wait for the hooks: (N - queues) / 5 runs of 0.3 s.
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "sends blocked: {:?}",
+            started.elapsed()
+        );
+        let c = tx.counters();
+        assert!(c.events_dropped() > 0, "no event dropped from a queue of 16");
+        let log = dir.path().join("events.jsonl");
+        wait_for(Duration::from_secs(10), "the events log", || {
+            lines(&log) as u64 + c.events_dropped() == N
+        });
+        assert!(c.hook_events_dropped() > 0, "no hook run dropped with a slow hook");
+        let expected = lines(&log) as u64 - c.hook_events_dropped();
+        assert!(
+            expected <= limits.hooks as u64 + 2,
+            "{expected} events queued for hooks with a hook queue of {}",
+            limits.hooks
+        );
+        wait_for(Duration::from_secs(20), "the queued hook runs", || {
+            lines(&runs) as u64 == expected
+        });
+        assert_eq!(c.hook_failures(), 0);
+        assert!(dropped_events() >= c.events_dropped(), "process totals lag the instance's");
+    }
+
+    #[test]
+    fn threads_that_cannot_start_are_reported_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        hook(dir.path(), "50-ok", "true");
+        // No system gives a thread a 2^50-byte stack: both spawns fail.
+        let tx = start_with(settings(dir.path(), Duration::from_secs(1)), Limits::DEFAULT, 1 << 50);
+        assert!(tx.send(event(1)).is_err());
+        assert_eq!(tx.counters().events_dropped(), 1);
+        assert!(!dir.path().join("events.jsonl").exists());
+    }
+
+    #[test]
+    fn failing_and_unstartable_hooks_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        hook(dir.path(), "10-fails", "exit 3");
+        hook(dir.path(), "20-ok", "true");
+        // Executable, but no interpreter: spawn fails.
+        let bad = dir.path().join("hooks/30-noexec");
+        std::fs::write(&bad, "#!/nonexistent/interpreter\n").unwrap();
+        std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let s = settings(dir.path(), Duration::from_secs(5));
+        let failures = run_hooks(&s, &event(1));
+        assert_eq!(failures.len(), 2, "{failures:?}");
+        assert!(
+            failures.iter().any(|f| f.contains("10-fails") && f.contains("failed: exit status: 3")),
+            "{failures:?}"
+        );
+        assert!(
+            failures.iter().any(|f| f.contains("30-noexec") && f.contains("cannot start")),
+            "{failures:?}"
+        );
     }
 }

@@ -410,3 +410,143 @@ mod readers {
         assert!(all.contains("FENCED (rejoined after a reset: new boot id)"), "{all}");
     }
 }
+
+mod health {
+    //! `status --health`: one line and a Nagios-style exit code, from synthetic status files.
+    use super::readers::volumes;
+    use super::{hbfence, text};
+    use serde_json::json;
+
+    fn status(pid: u32, age_ms: u64, phase: &str, lease_valid: bool, armed: bool) -> String {
+        json!({
+            "pid": pid,
+            "phase": phase,
+            "lease_valid": lease_valid,
+            "lease_remaining_ms": if lease_valid { 4000 } else { -10 },
+            "watchdog_armed": armed,
+            "watchdog": if armed { "armed" } else { "not armed" },
+            "mono_ms": hbfence::sys::boottime_ms() - age_ms,
+        })
+        .to_string()
+    }
+
+    fn health(config: &std::path::Path) -> (Option<i32>, String) {
+        let out = hbfence(&["status", "--health", "--config", config.to_str().unwrap()]);
+        (out.status.code(), text(&out))
+    }
+
+    #[test]
+    fn every_health_code_from_the_status_file() {
+        let v = volumes(1);
+        let run = v.dir.path().join("run");
+        let file = run.join("status.json");
+        std::fs::create_dir_all(&run).unwrap();
+        let me = std::process::id();
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let gone_pid = gone.id();
+        gone.wait().unwrap();
+
+        let (code, out) = health(&v.config);
+        assert_eq!(code, Some(2), "{out}");
+        assert!(out.starts_with("HBFENCE CRITICAL - agent not running (no status file"), "{out}");
+
+        for (body, want, says) in [
+            (status(me, 100, "running", true, true), 0, "HBFENCE OK - phase running, lease valid"),
+            (status(me, 100, "running", true, false), 1, "HBFENCE WARNING - watchdog not armed"),
+            (status(me, 100, "probing", false, false), 1, "HBFENCE WARNING - agent starting"),
+            (status(me, 100, "leaving", true, true), 1, "HBFENCE WARNING - agent stopping"),
+            (status(me, 100, "running", false, true), 2, "HBFENCE CRITICAL - own lease not valid"),
+            (status(me, 100, "self-fencing", false, true), 2, "HBFENCE CRITICAL - agent doomed"),
+            (
+                status(gone_pid, 100, "running", true, true),
+                2,
+                "CRITICAL - agent not running (process",
+            ),
+            (status(me, 60_000, "running", true, true), 2, "CRITICAL - agent (pid"),
+            ("{not json".to_string(), 3, "HBFENCE UNKNOWN - status file"),
+        ] {
+            std::fs::write(&file, &body).unwrap();
+            let (code, out) = health(&v.config);
+            assert_eq!(code, Some(want), "{body}: {out}");
+            assert!(out.contains(says), "{body}: {out}");
+            assert_eq!(out.lines().count(), 1, "{out}");
+        }
+
+        let (code, out) = health(&v.dir.path().join("nonexistent.toml"));
+        assert_eq!(code, Some(3), "{out}");
+        assert!(out.starts_with("HBFENCE UNKNOWN - "), "{out}");
+
+        let out = hbfence(&["status", "--help"]);
+        for line in ["0 OK", "1 WARNING", "2 CRITICAL", "3 UNKNOWN"] {
+            assert!(text(&out).contains(line), "status --help lacks {line}");
+        }
+    }
+}
+
+#[test]
+fn completions_are_generated_from_the_cli_definition() {
+    let out = hbfence(&["completions", "bash"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let script = String::from_utf8(out.stdout).unwrap();
+    // bash itself completes `hbfence sta` and `hbfence status --he` with the script.
+    let complete = |words: &str| {
+        let line = format!(
+            "{script}\nCOMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); \
+             _hbfence hbfence \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"; \
+             echo \"${{COMPREPLY[@]}}\""
+        );
+        let o = std::process::Command::new("bash").arg("-c").arg(line).output().unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        String::from_utf8(o.stdout).unwrap().trim().to_string()
+    };
+    assert_eq!(complete("hbfence sta"), "status");
+    assert_eq!(complete("hbfence status --he"), "--health --help");
+    assert!(complete("hbfence t").contains("test-watchdog"));
+
+    let out = hbfence(&["completions", "zsh"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let script = String::from_utf8(out.stdout).unwrap();
+    assert!(script.starts_with("#compdef hbfence"), "{}", &script[..80.min(script.len())]);
+    for cmd in ["init", "run", "status", "dump", "check", "fence", "clear", "test-watchdog"] {
+        assert!(script.contains(&format!("'{cmd}:")), "zsh completion lacks {cmd}");
+    }
+    assert!(script.contains("--health"));
+    // A packaging helper: not in the help.
+    assert!(!text(&hbfence(&["--help"])).contains("completions"));
+}
+
+/// Issue 11: `init` errors name the option to change.
+#[test]
+fn init_errors_name_the_parameter() {
+    let dir = tempfile::tempdir().unwrap();
+    let vol = dir.path().join("v.vol");
+    let init = |extra: &[&str]| {
+        let mut args = vec!["init", "--volume", vol.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = hbfence(&args);
+        (out.status.code(), text(&out))
+    };
+    let (code, t) = init(&["--interval", "-1"]);
+    assert_eq!(code, Some(2), "{t}");
+    assert!(t.contains("'--interval <S>'") && t.contains("cannot be negative"), "{t}");
+    let (code, t) = init(&["--max-hosts", "-1"]);
+    assert_eq!(code, Some(2), "{t}");
+    assert!(t.contains("'--max-hosts <N>'"), "{t}");
+    let (code, t) = init(&["--lease-timeout", "4000"]);
+    assert_eq!(code, Some(1), "{t}");
+    assert!(
+        t.contains("lease_timeout is 4000 s, more than one hour")
+            && t.contains("change --lease-timeout;"),
+        "{t}"
+    );
+    let (code, t) = init(&["--watchdog-timeout", "3601"]);
+    assert_eq!(code, Some(1), "{t}");
+    assert!(
+        t.contains("watchdog_timeout is 3601 s") && t.contains("change --watchdog-timeout;"),
+        "{t}"
+    );
+    let (code, t) = init(&["--io-timeout", "1"]);
+    assert_eq!(code, Some(1), "{t}");
+    assert!(t.contains("change --io-timeout or --interval;"), "{t}");
+    assert!(!vol.exists(), "a refused init wrote the volume");
+}

@@ -318,8 +318,17 @@ fn assets(meta: &toml::Table) -> BTreeMap<String, String> {
 fn deb_and_rpm_ship_the_same_files() {
     let deb = cargo_metadata("deb");
     let rpm = cargo_metadata("generate-rpm");
-    let (deb_assets, rpm_assets) = (assets(&deb), assets(&rpm));
+    let (deb_assets, mut rpm_assets) = (assets(&deb), assets(&rpm));
+    // zsh completions live where each distribution's zsh looks: Debian's vendor-completions,
+    // Fedora/RHEL's site-functions. Everything else is at the same path.
+    const DEB_ZSH: &str = "usr/share/zsh/vendor-completions/_hbfence";
+    const RPM_ZSH: &str = "usr/share/zsh/site-functions/_hbfence";
+    assert_eq!(rpm_assets.get(RPM_ZSH).map(String::as_str), Some("644"), "rpm zsh completion");
+    let zsh = rpm_assets.remove(RPM_ZSH).unwrap();
+    rpm_assets.insert(DEB_ZSH.to_string(), zsh);
     assert_eq!(deb_assets, rpm_assets, "the .deb and the .rpm must ship the same files");
+    assert_eq!(deb_assets[DEB_ZSH], "644");
+    assert_eq!(deb_assets["usr/share/bash-completion/completions/hbfence"], "644");
     assert_eq!(deb_assets["usr/sbin/hbfence"], "755");
     assert_eq!(deb_assets["etc/hbfence/hbfence.toml"], "640");
     assert_eq!(deb_assets["usr/lib/systemd/system/hbfence.service"], "644");

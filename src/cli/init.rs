@@ -17,26 +17,47 @@ pub struct InitArgs {
     #[arg(long, value_name = "PATH")]
     pub volume: PathBuf,
     /// Highest host id the volume holds (1..=2000).
-    #[arg(long, value_name = "N", default_value_t = format::DEFAULT_MAX_HOSTS)]
+    #[arg(long, value_name = "N", default_value_t = format::DEFAULT_MAX_HOSTS, allow_negative_numbers = true)]
     pub max_hosts: u32,
     /// Seconds between heartbeat writes.
-    #[arg(long, value_name = "S", default_value = "5", value_parser = parse_secs)]
+    #[arg(long, value_name = "S", default_value = "5", value_parser = parse_secs, allow_negative_numbers = true)]
     pub interval: u64,
     /// Seconds after which an I/O counts as failed.
-    #[arg(long, value_name = "S", default_value = "10", value_parser = parse_secs)]
+    #[arg(long, value_name = "S", default_value = "10", value_parser = parse_secs, allow_negative_numbers = true)]
     pub io_timeout: u64,
     /// Seconds a host's lease lasts after the start of its last successful write.
-    #[arg(long, value_name = "S", default_value = "30", value_parser = parse_secs)]
+    #[arg(long, value_name = "S", default_value = "30", value_parser = parse_secs, allow_negative_numbers = true)]
     pub lease_timeout: u64,
     /// Hardware watchdog timeout in whole seconds.
-    #[arg(long, value_name = "S", default_value = "10", value_parser = parse_secs)]
+    #[arg(long, value_name = "S", default_value = "10", value_parser = parse_secs, allow_negative_numbers = true)]
     pub watchdog_timeout: u64,
     /// Seconds without progress before the coordinator starts BMC fencing.
-    #[arg(long, value_name = "S", default_value = "15", value_parser = parse_secs)]
+    #[arg(long, value_name = "S", default_value = "15", value_parser = parse_secs, allow_negative_numbers = true)]
     pub suspect_after: u64,
     /// Re-create an existing volume (only if no host is writing to it).
     #[arg(long)]
     pub force: bool,
+}
+
+/// The options that set these timing parameters: "--io-timeout or --interval".
+fn flags_of(params: &[&str]) -> String {
+    let mut flags: Vec<String> = Vec::new();
+    for p in params {
+        // init derives the margin from the interval.
+        let flag = if *p == "margin" {
+            "--interval".to_string()
+        } else {
+            format!("--{}", p.replace('_', "-"))
+        };
+        if !flags.contains(&flag) {
+            flags.push(flag);
+        }
+    }
+    match flags.split_last() {
+        None => "the timing options".to_string(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+    }
 }
 
 pub fn run(a: &InitArgs) -> CliResult {
@@ -49,7 +70,9 @@ pub fn run(a: &InitArgs) -> CliResult {
         // One interval of slack (at least 1 s) for clock-rate differences and scheduling.
         margin_ms: a.interval.max(1000),
     };
-    timing.validate().map_err(|e| CliError::new(format!("{e}; nothing was written")))?;
+    timing.validate().map_err(|e| {
+        CliError::new(format!("{e}; change {}; nothing was written", flags_of(&e.params)))
+    })?;
     if a.max_hosts == 0 || a.max_hosts > MAX_HOSTS_LIMIT {
         return Err(CliError::new(format!(
             "--max-hosts {} is out of range: it must be 1..={MAX_HOSTS_LIMIT}; nothing was written",

@@ -1,6 +1,6 @@
 //! Read-only commands: `dump`, `status --volume`, `run --check`.
 
-use super::text::{age, hex, wall_time};
+use super::text::{age, hex, table, wall_time, Align};
 use super::{CliError, CliResult, RunArgs};
 use crate::config::Config;
 use crate::core::format::{self, caps, Decoded, Header, Heartbeat, Mailbox};
@@ -32,6 +32,10 @@ pub struct StatusArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+    /// Only this host's own agent, from its status file (no volume is read): one line and a
+    /// Nagios-style exit code (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
+    #[arg(long, conflicts_with_all = ["volume", "json"])]
+    pub health: bool,
 }
 
 fn header_json(h: &Header) -> Value {
@@ -255,6 +259,9 @@ pub fn status(a: &StatusArgs) -> CliResult {
     if a.volume.is_empty() {
         let config =
             a.config.clone().unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CONFIG));
+        if a.health {
+            return super::ops::health(&config);
+        }
         return super::ops::status_config(&config, a.json);
     }
     let mut volumes: Vec<(Volume, Header)> = Vec::new();
@@ -321,38 +328,48 @@ pub fn status(a: &StatusArgs) -> CliResult {
         h.max_hosts,
         coordinator.map_or("none".to_string(), |c| c.to_string())
     );
-    println!(
-        "{:>4}  {:<16} {:<13} {:>10} {:>20}  {:<24} {:>9}  {:<20} CAPABILITIES",
-        "ID", "NAME", "STATE", "SEQ", "INCARNATION", "LAST WRITE (UTC)", "AGE", "VERDICT"
-    );
+    let mut cells: Vec<Vec<String>> = Vec::new();
     for hb in &rows {
         let verdict = verdict_of(hb.host_id)
             .map_or("-".to_string(), |v| format!("{} ({})", v.kind.as_str(), v.method.as_str()));
-        println!(
-            "{:>4}  {:<16} {:<13} {:>10} {:>20}  {:<24} {:>9}  {:<20} {}",
-            hb.host_id,
-            hb.name,
-            hb.state.as_str(),
-            hb.seq,
-            hb.incarnation,
+        cells.push(vec![
+            hb.host_id.to_string(),
+            hb.name.clone(),
+            hb.state.as_str().to_string(),
+            hb.seq.to_string(),
+            hb.incarnation.to_string(),
             wall_time(hb.wall_ms),
             age(now as i64 - hb.wall_ms as i64),
             verdict,
-            caps::names(hb.caps).join(",")
-        );
+            caps::names(hb.caps).join(","),
+        ]);
     }
     for (id, v) in &torn {
-        println!(
-            "{:>4}  {:<16} {:<13} {:>10} {:>20}  {:<24} {:>9}  {:<20}",
-            id,
-            "?",
-            "unreadable",
-            "-",
-            v.incarnation,
-            "-",
-            "-",
-            format!("{} ({})", v.kind.as_str(), v.method.as_str())
-        );
+        cells.push(vec![
+            id.to_string(),
+            "?".into(),
+            "unreadable".into(),
+            "-".into(),
+            v.incarnation.to_string(),
+            "-".into(),
+            "-".into(),
+            format!("{} ({})", v.kind.as_str(), v.method.as_str()),
+            String::new(),
+        ]);
+    }
+    let columns = [
+        ("ID", Align::Right),
+        ("NAME", Align::Left),
+        ("STATE", Align::Left),
+        ("SEQ", Align::Right),
+        ("INCARNATION", Align::Right),
+        ("LAST WRITE (UTC)", Align::Left),
+        ("AGE", Align::Right),
+        ("VERDICT", Align::Left),
+        ("CAPABILITIES", Align::Left),
+    ];
+    for line in table(&columns, &cells) {
+        println!("{line}");
     }
     if rows.is_empty() && torn.is_empty() {
         println!("(no host has written a heartbeat yet)");

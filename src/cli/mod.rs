@@ -79,6 +79,16 @@ refuses if any host's heartbeat moves: a live cluster is never wiped by accident
     /// Print the volume header and every non-empty block, decoded, with its CRC state.
     Dump(inspect::DumpArgs),
     /// One row per known host: state, sequence, incarnation, last write and its age.
+    #[command(long_about = "One row per known host: state, sequence, incarnation, last write \
+and its age; with --config (the default) also this host's daemon's view of every host.\n\n\
+--health checks only this host's own agent, from the status file in [daemon] runtime_dir (no \
+volume is read), prints one line and exits like a Nagios/Icinga plugin:\n\
+0 OK: running, own lease valid, watchdog armed.\n\
+1 WARNING: starting (probing), stopping (leaving), or running without the watchdog armed.\n\
+2 CRITICAL: not running (no status file, its process gone, or the file not updated for 5 s: \
+hung), doomed (self-fencing), or the own lease not valid.\n\
+3 UNKNOWN: the configuration or the status file cannot be read.\n\
+Without --health: 0 success, 1 failure, 2 usage error.")]
     Status(inspect::StatusArgs),
     /// For scripts: is HOST ALIVE, DEAD or FENCED? The exit code says it.
     #[command(
@@ -116,6 +126,35 @@ syslog (the journal) and, with --foreground or when stderr is a terminal, to std
 SIGINT stops cleanly (the host writes `leaving`, disarms the watchdog and is never fenced); SIGHUP \
 reloads peers, [fencing] and [events].")]
     Run(RunArgs),
+    /// Print the shell completion script for SHELL (the packages install them).
+    #[command(hide = true)]
+    Completions(CompletionsArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CompletionsArgs {
+    /// bash (to /usr/share/bash-completion/completions/hbfence) or zsh (to a directory of
+    /// $fpath as `_hbfence`).
+    #[arg(value_enum)]
+    pub shell: CompletionShell,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+}
+
+/// The completion script for `shell`, generated from the command-line definition above.
+pub fn completions(shell: CompletionShell) -> Vec<u8> {
+    use clap::CommandFactory;
+    let shell = match shell {
+        CompletionShell::Bash => clap_complete::Shell::Bash,
+        CompletionShell::Zsh => clap_complete::Shell::Zsh,
+    };
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "hbfence", &mut out);
+    out
 }
 
 #[derive(clap::Args, Debug)]
@@ -152,6 +191,10 @@ pub fn main() -> i32 {
         Command::Fence(a) => ops::fence(&a),
         Command::Clear(a) => ops::clear(&a),
         Command::TestWatchdog(a) => ops::test_watchdog(&a),
+        Command::Completions(a) => {
+            use std::io::Write;
+            std::io::stdout().write_all(&completions(a.shell)).map_err(CliError::from)
+        }
         Command::Run(a) if a.check => inspect::run_check(&a),
         Command::Run(a) => {
             use std::io::IsTerminal;

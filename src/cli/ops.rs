@@ -1,7 +1,7 @@
 //! Operator commands that use a host's configuration: `status --config`, `check`, `fence`,
 //! `clear`, and `test-watchdog`.
 
-use super::text::{age, wall_time};
+use super::text::{age, table, wall_time, Align};
 use super::{CliError, CliResult};
 use crate::config::{Config, DEFAULT_CONFIG};
 use crate::core::agent::Agent;
@@ -181,14 +181,120 @@ impl Cluster {
     }
 }
 
+/// A status file older than this (by CLOCK_BOOTTIME) belongs to a daemon that is not running
+/// or hangs.
+pub const STATUS_FRESH_MS: u64 = 5_000;
+
 /// The daemon's view from runtime_dir/status.json, if the daemon is running.
 pub fn daemon_view(config: &Config) -> Option<Value> {
     let text = std::fs::read_to_string(config.daemon.runtime_dir.join("status.json")).ok()?;
     let v: Value = serde_json::from_str(&text).ok()?;
-    let pid = v["pid"].as_u64()? as i32;
-    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
-    let fresh = v["mono_ms"].as_u64().is_some_and(|m| sys::boottime_ms().saturating_sub(m) < 5_000);
+    let alive = v["pid"].as_u64().is_some_and(pid_alive);
+    let fresh = v["mono_ms"]
+        .as_u64()
+        .is_some_and(|m| sys::boottime_ms().saturating_sub(m) < STATUS_FRESH_MS);
     (alive && fresh).then_some(v)
+}
+
+fn pid_alive(pid: u64) -> bool {
+    i32::try_from(pid).is_ok_and(|pid| {
+        pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+    })
+}
+
+/// `status --health` exit codes, Nagios/Icinga plugin style (documented in `status --help`
+/// and hbfence(8)).
+pub mod health_exit {
+    /// Running, lease valid, watchdog armed.
+    pub const OK: i32 = 0;
+    /// Running, but not protected as it should be: starting (probing), stopping (leaving), or
+    /// the watchdog not armed.
+    pub const WARNING: i32 = 1;
+    /// Not running (no status file, its process gone, status not updated), self-fencing
+    /// (doomed), or the own lease not valid.
+    pub const CRITICAL: i32 = 2;
+    /// The question cannot be answered: the configuration or the status file is unreadable.
+    pub const UNKNOWN: i32 = 3;
+}
+
+/// The health of this host's own agent from its status file: (exit code, one line).
+pub fn health_of(runtime_dir: &Path) -> (i32, String) {
+    use health_exit::*;
+    let path = runtime_dir.join("status.json");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return (CRITICAL, format!("agent not running (no status file {})", path.display()))
+        }
+        Err(e) => return (UNKNOWN, format!("cannot read the status file {}: {e}", path.display())),
+    };
+    let v: Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            return (UNKNOWN, format!("status file {} is not valid JSON: {e}", path.display()))
+        }
+    };
+    let Some(pid) = v["pid"].as_u64() else {
+        return (UNKNOWN, format!("status file {} names no pid", path.display()));
+    };
+    if !pid_alive(pid) {
+        return (
+            CRITICAL,
+            format!("agent not running (process {pid} of {} is gone)", path.display()),
+        );
+    }
+    let age = v["mono_ms"].as_u64().map(|m| sys::boottime_ms().saturating_sub(m));
+    if age.is_none_or(|a| a >= STATUS_FRESH_MS) {
+        return (
+            CRITICAL,
+            format!(
+                "agent (pid {pid}) not responding: {} not updated for {}",
+                path.display(),
+                age.map_or("ever".to_string(), |a| format!("{:.1} s", a as f64 / 1000.0))
+            ),
+        );
+    }
+    let phase = v["phase"].as_str().unwrap_or("?");
+    let lease_valid = v["lease_valid"].as_bool() == Some(true);
+    let armed = v["watchdog_armed"].as_bool() == Some(true);
+    let watchdog = v["watchdog"].as_str().unwrap_or(if armed { "armed" } else { "not armed" });
+    let left = v["lease_remaining_ms"]
+        .as_i64()
+        .map_or(String::new(), |l| format!(", {:.1} s left", l as f64 / 1000.0));
+    let summary = format!(
+        "phase {phase}, lease {}{left}, watchdog {watchdog}",
+        if lease_valid { "valid" } else { "NOT valid" }
+    );
+    match phase {
+        "self-fencing" => (CRITICAL, format!("agent doomed, self-fencing: {summary}")),
+        "exited" => (CRITICAL, format!("agent exited: {summary}")),
+        "probing" => (WARNING, format!("agent starting (probing the volumes): {summary}")),
+        _ if !lease_valid => (CRITICAL, format!("own lease not valid: {summary}")),
+        "leaving" => (WARNING, format!("agent stopping (leaving): {summary}")),
+        _ if !armed => (WARNING, format!("watchdog not armed: {summary}")),
+        "running" => (OK, summary),
+        _ => (UNKNOWN, format!("unknown phase: {summary}")),
+    }
+}
+
+/// `status --health`: one Nagios-style line on stdout, the exit code says it.
+pub fn health(config_path: &Path) -> CliResult {
+    let (code, line) = match Config::load(config_path) {
+        Ok(c) => health_of(&c.daemon.runtime_dir),
+        Err(e) => (health_exit::UNKNOWN, e.to_string()),
+    };
+    let word = match code {
+        health_exit::OK => "OK",
+        health_exit::WARNING => "WARNING",
+        health_exit::CRITICAL => "CRITICAL",
+        _ => "UNKNOWN",
+    };
+    println!("HBFENCE {word} - {line}");
+    if code == health_exit::OK {
+        Ok(())
+    } else {
+        Err(CliError { message: String::new(), code })
+    }
 }
 
 /// This host's daemon's judgement of peer `id` (alive, suspect, left...), if it runs.
@@ -271,33 +377,52 @@ pub fn status_config(config_path: &Path, json_out: bool) -> CliResult {
         )),
         coordinator.map_or("none".to_string(), |c| c.to_string())
     );
-    println!(
-        "{:>4}  {:<16} {:<13} {:<12} {:>10}  {:<24} {:>9}  {:<22} CAPABILITIES",
-        "ID", "NAME", "STATE", "VIEW", "SEQ", "LAST WRITE (UTC)", "AGE", "VERDICT"
-    );
-    for r in &rows {
-        let verdict = match (r["verdict"].as_str(), r["method"].as_str()) {
-            (Some(v), Some(m)) if m != "none" => format!("{v} ({m})"),
-            (Some(v), _) => v.to_string(),
-            _ => "-".into(),
-        };
-        println!(
-            "{:>4}  {:<16} {:<13} {:<12} {:>10}  {:<24} {:>9}  {:<22} {}",
-            r["id"],
-            r["name"].as_str().unwrap_or(""),
-            r["state"].as_str().unwrap_or(""),
-            r["view"].as_str().unwrap_or(""),
-            r["seq"],
-            r["wall_time"].as_str().unwrap_or(""),
-            r["age_s"].as_f64().map_or("-".to_string(), |a| age((a * 1000.0) as i64)),
-            verdict,
-            r["capabilities"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(","))
-                .unwrap_or_default()
-        );
+    for line in status_table(&rows) {
+        println!("{line}");
     }
     Ok(())
+}
+
+const STATUS_COLUMNS: [(&str, Align); 9] = [
+    ("ID", Align::Right),
+    ("NAME", Align::Left),
+    ("STATE", Align::Left),
+    ("VIEW", Align::Left),
+    ("SEQ", Align::Right),
+    ("LAST WRITE (UTC)", Align::Left),
+    ("AGE", Align::Right),
+    ("VERDICT", Align::Left),
+    ("CAPABILITIES", Align::Left),
+];
+
+/// The cells of `status --config`'s table, from its JSON rows.
+fn status_cells(r: &Value) -> Vec<String> {
+    let num = |v: &Value| v.as_u64().map_or("-".to_string(), |n| n.to_string());
+    let verdict = match (r["verdict"].as_str(), r["method"].as_str()) {
+        (Some(v), Some(m)) if m != "none" => format!("{v} ({m})"),
+        (Some(v), _) => v.to_string(),
+        _ => "-".into(),
+    };
+    vec![
+        num(&r["id"]),
+        r["name"].as_str().filter(|n| !n.is_empty()).unwrap_or("?").to_string(),
+        r["state"].as_str().unwrap_or("").to_string(),
+        r["view"].as_str().unwrap_or("").to_string(),
+        num(&r["seq"]),
+        r["wall_time"].as_str().unwrap_or("").to_string(),
+        r["age_s"].as_f64().map_or("-".to_string(), |a| age((a * 1000.0) as i64)),
+        verdict,
+        r["capabilities"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(","))
+            .unwrap_or_default(),
+    ]
+}
+
+/// `status --config`'s table: header and one line per row, columns aligned.
+fn status_table(rows: &[Value]) -> Vec<String> {
+    let cells: Vec<Vec<String>> = rows.iter().map(status_cells).collect();
+    table(&STATUS_COLUMNS, &cells)
 }
 
 pub fn check(a: &CheckArgs) -> CliResult {
@@ -705,5 +830,31 @@ pub fn test_watchdog(a: &TestWatchdogArgs) -> CliResult {
             println!("usable: not determined: run `hbfence test-watchdog --open` to ask the driver whether it has magic close (hbfence refuses to rely on it otherwise)");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 11: the ID and SEQ cells were JSON values, printed without their width.
+    #[test]
+    fn status_config_columns_align() {
+        let rows = vec![
+            json!({"id": 1, "name": "kvm01", "state": "active", "view": "running", "seq": 7,
+                   "wall_time": wall_time(1_700_000_000_000), "age_s": 0.4,
+                   "capabilities": ["watchdog-armed", "coordinator"], "verdict": null, "method": null}),
+            json!({"id": 12, "name": "a-very-long-host-name.example.org", "state": "active",
+                   "view": "suspect", "seq": 1_234_567_890_123u64, "wall_time": "-",
+                   "age_s": 130.0, "capabilities": [], "verdict": "fencing", "method": "ipmi"}),
+            json!({"id": 200, "name": "", "state": "unreadable", "view": "-", "seq": null,
+                   "wall_time": "-", "age_s": null, "capabilities": [], "verdict": "fenced",
+                   "method": "watchdog"}),
+        ];
+        let lines = status_table(&rows);
+        let cells: Vec<Vec<String>> = rows.iter().map(status_cells).collect();
+        assert_eq!(cells[2][0], "200");
+        assert_eq!(cells[2][4], "-", "a missing sequence is -, not null");
+        crate::cli::text::tests::assert_aligned(&lines, &STATUS_COLUMNS, &cells);
     }
 }

@@ -4,6 +4,11 @@ use super::format::FenceMethodKind;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EventKind {
+    /// The first judgement of a starting agent: every peer it found, in one event (the
+    /// `host` is this host). Later arrivals are `HostUp`, one each.
+    ClusterSeen,
+    /// A peer seen for the first time after the first judgement, or a new incarnation of a
+    /// peer already reported.
     HostUp,
     HostSuspect,
     HostRecovered,
@@ -28,6 +33,7 @@ pub enum EventKind {
 impl EventKind {
     pub fn as_str(self) -> &'static str {
         match self {
+            EventKind::ClusterSeen => "cluster_seen",
             EventKind::HostUp => "host_up",
             EventKind::HostSuspect => "host_suspect",
             EventKind::HostRecovered => "host_recovered",

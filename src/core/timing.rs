@@ -39,6 +39,9 @@ impl Default for Timing {
 pub struct TimingError {
     pub rule: &'static str,
     pub detail: String,
+    /// The parameters the rule relates (field names without `_ms`: `interval`, `io_timeout`,
+    /// ...), the one that broke it first: what a caller names when it says what to change.
+    pub params: Vec<&'static str>,
 }
 
 impl fmt::Display for TimingError {
@@ -66,30 +69,36 @@ impl Timing {
     /// Checks every relation the safety argument depends on; the error names the rule.
     pub fn validate(&self) -> Result<(), TimingError> {
         let s = |ms: u64| format_secs(ms);
-        let checks: [(bool, &'static str, String); 10] = [
+        let over = [
+            ("interval", self.interval_ms),
+            ("io_timeout", self.io_timeout_ms),
+            ("lease_timeout", self.lease_timeout_ms),
+            ("watchdog_timeout", self.watchdog_timeout_ms),
+            ("suspect_after", self.suspect_after_ms),
+            ("margin", self.margin_ms),
+        ]
+        .into_iter()
+        .find(|&(_, ms)| ms > MAX_PARAM_MS);
+        let checks: [(bool, &'static str, String, Vec<&'static str>); 10] = [
             (
                 self.interval_ms >= 100,
                 "interval >= 0.1 s",
                 format!("interval is {}", s(self.interval_ms)),
+                vec!["interval"],
             ),
             (
-                [
-                    self.interval_ms,
-                    self.io_timeout_ms,
-                    self.lease_timeout_ms,
-                    self.watchdog_timeout_ms,
-                    self.suspect_after_ms,
-                    self.margin_ms,
-                ]
-                .iter()
-                .all(|&v| v <= MAX_PARAM_MS),
+                over.is_none(),
                 "every parameter <= 3600 s",
-                "a parameter is larger than one hour".to_string(),
+                over.map_or(String::new(), |(name, ms)| {
+                    format!("{name} is {}, more than one hour", s(ms))
+                }),
+                over.map_or(vec![], |(name, _)| vec![name]),
             ),
             (
                 self.io_timeout_ms >= self.interval_ms,
                 "io_timeout >= interval",
                 format!("io_timeout {} < interval {}", s(self.io_timeout_ms), s(self.interval_ms)),
+                vec!["io_timeout", "interval"],
             ),
             (
                 // A healthy host renews every interval (verified within io_timeout) and pets
@@ -105,6 +114,7 @@ impl Timing {
                     s(self.io_timeout_ms),
                     s(self.watchdog_timeout_ms)
                 ),
+                vec!["lease_timeout", "interval", "io_timeout", "watchdog_timeout"],
             ),
             (
                 // One interval for the write, one for the observer's read, one for jitter
@@ -112,27 +122,32 @@ impl Timing {
                 self.suspect_after_ms >= 3 * self.interval_ms,
                 "suspect_after >= 3*interval",
                 format!("suspect_after {} < 3*{}", s(self.suspect_after_ms), s(self.interval_ms)),
+                vec!["suspect_after", "interval"],
             ),
             (
                 self.watchdog_timeout_ms >= 2_000,
                 "watchdog_timeout >= 2 s",
                 format!("watchdog_timeout is {}", s(self.watchdog_timeout_ms)),
+                vec!["watchdog_timeout"],
             ),
             (
                 self.watchdog_timeout_ms % 1000 == 0,
                 "watchdog_timeout is a whole number of seconds",
                 format!("watchdog_timeout is {}", s(self.watchdog_timeout_ms)),
+                vec!["watchdog_timeout"],
             ),
             (
                 self.watchdog_timeout_ms <= 255_000,
                 "watchdog_timeout <= 255 s",
                 format!("watchdog_timeout is {}", s(self.watchdog_timeout_ms)),
+                vec!["watchdog_timeout"],
             ),
             (
                 // The agent pets at least once a second; the watchdog must survive two missed pets.
                 self.margin_ms >= 1_000,
                 "margin >= 1 s",
                 format!("margin is {}", s(self.margin_ms)),
+                vec!["margin"],
             ),
             (
                 self.suspect_after_ms < self.dead_after_ms(),
@@ -142,11 +157,12 @@ impl Timing {
                     s(self.suspect_after_ms),
                     s(self.dead_after_ms())
                 ),
+                vec!["suspect_after", "lease_timeout", "io_timeout", "watchdog_timeout", "margin"],
             ),
         ];
-        for (ok, rule, detail) in checks {
+        for (ok, rule, detail, params) in checks {
             if !ok {
-                return Err(TimingError { rule, detail });
+                return Err(TimingError { rule, detail, params });
             }
         }
         Ok(())
@@ -171,6 +187,9 @@ pub fn parse_secs(text: &str) -> Result<u64, String> {
         None => (t, ""),
     };
     let bad = || format!("'{text}' is not a number of seconds (examples: 5, 0.5, 1.25)");
+    if t.starts_with('-') {
+        return Err(format!("'{text}': a duration cannot be negative"));
+    }
     if whole.is_empty() && frac.is_empty() {
         return Err(bad());
     }
@@ -209,6 +228,15 @@ mod tests {
         assert_eq!(e.rule, "lease_timeout >= 2*interval + io_timeout + watchdog_timeout");
         let t = Timing { lease_timeout_ms: 30_000, ..Timing::default() };
         t.validate().unwrap();
+    }
+
+    #[test]
+    fn the_parameter_over_one_hour_is_named() {
+        let t = Timing { lease_timeout_ms: 4_000_000, ..Timing::default() };
+        let e = t.validate().unwrap_err();
+        assert_eq!(e.rule, "every parameter <= 3600 s");
+        assert_eq!(e.detail, "lease_timeout is 4000 s, more than one hour");
+        assert_eq!(e.params, ["lease_timeout"]);
     }
 
     #[test]

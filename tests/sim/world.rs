@@ -1609,7 +1609,10 @@ impl World {
             }
             Action::Event(e) => {
                 if self.forged_at.get(&e.host).is_some_and(|&f| f + 5 * self.u >= self.t)
-                    && !matches!(e.kind, EventKind::HostUp | EventKind::CoordinatorChanged)
+                    && !matches!(
+                        e.kind,
+                        EventKind::ClusterSeen | EventKind::HostUp | EventKind::CoordinatorChanged
+                    )
                 {
                     self.count(format!(
                         "forged record: event {} about the host within 5 intervals",

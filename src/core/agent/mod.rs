@@ -342,6 +342,9 @@ pub struct Agent {
     inherited: bool,
     coordinator: Option<u32>,
     judge_from: u64,
+    /// The first judgement of the peers was reported (one `cluster_seen` event): from then on
+    /// a peer seen for the first time is a `host_up` of its own.
+    cluster_reported: bool,
     armed: bool,
     arming: bool,
     /// The watchdog device cannot guard this host (it stops on close): run without it.
@@ -391,6 +394,7 @@ impl Agent {
             inherited: false,
             coordinator: None,
             judge_from: now.mono,
+            cluster_reported: false,
             armed: false,
             arming: false,
             unguarded: false,

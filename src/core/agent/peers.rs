@@ -180,7 +180,13 @@ impl Agent {
                 Some(v) => format!("new incarnation after verdict {}", v.kind.as_str()),
                 None => "new incarnation".to_string(),
             };
-            self.event(EventKind::HostUp, id, None, detail);
+            // A peer not judged yet has not been reported: its first judgement reports it
+            // (in `cluster_seen` at start-up, as `host_up` later), so a restart seen before
+            // that is no event of its own unless it dropped a verdict.
+            let reported = self.peers.get(&id).is_some_and(|p| p.status.is_some());
+            if reported || had.is_some() {
+                self.event(EventKind::HostUp, id, None, detail);
+            }
         }
         self.mailboxes(v, view);
         self.mirror_coordinator(view);
@@ -213,6 +219,12 @@ impl Agent {
         let t = self.p.timing;
         let judging = self.can_judge();
         let ids: Vec<u32> = self.peers.keys().copied().collect();
+        // The first judgement of a starting agent is one `cluster_seen` event, not one
+        // `host_up` (or `host_left`) per peer: 250 hosts would otherwise start with 62,250
+        // events and hook runs. A peer suspect at once is still reported on its own.
+        let first = !self.cluster_reported;
+        let mut seen_alive = Vec::new();
+        let mut seen_left = Vec::new();
         for id in &ids {
             let (status, old) = {
                 let p = &self.peers[id];
@@ -240,6 +252,8 @@ impl Agent {
                     }
                 }
                 match (old, status) {
+                    (None, PeerStatus::Alive) if first => seen_alive.push(*id),
+                    (None, PeerStatus::Left) if first => seen_left.push(*id),
                     (_, PeerStatus::Suspect) => self.event(
                         EventKind::HostSuspect,
                         *id,
@@ -266,6 +280,11 @@ impl Agent {
                     _ => {}
                 }
             }
+        }
+        if first {
+            self.cluster_reported = true;
+            let detail = cluster_seen_detail(&seen_alive, &seen_left);
+            self.event(EventKind::ClusterSeen, self.p.host_id, None, detail);
         }
         self.elect();
         self.drop_verdicts_of_rejoined_hosts();
@@ -304,4 +323,40 @@ impl Agent {
             self.table_changed();
         }
     }
+}
+
+/// `alive 2-4,7 (4); left 5 (1)`, or `no peers`: host ids as ranges, so the one event of a
+/// 250-host cluster stays a short line.
+pub(super) fn cluster_seen_detail(alive: &[u32], left: &[u32]) -> String {
+    let mut parts = Vec::new();
+    for (what, ids) in [("alive", alive), ("left", left)] {
+        if !ids.is_empty() {
+            parts.push(format!("{what} {} ({})", id_ranges(ids), ids.len()));
+        }
+    }
+    if parts.is_empty() {
+        "no peers".to_string()
+    } else {
+        parts.join("; ")
+    }
+}
+
+/// Sorted host ids as ranges: `[2, 3, 4, 7]` is `2-4,7`.
+fn id_ranges(ids: &[u32]) -> String {
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        let mut end = start;
+        while i + 1 < sorted.len() && sorted[i + 1] == end + 1 {
+            i += 1;
+            end = sorted[i];
+        }
+        out.push(if end == start { start.to_string() } else { format!("{start}-{end}") });
+        i += 1;
+    }
+    out.join(",")
 }

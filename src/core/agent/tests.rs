@@ -1033,6 +1033,68 @@ fn a_confirm_off_read_together_with_progress_is_refused() {
     assert!(s.verdict(1, 2).is_none(), "a host whose heartbeat advanced was declared fenced");
 }
 
+/// Issue 11: a starting agent reports the cluster it found in one `cluster_seen` event, not one
+/// `host_up` per peer; a peer that appears or restarts later still gets its `host_up`.
+#[test]
+fn a_starting_agent_reports_the_cluster_it_found_in_one_event() {
+    let mut s = Sim::new(3);
+    s.run(5_000);
+    s.add(params(4));
+    s.run(5_000);
+    let h4 = s.host(4);
+    let seen = events(h4, EventKind::ClusterSeen);
+    assert_eq!(seen.len(), 1, "events: {:?}", h4.events);
+    assert_eq!(seen[0].host, 4);
+    assert_eq!(seen[0].detail, "alive 1-3 (3)");
+    assert!(events(h4, EventKind::HostUp).is_empty(), "events: {:?}", h4.events);
+    // The three that were there already report the newcomer, once each.
+    for id in 1..=3 {
+        let h = s.host(id);
+        let up: Vec<u32> = events(h, EventKind::HostUp).iter().map(|e| e.host).collect();
+        assert!(up.contains(&4), "host {id} did not report host 4 up: {:?}", h.events);
+        assert_eq!(up.iter().filter(|&&u| u == 4).count(), 1, "host {id}: {up:?}");
+        assert_eq!(events(h, EventKind::ClusterSeen).len(), 1, "host {id}: {:?}", h.events);
+    }
+    // A restart of a peer already reported is a `host_up` of its own.
+    s.kill(2);
+    s.run(300);
+    s.add(AgentParams { incarnation: 7777, ..params(2) });
+    s.run(5_000);
+    let h4 = s.host(4);
+    let up = events(h4, EventKind::HostUp);
+    assert_eq!(up.len(), 1, "events: {:?}", h4.events);
+    assert_eq!((up[0].host, up[0].detail.as_str()), (2, "new incarnation"));
+}
+
+#[test]
+fn a_lone_agent_reports_no_peers_and_a_left_peer_is_in_the_cluster_event() {
+    let mut s = Sim::new(2);
+    s.run(5_000);
+    s.feed(0, Input::StopRequested); // host 1
+    s.run(3_000);
+    s.add(params(3));
+    s.run(5_000);
+    let h3 = s.host(3);
+    assert_eq!(
+        events(h3, EventKind::ClusterSeen).iter().map(|e| e.detail.as_str()).collect::<Vec<_>>(),
+        ["alive 2 (1); left 1 (1)"]
+    );
+    assert!(events(h3, EventKind::HostLeft).is_empty(), "events: {:?}", h3.events);
+    let mut lone = Sim::new(1);
+    lone.run(5_000);
+    let seen = events(lone.host(1), EventKind::ClusterSeen);
+    assert_eq!(seen.iter().map(|e| e.detail.as_str()).collect::<Vec<_>>(), ["no peers"]);
+}
+
+#[test]
+fn cluster_seen_detail_lists_ids_as_ranges() {
+    use super::peers::cluster_seen_detail;
+    assert_eq!(cluster_seen_detail(&[], &[]), "no peers");
+    assert_eq!(cluster_seen_detail(&[7, 2, 3, 4, 9, 10], &[]), "alive 2-4,7,9-10 (6)");
+    let all: Vec<u32> = (2..=250).collect();
+    assert_eq!(cluster_seen_detail(&all, &[1]), "alive 2-250 (249); left 1 (1)");
+}
+
 /// A damaged header was noticed by nobody: running agents went on, and the next restart of any
 /// agent failed. The I/O driver reports the change; the core makes it one event each way.
 #[test]
