@@ -677,9 +677,8 @@ impl Daemon {
                     e.method.map(|m| format!(" method {}", m.as_str())).unwrap_or_default(),
                     if e.detail.is_empty() { String::new() } else { format!(": {}", e.detail) }
                 );
-                if self.events.send(e).is_err() {
-                    crate::report::EVENTS_DROPPED.fetch_add(1, Ordering::Relaxed);
-                }
+                // Never blocks; a full queue is counted by the events driver.
+                let _ = self.events.send(e);
                 None
             }
             Action::Ready => {

@@ -17,11 +17,6 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Hook runs that failed (non-zero exit, timeout, cannot start): counted by the events driver.
-pub static HOOK_FAILURES: AtomicU64 = AtomicU64::new(0);
-/// Events that never reached the events driver (its queue full or the driver gone).
-pub static EVENTS_DROPPED: AtomicU64 = AtomicU64::new(0);
-
 /// Snapshots in flight at most: the reporter is far faster than one per second.
 const QUEUE: usize = 8;
 /// sd_notify STATUS at most this often.
@@ -455,13 +450,19 @@ pub fn metrics_text(s: &Snapshot, reports_dropped: u64) -> String {
         "hbfence_hook_failures_total",
         "counter",
         "Hook runs that failed or timed out.",
-        &one(HOOK_FAILURES.load(Ordering::Relaxed).to_string()),
+        &one(crate::events::hook_failures().to_string()),
     );
     family(
         "hbfence_events_dropped_total",
         "counter",
         "Events that did not reach the event log and hooks.",
-        &one(EVENTS_DROPPED.load(Ordering::Relaxed).to_string()),
+        &one(crate::events::dropped_events().to_string()),
+    );
+    family(
+        "hbfence_hook_events_dropped_total",
+        "counter",
+        "Events whose hooks were not run (the hook queue was full).",
+        &one(crate::events::dropped_hook_events().to_string()),
     );
     family(
         "hbfence_log_lines_dropped_total",

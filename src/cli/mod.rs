@@ -122,7 +122,7 @@ rejoined after the fence only with a new boot id."
     /// Run the agent on this host (normally started by hbfence.service).
     #[command(long_about = "Run the agent: heartbeat on every configured volume, own lease, \
 hardware watchdog, self-fencing, peer liveness and (on the coordinator) peer fencing. Logs go to \
-syslog (the journal) and, with --foreground or when stderr is a terminal, to stderr. SIGTERM or \
+syslog (the journal) and to stderr with --foreground, when stderr is a terminal, or when syslog is off or unavailable ([daemon] syslog = false). SIGTERM or \
 SIGINT stops cleanly (the host writes `leaving`, disarms the watchdog and is never fenced); SIGHUP \
 reloads peers, [fencing] and [events].")]
     Run(RunArgs),
