@@ -45,6 +45,8 @@ struct Sim {
     broken: Vec<u32>,
     /// Writes of these hosts land torn (first 512 bytes only).
     torn: Vec<u32>,
+    /// The I/O of these hosts hangs (completes once they are removed from here).
+    hung: Vec<u32>,
 }
 
 fn params(id: u32) -> AgentParams {
@@ -84,6 +86,7 @@ impl Sim {
             hosts: Vec::new(),
             broken: vec![],
             torn: vec![],
+            hung: vec![],
         };
         for id in 1..=n {
             sim.add(AgentParams { volumes, ..params(id) });
@@ -144,6 +147,9 @@ impl Sim {
     }
     fn io(&mut self, i: usize) {
         let id = self.hosts[i].agent.params().host_id;
+        if self.hung.contains(&id) {
+            return;
+        }
         let pending = std::mem::take(&mut self.hosts[i].pending);
         for (volume, cycle, started, write) in pending {
             let broken = self.broken.contains(&id) || self.dead_volumes.contains(&volume);
@@ -1161,4 +1167,23 @@ fn a_dead_hosts_last_write_on_a_volume_back_from_an_outage_does_not_withdraw_its
     s.disks[2][GEO.heartbeat_block(2) as usize] = block;
     s.run(2 * T.interval_ms);
     assert_eq!(s.verdict(1, 2), None, "progress between two timely reads must withdraw it");
+}
+
+/// An outage that ended just before the self-fence cost the lease anyway: the late cycle's
+/// failure waited the usual 250 ms before the retry, past the self-fence. It is retried at once.
+#[test]
+fn storage_that_answers_again_just_before_the_self_fence_keeps_the_lease() {
+    let mut s = Sim::new(1);
+    s.run(5_000);
+    s.hung = vec![1];
+    let doom_at = |s: &mut Sim| s.host(1).agent.doom_at().unwrap();
+    while doom_at(&mut s) > s.now + 150 {
+        s.run(10);
+    }
+    s.hung.clear();
+    s.run(2_000);
+    let h = s.host(1);
+    assert_eq!(h.self_fenced, None, "self-fenced although storage answered 150 ms before");
+    let now = s.now;
+    assert!(s.host(1).agent.lease_valid(now));
 }
