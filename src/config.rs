@@ -246,7 +246,7 @@ fn default_command_timeout() -> f64 {
     10.0
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventsConfig {
     #[serde(default = "default_hooks_dir")]

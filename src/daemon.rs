@@ -772,8 +772,8 @@ impl Daemon {
         p.timing.watchdog_timeout_ms.max(u64::from(p.watchdog_timeout_s) * 1000)
     }
 
-    /// SIGHUP: what can change safely (peers' BMC details, fencing and event settings) is
-    /// applied; what cannot (host id, volumes, watchdog) is reported.
+    /// SIGHUP: what can change safely (peers' BMC details, fencing settings) is applied; what
+    /// cannot (host id, volumes, watchdog, events, metrics...) is reported.
     fn reload(&mut self) {
         let new = match Config::load(&self.config_path) {
             Ok(c) => c,
@@ -808,6 +808,10 @@ impl Daemon {
         if new.metrics != self.config.metrics {
             kept.push("[metrics]");
         }
+        // The events driver runs with the settings it started with (log, hooks, timeout).
+        if new.events != self.config.events {
+            kept.push("[events]");
+        }
         let mut merged = new.clone();
         merged.host = self.config.host.clone();
         merged.volumes = self.config.volumes.clone();
@@ -816,6 +820,7 @@ impl Daemon {
         merged.coordinator = self.config.coordinator.clone();
         merged.daemon = self.config.daemon.clone();
         merged.metrics = self.config.metrics.clone();
+        merged.events = self.config.events.clone();
         // Peers' BMC details and [fencing] apply to the next fencing attempt.
         self.fence_settings = fence_settings(&merged);
         self.config = merged;
@@ -823,10 +828,10 @@ impl Daemon {
         let power_on_after = self.config.fencing.after == AfterFence::On;
         self.feed(Input::FencingChanged { methods, power_on_after });
         if kept.is_empty() {
-            log::info!("configuration reloaded: peers, [fencing] and [events] applied");
+            log::info!("configuration reloaded: peers and [fencing] applied");
         } else {
             log::warn!(
-                "configuration reloaded: peers, [fencing] and [events] applied; {} changed but need a restart (`systemctl restart hbfence`) to take effect",
+                "configuration reloaded: peers and [fencing] applied; {} changed but need a restart (`systemctl restart hbfence`) to take effect",
                 kept.join(", ")
             );
         }

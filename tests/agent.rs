@@ -388,7 +388,11 @@ fn run_check_and_sighup_reload() {
         "{}",
         h.log_text()
     );
-    assert!(h.log_text().contains("[coordinator] changed but need a restart"), "{}", h.log_text());
+    assert!(
+        h.log_text().contains("[coordinator], [events] changed but need a restart"),
+        "{}",
+        h.log_text()
+    );
     // A broken config on reload keeps the running one.
     std::fs::write(&h.config, "[host]\nid = \"x\"\n").unwrap();
     h.signal(Signal::SIGHUP);

@@ -124,7 +124,7 @@ rejoined after the fence only with a new boot id."
 hardware watchdog, self-fencing, peer liveness and (on the coordinator) peer fencing. Logs go to \
 syslog (the journal) and to stderr with --foreground, when stderr is a terminal, or when syslog is off or unavailable ([daemon] syslog = false). SIGTERM or \
 SIGINT stops cleanly (the host writes `leaving`, disarms the watchdog and is never fenced); SIGHUP \
-reloads peers, [fencing] and [events].")]
+reloads peers and [fencing]; other sections need a restart.")]
     Run(RunArgs),
     /// Print the shell completion script for SHELL (the packages install them).
     #[command(hide = true)]
