@@ -314,17 +314,13 @@ impl Agent {
                             self.collision(r.incarnation, r.seq);
                             return;
                         }
-                        // The run that was in the block when the probe began, advancing, may
-                        // be a volume that lags behind, still showing that former run's last
-                        // writes (it stops once it has caught up), or another machine writing
-                        // (it goes on): watch again, and call it a second writer once the
-                        // changes outlast what a lagging volume may show of a run that is
-                        // over. Any other incarnation appeared after this agent started.
-                        let same_run = first_value.is_some_and(|f| f.0 == r.incarnation);
-                        if r.boot_id != self.p.boot_id && !same_run {
-                            self.collision(r.incarnation, r.seq);
-                            return;
-                        }
+                        // A record of another boot that changes may be a volume that lags
+                        // behind, still showing former runs' last writes (the run the probe
+                        // found advancing, or a later run of a boot in between: seed 12192,
+                        // a host rebooted twice within the lag), which stops once it has caught
+                        // up, or another machine writing (it goes on): watch again, and call it
+                        // a second writer once the changes outlast what a lagging volume may
+                        // show of runs that are over. Nothing is written meanwhile (S6).
                         // Not past what another volume already showed: that volume's
                         // history, not a write happening now.
                         if r.boot_id != self.p.boot_id && r.seq > seen_before {

@@ -317,6 +317,49 @@ fn a_former_run_catching_up_during_the_probe_is_not_a_second_writer() {
     assert!(s.record_of(1).seq > 43, "the sequence does not continue past the former run");
 }
 
+/// Simulation seed 12192: a host rebooted twice within a volume's lag; the probe of the third
+/// boot found the first boot's record, then the lagging volume showed the second boot's last
+/// writes (another incarnation, another boot): taken for a second writer at once (exit 76).
+#[test]
+fn a_later_former_run_shown_by_a_lagging_volume_is_not_a_second_writer() {
+    let mut s = Sim::new(0);
+    let mut first_boot = fake(1, 55, 40, s.now);
+    first_boot.boot_id = [5; 16];
+    s.put(&first_boot);
+    s.add(params(1));
+    s.run(300);
+    let mut second_boot = fake(1, 66, 41, s.now);
+    second_boot.boot_id = [6; 16];
+    s.put(&second_boot);
+    s.run(600);
+    s.put(&Heartbeat { seq: 42, ..second_boot });
+    s.run(4_000);
+    assert_eq!(s.host(1).exit, None, "a lagging volume's history was taken for a twin");
+    assert!(!s.host(1).pets.is_empty());
+}
+
+/// The other side: another machine that keeps writing with this id is refused, however its
+/// records began.
+#[test]
+fn a_second_writer_of_another_incarnation_that_goes_on_is_refused_at_start() {
+    let mut s = Sim::new(0);
+    let mut first_boot = fake(1, 55, 40, s.now);
+    first_boot.boot_id = [5; 16];
+    s.put(&first_boot);
+    s.add(params(1));
+    let mut twin = fake(1, 77, 41, s.now);
+    twin.boot_id = [7; 16];
+    let mut waited = 0;
+    while s.host(1).exit.is_none() && waited < T.io_timeout_ms + 6 * T.interval_ms {
+        twin.seq += 1;
+        s.put(&twin);
+        s.run(T.interval_ms);
+        waited += T.interval_ms;
+    }
+    assert_eq!(s.host(1).exit, Some(EXIT_HOST_ID_IN_USE), "a live second writer was not refused");
+    assert!(s.host(1).pets.is_empty(), "it armed and petted beside a second writer");
+}
+
 #[test]
 fn restart_on_the_same_boot_after_expiry_is_doomed_at_once() {
     let mut s = Sim::new(1);
