@@ -620,6 +620,8 @@ pub struct World {
     deaths: Vec<DeathWatch>,
     blip: Option<BlipWatch>,
     quiet: Option<QuietWatch>,
+    /// A BMC power-off scheduled (a fencing attempt in flight) lands until then.
+    power_off_pending_until: u64,
     /// The last chaos fault is scheduled at or before this instant.
     faults_until: u64,
     trace: VecDeque<String>,
@@ -833,6 +835,7 @@ impl World {
             deaths: Vec::new(),
             blip: None,
             quiet: None,
+            power_off_pending_until: 0,
             faults_until: 0,
             trace: VecDeque::new(),
             violation: None,
@@ -2268,6 +2271,7 @@ impl World {
                 let confirm = off + self.rng.range(50 * MS, 1000 * MS);
                 self.after(off, Ev::BmcOff { target });
                 self.after(confirm, Ev::BmcConfirm { h, pid, peer, target });
+                self.power_off_pending_until = self.power_off_pending_until.max(self.t + off);
             }
             Bmc::Fail => {
                 let d = self.rng.range(100 * MS, 2 * SEC);
@@ -3037,7 +3041,9 @@ impl World {
     /// every other one alive in its current incarnation, one agreed coordinator, no faults.
     fn settled(&self) -> bool {
         let t = self.t;
-        if self.faults_until + 2 * self.u > t {
+        // A fencing attempt started before the cluster came back (on a host that rebooted
+        // meanwhile, seed 22471) still powers its target off: not settled until it has.
+        if self.faults_until + 2 * self.u > t || self.power_off_pending_until > t {
             return false;
         }
         if self
