@@ -325,7 +325,12 @@ impl Agent {
                         // history, not a write happening now.
                         if r.boot_id != self.p.boot_id && r.seq > seen_before {
                             let t = self.p.timing;
-                            let since = *self.vols[v].probe_changing_since.get_or_insert(first_at);
+                            // From the read before the first change (one interval earlier
+                            // at most), not from the first read: a volume unreadable in
+                            // between (seed 26993: 63 s of EIO) shows one old change late,
+                            // which is not changes that go on.
+                            let before = first_at.max(finished.saturating_sub(t.interval_ms));
+                            let since = *self.vols[v].probe_changing_since.get_or_insert(before);
                             if finished.saturating_sub(since) > t.io_timeout_ms + 3 * t.interval_ms
                             {
                                 self.collision(r.incarnation, r.seq);

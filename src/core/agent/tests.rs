@@ -338,6 +338,26 @@ fn a_later_former_run_shown_by_a_lagging_volume_is_not_a_second_writer() {
     assert!(!s.host(1).pets.is_empty());
 }
 
+/// Simulation seed 26993: the probe's first read found a former run, the volume then failed for
+/// a minute, and the first read after showed one later write of that run: the minute counted as
+/// "changing for longer than a lagging volume may", a second writer at once (exit 76).
+#[test]
+fn one_old_change_seen_after_a_long_read_gap_in_the_probe_is_not_a_second_writer() {
+    let mut s = Sim::new(0);
+    let mut former = fake(1, 55, 40, s.now);
+    former.boot_id = [5; 16];
+    s.put(&former);
+    s.add(params(1));
+    s.run(300);
+    s.dead_volumes.push(0);
+    s.run(T.io_timeout_ms + 6 * T.interval_ms);
+    s.put(&Heartbeat { seq: 41, ..former });
+    s.dead_volumes.clear();
+    s.run(4 * T.interval_ms);
+    assert_eq!(s.host(1).exit, None, "one late change after a read gap was taken for a twin");
+    assert!(!s.host(1).pets.is_empty());
+}
+
 /// The other side: another machine that keeps writing with this id is refused, however its
 /// records began.
 #[test]
