@@ -239,11 +239,9 @@ struct Sighting {
     /// Whether `max_seq` was reached from an earlier value. A first sighting is unverified: it
     /// may be a forged or corrupted record.
     continued: bool,
-    /// Highest value seen below an unverified `max_seq`, or below a `max_seq` that jumped past
-    /// `prev_max`: the host's real writes, if they go on from here.
+    /// Highest value seen below an unverified `max_seq`: the host's real writes, if they go on
+    /// from here.
     below: Option<u64>,
-    /// `max_seq` before its latest increase: a value between the two is a write the jump skipped.
-    prev_max: u64,
 }
 
 #[derive(Clone, Debug, Default)]

@@ -15,7 +15,6 @@ impl Agent {
         let mut contradicted = Vec::new();
         let mut impossible = Vec::new();
         let mut unverified = Vec::new();
-        let mut jumped = Vec::new();
         if self.foreign_writer_in_own_block(v, view) {
             return false;
         }
@@ -66,33 +65,11 @@ impl Agent {
                             impossible.push((id, e.max_seq, r.seq));
                             continue;
                         }
-                        e.prev_max = e.max_seq;
                         e.max_seq = r.seq;
                         e.continued = true;
                         e.below = None;
-                    } else if r.seq == e.max_seq || (e.continued && r.seq <= e.prev_max) {
-                        // Older values (a lagging volume, a volume that missed writes).
+                    } else if e.continued || r.seq == e.max_seq {
                         continue;
-                    } else if e.continued && e.below.is_none_or(|b| r.seq <= b) {
-                        e.below = Some(e.below.map_or(r.seq, |b| b.max(r.seq)));
-                        continue;
-                    } else if e.continued {
-                        // Two rising values between the one before the latest increase and
-                        // that increase: the host writes on below it, so the increase was a
-                        // forged or corrupted record within what time allows, and taking it
-                        // for progress would make the real writes look old for good (S1).
-                        let from = e.below.unwrap_or(r.seq);
-                        jumped.push((id, e.max_seq, r.seq));
-                        *e = Sighting {
-                            incarnation: r.incarnation,
-                            max_seq: r.seq,
-                            first_seq: from,
-                            first_at: now_mono,
-                            continued: true,
-                            below: None,
-                            prev_max: from,
-                        };
-                        rebased = true;
                     } else if e.below.is_some_and(|b| r.seq > b) {
                         // The first value seen was never continued, and the host's writes go
                         // on below it: that value was forged or corrupted (or an old replica's
@@ -106,7 +83,6 @@ impl Agent {
                             first_at: now_mono,
                             continued: true,
                             below: None,
-                            prev_max: from,
                         };
                         rebased = true;
                     } else {
@@ -134,7 +110,6 @@ impl Agent {
                         first_at: now_mono,
                         continued: false,
                         below: None,
-                        prev_max: r.seq,
                     });
                 }
             }
@@ -181,14 +156,6 @@ impl Agent {
                 id,
                 None,
                 format!("volume {v}: the first value read, sequence number {first}, was never continued and the host writes below it (now {now_at}): that value was forged, corrupted or stale; following the host's writes"),
-            );
-        }
-        for (id, forged, now_at) in jumped {
-            self.event(
-                EventKind::Alarm,
-                id,
-                None,
-                format!("volume {v}: sequence number {forged} was never continued and the host writes below it (now {now_at}): that value was forged or corrupted; following the host's writes"),
             );
         }
         for id in contradicted {
