@@ -311,20 +311,21 @@ impl Volume {
     }
 
     /// Reads and decodes block 0; anything but a valid header is an error.
-    /// The intact hbfence blocks among the first ones after block 0 (the heartbeats of hosts
-    /// 1..=256): enough to tell a damaged header of a live volume from another program's data,
-    /// without knowing max_hosts, in 1 MiB (the daemon may run under mlockall).
-    fn census_after_header(&self) -> Result<crate::core::header::Census, VolumeError> {
-        const SCAN: u64 = 1 + 256;
-        let end = self.blocks().min(SCAN);
+    /// What the blocks from 1 up to `end` (or the volume's end) say, read 256 at a time: at
+    /// most 1 MiB of buffer (the daemon may run under mlockall).
+    pub fn census(&self, end: u64) -> Result<crate::core::header::Census, VolumeError> {
+        const CHUNK: u64 = 256;
+        let end = self.blocks().min(end);
         let mut census = crate::core::header::Census::default();
-        if end <= 1 {
-            return Ok(census);
+        let mut first = 1;
+        while first < end {
+            let n = CHUNK.min(end - first);
+            let mut buf = AlignedBuf::new(n as usize)
+                .map_err(|e| VolumeError::io(&self.path, "allocate buffer", e))?;
+            self.read_blocks(first, &mut buf)?;
+            census.add(first, buf.as_slice());
+            first += n;
         }
-        let mut buf = AlignedBuf::new((end - 1) as usize)
-            .map_err(|e| VolumeError::io(&self.path, "allocate buffer", e))?;
-        self.read_blocks(1, &mut buf)?;
-        census.add(1, buf.as_slice());
         Ok(census)
     }
 
@@ -357,7 +358,9 @@ impl Volume {
                 Err(VolumeError::BadHeader { path: self.path.clone(), state: Box::new(state) })
             }
             state => {
-                let census = self.census_after_header()?;
+                // The heartbeats of hosts 1..=256: enough to tell a damaged header of a live
+                // volume from another program's data, without knowing max_hosts.
+                let census = self.census(1 + 256)?;
                 match census.cluster() {
                     Ok(Some(cluster)) => Err(VolumeError::DamagedHeader {
                         path: self.path.clone(),

@@ -60,6 +60,16 @@ fn flags_of(params: &[&str]) -> String {
     }
 }
 
+/// `--max-hosts` of `init` and `restore-header`.
+pub(super) fn check_max_hosts(max_hosts: u32) -> CliResult {
+    if max_hosts == 0 || max_hosts > MAX_HOSTS_LIMIT {
+        return Err(CliError::new(format!(
+            "--max-hosts {max_hosts} is out of range: it must be 1..={MAX_HOSTS_LIMIT}; nothing was written"
+        )));
+    }
+    Ok(())
+}
+
 pub fn run(a: &InitArgs) -> CliResult {
     let timing = Timing {
         interval_ms: a.interval,
@@ -73,12 +83,7 @@ pub fn run(a: &InitArgs) -> CliResult {
     timing.validate().map_err(|e| {
         CliError::new(format!("{e}; change {}; nothing was written", flags_of(&e.params)))
     })?;
-    if a.max_hosts == 0 || a.max_hosts > MAX_HOSTS_LIMIT {
-        return Err(CliError::new(format!(
-            "--max-hosts {} is out of range: it must be 1..={MAX_HOSTS_LIMIT}; nothing was written",
-            a.max_hosts
-        )));
-    }
+    check_max_hosts(a.max_hosts)?;
     let geo = Geometry { max_hosts: a.max_hosts };
     let path = a.volume.as_path();
 

@@ -3,8 +3,8 @@
 
 use super::{CliError, CliResult};
 use crate::config::hostname;
-use crate::core::format::{self, Decoded, Header, BLOCK_SIZE, MAX_HOSTS_LIMIT};
-use crate::core::header::{check_restore, Census};
+use crate::core::format::{self, Decoded, Header};
+use crate::core::header::check_restore;
 use crate::core::timing::{format_secs, parse_secs, Timing};
 use crate::sys;
 use crate::volume::{Access, AlignedBuf, Volume};
@@ -79,12 +79,7 @@ pub fn restore_command(path: &Path, header: &Header) -> String {
 
 pub fn run(a: &RestoreArgs) -> CliResult {
     let path = a.volume.as_path();
-    if a.max_hosts == 0 || a.max_hosts > MAX_HOSTS_LIMIT {
-        return Err(CliError::new(format!(
-            "--max-hosts {} is out of range: it must be 1..={MAX_HOSTS_LIMIT}; nothing was written",
-            a.max_hosts
-        )));
-    }
+    super::init::check_max_hosts(a.max_hosts)?;
     let timing = Timing {
         interval_ms: a.interval,
         io_timeout_ms: a.io_timeout,
@@ -106,7 +101,8 @@ pub fn run(a: &RestoreArgs) -> CliResult {
             h.max_hosts
         )));
     }
-    let census = census(&volume, a.max_hosts)?;
+    // Every block a volume of max_hosts holds after block 0, or as many as there are.
+    let census = volume.census(format::Geometry { max_hosts: a.max_hosts }.total_blocks())?;
     let found = census.cluster().map_err(|e| refused(path, &e))?;
     let cluster = match (a.cluster, found) {
         (Some(c), _) => c,
@@ -141,22 +137,6 @@ pub fn run(a: &RestoreArgs) -> CliResult {
 
 fn refused(path: &Path, why: &str) -> CliError {
     CliError::new(format!("{}: {why}; nothing was written", path.display()))
-}
-
-/// Decodes every block a volume of `max_hosts` holds after block 0 (or as many as there are).
-fn census(volume: &Volume, max_hosts: u32) -> Result<Census, CliError> {
-    let end = volume.blocks().min(format::Geometry { max_hosts }.total_blocks());
-    const CHUNK: u64 = 256;
-    let mut census = Census::default();
-    let mut first = 1;
-    while first < end {
-        let n = CHUNK.min(end - first);
-        let mut buf = AlignedBuf::new(n as usize)?;
-        volume.read_blocks(first, &mut buf)?;
-        census.add(first, &buf.as_slice()[..n as usize * BLOCK_SIZE]);
-        first += n;
-    }
-    Ok(census)
 }
 
 #[cfg(test)]
