@@ -142,7 +142,7 @@ pub fn check_restore(header: &Header, census: &Census, volume_blocks: u64) -> Re
 mod tests {
     use super::*;
     use crate::core::format::{
-        encode_header, encode_heartbeat, encode_mailbox, Command, Heartbeat, HostState, Mailbox,
+        encode_header, encode_heartbeat, encode_mailbox, Command, Heartbeat, Mailbox,
     };
     use crate::core::timing::Timing;
 
@@ -159,22 +159,8 @@ mod tests {
     fn record(cluster: ClusterId, id: u32) -> Heartbeat {
         Heartbeat {
             cluster,
-            host_id: id,
-            incarnation: 1,
-            seq: 5,
-            wall_ms: 0,
-            mono_ms: 0,
-            boot_id: [1; 16],
-            state: HostState::Active,
             watchdog_timeout_s: 10,
-            caps: 0,
-            ack_nonce: 0,
-            coordinator: 0,
-            verdict_gen: 0,
-            verdict_author: 0,
-            name: format!("host{id}"),
-            verdicts: vec![],
-            verdicts_in_pages: 0,
+            ..crate::core::view::merge_tests::hb(id, 1, 5)
         }
     }
 

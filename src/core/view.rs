@@ -260,11 +260,11 @@ impl MergedView {
 }
 
 #[cfg(test)]
-mod merge_tests {
+pub(crate) mod merge_tests {
     use super::*;
     use crate::core::format::{caps, FenceMethodKind, HostState, Verdict, VerdictKind};
 
-    pub(super) fn hb(id: u32, incarnation: u64, seq: u64) -> Heartbeat {
+    pub(crate) fn hb(id: u32, incarnation: u64, seq: u64) -> Heartbeat {
         Heartbeat {
             cluster: [7; 16],
             host_id: id,
