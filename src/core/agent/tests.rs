@@ -1250,3 +1250,36 @@ fn storage_that_answers_again_just_before_the_self_fence_keeps_the_lease() {
     let now = s.now;
     assert!(s.host(1).agent.lease_valid(now));
 }
+
+/// Issue 10, simulation seed 17900 (S4): a doomed host whose self-fence did not take it down
+/// resumed from a pause, read a volume that showed another writer of its id and skipped that
+/// read; the skipped read still counted as evidence, so every peer looked stale by the pause.
+#[test]
+fn a_read_skipped_for_another_writer_of_the_own_id_is_no_evidence() {
+    let mut s = Sim::new(2);
+    s.run(4_000);
+    s.mailbox(1, Command::Reset, 9);
+    s.run(T.io_timeout_ms + 500);
+    assert!(s.host(1).self_fenced.is_some(), "the request was not obeyed");
+    // The reset did not happen (sysrq failed): host 1 is still doomed and judging.
+    s.write_fails.push(1);
+    s.run(2_000);
+    assert!(events(s.host(1), EventKind::HostSuspect).is_empty());
+    // Paused between two cycles (no I/O in flight), for longer than suspect_after.
+    while !s.hosts[0].pending.is_empty() {
+        s.run(10);
+    }
+    s.kill(1);
+    s.run(2 * T.suspect_after_ms);
+    // Meanwhile another writer of id 1 wrote there.
+    let mut twin = fake(1, 5555, s.host(1).agent.seq() + 1, s.now);
+    twin.boot_id = [0xee; 16];
+    s.put(&twin);
+    s.host(1).alive = true;
+    s.run(3 * T.interval_ms);
+    let suspects = events(s.host(1), EventKind::HostSuspect);
+    assert!(
+        suspects.is_empty(),
+        "host 2, writing all along, was suspected after reads that were not looked at: {suspects:?}"
+    );
+}
