@@ -225,6 +225,9 @@ struct Peer {
     seen: VecDeque<Sighting>,
     /// When this peer last became suspect.
     suspect_since: Option<u64>,
+    /// For a `fenced` verdict (incarnation, seq): the volumes that have shown one value past
+    /// it since. A host that went off may have had one write in flight per volume.
+    landed_after_verdict: Option<((u64, u64), Vec<bool>)>,
 }
 
 /// One incarnation of a peer as this host has seen it.

@@ -43,8 +43,9 @@ impl Agent {
             // missed the last writes of a run would otherwise bring that run back as a
             // rejoin, and its stale record would be judged instead of the live one. An
             // incarnation seen before is newer only with a higher sequence number; an unknown
-            // one if it continues the sequence (a restart does) or if the current one has
-            // stopped (a restart that could not read its old block starts again at 1).
+            // one if it continues the sequence (a restart does) or, once the current one has
+            // stopped, if it advances (a restart that could not read its old block starts
+            // again at 1).
             let stopped = now_mono.saturating_sub(peer.last_change) >= 2 * interval;
             let known = peer.seen.iter().position(|e| e.incarnation == r.incarnation);
             peer.last[v] = Some(value);
@@ -95,9 +96,11 @@ impl Agent {
                     // "a newer one": a volume that missed the last writes of a run would
                     // otherwise bring that run back as a rejoin, and its stale record would be
                     // judged instead of the live one. An unknown incarnation is newer if it
-                    // continues the sequence (a restart does) or if the current one has
-                    // stopped (a restart that could not read its old block starts again at 1).
-                    if !peer.record.as_ref().is_none_or(|p| r.seq > p.seq || stopped) {
+                    // continues the sequence (a restart does) or, once the current one has
+                    // stopped, if it advances (a restart that could not read its old block
+                    // starts again at 1).
+                    let continues = peer.record.as_ref().is_none_or(|p| r.seq > p.seq);
+                    if !continues && !stopped {
                         continue;
                     }
                     if peer.seen.len() >= SEEN_INCARNATIONS {
@@ -111,30 +114,51 @@ impl Agent {
                         continued: false,
                         below: None,
                     });
+                    if !continues {
+                        // A volume that missed the newer run's writes shows an older run's
+                        // last record once the newer one stopped: a rejoin only once that run
+                        // is seen to write again, as a sighting that advances (seed 29265: a
+                        // fenced host's verdict was dropped for its older run's record).
+                        continue;
+                    }
                 }
             }
-            // A fenced peer's newer value on a volume read after a gap (unreadable while the
-            // verdict was reached) may be a write from before its death that only this volume
-            // holds: not proof of life until it changes again between two timely reads.
-            let fenced_here = self
+            // A fenced peer's newer value is not proof of life by itself. Each volume's I/O
+            // thread has at most one write in flight, so a host that went off (or was reset)
+            // may land one value past the verdict on every volume, with any sequence number
+            // (its volumes retry on their own; seed 11831); and a volume read after a gap
+            // (unreadable while the verdict was reached) may hold writes from before its death
+            // that only it has (seed 16548). Proof is a second value past the verdict on one
+            // volume, between two timely reads. A lagging volume may also show values up to
+            // the judged one late.
+            let fenced_at = self
                 .verdicts
                 .get(&id)
-                .is_some_and(|v| v.kind == VerdictKind::Fenced && v.incarnation == r.incarnation);
-            if fenced_here && !continuous {
-                peer.record = Some(r.clone());
-                continue;
+                .filter(|v| v.kind == VerdictKind::Fenced && v.incarnation == r.incarnation)
+                .map(|v| v.seq);
+            if let Some(judged) = fenced_at {
+                let mut first_landing = false;
+                if r.seq > judged && !rebased {
+                    let key = (r.incarnation, judged);
+                    if peer.landed_after_verdict.as_ref().is_none_or(|(k, _)| *k != key) {
+                        peer.landed_after_verdict = Some((key, vec![false; nvol]));
+                    }
+                    if let Some(landed) =
+                        peer.landed_after_verdict.as_mut().and_then(|(_, l)| l.get_mut(v))
+                    {
+                        first_landing = !*landed;
+                        *landed = true;
+                    }
+                }
+                if first_landing || !continuous {
+                    peer.record = Some(r.clone());
+                    continue;
+                }
             }
             peer.last_change = finished;
             if previous_incarnation.is_some_and(|p| p != r.incarnation) {
-                rejoined.push(id);
-            } else if self.verdicts.get(&id).is_some_and(|v| {
-                // One write may have been in flight when the host went off and land later; a
-                // lagging volume may show values up to the judged one late. Beyond that the
-                // host wrote after the verdict.
-                v.kind == VerdictKind::Fenced
-                    && v.incarnation == r.incarnation
-                    && (r.seq > v.seq.saturating_add(1) || rebased)
-            }) {
+                rejoined.push((id, r.incarnation));
+            } else if fenced_at.is_some_and(|judged| r.seq > judged || rebased) {
                 contradicted.push(id);
             }
             peer.record = Some(r.clone());
@@ -170,7 +194,12 @@ impl Agent {
                 "was declared fenced but its heartbeat advanced: verdict withdrawn".into(),
             );
         }
-        for id in rejoined {
+        for (id, incarnation) in rejoined {
+            // A verdict about the incarnation now shown stays: the view only caught up with the
+            // run that was judged (a volume showed an older run's record first).
+            if self.verdicts.get(&id).is_some_and(|v| v.incarnation == incarnation) {
+                continue;
+            }
             self.fences.remove(&id);
             let had = self.verdicts.remove(&id);
             if had.is_some() {

@@ -1283,3 +1283,70 @@ fn a_read_skipped_for_another_writer_of_the_own_id_is_no_evidence() {
         "host 2, writing all along, was suspected after reads that were not looked at: {suspects:?}"
     );
 }
+
+/// Simulation seed 11831: a hung host's write landed (sequence number two past the judged one:
+/// its volumes retry on their own) just before its BMC powered it off, and was read just after
+/// the confirmed verdict: "heartbeat advanced", the true verdict was withdrawn and the powered-off
+/// host elected coordinator. One value past the verdict per volume may have been in flight.
+#[test]
+fn one_write_in_flight_at_the_power_off_does_not_withdraw_the_verdict() {
+    let mut s = Sim::with_volumes(0, 1);
+    let mut p = params(1);
+    p.fence_methods.insert(2, FenceMethodKind::Ipmi);
+    s.add(p);
+    s.add(params(2));
+    s.run(5_000);
+    let last = s.record_of(2);
+    s.kill(2);
+    s.run(T.suspect_after_ms + 2 * T.interval_ms);
+    assert_eq!(s.host(1).fences, vec![2], "fencing did not start");
+    s.feed(
+        0,
+        Input::FenceDone { peer: 2, method: FenceMethodKind::Ipmi, result: Ok("off".into()) },
+    );
+    assert_eq!(s.verdict(1, 2), Some((VerdictKind::Fenced, FenceMethodKind::Ipmi)));
+    s.put(&Heartbeat { seq: last.seq + 2, ..last.clone() });
+    s.run(3 * T.interval_ms);
+    assert_eq!(
+        s.verdict(1, 2),
+        Some((VerdictKind::Fenced, FenceMethodKind::Ipmi)),
+        "the write in flight at the power-off withdrew a correct verdict: {:?}",
+        events(s.host(1), EventKind::FenceFailed)
+    );
+    assert_eq!(s.host(1).agent.coordinator(), Some(1), "the powered-off host was elected");
+    // A host that goes on writing (the BMC lied) still contradicts it.
+    s.put(&Heartbeat { seq: last.seq + 3, ..last });
+    s.run(2 * T.interval_ms);
+    assert_eq!(s.verdict(1, 2), None, "a second write after the verdict must withdraw it");
+}
+
+/// Simulation seed 29265: a dead host's last run wrote to one volume only; another volume,
+/// read late, still held its older run's last record. Once the newer run had stopped, that
+/// record was taken for a newer run (a rejoin): the dead host's `fenced` verdict was dropped and
+/// the dead host elected coordinator. Another run that does not continue the sequence is newer
+/// only once it advances.
+#[test]
+fn an_older_runs_record_read_late_is_not_a_rejoin() {
+    let mut s = Sim::with_volumes(0, 2);
+    let older = fake(2, 7989, 119, 0);
+    let newer = Heartbeat { incarnation: 2945, seq: 120, ..older.clone() };
+    s.disks[0][GEO.heartbeat_block(2) as usize] = encode_heartbeat(&newer).unwrap();
+    s.disks[1][GEO.heartbeat_block(2) as usize] = encode_heartbeat(&older).unwrap();
+    s.dead_volumes.push(1);
+    s.add(AgentParams { volumes: 2, ..params(1) });
+    s.run(5 * T.interval_ms);
+    let incarnation_of_2 = |s: &mut Sim| {
+        s.host(1).agent.peer_views().iter().find(|p| p.id == 2).map(|p| p.incarnation)
+    };
+    assert_eq!(incarnation_of_2(&mut s), Some(2945));
+    s.dead_volumes.clear();
+    s.run(5 * T.interval_ms);
+    assert_eq!(incarnation_of_2(&mut s), Some(2945), "the older run's record was taken as newer");
+    assert!(events(s.host(1), EventKind::HostUp).is_empty());
+    // A restart that could not read its old block starts again at 1: newer once it advances.
+    for seq in 1..=3 {
+        s.put(&Heartbeat { incarnation: 5151, seq, ..older.clone() });
+        s.run(T.interval_ms);
+    }
+    assert_eq!(incarnation_of_2(&mut s), Some(5151), "a restart from 1 was never taken as newer");
+}
