@@ -228,6 +228,10 @@ struct Peer {
     /// For a `fenced` verdict (incarnation, seq): the volumes that have shown one value past
     /// it since. A host that went off may have had one write in flight per volume.
     landed_after_verdict: Option<((u64, u64), Vec<bool>)>,
+    /// Per volume: the latest value of a run below the accepted maximum that this volume showed
+    /// after it had shown the maximum (one writer per block: only a stale replica or a forged
+    /// maximum makes a volume go back).
+    went_back: Vec<Option<u64>>,
 }
 
 /// One incarnation of a peer as this host has seen it.
@@ -245,6 +249,8 @@ struct Sighting {
     /// Highest value seen below an unverified `max_seq`: the host's real writes, if they go on
     /// from here.
     below: Option<u64>,
+    /// `max_seq` before its latest increase.
+    raised_from: u64,
 }
 
 #[derive(Clone, Debug, Default)]

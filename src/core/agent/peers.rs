@@ -15,6 +15,7 @@ impl Agent {
         let mut contradicted = Vec::new();
         let mut impossible = Vec::new();
         let mut unverified = Vec::new();
+        let mut jumped = Vec::new();
         if self.foreign_writer_in_own_block(v, view) {
             return false;
         }
@@ -37,6 +38,10 @@ impl Agent {
             if peer.last[v] == Some(value) {
                 continue;
             }
+            if peer.went_back.len() != nvol {
+                peer.went_back.resize(nvol, None);
+            }
+            let shown_before = peer.last[v];
             let previous_incarnation = peer.record.as_ref().map(|p| p.incarnation);
             // Only a value newer than anything seen is progress. Incarnation numbers are
             // random, so "another incarnation" does not mean "a newer one": a volume that
@@ -66,9 +71,53 @@ impl Agent {
                             impossible.push((id, e.max_seq, r.seq));
                             continue;
                         }
+                        e.raised_from = e.max_seq;
                         e.max_seq = r.seq;
                         e.continued = true;
                         e.below = None;
+                        peer.went_back.iter_mut().for_each(|w| *w = None);
+                    } else if e.continued && r.seq > e.raised_from && r.seq < e.max_seq {
+                        // Below the latest increase, yet past the value before it: a real write
+                        // if the increase was forged or corrupted within what time allows
+                        // (seed 16347: a live host's writes looked old for good and it was
+                        // BMC-fenced). The proof is one volume going back from the maximum
+                        // and advancing again between timely reads: a single writer's block
+                        // never goes back, and values from different volumes (each retries on
+                        // its own) arrive out of order all the time. A `leaving`/`left`
+                        // maximum is taken as it is (seed 12167 of an earlier attempt).
+                        let from_max = shown_before == Some((r.incarnation, e.max_seq));
+                        let max_active = peer
+                            .record
+                            .as_ref()
+                            .is_some_and(|p| p.seq == e.max_seq && p.state == HostState::Active);
+                        let run = if !continuous || !max_active {
+                            None
+                        } else if from_max {
+                            Some(r.seq)
+                        } else {
+                            match peer.went_back[v] {
+                                Some(latest) if r.seq > latest => {
+                                    let forged = e.max_seq;
+                                    jumped.push((id, forged, r.seq));
+                                    *e = Sighting {
+                                        incarnation: r.incarnation,
+                                        max_seq: r.seq,
+                                        first_seq: latest,
+                                        first_at: now_mono,
+                                        continued: true,
+                                        below: None,
+                                        raised_from: latest,
+                                    };
+                                    rebased = true;
+                                    None
+                                }
+                                other => other,
+                            }
+                        };
+                        peer.went_back[v] = run;
+                        if !rebased {
+                            continue;
+                        }
                     } else if e.continued || r.seq == e.max_seq {
                         continue;
                     } else if e.below.is_some_and(|b| r.seq > b) {
@@ -84,6 +133,7 @@ impl Agent {
                             first_at: now_mono,
                             continued: true,
                             below: None,
+                            raised_from: from,
                         };
                         rebased = true;
                     } else {
@@ -113,6 +163,7 @@ impl Agent {
                         first_at: now_mono,
                         continued: false,
                         below: None,
+                        raised_from: r.seq,
                     });
                     if !continues {
                         // A volume that missed the newer run's writes shows an older run's
@@ -180,6 +231,14 @@ impl Agent {
                 id,
                 None,
                 format!("volume {v}: the first value read, sequence number {first}, was never continued and the host writes below it (now {now_at}): that value was forged, corrupted or stale; following the host's writes"),
+            );
+        }
+        for (id, forged, now_at) in jumped {
+            self.event(
+                EventKind::Alarm,
+                id,
+                None,
+                format!("volume {v}: sequence number {forged} was never continued and the host's writes go on below it on this volume (now {now_at}): that value was forged or corrupted; following the host's writes"),
             );
         }
         for id in contradicted {

@@ -1350,3 +1350,34 @@ fn an_older_runs_record_read_late_is_not_a_rejoin() {
     }
     assert_eq!(incarnation_of_2(&mut s), Some(5151), "a restart from 1 was never taken as newer");
 }
+
+/// Simulation seed 16347 (issue 10 item 14): a forged record of a live host's incarnation, its
+/// sequence far ahead yet within what 60 s of writing allows, was taken for progress; the host's
+/// real writes below it then looked old for good, and it was suspected (and BMC-fenced in the
+/// simulation). The volume going back below it and advancing again proves the forgery.
+#[test]
+fn a_forged_sequence_within_what_time_allows_does_not_hide_the_real_writes() {
+    let mut s = Sim::new(2);
+    s.run(60_000);
+    let seq_of_2 =
+        |s: &mut Sim| s.host(1).agent.peer_views().iter().find(|p| p.id == 2).map(|p| p.seq);
+    let mut forged = s.record_of(2);
+    forged.seq += 500;
+    for _ in 0..200 {
+        if seq_of_2(&mut s) == Some(forged.seq) {
+            break;
+        }
+        s.put(&forged);
+        s.run(10);
+    }
+    assert_eq!(seq_of_2(&mut s), Some(forged.seq), "the observer never read the forged record");
+    s.run(4 * T.suspect_after_ms);
+    let suspects = events(s.host(1), EventKind::HostSuspect);
+    assert!(suspects.is_empty(), "a live host was suspected after a forged record: {suspects:?}");
+    assert!(seq_of_2(&mut s) < Some(forged.seq), "still following the forged value");
+    let alarms = events(s.host(1), EventKind::Alarm);
+    assert!(
+        alarms.iter().any(|e| e.detail.contains("forged or corrupted")),
+        "no alarm about the forged value: {alarms:?}"
+    );
+}
