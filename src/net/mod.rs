@@ -417,3 +417,142 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::agent::Claim;
+
+    const CLUSTER: ClusterId = [0x11; 16];
+    const KEY: [u8; 32] = [0x22; 32];
+
+    fn local() -> UdpSocket {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        s
+    }
+
+    /// Host 1's thread with peer 2 at `peer2`; returns it and the input channel it feeds.
+    fn start(peer2: SocketAddr) -> (Net, mpsc::Receiver<Input>) {
+        let (tx, rx) = mpsc::channel();
+        let settings = NetSettings {
+            me: 1,
+            cluster: CLUSTER,
+            boot: [1; 16],
+            incarnation: 5,
+            key: Key::new(KEY),
+            peers: BTreeMap::from([(2, peer2)]),
+            challenge_every_ms: 100,
+        };
+        let net = Net::start(bind("127.0.0.1:0".parse().unwrap()).unwrap(), settings, tx).unwrap();
+        (net, rx)
+    }
+
+    fn challenge_from_2(nonce: [u8; 16]) -> Vec<u8> {
+        let m = Message {
+            cluster: CLUSTER,
+            sender: 2,
+            receiver: 1,
+            sender_boot: [2; 16],
+            sender_incarnation: 7,
+            nonce,
+            body: Body::Challenge,
+        };
+        wire::encode(&m, &Key::new(KEY))
+    }
+
+    /// Datagrams of one type that `s` receives within `ms`.
+    fn received(s: &UdpSocket, kind: Body, ms: u64) -> Vec<Message> {
+        let end = sys::boottime_ms() + ms;
+        let mut out = Vec::new();
+        let mut buf = [0u8; wire::MAX_DATAGRAM];
+        while sys::boottime_ms() < end {
+            if let Ok((n, _)) = s.recv_from(&mut buf) {
+                if let Ok(m) = wire::decode(&buf[..n], &Key::new(KEY), &CLUSTER, 2, |id| id == 1) {
+                    if std::mem::discriminant(&m.body) == std::mem::discriminant(&kind) {
+                        out.push(m);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_thread_never_answers_by_itself_and_answers_only_the_configured_address() {
+        let peer2 = local();
+        let stranger = local();
+        let (net, inputs) = start(peer2.local_addr().unwrap());
+        // Host 1 challenges its peer at the configured address, every period.
+        let challenges = received(&peer2, Body::Challenge, 350);
+        assert!(challenges.len() >= 2, "{challenges:?}");
+        // A challenge of host 2 sent from another address reaches the core ...
+        stranger.send_to(&challenge_from_2([9; 16]), net.listen).unwrap();
+        let input =
+            inputs.recv_timeout(Duration::from_secs(2)).expect("the challenge reaches the core");
+        let Input::PeerChallenge { peer: 2, token } = input else { panic!("{input:?}") };
+        assert_eq!(token.nonce, [9; 16]);
+        // ... and nothing answers it until the core does (a hung core answers nothing).
+        assert!(received(&peer2, Body::Answer(Claim::Starting), 300).is_empty());
+        net.answer(2, token, Claim::LeaseValid { remaining_ms: 1234 });
+        let answers = received(&peer2, Body::Answer(Claim::Starting), 300);
+        assert_eq!(answers.len(), 1, "{answers:?}");
+        assert_eq!(answers[0].body, Body::Answer(Claim::LeaseValid { remaining_ms: 1234 }));
+        assert_eq!(answers[0].nonce, [9; 16]);
+        // Never to the source of the challenge.
+        let mut buf = [0u8; wire::MAX_DATAGRAM];
+        assert!(stranger.recv_from(&mut buf).is_err(), "an answer went to the datagram's source");
+        // The same challenge again is recognised and not handed to the core.
+        stranger.send_to(&challenge_from_2([9; 16]), net.listen).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            inputs.try_iter().all(|i| !matches!(i, Input::PeerChallenge { .. })),
+            "a repeated challenge reached the core"
+        );
+        assert_eq!(
+            net.counters().dropped.iter().find(|d| d.0 == "repeated_challenge").unwrap().1,
+            1
+        );
+    }
+
+    #[test]
+    fn an_answer_reaches_the_core_once_with_the_time_its_challenge_was_sent() {
+        let peer2 = local();
+        let (net, inputs) = start(peer2.local_addr().unwrap());
+        let mut buf = [0u8; wire::MAX_DATAGRAM];
+        let (n, _) = peer2.recv_from(&mut buf).expect("a challenge");
+        let before = sys::boottime_ms();
+        let c = wire::decode(&buf[..n], &Key::new(KEY), &CLUSTER, 2, |id| id == 1).unwrap();
+        let answer = wire::encode(
+            &Message {
+                sender: 2,
+                receiver: 1,
+                body: Body::Answer(Claim::LeaseExpired),
+                sender_boot: [2; 16],
+                sender_incarnation: 7,
+                ..c
+            },
+            &Key::new(KEY),
+        );
+        std::thread::sleep(Duration::from_millis(30));
+        peer2.send_to(&answer, net.listen).unwrap();
+        peer2.send_to(&answer, net.listen).unwrap();
+        let got = loop {
+            match inputs.recv_timeout(Duration::from_secs(2)).expect("the answer reaches the core")
+            {
+                Input::PeerAnswer { peer: 2, answer } => break answer,
+                _ => continue,
+            }
+        };
+        assert_eq!(got.claim, Claim::LeaseExpired);
+        assert_eq!(got.incarnation, 7);
+        assert!(got.challenge_sent_at <= before, "counted from the send, not from the answer");
+        assert!(got.received_at >= got.challenge_sent_at + 30);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            inputs.try_iter().all(|i| !matches!(i, Input::PeerAnswer { .. })),
+            "a duplicated answer reached the core"
+        );
+        assert_eq!(net.counters().dropped.iter().find(|d| d.0 == "replayed").unwrap().1, 1);
+    }
+}
