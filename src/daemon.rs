@@ -973,6 +973,7 @@ fn network_snapshot(net: &Net, agent: &Agent, now: u64) -> NetworkSnapshot {
                     address: addr.to_string(),
                     reachable: v.is_some_and(|v| v.reachable),
                     answer_age_ms: last.map(|a| now.saturating_sub(a.received_at)),
+                    round_trip_ms: last.map(|a| a.received_at.saturating_sub(a.challenge_sent_at)),
                     claim: last.map(|a| a.claim),
                     incarnation: last.map(|a| a.incarnation),
                 }

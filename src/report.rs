@@ -83,6 +83,8 @@ pub struct ChannelPeerStats {
     pub reachable: bool,
     /// Since its last accepted answer was received (None: it never answered in this run).
     pub answer_age_ms: Option<u64>,
+    /// From sending the challenge to receiving its answer (both on this host's clock).
+    pub round_trip_ms: Option<u64>,
     pub claim: Option<Claim>,
     pub incarnation: Option<u64>,
 }
@@ -98,6 +100,7 @@ fn network_json(n: &NetworkSnapshot) -> serde_json::Value {
             "address": p.address,
             "reachable": p.reachable,
             "answer_age_ms": p.answer_age_ms,
+            "round_trip_ms": p.round_trip_ms,
             "claim": p.claim.map(|c| c.as_str()),
             "lease_remaining_ms": match p.claim {
                 Some(Claim::LeaseValid { remaining_ms }) => Some(remaining_ms),
@@ -680,6 +683,7 @@ mod tests {
             address: format!("127.0.0.{id}:7405"),
             reachable,
             answer_age_ms: Some(40),
+            round_trip_ms: Some(3),
             claim,
             incarnation: Some(9),
         };

@@ -215,6 +215,25 @@ fn agents_authenticate_each_other_ignore_forgeries_and_replays_and_see_a_stopped
         assert!(row["network"]["answer_age_ms"].as_u64().unwrap() < 5_000, "{row}");
         assert_eq!(row["network"]["claim"], "lease-valid", "{row}");
     }
+    // Round trips (challenge sent to answer received, through the answering core), printed
+    // for the record: the freshness budget of what the channel will carry.
+    let mut rtts: Vec<u64> = Vec::new();
+    for _ in 0..10 {
+        for o in 1..=3 {
+            for p in (1..=3).filter(|&p| p != o) {
+                rtts.extend(bed.channel_peer(o, p)["round_trip_ms"].as_u64());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    rtts.sort_unstable();
+    assert!(!rtts.is_empty());
+    eprintln!(
+        "peer channel round trip over 127.0.0.1 (ms): median {} max {} of {} samples",
+        rtts[rtts.len() / 2],
+        rtts[rtts.len() - 1],
+        rtts.len()
+    );
     let table = bed.host(1).cli(&["status"]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.contains("NETWORK") && text.contains("reachable ("), "{text}");
