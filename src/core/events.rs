@@ -30,7 +30,8 @@ pub enum EventKind {
     Alarm,
     /// A peer that answered on the peer channel stopped answering (see `channel::REACHABLE_PERIODS`).
     PeerUnreachable,
-    /// A peer answers on the peer channel again (or for the first time in this run).
+    /// A peer that was unreachable answers on the peer channel again (its first answer in a
+    /// run is not an event).
     PeerReachable,
 }
 
