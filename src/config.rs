@@ -30,6 +30,53 @@ pub struct Config {
     pub daemon: DaemonConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The authenticated peer channel; absent: no socket, no thread.
+    pub network: Option<NetworkConfig>,
+}
+
+pub const DEFAULT_KEY_FILE: &str = "/etc/hbfence/cluster.key";
+
+/// `[network]`: UDP between the agents, every datagram authenticated under the cluster key.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// "ADDR:PORT" this agent receives on (every peer's `address` names its listen address).
+    pub listen: String,
+    #[serde(default = "default_key_file")]
+    pub key_file: PathBuf,
+    /// How often every peer is challenged; default: half the volume's heartbeat interval.
+    pub interval_ms: Option<u64>,
+}
+
+fn default_key_file() -> PathBuf {
+    PathBuf::from(DEFAULT_KEY_FILE)
+}
+
+/// Bounds of `[network] interval_ms`.
+pub const NETWORK_INTERVAL_MS: std::ops::RangeInclusive<u64> = 50..=60_000;
+
+impl NetworkConfig {
+    pub fn listen_addr(&self) -> Result<std::net::SocketAddr, String> {
+        socket_addr(&self.listen, "[network] listen")
+    }
+
+    /// The challenge period for a volume whose heartbeat interval is `interval_ms`.
+    pub fn challenge_every_ms(&self, interval_ms: u64) -> u64 {
+        self.interval_ms.unwrap_or(
+            (interval_ms / 2).clamp(*NETWORK_INTERVAL_MS.start(), *NETWORK_INTERVAL_MS.end()),
+        )
+    }
+}
+
+/// An "ADDR:PORT" with a numeric address (no name lookup: a resolver can block and can lie).
+fn socket_addr(text: &str, what: &str) -> Result<std::net::SocketAddr, String> {
+    let a: std::net::SocketAddr = text.parse().map_err(|_| {
+        format!("{what} = {text:?}: must be a numeric IP address and port, e.g. \"10.0.0.11:7405\" or \"[fd00::11]:7405\"")
+    })?;
+    if a.port() == 0 {
+        return Err(format!("{what} = {text:?}: the port must not be 0"));
+    }
+    Ok(a)
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -136,6 +183,8 @@ pub struct PeerConfig {
     pub name: Option<String>,
     pub bmc: Option<BmcConfig>,
     pub agent: Option<AgentConfig>,
+    /// Its `[network] listen` address, "ADDR:PORT" (required with `[network]`).
+    pub address: Option<String>,
 }
 
 impl PeerConfig {
@@ -493,6 +542,50 @@ impl Config {
             ));
         }
         self.metrics.validate()?;
+        self.validate_network()?;
+        Ok(())
+    }
+
+    fn validate_network(&self) -> Result<(), String> {
+        let Some(n) = &self.network else {
+            if let Some(p) = self.peers.iter().find(|p| p.address.is_some()) {
+                return Err(format!(
+                    "[[peer]] id {}: `address` is set but there is no [network] section; add [network] listen = \"ADDR:PORT\" or remove the address",
+                    p.id
+                ));
+            }
+            return Ok(());
+        };
+        let listen = n.listen_addr()?;
+        if !n.key_file.is_absolute() {
+            return Err(format!("[network] key_file {:?} must be an absolute path", n.key_file));
+        }
+        if let Some(ms) = n.interval_ms {
+            if !NETWORK_INTERVAL_MS.contains(&ms) {
+                return Err(format!(
+                    "[network] interval_ms = {ms}: must be between {} and {} ms",
+                    NETWORK_INTERVAL_MS.start(),
+                    NETWORK_INTERVAL_MS.end()
+                ));
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for p in &self.peers {
+            let what = format!("[[peer]] id {} address", p.id);
+            let text = p.address.as_deref().ok_or_else(|| {
+                format!(
+                    "[[peer]] id {}: with [network] every peer needs `address = \"ADDR:PORT\"` (its [network] listen)",
+                    p.id
+                )
+            })?;
+            let a = socket_addr(text, &what)?;
+            if a == listen {
+                return Err(format!("{what} = {text:?} is this host's own [network] listen"));
+            }
+            if !seen.insert(a) {
+                return Err(format!("{what} = {text:?} is listed for two peers; each peer listens on its own address"));
+            }
+        }
         Ok(())
     }
 
@@ -502,6 +595,17 @@ impl Config {
     /// line) is checked by `run` and `run --check` ([`crate::preflight::check`]) and at every
     /// use, so that commands run by other users can still load the config.
     pub fn check_files(&self) -> Result<(), String> {
+        if let Some(n) = &self.network {
+            let meta = std::fs::metadata(&n.key_file).map_err(|e| {
+                format!(
+                    "[network] key_file {}: {e}. Create it with `hbfence keygen --output {}` on one host and copy it to every host (owner root, mode 0600)",
+                    n.key_file.display(),
+                    n.key_file.display()
+                )
+            })?;
+            crate::preflight::secret_file_rules(&n.key_file, &meta)
+                .map_err(|e| format!("[network] key_file {}: {e}", n.key_file.display()))?;
+        }
         for p in &self.peers {
             if let Some(file) = p.password_file() {
                 let meta = std::fs::metadata(file).map_err(|e| {
@@ -690,6 +794,42 @@ hooks_dir = "/etc/hbfence/hooks.d"
         );
         std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
         c.check_files().unwrap();
+    }
+
+    #[test]
+    fn network_section_rules() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert!(c.network.is_none());
+        let net = |extra: &str, peer: &str| {
+            format!("{MINIMAL}\n[network]\nlisten = \"127.0.0.1:7405\"\n{extra}\n[[peer]]\nid = 2\n{peer}\n")
+        };
+        let c = Config::parse(&net("", "address = \"127.0.0.2:7405\"")).unwrap();
+        let n = c.network.as_ref().unwrap();
+        assert_eq!(n.key_file, PathBuf::from(DEFAULT_KEY_FILE));
+        assert_eq!(n.challenge_every_ms(5_000), 2_500, "half the heartbeat interval");
+        assert_eq!(n.challenge_every_ms(60), 50, "never below the minimum");
+        let e = Config::parse(&net("", "")).unwrap_err();
+        assert!(e.contains("[[peer]] id 2") && e.contains("needs `address"), "{e}");
+        let e = Config::parse(&net("", "address = \"kvm02:7405\"")).unwrap_err();
+        assert!(e.contains("numeric IP address and port"), "{e}");
+        let e = Config::parse(&net("", "address = \"127.0.0.1:7405\"")).unwrap_err();
+        assert!(e.contains("own [network] listen"), "{e}");
+        let e =
+            Config::parse(&net("interval_ms = 10", "address = \"127.0.0.2:7405\"")).unwrap_err();
+        assert!(e.contains("interval_ms = 10") && e.contains("between 50"), "{e}");
+        let e =
+            Config::parse(&net("key_file = \"k\"", "address = \"127.0.0.2:7405\"")).unwrap_err();
+        assert!(e.contains("absolute"), "{e}");
+        let e = Config::parse(&net("port = 1", "address = \"127.0.0.2:7405\"")).unwrap_err();
+        assert!(e.contains("port"), "unknown keys are errors: {e}");
+        let e = Config::parse(&format!("{MINIMAL}\n[[peer]]\nid = 2\naddress = \"127.0.0.2:1\"\n"))
+            .unwrap_err();
+        assert!(e.contains("no [network] section"), "{e}");
+        let two = format!(
+            "{}\n[[peer]]\nid = 3\naddress = \"127.0.0.2:7405\"\n",
+            net("", "address = \"127.0.0.2:7405\"")
+        );
+        assert!(Config::parse(&two).unwrap_err().contains("two peers"));
     }
 
     #[test]

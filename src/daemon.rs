@@ -6,7 +6,7 @@
 
 use crate::config::{AfterFence, Config, SelfFenceAction};
 use crate::core::agent::{
-    Action, Agent, AgentParams, Input, Now, Phase, SelfFenceKind, UnsafeTestKnobs,
+    Action, Agent, AgentParams, ChannelParams, Input, Now, Phase, SelfFenceKind, UnsafeTestKnobs,
 };
 use crate::core::format::{self, BootId, FenceMethodKind, Header};
 use crate::core::header::header_damage;
@@ -14,7 +14,10 @@ use crate::core::view::decode_view;
 use crate::events::{self, EventSettings};
 use crate::fence::pool::Pool;
 use crate::fence::{self, AgentTarget, FenceMethod, FenceSettings, IpmiTarget};
-use crate::report::{ReportSettings, Reporter, Snapshot, VolumeStats};
+use crate::net::{Net, NetSettings};
+use crate::report::{
+    ChannelPeerStats, NetworkSnapshot, ReportSettings, Reporter, Snapshot, VolumeStats,
+};
 use crate::sys;
 use crate::volume::{Access, AlignedBuf, Volume};
 use crate::watchdog::{self, Armed, Watchdog};
@@ -288,6 +291,8 @@ struct Daemon {
     pool: Pool,
     /// What the driver counts itself (latencies, errors, attempts) for the metrics.
     stats: DriverStats,
+    /// `[network]`: the peer channel's thread.
+    net: Option<Net>,
     exit: Option<(i32, String)>,
 }
 
@@ -361,7 +366,7 @@ fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
             eprintln!("hbfence: warning: {w}");
         }
     }
-    let (volumes, header) = (checked.volumes, checked.header);
+    let (volumes, header, network_key) = (checked.volumes, checked.header, checked.network_key);
     let timing = header.timing;
     let wd_secs = timing.watchdog_timeout_secs();
     let boot = boot_id().map_err(StartError::failure)?;
@@ -419,6 +424,9 @@ fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
         doomed_marker: doomed,
         power_on_after: config.fencing.after == AfterFence::On,
         knobs: UnsafeTestKnobs::default(),
+        peer_channel: config.network.as_ref().map(|n| ChannelParams {
+            challenge_every_ms: n.challenge_every_ms(timing.interval_ms),
+        }),
     };
     log::info!(
         "starting: host {} \"{}\" incarnation {incarnation}, cluster {}, {} volume(s), interval {} ms, lease {} ms, watchdog {} s",
@@ -431,6 +439,7 @@ fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
         wd_secs
     );
     let (tx, rx) = mpsc::channel::<Input>();
+    let net = start_network(&config, &params, network_key, tx.clone())?;
     let mut io = Vec::new();
     for (i, v) in volumes.into_iter().enumerate() {
         io.push(spawn_io_thread(config.daemon.realtime_priority, i, v, &header, tx.clone())?);
@@ -477,9 +486,61 @@ fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
         last_snapshot: 0,
         pool,
         stats,
+        net,
         exit: None,
     };
     Ok(d.main_loop(rx, &stop, &hup))
+}
+
+/// `[network]`: binds the listen address and starts thread `hbfence-net` (before anything is
+/// armed, so a taken port stops the agent with nothing to undo).
+fn start_network(
+    config: &Config,
+    params: &AgentParams,
+    key: Option<crate::net::wire::Key>,
+    inputs: Sender<Input>,
+) -> Result<Option<Net>, StartError> {
+    let (Some(n), Some(key), Some(channel)) = (&config.network, key, params.peer_channel) else {
+        return Ok(None);
+    };
+    let listen = n.listen_addr().map_err(StartError::config)?;
+    let socket = crate::net::bind(listen).map_err(|e| {
+        let msg = format!(
+            "[network] listen {listen}: cannot bind it: {e}; another process (an agent still stopping?) holds the port, or the address is not this host's yet"
+        );
+        match e.kind() {
+            // A restart may succeed: the port is freed, the address comes up.
+            std::io::ErrorKind::AddrInUse | std::io::ErrorKind::AddrNotAvailable => {
+                StartError::unavailable(msg)
+            }
+            _ => StartError::config(msg),
+        }
+    })?;
+    let mut peers = BTreeMap::new();
+    for p in &config.peers {
+        let text = p.address.as_deref().unwrap_or_default();
+        let a = text.parse().map_err(|_| {
+            StartError::config(format!("[[peer]] id {} address {text:?} does not parse", p.id))
+        })?;
+        peers.insert(p.id, a);
+    }
+    let settings = NetSettings {
+        me: params.host_id,
+        cluster: params.cluster,
+        boot: params.boot_id,
+        incarnation: params.incarnation,
+        key,
+        peers,
+        challenge_every_ms: channel.challenge_every_ms,
+    };
+    let net = Net::start(socket, settings, inputs).map_err(StartError::failure)?;
+    log::info!(
+        "peer channel: listening on {}, challenging {} peer(s) every {} ms",
+        net.listen,
+        net.peers.len(),
+        channel.challenge_every_ms
+    );
+    Ok(Some(net))
 }
 
 /// `[metrics] textfile`: its directory must exist (node_exporter's textfile directory).
@@ -663,9 +724,8 @@ impl Daemon {
                     | "storage_lost"
                     | "volume_header_damaged"
                     | "alarm" => log::Level::Error,
-                    "host_suspect" | "fence_started" | "storage_degraded" | "fenced" => {
-                        log::Level::Warn
-                    }
+                    "host_suspect" | "fence_started" | "storage_degraded" | "fenced"
+                    | "peer_unreachable" => log::Level::Warn,
                     _ => log::Level::Info,
                 };
                 log::log!(
@@ -679,6 +739,12 @@ impl Daemon {
                 );
                 // Never blocks; a full queue is counted by the events driver.
                 let _ = self.events.send(e);
+                None
+            }
+            Action::AnswerPeer { peer, token, claim } => {
+                if let Some(net) = &self.net {
+                    net.answer(peer, token, claim);
+                }
                 None
             }
             Action::Ready => {
@@ -812,6 +878,12 @@ impl Daemon {
         if new.events != self.config.events {
             kept.push("[events]");
         }
+        // The network thread runs with the socket, key and addresses it started with.
+        let addresses =
+            |c: &Config| c.peers.iter().map(|p| (p.id, p.address.clone())).collect::<Vec<_>>();
+        if new.network != self.config.network || addresses(&new) != addresses(&self.config) {
+            kept.push("[network] and peer addresses");
+        }
         let mut merged = new.clone();
         merged.host = self.config.host.clone();
         merged.volumes = self.config.volumes.clone();
@@ -821,6 +893,10 @@ impl Daemon {
         merged.daemon = self.config.daemon.clone();
         merged.metrics = self.config.metrics.clone();
         merged.events = self.config.events.clone();
+        merged.network = self.config.network.clone();
+        for p in &mut merged.peers {
+            p.address = self.config.peer(p.id).and_then(|old| old.address.clone());
+        }
         // Peers' BMC details and [fencing] apply to the next fencing attempt.
         self.fence_settings = fence_settings(&merged);
         self.config = merged;
@@ -874,8 +950,35 @@ impl Daemon {
             wall_ms: t.wall,
             fence_attempts: self.stats.fence_attempts,
             fence_failures: self.stats.fence_failures,
+            network: self.net.as_ref().map(|net| network_snapshot(net, a, t.mono)),
         };
         self.reporter.snapshot(snap);
+    }
+}
+
+/// The peer channel for the reporter: every configured peer, reachable or not.
+fn network_snapshot(net: &Net, agent: &Agent, now: u64) -> NetworkSnapshot {
+    let views = agent.channel_views();
+    NetworkSnapshot {
+        listen: net.listen.to_string(),
+        counters: net.counters(),
+        peers: net
+            .peers
+            .iter()
+            .map(|(&id, addr)| {
+                let v = views.get(&id);
+                let last = v.and_then(|v| v.last);
+                ChannelPeerStats {
+                    id,
+                    address: addr.to_string(),
+                    reachable: v.is_some_and(|v| v.reachable),
+                    answer_age_ms: last.map(|a| now.saturating_sub(a.received_at)),
+                    round_trip_ms: last.map(|a| a.received_at.saturating_sub(a.challenge_sent_at)),
+                    claim: last.map(|a| a.claim),
+                    incarnation: last.map(|a| a.incarnation),
+                }
+            })
+            .collect(),
     }
 }
 

@@ -6,6 +6,7 @@
 //!   not writable by group or others (a directory above may be if it is sticky, like /tmp), no
 //!   symlink that leaves the hooks directory;
 //! - password files: owned by root, no access for group or others, one non-empty line;
+//! - the cluster key (`[network] key_file`): the same ownership and mode rules, exactly 32 bytes;
 //! - `[self_fence] sysrq_trigger`: anything but /proc/sysrq-trigger is a test double, announced
 //!   loudly; its directory must exist;
 //! - `[watchdog] device`: a character device (or the FIFO test double), inspected, not opened;
@@ -36,6 +37,8 @@ pub struct Checked {
     pub hooks: Vec<PathBuf>,
     /// Test doubles in use: announced loudly at start (log warning and stderr).
     pub warnings: Vec<String>,
+    /// `[network]`: the cluster key, read and checked.
+    pub network_key: Option<crate::net::wire::Key>,
 }
 
 /// Every check `run` makes before it arms anything, in `run`'s order; the error carries the
@@ -57,6 +60,10 @@ pub fn check(config: &Config) -> Result<Checked, StartError> {
                 .map_err(|e| StartError::config(format!("[[peer]] id {}: {e}", p.id)))?;
         }
     }
+    let network_key = match &config.network {
+        Some(n) => Some(crate::net::read_key(&n.key_file).map_err(StartError::config)?),
+        None => None,
+    };
     let mut warnings = Vec::new();
     if watchdog == DeviceKind::Double {
         warnings.push(format!(
@@ -72,7 +79,7 @@ pub fn check(config: &Config) -> Result<Checked, StartError> {
     if let Some(path) = &config.metrics.textfile {
         warnings.extend(crate::daemon::check_metrics_dir(path).map_err(StartError::config)?);
     }
-    Ok(Checked { volumes, header, watchdog, hooks, warnings })
+    Ok(Checked { volumes, header, watchdog, hooks, warnings, network_key })
 }
 
 /// A file owned by root (or by the user hbfence runs as) can be changed only by that user.

@@ -5,7 +5,7 @@
 //! waits. The datagram socket is non-blocking too, so a systemd that does not read its socket
 //! cannot stop the status file or the metrics either.
 
-use crate::core::agent::{PeerStatus, PeerView};
+use crate::core::agent::{Claim, PeerStatus, PeerView};
 use crate::core::format::{caps, Verdict, VerdictKind};
 use serde_json::json;
 use std::collections::VecDeque;
@@ -63,6 +63,61 @@ pub struct Snapshot {
     /// Power-off attempts started and failed (the driver's counts).
     pub fence_attempts: u64,
     pub fence_failures: u64,
+    /// `[network]`: the peer channel; None without it.
+    pub network: Option<NetworkSnapshot>,
+}
+
+/// The peer channel at one instant.
+#[derive(Clone, Debug, Default)]
+pub struct NetworkSnapshot {
+    pub listen: String,
+    pub counters: crate::net::NetCounters,
+    pub peers: Vec<ChannelPeerStats>,
+}
+
+/// One configured peer on the peer channel.
+#[derive(Clone, Debug)]
+pub struct ChannelPeerStats {
+    pub id: u32,
+    pub address: String,
+    pub reachable: bool,
+    /// Since its last accepted answer was received (None: it never answered in this run).
+    pub answer_age_ms: Option<u64>,
+    /// From sending the challenge to receiving its answer (both on this host's clock).
+    pub round_trip_ms: Option<u64>,
+    pub claim: Option<Claim>,
+    pub incarnation: Option<u64>,
+}
+
+fn network_json(n: &NetworkSnapshot) -> serde_json::Value {
+    let c = &n.counters;
+    let dropped: serde_json::Map<String, serde_json::Value> =
+        c.dropped.iter().map(|(r, v)| (r.to_string(), json!(v))).collect();
+    json!({
+        "listen": n.listen,
+        "peers": n.peers.iter().map(|p| json!({
+            "id": p.id,
+            "address": p.address,
+            "reachable": p.reachable,
+            "answer_age_ms": p.answer_age_ms,
+            "round_trip_ms": p.round_trip_ms,
+            "claim": p.claim.map(|c| c.as_str()),
+            "lease_remaining_ms": match p.claim {
+                Some(Claim::LeaseValid { remaining_ms }) => Some(remaining_ms),
+                _ => None,
+            },
+            "incarnation": p.incarnation,
+        })).collect::<Vec<_>>(),
+        "challenges_sent": c.challenges_sent,
+        "answers_sent": c.answers_sent,
+        "received": c.received,
+        "challenges_accepted": c.challenges_accepted,
+        "answers_accepted": c.answers_accepted,
+        "auth_failures": c.auth_failures(),
+        "dropped": dropped,
+        "send_errors": c.send_errors,
+        "queue_full": c.queue_full,
+    })
 }
 
 enum Report {
@@ -308,6 +363,7 @@ pub fn status_json(s: &Snapshot) -> String {
         "mono_ms": s.mono_ms,
         "wall_time": crate::cli::text::wall_time(s.wall_ms),
         "wall_time_ms": s.wall_ms,
+        "network": s.network.as_ref().map(network_json),
     })
     .to_string()
 }
@@ -476,6 +532,59 @@ pub fn metrics_text(s: &Snapshot, reports_dropped: u64) -> String {
         "Status snapshots and systemd notifications dropped because the reporter was behind.",
         &one(reports_dropped.to_string()),
     );
+    if let Some(n) = &s.network {
+        let c = &n.counters;
+        family(
+            "hbfence_peer_channel_sent_total",
+            "counter",
+            "Datagrams sent on the peer channel, by type.",
+            &[
+                ("{type=\"challenge\"}".to_string(), c.challenges_sent.to_string()),
+                ("{type=\"answer\"}".to_string(), c.answers_sent.to_string()),
+            ],
+        );
+        family(
+            "hbfence_peer_channel_received_total",
+            "counter",
+            "Datagrams received on the peer channel (accepted or not).",
+            &one(c.received.to_string()),
+        );
+        family(
+            "hbfence_peer_channel_accepted_total",
+            "counter",
+            "Authenticated, fresh datagrams handed to the decision core, by type.",
+            &[
+                ("{type=\"challenge\"}".to_string(), c.challenges_accepted.to_string()),
+                ("{type=\"answer\"}".to_string(), c.answers_accepted.to_string()),
+            ],
+        );
+        family(
+            "hbfence_peer_channel_auth_failures_total",
+            "counter",
+            "Datagrams whose HMAC did not verify under the cluster key (wrong key or altered).",
+            &one(c.auth_failures().to_string()),
+        );
+        let dropped: Vec<_> =
+            c.dropped.iter().map(|(r, v)| (format!("{{reason=\"{r}\"}}"), v.to_string())).collect();
+        family(
+            "hbfence_peer_channel_dropped_total",
+            "counter",
+            "Datagrams dropped, by reason (bad_mac: authentication failures).",
+            &dropped,
+        );
+        family(
+            "hbfence_peer_channel_queue_full_total",
+            "counter",
+            "Answers the main thread could not hand to the network thread (queue full).",
+            &one(c.queue_full.to_string()),
+        );
+        family(
+            "hbfence_peers_reachable",
+            "gauge",
+            "Configured peers answering this host's challenges on the peer channel.",
+            &one(n.peers.iter().filter(|p| p.reachable).count().to_string()),
+        );
+    }
     out
 }
 
@@ -555,6 +664,51 @@ mod tests {
             "hbfence_last_write_latency_seconds{volume=\"/mnt/a \\\"b\\\".vol\"} 0.012\n"
         ));
         assert!(!t.contains("hbfence_last_read_latency_seconds{"), "{t}");
+    }
+
+    #[test]
+    fn the_peer_channel_is_reported_only_when_configured() {
+        let t = metrics_text(&snap(), 0);
+        assert!(!t.contains("hbfence_peer_channel"), "{t}");
+        assert!(!status_json(&snap()).contains("\"listen\""));
+        let mut s = snap();
+        let counters = crate::net::NetStats {
+            challenges_sent: 5.into(),
+            replayed: 2.into(),
+            ..Default::default()
+        };
+        counters.rejected[6].store(3, std::sync::atomic::Ordering::Relaxed);
+        let peer = |id, reachable, claim| ChannelPeerStats {
+            id,
+            address: format!("127.0.0.{id}:7405"),
+            reachable,
+            answer_age_ms: Some(40),
+            round_trip_ms: Some(3),
+            claim,
+            incarnation: Some(9),
+        };
+        s.network = Some(NetworkSnapshot {
+            listen: "127.0.0.1:7405".into(),
+            counters: counters.counters(),
+            peers: vec![
+                peer(2, true, Some(Claim::LeaseValid { remaining_ms: 4_000 })),
+                peer(3, false, None),
+            ],
+        });
+        let t = metrics_text(&s, 0);
+        assert!(t.contains("hbfence_peer_channel_sent_total{type=\"challenge\"} 5\n"), "{t}");
+        assert!(t.contains("hbfence_peer_channel_auth_failures_total 3\n"), "{t}");
+        assert!(t.contains("hbfence_peer_channel_dropped_total{reason=\"bad_mac\"} 3\n"), "{t}");
+        assert!(t.contains("hbfence_peer_channel_dropped_total{reason=\"replayed\"} 2\n"), "{t}");
+        assert!(t.contains("hbfence_peers_reachable 1\n"), "{t}");
+        let j: serde_json::Value = serde_json::from_str(&status_json(&s)).unwrap();
+        let n = &j["network"];
+        assert_eq!(n["auth_failures"], 3);
+        assert_eq!(n["peers"][0]["reachable"], true);
+        assert_eq!(n["peers"][0]["claim"], "lease-valid");
+        assert_eq!(n["peers"][0]["lease_remaining_ms"], 4_000);
+        assert_eq!(n["peers"][1]["answer_age_ms"], 40);
+        assert_eq!(n["dropped"]["replayed"], 2);
     }
 
     #[test]

@@ -401,6 +401,15 @@ pub fn run_check(a: &RunArgs) -> CliResult {
     };
     println!("watchdog {}: ok ({kind}, not opened)", config.watchdog.device.display());
     println!("hooks {}: ok ({} hook(s))", config.events.hooks_dir.display(), checked.hooks.len());
+    if let Some(n) = &config.network {
+        // Not bound here: a running agent holds the port; `run` binds it before arming.
+        println!(
+            "network {}: ok (key {} checked, {} peer address(es), port not bound by --check)",
+            n.listen,
+            n.key_file.display(),
+            config.peers.len()
+        );
+    }
     for w in &checked.warnings {
         eprintln!("hbfence: warning: {w}");
     }

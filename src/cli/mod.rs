@@ -2,6 +2,7 @@
 
 mod init;
 mod inspect;
+pub mod keygen;
 mod ops;
 pub mod restore;
 pub mod text;
@@ -119,6 +120,12 @@ rejoined after the fence only with a new boot id."
     Clear(ops::ClearArgs),
     /// Is the watchdog usable? Which driver, which timeouts, who holds it (without arming it).
     TestWatchdog(ops::TestWatchdogArgs),
+    /// Write a new cluster key for the peer channel ([network] key_file); copy it to every host.
+    #[command(long_about = "Writes 32 random bytes (from the kernel's getrandom) to PATH \
+(default /etc/hbfence/cluster.key), mode 0600, created under a temporary name and renamed into \
+place. Every host of the cluster needs the same key at its [network] key_file: copy it like \
+corosync's authkey (owner root, mode 0600). An existing key is never replaced without --force.")]
+    Keygen(keygen::KeygenArgs),
     /// Run the agent on this host (normally started by hbfence.service).
     #[command(long_about = "Run the agent: heartbeat on every configured volume, own lease, \
 hardware watchdog, self-fencing, peer liveness and (on the coordinator) peer fencing. Logs go to \
@@ -191,6 +198,7 @@ pub fn main() -> i32 {
         Command::Fence(a) => ops::fence(&a),
         Command::Clear(a) => ops::clear(&a),
         Command::TestWatchdog(a) => ops::test_watchdog(&a),
+        Command::Keygen(a) => keygen::run(&a),
         Command::Completions(a) => {
             use std::io::Write;
             std::io::stdout().write_all(&completions(a.shell)).map_err(CliError::from)

@@ -302,6 +302,21 @@ fn daemon_peer_status(daemon: Option<&Value>, id: u32) -> Option<&str> {
     daemon?["peers"].as_array()?.iter().find(|p| p["id"] == id)?["status"].as_str()
 }
 
+/// The daemon's peer-channel entry for host `id` (None without [network] or for this host).
+fn daemon_channel(daemon: Option<&Value>, id: u32) -> Value {
+    daemon
+        .and_then(|d| d["network"]["peers"].as_array())
+        .and_then(|peers| peers.iter().find(|p| p["id"] == id))
+        .map_or(Value::Null, |p| {
+            json!({
+                "reachable": p["reachable"],
+                "answer_age_ms": p["answer_age_ms"],
+                "claim": p["claim"],
+                "lease_remaining_ms": p["lease_remaining_ms"],
+            })
+        })
+}
+
 pub fn status_config(config_path: &Path, json_out: bool) -> CliResult {
     let c = load(config_path)?;
     let view = c.view()?;
@@ -327,6 +342,7 @@ pub fn status_config(config_path: &Path, json_out: bool) -> CliResult {
                     "verdict": v.kind.as_str(),
                     "method": v.method.as_str(),
                     "verdict_wall_time": wall_time(v.wall_ms),
+                    "network": daemon_channel(daemon.as_ref(), id),
                 }));
             }
             continue;
@@ -352,6 +368,7 @@ pub fn status_config(config_path: &Path, json_out: bool) -> CliResult {
             "verdict": verdict.map(|v| v.kind.as_str()),
             "method": verdict.map(|v| v.method.as_str()),
             "verdict_wall_time": verdict.map(|v| wall_time(v.wall_ms)),
+            "network": daemon_channel(daemon.as_ref(), r.host_id),
         }));
     }
     if json_out {
@@ -383,17 +400,31 @@ pub fn status_config(config_path: &Path, json_out: bool) -> CliResult {
     Ok(())
 }
 
-const STATUS_COLUMNS: [(&str, Align); 9] = [
+const STATUS_COLUMNS: [(&str, Align); 10] = [
     ("ID", Align::Right),
     ("NAME", Align::Left),
     ("STATE", Align::Left),
     ("VIEW", Align::Left),
+    ("NETWORK", Align::Left),
     ("SEQ", Align::Right),
     ("LAST WRITE (UTC)", Align::Left),
     ("AGE", Align::Right),
     ("VERDICT", Align::Left),
     ("CAPABILITIES", Align::Left),
 ];
+
+/// The NETWORK cell: reachable on the peer channel, and the age of the last answer.
+fn network_cell(n: &Value) -> String {
+    if n.is_null() {
+        return "-".into();
+    }
+    let age = n["answer_age_ms"].as_u64().map(|ms| age(ms as i64));
+    match (n["reachable"].as_bool() == Some(true), age) {
+        (true, Some(a)) => format!("reachable ({a})"),
+        (false, Some(a)) => format!("UNREACHABLE ({a})"),
+        (_, None) => "no answer".into(),
+    }
+}
 
 /// The cells of `status --config`'s table, from its JSON rows.
 fn status_cells(r: &Value) -> Vec<String> {
@@ -408,6 +439,7 @@ fn status_cells(r: &Value) -> Vec<String> {
         r["name"].as_str().filter(|n| !n.is_empty()).unwrap_or("?").to_string(),
         r["state"].as_str().unwrap_or("").to_string(),
         r["view"].as_str().unwrap_or("").to_string(),
+        network_cell(&r["network"]),
         num(&r["seq"]),
         r["wall_time"].as_str().unwrap_or("").to_string(),
         r["age_s"].as_f64().map_or("-".to_string(), |a| age((a * 1000.0) as i64)),
@@ -843,18 +875,23 @@ mod tests {
         let rows = vec![
             json!({"id": 1, "name": "kvm01", "state": "active", "view": "running", "seq": 7,
                    "wall_time": wall_time(1_700_000_000_000), "age_s": 0.4,
-                   "capabilities": ["watchdog-armed", "coordinator"], "verdict": null, "method": null}),
+                   "capabilities": ["watchdog-armed", "coordinator"], "verdict": null, "method": null,
+                   "network": null}),
             json!({"id": 12, "name": "a-very-long-host-name.example.org", "state": "active",
                    "view": "suspect", "seq": 1_234_567_890_123u64, "wall_time": "-",
-                   "age_s": 130.0, "capabilities": [], "verdict": "fencing", "method": "ipmi"}),
+                   "age_s": 130.0, "capabilities": [], "verdict": "fencing", "method": "ipmi",
+                   "network": {"reachable": true, "answer_age_ms": 1200}}),
             json!({"id": 200, "name": "", "state": "unreadable", "view": "-", "seq": null,
                    "wall_time": "-", "age_s": null, "capabilities": [], "verdict": "fenced",
-                   "method": "watchdog"}),
+                   "method": "watchdog", "network": {"reachable": false, "answer_age_ms": 12000}}),
         ];
         let lines = status_table(&rows);
         let cells: Vec<Vec<String>> = rows.iter().map(status_cells).collect();
         assert_eq!(cells[2][0], "200");
-        assert_eq!(cells[2][4], "-", "a missing sequence is -, not null");
+        assert_eq!(cells[2][5], "-", "a missing sequence is -, not null");
+        assert_eq!(cells[0][4], "-", "no [network]: no channel");
+        assert_eq!(cells[1][4], "reachable (1.2 s)");
+        assert_eq!(cells[2][4], "UNREACHABLE (12.0 s)");
         crate::cli::text::tests::assert_aligned(&lines, &STATUS_COLUMNS, &cells);
     }
 }

@@ -28,6 +28,11 @@ pub enum EventKind {
     /// Something the safety argument says cannot happen was seen (a sequence number ahead of
     /// what time allows, a second writer of a host id): an operator must look.
     Alarm,
+    /// A peer that answered on the peer channel stopped answering (see `channel::REACHABLE_PERIODS`).
+    PeerUnreachable,
+    /// A peer that was unreachable answers on the peer channel again (its first answer in a
+    /// run is not an event).
+    PeerReachable,
 }
 
 impl EventKind {
@@ -49,6 +54,8 @@ impl EventKind {
             EventKind::HeaderDamaged => "volume_header_damaged",
             EventKind::HeaderRestored => "volume_header_restored",
             EventKind::Alarm => "alarm",
+            EventKind::PeerUnreachable => "peer_unreachable",
+            EventKind::PeerReachable => "peer_reachable",
         }
     }
 }

@@ -1266,6 +1266,7 @@ impl World {
                 judge_through_trouble: self.o.judge_through_trouble,
                 watchdog_bound_cut_ms: self.bound_cut_ms,
             },
+            peer_channel: None,
         };
         let marker = boot.marker;
         let clean_boot = !marker && !boot.armed_ever && boot.lease_lost.is_none();
@@ -1444,6 +1445,8 @@ impl World {
             Input::HeaderChecked { volume, damage } => {
                 format!("HeaderChecked vol {volume} {damage:?}")
             }
+            Input::PeerChallenge { peer, .. } => format!("PeerChallenge host {peer}"),
+            Input::PeerAnswer { peer, answer } => format!("PeerAnswer host {peer} {answer:?}"),
         };
         self.hlog(h, format!("<- {line}"));
     }
@@ -1601,6 +1604,8 @@ impl World {
                 self.start_fence(h, peer);
                 None
             }
+            // The simulation runs without the peer channel (peer_channel: None).
+            Action::AnswerPeer { .. } => None,
             Action::PowerOn { peer } => {
                 let target = peer as usize - 1;
                 self.hlog(h, format!("PowerOn host {peer}"));

@@ -16,6 +16,8 @@ use super::timing::Timing;
 use super::view::{newest_table_record, table_order, Slot, VolumeView};
 use std::collections::{BTreeMap, VecDeque};
 
+pub use channel::{ChallengeToken, ChannelParams, ChannelView, Claim, PeerAnswer};
+
 /// Local time: `mono` is CLOCK_BOOTTIME milliseconds (monotonic and counting through suspend:
 /// every decision uses it), `wall` is for people only (S2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +86,8 @@ pub struct AgentParams {
     /// `[fencing] after = "on"`: power peers back on after a confirmed off.
     pub power_on_after: bool,
     pub knobs: UnsafeTestKnobs,
+    /// `[network]`: the authenticated peer channel; None: no channel (as before it existed).
+    pub peer_channel: Option<ChannelParams>,
 }
 
 /// What the driver reports back to the core.
@@ -115,6 +119,12 @@ pub enum Input {
     /// A volume's block 0 stopped (Some: why, and how to restore it) or started again (None)
     /// to hold the header this agent runs with. Sent by the I/O thread on a change only.
     HeaderChecked { volume: usize, damage: Option<String> },
+    /// An authenticated, not yet seen challenge of a peer on the peer channel: answer it from
+    /// the live state (`Action::AnswerPeer`).
+    PeerChallenge { peer: u32, token: ChallengeToken },
+    /// An authenticated answer of a peer to a challenge this host sent and had not yet seen
+    /// answered; times measured by the network thread on CLOCK_BOOTTIME.
+    PeerAnswer { peer: u32, answer: PeerAnswer },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,6 +156,12 @@ pub enum Action {
     Event(Event),
     /// First heartbeat written with the watchdog armed: tell systemd.
     Ready,
+    /// Answer a peer's challenge on the peer channel with this host's claim right now.
+    AnswerPeer {
+        peer: u32,
+        token: ChallengeToken,
+        claim: Claim,
+    },
     /// Stop the process.
     Exit {
         code: i32,
@@ -379,6 +395,8 @@ pub struct Agent {
     pending_kind: Option<SelfFenceKind>,
     actions: Vec<Action>,
     now: Now,
+    /// The peer channel: what each peer last answered, and whether it is reachable.
+    channel: BTreeMap<u32, channel::ChannelPeer>,
 }
 
 impl Agent {
@@ -421,6 +439,7 @@ impl Agent {
             pending_kind: None,
             actions: Vec::new(),
             now,
+            channel: BTreeMap::new(),
             p,
         };
         if agent.p.doomed_marker {
@@ -517,7 +536,7 @@ impl Agent {
             .last_pet_at()
             .filter(|&l| self.armed && !self.doomed() && self.last_pet.is_some_and(|t| t < l));
         let doom = self.doom_at().filter(|_| matches!(self.phase, Phase::Running | Phase::Leaving));
-        [final_pet, doom].into_iter().flatten().fold(io, u64::min)
+        [final_pet, doom, self.channel_deadline()].into_iter().flatten().fold(io, u64::min)
     }
 
     /// Every peer this host has seen, with its current judgement.
@@ -558,6 +577,8 @@ impl Agent {
                 self.fencing_changed(methods, power_on_after)
             }
             Input::HeaderChecked { volume, damage } => self.header_checked(volume, damage),
+            Input::PeerChallenge { peer, token } => self.peer_challenged(peer, token),
+            Input::PeerAnswer { peer, answer } => self.peer_answered(peer, answer),
         }
         self.step();
         std::mem::take(&mut self.actions)
@@ -617,10 +638,12 @@ impl Agent {
         if !matches!(self.phase, Phase::Probing { .. } | Phase::Exited) {
             self.judge_peers();
         }
+        self.update_channel();
         self.schedule_io(now);
     }
 }
 
+pub mod channel;
 mod coordinator;
 mod io;
 mod lease;

@@ -49,7 +49,7 @@ struct Sim {
     hung: Vec<u32>,
 }
 
-fn params(id: u32) -> AgentParams {
+pub(super) fn params(id: u32) -> AgentParams {
     AgentParams {
         host_id: id,
         name: format!("h{id}"),
@@ -66,6 +66,7 @@ fn params(id: u32) -> AgentParams {
         doomed_marker: false,
         power_on_after: false,
         knobs: UnsafeTestKnobs::default(),
+        peer_channel: None,
     }
 }
 
@@ -1380,4 +1381,22 @@ fn a_forged_sequence_within_what_time_allows_does_not_hide_the_real_writes() {
         alarms.iter().any(|e| e.detail.contains("forged or corrupted")),
         "no alarm about the forged value: {alarms:?}"
     );
+}
+
+#[test]
+fn the_peer_claim_follows_the_live_lease() {
+    let mut s = Sim::new(1);
+    let now = s.now;
+    assert_eq!(s.host(1).agent.peer_claim(now), channel::Claim::Starting, "probing");
+    s.run(4000);
+    let now = s.now;
+    let a = &s.host(1).agent;
+    assert_eq!(a.phase(), Phase::Running);
+    let e = a.lease_expiry().expect("a running host holds a lease");
+    assert_eq!(a.peer_claim(now), channel::Claim::LeaseValid { remaining_ms: e - now });
+    assert_eq!(a.peer_claim(e), channel::Claim::LeaseExpired, "the lease ends at its expiry");
+    s.broken.push(1);
+    s.run(8000);
+    let now = s.now;
+    assert_eq!(s.host(1).agent.peer_claim(now), channel::Claim::Doomed);
 }
