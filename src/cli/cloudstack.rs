@@ -4,7 +4,7 @@
 //! host, within a hard deadline; `-c` never reboots (hbfence owns self-fencing).
 
 use super::{exit, CliResult};
-use crate::config::{Config, DEFAULT_CONFIG};
+use crate::config::{Config, DaemonConfig, DEFAULT_CONFIG};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -135,7 +135,10 @@ impl Answer {
 }
 
 fn read(a: &HeartbeatArgs, config: Result<&Config, String>) -> i32 {
-    let runtime_dir = config.as_ref().ok().map(|c| c.daemon.runtime_dir.clone());
+    // A config that does not load is counted too, where the agent would keep its runtime dir.
+    let runtime_dir = config
+        .as_ref()
+        .map_or_else(|_| DaemonConfig::default().runtime_dir, |c| c.daemon.runtime_dir.clone());
     let ip = a.host_ip.clone().unwrap_or_default();
     let answer = match config {
         Err(e) => Answer::unjudged(format!("cannot use the hbfence config: {e}")),
@@ -148,7 +151,7 @@ fn read(a: &HeartbeatArgs, config: Result<&Config, String>) -> i32 {
     let _ = out.flush();
     drop(out);
     if answer.unjudged {
-        let total = runtime_dir.and_then(|d| count_warning(&d, &ip, &answer.why));
+        let total = count_warning(&runtime_dir, &ip, &answer.why);
         log::warn!(
             "cloudstack-heartbeat -r -h {ip}: answered ALIVE without a judgement: {} (CloudStack's HA cannot act on this host until this is fixed; {} such answers counted)",
             answer.why,
