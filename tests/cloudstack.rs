@@ -231,37 +231,80 @@ fn run_hook(conf: &Path, event: &str, host_name: &str, detail: &str) -> (Option<
     (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
 }
 
+/// Write mode into `mount` through one drop-in; returns what CloudStack saw.
+fn write_heartbeat(name: &str, mount: &Path) -> Seen {
+    let config = mount.join("no-config.toml");
+    run_merged(
+        &script(name),
+        &["-i", "10.0.0.5", "-p", "/export", "-m", mount.to_str().unwrap(), "-h", HOST2_IP],
+        &[("HBFENCE_CONFIG", &config)],
+    )
+}
+
+fn assert_fresh_heartbeat(name: &str, mount: &Path, seen: &Seen) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert_eq!(seen.code, Some(0), "{name}: {}", seen.all);
+    let file = mount.join("KVMHA").join(format!("hb-{HOST2_IP}"));
+    let stamp: u64 = fs::read_to_string(&file).unwrap().trim().parse().unwrap();
+    assert!(stamp + 5 >= now && stamp <= now, "{name}: timestamp {stamp} vs now {now}");
+    // No temporary file is left next to it.
+    assert_eq!(fs::read_dir(mount.join("KVMHA")).unwrap().count(), 1);
+}
+
 #[test]
 fn write_mode_writes_cloudstacks_own_heartbeat_file() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = tmp.path().join("none.toml");
-    for name in ["cloudstack/kvmheartbeat.sh", "cloudstack/kvmsmpheartbeat.sh"] {
-        let mount = tmp.path().join(name.replace('/', "_"));
-        let m = mount.to_str().unwrap();
-        let before =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-        let seen = run_merged(
-            &script(name),
-            &["-i", "10.0.0.5", "-p", "/export", "-m", m, "-h", HOST2_IP],
-            &[("HBFENCE_CONFIG", &config)],
-        );
-        assert_eq!(seen.code, Some(0), "{name}: {}", seen.all);
-        let file = mount.join("KVMHA").join(format!("hb-{HOST2_IP}"));
-        let stamp: u64 = fs::read_to_string(&file).unwrap().trim().parse().unwrap();
-        assert!(stamp >= before && stamp <= before + 5, "{name}: timestamp {stamp} vs {before}");
-        // No temporary file is left next to it.
-        assert_eq!(fs::read_dir(mount.join("KVMHA")).unwrap().count(), 1);
-    }
+    // SharedMountPoint pools: any directory, as kvmsmpheartbeat.sh.
+    let smp = tmp.path().join("smp");
+    fs::create_dir_all(&smp).unwrap();
+    let seen = write_heartbeat("cloudstack/kvmsmpheartbeat.sh", &smp);
+    assert_fresh_heartbeat("kvmsmpheartbeat.sh", &smp, &seen);
+    // NFS pools: never onto the local disk under an unmounted pool (exit 1, as the original
+    // when it cannot remount).
+    let unmounted = tmp.path().join("nfs");
+    fs::create_dir_all(&unmounted).unwrap();
+    let seen = write_heartbeat("cloudstack/kvmheartbeat.sh", &unmounted);
+    assert_eq!(seen.code, Some(1), "{}", seen.all);
+    assert!(seen.all.contains("is not mounted"), "{}", seen.all);
+    assert!(!unmounted.join("KVMHA").exists());
     // A mount point that cannot hold the directory: the original's exit code 2.
     let not_a_dir = tmp.path().join("file");
     fs::write(&not_a_dir, "x").unwrap();
-    let seen = run_merged(
-        &script("cloudstack/kvmheartbeat.sh"),
-        &["-i", "10.0.0.5", "-p", "/e", "-m", not_a_dir.to_str().unwrap(), "-h", HOST2_IP],
-        &[("HBFENCE_CONFIG", &config)],
-    );
+    let seen = write_heartbeat("cloudstack/kvmsmpheartbeat.sh", &not_a_dir);
     assert_eq!(seen.code, Some(2), "{}", seen.all);
     assert!(seen.all.contains("Failed to write"), "{}", seen.all);
+    // A mounted pool (a tmpfs here: mounting needs root).
+    if nix::unistd::Uid::effective().is_root() {
+        let pool = tmp.path().join("pool");
+        fs::create_dir_all(&pool).unwrap();
+        let _mounted = Mounted::tmpfs(&pool);
+        let seen = write_heartbeat("cloudstack/kvmheartbeat.sh", &pool);
+        assert_fresh_heartbeat("kvmheartbeat.sh", &pool, &seen);
+    } else if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("write_mode_writes_cloudstacks_own_heartbeat_file: needs root for a tmpfs, and CI=true forbids skipping");
+    } else {
+        eprintln!("write_mode_writes_cloudstacks_own_heartbeat_file: not root, the mounted-pool part skipped");
+    }
+}
+
+/// A mount for the length of a test, lazily unmounted on drop.
+struct Mounted(PathBuf);
+
+impl Mounted {
+    fn run(args: &[&str], at: &Path) -> Mounted {
+        let out = Command::new("mount").args(args).arg(at).output().unwrap();
+        assert!(out.status.success(), "mount {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        Mounted(at.to_path_buf())
+    }
+    fn tmpfs(at: &Path) -> Mounted {
+        Mounted::run(&["-t", "tmpfs", "-o", "size=1m", "hbfence-test"], at)
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
 }
 
 #[test]
@@ -469,7 +512,7 @@ fn cluster_drop_in_hook_and_shim_follow_cloudstacks_contracts() {
     // config whose aliases are the BMC addresses (127.0.0.1: host 2's, 127.0.0.3: host 1's).
     let ro = base.join("ro");
     fs::create_dir_all(&ro).unwrap();
-    let _ro_mount = ReadOnlyBind::new(fs_.mountpoint(), &ro);
+    let _ro_mount = read_only_bind(fs_.mountpoint(), &ro);
     let reader = base.join("reader.toml");
     fs::write(
         &reader,
@@ -561,30 +604,12 @@ fn which(tool: &str) -> PathBuf {
     std::env::split_paths(&path).map(|d| d.join(tool)).find(|p| p.is_file()).expect(tool)
 }
 
-/// A read-only bind mount, unmounted on drop.
-struct ReadOnlyBind(PathBuf);
-
-impl ReadOnlyBind {
-    fn new(from: &Path, to: &Path) -> ReadOnlyBind {
-        let run = |args: &[&str]| {
-            let out = Command::new("mount").args(args).output().unwrap();
-            assert!(
-                out.status.success(),
-                "mount {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        run(&["--bind", from.to_str().unwrap(), to.to_str().unwrap()]);
-        let guard = ReadOnlyBind(to.to_path_buf());
-        run(&["-o", "remount,bind,ro", to.to_str().unwrap()]);
-        guard
-    }
-}
-
-impl Drop for ReadOnlyBind {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
+/// A read-only bind mount of `from` at `to`.
+fn read_only_bind(from: &Path, to: &Path) -> Mounted {
+    let guard = Mounted::run(&["--bind", from.to_str().unwrap()], to);
+    let out = Command::new("mount").args(["-o", "remount,bind,ro"]).arg(to).output().unwrap();
+    assert!(out.status.success(), "remount ro: {}", String::from_utf8_lossy(&out.stderr));
+    guard
 }
 
 #[test]

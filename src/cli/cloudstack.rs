@@ -48,6 +48,10 @@ pub struct HeartbeatArgs {
     pub cleanup: bool,
     #[arg(long, value_name = "PATH", default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
+    /// Write mode writes only when MOUNT is a mount point, as kvmheartbeat.sh (NFS pools)
+    /// does: a heartbeat on the local disk under an unmounted pool would look like success.
+    #[arg(long)]
+    pub require_mount: bool,
     /// Seconds within which `-r` answers, whatever the volume does (then ALIVE).
     #[arg(long, value_name = "SECONDS", default_value_t = 4.0)]
     pub deadline: f64,
@@ -94,6 +98,17 @@ fn write_heartbeat(a: &HeartbeatArgs) -> i32 {
         println!("cloudstack-heartbeat: -h {ip:?} is not a host address");
         return exit::FAILURE;
     }
+    if a.require_mount && !is_mount_point(mount) {
+        println!(
+            "Failed to write the heartbeat: {} is not mounted (hbfence mounts nothing: mount the pool)",
+            mount.display()
+        );
+        log::warn!(
+            "cloudstack-heartbeat: {} is not a mount point; heartbeat not written",
+            mount.display()
+        );
+        return exit::FAILURE;
+    }
     let file = heartbeat_file(mount, ip);
     // Through a temporary file and a rename, as kvmsmpheartbeat.sh does: a reader
     // (kvmvmactivity.sh) never sees a half-written timestamp.
@@ -113,6 +128,36 @@ fn write_heartbeat(a: &HeartbeatArgs) -> i32 {
             WRITE_FAILED
         }
     }
+}
+
+/// Whether `path` is where something is mounted (/proc/self/mountinfo, field 5).
+fn is_mount_point(path: &Path) -> bool {
+    let Ok(path) = std::fs::canonicalize(path) else { return false };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|m| Path::new(&unescape_mountinfo(m)) == path)
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo` octal escapes.
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).filter(|o| o.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match octal {
+            Some(o) if bytes[i] == b'\\' => {
+                out.push(o.iter().fold(0u8, |n, b| n.wrapping_mul(8) + (b - b'0')));
+                i += 4;
+            }
+            _ => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The `-r` answer: the verdict line, then why.
@@ -343,6 +388,18 @@ mod tests {
         assert_eq!(v["warnings_total"], 2);
         assert_eq!(v["last_host_ip"], "10.0.0.2");
         assert_eq!(v["last_reason"], "b");
+    }
+
+    #[test]
+    fn mount_points_are_found_with_escapes() {
+        assert!(is_mount_point(Path::new("/")));
+        assert!(is_mount_point(Path::new("/proc")));
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("not-mounted");
+        std::fs::create_dir(&plain).unwrap();
+        assert!(!is_mount_point(&plain));
+        assert_eq!(unescape_mountinfo("/mnt/a\\040b\\134c"), "/mnt/a b\\c");
+        assert_eq!(unescape_mountinfo("/mnt/x\\9"), "/mnt/x\\9");
     }
 
     #[test]

@@ -133,7 +133,8 @@ reloads peers and [fencing]; other sections need a restart.")]
         long_about = "Drop-in for CloudStack's kvmheartbeat.sh and kvmsmpheartbeat.sh, called by \
 the wrapper scripts in /usr/share/hbfence/cloudstack/ with CloudStack's own options.\n\n\
 Without -r or -c: writes the current time (seconds) into MOUNT/KVMHA/hb-HOST_IP as the original \
-does; exit 0, or 2 when the file cannot be written.\n\
+does; exit 0, or 2 when the file cannot be written (with --require-mount, which the \
+kvmheartbeat.sh wrapper passes: exit 1 when MOUNT is not a mount point).\n\
 -r: prints `=====> DEAD <======` only for a host hbfence holds FENCED, `=====> ALIVE <=====` \
 otherwise, as the first line, then why; always exit 0, within --deadline seconds even when the \
 heartbeat volume hangs. HOST_IP is looked up in the `aliases` of [host] and [[peer]]. An unknown \
