@@ -678,3 +678,31 @@ fn hook_declares_then_cancels_after_a_new_boot() {
     assert!(api.requests().iter().all(|r| r["signature_ok"] == true));
     assert!(!fs::read_to_string(&log).unwrap().contains(SECRET));
 }
+
+/// The verdict line stays first when syslog is on but cannot be opened (logging then goes to
+/// stderr, which CloudStack merges into the line it parses), and a config that does not even
+/// load still answers ALIVE.
+#[test]
+fn verdict_line_comes_first_even_when_logging_falls_back_to_stderr() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("hbfence.toml");
+    fs::write(
+        &config,
+        format!(
+            "[host]\nid = 1\nname = \"host1\"\n[[volume]]\npath = \"{}\"\n[daemon]\nruntime_dir = \"{}\"\n[[peer]]\nid = 2\nname = \"host2\"\naliases = [\"{HOST2_IP}\"]\n",
+            tmp.path().join("missing.vol").display(),
+            tmp.path().join("run").display()
+        ),
+    )
+    .unwrap();
+    for ip in [HOST2_IP, "10.9.9.9"] {
+        let seen = cloudstack_check("cloudstack/kvmheartbeat.sh", &config, ip);
+        assert_eq!((seen.first_line.as_str(), seen.code), (ALIVE_LINE, Some(0)), "{}", seen.all);
+    }
+    assert_eq!(warnings_total(&tmp.path().join("run")), 2);
+    let broken = tmp.path().join("broken.toml");
+    fs::write(&broken, "[host]\nid = 0\n").unwrap();
+    let seen = cloudstack_check("cloudstack/kvmheartbeat.sh", &broken, HOST2_IP);
+    assert_eq!((seen.first_line.as_str(), seen.code), (ALIVE_LINE, Some(0)), "{}", seen.all);
+    assert!(seen.all.contains("cannot use the hbfence config"), "{}", seen.all);
+}

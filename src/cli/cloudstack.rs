@@ -63,13 +63,16 @@ pub struct HeartbeatArgs {
 pub fn run(a: &HeartbeatArgs) -> CliResult {
     let config = Config::load(&a.config);
     let syslog = config.as_ref().map_or(true, |c| c.daemon.syslog);
-    // stderr only where syslog is off: CloudStack merges it into the line it parses.
-    crate::logging::init(syslog, false, log::LevelFilter::Info);
+    // Logging goes to stderr where syslog is off or unavailable, and CloudStack merges stderr
+    // into the line it parses: it starts only once the verdict line is out.
+    let start_logging = || crate::logging::init(syslog, false, log::LevelFilter::Info);
     let code = if a.cleanup {
+        start_logging();
         cleanup(a)
     } else if a.read {
-        read(a, config.as_ref().map_err(|e| e.to_string()))
+        read(a, config.as_ref().map_err(|e| e.to_string()), start_logging)
     } else {
+        start_logging();
         write_heartbeat(a)
     };
     crate::logging::flush(Duration::from_secs(1));
@@ -179,7 +182,7 @@ impl Answer {
     }
 }
 
-fn read(a: &HeartbeatArgs, config: Result<&Config, String>) -> i32 {
+fn read(a: &HeartbeatArgs, config: Result<&Config, String>, start_logging: impl FnOnce()) -> i32 {
     // A config that does not load is counted too, where the agent would keep its runtime dir.
     let runtime_dir = config
         .as_ref()
@@ -195,6 +198,7 @@ fn read(a: &HeartbeatArgs, config: Result<&Config, String>) -> i32 {
     let _ = writeln!(out, "hbfence: {}", answer.why);
     let _ = out.flush();
     drop(out);
+    start_logging();
     if answer.unjudged {
         let total = count_warning(&runtime_dir, &ip, &answer.why);
         log::warn!(
