@@ -85,6 +85,9 @@ pub struct HostConfig {
     pub id: u32,
     /// Default: the machine's hostname.
     pub name: Option<String>,
+    /// Other names of this host (e.g. the IP that CloudStack knows it by), for lookups.
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -181,6 +184,9 @@ fn yes() -> bool {
 pub struct PeerConfig {
     pub id: u32,
     pub name: Option<String>,
+    /// Other names of the peer (e.g. the IP that CloudStack knows it by), for lookups.
+    #[serde(default)]
+    pub aliases: Vec<String>,
     pub bmc: Option<BmcConfig>,
     pub agent: Option<AgentConfig>,
     /// Its `[network] listen` address, "ADDR:PORT" (required with `[network]`).
@@ -543,6 +549,7 @@ impl Config {
         }
         self.metrics.validate()?;
         self.validate_network()?;
+        self.validate_aliases()?;
         Ok(())
     }
 
@@ -584,6 +591,41 @@ impl Config {
             }
             if !seen.insert(a) {
                 return Err(format!("{what} = {text:?} is listed for two peers; each peer listens on its own address"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every alias is a valid name, and no alias or name names two hosts: a lookup by alias
+    /// must never be ambiguous (CloudStack's `-h HOST_IP` picks the host to report DEAD).
+    fn validate_aliases(&self) -> Result<(), String> {
+        let mut names: Vec<(String, u32)> = Vec::new();
+        if let Some(n) = &self.host.name {
+            names.push((n.clone(), self.host.id));
+        }
+        names.extend(self.peers.iter().filter_map(|p| p.name.clone().map(|n| (n, p.id))));
+        let hosts = std::iter::once((self.host.id, &self.host.aliases, "[host]".to_string()))
+            .chain(self.peers.iter().map(|p| (p.id, &p.aliases, format!("[[peer]] id {}", p.id))));
+        let mut seen: Vec<(String, u32)> = Vec::new();
+        for (id, aliases, what) in hosts {
+            for a in aliases {
+                check_name(a, &format!("{what} alias"))?;
+                if a.parse::<u32>().is_ok() {
+                    return Err(format!(
+                        "{what} alias {a:?} is a number, which lookups read as a host id; use another alias"
+                    ));
+                }
+                if let Some((_, other)) = names.iter().find(|(n, other)| n == a && *other != id) {
+                    return Err(format!(
+                        "{what} alias {a:?} is the name of host {other}; an alias must not name another host"
+                    ));
+                }
+                if let Some((_, other)) = seen.iter().find(|(n, _)| n == a) {
+                    return Err(format!(
+                        "{what} alias {a:?} is also an alias of host {other}; every alias must be unique across the config"
+                    ));
+                }
+                seen.push((a.clone(), id));
             }
         }
         Ok(())
@@ -654,7 +696,18 @@ impl Config {
         if self.host_name() == what {
             return Some(self.host.id);
         }
-        self.peers.iter().find(|p| p.name.as_deref() == Some(what)).map(|p| p.id)
+        if let Some(p) = self.peers.iter().find(|p| p.name.as_deref() == Some(what)) {
+            return Some(p.id);
+        }
+        self.resolve_alias(what)
+    }
+
+    /// Finds a host id by one of its `aliases` (this host included).
+    pub fn resolve_alias(&self, alias: &str) -> Option<u32> {
+        if self.host.aliases.iter().any(|a| a == alias) {
+            return Some(self.host.id);
+        }
+        self.peers.iter().find(|p| p.aliases.iter().any(|a| a == alias)).map(|p| p.id)
     }
 }
 
@@ -830,6 +883,32 @@ hooks_dir = "/etc/hbfence/hooks.d"
             net("", "address = \"127.0.0.2:7405\"")
         );
         assert!(Config::parse(&two).unwrap_err().contains("two peers"));
+    }
+
+    #[test]
+    fn aliases_resolve_and_must_be_unambiguous() {
+        let text = format!(
+            "{}\naliases = [\"10.1.1.11\"]\n[[volume]]\npath = \"/v\"\n[[peer]]\nid = 2\nname = \"kvm02\"\naliases = [\"10.1.1.12\", \"kvm02.example\"]\n",
+            "[host]\nid = 1\nname = \"kvm01\""
+        );
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.resolve_host("10.1.1.12"), Some(2));
+        assert_eq!(c.resolve_host("kvm02.example"), Some(2));
+        assert_eq!(c.resolve_host("10.1.1.11"), Some(1));
+        assert_eq!(c.resolve_alias("kvm02"), None, "a name is no alias");
+        assert_eq!(c.resolve_host("10.1.1.99"), None);
+        let dup = text.replace("\"kvm02.example\"", "\"10.1.1.11\"");
+        let e = Config::parse(&dup).unwrap_err();
+        assert!(e.contains("also an alias of host 1") && e.contains("unique"), "{e}");
+        let clash = text.replace("\"kvm02.example\"", "\"kvm01\"");
+        let e = Config::parse(&clash).unwrap_err();
+        assert!(e.contains("name of host 1"), "{e}");
+        let own_name = text.replace("\"kvm02.example\"", "\"kvm02\"");
+        Config::parse(&own_name).unwrap();
+        let number = text.replace("\"kvm02.example\"", "\"7\"");
+        assert!(Config::parse(&number).unwrap_err().contains("is a number"));
+        let empty = text.replace("\"kvm02.example\"", "\"\"");
+        assert!(Config::parse(&empty).unwrap_err().contains("1 to 63 bytes"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Command-line interface: argument definitions and dispatch. Each command lives in its own file.
 
+pub mod cloudstack;
 mod init;
 mod inspect;
 pub mod keygen;
@@ -133,6 +134,22 @@ syslog (the journal) and to stderr with --foreground, when stderr is a terminal,
 SIGINT stops cleanly (the host writes `leaving`, disarms the watchdog and is never fenced); SIGHUP \
 reloads peers and [fencing]; other sections need a restart.")]
     Run(RunArgs),
+    /// Drop-in for CloudStack's kvmheartbeat.sh / kvmsmpheartbeat.sh (options -i -p -m -h -t -r -c).
+    #[command(
+        name = "cloudstack-heartbeat",
+        long_about = "Drop-in for CloudStack's kvmheartbeat.sh and kvmsmpheartbeat.sh, called by \
+the wrapper scripts in /usr/share/hbfence/cloudstack/ with CloudStack's own options.\n\n\
+Without -r or -c: writes the current time (seconds) into MOUNT/KVMHA/hb-HOST_IP as the original \
+does; exit 0, or 2 when the file cannot be written (with --require-mount, which the \
+kvmheartbeat.sh wrapper passes: exit 1 when MOUNT is not a mount point).\n\
+-r: prints `=====> DEAD <======` only for a host hbfence holds FENCED, `=====> ALIVE <=====` \
+otherwise, as the first line, then why; always exit 0, within --deadline seconds even when the \
+heartbeat volume hangs. HOST_IP is looked up in the `aliases` of [host] and [[peer]]. An unknown \
+host, a stopped agent or an unreadable volume answers ALIVE, logs a warning and counts it in \
+RUNTIME_DIR/cloudstack-warnings.json.\n\
+-c: CloudStack's reboot request; logged and ignored (exit 0): hbfence fences this host itself."
+    )]
+    CloudstackHeartbeat(cloudstack::HeartbeatArgs),
     /// Print the shell completion script for SHELL (the packages install them).
     #[command(hide = true)]
     Completions(CompletionsArgs),
@@ -199,6 +216,7 @@ pub fn main() -> i32 {
         Command::Clear(a) => ops::clear(&a),
         Command::TestWatchdog(a) => ops::test_watchdog(&a),
         Command::Keygen(a) => keygen::run(&a),
+        Command::CloudstackHeartbeat(a) => cloudstack::run(&a),
         Command::Completions(a) => {
             use std::io::Write;
             std::io::stdout().write_all(&completions(a.shell)).map_err(CliError::from)

@@ -80,13 +80,17 @@ struct Cluster {
 }
 
 fn load(config_path: &Path) -> Result<Cluster, CliError> {
+    load_with(config_path, Access::ReadWrite)
+}
+
+/// `load` with the volumes opened for `access` (`check` only reads: it also works on a
+/// read-only mount, e.g. a management server's).
+fn load_with(config_path: &Path, access: Access) -> Result<Cluster, CliError> {
     let config = Config::load(config_path)?;
     let mut volumes = Vec::new();
     let mut errors = Vec::new();
     for v in &config.volumes {
-        match Volume::open(&v.path, Access::ReadWrite)
-            .and_then(|vol| vol.read_header().map(|h| (vol, h)))
-        {
+        match Volume::open(&v.path, access).and_then(|vol| vol.read_header().map(|h| (vol, h))) {
             Ok(x) => volumes.push(x),
             Err(e) => errors.push(e.to_string()),
         }
@@ -458,7 +462,7 @@ fn status_table(rows: &[Value]) -> Vec<String> {
 }
 
 pub fn check(a: &CheckArgs) -> CliResult {
-    let c = load(&a.config)?;
+    let c = load_with(&a.config, Access::ReadOnly)?;
     let view = c.view()?;
     let id = c.resolve(&a.host, &view)?;
     let daemon = daemon_view(&c.config);
