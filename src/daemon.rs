@@ -10,7 +10,8 @@ use crate::core::agent::{
 };
 use crate::core::format::{self, BootId, FenceMethodKind, Header};
 use crate::core::header::header_damage;
-use crate::core::view::decode_view;
+use crate::core::readplan::{self, ReadPlanner};
+use crate::core::view::VolumeView;
 use crate::events::{self, EventSettings};
 use crate::fence::pool::Pool;
 use crate::fence::{self, AgentTarget, FenceMethod, FenceSettings, IpmiTarget};
@@ -28,8 +29,9 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How often the main loop wakes up at the latest (pets, lease checks).
-const TICK: Duration = Duration::from_millis(100);
+/// The main loop sleeps until the core's next deadline (`Agent::next_deadline`) or an input;
+/// this only bounds a sleep should a deadline be far away (the core has one every interval).
+const MAX_SLEEP: Duration = Duration::from_secs(60);
 
 /// Exit codes of `hbfence run` (sysexits.h values), so the unit restarts only what may heal.
 pub mod exit_code {
@@ -64,7 +66,13 @@ struct IoRequest {
     cycle: u64,
     started: u64,
     record: Option<Box<format::Heartbeat>>,
+    /// This host acts as coordinator: it reads its peers' mailboxes too.
+    coordinator: bool,
 }
+
+/// Benchmark knob (not a user option): `HBFENCE_BENCH_READ_ALL=1` makes every cycle read all
+/// heartbeat and mailbox blocks, as before issue 12, for the baseline of `bench/scale.rs`.
+pub const READ_ALL_ENV: &str = "HBFENCE_BENCH_READ_ALL";
 
 /// Reads the kernel's boot id (a UUID that changes on every boot).
 pub fn boot_id() -> Result<BootId, String> {
@@ -181,6 +189,8 @@ fn spawn_io_thread(
     index: usize,
     volume: Volume,
     header: &Header,
+    peers: Vec<u32>,
+    own_id: u32,
     tx: Sender<Input>,
 ) -> Result<Sender<IoRequest>, StartError> {
     let (req_tx, req_rx) = mpsc::channel::<IoRequest>();
@@ -190,6 +200,8 @@ fn spawn_io_thread(
     let expected = header.clone();
     let restore = crate::cli::restore::restore_command(volume.path(), header);
     let mut damage: Option<String> = None;
+    let read_all = std::env::var_os(READ_ALL_ENV).is_some_and(|v| v == "1");
+    let mut planner = ReadPlanner::new(geo, own_id, &peers, read_all);
     std::thread::Builder::new()
         .stack_size(crate::sys::THREAD_STACK)
         .name(format!("hbfence-io{index}"))
@@ -201,9 +213,12 @@ fn spawn_io_thread(
                     log::warn!("I/O thread {index}: SCHED_RR failed: {e}");
                 }
             }
-            // Block 0 too: the header is checked every cycle in the same request.
-            let blocks = 1 + (2 * geo.max_hosts) as usize;
-            let buffers = (AlignedBuf::new(1), AlignedBuf::new(blocks), volume.page_buffer(geo));
+            // One request reads at most CHUNK_BLOCKS: the buffer does not grow with the volume.
+            let buffers = (
+                AlignedBuf::new(1),
+                AlignedBuf::new(readplan::CHUNK_BLOCKS as usize),
+                volume.page_buffer(geo),
+            );
             let (mut wbuf, mut rbuf, mut pages) = match buffers {
                 (Ok(w), Ok(r), Ok(p)) => (w, r, p),
                 _ => {
@@ -227,28 +242,44 @@ fn spawn_io_thread(
                         .map_err(|e| e.to_string())?;
                     Ok(sys::boottime_ms())
                 });
-                let read = volume
-                    .read_blocks(0, &mut rbuf)
-                    .map(|()| {
-                        let now_damaged = header_damage(rbuf.block(0), &expected).map(|why| {
-                            match format::decode(rbuf.block(0)) {
-                                // Re-created on purpose or by mistake: not something to undo
-                                // from here; the agents must be restarted on the new header.
-                                format::Decoded::Header(_) => {
-                                    format!("{why}; every agent must be restarted to use it")
+                // Block 0 too: the header is checked every cycle, in the first request.
+                let heartbeats_read = planner.next(req.coordinator).heartbeats;
+                let mut view = VolumeView::unread(geo);
+                let mut header_block = None;
+                let mut result = Ok(());
+                for &(first, n) in &planner.plan().runs {
+                    result = volume.read_blocks_into(first, &mut rbuf, n as usize);
+                    if result.is_err() {
+                        break;
+                    }
+                    let raw = &rbuf.as_slice()[..n as usize * format::BLOCK_SIZE];
+                    if first == 0 {
+                        header_block =
+                            Some(header_damage(&raw[..format::BLOCK_SIZE], &expected).map(|why| {
+                                match format::decode(&raw[..format::BLOCK_SIZE]) {
+                                    // Re-created on purpose or by mistake: not something to undo
+                                    // from here; the agents must be restarted on the new header.
+                                    format::Decoded::Header(_) => {
+                                        format!("{why}; every agent must be restarted to use it")
+                                    }
+                                    _ => format!("{why}; restore it with `{restore}`"),
                                 }
-                                _ => format!("{why}; restore it with `{restore}`"),
+                            }));
+                    }
+                    view.decode_blocks(first, raw, geo, &cluster);
+                }
+                let read = result
+                    .map(|()| {
+                        if let Some(now_damaged) = header_block {
+                            if now_damaged != damage {
+                                damage = now_damaged;
+                                let _ = tx.send(Input::HeaderChecked {
+                                    volume: index,
+                                    damage: damage.clone(),
+                                });
                             }
-                        });
-                        if now_damaged != damage {
-                            damage = now_damaged;
-                            let _ = tx.send(Input::HeaderChecked {
-                                volume: index,
-                                damage: damage.clone(),
-                            });
                         }
-                        let mut view =
-                            decode_view(&rbuf.as_slice()[format::BLOCK_SIZE..], geo, &cluster);
+                        planner.learn(&view.slots, &heartbeats_read);
                         if let Some(pages) = pages.as_mut() {
                             volume.read_verdict_pages(&mut view, geo, &cluster, pages);
                         }
@@ -287,6 +318,8 @@ struct Daemon {
     /// Status file, sd_notify and metrics: written by the reporter thread.
     reporter: Reporter,
     last_snapshot: u64,
+    /// Something the status file shows changed since the last snapshot.
+    snapshot_due: bool,
     /// Fencing attempts and power-on commands run here (threads started at boot).
     pool: Pool,
     /// What the driver counts itself (latencies, errors, attempts) for the metrics.
@@ -442,7 +475,16 @@ fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
     let net = start_network(&config, &params, network_key, tx.clone())?;
     let mut io = Vec::new();
     for (i, v) in volumes.into_iter().enumerate() {
-        io.push(spawn_io_thread(config.daemon.realtime_priority, i, v, &header, tx.clone())?);
+        let peers = config.peers.iter().map(|p| p.id).collect();
+        io.push(spawn_io_thread(
+            config.daemon.realtime_priority,
+            i,
+            v,
+            &header,
+            peers,
+            config.host.id,
+            tx.clone(),
+        )?);
     }
     let events = events::start(EventSettings {
         cluster: format::uuid_string(&header.cluster),
@@ -484,6 +526,7 @@ fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
         boot,
         reporter,
         last_snapshot: 0,
+        snapshot_due: true,
         pool,
         stats,
         net,
@@ -607,39 +650,58 @@ impl Daemon {
             if hup.swap(false, Ordering::Relaxed) {
                 self.reload();
             }
-            // Wake up for the next cycle on time, not up to a tick late.
-            let until_cycle = self.agent.next_deadline().saturating_sub(sys::boottime_ms());
-            let wait = TICK.min(Duration::from_millis(until_cycle.max(1)));
+            // Wake up for the core's next deadline or the next status snapshot, on time.
+            let t = sys::boottime_ms();
+            let deadline = self.agent.next_deadline().min(self.next_snapshot_at());
+            let wait = MAX_SLEEP.min(Duration::from_millis(deadline.saturating_sub(t).max(1)));
             match rx.recv_timeout(wait) {
                 Ok(input) => self.feed(input),
                 Err(RecvTimeoutError::Timeout) => self.feed(Input::Tick),
                 Err(RecvTimeoutError::Disconnected) => return 1,
             }
-            let t = sys::boottime_ms();
-            if t >= self.last_snapshot + 1000 {
-                self.last_snapshot = t;
+            if self.snapshot_due || sys::boottime_ms() >= self.next_snapshot_at() {
                 self.send_snapshot();
             }
         }
     }
 
+    /// The status file is rewritten when something a reader looks at changed (an event, a
+    /// phase, the coordinator) and at least once per interval: `status --health` and `check`
+    /// call it stale after `report::fresh_for_ms(interval)` (see `cli::ops`).
+    fn next_snapshot_at(&self) -> u64 {
+        self.last_snapshot.saturating_add(self.header.timing.interval_ms)
+    }
+
     fn feed(&mut self, input: Input) {
         let mut queue = vec![input];
+        let before = (self.agent.phase(), self.agent.coordinator(), self.agent.watchdog_armed());
         while let Some(input) = queue.pop() {
             self.stats.saw(&input);
             let actions = self.agent.handle(now(), input);
             for a in actions {
+                if matches!(a, Action::Event(_) | Action::Ready | Action::Exit { .. }) {
+                    self.snapshot_due = true;
+                }
                 if let Some(next) = self.execute(a) {
                     queue.push(next);
                 }
             }
+        }
+        let after = (self.agent.phase(), self.agent.coordinator(), self.agent.watchdog_armed());
+        if before != after {
+            self.snapshot_due = true;
         }
     }
 
     fn execute(&mut self, action: Action) -> Option<Input> {
         match action {
             Action::StartIo { volume, cycle, write } => {
-                let req = IoRequest { cycle, started: sys::boottime_ms(), record: write };
+                let req = IoRequest {
+                    cycle,
+                    started: sys::boottime_ms(),
+                    record: write,
+                    coordinator: self.agent.is_coordinator(),
+                };
                 if let Some(tx) = self.io.get(volume) {
                     let _ = tx.send(req);
                 }
@@ -916,8 +978,10 @@ impl Daemon {
     /// Hands the current state to the reporter (status file, STATUS=, metrics). Copies a
     /// bounded amount (one entry per host of the volume) and never blocks.
     fn send_snapshot(&mut self) {
-        let a = &self.agent;
         let t = now();
+        self.last_snapshot = t.mono;
+        self.snapshot_due = false;
+        let a = &self.agent;
         let phase = match a.phase() {
             Phase::Probing { .. } => "probing",
             Phase::Running => "running",
@@ -948,6 +1012,7 @@ impl Daemon {
             verdicts: a.verdicts().values().cloned().collect(),
             mono_ms: t.mono,
             wall_ms: t.wall,
+            update_every_ms: self.header.timing.interval_ms,
             fence_attempts: self.stats.fence_attempts,
             fence_failures: self.stats.fence_failures,
             network: self.net.as_ref().map(|net| network_snapshot(net, a, t.mono)),

@@ -60,6 +60,9 @@ pub struct Snapshot {
     pub verdicts: Vec<Verdict>,
     pub mono_ms: u64,
     pub wall_ms: u64,
+    /// The daemon writes a new status at least this often (once per interval): a reader
+    /// calls the file stale by `cli::ops::status_fresh_ms`.
+    pub update_every_ms: u64,
     /// Power-off attempts started and failed (the driver's counts).
     pub fence_attempts: u64,
     pub fence_failures: u64,
@@ -193,7 +196,13 @@ fn run(s: ReportSettings, rx: Receiver<Report>, done: &AtomicU64, dropped: &Atom
     let mut last_metrics_at: Option<Instant> = None;
     let mut metrics_warned = false;
     loop {
-        let r = rx.recv_timeout(Duration::from_millis(200));
+        // Asleep until the next report, unless a notification waits for room in the socket.
+        let waiting = notifier.as_ref().is_some_and(|n| !n.pending.is_empty());
+        let r = if waiting {
+            rx.recv_timeout(Duration::from_millis(200))
+        } else {
+            rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        };
         let handled = r.is_ok();
         match r {
             Ok(Report::Snapshot(snap)) => {
@@ -361,6 +370,7 @@ pub fn status_json(s: &Snapshot) -> String {
         "peers": peers,
         "verdicts": verdicts,
         "mono_ms": s.mono_ms,
+        "update_every_ms": s.update_every_ms,
         "wall_time": crate::cli::text::wall_time(s.wall_ms),
         "wall_time_ms": s.wall_ms,
         "network": s.network.as_ref().map(network_json),

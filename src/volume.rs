@@ -223,7 +223,25 @@ impl Volume {
 
     /// Reads `buf.blocks()` contiguous blocks starting at block `first`, in one I/O.
     pub fn read_blocks(&self, first: u64, buf: &mut AlignedBuf) -> Result<(), VolumeError> {
-        let count = buf.blocks() as u64;
+        let count = buf.blocks();
+        self.read_blocks_into(first, buf, count)
+    }
+
+    /// Reads `count` contiguous blocks starting at block `first` into the start of `buf`, in
+    /// one I/O.
+    pub fn read_blocks_into(
+        &self,
+        first: u64,
+        buf: &mut AlignedBuf,
+        count: usize,
+    ) -> Result<(), VolumeError> {
+        if count > buf.blocks() {
+            return Err(VolumeError::unusable(
+                &self.path,
+                format!("a read of {count} blocks does not fit a buffer of {}", buf.blocks()),
+            ));
+        }
+        let count = count as u64;
         let op = || {
             format!(
                 "read of blocks {first}..{} ({} bytes)",
@@ -242,7 +260,7 @@ impl Volume {
             ));
         }
         let offset = first * BLOCK_SIZE as u64;
-        let dst = buf.as_mut_slice();
+        let dst = &mut buf.as_mut_slice()[..count as usize * BLOCK_SIZE];
         let mut done = 0usize;
         while done < dst.len() {
             match self.file.read_at(&mut dst[done..], offset + done as u64) {

@@ -186,8 +186,18 @@ impl Cluster {
 }
 
 /// A status file older than this (by CLOCK_BOOTTIME) belongs to a daemon that is not running
-/// or hangs.
+/// or hangs, when the file does not say how often it is rewritten.
 pub const STATUS_FRESH_MS: u64 = 5_000;
+
+/// How old a status file may be: the daemon rewrites it on every change and at least once
+/// per interval (`update_every_ms`), so two missed updates and a second of slack, never less
+/// than [`STATUS_FRESH_MS`].
+pub fn status_fresh_ms(status: &Value) -> u64 {
+    status["update_every_ms"]
+        .as_u64()
+        .map_or(STATUS_FRESH_MS, |every| every.saturating_mul(2).saturating_add(1000))
+        .max(STATUS_FRESH_MS)
+}
 
 /// The daemon's view from runtime_dir/status.json, if the daemon is running.
 pub fn daemon_view(config: &Config) -> Option<Value> {
@@ -196,7 +206,7 @@ pub fn daemon_view(config: &Config) -> Option<Value> {
     let alive = v["pid"].as_u64().is_some_and(pid_alive);
     let fresh = v["mono_ms"]
         .as_u64()
-        .is_some_and(|m| sys::boottime_ms().saturating_sub(m) < STATUS_FRESH_MS);
+        .is_some_and(|m| sys::boottime_ms().saturating_sub(m) < status_fresh_ms(&v));
     (alive && fresh).then_some(v)
 }
 
@@ -248,7 +258,7 @@ pub fn health_of(runtime_dir: &Path) -> (i32, String) {
         );
     }
     let age = v["mono_ms"].as_u64().map(|m| sys::boottime_ms().saturating_sub(m));
-    if age.is_none_or(|a| a >= STATUS_FRESH_MS) {
+    if age.is_none_or(|a| a >= status_fresh_ms(&v)) {
         return (
             CRITICAL,
             format!(

@@ -5,5 +5,6 @@ pub mod agent;
 pub mod events;
 pub mod format;
 pub mod header;
+pub mod readplan;
 pub mod timing;
 pub mod view;

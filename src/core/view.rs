@@ -1,13 +1,15 @@
 //! What one I/O cycle saw on one volume, decoded (pure: bytes in, view out).
 
 use super::format::{self, ClusterId, Decoded, Geometry, Heartbeat, Mailbox, BLOCK_SIZE};
+use super::readplan::IdSet;
 
 /// One heartbeat slot as an observer may use it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Slot {
     /// Never written.
     Empty,
-    /// Torn, corrupt, foreign or of another cluster: neither progress nor death (S5).
+    /// Torn, corrupt, foreign or of another cluster, or not read in this cycle
+    /// (`core::readplan`): neither progress nor death (S5).
     NoNews,
     Record(Heartbeat),
 }
@@ -19,6 +21,8 @@ pub struct VolumeView {
     pub slots: Vec<Slot>,
     /// Valid mailboxes of this cluster, by host id.
     pub mailboxes: Vec<Mailbox>,
+    /// Whose mailbox blocks were read (`None`: every one).
+    pub mailboxes_read: Option<Box<IdSet>>,
 }
 
 impl VolumeView {
@@ -34,6 +38,49 @@ impl VolumeView {
     pub fn mailbox(&self, id: u32) -> Option<&Mailbox> {
         self.mailboxes.iter().find(|m| m.host_id == id)
     }
+
+    /// The view of a partial read before any block is decoded: every slot no news, no
+    /// mailbox read.
+    pub fn unread(geo: Geometry) -> VolumeView {
+        VolumeView {
+            slots: vec![Slot::NoNews; geo.max_hosts as usize],
+            mailboxes: Vec::new(),
+            mailboxes_read: Some(Box::default()),
+        }
+    }
+
+    /// Decodes `raw`, the blocks from `first` on as one request read them, into the view
+    /// (block 0, the header, is the I/O thread's to check).
+    pub fn decode_blocks(&mut self, first: u64, raw: &[u8], geo: Geometry, cluster: &ClusterId) {
+        let max = u64::from(geo.max_hosts);
+        for (i, block) in raw.chunks_exact(BLOCK_SIZE).enumerate() {
+            let b = first + i as u64;
+            if (1..=max).contains(&b) {
+                let id = b as u32;
+                if let Some(slot) = self.slots.get_mut(id as usize - 1) {
+                    *slot = heartbeat_slot(block, id, cluster);
+                }
+            } else if b > max && b <= 2 * max {
+                let id = (b - max) as u32;
+                if let Some(read) = self.mailboxes_read.as_mut() {
+                    read.insert(id);
+                }
+                if let Decoded::Mailbox(m) = format::decode(block) {
+                    if &m.cluster == cluster && m.host_id == id {
+                        self.mailboxes.push(m);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn heartbeat_slot(block: &[u8], id: u32, cluster: &ClusterId) -> Slot {
+    match format::decode(block) {
+        Decoded::Empty => Slot::Empty,
+        Decoded::Heartbeat(hb) if &hb.cluster == cluster && hb.host_id == id => Slot::Record(hb),
+        _ => Slot::NoNews,
+    }
 }
 
 /// Decodes blocks `1..=2*max_hosts` of a volume (heartbeats then mailboxes).
@@ -42,17 +89,13 @@ pub fn decode_view(raw: &[u8], geo: Geometry, cluster: &ClusterId) -> VolumeView
         let start = (index as usize - 1) * BLOCK_SIZE;
         raw.get(start..start + BLOCK_SIZE).unwrap_or(&[])
     };
-    let mut view =
-        VolumeView { slots: Vec::with_capacity(geo.max_hosts as usize), mailboxes: Vec::new() };
+    let mut view = VolumeView {
+        slots: Vec::with_capacity(geo.max_hosts as usize),
+        mailboxes: Vec::new(),
+        mailboxes_read: None,
+    };
     for id in 1..=geo.max_hosts {
-        let slot = match format::decode(block(geo.heartbeat_block(id))) {
-            Decoded::Empty => Slot::Empty,
-            Decoded::Heartbeat(hb) if &hb.cluster == cluster && hb.host_id == id => {
-                Slot::Record(hb)
-            }
-            _ => Slot::NoNews,
-        };
-        view.slots.push(slot);
+        view.slots.push(heartbeat_slot(block(geo.heartbeat_block(id)), id, cluster));
         if let Decoded::Mailbox(m) = format::decode(block(geo.mailbox_block(id))) {
             if &m.cluster == cluster && m.host_id == id {
                 view.mailboxes.push(m);
@@ -309,7 +352,7 @@ pub(crate) mod merge_tests {
     }
 
     fn view(slots: Vec<Slot>) -> VolumeView {
-        VolumeView { slots, mailboxes: vec![] }
+        VolumeView { slots, mailboxes: vec![], mailboxes_read: None }
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! Modelling choices (see also the report in `tests/simulation.rs`):
 //! - True time is in µs; every host boot has its own monotonic clock (random origin, rate
 //!   ±1000 ppm) and a wall clock that may jump. Agents only ever see their host's clocks.
-//! - An agent process is driven like the daemon drives it: `Input::Tick` every 100 ms of local
-//!   time, I/O completions, fence results and stop requests; actions are executed in order and
+//! - An agent process is driven like the daemon drives it: `Input::Tick` at the core's next
+//!   deadline (no fixed tick), I/O completions, fence results and stop requests; actions are executed in order and
 //!   an input produced by an action (`WatchdogArmed`) is fed after the batch, as `daemon::feed`.
 //! - One I/O cycle = optional write of the own block, then one read of blocks 1..=2*max_hosts,
 //!   decoded with `decode_view` from the raw bytes. Every block of a read is taken at its own
@@ -532,6 +532,8 @@ struct BlipWatch {
 
 const TRACE_RING: usize = 4000;
 const TICK_MS: u64 = 100;
+/// The daemon's longest sleep without a deadline (`daemon::MAX_SLEEP`).
+const MAX_SLEEP_MS: u64 = 60_000;
 
 /// The newest table on a volume: (verdict_gen, author, its `fenced` verdicts).
 type CoordTable = (u32, u32, Vec<(u32, u64)>);
@@ -983,8 +985,8 @@ impl World {
                 {
                     return;
                 }
+                // `feed` schedules the next tick.
                 self.feed(h, Input::Tick);
-                self.schedule_tick(h, pid);
             }
             Ev::IoDone(e) => self.io_done_event(*e),
             Ev::Land { writer, vol, block, data, torn, inc } => {
@@ -1164,12 +1166,13 @@ impl World {
         self.feed(h, input);
     }
 
-    /// Ticks every 100 ms of local time; a new chain (after a resume) replaces the old one.
+    /// A tick at the core's next deadline; a new chain (after a resume) replaces the old one.
     fn schedule_tick(&mut self, h: usize, pid: u64) {
-        // As the daemon: wake up every 100 ms, or on time for the core's next deadline.
+        // As the daemon: no fixed tick, a wake-up on time for the core's next deadline (at
+        // most MAX_SLEEP_MS later), so a deadline missing from `next_deadline` shows here.
         let now = self.now_for(h).mono;
         let deadline = self.hosts[h].proc.as_ref().map_or(u64::MAX, |p| p.agent.next_deadline());
-        let next = (now + TICK_MS).min(deadline.max(now + 1));
+        let next = (now + MAX_SLEEP_MS).min(deadline.max(now + 1));
         let at = self.agent_true_at(h, next);
         let Some(p) = self.hosts[h].proc.as_mut() else { return };
         p.tick_gen += 1;
@@ -1417,6 +1420,11 @@ impl World {
         }
         if self.hosts[h].proc.as_ref().is_some_and(|p| p.pid == pid && p.exited) {
             self.hosts[h].proc = None;
+        }
+        // As the daemon's loop: after every input the sleep is recomputed from the core's next
+        // deadline (an input may bring one closer: the first pet after arming).
+        if self.hosts[h].proc.as_ref().is_some_and(|p| p.pid == pid && !p.paused) {
+            self.schedule_tick(h, pid);
         }
     }
 

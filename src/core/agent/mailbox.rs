@@ -10,6 +10,7 @@ impl Agent {
         let first_read = !std::mem::replace(&mut self.vols[v].mailbox_baseline, true);
         let probing = matches!(self.phase, Phase::Probing { .. }) || first_read;
         let coordinator = self.is_coordinator();
+        let read_before = self.vols[v].mailboxes_read_before;
         for m in &view.mailboxes {
             // Every volume may hold another message: remember each nonce, not just the last,
             // so a lagging volume never replays an old command.
@@ -21,7 +22,7 @@ impl Agent {
                 seen.remove(0);
             }
             seen.push(m.nonce);
-            if probing {
+            if probing || !read_before.contains(m.host_id) {
                 continue;
             }
             if m.host_id == own_id {
@@ -31,6 +32,11 @@ impl Agent {
                 // coordinator ran is reported as not taken by the CLI.
                 self.operator_message(m);
             }
+        }
+        let read_before = &mut self.vols[v].mailboxes_read_before;
+        match &view.mailboxes_read {
+            Some(read) => read_before.union_with(read),
+            None => (1..=self.p.max_hosts).for_each(|id| read_before.insert(id)),
         }
     }
 

@@ -285,6 +285,11 @@ struct Vol {
     read_ok_start: Option<u64>,
     /// Its first successful read happened (the mailbox baseline).
     mailbox_baseline: bool,
+    /// Mailboxes read on this volume before (a host reads its peers' mailboxes only while it
+    /// is the coordinator): what a mailbox holds at its first read here is history, as at
+    /// the volume's first read, or a new coordinator would replay a `confirm-off` that its
+    /// predecessor handled long ago (S1).
+    mailboxes_read_before: crate::core::readplan::IdSet,
     /// From its first timely read: the highest sequence of another incarnation of another
     /// boot in the own block then (a volume unreadable during the probe may show a former
     /// run's later writes; they are history, not a second writer).
@@ -523,7 +528,10 @@ impl Agent {
         }
     }
 
-    /// The next time the core needs to run even without input (next cycle or retry).
+    /// The next time the core needs to run even without input: the next cycle or retry, a
+    /// pet, the last pet under the lease, the doom, a pending self-fence, an I/O that turns
+    /// overdue or stuck, a fencing retry. The daemon sleeps until then (no fixed tick), so
+    /// everything the core decides from time alone must be here.
     pub fn next_deadline(&self) -> u64 {
         // A busy volume's retry waits for its I/O to finish, which is an input of its own.
         let io = self
@@ -532,11 +540,38 @@ impl Agent {
             .filter(|v| v.in_flight.is_none())
             .filter_map(|v| v.retry_at)
             .fold(self.next_cycle_at, u64::min);
-        let final_pet = self
-            .last_pet_at()
-            .filter(|&l| self.armed && !self.doomed() && self.last_pet.is_some_and(|t| t < l));
+        // An I/O under way turns overdue after one interval (S4: peer timers restart) and
+        // stuck after io_timeout (the volume turns unhealthy) without any input.
+        let interval = self.p.timing.interval_ms;
+        let limit = self.p.timing.io_timeout_ms;
+        let in_flight = self
+            .vols
+            .iter()
+            .filter_map(|v| v.in_flight.map(|(_, started, _)| (v.healthy, started)))
+            .flat_map(|(healthy, s)| [Some(s + interval), healthy.then_some(s + limit)])
+            .flatten()
+            .filter(|&t| t > self.now.mono)
+            .min();
+        let pets = self.armed && !self.doomed();
+        let next_pet = self.last_pet.map(|t| t + PET_EVERY_MS).filter(|_| pets);
+        let final_pet =
+            self.last_pet_at().filter(|&l| pets && self.last_pet.is_some_and(|t| t < l));
         let doom = self.doom_at().filter(|_| matches!(self.phase, Phase::Running | Phase::Leaving));
-        [final_pet, doom, self.channel_deadline()].into_iter().flatten().fold(io, u64::min)
+        let self_fence = match self.phase {
+            Phase::Doomed { fence_at, fenced: false, .. } => Some(fence_at),
+            _ => None,
+        };
+        let fence_retry = self
+            .fences
+            .values()
+            .filter(|j| !j.in_flight && j.next_attempt_at != u64::MAX)
+            .map(|j| j.next_attempt_at)
+            .filter(|&t| t > self.now.mono)
+            .min();
+        [in_flight, next_pet, final_pet, doom, self_fence, fence_retry, self.channel_deadline()]
+            .into_iter()
+            .flatten()
+            .fold(io, u64::min)
     }
 
     /// Every peer this host has seen, with its current judgement.
@@ -564,6 +599,12 @@ impl Agent {
     pub fn handle(&mut self, now: Now, input: Input) -> Vec<Action> {
         // Monotonic time never goes backwards, even if a driver misbehaves.
         self.now = Now { mono: now.mono.max(self.now.mono), wall: now.wall };
+        // Trouble that lasted up to this instant counts before the input changes it: the
+        // daemon wakes on deadlines, not on a tick, so an I/O overdue since its deadline and
+        // finishing now must restart the peer timers now, not at that deadline (S4; the
+        // simulation without a tick, seed 813, judged from the earlier instant).
+        self.check_stuck_io(self.now.mono);
+        self.check_overdue_io(self.now.mono);
         match input {
             Input::Tick => {}
             Input::IoDone { volume, cycle, started, write, read } => {

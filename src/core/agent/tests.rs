@@ -1400,3 +1400,32 @@ fn the_peer_claim_follows_the_live_lease() {
     let now = s.now;
     assert_eq!(s.host(1).agent.peer_claim(now), channel::Claim::Doomed);
 }
+
+/// The daemon sleeps until `next_deadline` (no fixed tick): woken only then and for its I/O,
+/// an agent still pets every PET_EVERY_MS and keeps its lease (without the pets in the
+/// deadline it petted once per cycle only, 1000 ms apart).
+#[test]
+fn woken_only_at_its_deadlines_an_agent_pets_on_time() {
+    let mut sim = Sim::new(1);
+    sim.run(5_000);
+    assert!(sim.hosts[0].agent.watchdog_armed());
+    let before = sim.hosts[0].pets.len();
+    let end = sim.now + 10_000;
+    let mut wakes = 0;
+    while sim.now < end {
+        let deadline = sim.hosts[0].agent.next_deadline();
+        let io_done = if sim.hosts[0].pending.is_empty() { u64::MAX } else { sim.now + 10 };
+        sim.now = deadline.min(io_done).max(sim.now + 1);
+        sim.io(0);
+        sim.feed(0, Input::Tick);
+        wakes += 1;
+    }
+    let pets = &sim.hosts[0].pets[before..];
+    assert!(pets.len() >= 19, "{} pets in 10 s", pets.len());
+    for w in pets.windows(2) {
+        assert!(w[1] - w[0] <= PET_EVERY_MS + 10, "pets {} ms apart", w[1] - w[0]);
+    }
+    assert!(sim.hosts[0].self_fenced.is_none());
+    // Pets, cycles and their I/O: a few wake-ups per second, not a hundred.
+    assert!(wakes <= 10 * 5, "{wakes} wake-ups in 10 s");
+}

@@ -1,0 +1,456 @@
+//! Benchmark (issue 12): N agents on one volume, what each costs, and a rack loss.
+//!
+//! For every interval given (1 s: the tests' timing; 5 s: the defaults) and every read mode
+//! (`planned`: the read plan of `core::readplan`; `read-all`: every block every cycle, the
+//! behaviour before issue 12, through the benchmark knob `HBFENCE_BENCH_READ_ALL=1`), N agents
+//! (ids 1..=N, nobody configured as anyone's peer, so every host is found by the read plan's
+//! scan) start on one `--max-hosts 255` volume file in /dev/shm (`--loop`: also on a 4K-sector
+//! loop device with direct I/O). Measured per agent, from /proc: bytes read per interval
+//! (`rchar` of /proc/PID/io over the window divided by the intervals in it), CPU
+//! (run time of every thread, /proc/PID/task/*/schedstat, as CPU-seconds per hour), VmRSS; and for the run: the
+//! time until every agent's status file shows every other agent alive, `host_suspect` events
+//! (every agent's event log) and self-fences (sysrq test files).
+//!
+//! `--rack-loss K` (default 20, 0: none): after the first planned run at 1 s, a second run of
+//! N agents in which hosts N−K+1..=N each have an `ipmi_sim` BMC (configured on the eligible
+//! hosts 1..=3) is killed at once (SIGKILL); reported: every victim `fenced` (coordinator's
+//! event log), the spread between the first and the last verdict, and `host_suspect` events
+//! about hosts that were not killed (must be 0).
+//!
+//! `--small-cpu SECS` (default 120, 0: none): a 3-agent cluster at the default timing,
+//! CPU-seconds per hour per agent; with `HBFENCE_BEFORE_BIN=PATH` (an hbfence binary built
+//! from the commit before issue 12) the same cluster also runs with that binary.
+//!
+//! Run: `CARGO_TARGET_DIR=/work/target-bench cargo bench --bench scale -- [--agents N]
+//!       [--secs S] [--intervals 1,5] [--no-baseline] [--loop] [--rack-loss K] [--no-mlock]
+//!       [--small-cpu SECS]`
+//! The agents run with `lock_memory = true` (mlockall, as in production) unless `--no-mlock`.
+
+#[path = "../tests/support/bmc.rs"]
+mod bmc;
+#[path = "../tests/support/cluster.rs"]
+mod cluster;
+#[path = "common.rs"]
+mod common;
+use common::{command_line, now_utc, source_state};
+
+use cluster::{BmcConfig, Host, HostSpec};
+use nix::sys::signal::Signal;
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const PASSWORD: &str = "s3cret-Pw_42";
+const MAX_HOSTS: u32 = 255;
+
+struct Args {
+    agents: u32,
+    secs: u64,
+    intervals: Vec<u64>,
+    baseline: bool,
+    use_loop: bool,
+    rack_loss: u32,
+    mlock: bool,
+    small_cpu: u64,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        agents: 250,
+        secs: 600,
+        intervals: vec![1, 5],
+        baseline: true,
+        use_loop: false,
+        rack_loss: 20,
+        mlock: true,
+        small_cpu: 120,
+    };
+    let mut it = std::env::args().skip(1).filter(|x| x != "--bench");
+    while let Some(x) = it.next() {
+        let mut val = || it.next().unwrap_or_else(|| panic!("{x} needs a value"));
+        match x.as_str() {
+            "--agents" => a.agents = val().parse().expect("--agents N"),
+            "--secs" => a.secs = val().parse().expect("--secs S"),
+            "--intervals" => {
+                a.intervals =
+                    val().split(',').map(|s| s.parse().expect("--intervals 1,5")).collect()
+            }
+            "--no-baseline" => a.baseline = false,
+            "--loop" => a.use_loop = true,
+            "--rack-loss" => a.rack_loss = val().parse().expect("--rack-loss K"),
+            "--no-mlock" => a.mlock = false,
+            "--small-cpu" => a.small_cpu = val().parse().expect("--small-cpu SECS"),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    assert!(a.agents >= 2 && a.agents <= MAX_HOSTS, "--agents 2..=255");
+    a
+}
+
+fn init_args(interval: u64) -> Vec<&'static str> {
+    if interval == 1 {
+        cluster::INIT_ARGS.to_vec()
+    } else {
+        vec![]
+    }
+}
+
+/// A volume file on tmpfs, or a 4K-sector loop device over a file (detached on drop).
+struct Vol {
+    path: PathBuf,
+    loop_dev: Option<String>,
+}
+
+impl Drop for Vol {
+    fn drop(&mut self) {
+        if let Some(dev) = &self.loop_dev {
+            let _ = Command::new("losetup").args(["-d", dev]).status();
+        }
+    }
+}
+
+fn make_volume(dir: &Path, kind: &str, interval: u64) -> Vol {
+    let file = dir.join("v.vol");
+    let init = |path: &Path| {
+        let mut a = vec!["init", "--volume", path.to_str().unwrap(), "--max-hosts", "255"];
+        a.extend(init_args(interval));
+        if kind == "loop" {
+            a.push("--force");
+        }
+        let out = cluster::hbfence(&a);
+        assert!(out.status.success(), "init: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    if kind == "tmpfs" {
+        init(&file);
+        return Vol { path: file, loop_dev: None };
+    }
+    let blocks = 1 + 2 * u64::from(MAX_HOSTS) + 2 * u64::from(MAX_HOSTS);
+    std::fs::File::create(&file).unwrap().set_len(blocks * 4096).unwrap();
+    let out = Command::new("losetup")
+        .args(["--find", "--show", "--direct-io=on", "--sector-size", "4096"])
+        .arg(&file)
+        .output()
+        .expect("losetup");
+    assert!(out.status.success(), "losetup: {}", String::from_utf8_lossy(&out.stderr));
+    let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    init(Path::new(&dev));
+    Vol { path: PathBuf::from(&dev), loop_dev: Some(dev) }
+}
+
+fn proc_field(pid: i32, file: &str, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// CPU time of every thread of the process, in ns (/proc/PID/task/*/schedstat: run time),
+/// finer than the 10 ms ticks of utime + stime.
+fn cpu_ns(pid: i32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .filter_map(|t| t.ok())
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()))
+        .sum()
+}
+
+fn status(h: &Host) -> Option<serde_json::Value> {
+    serde_json::from_str(&std::fs::read_to_string(h.dir.join("run/status.json")).ok()?).ok()
+}
+
+fn alive_peers(h: &Host) -> BTreeSet<u32> {
+    status(h)
+        .and_then(|s| {
+            s["peers"].as_array().map(|ps| {
+                ps.iter()
+                    .filter(|p| p["status"] == "alive")
+                    .filter_map(|p| p["id"].as_u64().map(|i| i as u32))
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
+fn events(h: &Host, kind: &str) -> Vec<serde_json::Value> {
+    h.events_text()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == kind)
+        .collect()
+}
+
+fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    if v.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    (v[0], v[v.len() / 2], v[v.len() - 1])
+}
+
+fn new_hosts(base: &Path, n: u32, vol: &Path, mlock: bool, bmcs: &[(u32, BmcConfig)]) -> Vec<Host> {
+    (1..=n)
+        .map(|id| {
+            let eligible = id <= 3;
+            let peers =
+                if eligible { bmcs.iter().map(|(p, b)| (*p, Some(b))).collect() } else { vec![] };
+            let h = Host::new(
+                base,
+                &HostSpec {
+                    id,
+                    volumes: vec![vol.to_path_buf()],
+                    peers,
+                    hooks_dir: None,
+                    eligible,
+                },
+            );
+            if mlock {
+                let text = std::fs::read_to_string(&h.config).unwrap();
+                std::fs::write(
+                    &h.config,
+                    text.replace("lock_memory = false", "lock_memory = true"),
+                )
+                .unwrap();
+            }
+            h
+        })
+        .collect()
+}
+
+fn start(hosts: &mut [Host], read_all: bool, bin: Option<&Path>) {
+    for h in hosts.iter_mut() {
+        let knob = if read_all { "1" } else { "0" };
+        match bin {
+            None => h.start_with(true, &[("HBFENCE_BENCH_READ_ALL", std::ffi::OsStr::new(knob))]),
+            Some(bin) => {
+                let log = std::fs::File::create(&h.log).unwrap();
+                let child = Command::new(bin)
+                    .args(["run", "--foreground", "--config", h.config.to_str().unwrap()])
+                    .stdout(log.try_clone().unwrap())
+                    .stderr(log)
+                    .spawn()
+                    .expect("start the before binary");
+                std::fs::write(&h.pid_file, child.id().to_string()).unwrap();
+                *h.watchdog.kill_pid.lock().unwrap() = Some(child.id());
+                h.child = Some(child);
+            }
+        }
+    }
+}
+
+/// Seconds until every agent shows every other alive (None: not within `limit`).
+fn all_seen(hosts: &[Host], started: Instant, limit: Duration) -> Option<f64> {
+    let n = hosts.len();
+    let mut done = vec![false; n];
+    while started.elapsed() < limit {
+        for (i, h) in hosts.iter().enumerate() {
+            if !done[i] {
+                done[i] = alive_peers(h).len() >= n - 1;
+            }
+        }
+        if done.iter().all(|d| *d) {
+            return Some(started.elapsed().as_secs_f64());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    None
+}
+
+struct Row {
+    label: String,
+    seen_s: Option<f64>,
+    bytes: (f64, f64, f64),
+    cpu_h: (f64, f64, f64),
+    rss_kib: (f64, f64, f64),
+    suspects: usize,
+    self_fences: usize,
+}
+
+fn measure(
+    label: String,
+    hosts: &mut [Host],
+    interval: u64,
+    secs: u64,
+    read_all: bool,
+    bin: Option<&Path>,
+) -> Row {
+    let started = Instant::now();
+    start(hosts, read_all, bin);
+    let limit = Duration::from_secs(60 + (u64::from(cluster_join_cycles()) + 4) * interval);
+    let seen_s = all_seen(hosts, started, limit);
+    let before: Vec<(u64, u64)> =
+        hosts.iter().map(|h| (proc_field(h.pid(), "io", "rchar:"), cpu_ns(h.pid()))).collect();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(secs));
+    let window = t0.elapsed().as_secs_f64();
+    let mut bytes = Vec::new();
+    let mut cpu = Vec::new();
+    let mut rss = Vec::new();
+    for (h, (r0, c0)) in hosts.iter().zip(before) {
+        // Per interval of the window (the agents' cycles come once per interval).
+        let intervals = window / interval as f64;
+        bytes.push((proc_field(h.pid(), "io", "rchar:").saturating_sub(r0)) as f64 / intervals);
+        cpu.push((cpu_ns(h.pid()).saturating_sub(c0)) as f64 / 1e9 * 3600.0 / window);
+        rss.push(proc_field(h.pid(), "status", "VmRSS:") as f64);
+    }
+    let suspects = hosts.iter().map(|h| events(h, "host_suspect").len()).sum();
+    let self_fences = hosts.iter().filter(|h| !h.sysrq_letters().is_empty()).count();
+    for h in hosts.iter_mut() {
+        h.signal(Signal::SIGKILL);
+        h.wait_exit(Duration::from_secs(5));
+    }
+    Row {
+        label,
+        seen_s,
+        bytes: stats(bytes),
+        cpu_h: stats(cpu),
+        rss_kib: stats(rss),
+        suspects,
+        self_fences,
+    }
+}
+
+fn cluster_join_cycles() -> u32 {
+    hbfence::core::readplan::JOIN_CYCLES
+}
+
+fn print_rows(rows: &[Row]) {
+    println!("| run | all seen after (s) | bytes read / interval min · median · max | CPU s/h per agent min · median · max | VmRSS KiB min · median · max | host_suspect | self-fences |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        println!(
+            "| {} | {} | {:.0} · {:.0} · {:.0} | {:.2} · {:.2} · {:.2} | {:.0} · {:.0} · {:.0} | {} | {} |",
+            r.label,
+            r.seen_s.map_or("not within limit".into(), |s| format!("{s:.1}")),
+            r.bytes.0, r.bytes.1, r.bytes.2,
+            r.cpu_h.0, r.cpu_h.1, r.cpu_h.2,
+            r.rss_kib.0, r.rss_kib.1, r.rss_kib.2,
+            r.suspects, r.self_fences
+        );
+    }
+}
+
+fn rack_loss(a: &Args) {
+    if let Some(why) = bmc::tools_missing() {
+        println!("rack loss skipped: {why}");
+        return;
+    }
+    let k = a.rack_loss.min(a.agents - 3);
+    let tmp = tempfile::tempdir_in("/dev/shm").unwrap();
+    let vol = make_volume(tmp.path(), "tmpfs", 1);
+    let victims: Vec<u32> = (a.agents - k + 1..=a.agents).collect();
+    let mut sims = Vec::new();
+    let mut configs = Vec::new();
+    for &id in &victims {
+        let dir = tmp.path().join(format!("bmc{id}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pid_file = tmp.path().join(format!("host{id}/agent.pid"));
+        std::fs::create_dir_all(pid_file.parent().unwrap()).unwrap();
+        let sim = bmc::SimBmc::start(&dir, bmc::free_udp_port(), "admin", PASSWORD, &pid_file)
+            .expect("start ipmi_sim");
+        let pw = tmp.path().join(format!("bmc{id}.pw"));
+        std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        configs.push((id, BmcConfig { port: sim.port(), password_file: pw }));
+        sims.push(sim);
+    }
+    let mut hosts = new_hosts(tmp.path(), a.agents, &vol.path, a.mlock, &configs);
+    let started = Instant::now();
+    start(&mut hosts, false, None);
+    let seen =
+        all_seen(&hosts, started, Duration::from_secs(60 + u64::from(cluster_join_cycles()) + 4));
+    std::thread::sleep(Duration::from_secs(5));
+    let killed_at = Instant::now();
+    for h in hosts.iter().filter(|h| victims.contains(&h.id)) {
+        h.signal(Signal::SIGKILL);
+    }
+    // Every victim fenced in the coordinator's (host 1's) event log, within a minute.
+    let fenced_all = cluster::wait_until(Duration::from_secs(90), || {
+        let ids: BTreeSet<u64> =
+            events(&hosts[0], "fenced").iter().filter_map(|e| e["host"].as_u64()).collect();
+        victims.iter().all(|v| ids.contains(&u64::from(*v)))
+    });
+    let took = killed_at.elapsed().as_secs_f64();
+    let fenced = events(&hosts[0], "fenced");
+    let monos: Vec<f64> = fenced.iter().filter_map(|e| e["mono_ms"].as_f64()).collect();
+    let spread = monos.iter().cloned().fold(f64::MIN, f64::max)
+        - monos.iter().cloned().fold(f64::MAX, f64::min);
+    let wrong: usize = hosts
+        .iter()
+        .filter(|h| !victims.contains(&h.id))
+        .map(|h| {
+            events(h, "host_suspect")
+                .iter()
+                .filter(|e| e["host"].as_u64().is_some_and(|id| !victims.contains(&(id as u32))))
+                .count()
+        })
+        .sum();
+    let methods: BTreeSet<String> =
+        fenced.iter().filter_map(|e| e["method"].as_str().map(String::from)).collect();
+    println!(
+        "rack loss: {} agents, {k} killed at once (ids {}..={}), every agent saw every other after {}; all {k} fenced: {fenced_all} ({} `fenced` events, methods {methods:?}) {took:.1} s after the kill; spread first→last verdict {:.1} s; host_suspect about hosts not killed: {wrong}",
+        a.agents,
+        victims[0],
+        victims[victims.len() - 1],
+        seen.map_or("not within limit".into(), |s| format!("{s:.1} s")),
+        fenced.len(),
+        spread / 1000.0
+    );
+    for h in hosts.iter_mut() {
+        h.signal(Signal::SIGKILL);
+    }
+    drop(sims);
+}
+
+fn main() {
+    let a = args();
+    println!("# scale benchmark — {} — {}", now_utc(), source_state());
+    println!("command: `{}`", command_line("scale"));
+    println!("agents {}, window {} s after every agent saw every other, max_hosts {MAX_HOSTS}, mlockall {}", a.agents, a.secs, a.mlock);
+    let mut rows = Vec::new();
+    let kinds: Vec<&str> = if a.use_loop { vec!["tmpfs", "loop"] } else { vec!["tmpfs"] };
+    for kind in &kinds {
+        for &interval in &a.intervals {
+            let modes: &[bool] = if a.baseline { &[false, true] } else { &[false] };
+            for &read_all in modes {
+                let tmp = tempfile::tempdir_in("/dev/shm").unwrap();
+                let vol = make_volume(tmp.path(), kind, interval);
+                let mut hosts = new_hosts(tmp.path(), a.agents, &vol.path, a.mlock, &[]);
+                let label = format!(
+                    "{kind}, interval {interval} s, {}",
+                    if read_all { "read-all (baseline)" } else { "planned" }
+                );
+                eprintln!("running: {label}");
+                let row = measure(label, &mut hosts, interval, a.secs, read_all, None);
+                rows.push(row);
+                drop(hosts);
+                drop(vol);
+            }
+        }
+    }
+    print_rows(&rows);
+    if a.small_cpu > 0 {
+        let mut small = Vec::new();
+        let before = std::env::var_os("HBFENCE_BEFORE_BIN").map(PathBuf::from);
+        let bins: Vec<(String, Option<PathBuf>)> =
+            std::iter::once(("this commit".to_string(), None))
+                .chain(before.map(|b| (format!("before ({})", b.display()), Some(b))))
+                .collect();
+        for (name, bin) in bins {
+            let tmp = tempfile::tempdir_in("/dev/shm").unwrap();
+            let vol = make_volume(tmp.path(), "tmpfs", 5);
+            let mut hosts = new_hosts(tmp.path(), 3, &vol.path, a.mlock, &[]);
+            let label = format!("3 agents, defaults (interval 5 s), {name}");
+            eprintln!("running: {label}");
+            small.push(measure(label, &mut hosts, 5, a.small_cpu, false, bin.as_deref()));
+        }
+        print_rows(&small);
+    }
+    if a.rack_loss > 0 {
+        rack_loss(&a);
+    }
+}

@@ -1,0 +1,153 @@
+//! Issue 12: what an agent reads per cycle follows the hosts that exist, not the volume's
+//! max_hosts, and a host that joins with an id nobody configured is still seen by every agent
+//! within the stated bound (`core::readplan::JOIN_CYCLES`). Real agents on a plain volume file
+//! (no FUSE, no root needed); the bytes come from /proc/PID/io.
+
+#[path = "support/cluster.rs"]
+mod cluster;
+
+use cluster::*;
+use hbfence::core::readplan::JOIN_CYCLES;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const MAX_HOSTS: u32 = 255;
+const BLOCK: u64 = 4096;
+
+/// `rchar` of /proc/PID/io: every byte the process read through read(2)/pread(2), whatever
+/// the file system (`read_bytes` counts only what reached a block device, 0 on tmpfs). In
+/// the steady state the daemon reads nothing but its volume.
+fn rchar(pid: i32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/io")).expect("read /proc/PID/io");
+    text.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("rchar in /proc/PID/io")
+}
+
+fn status(h: &Host) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(h.dir.join("run/status.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn seq(h: &Host) -> u64 {
+    status(h).and_then(|s| s["seq"].as_u64()).unwrap_or(0)
+}
+
+fn sees_alive(h: &Host, peer: u32) -> bool {
+    status(h).is_some_and(|s| {
+        s["peers"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["id"] == peer && p["status"] == "alive"))
+    })
+}
+
+fn host(base: &Path, id: u32, volume: &Path, peers: &[u32]) -> Host {
+    Host::new(
+        base,
+        &HostSpec {
+            id,
+            volumes: vec![volume.to_path_buf()],
+            peers: peers.iter().filter(|&&p| p != id).map(|&p| (p, None)).collect(),
+            hooks_dir: None,
+            eligible: true,
+        },
+    )
+}
+
+/// Bytes each agent read during `window`: (host id, bytes, acts as coordinator).
+fn bytes_read(hosts: &[Host], window: Duration) -> Vec<(u32, u64, bool)> {
+    let before: Vec<u64> = hosts.iter().map(|h| rchar(h.pid())).collect();
+    std::thread::sleep(window);
+    hosts
+        .iter()
+        .zip(before)
+        .map(|(h, r0)| {
+            let coordinator = status(h).is_some_and(|s| s["coordinator"] == h.id);
+            (h.id, rchar(h.pid()) - r0, coordinator)
+        })
+        .collect()
+}
+
+#[test]
+fn reads_follow_the_hosts_that_exist_and_a_newcomer_with_any_id_is_seen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let volume = tmp.path().join("v.vol");
+    init_volume_for(&volume, &MAX_HOSTS.to_string(), &[]);
+    let members = [1, 2, 3];
+    let mut hosts: Vec<Host> =
+        members.iter().map(|&id| host(tmp.path(), id, &volume, &members)).collect();
+    for h in &mut hosts {
+        h.start();
+    }
+    let settled = wait_until(Duration::from_secs(20), || {
+        hosts.iter().all(|h| members.iter().all(|&p| p == h.id || sees_alive(h, p)))
+    });
+    assert!(settled, "the 3 agents never saw each other:\n{}", hosts[0].log_text());
+
+    // Header + 3 heartbeats + own mailbox, the scan window, and on the coordinator the other
+    // two mailboxes. A status file write or a log line is no read; the volume is all.
+    let exist = members.len() as u64;
+    let scan = u64::from((MAX_HOSTS - members.len() as u32).div_ceil(JOIN_CYCLES));
+    let bound =
+        |coordinator: bool| BLOCK * (exist + 2 + scan + if coordinator { exist - 1 } else { 0 });
+    // Cycles start every interval on the agent's clock: a window of 8 intervals holds at
+    // most 9 cycles' reads, whatever its phase.
+    let interval = Duration::from_secs(1);
+    let window = interval * 8;
+    let cycles = 9;
+    let measured = bytes_read(&hosts, window);
+    for &(id, bytes, coordinator) in &measured {
+        eprintln!("host {id}: {bytes} bytes in 8 intervals (coordinator {coordinator})");
+        assert!(
+            bytes <= cycles * bound(coordinator),
+            "host {id} read {bytes} bytes in 8 intervals, bound {} per cycle (max_hosts {MAX_HOSTS}, {exist} hosts)",
+            bound(coordinator)
+        );
+    }
+    // Reading everything (the behaviour before, kept as a benchmark knob) is what this
+    // counter would show otherwise: 1 + 2·255 blocks per cycle.
+    let everything = BLOCK * (1 + 2 * u64::from(MAX_HOSTS));
+    assert!(measured.iter().all(|m| m.1 * 20 < everything * 8), "{measured:?}");
+
+    // A host with an id nobody configured joins: every agent reads its slot within
+    // JOIN_CYCLES cycles of its first write (+ one cycle for the read and one for the status
+    // file, at most one interval old).
+    let mut newcomer = host(tmp.path(), 250, &volume, &members);
+    newcomer.start();
+    let written =
+        wait_until(Duration::from_secs(15), || host_record(&dump(&volume), 250).is_some());
+    assert!(written, "host 250 never wrote:\n{}", newcomer.log_text());
+    let first_write = Instant::now();
+    let limit = interval * (JOIN_CYCLES + 2) + Duration::from_millis(500);
+    let seen = wait_until(limit, || hosts.iter().all(|h| sees_alive(h, 250)));
+    let took = first_write.elapsed();
+    assert!(
+        seen,
+        "not every agent saw host 250 within {limit:?}: {:?}",
+        hosts.iter().map(|h| (h.id, sees_alive(h, 250))).collect::<Vec<_>>()
+    );
+    eprintln!("host 250 seen by every agent {:.1} s after its first write", took.as_secs_f64());
+    // Once seen it is read every cycle: it stays alive for everyone (no suspicion).
+    std::thread::sleep(interval * 4);
+    for h in &hosts {
+        assert!(sees_alive(h, 250), "host {} lost host 250", h.id);
+        assert!(h.events_about("host_suspect", 250).is_empty(), "host {} suspected 250", h.id);
+    }
+}
+
+#[test]
+fn the_baseline_knob_reads_every_block() {
+    // The read-everything behaviour of bench/scale.rs's baseline: shows that the counter of
+    // the first test sees the volume's reads (it would fail there without the read plan).
+    let tmp = tempfile::tempdir().unwrap();
+    let volume = tmp.path().join("v.vol");
+    init_volume_for(&volume, &MAX_HOSTS.to_string(), &[]);
+    let mut h = host(tmp.path(), 1, &volume, &[1]);
+    h.start_with(true, &[("HBFENCE_BENCH_READ_ALL", std::ffi::OsStr::new("1"))]);
+    assert!(wait_until(Duration::from_secs(15), || seq(&h) > 2), "{}", h.log_text());
+    // 4 intervals hold at least 3 whole cycles.
+    let measured = bytes_read(std::slice::from_ref(&h), Duration::from_secs(4));
+    let everything = BLOCK * (1 + 2 * u64::from(MAX_HOSTS));
+    assert!(measured[0].1 >= 3 * everything, "{measured:?}, expected at least 3 × {everything}");
+}
