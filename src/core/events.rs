@@ -33,6 +33,9 @@ pub enum EventKind {
     /// A peer that was unreachable answers on the peer channel again (its first answer in a
     /// run is not an event).
     PeerReachable,
+    /// The coordinator holds the power-off of a suspect peer that says on the peer channel,
+    /// from its live core, that its own lease is still valid (a storage blip it may survive).
+    FenceDeferred,
 }
 
 impl EventKind {
@@ -56,6 +59,7 @@ impl EventKind {
             EventKind::Alarm => "alarm",
             EventKind::PeerUnreachable => "peer_unreachable",
             EventKind::PeerReachable => "peer_reachable",
+            EventKind::FenceDeferred => "fence_deferred",
         }
     }
 }

@@ -190,6 +190,24 @@ impl Agent {
             .collect()
     }
 
+    /// Partial blip (issue 13): until when `peer`'s run `incarnation` may still hold a valid
+    /// lease by its own live core's word, if it is reachable and said so. Its lease ends at the
+    /// latest `remaining_ms` after the answer was received (it was computed before); `margin`
+    /// covers the two clocks' rate difference. A peer silent on the channel claims nothing.
+    pub(super) fn lease_claimed_until(&self, peer: u32, incarnation: u64, now: u64) -> Option<u64> {
+        let p = self.channel.get(&peer)?;
+        let a = p.last?;
+        if a.incarnation != incarnation || !self.channel_reachable_now(p, now) {
+            return None;
+        }
+        match a.claim {
+            Claim::LeaseValid { remaining_ms } => {
+                Some(a.received_at + remaining_ms + self.p.timing.margin_ms)
+            }
+            _ => None,
+        }
+    }
+
     /// The latest accepted answer of `peer`, if any (what outage survival and the partial-blip
     /// rule build on).
     pub fn peer_answer(&self, peer: u32) -> Option<PeerAnswer> {

@@ -225,8 +225,24 @@ impl Agent {
         if p.suspect_since.is_none_or(|since| self.evidence_until() < since) {
             return;
         }
+        // A storage blip shorter than the peer's lease: it says on the peer channel that its
+        // lease is still valid, so it is alive and will either write again or self-fence
+        // when that lease runs out. Wait for that (a delay only: never a verdict).
+        let claimed_until = self.lease_claimed_until(id, r.incarnation, now);
         let method = self.p.fence_methods.get(&id).copied();
         let job = self.fences.entry(id).or_default();
+        if let Some(until) = claimed_until.filter(|&u| u > now && !job.in_flight) {
+            job.next_attempt_at = job.next_attempt_at.max(until);
+            if !job.deferred {
+                job.deferred = true;
+                let detail = format!(
+                    "no progress for {stale} ms, but it says on the peer channel that its lease is valid for {} ms more: power-off held until then",
+                    until - now
+                );
+                self.event(EventKind::FenceDeferred, id, None, detail);
+            }
+            return;
+        }
         if job.in_flight || now < job.next_attempt_at {
             return;
         }

@@ -314,6 +314,8 @@ struct FenceJob {
     attempts: u32,
     next_attempt_at: u64,
     last_detail: String,
+    /// `fence_deferred` was reported for this suspicion.
+    deferred: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

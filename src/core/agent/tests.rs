@@ -1429,3 +1429,81 @@ fn woken_only_at_its_deadlines_an_agent_pets_on_time() {
     // Pets, cycles and their I/O: a few wake-ups per second, not a hundred.
     assert!(wakes <= 10 * 5, "{wakes} wake-ups in 10 s");
 }
+
+/// Issue 13, partial blip: a suspect peer that says on the peer channel, from its live core,
+/// that its lease is still valid is not powered off before that lease could have run out; then
+/// (it self-fenced) the power-off goes ahead as without the channel.
+#[test]
+fn a_suspect_peer_whose_lease_is_valid_by_its_own_word_is_powered_off_only_after_it() {
+    let mut s = Sim::new(0);
+    let mut p = params(1);
+    p.fence_methods.insert(2, FenceMethodKind::Ipmi);
+    p.peer_channel = Some(ChannelParams { challenge_every_ms: 250 });
+    s.add(p);
+    s.add(params(2));
+    s.run(5_000);
+    s.broken.push(2);
+    let blip = s.now;
+    let mut first_fence = None;
+    while s.now < blip + 3 * T.lease_timeout_ms {
+        let now = s.now;
+        let claim = s.host(2).agent.peer_claim(now);
+        let answer = PeerAnswer {
+            claim,
+            challenge_sent_at: now - 5,
+            received_at: now,
+            boot_id: [2; 16],
+            incarnation: 1002,
+        };
+        s.feed(0, Input::PeerAnswer { peer: 2, answer });
+        s.run(250);
+        if first_fence.is_none() && !s.host(1).fences.is_empty() {
+            first_fence = Some(s.now);
+        }
+    }
+    let expired = s.host(2).self_fenced.expect("host 2 never self-fenced without storage");
+    let first_fence = first_fence.expect("the power-off never went ahead");
+    assert!(
+        first_fence >= expired,
+        "powered off at +{} ms while its lease was valid (self-fence at +{} ms)",
+        first_fence - blip,
+        expired - blip
+    );
+    assert!(!events(s.host(1), EventKind::FenceDeferred).is_empty(), "no fence_deferred event");
+}
+
+/// Issue 13: a peer that dies (power loss) is silent on both channels: its last answer, which
+/// claimed a valid lease, holds nothing once it is unreachable, and it is powered off at
+/// suspect_after as without the channel.
+#[test]
+fn a_peer_silent_on_both_channels_is_powered_off_as_without_the_channel() {
+    let mut s = Sim::new(0);
+    let mut p = params(1);
+    p.fence_methods.insert(2, FenceMethodKind::Ipmi);
+    p.peer_channel = Some(ChannelParams { challenge_every_ms: 250 });
+    s.add(p);
+    s.add(params(2));
+    for _ in 0..20 {
+        let now = s.now;
+        let claim = s.host(2).agent.peer_claim(now);
+        let answer = PeerAnswer {
+            claim,
+            challenge_sent_at: now - 5,
+            received_at: now,
+            boot_id: [2; 16],
+            incarnation: 1002,
+        };
+        s.feed(0, Input::PeerAnswer { peer: 2, answer });
+        s.run(250);
+    }
+    assert!(matches!(
+        s.host(1).agent.peer_answer(2).map(|a| a.claim),
+        Some(Claim::LeaseValid { .. })
+    ));
+    let killed = s.now;
+    s.kill(2);
+    s.run(T.suspect_after_ms + 2 * T.interval_ms);
+    assert_eq!(s.host(1).fences, vec![2], "the silent peer's power-off was held");
+    assert!(events(s.host(1), EventKind::FenceDeferred).is_empty());
+    assert!(s.now - killed < T.lease_timeout_ms, "the test must end before the lease would");
+}
