@@ -2752,6 +2752,15 @@ impl World {
 
     // ----- readers of the verdict tables (VERDICTS) -----
 
+    /// A torn landing (or forged record) in some host block of volume `v` since `t`: the
+    /// replica it hit may have carried the newest table, and a restart of its writer that
+    /// could not read it overwrites it with a record without that table (seed 4859).
+    fn torn_landing_since(&self, v: usize, t: u64) -> bool {
+        self.spoiled_at
+            .iter()
+            .any(|per_vol| per_vol.get(v).is_some_and(|s| s.iter().any(|&x| x >= t)))
+    }
+
     fn torn_host_block(&self, v: usize) -> bool {
         (1..=self.max_hosts).any(|id| {
             matches!(
@@ -2906,7 +2915,9 @@ impl World {
             // withdrawal, and one newer that lacks it still fails the rule.
             let lost_replicas = tables.iter().filter(|x| !x.2.contains(&(id, inc))).all(|x| {
                 x.1.is_none_or(|at| newer(rv.newest, at))
-                    && x.0.iter().all(|&v| self.torn_host_block(v))
+                    && x.0
+                        .iter()
+                        .all(|&v| self.torn_host_block(v) || self.torn_landing_since(v, rv.since))
             });
             let blind = lost_replicas
                 || tables

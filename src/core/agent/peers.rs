@@ -169,7 +169,16 @@ impl Agent {
                         // A volume that missed the newer run's writes shows an older run's
                         // last record once the newer one stopped: a rejoin only once that run
                         // is seen to write again, as a sighting that advances (seed 29265: a
-                        // fenced host's verdict was dropped for its older run's record).
+                        // fenced host's verdict was dropped for its older run's record). Until
+                        // then it may be a restart from 1, so a peer not fenced is not judged
+                        // stale across it (seed 10954: a restarted host was suspected).
+                        let fenced = self.verdicts.get(&id).is_some_and(|v| {
+                            v.kind == VerdictKind::Fenced
+                                && Some(v.incarnation) == previous_incarnation
+                        });
+                        if !fenced {
+                            peer.last_change = finished;
+                        }
                         continue;
                     }
                 }
