@@ -1430,24 +1430,23 @@ fn woken_only_at_its_deadlines_an_agent_pets_on_time() {
     assert!(wakes <= 10 * 5, "{wakes} wake-ups in 10 s");
 }
 
-/// Issue 13, partial blip: a suspect peer that says on the peer channel, from its live core,
-/// that its lease is still valid is not powered off before that lease could have run out; then
-/// (it self-fenced) the power-off goes ahead as without the channel.
-#[test]
-fn a_suspect_peer_whose_lease_is_valid_by_its_own_word_is_powered_off_only_after_it() {
+/// Host 1 (with a BMC method for host 2) and host 2, on the peer channel; answers are fed to
+/// host 1 by hand with `Sim::answer_from_host_2`.
+fn coordinator_with_a_peer_on_the_channel() -> Sim {
     let mut s = Sim::new(0);
     let mut p = params(1);
     p.fence_methods.insert(2, FenceMethodKind::Ipmi);
     p.peer_channel = Some(ChannelParams { challenge_every_ms: 250 });
     s.add(p);
     s.add(params(2));
-    s.run(5_000);
-    s.broken.push(2);
-    let blip = s.now;
-    let mut first_fence = None;
-    while s.now < blip + 3 * T.lease_timeout_ms {
-        let now = s.now;
-        let claim = s.host(2).agent.peer_claim(now);
+    s
+}
+
+impl Sim {
+    /// Host 1 receives host 2's answer, as host 2's core would give it now.
+    fn answer_from_host_2(&mut self) {
+        let now = self.now;
+        let claim = self.host(2).agent.peer_claim(now);
         let answer = PeerAnswer {
             claim,
             challenge_sent_at: now - 5,
@@ -1455,7 +1454,22 @@ fn a_suspect_peer_whose_lease_is_valid_by_its_own_word_is_powered_off_only_after
             boot_id: [2; 16],
             incarnation: 1002,
         };
-        s.feed(0, Input::PeerAnswer { peer: 2, answer });
+        self.feed(0, Input::PeerAnswer { peer: 2, answer });
+    }
+}
+
+/// Issue 13, partial blip: a suspect peer that says on the peer channel, from its live core,
+/// that its lease is still valid is not powered off before that lease could have run out; then
+/// (it self-fenced) the power-off goes ahead as without the channel.
+#[test]
+fn a_suspect_peer_whose_lease_is_valid_by_its_own_word_is_powered_off_only_after_it() {
+    let mut s = coordinator_with_a_peer_on_the_channel();
+    s.run(5_000);
+    s.broken.push(2);
+    let blip = s.now;
+    let mut first_fence = None;
+    while s.now < blip + 3 * T.lease_timeout_ms {
+        s.answer_from_host_2();
         s.run(250);
         if first_fence.is_none() && !s.host(1).fences.is_empty() {
             first_fence = Some(s.now);
@@ -1477,23 +1491,9 @@ fn a_suspect_peer_whose_lease_is_valid_by_its_own_word_is_powered_off_only_after
 /// suspect_after as without the channel.
 #[test]
 fn a_peer_silent_on_both_channels_is_powered_off_as_without_the_channel() {
-    let mut s = Sim::new(0);
-    let mut p = params(1);
-    p.fence_methods.insert(2, FenceMethodKind::Ipmi);
-    p.peer_channel = Some(ChannelParams { challenge_every_ms: 250 });
-    s.add(p);
-    s.add(params(2));
+    let mut s = coordinator_with_a_peer_on_the_channel();
     for _ in 0..20 {
-        let now = s.now;
-        let claim = s.host(2).agent.peer_claim(now);
-        let answer = PeerAnswer {
-            claim,
-            challenge_sent_at: now - 5,
-            received_at: now,
-            boot_id: [2; 16],
-            incarnation: 1002,
-        };
-        s.feed(0, Input::PeerAnswer { peer: 2, answer });
+        s.answer_from_host_2();
         s.run(250);
     }
     assert!(matches!(
