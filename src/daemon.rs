@@ -227,6 +227,23 @@ fn spawn_io_thread(
                 }
             };
             for req in req_rx {
+                if let Some(record) = &req.record {
+                    // COLLISION-DETECT: a twin writing at the same cadence shows only before our
+                    // own write (the cycle's read comes after it). A failed read is no news.
+                    let own = own_block_of(record.host_id);
+                    if volume.read_blocks_into(own, &mut rbuf, 1).is_ok() {
+                        let found = match format::decode(&rbuf.as_slice()[..format::BLOCK_SIZE]) {
+                            format::Decoded::Heartbeat(hb)
+                                if hb.cluster == cluster && hb.host_id == record.host_id =>
+                            {
+                                Some(hb)
+                            }
+                            _ => None,
+                        };
+                        let _ =
+                            tx.send(Input::OwnBlockBeforeWrite { volume: index, record: found });
+                    }
+                }
                 let write = req.record.map(|record| {
                     format::encode_heartbeat_into(&record, wbuf.block_mut(0))
                         .map_err(|e| e.to_string())?;

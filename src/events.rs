@@ -492,6 +492,13 @@ mod tests {
         wait_for(Duration::from_secs(10), "the hook's grandchild", || pidfile.exists());
         let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
         wait_for(Duration::from_secs(10), "the timeout", || tx.counters().hook_failures() == 1);
+        // SIGKILL is delivered asynchronously: the group was signalled before the failure was
+        // counted, but the grandchild may take a moment to die. One that survived the kill (not
+        // in the group) would still be sleeping its 1000 s after this bounded wait.
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while alive(pid) && std::time::Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let dead = !alive(pid);
         if !dead {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);

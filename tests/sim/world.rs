@@ -316,6 +316,9 @@ struct IoDoneEv {
     cycle: u64,
     started: u64,
     write: Option<(bool, u64)>,
+    /// What the own block held when the write started (the I/O thread reads it first:
+    /// COLLISION-DETECT), if that read went through.
+    own_before: Option<Box<format::Block>>,
     read_lo: u64,
     read_ok: bool,
 }
@@ -1453,6 +1456,10 @@ impl World {
             Input::HeaderChecked { volume, damage } => {
                 format!("HeaderChecked vol {volume} {damage:?}")
             }
+            Input::OwnBlockBeforeWrite { volume, record } => format!(
+                "OwnBlockBeforeWrite vol {volume} {:?}",
+                record.as_ref().map(|r| (r.incarnation, r.seq))
+            ),
             Input::PeerChallenge { peer, .. } => format!("PeerChallenge host {peer}"),
             Input::PeerAnswer { peer, answer } => format!("PeerAnswer host {peer} {answer:?}"),
         };
@@ -2007,7 +2014,11 @@ impl World {
         let boot = self.boot_idx(h);
         let mut read_start = t0;
         let mut write = None;
+        let mut own_before = None;
         if let Some(rec) = req.record {
+            let lag = self.lag_at(v, t0);
+            let block = self.geo.heartbeat_block(rec.host_id) as usize;
+            let seen = *self.vols[v].at(block, t0.saturating_sub(lag));
             let base = self.link_latency(h, v);
             let plan = {
                 let wins: [&[Window]; 2] = [&self.link_win[h][v], &self.vol_win[v]];
@@ -2028,6 +2039,9 @@ impl World {
                 }
                 self.at(lt, Ev::Land { writer, vol: v, block, data, torn, inc });
             }
+            if plan.ok {
+                own_before = Some(Box::new(seen));
+            }
             write = Some((plan.ok, plan.end));
             read_start = plan.end;
         }
@@ -2043,10 +2057,16 @@ impl World {
             cycle: req.cycle,
             started: req.started,
             write,
+            own_before,
             read_lo: rplan.data_from,
             read_ok: rplan.ok,
         };
         self.at(rplan.end, Ev::IoDone(Box::new(e)));
+    }
+
+    /// How far behind volume `v` returns content at `t` (a stale replica).
+    fn lag_at(&self, v: usize, t: u64) -> u64 {
+        self.lag_win[v].iter().filter(|w| w.0 <= t && t < w.1).map(|w| w.2).max().unwrap_or(0)
     }
 
     fn io_done_event(&mut self, e: IoDoneEv) {
@@ -2068,12 +2088,7 @@ impl World {
         let (lo, hi) = if deferred { (self.t, self.t) } else { (e.read_lo.min(self.t), self.t) };
         // A lagging volume returns what it held `lag` ago (never older than a landing it
         // already returned is not guaranteed: a stale replica is just that).
-        let lag = self.lag_win[e.vol]
-            .iter()
-            .filter(|w| w.0 <= self.t && self.t < w.1)
-            .map(|w| w.2)
-            .max()
-            .unwrap_or(0);
+        let lag = self.lag_at(e.vol, self.t);
         let (lo, hi) = (lo.saturating_sub(lag), hi.saturating_sub(lag));
         let read = if e.read_ok {
             let mut raw = std::mem::take(&mut self.raw);
@@ -2094,6 +2109,21 @@ impl World {
         let v = e.vol;
         if let Some(p) = self.hosts[h].proc.as_mut() {
             p.io_busy[v] = false;
+        }
+        if let Some(block) = e.own_before {
+            let id = self.hosts[h].id;
+            let record = match format::decode(&block[..]) {
+                format::Decoded::Heartbeat(hb)
+                    if hb.cluster == self.cluster && hb.host_id == id =>
+                {
+                    Some(hb)
+                }
+                _ => None,
+            };
+            self.feed(h, Input::OwnBlockBeforeWrite { volume: v, record });
+            if !self.proc_is(h, e.pid) {
+                return;
+            }
         }
         self.feed(h, Input::IoDone { volume: v, cycle: e.cycle, started: e.started, write, read });
         if self.proc_is(h, e.pid) && !self.hosts[h].proc.as_ref().is_some_and(|p| p.io_busy[v]) {

@@ -250,6 +250,22 @@ impl Agent {
         }
     }
 
+    /// The read before a write (COLLISION-DETECT): a twin's latest write is always there. Only
+    /// once the volume had its first timely read (its floor is set), so a former run's history
+    /// on a lagging volume is judged by the same rule as every other read.
+    pub(super) fn own_block_before_write(&mut self, v: usize, record: Option<Heartbeat>) {
+        if matches!(self.phase, Phase::Probing { .. } | Phase::Exited) {
+            return;
+        }
+        let Some(r) = record else { return };
+        if self.vols.get(v).is_none_or(|vol| vol.own_block_floor.is_none()) {
+            return;
+        }
+        if self.is_foreign_writer(v, &r) {
+            self.collision(r.incarnation, r.seq);
+        }
+    }
+
     pub(super) fn collision(&mut self, other_incarnation: u64, other_seq: u64) {
         if self.doomed() {
             // The pending self-fence still runs: exiting now would cancel it (S3).

@@ -119,6 +119,11 @@ pub enum Input {
     /// A volume's block 0 stopped (Some: why, and how to restore it) or started again (None)
     /// to hold the header this agent runs with. Sent by the I/O thread on a change only.
     HeaderChecked { volume: usize, damage: Option<String> },
+    /// What the own block held just before this cycle's write (read by the I/O thread before
+    /// it writes; `None`: not a decodable record of this cluster and host id). A twin with this
+    /// host id writing at the same cadence is visible only here: the cycle's own read comes
+    /// after this agent's write and shows that write.
+    OwnBlockBeforeWrite { volume: usize, record: Option<Heartbeat> },
     /// An authenticated, not yet seen challenge of a peer on the peer channel: answer it from
     /// the live state (`Action::AnswerPeer`).
     PeerChallenge { peer: u32, token: ChallengeToken },
@@ -620,6 +625,9 @@ impl Agent {
                 self.fencing_changed(methods, power_on_after)
             }
             Input::HeaderChecked { volume, damage } => self.header_checked(volume, damage),
+            Input::OwnBlockBeforeWrite { volume, record } => {
+                self.own_block_before_write(volume, record)
+            }
             Input::PeerChallenge { peer, token } => self.peer_challenged(peer, token),
             Input::PeerAnswer { peer, answer } => self.peer_answered(peer, answer),
         }

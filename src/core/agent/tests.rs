@@ -154,6 +154,15 @@ impl Sim {
         let pending = std::mem::take(&mut self.hosts[i].pending);
         for (volume, cycle, started, write) in pending {
             let broken = self.broken.contains(&id) || self.dead_volumes.contains(&volume);
+            if write.is_some() && !broken {
+                let record = match crate::core::format::decode(
+                    &self.disks[volume][GEO.heartbeat_block(id) as usize],
+                ) {
+                    crate::core::format::Decoded::Heartbeat(hb) => Some(hb),
+                    _ => None,
+                };
+                self.feed(i, Input::OwnBlockBeforeWrite { volume, record });
+            }
             let write = write.map(|r| {
                 if broken || self.write_fails.contains(&id) {
                     return Err("EIO".to_string());
@@ -772,6 +781,25 @@ fn a_second_writer_after_start_is_a_collision() {
         s.run(T.interval_ms);
     }
     assert_eq!(s.host(1).exit, Some(EXIT_HOST_ID_IN_USE), "the second writer went unnoticed");
+}
+
+/// Issue 10 item 12, COLLISION-DETECT (simulation seeds 10044, 25379, 4754): a twin that writes
+/// just after this host's writes, every cycle, is overwritten before each of this host's reads;
+/// only the read before the write shows it.
+#[test]
+fn a_twin_writing_between_this_hosts_cycles_is_a_collision() {
+    let mut s = Sim::new(1);
+    s.run(4_000);
+    for seq in 0..5 {
+        let mut twin = fake(1, 5555, s.host(1).agent.seq() + 1 + seq, s.now);
+        twin.boot_id = [0xee; 16];
+        s.put(&twin);
+        s.run(T.interval_ms);
+        if s.host(1).exit.is_some() {
+            break;
+        }
+    }
+    assert_eq!(s.host(1).exit, Some(EXIT_HOST_ID_IN_USE), "the twin went unnoticed");
 }
 
 /// Issue 10 item 12 (simulation seed 101): a volume unreadable during the probe may hold a
