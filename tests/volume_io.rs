@@ -162,9 +162,7 @@ fn a_volume_of_the_older_format_is_refused_with_the_way_out() {
     let f = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
     let mut block = [0u8; format::BLOCK_SIZE];
     f.read_exact_at(&mut block, 0).unwrap();
-    block[10..12].copy_from_slice(&1u16.to_le_bytes());
-    let crc = crc32fast::hash(&block[..format::BLOCK_SIZE - 4]);
-    block[format::BLOCK_SIZE - 4..].copy_from_slice(&crc.to_le_bytes());
+    as_format(&mut block, 1);
     f.write_all_at(&block, 0).unwrap();
     let out = hbfence(&["status", "--volume", path.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stderr);
@@ -315,8 +313,17 @@ fn bad_volumes_get_clear_errors_and_nothing_is_written() {
     assert!(!p("fresh").exists(), "a refused init created the file");
 }
 
-#[test]
-fn init_force_refuses_a_live_volume_and_recreates_an_idle_one() {
+/// Rewrites `block` as written by format `version` (same prefix, CRC fixed up): the volumes and
+/// records an older hbfence left behind.
+fn as_format(block: &mut [u8], version: u16) {
+    block[10..12].copy_from_slice(&version.to_le_bytes());
+    let crc = crc32fast::hash(&block[..format::BLOCK_SIZE - 4]);
+    block[format::BLOCK_SIZE - 4..].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// `init --force` on a volume whose hosts are still writing (their blocks written by format
+/// `version`, block 0 too) must refuse and leave block 0 alone; once idle it re-creates it.
+fn init_force_refuses_a_live_volume_of_format(version: u16) {
     let dir = tempfile::tempdir().unwrap();
     let v = dir.path().join("v.vol");
     init_volume(&v, &[]);
@@ -324,9 +331,15 @@ fn init_force_refuses_a_live_volume_and_recreates_an_idle_one() {
     let out = hbfence(&["init", "--volume", vs]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
-    // A "live" host: a writer advancing host 2's block while init --force watches.
     let vol = Volume::open(&v, Access::ReadWrite).unwrap();
     let header = vol.read_header().unwrap();
+    if version != format::FORMAT_VERSION {
+        let mut buf = AlignedBuf::new(1).unwrap();
+        vol.read_blocks(0, &mut buf).unwrap();
+        as_format(buf.block_mut(0), version);
+        vol.write_block(0, &buf, 0).unwrap();
+    }
+    // A "live" host: a writer advancing host 2's block while init --force watches.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
         let stop = stop.clone();
@@ -338,6 +351,7 @@ fn init_force_refuses_a_live_volume_and_recreates_an_idle_one() {
                 buf.block_mut(0).copy_from_slice(
                     &format::encode_heartbeat(&heartbeat(2, seq, header.cluster)).unwrap(),
                 );
+                as_format(buf.block_mut(0), version);
                 vol.write_block(2, &buf, 0).unwrap();
                 std::thread::sleep(std::time::Duration::from_millis(200));
             }
@@ -347,9 +361,14 @@ fn init_force_refuses_a_live_volume_and_recreates_an_idle_one() {
     let out = hbfence(&["init", "--volume", vs, "--force"]);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.join().unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "format {version}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("live volume") && err.contains("host 2"), "{err}");
+    assert!(err.contains("live volume") && err.contains("host 2"), "format {version}: {err}");
     assert_eq!(std::fs::read(&v).unwrap()[..4096], before[..4096], "header changed");
     // Idle now: --force re-creates it with a new cluster id.
     let out = hbfence(&["init", "--volume", vs, "--force", "--max-hosts", "4"]);
@@ -357,4 +376,17 @@ fn init_force_refuses_a_live_volume_and_recreates_an_idle_one() {
     let h = Volume::open(&v, Access::ReadOnly).unwrap().read_header().unwrap();
     assert_ne!(h.cluster, header.cluster);
     assert_eq!(h.max_hosts, 4);
+}
+
+#[test]
+fn init_force_refuses_a_live_volume_and_recreates_an_idle_one() {
+    init_force_refuses_a_live_volume_of_format(format::FORMAT_VERSION);
+}
+
+/// The way out printed for a volume of an older format is `init --force`: it must still see
+/// the hosts of that older format writing (their records decode as unsupported, not as
+/// heartbeats).
+#[test]
+fn init_force_watches_the_hosts_of_an_older_format_too() {
+    init_force_refuses_a_live_volume_of_format(1);
 }

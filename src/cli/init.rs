@@ -172,11 +172,18 @@ fn check_existing(volume: &Volume, force: bool) -> CliResult {
                     h.max_hosts
                 )));
             }
-            watch_for_live_hosts(volume, &h)
+            watch_for_live_hosts(volume, h.max_hosts, h.timing.interval_ms)
         }
         other if force => {
             eprintln!("hbfence: warning: {path}: overwriting block 0 in state {} (--force)", other.crc_state());
-            Ok(())
+            // The way out printed for another format version is `init --force`: its hosts keep
+            // the common prefix, so they are watched all the same.
+            match format::decode_any_version(buf.block(0)) {
+                Some(format::AnyVersion::Header { max_hosts, interval_ms, .. }) => {
+                    watch_for_live_hosts(volume, max_hosts, interval_ms)
+                }
+                _ => Ok(()),
+            }
         }
         other => Err(CliError::new(format!(
             "{path}: holds data that is not an hbfence volume (block 0: {}); refusing to overwrite it. Check the path; pass --force to overwrite; nothing was written",
@@ -186,23 +193,29 @@ fn check_existing(volume: &Volume, force: bool) -> CliResult {
 }
 
 /// Reads every heartbeat twice, one interval (and a half) apart: any change means a live host.
-fn watch_for_live_hosts(volume: &Volume, h: &Header) -> CliResult {
-    let geo = h.geometry();
-    if volume.blocks() < geo.total_blocks() {
+/// Heartbeats of any format version count (`decode_any_version`), and a header that is not
+/// this version's is taken only within sane bounds.
+fn watch_for_live_hosts(volume: &Volume, max_hosts: u32, interval_ms: u64) -> CliResult {
+    let max_hosts = max_hosts.clamp(1, format::MAX_HOSTS_LIMIT);
+    let slots = u64::from(max_hosts).min(volume.blocks().saturating_sub(1));
+    if slots == 0 {
         return Ok(()); // a truncated volume has no readable heartbeats to protect
     }
-    let wait = Duration::from_millis(h.timing.interval_ms * 3 / 2);
+    let interval_ms = interval_ms.clamp(100, crate::core::timing::MAX_PARAM_MS);
+    let wait = Duration::from_millis(interval_ms * 3 / 2);
     eprintln!(
         "hbfence: watching {} for {} to make sure no host is writing to it...",
         volume.path().display(),
         format_secs(wait.as_millis() as u64)
     );
     let read = || -> Result<Vec<(u32, u64, u64)>, CliError> {
-        let mut buf = AlignedBuf::new(geo.max_hosts as usize)?;
+        let mut buf = AlignedBuf::new(slots as usize)?;
         volume.read_blocks(1, &mut buf)?;
-        Ok((1..=geo.max_hosts)
-            .filter_map(|id| match format::decode(buf.block(id as usize - 1)) {
-                Decoded::Heartbeat(hb) => Some((id, hb.incarnation, hb.seq)),
+        Ok((1..=slots as u32)
+            .filter_map(|id| match format::decode_any_version(buf.block(id as usize - 1)) {
+                Some(format::AnyVersion::Heartbeat { incarnation, seq, .. }) => {
+                    Some((id, incarnation, seq))
+                }
                 _ => None,
             })
             .collect())

@@ -624,6 +624,40 @@ pub fn encode_mailbox(m: &Mailbox) -> Block {
     b
 }
 
+/// What every format version keeps at the same offsets (the common prefix; a header's max_hosts
+/// and interval; a heartbeat's incarnation and sequence), read from a block with the magic and a
+/// correct CRC whatever its version: `init --force` watches a volume of another format for live
+/// writers with it. `None` for anything else. Never panics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnyVersion {
+    Header { version: u16, max_hosts: u32, interval_ms: u64 },
+    Heartbeat { version: u16, host_id: u32, incarnation: u64, seq: u64 },
+}
+
+pub fn decode_any_version(buf: &[u8]) -> Option<AnyVersion> {
+    let b = buf.get(..BLOCK_SIZE)?;
+    if b[OFF_MAGIC..OFF_MAGIC + 8] != MAGIC
+        || crc32fast::hash(&b[..CRC_OFFSET]) != get_u32(b, CRC_OFFSET)
+    {
+        return None;
+    }
+    let version = get_u16(b, OFF_VERSION);
+    match get_u16(b, OFF_KIND) {
+        1 => Some(AnyVersion::Header {
+            version,
+            max_hosts: get_u32(b, OFF_MAX_HOSTS),
+            interval_ms: get_u32(b, OFF_INTERVAL).into(),
+        }),
+        2 => Some(AnyVersion::Heartbeat {
+            version,
+            host_id: get_u32(b, OFF_HOST_ID),
+            incarnation: get_u64(b, OFF_INCARNATION),
+            seq: get_u64(b, OFF_SEQ),
+        }),
+        _ => None,
+    }
+}
+
 /// Classifies and decodes any block. Never panics, whatever the bytes (property-tested).
 /// `buf` shorter than a block is `Foreign`.
 pub fn decode(buf: &[u8]) -> Decoded {
@@ -968,10 +1002,25 @@ mod tests {
         )
     }
 
+    #[test]
+    fn the_prefix_of_any_version_is_read_for_init_force() {
+        let mut b = encode_heartbeat(&heartbeat(42)).unwrap();
+        for version in [1, FORMAT_VERSION, FORMAT_VERSION + 1] {
+            put_u16(&mut b, OFF_VERSION, version);
+            seal(&mut b);
+            let want =
+                AnyVersion::Heartbeat { version, host_id: 3, incarnation: 0xdead_beef, seq: 42 };
+            assert_eq!(decode_any_version(&b), Some(want));
+        }
+        b[100] ^= 1; // torn: no news, even for the watch
+        assert_eq!(decode_any_version(&b), None);
+    }
+
     proptest! {
         #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..5000)) {
             let _ = decode(&bytes);
+            let _ = decode_any_version(&bytes);
         }
 
         #[test]
