@@ -506,6 +506,10 @@ impl Snapshot {
     pub fn heartbeat(&self, id: u32) -> Decoded {
         format::decode(self.heartbeat_raw(id))
     }
+    /// Page `page` of host `id`'s verdict pages (`page < geometry.pages_per_host()`).
+    pub fn verdict_page(&self, id: u32, page: u64) -> Decoded {
+        format::decode(self.blocks.block(self.geometry.page_block(id, page) as usize - 1))
+    }
     pub fn mailbox(&self, id: u32) -> Decoded {
         format::decode(self.mailbox_raw(id))
     }

@@ -145,11 +145,41 @@ fn verdict_pages_round_trip_through_the_volume_driver() {
     vol.write_block(geo.heartbeat_block(1), &buf, 0).unwrap();
     let view = vol.read_view(&header).unwrap();
     assert!(!hbfence::core::view::carries_table(view.record(1).unwrap()));
+    let (dumped, text) = dumped_verdicts(&path, 1);
+    assert_eq!(dumped.len(), format::MAX_VERDICTS, "only the heartbeat's part");
+    assert!(text.contains("table incomplete: 132 verdicts belong in the pages, 0 found"), "{text}");
     vol.write_verdict_pages(geo, &r, &mut pages).unwrap();
     let view = vol.read_view(&header).unwrap();
     let read = view.record(1).unwrap();
     assert!(hbfence::core::view::carries_table(read));
     assert_eq!(read.verdicts, r.verdicts);
+    // `dump` shows the whole table, pages included.
+    let (dumped, text) = dumped_verdicts(&path, 1);
+    let want: Vec<u64> = (2..=255).collect();
+    assert_eq!(dumped, want);
+    assert!(!text.contains("incomplete"), "{text}");
+    assert!(text.contains("verdict: host 255 fenced (method watchdog"), "{text}");
+}
+
+/// The ids of host `id`'s verdicts in `dump --json` (heartbeat block, then its pages that are
+/// `ok`), and the text dump.
+fn dumped_verdicts(path: &Path, id: u64) -> (Vec<u64>, String) {
+    let out = hbfence(&["dump", "--volume", path.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let host = v["hosts"].as_array().unwrap().iter().find(|h| h["id"] == id).unwrap().clone();
+    let ids = |list: &serde_json::Value| -> Vec<u64> {
+        list.as_array().unwrap().iter().map(|v| v["id"].as_u64().unwrap()).collect()
+    };
+    let mut all = ids(&host["verdicts"]);
+    for page in host["verdict_pages"].as_array().into_iter().flatten() {
+        if page["crc"] == "ok" {
+            all.extend(ids(&page["verdicts"]));
+        }
+    }
+    let out = hbfence(&["dump", "--volume", path.to_str().unwrap()]);
+    assert!(out.status.success());
+    (all, String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Format 2 (verdict pages) refuses a format-1 volume and says how to move on.

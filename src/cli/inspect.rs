@@ -3,7 +3,7 @@
 use super::text::{age, hex, table, wall_time, Align};
 use super::{CliError, CliResult, RunArgs};
 use crate::config::Config;
-use crate::core::format::{self, caps, Decoded, Header, Heartbeat, Mailbox};
+use crate::core::format::{self, caps, Decoded, Header, Heartbeat, Mailbox, Verdict};
 use crate::core::timing::format_secs;
 use crate::sys;
 use crate::volume::{Access, Snapshot, Volume};
@@ -79,14 +79,83 @@ fn heartbeat_json(hb: &Heartbeat, now_wall: u64) -> Value {
         "verdict_author": hb.verdict_author,
         // The part of the table in verdict pages (`status` and `check` read them).
         "verdicts_in_pages": hb.verdicts_in_pages,
-        "verdicts": hb.verdicts.iter().map(|v| json!({
-            "id": v.host_id,
-            "verdict": v.kind.as_str(),
-            "method": v.method.as_str(),
-            "incarnation": v.incarnation,
-            "wall_time": wall_time(v.wall_ms),
-        })).collect::<Vec<_>>(),
+        "verdicts": hb.verdicts.iter().map(verdict_json).collect::<Vec<_>>(),
     })
+}
+
+fn verdict_json(v: &Verdict) -> Value {
+    json!({
+        "id": v.host_id,
+        "verdict": v.kind.as_str(),
+        "method": v.method.as_str(),
+        "incarnation": v.incarnation,
+        "wall_time": wall_time(v.wall_ms),
+    })
+}
+
+fn verdict_line(v: &Verdict) -> String {
+    format!(
+        "    verdict: host {} {} (method {}, incarnation {}) at {}",
+        v.host_id,
+        v.kind.as_str(),
+        v.method.as_str(),
+        v.incarnation,
+        wall_time(v.wall_ms)
+    )
+}
+
+/// The verdict pages that hold the rest of `hb`'s table, as readers judge them: a page counts
+/// only if it names the heartbeat's (generation, author) and its own index
+/// (`view::complete_tables`); anything else is shown with its state, so a torn or stale page
+/// is visible instead of a table that silently lacks verdicts.
+fn dump_verdict_pages(snap: &Snapshot, hb: &Heartbeat, lines: &mut Vec<String>) -> Vec<Value> {
+    let geo = snap.geometry;
+    let mut pages = Vec::new();
+    let mut found = 0usize;
+    for j in 0..geo.pages_per_host() {
+        let block = geo.page_block(hb.host_id, j);
+        let d = snap.verdict_page(hb.host_id, j);
+        let state = match &d {
+            Decoded::VerdictPage(p) if p.cluster != hb.cluster => "other-cluster",
+            Decoded::VerdictPage(p) if p.host_id != hb.host_id => "wrong-host-id",
+            Decoded::VerdictPage(p)
+                if (p.verdict_gen, p.verdict_author, u64::from(p.index))
+                    != (hb.verdict_gen, hb.verdict_author, j) =>
+            {
+                "other-table"
+            }
+            Decoded::VerdictPage(_) => "ok",
+            other => other.crc_state(),
+        };
+        let mut v = json!({"page": j, "block": block, "crc": state});
+        match &d {
+            Decoded::VerdictPage(p) => {
+                v["verdict_gen"] = json!(p.verdict_gen);
+                v["verdict_author"] = json!(p.verdict_author);
+                v["verdicts"] = json!(p.verdicts.iter().map(verdict_json).collect::<Vec<_>>());
+                lines.push(format!(
+                    "    verdict page {j} (block {block}): {state}, generation {} by host {}, {} verdicts",
+                    p.verdict_gen,
+                    p.verdict_author,
+                    p.verdicts.len()
+                ));
+                if state == "ok" {
+                    found += p.verdicts.len();
+                    lines.extend(p.verdicts.iter().map(verdict_line));
+                }
+            }
+            Decoded::Empty if found >= hb.verdicts_in_pages as usize => continue,
+            _ => lines.push(format!("    verdict page {j} (block {block}): {state}")),
+        }
+        pages.push(v);
+    }
+    if found != hb.verdicts_in_pages as usize {
+        lines.push(format!(
+            "    table incomplete: {} verdicts belong in the pages, {found} found in pages of this table (readers do not offer this copy)",
+            hb.verdicts_in_pages
+        ));
+    }
+    pages
 }
 
 fn mailbox_json(m: &Mailbox) -> Value {
@@ -133,24 +202,13 @@ pub fn dump(a: &DumpArgs) -> CliResult {
                 let mut v = heartbeat_json(hb, now);
                 v["block"] = json!(snap.geometry.heartbeat_block(id));
                 v["crc"] = json!("ok");
-                hosts.push(v);
                 lines.push(heartbeat_line(hb, now));
-                for v in &hb.verdicts {
-                    lines.push(format!(
-                        "    verdict: host {} {} (method {}, incarnation {}) at {}",
-                        v.host_id,
-                        v.kind.as_str(),
-                        v.method.as_str(),
-                        v.incarnation,
-                        wall_time(v.wall_ms)
-                    ));
-                }
+                lines.extend(hb.verdicts.iter().map(verdict_line));
                 if hb.verdicts_in_pages > 0 {
-                    lines.push(format!(
-                        "    and {} more verdicts in this host's verdict pages",
-                        hb.verdicts_in_pages
-                    ));
+                    let pages = dump_verdict_pages(&snap, hb, &mut lines);
+                    v["verdict_pages"] = json!(pages);
                 }
+                hosts.push(v);
             }
             other => {
                 let state = if matches!(other, Decoded::Heartbeat(_)) && state == "ok" {
