@@ -304,28 +304,6 @@ fn append(path: &Path, line: &str) -> std::io::Result<()> {
     f.write_all(format!("{line}\n").as_bytes())
 }
 
-fn hooks(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-    let mut v: Vec<PathBuf> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            // Package-manager leftovers and hidden files are never run.
-            !name.starts_with('.')
-                && !name.ends_with(".dpkg-old")
-                && !name.ends_with(".dpkg-dist")
-                && !name.ends_with(".rpmnew")
-                && !name.ends_with('~')
-        })
-        .filter(|p| {
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 fn hook_thread(s: &EventSettings, rx: Receiver<Event>, shared: &Shared) {
     let mut next_fail_log: Option<Instant> = None;
     for e in rx {
@@ -342,11 +320,18 @@ fn hook_thread(s: &EventSettings, rx: Receiver<Event>, shared: &Shared) {
 /// Runs every hook for `e` concurrently, each with its own timeout, and waits for all of them;
 /// returns one message per failed run. Failures are not retried.
 fn run_hooks(s: &EventSettings, e: &Event) -> Vec<String> {
-    let list = hooks(&s.hooks_dir);
-    if list.is_empty() {
-        return Vec::new();
-    }
     let kind = e.kind.as_str();
+    // The rules `run` checked at start, again: a hook added or changed since is held to them.
+    let (list, mut failures) = match crate::preflight::hooks_by_the_rules(&s.hooks_dir) {
+        Ok(h) => (h.runnable, h.refused),
+        Err(why) => (Vec::new(), vec![why]),
+    };
+    for f in &mut failures {
+        *f = format!("{f}: not run for {kind}");
+    }
+    if list.is_empty() {
+        return failures;
+    }
     let env: [(&str, String); 9] = [
         ("HBFENCE_EVENT", kind.to_string()),
         ("HBFENCE_HOST", e.host.to_string()),
@@ -358,7 +343,6 @@ fn run_hooks(s: &EventSettings, e: &Event) -> Vec<String> {
         ("HBFENCE_REPORTER_NAME", s.reporter_name.clone()),
         ("HBFENCE_CLUSTER", s.cluster.clone()),
     ];
-    let mut failures = Vec::new();
     let mut running: Vec<(PathBuf, Child)> = Vec::new();
     for hook in list {
         let mut cmd = Command::new(&hook);
@@ -553,6 +537,28 @@ mod tests {
         assert!(tx.send(event(1)).is_err());
         assert_eq!(tx.counters().events_dropped(), 1);
         assert!(!dir.path().join("events.jsonl").exists());
+    }
+
+    /// The rules `run` checks at start hold for every run: a hook added later that breaks them
+    /// (here: group-writable, so someone other than root may have put code in it) is not run
+    /// as root, and the failure says why; the others still run.
+    #[test]
+    fn a_hook_that_breaks_the_rules_after_start_is_not_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ok, bad) = (dir.path().join("ok-ran"), dir.path().join("bad-ran"));
+        hook(dir.path(), "10-ok", &format!("touch {}", ok.display()));
+        hook(dir.path(), "20-group-writable", &format!("touch {}", bad.display()));
+        let path = dir.path().join("hooks/20-group-writable");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o775)).unwrap();
+        let failures = run_hooks(&settings(dir.path(), Duration::from_secs(5)), &event(1));
+        assert!(ok.exists(), "the hook that keeps the rules did not run");
+        assert!(!bad.exists(), "a group-writable hook ran");
+        assert!(
+            failures.len() == 1
+                && failures[0].contains("20-group-writable")
+                && failures[0].contains("writable by group"),
+            "{failures:?}"
+        );
     }
 
     #[test]

@@ -156,9 +156,28 @@ fn ignored_hook_name(name: &str) -> bool {
 /// Checks `[events] hooks_dir` and every hook in it; returns the hooks that will run (the
 /// executable regular files). A missing directory means no hooks, as for the events driver.
 pub fn check_hooks(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let hooks = hooks_by_the_rules(dir)?;
+    match hooks.refused.into_iter().next() {
+        Some(why) => Err(why),
+        None => Ok(hooks.runnable),
+    }
+}
+
+/// The hooks of a directory sorted by the rules: `runnable` keep them, `refused` says why each
+/// other one may not run. The events driver applies this at every run, so a hook added or
+/// changed after start is held to the rules `run` checked at start.
+pub struct Hooks {
+    pub runnable: Vec<PathBuf>,
+    pub refused: Vec<String>,
+}
+
+/// `Err` when the directory itself breaks a rule (then no hook may run).
+pub fn hooks_by_the_rules(dir: &Path) -> Result<Hooks, String> {
     let what = "[events] hooks_dir";
     match std::fs::symlink_metadata(dir) {
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return Ok(Hooks { runnable: Vec::new(), refused: Vec::new() })
+        }
         Err(e) => return Err(format!("{what} {}: {e}", dir.display())),
         Ok(_) => {}
     }
@@ -186,51 +205,59 @@ pub fn check_hooks(dir: &Path) -> Result<Vec<PathBuf>, String> {
     }
     let entries = std::fs::read_dir(&canon)
         .map_err(|e| format!("{what} {}: cannot list it: {e}", dir.display()))?;
-    let mut hooks = Vec::new();
+    let mut hooks = Hooks { runnable: Vec::new(), refused: Vec::new() };
     for entry in entries {
         let entry = entry.map_err(|e| format!("{what} {}: cannot list it: {e}", dir.display()))?;
         let name = entry.file_name();
         if ignored_hook_name(&name.to_string_lossy()) {
             continue;
         }
-        let path = canon.join(&name);
-        let lmeta = std::fs::symlink_metadata(&path)
-            .map_err(|e| format!("hook {}: {e}", path.display()))?;
-        if lmeta.file_type().is_symlink() {
-            let target = std::fs::canonicalize(&path).map_err(|e| {
-                format!(
-                    "hook {} is a symlink that cannot be followed ({e}); remove it or make it point to a hook inside {}",
-                    path.display(),
-                    canon.display()
-                )
-            })?;
-            if !target.starts_with(&canon) {
-                return Err(format!(
-                    "hook {} is a symlink to {}, outside hooks_dir {} (the rule: no symlink that leaves the hooks directory); copy the hook into {} (owner root, mode 0755) instead",
-                    path.display(),
-                    target.display(),
-                    canon.display(),
-                    canon.display()
-                ));
-            }
-            // Directories between hooks_dir and the target hold code too.
-            for d in target.ancestors().skip(1).take_while(|d| *d != canon) {
-                let m = std::fs::metadata(d).map_err(|e| format!("hook {}: {e}", d.display()))?;
-                code_rules("directory of hook", d, &m, false)?;
-            }
-        }
-        let meta = std::fs::metadata(&path).map_err(|e| format!("hook {}: {e}", path.display()))?;
-        if !meta.is_file() {
-            // Directories, FIFOs, devices: the events driver never runs them.
-            continue;
-        }
-        code_rules("hook", &path, &meta, false)?;
-        if meta.permissions().mode() & 0o111 != 0 {
-            hooks.push(path);
+        match check_hook(&canon, &canon.join(&name)) {
+            Ok(Some(hook)) => hooks.runnable.push(hook),
+            Ok(None) => {}
+            Err(why) => hooks.refused.push(why),
         }
     }
-    hooks.sort();
+    hooks.runnable.sort();
+    hooks.refused.sort();
     Ok(hooks)
+}
+
+/// One entry of the hooks directory `canon`: `Some` if it is a hook that may run, `None` if it
+/// is nothing the events driver runs, `Err` with the rule it breaks.
+fn check_hook(canon: &Path, path: &Path) -> Result<Option<PathBuf>, String> {
+    let lmeta =
+        std::fs::symlink_metadata(path).map_err(|e| format!("hook {}: {e}", path.display()))?;
+    if lmeta.file_type().is_symlink() {
+        let target = std::fs::canonicalize(path).map_err(|e| {
+            format!(
+                "hook {} is a symlink that cannot be followed ({e}); remove it or make it point to a hook inside {}",
+                path.display(),
+                canon.display()
+            )
+        })?;
+        if !target.starts_with(canon) {
+            return Err(format!(
+                "hook {} is a symlink to {}, outside hooks_dir {} (the rule: no symlink that leaves the hooks directory); copy the hook into {} (owner root, mode 0755) instead",
+                path.display(),
+                target.display(),
+                canon.display(),
+                canon.display()
+            ));
+        }
+        // Directories between hooks_dir and the target hold code too.
+        for d in target.ancestors().skip(1).take_while(|d| *d != canon) {
+            let m = std::fs::metadata(d).map_err(|e| format!("hook {}: {e}", d.display()))?;
+            code_rules("directory of hook", d, &m, false)?;
+        }
+    }
+    let meta = std::fs::metadata(path).map_err(|e| format!("hook {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        // Directories, FIFOs, devices: the events driver never runs them.
+        return Ok(None);
+    }
+    code_rules("hook", path, &meta, false)?;
+    Ok((meta.permissions().mode() & 0o111 != 0).then(|| path.to_path_buf()))
 }
 
 /// Checks `[self_fence] sysrq_trigger`; returns the announcement of a test double.
