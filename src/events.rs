@@ -14,7 +14,6 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::json;
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -406,6 +405,7 @@ mod tests {
     use super::*;
     use crate::core::events::EventKind;
     use nix::sys::signal::kill;
+    use std::os::unix::fs::PermissionsExt;
 
     fn settings(dir: &Path, hook_timeout: Duration) -> EventSettings {
         EventSettings {
