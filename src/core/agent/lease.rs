@@ -215,10 +215,15 @@ impl Agent {
         if r.boot_id == self.p.boot_id {
             return r.mono_ms >= self.started_at;
         }
-        // A former run the probe found, on a volume that has not shown one of this agent's
-        // writes yet: a volume lagging behind, catching up with that run's history. Once our
-        // write was read back there, that run overwriting it is a second writer.
-        if self.probe_found.contains(&r.incarnation) && !self.vols[v].own_write_seen {
+        // A former run the probe found, or a later run of that run's boot (it may have
+        // written past what a lagging volume showed the probe: soak seed 6046), on a volume
+        // that has not shown one of this agent's writes yet: a volume lagging behind, catching
+        // up with that boot's history. Once our write was read back there, that boot
+        // overwriting it is a second writer.
+        if (self.probe_found.contains(&r.incarnation)
+            || self.probe_found_boots.contains(&r.boot_id))
+            && !self.vols[v].own_write_seen
+        {
             return false;
         }
         r.seq > self.probe_seq.max(self.vols[v].own_block_floor.unwrap_or(0))
@@ -309,6 +314,9 @@ impl Agent {
         if let Some(r) = own.filter(|r| r.boot_id != self.p.boot_id) {
             if !self.probe_found.contains(&r.incarnation) && self.probe_found.len() < 8 {
                 self.probe_found.push(r.incarnation);
+            }
+            if !self.probe_found_boots.contains(&r.boot_id) && self.probe_found_boots.len() < 8 {
+                self.probe_found_boots.push(r.boot_id);
             }
         }
         if let Some(r) = own {

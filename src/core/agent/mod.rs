@@ -399,6 +399,9 @@ pub struct Agent {
     probe_seq: u64,
     /// Incarnations of other boots the probe found in the own block (former runs).
     probe_found: Vec<u64>,
+    /// The boots of those runs: a later run of one of them may have written past what a
+    /// lagging volume showed the probe (soak seed 6046).
+    probe_found_boots: Vec<BootId>,
     /// Sequence number of the first `leaving` record.
     leave_seq: Option<u64>,
     fences: BTreeMap<u32, FenceJob>,
@@ -445,6 +448,7 @@ impl Agent {
             started_at: now.mono,
             probe_seq: 0,
             probe_found: Vec::new(),
+            probe_found_boots: Vec::new(),
             leave_seq: None,
             fences: BTreeMap::new(),
             storage: Storage::Ok,

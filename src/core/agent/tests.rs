@@ -836,6 +836,36 @@ fn a_former_runs_writes_on_a_volume_read_late_are_not_a_collision() {
     assert_eq!(s.host(1).exit, Some(EXIT_HOST_ID_IN_USE), "the second writer went unnoticed");
 }
 
+/// Soak seed 6046: the probe read a lagging volume that still showed run A of the host's
+/// previous boot; run B of that same boot had written past it before the reboot. After start,
+/// the volume caught up and showed B's record (another incarnation, sequence past the one
+/// continued from) before any write of this agent was seen there: the agent exited 76 ("another
+/// writer") and left the host to be powered off. A later run of the boot the probe found is
+/// history like the run itself, until this agent's own write was seen on that volume.
+#[test]
+fn a_later_run_of_the_probed_boot_shown_by_a_lagging_volume_is_not_a_collision() {
+    let mut s = Sim::with_volumes(0, 1);
+    let mut run_a = fake(1, 7777, 40, 0);
+    run_a.boot_id = [0xee; 16];
+    s.put(&run_a);
+    s.add(AgentParams { volumes: 1, ..params(1) });
+    s.write_fails.push(1);
+    s.run(5_000);
+    assert_eq!(s.host(1).agent.phase(), Phase::Running);
+    // The volume catches up: run B of the same boot wrote 41 before the reboot.
+    s.put(&Heartbeat { incarnation: 8888, seq: 41, ..run_a.clone() });
+    s.run(2 * T.interval_ms);
+    assert_eq!(s.host(1).exit, None, "a former run of the probed boot was taken for a twin");
+    // Once this agent's write was seen there, that boot writing again is a second writer.
+    s.write_fails.clear();
+    s.run(2 * T.interval_ms);
+    s.write_fails.push(1);
+    let seq = s.host(1).agent.seq() + 1;
+    s.put(&Heartbeat { incarnation: 8888, seq, ..run_a.clone() });
+    s.run(2 * T.interval_ms);
+    assert_eq!(s.host(1).exit, Some(EXIT_HOST_ID_IN_USE), "the second writer went unnoticed");
+}
+
 /// Issue 10 item 14: a sequence number far ahead of what elapsed time allows is an alarm, not
 /// progress: the peer's real writes must still count.
 #[test]
