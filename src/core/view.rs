@@ -23,6 +23,10 @@ pub struct VolumeView {
     pub mailboxes: Vec<Mailbox>,
     /// Whose mailbox blocks were read (`None`: every one).
     pub mailboxes_read: Option<Box<IdSet>>,
+    /// Heartbeat blocks read as no news (torn, corrupt, foreign): host id and a CRC-32 of the
+    /// bytes read. Not a record, but a block whose bytes changed since the last read of its
+    /// volume shows that a write landed (soak seed 19829); identical bytes show that none did.
+    pub unreadable: Vec<(u32, u32)>,
 }
 
 impl VolumeView {
@@ -46,6 +50,7 @@ impl VolumeView {
             slots: vec![Slot::NoNews; geo.max_hosts as usize],
             mailboxes: Vec::new(),
             mailboxes_read: Some(Box::default()),
+            unreadable: Vec::new(),
         }
     }
 
@@ -59,6 +64,9 @@ impl VolumeView {
                 let id = b as u32;
                 if let Some(slot) = self.slots.get_mut(id as usize - 1) {
                     *slot = heartbeat_slot(block, id, cluster);
+                    if *slot == Slot::NoNews {
+                        self.unreadable.push((id, crc32fast::hash(block)));
+                    }
                 }
             } else if b > max && b <= 2 * max {
                 let id = (b - max) as u32;
@@ -93,9 +101,15 @@ pub fn decode_view(raw: &[u8], geo: Geometry, cluster: &ClusterId) -> VolumeView
         slots: Vec::with_capacity(geo.max_hosts as usize),
         mailboxes: Vec::new(),
         mailboxes_read: None,
+        unreadable: Vec::new(),
     };
     for id in 1..=geo.max_hosts {
-        view.slots.push(heartbeat_slot(block(geo.heartbeat_block(id)), id, cluster));
+        let raw = block(geo.heartbeat_block(id));
+        let slot = heartbeat_slot(raw, id, cluster);
+        if slot == Slot::NoNews {
+            view.unreadable.push((id, crc32fast::hash(raw)));
+        }
+        view.slots.push(slot);
         if let Decoded::Mailbox(m) = format::decode(block(geo.mailbox_block(id))) {
             if &m.cluster == cluster && m.host_id == id {
                 view.mailboxes.push(m);
@@ -352,7 +366,7 @@ pub(crate) mod merge_tests {
     }
 
     fn view(slots: Vec<Slot>) -> VolumeView {
-        VolumeView { slots, mailboxes: vec![], mailboxes_read: None }
+        VolumeView { slots, ..VolumeView::default() }
     }
 
     #[test]

@@ -622,6 +622,10 @@ pub struct World {
     /// previous one first did).
     landed: HashMap<u64, (u64, u64, u64)>,
     first_fenced: HashMap<u64, u64>,
+    /// Incarnations whose `fenced (manual)` verdict came from an operator's wrong confirm-off
+    /// about a silent host: the core followed its rules, so republishing it later (once the
+    /// host writes again, as a new agent) is no new violation (soak seed 21952).
+    fenced_by_operator_error: HashSet<u64>,
     deaths: Vec<DeathWatch>,
     blip: Option<BlipWatch>,
     quiet: Option<QuietWatch>,
@@ -837,6 +841,7 @@ impl World {
             left_clean: HashSet::new(),
             landed: HashMap::new(),
             first_fenced: HashMap::new(),
+            fenced_by_operator_error: HashSet::new(),
             deaths: Vec::new(),
             blip: None,
             quiet: None,
@@ -1909,11 +1914,15 @@ impl World {
                 self.log(format!("check: {source}: host {peer} incarnation {inc} declared fenced (method {}) while suspended: on resume it must never pet or write active, and must die at once", method.as_str()));
                 return;
             }
+            if method == FenceMethodKind::Manual && self.fenced_by_operator_error.contains(&inc) {
+                return;
+            }
             if method == FenceMethodKind::Manual
                 && !self.landed_within(peer, self.timing.suspect_after_ms * MS)
             {
                 // The operator confirmed the power-off of a host whose heartbeat had stopped
                 // (it is stopped or hung): the operator's error, not the core's.
+                self.fenced_by_operator_error.insert(inc);
                 if !self.first_fenced.contains_key(&inc) {
                     self.first_fenced.insert(inc, self.t);
                     self.count(

@@ -253,6 +253,9 @@ struct Peer {
     /// after it had shown the maximum (one writer per block: only a stale replica or a forged
     /// maximum makes a volume go back).
     went_back: Vec<Option<u64>>,
+    /// Per volume: the CRC-32 of the peer's block when the last read of that volume showed it
+    /// unreadable (torn, corrupt); `None` after a record. Changed bytes are a write landing.
+    unreadable_last: Vec<Option<u32>>,
 }
 
 /// One incarnation of a peer as this host has seen it.

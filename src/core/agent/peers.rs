@@ -34,6 +34,9 @@ impl Agent {
             if peer.last.len() != nvol {
                 peer.last.resize(nvol, None);
             }
+            if let Some(u) = peer.unreadable_last.get_mut(v) {
+                *u = None;
+            }
             let value = (r.incarnation, r.seq);
             if peer.last[v] == Some(value) {
                 continue;
@@ -224,6 +227,21 @@ impl Agent {
             peer.record = Some(r.clone());
             if peer.cleared_at.is_some_and(|c| c != value) {
                 peer.cleared_at = None;
+            }
+        }
+        // A block read unreadable whose bytes changed since the last read of this volume (a
+        // record before, or other torn bytes) shows a write landing: the peer did something
+        // after that read, so its staleness restarts here (soak seed 19829: a read after a
+        // suspend found a live peer's block torn, and the gap counted as no progress; S1).
+        // Never a record, never progress for a verdict; only identical bytes are evidence
+        // that nothing landed.
+        for &(id, crc) in &view.unreadable {
+            let Some(peer) = self.peers.get_mut(&id).filter(|_| id != own_id) else { continue };
+            if peer.unreadable_last.len() != nvol {
+                peer.unreadable_last.resize(nvol, None);
+            }
+            if peer.unreadable_last[v].replace(crc) != Some(crc) {
+                peer.last_change = peer.last_change.max(finished);
             }
         }
         for (id, from, to) in impossible {

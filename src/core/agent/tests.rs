@@ -866,6 +866,35 @@ fn a_later_run_of_the_probed_boot_shown_by_a_lagging_volume_is_not_a_collision()
     assert_eq!(s.host(1).exit, Some(EXIT_HOST_ID_IN_USE), "the second writer went unnoticed");
 }
 
+/// Soak seed 19829 (S1): an agent read a live peer once, was suspended longer than
+/// dead_after, and its next read found the peer's block torn (a write landing). A torn block
+/// is no news, so the staleness ran from the read before the suspend to that read, and the
+/// agent, coordinator a moment later, declared the live peer `fenced (watchdog)`. A block that
+/// changed since the last read of its volume, torn or not, proves a write landed: it restarts
+/// the peer's staleness (only identical bytes show that nothing landed).
+#[test]
+fn a_torn_block_read_after_a_gap_is_no_evidence_that_nothing_landed() {
+    let mut s = Sim::new(0);
+    s.add(params(2));
+    s.run(5_000);
+    s.add(params(1));
+    s.run(20); // its first read, in the probe
+    s.host(1).alive = false; // suspended: the boot clock runs on, nothing of the agent does
+    s.run(2 * T.dead_after_ms());
+    s.torn.push(2); // host 2 is alive, its writes land torn from now on (a write in flight)
+    s.run(T.interval_ms);
+    s.host(1).alive = true;
+    s.run(3 * T.interval_ms);
+    assert!(s.host(1).agent.is_coordinator(), "host 1 should be judging by now");
+    assert_eq!(s.verdict(1, 2), None, "a live host was judged from a torn read");
+    assert!(events(s.host(1), EventKind::HostSuspect).is_empty(), "a live host was suspected");
+    // Torn bytes that stay the same are evidence: a host whose last write was torn for good
+    // (powered off half-way) is still declared fenced by the watchdog bound.
+    s.kill(2);
+    s.run(T.dead_after_ms() + 3 * T.interval_ms);
+    assert_eq!(s.verdict(1, 2), Some((VerdictKind::Fenced, FenceMethodKind::Watchdog)));
+}
+
 /// Issue 10 item 14: a sequence number far ahead of what elapsed time allows is an alarm, not
 /// progress: the peer's real writes must still count.
 #[test]
