@@ -436,7 +436,7 @@ fn checker_catches_unsafe_timing() {
 /// makes the coordinator fence live hosts.
 #[test]
 fn checker_catches_judging_through_trouble() {
-    search("judge_through_trouble", UNSAFE_SEED_LIMIT, &["S4", "S1"], |seed| {
+    search("judge_through_trouble", 5 * UNSAFE_SEED_LIMIT, &["S4", "S1"], |seed| {
         let mut o = Options::new(seed);
         o.judge_through_trouble = true;
         o
