@@ -2,6 +2,7 @@
 //! counted from evidence, and each peer's status.
 
 use super::*;
+use crate::core::header::id_ranges;
 
 impl Agent {
     /// Liveness evidence from one timely read (S2: local time only; S5: torn = no news).
@@ -436,24 +437,4 @@ pub(super) fn cluster_seen_detail(alive: &[u32], left: &[u32]) -> String {
     } else {
         parts.join("; ")
     }
-}
-
-/// Sorted host ids as ranges: `[2, 3, 4, 7]` is `2-4,7`.
-fn id_ranges(ids: &[u32]) -> String {
-    let mut sorted = ids.to_vec();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let mut out: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < sorted.len() {
-        let start = sorted[i];
-        let mut end = start;
-        while i + 1 < sorted.len() && sorted[i + 1] == end + 1 {
-            i += 1;
-            end = sorted[i];
-        }
-        out.push(if end == start { start.to_string() } else { format!("{start}-{end}") });
-        i += 1;
-    }
-    out.join(",")
 }
