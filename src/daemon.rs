@@ -417,6 +417,9 @@ struct Daemon {
     /// `[network]`: the peer channel's thread.
     net: Option<Net>,
     exit: Option<(i32, String)>,
+    /// `feed`'s input queue and action buffer, kept between calls.
+    queue: Vec<Input>,
+    actions: Vec<Action>,
 }
 
 /// Counters the core does not keep, counted on the way in and out of it.
@@ -622,6 +625,8 @@ fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
         stats,
         net,
         exit: None,
+        queue: Vec::new(),
+        actions: Vec::new(),
     };
     Ok(d.main_loop(rx, &stop, &hup))
 }
@@ -764,12 +769,15 @@ impl Daemon {
     }
 
     fn feed(&mut self, input: Input) {
-        let mut queue = vec![input];
+        // Buffers kept between calls: the steady state allocates nothing for them.
+        let (mut queue, mut actions) =
+            (std::mem::take(&mut self.queue), std::mem::take(&mut self.actions));
+        queue.push(input);
         let before = (self.agent.phase(), self.agent.coordinator(), self.agent.watchdog_armed());
         while let Some(input) = queue.pop() {
             self.stats.saw(&input);
-            let actions = self.agent.handle(now(), input);
-            for a in actions {
+            self.agent.handle_into(now(), input, &mut actions);
+            for a in actions.drain(..) {
                 if matches!(a, Action::Event(_) | Action::Ready | Action::Exit { .. }) {
                     self.snapshot_due = true;
                 }
@@ -778,6 +786,7 @@ impl Daemon {
                 }
             }
         }
+        (self.queue, self.actions) = (queue, actions);
         let after = (self.agent.phase(), self.agent.coordinator(), self.agent.watchdog_armed());
         if before != after {
             self.snapshot_due = true;

@@ -342,6 +342,13 @@ enum Storage {
 /// (incarnation, sequence) of a heartbeat record.
 type RecordId = (u64, u64);
 
+/// The `k`-th latest of `values` (None with fewer than `k`): the latest value that `k` of them
+/// reach. Counted, not sorted into a Vec: the lease and the evidence time are asked for at every
+/// wake-up, and there are at most a few volumes.
+fn kth_latest(values: impl Iterator<Item = u64> + Clone, k: usize) -> Option<u64> {
+    values.clone().filter(|&v| values.clone().filter(|&o| o >= v).count() >= k).max()
+}
+
 const PET_EVERY_MS: u64 = 500;
 /// The self-fence comes this long before the lease ends: the watchdog, last petted exactly one
 /// period before the lease end, fires at the lease end, and the agent's own reset (with its
@@ -420,6 +427,8 @@ pub struct Agent {
     channel: BTreeMap<u32, channel::ChannelPeer>,
     /// The membership this host follows: the newest a read quorum of volumes shows.
     membership: Membership,
+    /// Scratch list of peer ids for `judge_peers` (kept to not allocate at every wake-up).
+    peer_ids: Vec<u32>,
 }
 
 impl Agent {
@@ -464,6 +473,7 @@ impl Agent {
             now,
             channel: BTreeMap::new(),
             membership: p.membership.clone(),
+            peer_ids: Vec::new(),
             p,
         };
         if agent.p.doomed_marker {
@@ -653,6 +663,15 @@ impl Agent {
 
     /// Feeds one input at local time `now`; returns the actions to carry out, in order.
     pub fn handle(&mut self, now: Now, input: Input) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.handle_into(now, input, &mut out);
+        out
+    }
+
+    /// [`Agent::handle`] into a buffer the caller keeps (`out` is replaced): the daemon's
+    /// steady state hands the same two buffers back and forth and allocates nothing for them.
+    pub fn handle_into(&mut self, now: Now, input: Input, out: &mut Vec<Action>) {
+        out.clear();
         // Monotonic time never goes backwards, even if a driver misbehaves.
         self.now = Now { mono: now.mono.max(self.now.mono), wall: now.wall };
         // Trouble that lasted up to this instant counts before the input changes it: the
@@ -684,7 +703,7 @@ impl Agent {
             Input::PeerAnswer { peer, answer } => self.peer_answered(peer, answer),
         }
         self.step();
-        std::mem::take(&mut self.actions)
+        out.append(&mut self.actions)
     }
 
     fn event(

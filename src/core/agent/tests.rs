@@ -1219,6 +1219,18 @@ fn header_damage_is_an_event_once_and_its_repair_too() {
     assert_eq!(events(s.host(1), EventKind::HeaderRestored).len(), 1);
 }
 
+#[test]
+fn kth_latest_is_the_value_k_volumes_reach() {
+    use super::kth_latest;
+    let v = [30u64, 10, 20];
+    assert_eq!(kth_latest(v.iter().copied(), 1), Some(30));
+    assert_eq!(kth_latest(v.iter().copied(), 2), Some(20));
+    assert_eq!(kth_latest(v.iter().copied(), 3), Some(10));
+    assert_eq!(kth_latest(v.iter().copied(), 4), None);
+    assert_eq!(kth_latest([20u64, 20, 5].iter().copied(), 2), Some(20));
+    assert_eq!(kth_latest(std::iter::empty(), 1), None);
+}
+
 /// `hbfence members` rewrites block 0 of every volume with a higher epoch: a host follows the
 /// newest membership a read quorum of its volumes shows, never an older one, and a host that
 /// was removed while it runs raises an alarm and keeps running.
