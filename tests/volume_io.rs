@@ -182,26 +182,29 @@ fn dumped_verdicts(path: &Path, id: u64) -> (Vec<u64>, String) {
     (all, String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Format 2 (verdict pages) refuses a format-1 volume and says how to move on.
+/// Format 3 (membership in the header) refuses a volume of format 1 or 2 and says how to
+/// move on.
 #[test]
-fn a_volume_of_the_older_format_is_refused_with_the_way_out() {
+fn a_volume_of_an_older_format_is_refused_with_the_way_out() {
     use std::os::unix::fs::FileExt;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.vol");
     init_volume(&path, &[]);
     let f = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
-    let mut block = [0u8; format::BLOCK_SIZE];
-    f.read_exact_at(&mut block, 0).unwrap();
-    as_format(&mut block, 1);
-    f.write_all_at(&block, 0).unwrap();
-    let out = hbfence(&["status", "--volume", path.to_str().unwrap()]);
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        text.contains("format version 1 was written by an older hbfence")
-            && text.contains("hbfence init --force"),
-        "{text}"
-    );
+    for version in [1u16, 2] {
+        let mut block = [0u8; format::BLOCK_SIZE];
+        f.read_exact_at(&mut block, 0).unwrap();
+        as_format(&mut block, version);
+        f.write_all_at(&block, 0).unwrap();
+        let out = hbfence(&["status", "--volume", path.to_str().unwrap()]);
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            text.contains(&format!("format version {version} was written by an older hbfence"))
+                && text.contains("hbfence init --force"),
+            "{text}"
+        );
+    }
 }
 
 #[test]

@@ -36,6 +36,9 @@ pub enum EventKind {
     /// The coordinator holds the power-off of a suspect peer that says on the peer channel,
     /// from its live core, that its own lease is still valid (a storage blip it may survive).
     FenceDeferred,
+    /// The membership or cluster flags this host follows changed (`hbfence members`,
+    /// `hbfence outage-survival`): old -> new.
+    MembershipChanged,
 }
 
 impl EventKind {
@@ -60,6 +63,7 @@ impl EventKind {
             EventKind::PeerUnreachable => "peer_unreachable",
             EventKind::PeerReachable => "peer_reachable",
             EventKind::FenceDeferred => "fence_deferred",
+            EventKind::MembershipChanged => "membership_changed",
         }
     }
 }

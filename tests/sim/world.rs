@@ -772,6 +772,9 @@ impl World {
             timing,
             created_wall_ms: 1_700_000_000_000,
             created_by: "sim".into(),
+            members: vec![],
+            members_epoch: 0,
+            outage_survival: false,
         });
         // Lagging reads look up to MAX_LAG intervals back.
         let retain = (2 * timing.io_timeout_ms + 2000) * MS + (MAX_LAG + 1) * u;
@@ -1278,6 +1281,7 @@ impl World {
                 watchdog_bound_cut_ms: self.bound_cut_ms,
             },
             peer_channel: None,
+            membership: Default::default(),
         };
         let marker = boot.marker;
         let clean_boot = !marker && !boot.armed_ever && boot.lease_lost.is_none();
@@ -1465,6 +1469,9 @@ impl World {
                 "OwnBlockBeforeWrite vol {volume} {:?}",
                 record.as_ref().map(|r| (r.incarnation, r.seq))
             ),
+            Input::MembershipRead { volume, membership } => {
+                format!("MembershipRead vol {volume} {}", membership.describe())
+            }
             Input::PeerChallenge { peer, .. } => format!("PeerChallenge host {peer}"),
             Input::PeerAnswer { peer, answer } => format!("PeerAnswer host {peer} {answer:?}"),
         };
