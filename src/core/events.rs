@@ -36,6 +36,9 @@ pub enum EventKind {
     /// The coordinator holds the power-off of a suspect peer that says on the peer channel,
     /// from its live core, that its own lease is still valid (a storage blip it may survive).
     FenceDeferred,
+    /// One domain UUID in the VM lists of two live hosts (issue 15): split-brain disk
+    /// corruption in progress unless an operator acts.
+    VmDuplicate,
 }
 
 impl EventKind {
@@ -60,6 +63,7 @@ impl EventKind {
             EventKind::PeerUnreachable => "peer_unreachable",
             EventKind::PeerReachable => "peer_reachable",
             EventKind::FenceDeferred => "fence_deferred",
+            EventKind::VmDuplicate => "vm_duplicate",
         }
     }
 }
@@ -76,4 +80,6 @@ pub struct Event {
     /// Monotonic time of the event on the reporting host.
     pub mono_ms: u64,
     pub wall_ms: u64,
+    /// `fenced`: the VMs the host ran at its last heartbeat; `vm_duplicate`: the domain.
+    pub vms: Option<Box<super::inventory::VmReport>>,
 }

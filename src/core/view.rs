@@ -23,6 +23,8 @@ pub struct VolumeView {
     pub mailboxes: Vec<Mailbox>,
     /// Whose mailbox blocks were read (`None`: every one).
     pub mailboxes_read: Option<Box<IdSet>>,
+    /// The VM lists the reader holds for the records of this view (`InventoryReader`).
+    pub inventories: Vec<std::sync::Arc<format::Inventory>>,
 }
 
 impl VolumeView {
@@ -46,6 +48,7 @@ impl VolumeView {
             slots: vec![Slot::NoNews; geo.max_hosts as usize],
             mailboxes: Vec::new(),
             mailboxes_read: Some(Box::default()),
+            inventories: Vec::new(),
         }
     }
 
@@ -93,6 +96,7 @@ pub fn decode_view(raw: &[u8], geo: Geometry, cluster: &ClusterId) -> VolumeView
         slots: Vec::with_capacity(geo.max_hosts as usize),
         mailboxes: Vec::new(),
         mailboxes_read: None,
+        inventories: Vec::new(),
     };
     for id in 1..=geo.max_hosts {
         view.slots.push(heartbeat_slot(block(geo.heartbeat_block(id)), id, cluster));
@@ -326,6 +330,7 @@ pub(crate) mod merge_tests {
             name: format!("host{id}"),
             verdicts: vec![],
             verdicts_in_pages: 0,
+            inventory: Default::default(),
         }
     }
 
@@ -336,6 +341,7 @@ pub(crate) mod merge_tests {
             verdict_author: id,
             verdicts,
             verdicts_in_pages: 0,
+            inventory: Default::default(),
             ..hb(id, 100 + id as u64, seq)
         }
     }
@@ -352,7 +358,7 @@ pub(crate) mod merge_tests {
     }
 
     fn view(slots: Vec<Slot>) -> VolumeView {
-        VolumeView { slots, mailboxes: vec![], mailboxes_read: None }
+        VolumeView { slots, mailboxes: vec![], mailboxes_read: None, inventories: vec![] }
     }
 
     #[test]

@@ -1273,6 +1273,7 @@ impl World {
                 watchdog_bound_cut_ms: self.bound_cut_ms,
             },
             peer_channel: None,
+            inventory: false,
         };
         let marker = boot.marker;
         let clean_boot = !marker && !boot.armed_ever && boot.lease_lost.is_none();
@@ -1462,6 +1463,7 @@ impl World {
             ),
             Input::PeerChallenge { peer, .. } => format!("PeerChallenge host {peer}"),
             Input::PeerAnswer { peer, answer } => format!("PeerAnswer host {peer} {answer:?}"),
+            Input::Inventory(c) => format!("Inventory {c:?}"),
         };
         self.hlog(h, format!("<- {line}"));
     }

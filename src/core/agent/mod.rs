@@ -88,6 +88,9 @@ pub struct AgentParams {
     pub knobs: UnsafeTestKnobs,
     /// `[network]`: the authenticated peer channel; None: no channel (as before it existed).
     pub peer_channel: Option<ChannelParams>,
+    /// `[inventory]` has a source: this host publishes its VM list (`Input::Inventory`).
+    /// Without one its heartbeat says "no inventory", never "no VMs".
+    pub inventory: bool,
 }
 
 /// What the driver reports back to the core.
@@ -130,6 +133,8 @@ pub enum Input {
     /// An authenticated answer of a peer to a challenge this host sent and had not yet seen
     /// answered; times measured by the network thread on CLOCK_BOOTTIME.
     PeerAnswer { peer: u32, answer: PeerAnswer },
+    /// The inventory thread's latest collection of the running domains.
+    Inventory(crate::core::inventory::Collected),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -230,6 +235,8 @@ pub struct PeerView {
     pub wall_ms: u64,
     /// How long no progress was observed (judged time only, S4).
     pub stale_ms: u64,
+    /// The VMs it published (issue 15).
+    pub vms: crate::core::inventory::VmsView,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -253,6 +260,9 @@ struct Peer {
     /// after it had shown the maximum (one writer per block: only a stale replica or a forged
     /// maximum makes a volume go back).
     went_back: Vec<Option<u64>>,
+    /// The latest VM list fetched of this peer (an I/O thread reads it when a heartbeat names
+    /// a new generation).
+    inventory: Option<std::sync::Arc<format::Inventory>>,
 }
 
 /// One incarnation of a peer as this host has seen it.
@@ -311,6 +321,10 @@ struct Vol {
     /// The previous read of this volume was timely: a value that differs from it changed
     /// between two reads. After a gap (or on the first read) a newer value may be old news.
     read_continuous: bool,
+    /// The own inventory this volume holds (verified with a heartbeat that names it), and the
+    /// one sent with the write under way.
+    inventory_on_volume: Option<inventory::OnVolume>,
+    inventory_in_flight: Option<inventory::OnVolume>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -409,6 +423,11 @@ pub struct Agent {
     now: Now,
     /// The peer channel: what each peer last answered, and whether it is reachable.
     channel: BTreeMap<u32, channel::ChannelPeer>,
+    /// The own VM list and the duplicate-VM alarm (issue 15).
+    inventory: inventory::OwnInventory,
+    duplicates: inventory::DuplicateWatch,
+    /// A peer's list changed: recompute the duplicates.
+    duplicates_due: bool,
 }
 
 impl Agent {
@@ -452,6 +471,9 @@ impl Agent {
             actions: Vec::new(),
             now,
             channel: BTreeMap::new(),
+            inventory: Default::default(),
+            duplicates: Default::default(),
+            duplicates_due: false,
             p,
         };
         if agent.p.doomed_marker {
@@ -597,6 +619,7 @@ impl Agent {
                     caps: r.map_or(0, |r| r.caps),
                     wall_ms: r.map_or(0, |r| r.wall_ms),
                     stale_ms: self.stale_ms(p),
+                    vms: self.vms_view(p),
                 }
             })
             .collect()
@@ -630,6 +653,7 @@ impl Agent {
             }
             Input::PeerChallenge { peer, token } => self.peer_challenged(peer, token),
             Input::PeerAnswer { peer, answer } => self.peer_answered(peer, answer),
+            Input::Inventory(collected) => self.inventory_collected(collected),
         }
         self.step();
         std::mem::take(&mut self.actions)
@@ -651,6 +675,8 @@ impl Agent {
                 .map(|r| r.name.clone())
                 .unwrap_or_default()
         };
+        // A `fenced` verdict names the VMs the host ran at its last heartbeat (issue 15).
+        let vms = (kind == EventKind::Fenced).then(|| Box::new(self.vms_for_event(host)));
         self.actions.push(Action::Event(Event {
             kind,
             host,
@@ -659,7 +685,21 @@ impl Agent {
             detail,
             mono_ms: self.now.mono,
             wall_ms: self.now.wall,
+            vms,
         }));
+    }
+
+    fn event_with_vms(
+        &mut self,
+        kind: EventKind,
+        host: u32,
+        detail: String,
+        vms: crate::core::inventory::VmReport,
+    ) {
+        self.event(kind, host, None, detail);
+        if let Some(Action::Event(e)) = self.actions.last_mut() {
+            e.vms = Some(Box::new(vms));
+        }
     }
 
     /// Everything that depends only on time: leases, pets, cycles, judgements.
@@ -688,6 +728,7 @@ impl Agent {
         self.update_storage_state();
         if !matches!(self.phase, Phase::Probing { .. } | Phase::Exited) {
             self.judge_peers();
+            self.check_duplicates();
         }
         self.update_channel();
         self.schedule_io(now);
@@ -696,6 +737,7 @@ impl Agent {
 
 pub mod channel;
 mod coordinator;
+mod inventory;
 mod io;
 mod lease;
 mod mailbox;
