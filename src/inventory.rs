@@ -9,7 +9,7 @@
 use crate::config::{InventoryConfig, InventorySource};
 use crate::core::agent::Input;
 use crate::core::format::{self, inventory_flags, ClusterId, Geometry, Inventory};
-use crate::core::inventory::{parse_command_output, parse_libvirt_status, Collected};
+use crate::core::inventory::{parse_command_output, parse_libvirt_status, Collected, VmReport};
 use crate::core::view::{Slot, VolumeView};
 use crate::volume::{AlignedBuf, Volume};
 use std::collections::BTreeMap;
@@ -252,4 +252,24 @@ pub fn report_json(r: &crate::core::inventory::VmReport) -> serde_json::Value {
             "state": d.state.as_str(),
         })).collect::<Vec<_>>(),
     })
+}
+
+/// Host `id`'s VM list as a reader without a daemon sees it (`status`, `check`, `vms`). The
+/// age adds the time since the record's wall time to the age the host wrote: for people only
+/// (it compares this host's wall clock with the writer's, S2), never for a decision.
+pub fn merged_vms(view: &crate::core::view::MergedView, id: u32, now_wall_ms: u64) -> VmReport {
+    let Some(r) = view.record(id) else {
+        return VmReport { inventory: "none", ..VmReport::default() };
+    };
+    let info = &r.inventory;
+    let word = crate::core::inventory::inventory_word(info.flags);
+    if word == "none" {
+        return VmReport { inventory: "none", ..VmReport::default() };
+    }
+    let age_ms = Some(u64::from(info.age_ms) + now_wall_ms.saturating_sub(r.wall_ms));
+    match view.inventory(id) {
+        Some(l) => VmReport { inventory: word, age_ms, domains: l.domains.clone() },
+        None if info.count == 0 => VmReport { inventory: word, age_ms, domains: Vec::new() },
+        None => VmReport { inventory: "unread", age_ms, domains: Vec::new() },
+    }
 }

@@ -421,6 +421,10 @@ impl Volume {
         if let Some(mut pages) = self.page_buffer(geo)? {
             self.read_verdict_pages(&mut view, geo, &header.cluster, &mut pages);
         }
+        // Every published VM list (readers without a daemon: `status`, `check`, `vms`).
+        let mut reader = crate::inventory::InventoryReader::new()
+            .map_err(|e| VolumeError::io(&self.path, "allocate buffer", e))?;
+        reader.fetch(self, geo, &header.cluster, &mut view, None, usize::MAX);
         Ok(view)
     }
 

@@ -303,6 +303,11 @@ pub fn status(a: &StatusArgs) -> CliResult {
                 let verdict = verdict_of(hb.host_id);
                 v["verdict"] = json!(verdict.map(|v| v.kind.as_str()));
                 v["method"] = json!(verdict.map(|v| v.method.as_str()));
+                v["vms"] = crate::inventory::report_json(&crate::inventory::merged_vms(
+                    &view,
+                    hb.host_id,
+                    now,
+                ));
                 v
             })
             .chain(torn.iter().map(|(id, v)| {

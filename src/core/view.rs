@@ -223,6 +223,8 @@ pub struct MergedView {
     /// ([`table_order`]). A lagging volume never wins over a newer one, and the table outlives
     /// a coordinator that stepped down or whose block is torn: every host republishes it.
     pub table: Option<Heartbeat>,
+    /// The VM lists read, of any record of any volume ([`MergedView::inventory`] picks).
+    pub inventories: Vec<std::sync::Arc<format::Inventory>>,
 }
 
 /// Whether record `a` is newer than `b` of the same host. Sequence numbers continue across
@@ -261,10 +263,27 @@ pub fn merge_views(views: &[VolumeView]) -> MergedView {
             }
         }
     }
-    MergedView { slots, table: table.cloned() }
+    let mut inventories: Vec<std::sync::Arc<format::Inventory>> = Vec::new();
+    for list in views.iter().flat_map(|v| &v.inventories) {
+        if !inventories.iter().any(|l| {
+            (l.host_id, l.incarnation, l.gen) == (list.host_id, list.incarnation, list.gen)
+        }) {
+            inventories.push(std::sync::Arc::clone(list));
+        }
+    }
+    MergedView { slots, table: table.cloned(), inventories }
 }
 
 impl MergedView {
+    /// The VM list host `id`'s newest record names, if it was read.
+    pub fn inventory(&self, id: u32) -> Option<&format::Inventory> {
+        let r = self.record(id)?;
+        self.inventories
+            .iter()
+            .find(|l| l.host_id == id && l.incarnation == r.incarnation && l.gen == r.inventory.gen)
+            .map(|l| &**l)
+    }
+
     pub fn slot(&self, id: u32) -> Option<&Slot> {
         self.slots.get((id as usize).wrapping_sub(1))
     }
