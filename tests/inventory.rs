@@ -242,3 +242,212 @@ fn command_inventory_duplicates_migration_overflow_and_the_fenced_event() {
     // (Host 1's duplicate check runs in the step that took its new list, before it wrote it.)
     assert_eq!(h1.events_text().matches("\"vm_duplicate\"").count(), 1, "{}", h1.events_text());
 }
+
+/// Skips (false) outside CI with a reason; in CI (CI=true) a missing piece is a failure.
+fn require(test: &str, what: &str, ok: bool) -> bool {
+    if ok {
+        return true;
+    }
+    let reason = format!("{test}: needs {what}");
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{reason}; CI=true forbids skipping (tests/run-all installs it)");
+    }
+    eprintln!("skipping {reason}");
+    false
+}
+
+fn run(cmd: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"))
+}
+
+fn virsh(args: &[&str]) -> std::process::Output {
+    let mut all = vec!["-c", "qemu:///system"];
+    all.extend_from_slice(args);
+    run("virsh", &all)
+}
+
+/// What this test started of libvirt, undone on drop (also when an assertion fails).
+struct Libvirt {
+    domain: String,
+    pid_files: Vec<PathBuf>,
+}
+
+impl Drop for Libvirt {
+    fn drop(&mut self) {
+        let _ = virsh(&["destroy", &self.domain]);
+        for pid_file in &self.pid_files {
+            if let Some(pid) =
+                std::fs::read_to_string(pid_file).ok().and_then(|p| p.trim().parse::<i32>().ok())
+            {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM);
+            }
+        }
+    }
+}
+
+/// The VM suite's kernel and initramfs (tests/vm/hbvm.py builds and caches them).
+fn suite_kernel() -> Option<(String, String)> {
+    let k = run("python3", &["tests/vm/hbvm.py", "kernel"]);
+    // Progress lines come first on stdout; the JSON follows.
+    let text = String::from_utf8_lossy(&k.stdout).to_string();
+    let k: Value = serde_json::from_str(&text[text.find('{')?..]).ok()?;
+    let i = run("python3", &["tests/vm/hbvm.py", "initramfs"]);
+    let initrd = String::from_utf8_lossy(&i.stdout).trim().lines().last()?.to_string();
+    Some((k["vmlinuz"].as_str()?.to_string(), initrd))
+}
+
+/// A real libvirtd: a disk-less TCG domain started on host 1 is in host 1's list within two
+/// intervals, gone within two intervals of its destruction, and when host 1 is killed and
+/// fenced, host 2's `fenced` event names it.
+#[test]
+fn a_real_libvirt_domain_is_published_and_named_by_the_fenced_event() {
+    let test = "a_real_libvirt_domain_is_published_and_named_by_the_fenced_event";
+    let root = nix::unistd::Uid::effective().is_root();
+    let tools = ["libvirtd", "virtlogd", "virsh", "qemu-system-x86_64"]
+        .iter()
+        .all(|t| run("sh", &["-c", &format!("command -v {t}")]).status.success());
+    if !require(
+        test,
+        "root and libvirt (libvirt-daemon-system, libvirt-clients, libvirt-daemon-driver-qemu)",
+        root && tools,
+    ) {
+        return;
+    }
+    let qemu_conf = std::fs::read_to_string("/etc/libvirt/qemu.conf").unwrap_or_default();
+    let as_root =
+        |k: &str| qemu_conf.lines().any(|l| l.trim().replace(' ', "") == format!("{k}=\"root\""));
+    if !require(test, "user = \"root\" and group = \"root\" in /etc/libvirt/qemu.conf (without them a start takes 48 s here)", as_root("user") && as_root("group")) {
+        return;
+    }
+    let Some((kernel, initrd)) = suite_kernel() else {
+        assert!(!require(
+            test,
+            "the VM suite's kernel and initramfs (python3 tests/vm/hbvm.py kernel)",
+            false
+        ));
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut lv =
+        Libvirt { domain: format!("hbfence-inventory-{}", std::process::id()), pid_files: vec![] };
+    // Our own daemons unless libvirtd already answers (then it is not ours to stop).
+    if !virsh(&["version"]).status.success() {
+        for (daemon, pid_file) in [
+            ("virtlogd", tmp.path().join("virtlogd.pid")),
+            ("libvirtd", tmp.path().join("libvirtd.pid")),
+        ] {
+            let out = run(daemon, &["-d", "-p", pid_file.to_str().unwrap()]);
+            assert!(out.status.success(), "{daemon}: {}", String::from_utf8_lossy(&out.stderr));
+            lv.pid_files.push(pid_file);
+        }
+        assert!(
+            wait_until(Duration::from_secs(60), || virsh(&["version"]).status.success()),
+            "libvirtd does not answer"
+        );
+    }
+    let uuid = format!(
+        "5eed{:04x}-0000-4000-8000-{:012x}",
+        std::process::id() & 0xffff,
+        std::process::id()
+    );
+    let xml = tmp.path().join("domain.xml");
+    std::fs::write(
+        &xml,
+        format!(
+            "<domain type='qemu'><name>{}</name><uuid>{uuid}</uuid><memory unit='MiB'>128</memory><vcpu>1</vcpu>\
+<os><type arch='x86_64'>hvm</type><kernel>{kernel}</kernel><initrd>{initrd}</initrd><cmdline>console=ttyS0 panic=0</cmdline></os>\
+<cpu mode='custom'><model>qemu64</model></cpu><on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>preserve</on_crash>\
+<devices><serial type='file'><source path='{}'/></serial><memballoon model='none'/></devices></domain>",
+            lv.domain,
+            tmp.path().join("console.log").display()
+        ),
+    )
+    .unwrap();
+
+    let volume = tmp.path().join("v.vol");
+    init_volume(&volume, &[]);
+    let mut hosts: Vec<Host> = (1..=2)
+        .map(|id| {
+            let peers = vec![(3 - id, None)];
+            Host::new(
+                tmp.path(),
+                &HostSpec {
+                    id,
+                    volumes: vec![volume.clone()],
+                    peers,
+                    hooks_dir: None,
+                    eligible: true,
+                },
+            )
+        })
+        .collect();
+    hosts[0].set_inventory("[inventory]\nsource = \"libvirt\"\n\n");
+    for h in &mut hosts {
+        h.start();
+    }
+    for h in &hosts {
+        assert!(
+            wait_until(Duration::from_secs(10), || h.watchdog.keepalives() > 0),
+            "host {} never armed:\n{}",
+            h.id,
+            h.log_text()
+        );
+    }
+    let listed = |present: bool| {
+        vms_json(&volume, 1)
+            .is_some_and(|j| j["inventory"] == "complete" && uuids(&j).contains(&uuid) == present)
+    };
+    assert!(
+        wait_until(Duration::from_secs(3), || listed(false)),
+        "host 1 publishes no list: {:?}\n{}",
+        vms_json(&volume, 1),
+        hosts[0].log_text()
+    );
+    // Two intervals (1 s each) from `virsh create` returning, plus the reader's own time.
+    let out = virsh(&["create", xml.to_str().unwrap()]);
+    assert!(out.status.success(), "virsh create: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        wait_until(Duration::from_millis(2_300), || listed(true)),
+        "the domain is not in host 1's list within two intervals: {:?}",
+        vms_json(&volume, 1)
+    );
+    // libvirt starts qemu paused ("starting up") and then resumes it: running by the next list.
+    let state = || {
+        vms_json(&volume, 1).and_then(|j| {
+            let d = j["vms"].as_array()?.iter().find(|d| d["uuid"] == uuid.as_str())?.clone();
+            Some((d["name"].as_str()?.to_string(), d["state"].as_str()?.to_string()))
+        })
+    };
+    assert!(
+        wait_until(Duration::from_millis(2_300), || state()
+            == Some((lv.domain.clone(), "running".into()))),
+        "not running: {:?}",
+        state()
+    );
+    let out = virsh(&["destroy", &lv.domain]);
+    assert!(out.status.success(), "virsh destroy: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        wait_until(Duration::from_millis(2_300), || listed(false)),
+        "the destroyed domain is still listed: {:?}",
+        vms_json(&volume, 1)
+    );
+
+    // Running again, host 1 dies: host 2 fences it, and the fenced event names the domain.
+    let out = virsh(&["create", xml.to_str().unwrap()]);
+    assert!(out.status.success(), "virsh create: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(wait_until(Duration::from_millis(2_300), || listed(true)));
+    hosts[0].signal(Signal::SIGKILL);
+    let h2 = &hosts[1];
+    assert!(
+        wait_until(DEAD_AFTER + Duration::from_secs(10), || !h2
+            .events_about("fenced", 1)
+            .is_empty()),
+        "host 1 never fenced:\n{}",
+        h2.log_text()
+    );
+    let fenced = &h2.events_about("fenced", 1)[0];
+    assert_eq!(uuids(&fenced["vms"]), [uuid.as_str()], "{fenced}");
+    assert_eq!(fenced["vms"]["vms"][0]["name"], lv.domain.as_str());
+    drop(hosts);
+    drop(lv);
+}
