@@ -226,6 +226,14 @@ impl Agent {
     /// a list or the set of live hosts changed; each new duplicate is one event, raised by the
     /// hosts running the domain and by the coordinator.
     pub(super) fn check_duplicates(&mut self) {
+        // A cluster without inventories (no source here, no peer list) has nothing to compare:
+        // no allocation on every step.
+        if self.inventory.gen == 0
+            && self.duplicates.current.is_empty()
+            && self.peers.values().all(|p| p.inventory.is_none())
+        {
+            return;
+        }
         let mut inputs = Vec::new();
         if self.p.inventory && self.inventory.gen > 0 {
             inputs.push((self.p.host_id, self.p.incarnation, self.inventory.gen, 0));
