@@ -1160,7 +1160,8 @@ mod tests {
         assert_eq!(decode(&[0u8; BLOCK_SIZE]), Decoded::Empty);
         assert_eq!(decode(&[0xffu8; BLOCK_SIZE]), Decoded::Foreign);
         assert_eq!(decode(&[1u8; 100]), Decoded::Foreign);
-        for version in [1, FORMAT_VERSION + 1] {
+        // Format 2 (before the VM inventory) too: its blocks sit where inventory blocks now go.
+        for version in [1, FORMAT_VERSION - 1, FORMAT_VERSION + 1] {
             let mut b = encode_header(&header());
             put_u16(&mut b, OFF_VERSION, version);
             seal(&mut b);
