@@ -86,6 +86,14 @@ fn heartbeat_json(hb: &Heartbeat, now_wall: u64) -> Value {
             "incarnation": v.incarnation,
             "wall_time": wall_time(v.wall_ms),
         })).collect::<Vec<_>>(),
+        // What the heartbeat says of the writer's VM list (`hbfence vms` reads the list).
+        "inventory": {
+            "state": crate::core::inventory::inventory_word(hb.inventory.flags),
+            "generation": hb.inventory.gen,
+            "domains": hb.inventory.count,
+            "set": u8::from(hb.inventory.flags & format::inventory_flags::SET_1 != 0),
+            "age_s": f64::from(hb.inventory.age_ms) / 1000.0,
+        },
     })
 }
 
