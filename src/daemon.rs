@@ -835,7 +835,8 @@ impl Daemon {
                     | "self_fence"
                     | "storage_lost"
                     | "volume_header_damaged"
-                    | "alarm" => log::Level::Error,
+                    | "alarm"
+                    | "vm_duplicate" => log::Level::Error,
                     "host_suspect" | "fence_started" | "storage_degraded" | "fenced"
                     | "peer_unreachable" => log::Level::Warn,
                     _ => log::Level::Info,
