@@ -20,8 +20,8 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Failures of the source are logged at most this often (the first one at once).
-const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
+/// The same failure of the source is logged at most this often (a new one at once).
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(600);
 
 /// The collector's handover flag: set while a result waits for the main thread.
 #[derive(Clone, Default)]
@@ -53,17 +53,27 @@ pub fn start(
         .name("hbfence-inventory".into())
         .spawn(move || {
             let mut next_log: Option<Instant> = None;
+            let mut last_failure: Option<String> = None;
             let mut skipped = 0u64;
             loop {
                 let started = Instant::now();
                 let result = collect(&config);
-                if let Collected::Failed(why) = &result {
-                    if next_log.is_none_or(|t| Instant::now() >= t) {
-                        next_log = Some(Instant::now() + FAILURE_LOG_EVERY);
-                        log::warn!(
-                            "inventory ({}): {why}; the last list stays published, flagged stale",
-                            config.source.as_str()
-                        );
+                match &result {
+                    // A new reason at once, the same one again at most every FAILURE_LOG_EVERY
+                    // (a host without libvirt says so once, not every interval).
+                    Collected::Failed(why) => {
+                        if last_failure.as_ref() != Some(why)
+                            || next_log.is_none_or(|t| Instant::now() >= t)
+                        {
+                            next_log = Some(Instant::now() + FAILURE_LOG_EVERY);
+                            log::warn!("inventory ({}): {why}; publishing the last list collected, flagged stale (none before the first)", config.source.as_str());
+                            last_failure = Some(why.clone());
+                        }
+                    }
+                    Collected::Domains(_) => {
+                        if last_failure.take().is_some() {
+                            log::info!("inventory ({}): collected again", config.source.as_str());
+                        }
                     }
                 }
                 if flag.unread.swap(true, Ordering::AcqRel) {
