@@ -108,6 +108,7 @@ fn main() {
                 knobs: UnsafeTestKnobs::default(),
                 peer_channel: None,
                 membership: members.clone(),
+                inventory: false,
             };
             let mut planner = ReadPlanner::new(GEO, id, &[1, 2, 3], false);
             planner.set_members(Some(member_set));

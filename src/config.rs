@@ -32,6 +32,99 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The authenticated peer channel; absent: no socket, no thread.
     pub network: Option<NetworkConfig>,
+    #[serde(default)]
+    pub inventory: InventoryConfig,
+}
+
+/// `[inventory]`: where this host's list of running VMs comes from (issue 15).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryConfig {
+    #[serde(default)]
+    pub source: InventorySource,
+    /// `source = "command"`: program (absolute path) and arguments; prints one
+    /// `UUID NAME [STATE]` per running domain.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Seconds the command may run before it is killed (with its process group).
+    #[serde(default = "default_inventory_timeout")]
+    pub timeout: f64,
+    /// `source = "libvirt"`: libvirt's live status files of the QEMU driver.
+    #[serde(default = "default_libvirt_status_dir")]
+    pub status_dir: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum InventorySource {
+    /// libvirt's live status files (`/run/libvirt/qemu/*.xml`): no libvirtd call, no child.
+    #[default]
+    Libvirt,
+    /// Publish no inventory ("no inventory", never "no VMs").
+    None,
+    Command,
+}
+
+impl InventorySource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InventorySource::Libvirt => "libvirt",
+            InventorySource::None => "none",
+            InventorySource::Command => "command",
+        }
+    }
+}
+
+impl Default for InventoryConfig {
+    fn default() -> Self {
+        InventoryConfig {
+            source: InventorySource::default(),
+            command: Vec::new(),
+            timeout: default_inventory_timeout(),
+            status_dir: default_libvirt_status_dir(),
+        }
+    }
+}
+
+fn default_inventory_timeout() -> f64 {
+    2.0
+}
+
+pub const DEFAULT_LIBVIRT_STATUS_DIR: &str = "/run/libvirt/qemu";
+
+fn default_libvirt_status_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_LIBVIRT_STATUS_DIR)
+}
+
+impl InventoryConfig {
+    fn validate(&self) -> Result<(), String> {
+        match self.source {
+            InventorySource::Command => match self.command.first() {
+                None => return Err("[inventory] source = \"command\" needs command = [\"/path/to/program\", \"arg\", ...] (it prints one `UUID NAME` line per running VM)".into()),
+                Some(p) if !Path::new(p).is_absolute() => {
+                    return Err(format!("[inventory] command program {p:?} must be an absolute path"))
+                }
+                Some(_) => {}
+            },
+            _ if !self.command.is_empty() => {
+                return Err(format!(
+                    "[inventory] command is used only with source = \"command\" (source is \"{}\")",
+                    self.source.as_str()
+                ))
+            }
+            _ => {}
+        }
+        if !(0.1..=60.0).contains(&self.timeout) {
+            return Err(format!(
+                "[inventory] timeout = {}: must be 0.1..=60 seconds (the command runs once per interval)",
+                self.timeout
+            ));
+        }
+        if !self.status_dir.is_absolute() {
+            return Err(format!("[inventory] status_dir {:?} must be absolute", self.status_dir));
+        }
+        Ok(())
+    }
 }
 
 pub const DEFAULT_KEY_FILE: &str = "/etc/hbfence/cluster.key";
@@ -548,6 +641,7 @@ impl Config {
             ));
         }
         self.metrics.validate()?;
+        self.inventory.validate()?;
         self.validate_network()?;
         self.validate_aliases()?;
         Ok(())

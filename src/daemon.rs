@@ -15,6 +15,7 @@ use crate::core::view::VolumeView;
 use crate::events::{self, EventSettings};
 use crate::fence::pool::Pool;
 use crate::fence::{self, AgentTarget, FenceMethod, FenceSettings, IpmiTarget};
+use crate::inventory::InventoryReader;
 use crate::net::{Net, NetSettings};
 use crate::report::{
     ChannelPeerStats, NetworkSnapshot, ReportSettings, Reporter, Snapshot, VolumeStats,
@@ -239,9 +240,12 @@ fn spawn_io_thread(
                 AlignedBuf::new(1),
                 AlignedBuf::new(readplan::CHUNK_BLOCKS as usize),
                 volume.page_buffer(geo),
+                AlignedBuf::new(format::INVENTORY_SET),
+                InventoryReader::new(),
             );
-            let (mut wbuf, mut rbuf, mut pages) = match buffers {
-                (Ok(w), Ok(r), Ok(p)) => (w, r, p),
+            let (mut wbuf, mut rbuf, mut pages, mut inventory_buf, mut inventories) = match buffers
+            {
+                (Ok(w), Ok(r), Ok(p), Ok(i), Ok(reader)) => (w, r, p, i, reader),
                 _ => {
                     log::error!("volume {}: cannot allocate I/O buffers", volume.path().display());
                     return;
@@ -275,6 +279,11 @@ fn spawn_io_thread(
                             .write_verdict_pages(geo, &record, pages)
                             .map_err(|e| e.to_string())?;
                     }
+                    // The VM list (only when the core attached a new one) into the set the
+                    // heartbeat written next names; the other set keeps the previous list.
+                    volume
+                        .write_inventory(geo, &record, &mut inventory_buf)
+                        .map_err(|e| e.to_string())?;
                     volume
                         .write_block(own_block_of(record.host_id), &wbuf, 0)
                         .map_err(|e| e.to_string())?;
@@ -363,6 +372,15 @@ fn spawn_io_thread(
                         if let Some(pages) = pages.as_mut() {
                             volume.read_verdict_pages(&mut view, geo, &cluster, pages);
                         }
+                        // Peers' VM lists: read only when a heartbeat names a new one.
+                        inventories.fetch(
+                            &volume,
+                            geo,
+                            &cluster,
+                            &mut view,
+                            Some(own_id),
+                            crate::inventory::FETCHES_PER_CYCLE,
+                        );
                         (sys::boottime_ms(), view)
                     })
                     .map_err(|e| e.to_string());
@@ -416,6 +434,8 @@ struct Daemon {
     stats: DriverStats,
     /// `[network]`: the peer channel's thread.
     net: Option<Net>,
+    /// The inventory thread's handover (none with `[inventory] source = "none"`).
+    inventory: Option<crate::inventory::Handover>,
     exit: Option<(i32, String)>,
     /// `feed`'s input queue and action buffer, kept between calls.
     queue: Vec<Input>,
@@ -554,6 +574,7 @@ fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
         peer_channel: config.network.as_ref().map(|n| ChannelParams {
             challenge_every_ms: n.challenge_every_ms(timing.interval_ms),
         }),
+        inventory: config.inventory.source != crate::config::InventorySource::None,
     };
     log::info!(
         "starting: host {} \"{}\" incarnation {incarnation}, cluster {}, {} volume(s), interval {} ms, lease {} ms, watchdog {} s",
@@ -580,7 +601,15 @@ fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
             tx.clone(),
         )?);
     }
+    // After the I/O threads: the first list then reaches a core that can publish it.
+    let inventory = crate::inventory::start(
+        &config.inventory,
+        Duration::from_millis(timing.interval_ms),
+        tx.clone(),
+    )
+    .map_err(StartError::failure)?;
     let events = events::start(EventSettings {
+        vms_dir: config.daemon.runtime_dir.join("vms"),
         cluster: format::uuid_string(&header.cluster),
         reporter_id: config.host.id,
         reporter_name: params.name.clone(),
@@ -624,6 +653,7 @@ fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
         pool,
         stats,
         net,
+        inventory,
         exit: None,
         queue: Vec::new(),
         actions: Vec::new(),
@@ -776,6 +806,9 @@ impl Daemon {
         let before = (self.agent.phase(), self.agent.coordinator(), self.agent.watchdog_armed());
         while let Some(input) = queue.pop() {
             self.stats.saw(&input);
+            if let (Input::Inventory(_), Some(h)) = (&input, &self.inventory) {
+                h.taken();
+            }
             self.agent.handle_into(now(), input, &mut actions);
             for a in actions.drain(..) {
                 if matches!(a, Action::Event(_) | Action::Ready | Action::Exit { .. }) {
@@ -886,7 +919,8 @@ impl Daemon {
                     | "self_fence"
                     | "storage_lost"
                     | "volume_header_damaged"
-                    | "alarm" => log::Level::Error,
+                    | "alarm"
+                    | "vm_duplicate" => log::Level::Error,
                     "host_suspect" | "fence_started" | "storage_degraded" | "fenced"
                     | "peer_unreachable" => log::Level::Warn,
                     _ => log::Level::Info,
@@ -1118,6 +1152,9 @@ impl Daemon {
             fence_failures: self.stats.fence_failures,
             network: self.net.as_ref().map(|net| network_snapshot(net, a, t.mono)),
             membership: a.membership().clone(),
+            vms: a.own_vms(),
+            inventory_error: a.inventory_error().map(str::to_string),
+            vm_duplicates: a.vm_duplicates().to_vec(),
         };
         self.reporter.snapshot(snap);
     }

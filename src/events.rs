@@ -29,6 +29,9 @@ pub struct EventSettings {
     pub log: PathBuf,
     pub hooks_dir: PathBuf,
     pub hook_timeout: Duration,
+    /// Where the `HBFENCE_VMS_FILE` of an event with VMs is written (one file per event kind
+    /// and host, replaced by the next one).
+    pub vms_dir: PathBuf,
 }
 
 /// Queue sizes of the event driver.
@@ -239,7 +242,7 @@ fn start_with(settings: EventSettings, limits: Limits, stack: usize) -> EventSen
 }
 
 pub fn to_json(e: &Event, s: &EventSettings) -> serde_json::Value {
-    json!({
+    let mut v = json!({
         "event": e.kind.as_str(),
         "host": e.host,
         "host_name": e.host_name,
@@ -251,7 +254,21 @@ pub fn to_json(e: &Event, s: &EventSettings) -> serde_json::Value {
         "reporter": s.reporter_id,
         "reporter_name": s.reporter_name,
         "cluster": s.cluster,
-    })
+    });
+    if let Some(vms) = &e.vms {
+        v["vms"] = crate::inventory::report_json(vms);
+    }
+    v
+}
+
+/// The file `HBFENCE_VMS_FILE` names: the event and its VM list as JSON, written atomically.
+fn vms_file(e: &Event, s: &EventSettings) -> std::io::Result<PathBuf> {
+    let path = s.vms_dir.join(format!("{}-host{}.json", e.kind.as_str(), e.host));
+    std::fs::create_dir_all(&s.vms_dir)?;
+    let tmp = s.vms_dir.join(format!(".{}-host{}.json.tmp", e.kind.as_str(), e.host));
+    std::fs::write(&tmp, format!("{}\n", to_json(e, s)))?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
 }
 
 fn event_thread(
@@ -331,7 +348,21 @@ fn run_hooks(s: &EventSettings, e: &Event) -> Vec<String> {
     if list.is_empty() {
         return failures;
     }
-    let env: [(&str, String); 9] = [
+    let (vms, vms_inventory) = match &e.vms {
+        Some(r) => (r.uuids(), r.inventory.to_string()),
+        None => (String::new(), String::new()),
+    };
+    let vms_file = match &e.vms {
+        Some(_) => match vms_file(e, s) {
+            Ok(p) => p.display().to_string(),
+            Err(err) => {
+                log::warn!("cannot write the VM list of {kind} to {}: {err}", s.vms_dir.display());
+                String::new()
+            }
+        },
+        None => String::new(),
+    };
+    let env: [(&str, String); 12] = [
         ("HBFENCE_EVENT", kind.to_string()),
         ("HBFENCE_HOST", e.host.to_string()),
         ("HBFENCE_HOST_NAME", e.host_name.clone()),
@@ -341,6 +372,10 @@ fn run_hooks(s: &EventSettings, e: &Event) -> Vec<String> {
         ("HBFENCE_REPORTER", s.reporter_id.to_string()),
         ("HBFENCE_REPORTER_NAME", s.reporter_name.clone()),
         ("HBFENCE_CLUSTER", s.cluster.clone()),
+        // `fenced`: the VMs the host ran at its last heartbeat; `vm_duplicate`: the domain.
+        ("HBFENCE_VMS", vms),
+        ("HBFENCE_VMS_FILE", vms_file),
+        ("HBFENCE_VMS_INVENTORY", vms_inventory),
     ];
     let mut running: Vec<(PathBuf, Child)> = Vec::new();
     for hook in list {
@@ -415,6 +450,7 @@ mod tests {
             log: dir.join("events.jsonl"),
             hooks_dir: dir.join("hooks"),
             hook_timeout,
+            vms_dir: dir.join("vms"),
         }
     }
 
@@ -435,6 +471,7 @@ mod tests {
             detail: format!("event {n}"),
             mono_ms: n,
             wall_ms: n,
+            vms: None,
         }
     }
 

@@ -10,6 +10,7 @@ pub mod core;
 pub mod daemon;
 pub mod events;
 pub mod fence;
+pub mod inventory;
 pub mod logging;
 pub mod net;
 pub mod preflight;

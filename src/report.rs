@@ -70,6 +70,11 @@ pub struct Snapshot {
     pub network: Option<NetworkSnapshot>,
     /// The membership and cluster flags this agent follows.
     pub membership: crate::core::header::Membership,
+    /// This host's own VM list, and why its latest collection failed.
+    pub vms: crate::core::inventory::VmReport,
+    pub inventory_error: Option<String>,
+    /// Domains running on two live hosts now (the `vm_duplicate` alarm).
+    pub vm_duplicates: Vec<crate::core::inventory::Duplicate>,
 }
 
 /// The peer channel at one instant.
@@ -339,6 +344,7 @@ pub fn status_json(s: &Snapshot) -> String {
                 "wall_time": crate::cli::text::wall_time(p.wall_ms),
                 "verdict": verdict.map(|v| v.kind.as_str()),
                 "method": verdict.map(|v| v.method.as_str()),
+                "vms": crate::inventory::report_json(&p.vms.report()),
             })
         })
         .collect();
@@ -380,6 +386,12 @@ pub fn status_json(s: &Snapshot) -> String {
         "wall_time": crate::cli::text::wall_time(s.wall_ms),
         "wall_time_ms": s.wall_ms,
         "network": s.network.as_ref().map(network_json),
+        "vms": crate::inventory::report_json(&s.vms),
+        "inventory_error": s.inventory_error,
+        "vm_duplicates": s.vm_duplicates.iter().map(|d| json!({
+            "uuid": crate::core::format::uuid_string(&d.uuid),
+            "hosts": d.hosts.iter().map(|(id, name, state)| json!({"host": id, "name": name, "state": state.as_str()})).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
     })
     .to_string()
 }
@@ -507,6 +519,24 @@ pub fn metrics_text(s: &Snapshot, reports_dropped: u64) -> String {
         .collect();
     family("hbfence_verdicts", "gauge", "Verdicts in the cluster's verdict table.", &verdicts);
     family(
+        "hbfence_vm_duplicates",
+        "gauge",
+        "Domains in the VM lists of two live hosts at once (the vm_duplicate alarm).",
+        &one(s.vm_duplicates.len().to_string()),
+    );
+    family(
+        "hbfence_inventory_domains",
+        "gauge",
+        "Domains in this host's published VM list.",
+        &one(s.vms.domains.len().to_string()),
+    );
+    family(
+        "hbfence_inventory_stale",
+        "gauge",
+        "1 while this host's latest VM inventory collection failed (the last list stays published).",
+        &flag(s.inventory_error.is_some()),
+    );
+    family(
         "hbfence_fence_attempts_total",
         "counter",
         "Power-off attempts this agent started (BMC or fence agent).",
@@ -620,6 +650,7 @@ mod tests {
             caps: 0,
             wall_ms: 0,
             stale_ms: 0,
+            vms: Default::default(),
         };
         Snapshot {
             host: 1,

@@ -116,7 +116,10 @@ impl fmt::Display for VolumeError {
                     Decoded::Unsupported { version } if *version < format::FORMAT_VERSION => format!("format version {version} was written by an older hbfence; this one reads format {}: stop the agents of every host, re-initialise the volume with `hbfence init --force` (same timing options), then start them again", format::FORMAT_VERSION),
                     Decoded::Unsupported { version } => format!("format version {version} is newer than this hbfence supports (version {}); upgrade hbfence", format::FORMAT_VERSION),
                     Decoded::Malformed(why) => format!("header is invalid: {why}"),
-                    Decoded::Heartbeat(_) | Decoded::Mailbox(_) | Decoded::VerdictPage(_) => "block 0 is not a header block: not an hbfence volume".to_string(),
+                    Decoded::Heartbeat(_)
+        | Decoded::Mailbox(_)
+        | Decoded::VerdictPage(_)
+        | Decoded::Inventory(_) => "block 0 is not a header block: not an hbfence volume".to_string(),
                     Decoded::Header(_) => "header is valid".to_string(),
                 };
                 write!(f, "{}: {what}", path.display())
@@ -418,6 +421,10 @@ impl Volume {
         if let Some(mut pages) = self.page_buffer(geo)? {
             self.read_verdict_pages(&mut view, geo, &header.cluster, &mut pages);
         }
+        // Every published VM list (readers without a daemon: `status`, `check`, `vms`).
+        let mut reader = crate::inventory::InventoryReader::new()
+            .map_err(|e| VolumeError::io(&self.path, "allocate buffer", e))?;
+        reader.fetch(self, geo, &header.cluster, &mut view, None, usize::MAX);
         Ok(view)
     }
 
@@ -477,6 +484,37 @@ impl Volume {
                 crate::core::view::complete_tables(view, geo, cluster, &[(id, buf.as_slice())]);
             }
         }
+    }
+
+    /// Writes the VM list attached to `record` (if any) into the inventory set its heartbeat
+    /// will name, in one I/O, before that heartbeat. Nothing for an empty list.
+    pub fn write_inventory(
+        &self,
+        geo: Geometry,
+        record: &format::Heartbeat,
+        buf: &mut AlignedBuf,
+    ) -> Result<(), VolumeError> {
+        let Some(list) = record.inventory.write.as_deref() else { return Ok(()) };
+        let blocks = format::encode_inventory(list);
+        if blocks.is_empty() {
+            return Ok(());
+        }
+        if blocks.len() > buf.blocks() {
+            return Err(VolumeError::unusable(
+                &self.path,
+                format!(
+                    "an inventory of {} blocks does not fit a buffer of {}",
+                    blocks.len(),
+                    buf.blocks()
+                ),
+            ));
+        }
+        for (i, b) in blocks.iter().enumerate() {
+            buf.block_mut(i).copy_from_slice(b);
+        }
+        let set_1 = record.inventory.flags & format::inventory_flags::SET_1 != 0;
+        let data = &buf.as_slice()[..blocks.len() * BLOCK_SIZE];
+        self.write_range(geo.inventory_set(record.host_id, set_1), data)
     }
 
     /// Writes a message into host `m.host_id`'s mailbox block.

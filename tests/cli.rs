@@ -163,6 +163,7 @@ mod readers {
             name: format!("host{id}"),
             verdicts: vec![],
             verdicts_in_pages: 0,
+            inventory: Default::default(),
         }
     }
 

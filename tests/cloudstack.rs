@@ -145,6 +145,11 @@ impl ApiDouble {
                 {"id": "0b5c7a1e-0000-4000-8000-000000000001", "name": "kvm01", "ipaddress": "10.1.1.11"},
                 {"id": "0b5c7a1e-0000-4000-8000-000000000002", "name": "kvm02", "ipaddress": HOST2_IP},
             ],
+            // CloudStack's database: the VMs it believes run on kvm02 (issue 15's cross-check).
+            "vms": {"0b5c7a1e-0000-4000-8000-000000000002": [
+                {"id": VM_BOTH, "instancename": "i-2-10-VM"},
+                {"id": VM_DB_ONLY, "instancename": "i-2-11-VM"},
+            ]},
         });
         fs::write(dir.join("config.json"), config.to_string()).unwrap();
         let child = Command::new("python3")
@@ -642,6 +647,50 @@ fn hook_refuses_loose_credentials_and_gives_up_on_a_wrong_signature() {
     assert!(text.contains("refused the credentials (HTTP 401)"), "{text}");
     assert!(api.requests().iter().all(|r| r["signature_ok"] == false));
     assert_eq!(api.count("declareHostAsDegraded"), 0, "only listHosts was tried");
+}
+
+const VM_BOTH: &str = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
+const VM_DB_ONLY: &str = "11111111-2222-4333-8444-555555555555";
+const VM_HOST_ONLY: &str = "99999999-2222-4333-8444-555555555555";
+
+/// Issue 15: after declaring the host Degraded the hook compares CloudStack's VMs of the host
+/// with the list the host published (HBFENCE_VMS) and names the differences in its log.
+#[test]
+fn hook_cross_checks_cloudstacks_vms_with_the_fenced_hosts_list() {
+    if python_missing("hook_cross_checks_cloudstacks_vms_with_the_fenced_hosts_list") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let api = ApiDouble::start(&tmp.path().join("api"), 0);
+    let log = tmp.path().join("hook.log");
+    let conf = api.credentials(tmp.path(), SECRET, &log);
+    let out = Command::new(script("hooks/cloudstack-degraded"))
+        .env("HBFENCE_CLOUDSTACK_CONF", &conf)
+        .env("HBFENCE_EVENT", "fenced")
+        .env("HBFENCE_HOST", "2")
+        .env("HBFENCE_HOST_NAME", "kvm02")
+        .env("HBFENCE_VMS", format!("{VM_BOTH} {VM_HOST_ONLY}"))
+        .env("HBFENCE_VMS_INVENTORY", "complete")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = || fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(10), || text().contains("CloudStack lists VMs on it")),
+        "{}",
+        text()
+    );
+    let t = text();
+    assert!(t.contains("it ran 2 VM(s) at its last heartbeat (list complete), CloudStack lists 2 on it, 1 in both"), "{t}");
+    assert!(
+        t.contains(&format!(
+            "does not list on it (not restarted by CloudStack: check them): {VM_HOST_ONLY}"
+        )),
+        "{t}"
+    );
+    assert!(t.contains(&format!("it was not running: {VM_DB_ONLY} (i-2-11-VM)")), "{t}");
+    assert_eq!(api.count("listVirtualMachines"), 1);
 }
 
 #[test]

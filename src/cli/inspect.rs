@@ -84,6 +84,14 @@ fn heartbeat_json(hb: &Heartbeat, now_wall: u64) -> Value {
         // The part of the table in verdict pages (`status` and `check` read them).
         "verdicts_in_pages": hb.verdicts_in_pages,
         "verdicts": hb.verdicts.iter().map(verdict_json).collect::<Vec<_>>(),
+        // What the heartbeat says of the writer's VM list (`hbfence vms` reads the list).
+        "inventory": {
+            "state": crate::core::inventory::inventory_word(hb.inventory.flags),
+            "generation": hb.inventory.gen,
+            "domains": hb.inventory.count,
+            "set": u8::from(hb.inventory.flags & format::inventory_flags::SET_1 != 0),
+            "age_s": f64::from(hb.inventory.age_ms) / 1000.0,
+        },
     })
 }
 
@@ -377,6 +385,11 @@ pub fn status(a: &StatusArgs) -> CliResult {
                 let verdict = verdict_of(hb.host_id);
                 v["verdict"] = json!(verdict.map(|v| v.kind.as_str()));
                 v["method"] = json!(verdict.map(|v| v.method.as_str()));
+                v["vms"] = crate::inventory::report_json(&crate::inventory::merged_vms(
+                    &view,
+                    hb.host_id,
+                    now,
+                ));
                 v
             })
             .chain(torn.iter().map(|(id, v)| {

@@ -8,6 +8,7 @@ pub mod members;
 mod ops;
 pub mod restore;
 pub mod text;
+mod vms;
 
 use clap::{Parser, Subcommand};
 use std::fmt;
@@ -112,6 +113,15 @@ Exit 1: the question cannot be answered (daemon not running, unreadable volume).
 restarts the VMs of a DEAD host."
     )]
     Check(ops::CheckArgs),
+    /// The VMs HOST ran at its last heartbeat (its published inventory), from the volumes.
+    #[command(long_about = "Prints the VMs HOST published at its last heartbeat: UUID, name and \
+state of every domain, the age of the list and whether it is complete (`overflow`: more domains \
+ran than the list holds; `stale`: the host's latest collection failed, this is the last one it \
+collected; `none`: the host publishes no inventory, which is not the same as no VMs). For a \
+FENCED host this is what it ran when it stopped: the VMs to restart elsewhere.\n\nRead-only: \
+works on any host and on a read-only mount, with --config or with --volume PATH (repeat for \
+every volume).")]
+    Vms(vms::VmsArgs),
     /// Fence HOST: poison pill in its mailbox (and BMC power-off if configured); waits for the verdict.
     #[command(
         long_about = "Writes a reset request into HOST's mailbox. HOST acknowledges it, stops \
@@ -219,6 +229,7 @@ pub fn main() -> i32 {
         Command::Dump(a) => inspect::dump(&a),
         Command::Status(a) => inspect::status(&a),
         Command::Check(a) => ops::check(&a),
+        Command::Vms(a) => vms::run(&a),
         Command::Fence(a) => ops::fence(&a),
         Command::Clear(a) => ops::clear(&a),
         Command::TestWatchdog(a) => ops::test_watchdog(&a),

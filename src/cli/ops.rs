@@ -383,6 +383,7 @@ pub fn status_config(config_path: &Path, json_out: bool) -> CliResult {
             "method": verdict.map(|v| v.method.as_str()),
             "verdict_wall_time": verdict.map(|v| wall_time(v.wall_ms)),
             "network": daemon_channel(daemon.as_ref(), r.host_id),
+            "vms": crate::inventory::report_json(&crate::inventory::merged_vms(&view, r.host_id, now)),
         }));
     }
     let m = super::inspect::newest_membership(c.volumes.iter().map(|(_, h)| h));
@@ -527,7 +528,7 @@ pub fn check(a: &CheckArgs) -> CliResult {
     if a.json {
         println!(
             "{}",
-            json!({"host": id, "result": word, "exit_code": code, "reason": why, "verdict": verdict.map(|v| json!({"verdict": v.kind.as_str(), "method": v.method.as_str(), "wall_time": wall_time(v.wall_ms)}))})
+            json!({"host": id, "result": word, "exit_code": code, "reason": why, "verdict": verdict.map(|v| json!({"verdict": v.kind.as_str(), "method": v.method.as_str(), "wall_time": wall_time(v.wall_ms)})), "vms": crate::inventory::report_json(&crate::inventory::merged_vms(&view, id, sys::wall_ms()))})
         );
     } else {
         println!("{word}");

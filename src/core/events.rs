@@ -39,6 +39,9 @@ pub enum EventKind {
     /// The membership or cluster flags this host follows changed (`hbfence members`,
     /// `hbfence outage-survival`): old -> new.
     MembershipChanged,
+    /// One domain UUID in the VM lists of two live hosts (issue 15): split-brain disk
+    /// corruption in progress unless an operator acts.
+    VmDuplicate,
 }
 
 impl EventKind {
@@ -64,6 +67,7 @@ impl EventKind {
             EventKind::PeerReachable => "peer_reachable",
             EventKind::FenceDeferred => "fence_deferred",
             EventKind::MembershipChanged => "membership_changed",
+            EventKind::VmDuplicate => "vm_duplicate",
         }
     }
 }
@@ -80,4 +84,6 @@ pub struct Event {
     /// Monotonic time of the event on the reporting host.
     pub mono_ms: u64,
     pub wall_ms: u64,
+    /// `fenced`: the VMs the host ran at its last heartbeat; `vm_duplicate`: the domain.
+    pub vms: Option<Box<super::inventory::VmReport>>,
 }

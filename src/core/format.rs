@@ -12,8 +12,9 @@ use std::fmt;
 
 pub const BLOCK_SIZE: usize = 4096;
 pub const MAGIC: [u8; 8] = *b"HBFENCE\0";
-/// 3: membership and cluster flags in the header (2: verdict pages, verdict table author and
-/// sequence). A volume of an older format is refused with the way out.
+/// 2: verdict pages, verdict table author and sequence. 3: membership and cluster flags in the
+/// header, VM inventory blocks and the inventory fields of the heartbeat. A volume of an older
+/// format is refused with the way out.
 pub const FORMAT_VERSION: u16 = 3;
 pub const MAX_HOSTS_LIMIT: u32 = 2000;
 pub const DEFAULT_MAX_HOSTS: u32 = 255;
@@ -66,7 +67,36 @@ const OFF_VERDICT_AUTHOR: usize = 172;
 const OFF_VERDICTS: usize = 176;
 const VERDICT_SIZE: usize = 32;
 /// How many verdicts the heartbeat block itself carries; the rest go into verdict pages.
-pub const MAX_VERDICTS: usize = (CRC_OFFSET - OFF_VERDICTS) / VERDICT_SIZE;
+pub const MAX_VERDICTS: usize = (OFF_INV_GEN - OFF_VERDICTS) / VERDICT_SIZE;
+// Heartbeat: the VM inventory this host published (in the bytes behind the verdicts).
+const OFF_INV_GEN: usize = 4080;
+const OFF_INV_COUNT: usize = 4084;
+const OFF_INV_FLAGS: usize = 4086;
+const OFF_INV_AGE: usize = 4088;
+
+// Inventory block.
+const OFF_INVB_INCARNATION: usize = 32;
+const OFF_INVB_GEN: usize = 40;
+const OFF_INVB_INDEX: usize = 44;
+const OFF_INVB_COUNT: usize = 46;
+const OFF_INVB_TOTAL: usize = 48;
+const OFF_INVB_FLAGS: usize = 50;
+const OFF_INVB_COLLECTED: usize = 56;
+const OFF_INVB_DOMAINS: usize = 64;
+const DOMAIN_SIZE: usize = 64;
+/// Bytes of a domain name kept on the volume (NUL-padded; longer names are cut on a character
+/// boundary: the UUID is the domain's identity).
+pub const DOMAIN_NAME_LEN: usize = DOMAIN_SIZE - 17;
+/// Domains per inventory block.
+pub const INVENTORY_PER_BLOCK: usize = (CRC_OFFSET - OFF_INVB_DOMAINS) / DOMAIN_SIZE;
+/// Inventory blocks of one list: a host writes a new list into the one of its two sets of this
+/// many blocks that its heartbeat on that volume does not name (`inventory_flags::SET_1`), so
+/// a write torn by a crash never damages the list its heartbeat still names.
+pub const INVENTORY_SET: usize = 4;
+/// Inventory blocks per host (K): two sets.
+pub const INVENTORY_BLOCKS: u64 = 2 * INVENTORY_SET as u64;
+/// The most domains one host's list holds (248); more is flagged as an overflow.
+pub const MAX_DOMAINS: usize = INVENTORY_SET * INVENTORY_PER_BLOCK;
 
 // Verdict page.
 const OFF_PAGE_GEN: usize = 32;
@@ -96,6 +126,7 @@ pub enum BlockKind {
     Heartbeat = 2,
     Mailbox = 3,
     VerdictPage = 4,
+    Inventory = 5,
 }
 
 /// Where each block of a volume lives.
@@ -107,7 +138,17 @@ pub struct Geometry {
 impl Geometry {
     pub fn total_blocks(&self) -> u64 {
         let n = u64::from(self.max_hosts);
-        1 + 2 * n + n * self.pages_per_host()
+        1 + 2 * n + n * self.pages_per_host() + n * INVENTORY_BLOCKS
+    }
+    /// Block index of inventory block `k` (0..[`INVENTORY_BLOCKS`]) of host `id`: after the
+    /// verdict pages.
+    pub fn inventory_block(&self, id: u32, k: u64) -> u64 {
+        let n = u64::from(self.max_hosts);
+        1 + 2 * n + n * self.pages_per_host() + u64::from(id - 1) * INVENTORY_BLOCKS + k
+    }
+    /// First block of host `id`'s inventory set 0 or 1 (`inventory_flags::SET_1`).
+    pub fn inventory_set(&self, id: u32, set_1: bool) -> u64 {
+        self.inventory_block(id, u64::from(set_1) * INVENTORY_SET as u64)
     }
     /// Verdict pages per host: enough for a table about every other host (`max_hosts - 1`).
     /// None up to 123 hosts.
@@ -340,6 +381,136 @@ pub struct Heartbeat {
     /// Decoded: how many verdicts of the table are in pages, not (yet) in `verdicts`
     /// (`view::complete_tables` reads them). Ignored when encoding.
     pub verdicts_in_pages: u32,
+    /// The writer's VM inventory: which generation its inventory blocks hold.
+    pub inventory: InventoryInfo,
+}
+
+/// What a heartbeat says about its writer's VM inventory (`core::inventory`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InventoryInfo {
+    /// Generation of the list, +1 on every change of its content (per incarnation; 0: none
+    /// published yet). Readers fetch the inventory blocks only when it changes.
+    pub gen: u32,
+    /// Domains in the list (at most [`MAX_DOMAINS`]).
+    pub count: u16,
+    /// [`inventory_flags`].
+    pub flags: u16,
+    /// How old the list was at this write, on the writer's clock (ms, saturated).
+    pub age_ms: u32,
+    /// Encoding only: the list to write into the inventory set of `gen` before this heartbeat
+    /// (the core attaches it while the volume does not hold that generation yet).
+    pub write: Option<Box<Inventory>>,
+}
+
+/// Bits of [`InventoryInfo::flags`] and [`Inventory::flags`].
+pub mod inventory_flags {
+    /// The host has an inventory source and collected a list: without it the host publishes
+    /// "no inventory", never "no VMs".
+    pub const PUBLISHED: u16 = 1 << 0;
+    /// More domains ran than the list holds ([`super::MAX_DOMAINS`]): the list is incomplete.
+    pub const OVERFLOW: u16 = 1 << 1;
+    /// The latest collection failed (libvirt unreadable, command failed or timed out): the list
+    /// is the last one collected, `age_ms` says how old.
+    pub const STALE: u16 = 1 << 2;
+    /// The list is in the host's second set of inventory blocks.
+    pub const SET_1: u16 = 1 << 3;
+    pub const ALL: u16 = PUBLISHED | OVERFLOW | STALE | SET_1;
+}
+
+/// What libvirt (or the inventory command) says a domain is doing. A migration shows the domain
+/// on two hosts at once: [`DomainState::MigratingIn`] and [`DomainState::MigratingOut`] are not
+/// counted by the duplicate-VM alarm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum DomainState {
+    Running = 1,
+    Paused = 2,
+    /// The destination of a migration (libvirt: paused with reason `migration`, or an
+    /// incoming migration job).
+    MigratingIn = 3,
+    /// The source of a migration (libvirt: an outgoing migration job).
+    MigratingOut = 4,
+    /// Anything else (shutting down, crashed, suspended, unknown).
+    Other = 5,
+}
+
+impl DomainState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DomainState::Running => "running",
+            DomainState::Paused => "paused",
+            DomainState::MigratingIn => "migrating-in",
+            DomainState::MigratingOut => "migrating-out",
+            DomainState::Other => "other",
+        }
+    }
+    pub fn parse(s: &str) -> Option<DomainState> {
+        Some(match s {
+            "running" => DomainState::Running,
+            "paused" => DomainState::Paused,
+            "migrating-in" => DomainState::MigratingIn,
+            "migrating-out" => DomainState::MigratingOut,
+            "other" => DomainState::Other,
+            _ => return None,
+        })
+    }
+    fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => DomainState::Running,
+            2 => DomainState::Paused,
+            3 => DomainState::MigratingIn,
+            4 => DomainState::MigratingOut,
+            5 => DomainState::Other,
+            _ => return None,
+        })
+    }
+    /// Part of a migration in flight: the domain may show on two hosts.
+    pub fn migrating(self) -> bool {
+        matches!(self, DomainState::MigratingIn | DomainState::MigratingOut)
+    }
+}
+
+/// One running domain of a host's inventory.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Domain {
+    pub uuid: [u8; 16],
+    pub name: String,
+    pub state: DomainState,
+}
+
+/// A host's VM inventory as written into its inventory blocks (one set of
+/// [`INVENTORY_SET`] blocks per generation, [`INVENTORY_PER_BLOCK`] domains each).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inventory {
+    pub cluster: ClusterId,
+    pub host_id: u32,
+    /// The incarnation of the agent that wrote it (generations count per incarnation).
+    pub incarnation: u64,
+    pub gen: u32,
+    /// [`inventory_flags`] of the list itself (overflow).
+    pub flags: u16,
+    /// Domains the source reported (more than `domains.len()` on an overflow; saturated).
+    pub seen: u16,
+    /// Wall time of the collection (for people only).
+    pub collected_wall_ms: u64,
+    /// Sorted by UUID, at most [`MAX_DOMAINS`].
+    pub domains: Vec<Domain>,
+}
+
+/// One inventory block, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InventoryBlock {
+    pub cluster: ClusterId,
+    pub host_id: u32,
+    pub incarnation: u64,
+    pub gen: u32,
+    pub index: u16,
+    /// Domains of the whole list.
+    pub total: u16,
+    pub flags: u16,
+    pub seen: u16,
+    pub collected_wall_ms: u64,
+    pub domains: Vec<Domain>,
 }
 
 /// The part of a host's verdict table beyond its heartbeat block: page `index` of table
@@ -428,6 +599,7 @@ pub enum Decoded {
     Heartbeat(Heartbeat),
     Mailbox(Mailbox),
     VerdictPage(VerdictPage),
+    Inventory(InventoryBlock),
 }
 
 impl Decoded {
@@ -442,7 +614,8 @@ impl Decoded {
             Decoded::Header(_)
             | Decoded::Heartbeat(_)
             | Decoded::Mailbox(_)
-            | Decoded::VerdictPage(_) => "ok",
+            | Decoded::VerdictPage(_)
+            | Decoded::Inventory(_) => "ok",
         }
     }
 }
@@ -582,8 +755,100 @@ pub fn encode_heartbeat_into(h: &Heartbeat, b: &mut Block) -> Result<(), EncodeE
     put_u16(b, OFF_VERDICT_COUNT, inline.len() as u16);
     put_u16(b, OFF_VERDICT_TOTAL, h.verdicts.len() as u16);
     put_verdicts(b, OFF_VERDICTS, inline);
+    put_u32(b, OFF_INV_GEN, h.inventory.gen);
+    put_u16(b, OFF_INV_COUNT, h.inventory.count);
+    put_u16(b, OFF_INV_FLAGS, h.inventory.flags);
+    put_u32(b, OFF_INV_AGE, h.inventory.age_ms);
     seal(b);
     Ok(())
+}
+
+/// The blocks of `inv` (`ceil(domains / INVENTORY_PER_BLOCK)`, none for an empty list), to be
+/// written from [`Geometry::inventory_set`] on, before the heartbeat that names `inv.gen` and
+/// the set.
+pub fn encode_inventory(inv: &Inventory) -> Vec<Block> {
+    let domains = &inv.domains[..inv.domains.len().min(MAX_DOMAINS)];
+    domains
+        .chunks(INVENTORY_PER_BLOCK)
+        .enumerate()
+        .map(|(index, chunk)| {
+            let mut b = [0u8; BLOCK_SIZE];
+            prefix(&mut b, BlockKind::Inventory, inv.host_id, &inv.cluster);
+            put_u64(&mut b, OFF_INVB_INCARNATION, inv.incarnation);
+            put_u32(&mut b, OFF_INVB_GEN, inv.gen);
+            put_u16(&mut b, OFF_INVB_INDEX, index as u16);
+            put_u16(&mut b, OFF_INVB_COUNT, chunk.len() as u16);
+            put_u16(&mut b, OFF_INVB_TOTAL, domains.len() as u16);
+            put_u16(&mut b, OFF_INVB_FLAGS, inv.flags);
+            put_u16(&mut b, OFF_INVB_FLAGS + 2, inv.seen);
+            put_u64(&mut b, OFF_INVB_COLLECTED, inv.collected_wall_ms);
+            for (i, d) in chunk.iter().enumerate() {
+                let o = OFF_INVB_DOMAINS + i * DOMAIN_SIZE;
+                b[o..o + 16].copy_from_slice(&d.uuid);
+                b[o + 16] = d.state as u8;
+                let name = truncate_to(&d.name, DOMAIN_NAME_LEN);
+                b[o + 17..o + 17 + name.len()].copy_from_slice(name.as_bytes());
+            }
+            seal(&mut b);
+            b
+        })
+        .collect()
+}
+
+/// Longest prefix of `s` of at most `max` bytes, on a character boundary.
+pub fn truncate_to(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Assembles host `host_id`'s list (incarnation, generation, `count` domains) from `raw`, the
+/// blocks of its set as read. Anything torn, missing, or of another list (rewritten meanwhile)
+/// gives `None`: never part of a list.
+pub fn assemble_inventory(
+    raw: &[u8],
+    cluster: &ClusterId,
+    host_id: u32,
+    incarnation: u64,
+    gen: u32,
+    count: usize,
+) -> Option<Inventory> {
+    if count > MAX_DOMAINS {
+        return None;
+    }
+    let blocks = count.div_ceil(INVENTORY_PER_BLOCK);
+    let mut inv = Inventory {
+        cluster: *cluster,
+        host_id,
+        incarnation,
+        gen,
+        flags: 0,
+        seen: count as u16,
+        collected_wall_ms: 0,
+        domains: Vec::with_capacity(count),
+    };
+    for index in 0..blocks {
+        let block = raw.get(index * BLOCK_SIZE..(index + 1) * BLOCK_SIZE)?;
+        match decode(block) {
+            Decoded::Inventory(b)
+                if &b.cluster == cluster
+                    && b.host_id == host_id
+                    && b.incarnation == incarnation
+                    && b.gen == gen
+                    && usize::from(b.index) == index
+                    && usize::from(b.total) == count =>
+            {
+                inv.flags = b.flags;
+                inv.seen = b.seen;
+                inv.collected_wall_ms = b.collected_wall_ms;
+                inv.domains.extend(b.domains);
+            }
+            _ => return None,
+        }
+    }
+    (inv.domains.len() == count).then_some(inv)
 }
 
 fn put_verdicts(b: &mut Block, at: usize, verdicts: &[Verdict]) {
@@ -713,6 +978,7 @@ pub fn decode(buf: &[u8]) -> Decoded {
         2 => decode_heartbeat(b, cluster, host_id),
         3 => decode_mailbox(b, cluster, host_id),
         4 => decode_verdict_page(b, cluster, host_id),
+        5 => decode_inventory_block(b, cluster, host_id),
         k => Decoded::Malformed(format!("unknown block kind {k}")),
     }
 }
@@ -803,6 +1069,52 @@ fn decode_heartbeat(b: &[u8], cluster: ClusterId, host_id: u32) -> Decoded {
         name: get_name(b, OFF_NAME),
         verdicts,
         verdicts_in_pages: (total - count) as u32,
+        inventory: InventoryInfo {
+            gen: get_u32(b, OFF_INV_GEN),
+            count: get_u16(b, OFF_INV_COUNT),
+            flags: get_u16(b, OFF_INV_FLAGS),
+            age_ms: get_u32(b, OFF_INV_AGE),
+            write: None,
+        },
+    })
+}
+
+fn decode_inventory_block(b: &[u8], cluster: ClusterId, host_id: u32) -> Decoded {
+    let count = usize::from(get_u16(b, OFF_INVB_COUNT));
+    let total = get_u16(b, OFF_INVB_TOTAL);
+    if count == 0 || count > INVENTORY_PER_BLOCK || usize::from(total) > MAX_DOMAINS {
+        return Decoded::Malformed(format!(
+            "inventory block of {count} domains (1..={INVENTORY_PER_BLOCK}) in a list of {total} (at most {MAX_DOMAINS})"
+        ));
+    }
+    let mut domains = Vec::with_capacity(count);
+    for i in 0..count {
+        let o = OFF_INVB_DOMAINS + i * DOMAIN_SIZE;
+        let Some(state) = DomainState::from_u8(b[o + 16]) else {
+            return Decoded::Malformed(format!(
+                "inventory domain {i} has unknown state {}",
+                b[o + 16]
+            ));
+        };
+        let raw = &b[o + 17..o + DOMAIN_SIZE];
+        let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
+        domains.push(Domain {
+            uuid: get_16(b, o),
+            name: String::from_utf8_lossy(&raw[..end]).into_owned(),
+            state,
+        });
+    }
+    Decoded::Inventory(InventoryBlock {
+        cluster,
+        host_id,
+        incarnation: get_u64(b, OFF_INVB_INCARNATION),
+        gen: get_u32(b, OFF_INVB_GEN),
+        index: get_u16(b, OFF_INVB_INDEX),
+        total,
+        flags: get_u16(b, OFF_INVB_FLAGS),
+        seen: get_u16(b, OFF_INVB_FLAGS + 2),
+        collected_wall_ms: get_u64(b, OFF_INVB_COLLECTED),
+        domains,
     })
 }
 
@@ -899,6 +1211,7 @@ mod tests {
                 seq: 7,
             }],
             verdicts_in_pages: 0,
+            inventory: Default::default(),
         }
     }
 
@@ -932,7 +1245,8 @@ mod tests {
         assert_eq!(decode(&[0u8; BLOCK_SIZE]), Decoded::Empty);
         assert_eq!(decode(&[0xffu8; BLOCK_SIZE]), Decoded::Foreign);
         assert_eq!(decode(&[1u8; 100]), Decoded::Foreign);
-        for version in [1, 2, FORMAT_VERSION + 1] {
+        // Format 2 too: no membership, and its blocks sit where inventory blocks now go.
+        for version in [1, FORMAT_VERSION - 1, FORMAT_VERSION + 1] {
             let mut b = encode_header(&header());
             put_u16(&mut b, OFF_VERSION, version);
             seal(&mut b);
@@ -1001,11 +1315,19 @@ mod tests {
             assert_eq!(p == 0, max_hosts as usize <= MAX_VERDICTS + 1);
             if p > 0 {
                 assert_eq!(geo.page_block(1, 0), geo.mailbox_block(max_hosts) + 1);
-                assert_eq!(geo.page_block(max_hosts, p - 1), geo.total_blocks() - 1);
+                assert_eq!(geo.page_block(max_hosts, p - 1) + 1, geo.inventory_block(1, 0));
                 assert_eq!(geo.page_block(2, 0), geo.page_block(1, p - 1) + 1);
             } else {
-                assert_eq!(geo.total_blocks(), 1 + 2 * u64::from(max_hosts));
+                assert_eq!(geo.inventory_block(1, 0), 1 + 2 * u64::from(max_hosts));
             }
+            // The inventory blocks come last, K per host, without overlap.
+            let k = INVENTORY_BLOCKS;
+            assert_eq!(geo.inventory_block(max_hosts, k - 1), geo.total_blocks() - 1);
+            assert_eq!(geo.inventory_block(2, 0), geo.inventory_block(1, k - 1) + 1);
+            assert_eq!(
+                geo.inventory_set(3, true),
+                geo.inventory_set(3, false) + INVENTORY_SET as u64
+            );
         }
     }
 
@@ -1089,6 +1411,36 @@ mod tests {
         assert_eq!(decode_any_version(&b), None);
     }
 
+    fn arb_domain() -> impl Strategy<Value = Domain> {
+        (any::<[u8; 16]>(), "[a-zA-Z0-9._-]{0,47}", 1u8..=5).prop_map(|(uuid, name, s)| Domain {
+            uuid,
+            name,
+            state: DomainState::from_u8(s).unwrap(),
+        })
+    }
+
+    #[test]
+    fn inventory_layout_and_capacity() {
+        assert_eq!(OFF_INV_AGE + 4, CRC_OFFSET, "the inventory fields fill the heartbeat's tail");
+        assert_eq!(OFF_VERDICTS + MAX_VERDICTS * VERDICT_SIZE, OFF_INV_GEN);
+        assert_eq!(INVENTORY_PER_BLOCK, 62);
+        assert_eq!(MAX_DOMAINS, 248);
+        // Long names are cut on a character boundary; the UUID is the identity.
+        let d = Domain { uuid: [1; 16], name: "é".repeat(40), state: DomainState::Running };
+        let inv = Inventory {
+            cluster: [7; 16],
+            host_id: 3,
+            incarnation: 9,
+            gen: 1,
+            flags: 0,
+            seen: 1,
+            collected_wall_ms: 5,
+            domains: vec![d],
+        };
+        let back = assemble_inventory(&encode_inventory(&inv)[0], &[7; 16], 3, 9, 1, 1).unwrap();
+        assert_eq!(back.domains[0].name, "é".repeat(23));
+    }
+
     proptest! {
         #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..5000)) {
@@ -1098,7 +1450,7 @@ mod tests {
 
         #[test]
         fn decode_never_panics_on_valid_prefix_and_crc(
-            body in proptest::collection::vec(any::<u8>(), BLOCK_SIZE), kind in 0u16..5
+            body in proptest::collection::vec(any::<u8>(), BLOCK_SIZE), kind in 0u16..6
         ) {
             // Random contents behind a correct magic, version, kind and CRC reach every decoder.
             let mut b = [0u8; BLOCK_SIZE];
@@ -1108,6 +1460,9 @@ mod tests {
             put_u16(&mut b, OFF_VERSION, FORMAT_VERSION);
             if kind == 2 {
                 put_u16(&mut b, OFF_VERDICT_COUNT, body[0] as u16);
+            }
+            if kind == 5 {
+                put_u16(&mut b, OFF_INVB_COUNT, u16::from(body[0] % 70));
             }
             seal(&mut b);
             let _ = decode(&b);
@@ -1135,7 +1490,8 @@ mod tests {
             boot in any::<[u8; 16]>(), state in 1u8..=4, wd in any::<u16>(), caps_bits in 0u32..16,
             ack in any::<u64>(), coord in any::<u32>(), gen in any::<u32>(), author in any::<u32>(),
             name in arb_name(),
-            verdicts in proptest::collection::vec(arb_verdict(), 0..=MAX_VERDICTS)
+            verdicts in proptest::collection::vec(arb_verdict(), 0..=MAX_VERDICTS),
+            inv in (any::<u32>(), any::<u16>(), any::<u16>(), any::<u32>())
         ) {
             let h = Heartbeat {
                 cluster, host_id, incarnation, seq, wall_ms: wall, mono_ms: mono, boot_id: boot,
@@ -1143,6 +1499,7 @@ mod tests {
                 ack_nonce: ack, coordinator: coord, verdict_gen: gen, verdict_author: author, name,
                 verdicts,
                 verdicts_in_pages: 0,
+                inventory: InventoryInfo { gen: inv.0, count: inv.1, flags: inv.2, age_ms: inv.3, write: None },
             };
             prop_assert_eq!(decode(&encode_heartbeat(&h).unwrap()), Decoded::Heartbeat(h));
         }
@@ -1158,6 +1515,40 @@ mod tests {
                 wall_ms: wall, target_incarnation: target, sender_name: name,
             };
             prop_assert_eq!(decode(&encode_mailbox(&m)), Decoded::Mailbox(m));
+        }
+
+        /// Issue 15: a list of any size up to the capacity round-trips through its blocks, in
+        /// either set; a block of another generation, incarnation or host, a torn block, or a
+        /// missing one gives no list at all (never part of one).
+        #[test]
+        fn inventory_round_trips_and_is_never_taken_in_part(
+            cluster in any::<[u8; 16]>(), host_id in 1u32..=2000, incarnation in any::<u64>(),
+            gen in 1u32..u32::MAX, flags in 0u16..4, seen in any::<u16>(), wall in any::<u64>(),
+            domains in proptest::collection::vec(arb_domain(), 1..=MAX_DOMAINS),
+            damage in 0usize..5, at in any::<usize>()
+        ) {
+            let inv = Inventory {
+                cluster, host_id, incarnation, gen, flags, seen, collected_wall_ms: wall,
+                domains: domains.clone(),
+            };
+            let blocks = encode_inventory(&inv);
+            prop_assert_eq!(blocks.len(), domains.len().div_ceil(INVENTORY_PER_BLOCK));
+            prop_assert!(blocks.len() <= INVENTORY_SET);
+            let mut raw: Vec<u8> = blocks.iter().flat_map(|b| b.iter().copied()).collect();
+            let back = assemble_inventory(&raw, &cluster, host_id, incarnation, gen, domains.len());
+            prop_assert_eq!(back.as_ref(), Some(&inv));
+            let victim = at % blocks.len();
+            let n = domains.len();
+            let broken = match damage {
+                // Torn: part of the block is of another write.
+                0 => { raw[victim * BLOCK_SIZE + 700] ^= 0x5a; assemble_inventory(&raw, &cluster, host_id, incarnation, gen, n) }
+                1 => assemble_inventory(&raw, &cluster, host_id, incarnation, gen.wrapping_add(1), n),
+                2 => assemble_inventory(&raw, &cluster, host_id, incarnation ^ 1, gen, n),
+                3 => assemble_inventory(&raw, &cluster, host_id % 2000 + 1, incarnation, gen, n),
+                // One block short (a shorter read).
+                _ => assemble_inventory(&raw[..raw.len() - BLOCK_SIZE], &cluster, host_id, incarnation, gen, n),
+            };
+            prop_assert_eq!(broken, None);
         }
 
         #[test]

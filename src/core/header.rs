@@ -111,7 +111,10 @@ pub fn header_damage(block: &[u8], expected: &Header) -> Option<String> {
         Decoded::BadCrc => "block 0 fails its CRC (a torn or corrupt write, or storage corruption)".to_string(),
         Decoded::Unsupported { version } => format!("block 0 claims format version {version}"),
         Decoded::Malformed(why) => format!("block 0 is not a valid header: {why}"),
-        Decoded::Heartbeat(_) | Decoded::Mailbox(_) | Decoded::VerdictPage(_) => {
+        Decoded::Heartbeat(_)
+        | Decoded::Mailbox(_)
+        | Decoded::VerdictPage(_)
+        | Decoded::Inventory(_) => {
             "block 0 holds a host block instead of the header".to_string()
         }
     };
@@ -206,6 +209,7 @@ impl Census {
                     self.mailboxes.push((index, m.host_id));
                 }
                 Decoded::VerdictPage(p) => *self.clusters.entry(p.cluster).or_default() += 1,
+                Decoded::Inventory(i) => *self.clusters.entry(i.cluster).or_default() += 1,
                 Decoded::BadCrc | Decoded::Unsupported { .. } | Decoded::Malformed(_) => {
                     self.damaged += 1
                 }

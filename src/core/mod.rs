@@ -5,6 +5,7 @@ pub mod agent;
 pub mod events;
 pub mod format;
 pub mod header;
+pub mod inventory;
 pub mod readplan;
 pub mod timing;
 pub mod view;

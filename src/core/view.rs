@@ -27,6 +27,8 @@ pub struct VolumeView {
     /// bytes read. Not a record, but a block whose bytes changed since the last read of its
     /// volume shows that a write landed (soak seed 19829); identical bytes show that none did.
     pub unreadable: Vec<(u32, u32)>,
+    /// The VM lists the reader holds for the records of this view (`InventoryReader`).
+    pub inventories: Vec<std::sync::Arc<format::Inventory>>,
 }
 
 impl VolumeView {
@@ -51,6 +53,7 @@ impl VolumeView {
             mailboxes: Vec::new(),
             mailboxes_read: Some(Box::default()),
             unreadable: Vec::new(),
+            inventories: Vec::new(),
         }
     }
 
@@ -102,6 +105,7 @@ pub fn decode_view(raw: &[u8], geo: Geometry, cluster: &ClusterId) -> VolumeView
         mailboxes: Vec::new(),
         mailboxes_read: None,
         unreadable: Vec::new(),
+        inventories: Vec::new(),
     };
     for id in 1..=geo.max_hosts {
         let raw = block(geo.heartbeat_block(id));
@@ -233,6 +237,8 @@ pub struct MergedView {
     /// ([`table_order`]). A lagging volume never wins over a newer one, and the table outlives
     /// a coordinator that stepped down or whose block is torn: every host republishes it.
     pub table: Option<Heartbeat>,
+    /// The VM lists read, of any record of any volume ([`MergedView::inventory`] picks).
+    pub inventories: Vec<std::sync::Arc<format::Inventory>>,
 }
 
 /// Whether record `a` is newer than `b` of the same host. Sequence numbers continue across
@@ -271,10 +277,27 @@ pub fn merge_views(views: &[VolumeView]) -> MergedView {
             }
         }
     }
-    MergedView { slots, table: table.cloned() }
+    let mut inventories: Vec<std::sync::Arc<format::Inventory>> = Vec::new();
+    for list in views.iter().flat_map(|v| &v.inventories) {
+        if !inventories.iter().any(|l| {
+            (l.host_id, l.incarnation, l.gen) == (list.host_id, list.incarnation, list.gen)
+        }) {
+            inventories.push(std::sync::Arc::clone(list));
+        }
+    }
+    MergedView { slots, table: table.cloned(), inventories }
 }
 
 impl MergedView {
+    /// The VM list host `id`'s newest record names, if it was read.
+    pub fn inventory(&self, id: u32) -> Option<&format::Inventory> {
+        let r = self.record(id)?;
+        self.inventories
+            .iter()
+            .find(|l| l.host_id == id && l.incarnation == r.incarnation && l.gen == r.inventory.gen)
+            .map(|l| &**l)
+    }
+
     pub fn slot(&self, id: u32) -> Option<&Slot> {
         self.slots.get((id as usize).wrapping_sub(1))
     }
@@ -340,6 +363,7 @@ pub(crate) mod merge_tests {
             name: format!("host{id}"),
             verdicts: vec![],
             verdicts_in_pages: 0,
+            inventory: Default::default(),
         }
     }
 
@@ -350,6 +374,7 @@ pub(crate) mod merge_tests {
             verdict_author: id,
             verdicts,
             verdicts_in_pages: 0,
+            inventory: Default::default(),
             ..hb(id, 100 + id as u64, seq)
         }
     }

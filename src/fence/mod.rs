@@ -8,7 +8,7 @@
 //! for `ipmitool -E`) or its stdin (fence agents): never argv, never logs, never error text
 //! (captured output is redacted too).
 
-mod child;
+pub(crate) mod child;
 pub mod pool;
 
 use std::ffi::OsString;

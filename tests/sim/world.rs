@@ -1282,6 +1282,7 @@ impl World {
             },
             peer_channel: None,
             membership: Default::default(),
+            inventory: false,
         };
         let marker = boot.marker;
         let clean_boot = !marker && !boot.armed_ever && boot.lease_lost.is_none();
@@ -1474,6 +1475,7 @@ impl World {
             }
             Input::PeerChallenge { peer, .. } => format!("PeerChallenge host {peer}"),
             Input::PeerAnswer { peer, answer } => format!("PeerAnswer host {peer} {answer:?}"),
+            Input::Inventory(c) => format!("Inventory {c:?}"),
         };
         self.hlog(h, format!("<- {line}"));
     }

@@ -114,6 +114,9 @@ class Handler(BaseHTTPRequestHandler):
                     else:
                         JOBS[job] = (2, {"errorcode": 530, "errortext": "Cannot perform cancelHostAsDegraded on host [id=%s, name=%s] when host is in Enabled state" % (host["id"], host["name"])})
             return self.answer(200, name, {"jobid": job})
+        if command == "listVirtualMachines":
+            vms = CONFIG.get("vms", {}).get(params.get("hostid", ""), [])
+            return self.answer(200, name, {"count": len(vms), "virtualmachine": vms})
         if command == "queryAsyncJobResult":
             with LOCK:
                 status, result = JOBS.get(params.get("jobid"), (2, {"errorcode": 431, "errortext": "no such job"}))

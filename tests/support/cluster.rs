@@ -199,6 +199,9 @@ impl Drop for WatchdogDouble {
     }
 }
 
+/// The harness's `[inventory]` section unless a test sets one (`Host::set_inventory`).
+pub const NO_INVENTORY: &str = "[inventory]\nsource = \"none\"\n\n";
+
 pub struct BmcConfig {
     pub port: u16,
     pub password_file: PathBuf,
@@ -237,13 +240,14 @@ impl Host {
             text += &format!("[[volume]]\npath = \"{}\"\n\n", v.display());
         }
         text += &format!(
-            "[watchdog]\ndevice = \"{}\"\n\n[self_fence]\naction = \"reboot\"\nsysrq_trigger = \"{}\"\n\n[coordinator]\neligible = {}\n\n[daemon]\nruntime_dir = \"{}\"\nsyslog = false\nrealtime_priority = 0\nlock_memory = false\n\n[events]\nlog = \"{}\"\nhooks_dir = \"{}\"\nhook_timeout = 5\n\n[fencing]\ntimeout = 5\ncommand_timeout = 1\n\n",
+            "[watchdog]\ndevice = \"{}\"\n\n[self_fence]\naction = \"reboot\"\nsysrq_trigger = \"{}\"\n\n[coordinator]\neligible = {}\n\n[daemon]\nruntime_dir = \"{}\"\nsyslog = false\nrealtime_priority = 0\nlock_memory = false\n\n[events]\nlog = \"{}\"\nhooks_dir = \"{}\"\nhook_timeout = 5\n\n[fencing]\ntimeout = 5\ncommand_timeout = 1\n\n{}",
             dir.join("watchdog").display(),
             dir.join("sysrq").display(),
             spec.eligible,
             dir.join("run").display(),
             dir.join("events.jsonl").display(),
             spec.hooks_dir.clone().unwrap_or_else(|| dir.join("hooks")).display(),
+            NO_INVENTORY,
         );
         for (peer, bmc) in &spec.peers {
             text += &format!("[[peer]]\nid = {peer}\nname = \"host{peer}\"\n");
@@ -273,6 +277,14 @@ impl Host {
 
     pub fn start(&mut self) {
         self.start_with(true, &[]);
+    }
+
+    /// Replaces the `[inventory]` section (the harness's agents publish none by default: a
+    /// libvirt on the test machine must not feed every test agent the same domains).
+    pub fn set_inventory(&self, section: &str) {
+        let text = fs::read_to_string(&self.config).unwrap();
+        assert!(text.contains(NO_INVENTORY), "set_inventory once, before start");
+        fs::write(&self.config, text.replace(NO_INVENTORY, section)).unwrap();
     }
 
     /// `start` with or without `--foreground` and with extra environment variables.

@@ -161,11 +161,11 @@ impl Agent {
                 self.published_gen = self.verdict_gen;
             }
             self.vols[v].in_flight = Some((self.cycle, now, written));
-            self.actions.push(Action::StartIo {
-                volume: v,
-                cycle: self.cycle,
-                write: record.clone(),
-            });
+            let mut write = record.clone();
+            if let Some(r) = write.as_mut() {
+                self.attach_inventory(v, r);
+            }
+            self.actions.push(Action::StartIo { volume: v, cycle: self.cycle, write });
         }
     }
 
@@ -249,6 +249,7 @@ impl Agent {
             name: self.p.name.clone(),
             verdicts,
             verdicts_in_pages: 0,
+            inventory: Default::default(),
         }
     }
 
@@ -356,6 +357,7 @@ impl Agent {
             self.volume_health_changed();
         }
         if renewed {
+            self.inventory_written(v);
             self.after_renewal();
         }
         match view {
@@ -365,6 +367,7 @@ impl Agent {
                 }
                 if self.observe(v, finished, &view) {
                     self.vols[v].read_continuous = true;
+                    self.take_inventories(&view.inventories);
                 } else {
                     // Not looked at (another writer of the own id): no evidence about anyone
                     // (S4), or a host resuming from a pause would judge its peers stale by

@@ -91,6 +91,9 @@ pub struct AgentParams {
     pub peer_channel: Option<ChannelParams>,
     /// The membership of the headers at start (`header::adopt` over the volumes).
     pub membership: Membership,
+    /// `[inventory]` has a source: this host publishes its VM list (`Input::Inventory`).
+    /// Without one its heartbeat says "no inventory", never "no VMs".
+    pub inventory: bool,
 }
 
 /// What the driver reports back to the core.
@@ -137,6 +140,8 @@ pub enum Input {
     /// An authenticated answer of a peer to a challenge this host sent and had not yet seen
     /// answered; times measured by the network thread on CLOCK_BOOTTIME.
     PeerAnswer { peer: u32, answer: PeerAnswer },
+    /// The inventory thread's latest collection of the running domains.
+    Inventory(crate::core::inventory::Collected),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -237,6 +242,8 @@ pub struct PeerView {
     pub wall_ms: u64,
     /// How long no progress was observed (judged time only, S4).
     pub stale_ms: u64,
+    /// The VMs it published (issue 15).
+    pub vms: crate::core::inventory::VmsView,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -263,6 +270,9 @@ struct Peer {
     /// Per volume: the CRC-32 of the peer's block when the last read of that volume showed it
     /// unreadable (torn, corrupt); `None` after a record. Changed bytes are a write landing.
     unreadable_last: Vec<Option<u32>>,
+    /// The latest VM list fetched of this peer (an I/O thread reads it when a heartbeat names
+    /// a new generation).
+    inventory: Option<std::sync::Arc<format::Inventory>>,
 }
 
 /// One incarnation of a peer as this host has seen it.
@@ -323,6 +333,10 @@ struct Vol {
     /// The previous read of this volume was timely: a value that differs from it changed
     /// between two reads. After a gap (or on the first read) a newer value may be old news.
     read_continuous: bool,
+    /// The own inventory this volume holds (verified with a heartbeat that names it), and the
+    /// one sent with the write under way.
+    inventory_on_volume: Option<inventory::OnVolume>,
+    inventory_in_flight: Option<inventory::OnVolume>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -435,6 +449,11 @@ pub struct Agent {
     membership: Membership,
     /// Scratch list of peer ids for `judge_peers` (kept to not allocate at every wake-up).
     peer_ids: Vec<u32>,
+    /// The own VM list and the duplicate-VM alarm (issue 15).
+    inventory: inventory::OwnInventory,
+    duplicates: inventory::DuplicateWatch,
+    /// A peer's list changed: recompute the duplicates.
+    duplicates_due: bool,
 }
 
 impl Agent {
@@ -481,6 +500,9 @@ impl Agent {
             channel: BTreeMap::new(),
             membership: p.membership.clone(),
             peer_ids: Vec::new(),
+            inventory: Default::default(),
+            duplicates: Default::default(),
+            duplicates_due: false,
             p,
         };
         if agent.p.doomed_marker {
@@ -663,6 +685,7 @@ impl Agent {
                     caps: r.map_or(0, |r| r.caps),
                     wall_ms: r.map_or(0, |r| r.wall_ms),
                     stale_ms: self.stale_ms(p),
+                    vms: self.vms_view(p),
                 }
             })
             .collect()
@@ -708,6 +731,7 @@ impl Agent {
             }
             Input::PeerChallenge { peer, token } => self.peer_challenged(peer, token),
             Input::PeerAnswer { peer, answer } => self.peer_answered(peer, answer),
+            Input::Inventory(collected) => self.inventory_collected(collected),
         }
         self.step();
         out.append(&mut self.actions)
@@ -729,6 +753,8 @@ impl Agent {
                 .map(|r| r.name.clone())
                 .unwrap_or_default()
         };
+        // A `fenced` verdict names the VMs the host ran at its last heartbeat (issue 15).
+        let vms = (kind == EventKind::Fenced).then(|| Box::new(self.vms_for_event(host)));
         self.actions.push(Action::Event(Event {
             kind,
             host,
@@ -737,7 +763,21 @@ impl Agent {
             detail,
             mono_ms: self.now.mono,
             wall_ms: self.now.wall,
+            vms,
         }));
+    }
+
+    fn event_with_vms(
+        &mut self,
+        kind: EventKind,
+        host: u32,
+        detail: String,
+        vms: crate::core::inventory::VmReport,
+    ) {
+        self.event(kind, host, None, detail);
+        if let Some(Action::Event(e)) = self.actions.last_mut() {
+            e.vms = Some(Box::new(vms));
+        }
     }
 
     /// Everything that depends only on time: leases, pets, cycles, judgements.
@@ -766,6 +806,7 @@ impl Agent {
         self.update_storage_state();
         if !matches!(self.phase, Phase::Probing { .. } | Phase::Exited) {
             self.judge_peers();
+            self.check_duplicates();
         }
         self.update_channel();
         self.schedule_io(now);
@@ -774,6 +815,7 @@ impl Agent {
 
 pub mod channel;
 mod coordinator;
+mod inventory;
 mod io;
 mod lease;
 mod mailbox;

@@ -68,6 +68,7 @@ pub(super) fn params(id: u32) -> AgentParams {
         knobs: UnsafeTestKnobs::default(),
         peer_channel: None,
         membership: Default::default(),
+        inventory: false,
     }
 }
 
@@ -168,6 +169,14 @@ impl Sim {
                 if broken || self.write_fails.contains(&id) {
                     return Err("EIO".to_string());
                 }
+                // The VM list first, into the set the heartbeat names (as the I/O thread does).
+                if let Some(list) = r.inventory.write.as_deref() {
+                    let set_1 = r.inventory.flags & format::inventory_flags::SET_1 != 0;
+                    let first = GEO.inventory_set(id, set_1) as usize;
+                    for (k, b) in format::encode_inventory(list).into_iter().enumerate() {
+                        self.disks[volume][first + k] = b;
+                    }
+                }
                 let block = encode_heartbeat(&r).unwrap();
                 let slot = &mut self.disks[volume][GEO.heartbeat_block(id) as usize];
                 if self.torn.contains(&id) {
@@ -203,7 +212,34 @@ impl Sim {
     }
     fn view(&self, volume: usize) -> VolumeView {
         let raw: Vec<u8> = self.disks[volume][1..].iter().flatten().copied().collect();
-        decode_view(&raw, GEO, &CLUSTER)
+        let mut view = decode_view(&raw, GEO, &CLUSTER);
+        // Every published list, as an I/O thread's reader holds them.
+        for slot in &view.slots {
+            let Slot::Record(r) = slot else { continue };
+            let info = &r.inventory;
+            if info.flags & format::inventory_flags::PUBLISHED == 0 || info.count == 0 {
+                continue;
+            }
+            let first =
+                GEO.inventory_set(r.host_id, info.flags & format::inventory_flags::SET_1 != 0);
+            let raw: Vec<u8> = self.disks[volume]
+                [first as usize..first as usize + format::INVENTORY_SET]
+                .iter()
+                .flatten()
+                .copied()
+                .collect();
+            if let Some(l) = format::assemble_inventory(
+                &raw,
+                &CLUSTER,
+                r.host_id,
+                r.incarnation,
+                info.gen,
+                usize::from(info.count),
+            ) {
+                view.inventories.push(std::sync::Arc::new(l));
+            }
+        }
+        view
     }
     /// Writes a heartbeat block on every volume, as if host `r.host_id` (or a forger) wrote it.
     fn put(&mut self, r: &Heartbeat) {
@@ -650,6 +686,7 @@ fn fake(id: u32, incarnation: u64, seq: u64, now: u64) -> Heartbeat {
         name: format!("h{id}"),
         verdicts: vec![],
         verdicts_in_pages: 0,
+        inventory: Default::default(),
     }
 }
 
@@ -1649,4 +1686,180 @@ fn a_peer_silent_on_both_channels_is_powered_off_as_without_the_channel() {
     assert_eq!(s.host(1).fences, vec![2], "the silent peer's power-off was held");
     assert!(events(s.host(1), EventKind::FenceDeferred).is_empty());
     assert!(s.now - killed < T.lease_timeout_ms, "the test must end before the lease would");
+}
+
+// ---- VM inventory (issue 15) ----
+
+fn vm(n: u8, state: format::DomainState) -> format::Domain {
+    format::Domain { uuid: [n; 16], name: format!("vm{n}"), state }
+}
+
+fn inventory_sim(n: u32) -> Sim {
+    let mut s = Sim::new(0);
+    for id in 1..=n {
+        s.add(AgentParams { inventory: true, ..params(id) });
+    }
+    s
+}
+
+fn collect(s: &mut Sim, id: u32, domains: Vec<format::Domain>) {
+    let i = s.hosts.iter().rposition(|h| h.agent.params().host_id == id).unwrap();
+    s.feed(i, Input::Inventory(crate::core::inventory::Collected::Domains(domains)));
+}
+
+#[test]
+fn a_hosts_vms_reach_its_peers_and_a_host_without_a_source_publishes_no_inventory() {
+    let mut s = inventory_sim(2);
+    s.add(params(3));
+    s.run(3000);
+    collect(
+        &mut s,
+        1,
+        vec![vm(1, format::DomainState::Running), vm(2, format::DomainState::Paused)],
+    );
+    s.run(2 * T.interval_ms + 100);
+    let seen = s.host(2).agent.peer_vms(1);
+    assert_eq!(seen.inventory, "complete");
+    assert_eq!(seen.domains.iter().map(|d| d.uuid[0]).collect::<Vec<_>>(), vec![1, 2]);
+    assert!(seen.age_ms.is_some_and(|a| a <= 2 * T.interval_ms + 100), "{seen:?}");
+    // Host 2 collected nothing yet, host 3 has no source: "none", never "no VMs".
+    assert_eq!(s.host(1).agent.peer_vms(2).inventory, "none");
+    assert_eq!(s.host(1).agent.peer_vms(3).inventory, "none");
+    assert_eq!(s.record_of(3).inventory, format::InventoryInfo::default());
+    // An empty list is "no VMs": published, complete, empty.
+    collect(&mut s, 2, vec![]);
+    s.run(2 * T.interval_ms);
+    let empty = s.host(1).agent.peer_vms(2);
+    assert_eq!((empty.inventory, empty.domains.len()), ("complete", 0));
+    // A change is a new generation in the other set; the old set is untouched until the next.
+    let before = s.record_of(1).inventory;
+    collect(&mut s, 1, vec![vm(3, format::DomainState::Running)]);
+    s.run(2 * T.interval_ms);
+    let after = s.record_of(1).inventory;
+    assert_eq!(after.gen, before.gen + 1);
+    assert_ne!(
+        after.flags & format::inventory_flags::SET_1,
+        before.flags & format::inventory_flags::SET_1
+    );
+    assert_eq!(s.host(2).agent.peer_vms(1).domains, vec![vm(3, format::DomainState::Running)]);
+    // The same list again is no new generation (readers fetch nothing).
+    collect(&mut s, 1, vec![vm(3, format::DomainState::Running)]);
+    s.run(2 * T.interval_ms);
+    assert_eq!(s.record_of(1).inventory.gen, after.gen);
+    // A failed collection keeps the list, flagged stale.
+    let i = s.hosts.iter().rposition(|h| h.agent.params().host_id == 1).unwrap();
+    s.feed(i, Input::Inventory(crate::core::inventory::Collected::Failed("libvirt gone".into())));
+    s.run(2 * T.interval_ms);
+    let stale = s.host(2).agent.peer_vms(1);
+    assert_eq!((stale.inventory, stale.domains.len()), ("stale", 1));
+}
+
+#[test]
+fn a_list_is_written_only_while_the_lease_is_valid() {
+    let mut s = inventory_sim(2);
+    s.run(3000);
+    collect(&mut s, 1, vec![vm(1, format::DomainState::Running)]);
+    s.run(2 * T.interval_ms);
+    let published = s.record_of(1).inventory;
+    assert_eq!(published.count, 1);
+    s.write_fails.push(1);
+    s.run(T.lease_timeout_ms + T.interval_ms);
+    let now = s.now;
+    assert!(!s.host(1).agent.lease_valid(now), "the lease should have expired");
+    collect(
+        &mut s,
+        1,
+        vec![vm(1, format::DomainState::Running), vm(2, format::DomainState::Running)],
+    );
+    s.write_fails.clear();
+    s.run(3 * T.interval_ms);
+    // Doomed: nothing more is written; the volume keeps the list of the last valid lease.
+    assert_eq!(s.record_of(1).inventory.gen, published.gen);
+    assert_eq!(s.host(2).agent.peer_vms(1).domains.len(), 1);
+}
+
+#[test]
+fn one_vm_on_two_live_hosts_is_a_vm_duplicate_and_a_migration_is_not() {
+    use format::DomainState::*;
+    let mut s = inventory_sim(3);
+    s.run(3000);
+    // Host 1 migrates vm 7 to host 2: both show it, one side migrating.
+    collect(&mut s, 1, vec![vm(7, MigratingOut), vm(1, Running)]);
+    collect(&mut s, 2, vec![vm(7, MigratingIn)]);
+    collect(&mut s, 3, vec![vm(3, Running)]);
+    s.run(3 * T.interval_ms);
+    for id in 1..=3 {
+        assert!(events(s.host(id), EventKind::VmDuplicate).is_empty(), "host {id}: false alarm");
+        assert!(s.host(id).agent.vm_duplicates().is_empty());
+    }
+    // Host 3 starts vm 1 while host 1 still runs it.
+    collect(&mut s, 3, vec![vm(3, Running), vm(1, Running)]);
+    s.run(3 * T.interval_ms);
+    let coordinator = s.host(1).agent.coordinator().unwrap();
+    for id in 1..=3 {
+        let h = s.host(id);
+        let alarms = events(h, EventKind::VmDuplicate);
+        assert_eq!(h.agent.vm_duplicates().len(), 1, "host {id}");
+        let raises = id == 1 || id == 3 || id == coordinator;
+        assert_eq!(alarms.len(), usize::from(raises), "host {id}: {alarms:?}");
+        if let Some(e) = alarms.first() {
+            assert!(
+                e.detail.contains("host 1 (h1)") && e.detail.contains("host 3 (h3)"),
+                "{}",
+                e.detail
+            );
+            assert_eq!(e.vms.as_ref().unwrap().domains[0].uuid, [1; 16]);
+        }
+    }
+    // It stays one alarm per host while it lasts.
+    s.run(3 * T.interval_ms);
+    assert_eq!(events(s.host(3), EventKind::VmDuplicate).len(), 1);
+}
+
+#[test]
+fn a_fenced_hosts_last_list_is_in_the_fenced_event_and_never_a_duplicate() {
+    use format::DomainState::*;
+    let mut s = inventory_sim(2);
+    s.run(3000);
+    collect(&mut s, 2, vec![vm(9, Running), vm(4, Paused)]);
+    s.run(2 * T.interval_ms);
+    s.kill(2);
+    s.run(T.dead_after_ms() + 3000);
+    let fenced = events(s.host(1), EventKind::Fenced);
+    assert_eq!(fenced.len(), 1, "host 2 not fenced");
+    let vms = fenced[0].vms.as_ref().expect("a fenced event carries the VMs");
+    assert_eq!(vms.inventory, "complete");
+    assert_eq!(vms.domains.iter().map(|d| d.uuid[0]).collect::<Vec<_>>(), vec![4, 9]);
+    assert!(vms.age_ms.unwrap() >= T.dead_after_ms(), "{vms:?}");
+    // Its VMs are restarted here: the fenced host's stale list does not count as alive.
+    collect(&mut s, 1, vec![vm(9, Running)]);
+    s.run(3 * T.interval_ms);
+    assert!(events(s.host(1), EventKind::VmDuplicate).is_empty());
+}
+
+#[test]
+fn an_overflowing_list_is_flagged_and_reported_once() {
+    let mut s = inventory_sim(2);
+    s.run(3000);
+    let many: Vec<format::Domain> = (0..format::MAX_DOMAINS as u32 + 3)
+        .map(|i| format::Domain {
+            uuid: [(i % 256) as u8, (i / 256) as u8, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+            name: format!("v{i}"),
+            state: format::DomainState::Running,
+        })
+        .collect();
+    collect(&mut s, 1, many.clone());
+    s.run(2 * T.interval_ms);
+    collect(&mut s, 1, many);
+    s.run(2 * T.interval_ms);
+    let r = s.record_of(1).inventory;
+    assert_eq!(usize::from(r.count), format::MAX_DOMAINS);
+    assert_ne!(r.flags & format::inventory_flags::OVERFLOW, 0);
+    let alarms: Vec<_> = events(s.host(1), EventKind::Alarm)
+        .into_iter()
+        .filter(|e| e.detail.contains("inventory overflow"))
+        .collect();
+    assert_eq!(alarms.len(), 1, "{alarms:?}");
+    let seen = s.host(2).agent.peer_vms(1);
+    assert_eq!((seen.inventory, seen.domains.len()), ("overflow", format::MAX_DOMAINS));
 }
