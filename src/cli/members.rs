@@ -38,8 +38,8 @@ pub struct Volumes {
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MembersAction {
-    /// Add hosts (an open membership becomes this list plus nothing else: every running host
-    /// must be in it).
+    /// Add hosts (to an open membership: the list becomes exactly these hosts, and every
+    /// running host must be among them).
     Add,
     /// Remove hosts (refused for a host whose heartbeat advances, unless --force).
     Remove,

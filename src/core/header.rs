@@ -81,7 +81,7 @@ pub fn check_header(block: &[u8], current: &Header) -> HeaderCheck {
                 return HeaderCheck::Newer(now);
             }
             return HeaderCheck::Damaged(format!(
-                "block 0 holds membership {}, not {} which this agent runs with: a membership changes only with a higher epoch",
+                "block 0 holds membership {}, not {} which this agent runs with: a membership changes only with a higher epoch (see `hbfence members list`, then repeat the last change: it rewrites every volume with the next epoch)",
                 now.describe(),
                 held.describe()
             ));
