@@ -6,7 +6,8 @@
 
 use crate::config::{AfterFence, Config, SelfFenceAction};
 use crate::core::agent::{
-    Action, Agent, AgentParams, ChannelParams, Input, Now, Phase, SelfFenceKind, UnsafeTestKnobs,
+    Action, Agent, AgentParams, ChannelParams, Input, Membership, Now, Phase, SelfFenceKind,
+    UnsafeTestKnobs,
 };
 use crate::core::format::{self, BootId, FenceMethodKind, Header};
 use crate::core::header::header_damage;
@@ -477,6 +478,8 @@ fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
         peer_channel: config.network.as_ref().map(|n| ChannelParams {
             challenge_every_ms: n.challenge_every_ms(timing.interval_ms),
         }),
+        // Format 3's header fields; until the format carries them: open membership.
+        membership: Membership::default(),
     };
     log::info!(
         "starting: host {} \"{}\" incarnation {incarnation}, cluster {}, {} volume(s), interval {} ms, lease {} ms, watchdog {} s",
@@ -748,7 +751,8 @@ impl Daemon {
                 let watchdog_ms = self.watchdog_ms();
                 if let Some(wd) = &mut self.watchdog {
                     let t = sys::boottime_ms();
-                    let expiry = self.agent.lease_expiry();
+                    // The lease, or while surviving an outage the permits (the core's guard).
+                    let expiry = self.agent.guard_expiry();
                     let doomed = matches!(self.agent.phase(), Phase::Doomed { .. });
                     if !pet_allowed(expiry, watchdog_ms, doomed, t) {
                         log::warn!(
@@ -820,9 +824,9 @@ impl Daemon {
                 let _ = self.events.send(e);
                 None
             }
-            Action::AnswerPeer { peer, token, claim } => {
+            Action::AnswerPeer { peer, token, claim, members_epoch } => {
                 if let Some(net) = &self.net {
-                    net.answer(peer, token, claim);
+                    net.answer(peer, token, claim, members_epoch);
                 }
                 None
             }

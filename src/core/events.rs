@@ -36,6 +36,12 @@ pub enum EventKind {
     /// The coordinator holds the power-off of a suspect peer that says on the peer channel,
     /// from its live core, that its own lease is still valid (a storage blip it may survive).
     FenceDeferred,
+    /// This host's lease ran out, and fresh permits of a majority of the members keep it
+    /// petting: a cluster-wide storage outage, survived without a reboot.
+    SurvivalStarted,
+    /// Survival is over: storage is back (a verified write renewed the lease) or the majority
+    /// of permits is gone (the host self-fences).
+    SurvivalEnded,
 }
 
 impl EventKind {
@@ -60,6 +66,8 @@ impl EventKind {
             EventKind::PeerUnreachable => "peer_unreachable",
             EventKind::PeerReachable => "peer_reachable",
             EventKind::FenceDeferred => "fence_deferred",
+            EventKind::SurvivalStarted => "survival_started",
+            EventKind::SurvivalEnded => "survival_ended",
         }
     }
 }

@@ -21,8 +21,8 @@
 use super::storage::{plan_op, Volume, WinKind, Window};
 use super::{fmt_t, Clock, Fnv, Rng, MS, SEC};
 use hbfence::core::agent::{
-    Action, Agent, AgentParams, DoomReason, Input, Now, PeerStatus, Phase, SelfFenceKind,
-    UnsafeTestKnobs, EXIT_HOST_ID_IN_USE,
+    Action, Agent, AgentParams, DoomReason, Input, Membership, Now, PeerStatus, Phase,
+    SelfFenceKind, UnsafeTestKnobs, EXIT_HOST_ID_IN_USE,
 };
 use hbfence::core::events::EventKind;
 use hbfence::core::format::{
@@ -1271,8 +1271,10 @@ impl World {
             knobs: UnsafeTestKnobs {
                 judge_through_trouble: self.o.judge_through_trouble,
                 watchdog_bound_cut_ms: self.bound_cut_ms,
+                ..UnsafeTestKnobs::default()
             },
             peer_channel: None,
+            membership: Membership::default(),
         };
         let marker = boot.marker;
         let clean_boot = !marker && !boot.armed_ever && boot.lease_lost.is_none();
@@ -1462,6 +1464,7 @@ impl World {
             ),
             Input::PeerChallenge { peer, .. } => format!("PeerChallenge host {peer}"),
             Input::PeerAnswer { peer, answer } => format!("PeerAnswer host {peer} {answer:?}"),
+            Input::MembershipChanged(m) => format!("MembershipChanged {m:?}"),
         };
         self.hlog(h, format!("<- {line}"));
     }

@@ -343,6 +343,8 @@ impl Agent {
             }
             None => {
                 if renewed {
+                    let before = self.lease_expiry();
+                    self.note_renewal(before);
                     self.vols[v].last_ok_start = Some(started);
                     self.vols[v].last_ok_seq = written_seq;
                 }

@@ -17,6 +17,7 @@ use super::view::{newest_table_record, table_order, Slot, VolumeView};
 use std::collections::{BTreeMap, VecDeque};
 
 pub use channel::{ChallengeToken, ChannelParams, ChannelView, Claim, PeerAnswer};
+pub use survival::{grant_below_ms, permit_lifetime_ms, Membership};
 
 /// Local time: `mono` is CLOCK_BOOTTIME milliseconds (monotonic and counting through suspend:
 /// every decision uses it), `wall` is for people only (S2).
@@ -63,6 +64,11 @@ pub struct UnsafeTestKnobs {
     pub judge_through_trouble: bool,
     /// Declare `fenced` this many ms before the watchdog bound (breaks S1).
     pub watchdog_bound_cut_ms: u64,
+    /// Use the watchdog bound without the outage-survival judge rule (breaks S1 with survival).
+    pub judge_ignores_survival: bool,
+    /// Count a permit's lifetime from when its answer arrived, not from the challenge (a
+    /// delayed answer then extends survival: breaks S1 with survival).
+    pub permit_from_answer: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -88,6 +94,8 @@ pub struct AgentParams {
     pub knobs: UnsafeTestKnobs,
     /// `[network]`: the authenticated peer channel; None: no channel (as before it existed).
     pub peer_channel: Option<ChannelParams>,
+    /// The header's membership and outage-survival switch (format 3).
+    pub membership: Membership,
 }
 
 /// What the driver reports back to the core.
@@ -130,6 +138,9 @@ pub enum Input {
     /// An authenticated answer of a peer to a challenge this host sent and had not yet seen
     /// answered; times measured by the network thread on CLOCK_BOOTTIME.
     PeerAnswer { peer: u32, answer: PeerAnswer },
+    /// A header with a higher members epoch was adopted (an operator changed the membership
+    /// or the outage-survival switch).
+    MembershipChanged(Membership),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -166,6 +177,8 @@ pub enum Action {
         peer: u32,
         token: ChallengeToken,
         claim: Claim,
+        /// The members epoch this host holds (a permit counts only at the asker's epoch).
+        members_epoch: u32,
     },
     /// Stop the process.
     Exit {
@@ -409,6 +422,14 @@ pub struct Agent {
     now: Now,
     /// The peer channel: what each peer last answered, and whether it is reachable.
     channel: BTreeMap<u32, channel::ChannelPeer>,
+    /// Outage survival: what each peer's answers prove (permits, time on storage, epochs).
+    evidence: BTreeMap<u32, survival::PeerEvidence>,
+    /// Every membership held since start, by epoch (the judge rule counts against each).
+    memberships: BTreeMap<u32, Membership>,
+    /// The latest instant the own lease had less than `grant_below_ms` left (or none).
+    lease_short_at: u64,
+    /// The lease ran out and permits keep this host petting (since then).
+    surviving_since: Option<u64>,
 }
 
 impl Agent {
@@ -452,6 +473,10 @@ impl Agent {
             actions: Vec::new(),
             now,
             channel: BTreeMap::new(),
+            evidence: BTreeMap::new(),
+            memberships: BTreeMap::from([(p.membership.epoch, p.membership.clone())]),
+            lease_short_at: now.mono,
+            surviving_since: None,
             p,
         };
         if agent.p.doomed_marker {
@@ -575,10 +600,23 @@ impl Agent {
             .map(|j| j.next_attempt_at)
             .filter(|&t| t > self.now.mono)
             .min();
-        [in_flight, next_pet, final_pet, doom, self_fence, fence_retry, self.channel_deadline()]
-            .into_iter()
-            .flatten()
-            .fold(io, u64::min)
+        // Survival starts (an event) the instant the lease runs out under permits.
+        let lease_end = self
+            .lease_expiry()
+            .filter(|&e| e > self.now.mono && self.survival_enabled() && !self.doomed());
+        [
+            in_flight,
+            next_pet,
+            final_pet,
+            doom,
+            self_fence,
+            fence_retry,
+            self.channel_deadline(),
+            lease_end,
+        ]
+        .into_iter()
+        .flatten()
+        .fold(io, u64::min)
     }
 
     /// Every peer this host has seen, with its current judgement.
@@ -630,6 +668,7 @@ impl Agent {
             }
             Input::PeerChallenge { peer, token } => self.peer_challenged(peer, token),
             Input::PeerAnswer { peer, answer } => self.peer_answered(peer, answer),
+            Input::MembershipChanged(m) => self.membership_changed(m),
         }
         self.step();
         std::mem::take(&mut self.actions)
@@ -681,6 +720,7 @@ impl Agent {
                 }
             }
         }
+        self.update_survival();
         if self.phase == Phase::Leaving {
             self.maybe_finish_leaving();
         }
@@ -700,5 +740,6 @@ mod io;
 mod lease;
 mod mailbox;
 mod peers;
+mod survival;
 #[cfg(test)]
 mod tests;
