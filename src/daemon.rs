@@ -824,9 +824,9 @@ impl Daemon {
                 let _ = self.events.send(e);
                 None
             }
-            Action::AnswerPeer { peer, token, claim, members_epoch } => {
+            Action::AnswerPeer { peer, token, claim, members_epoch, no_permit_ms } => {
                 if let Some(net) = &self.net {
-                    net.answer(peer, token, claim, members_epoch);
+                    net.answer(peer, token, claim, members_epoch, no_permit_ms);
                 }
                 None
             }

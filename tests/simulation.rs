@@ -120,6 +120,7 @@ const ENFORCED_RULES: &[&str] = &[
     "VERDICTS",
     "HEALTHY",
     "COLLISION",
+    "SURVIVAL",
 ];
 /// Rules of the new fault model whose findings on the current core are still open (issue 10
 /// stays open for them; tests/sim/FINDINGS.md lists the seeds). The default run traces their

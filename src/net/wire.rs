@@ -14,8 +14,8 @@
 //!     32   16 sender boot id
 //!     48    8 sender incarnation
 //!     56   16 nonce (challenge: fresh random; answer: the challenge's, echoed)
-//!     72      answer only: 1 claim kind, 3 reserved (0), 4 the sender's members epoch,
-//!             8 lease remaining ms (claims 2 and 6 only)
+//!     72      answer only: 1 claim kind, 3 ms without granting a permit (claim 2; capped),
+//!             4 the sender's members epoch, 8 lease remaining ms (claims 2 and 6 only)
 //!    end   32 HMAC-SHA256(key, every byte before it)
 //! ```
 
@@ -33,6 +33,9 @@ pub const CHALLENGE_LEN: usize = HEADER_LEN + MAC_LEN;
 pub const ANSWER_LEN: usize = HEADER_LEN + 16 + MAC_LEN;
 /// Larger than any valid datagram, so an oversized one is seen as such (not cut to fit).
 pub const MAX_DATAGRAM: usize = 512;
+
+/// `no_permit_ms` has 3 bytes: about 4.6 hours (a judge needs less than its window).
+pub const NO_PERMIT_MAX_MS: u32 = (1 << 24) - 1;
 
 const TYPE_CHALLENGE: u8 = 1;
 const TYPE_ANSWER: u8 = 2;
@@ -61,9 +64,9 @@ impl std::fmt::Debug for Key {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Body {
     Challenge,
-    /// The claim and the sender's members epoch (0 for open membership: then the datagram is
-    /// exactly what agents before outage survival send and accept).
-    Answer(Claim, u32),
+    /// The claim, the sender's members epoch and how long it granted no permit (both 0: the
+    /// datagram agents before outage survival send and accept; they refuse others).
+    Answer(Claim, u32, u32),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,10 +161,10 @@ pub fn encode(m: &Message, key: &Key) -> Vec<u8> {
     out.extend_from_slice(&m.sender_boot);
     out.extend_from_slice(&m.sender_incarnation.to_le_bytes());
     out.extend_from_slice(&m.nonce);
-    if let Body::Answer(claim, members_epoch) = m.body {
+    if let Body::Answer(claim, members_epoch, no_permit_ms) = m.body {
         let (kind, ms) = claim_code(claim);
         out.push(kind);
-        out.extend_from_slice(&[0; 3]);
+        out.extend_from_slice(&no_permit_ms.min(NO_PERMIT_MAX_MS).to_le_bytes()[..3]);
         out.extend_from_slice(&members_epoch.to_le_bytes());
         out.extend_from_slice(&ms.to_le_bytes());
     }
@@ -227,11 +230,10 @@ pub fn decode(
     let body = if b[5] == TYPE_CHALLENGE {
         Body::Challenge
     } else {
-        if b[HEADER_LEN + 1..HEADER_LEN + 4] != [0; 3] {
-            return Err(Reject::Malformed);
-        }
         let claim = claim_of(b[HEADER_LEN], u64_at(b, HEADER_LEN + 8)).ok_or(Reject::Malformed)?;
-        Body::Answer(claim, u32_at(b, HEADER_LEN + 4))
+        let no_permit_ms =
+            u32::from_le_bytes([b[HEADER_LEN + 1], b[HEADER_LEN + 2], b[HEADER_LEN + 3], 0]);
+        Body::Answer(claim, u32_at(b, HEADER_LEN + 4), no_permit_ms)
     };
     Ok(Message {
         cluster: *cluster,
@@ -285,22 +287,23 @@ mod tests {
     fn bodies() -> impl Strategy<Value = Body> {
         prop_oneof![
             Just(Body::Challenge),
-            (claims(), any::<u32>()).prop_map(|(c, e)| Body::Answer(c, e))
+            (claims(), any::<u32>(), 0..=NO_PERMIT_MAX_MS)
+                .prop_map(|(c, e, n)| Body::Answer(c, e, n))
         ]
     }
 
     #[test]
     fn lengths_are_fixed_per_type() {
         assert_eq!(encode(&msg(Body::Challenge), &key(1)).len(), CHALLENGE_LEN);
-        assert_eq!(encode(&msg(Body::Answer(Claim::Doomed, 0)), &key(1)).len(), ANSWER_LEN);
+        assert_eq!(encode(&msg(Body::Answer(Claim::Doomed, 0, 0)), &key(1)).len(), ANSWER_LEN);
         const { assert!(ANSWER_LEN < MAX_DATAGRAM) };
     }
 
     #[test]
     fn every_rejection_reason_is_found() {
         let k = key(1);
-        let good = encode(&msg(Body::Answer(Claim::Leaving, 0)), &k);
-        assert_eq!(decode1(&good, &k), Ok(msg(Body::Answer(Claim::Leaving, 0))));
+        let good = encode(&msg(Body::Answer(Claim::Leaving, 0, 0)), &k);
+        assert_eq!(decode1(&good, &k), Ok(msg(Body::Answer(Claim::Leaving, 0, 0))));
         assert_eq!(decode1(&good[..5], &k), Err(Reject::Truncated));
         assert_eq!(decode1(&good[..ANSWER_LEN - 1], &k), Err(Reject::Truncated));
         let mut long = good.clone();
@@ -323,7 +326,7 @@ mod tests {
     #[test]
     fn a_claim_code_out_of_range_is_malformed_even_under_a_valid_mac() {
         let k = key(1);
-        let mut b = encode(&msg(Body::Answer(Claim::Starting, 0)), &k);
+        let mut b = encode(&msg(Body::Answer(Claim::Starting, 0, 0)), &k);
         b[HEADER_LEN] = 9;
         let n = b.len() - MAC_LEN;
         let mut mac = k.mac();

@@ -71,6 +71,9 @@ pub struct PeerAnswer {
     pub incarnation: u64,
     /// The members epoch the answering agent holds.
     pub members_epoch: u32,
+    /// With `LeaseValid`: for how long before answering its lease had at least
+    /// `grant_below_ms` left without a break (it granted no permit then), on its clock.
+    pub no_permit_ms: u64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -112,7 +115,8 @@ impl Agent {
         }
         let claim = self.peer_claim(self.now.mono);
         let members_epoch = self.p.membership.epoch;
-        self.actions.push(Action::AnswerPeer { peer, token, claim, members_epoch });
+        let no_permit_ms = self.no_permit_ms(claim);
+        self.actions.push(Action::AnswerPeer { peer, token, claim, members_epoch, no_permit_ms });
     }
 
     pub(super) fn peer_answered(&mut self, peer: u32, answer: PeerAnswer) {
@@ -251,6 +255,7 @@ mod tests {
                 boot_id: [7; 16],
                 incarnation: 9,
                 members_epoch: 0,
+                no_permit_ms: 0,
             },
         }
     }
@@ -279,7 +284,8 @@ mod tests {
                 peer: 2,
                 token,
                 claim: Claim::Starting,
-                members_epoch: 0
+                members_epoch: 0,
+                no_permit_ms: 0,
             }),
             "a probing host says it is starting: {out:?}"
         );

@@ -179,6 +179,8 @@ pub enum Action {
         claim: Claim,
         /// The members epoch this host holds (a permit counts only at the asker's epoch).
         members_epoch: u32,
+        /// How long this host has granted no permit (see `PeerAnswer::no_permit_ms`).
+        no_permit_ms: u64,
     },
     /// Stop the process.
     Exit {

@@ -146,7 +146,7 @@ impl Sim {
                 Action::StartFence { peer } => h.fences.push(peer),
                 Action::Event(e) => h.events.push(e),
                 Action::Exit { code, .. } => h.exit = Some(code),
-                Action::AnswerPeer { peer, token, claim, members_epoch } => {
+                Action::AnswerPeer { peer, token, claim, members_epoch, no_permit_ms } => {
                     let p = h.agent.params();
                     let sent = u64::from_le_bytes(token.nonce[..8].try_into().unwrap());
                     let answer = PeerAnswer {
@@ -156,6 +156,7 @@ impl Sim {
                         boot_id: p.boot_id,
                         incarnation: p.incarnation,
                         members_epoch,
+                        no_permit_ms,
                     };
                     let from = p.host_id;
                     self.answers.push((self.now + self.answer_delay, peer, from, answer));
@@ -1543,6 +1544,7 @@ impl Sim {
             boot_id: [2; 16],
             incarnation: 1002,
             members_epoch: 0,
+            no_permit_ms: 0,
         };
         self.feed(0, Input::PeerAnswer { peer: 2, answer });
     }
@@ -1728,6 +1730,7 @@ fn a_permit_counts_from_its_challenge_not_from_its_answer() {
         boot_id: [2; 16],
         incarnation: 7,
         members_epoch: 1,
+        no_permit_ms: 0,
     };
     for from_answer in [false, true] {
         let mut p = AgentParams {
@@ -1765,6 +1768,7 @@ fn permits_of_another_epoch_or_from_non_members_do_not_count() {
         boot_id: [2; 16],
         incarnation: 7,
         members_epoch: epoch,
+        no_permit_ms: 0,
     };
     let now = Now { mono: 10_020, wall: 0 };
     a.handle(now, Input::PeerAnswer { peer: 2, answer: permit(2) });
@@ -1890,6 +1894,7 @@ fn the_judge_counts_against_every_membership_a_peer_may_hold() {
         boot_id: [9; 16],
         incarnation: 9,
         members_epoch: epoch,
+        no_permit_ms: 0,
     };
     let valid = Claim::LeaseValid { remaining_ms: T.lease_timeout_ms - 10 };
     // Host 3 answers at epoch 1 early on, then falls silent.
