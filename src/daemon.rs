@@ -1025,6 +1025,8 @@ impl Daemon {
             seq: a.seq(),
             lease_valid: a.lease_valid(t.mono),
             lease_remaining_ms: a.lease_expiry().map(|e| e as i64 - t.mono as i64),
+            surviving_ms: a.surviving_since().map(|s| t.mono.saturating_sub(s)),
+            survivals: a.survivals(),
             watchdog_armed: a.watchdog_armed(),
             unguarded: self.unguarded.clone(),
             coordinator: a.coordinator(),

@@ -14,8 +14,9 @@ pub enum NetFault {
     Partition(Vec<bool>),
     /// Each datagram is lost with this probability (per mille; 1000: blackout).
     Loss(u64),
-    /// Each datagram takes up to this much longer (µs): reordering, answers past their age.
-    Delay(u64),
+    /// Each datagram takes this much longer (µs, uniform in lo..=hi): reordering, answers
+    /// near or past the age the asker accepts.
+    Delay(u64, u64),
     /// Each datagram arrives twice with this probability (per mille).
     Dup(u64),
 }
@@ -84,7 +85,7 @@ impl Net {
     pub fn fate(&mut self, t: u64, a: usize, b: usize) -> Vec<u64> {
         self.sent += 1;
         let mut loss = self.base_loss;
-        let mut extra = 0;
+        let mut extra = (0, 0);
         let mut dup = 0;
         for w in self.wins.iter().filter(|w| w.start <= t && t < w.end) {
             match &w.fault {
@@ -95,7 +96,7 @@ impl Net {
                     }
                 }
                 NetFault::Loss(pm) => loss = loss.max(*pm),
-                NetFault::Delay(us) => extra = extra.max(*us),
+                NetFault::Delay(lo, hi) => extra = extra.max((*lo, *hi)),
                 NetFault::Dup(pm) => dup = dup.max(*pm),
             }
         }
@@ -104,9 +105,9 @@ impl Net {
             return Vec::new();
         }
         let (lo, hi) = self.base_delay;
-        let mut out = vec![self.rng.range(lo, hi) + self.rng.below(extra + 1)];
+        let mut out = vec![self.rng.range(lo, hi) + self.rng.range(extra.0, extra.1)];
         if dup > 0 && self.rng.chance(dup) {
-            out.push(self.rng.range(lo, hi) + self.rng.below(extra + 1));
+            out.push(self.rng.range(lo, hi) + self.rng.range(extra.0, extra.1));
             self.duplicated += 1;
         }
         out

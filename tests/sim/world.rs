@@ -727,7 +727,23 @@ pub fn run(o: Options) -> Outcome {
 impl World {
     fn new(o: Options) -> World {
         let mut rng = Rng::new(o.seed);
-        let timing = draw_timing(&mut rng);
+        let mut timing = draw_timing(&mut rng);
+        if o.focus == Focus::Survival {
+            // Where answer delays matter: the shortest watchdog and margin `validate` allows
+            // against a long interval (an answer may come up to 3 challenge periods late).
+            let i = rng.range(6_000, 10_000);
+            let focused = Timing {
+                interval_ms: i,
+                io_timeout_ms: i,
+                lease_timeout_ms: 3 * i + 2_000 + rng.range(0, i),
+                watchdog_timeout_ms: 2_000,
+                suspect_after_ms: 3 * i,
+                margin_ms: 1_000,
+            };
+            if focused.validate().is_ok() {
+                timing = focused;
+            }
+        }
         let u = timing.interval_ms * MS;
         // 60..120 intervals, and room for a few watchdog-bound deaths.
         let duration = (rng.range(60, 120) * u)
@@ -3319,10 +3335,17 @@ impl World {
             self.after(self.u.max(SEC / 2), Ev::Episode { attempt: attempt + 1 });
             return;
         }
-        let outage_share = if self.o.focus == Focus::Survival { 500 } else { 250 };
+        let survival = self.o.focus == Focus::Survival;
+        let (outage_share, partial_share) = if survival { (0, 900) } else { (250, 200) };
         if settled
             && self.net.as_mut().is_some_and(|nt| nt.rng.chance(outage_share))
             && self.outage_episode()
+        {
+            return;
+        }
+        if settled
+            && self.net.as_mut().is_some_and(|nt| nt.rng.chance(partial_share))
+            && self.partial_outage_episode()
         {
             return;
         }
@@ -3799,7 +3822,7 @@ impl World {
             let fault = match nt.rng.weighted(&[35, 20, 20, 10, 15]) {
                 0 => Some(NetFault::Partition((0..n).map(|_| nt.rng.chance(500)).collect())),
                 1 => Some(NetFault::Loss(nt.rng.range(100, 1001))),
-                2 => Some(NetFault::Delay(nt.rng.range(MS, 4 * period))),
+                2 => Some(NetFault::Delay(0, nt.rng.range(MS, 4 * period))),
                 3 => Some(NetFault::Dup(nt.rng.range(100, 1000))),
                 _ => None,
             };
@@ -3857,7 +3880,7 @@ impl World {
             self.net_win(from, end, NetFault::Partition(side.clone()));
         }
         self.net_win(from, end, NetFault::Loss(loss));
-        self.net_win(from, end, NetFault::Delay(delay));
+        self.net_win(from, end, NetFault::Delay(0, delay));
         self.net_win(from, end, NetFault::Dup(dup));
         for v in 0..nvol {
             self.vol_win[v].push(Window { start: from, end, kind });
@@ -3882,6 +3905,63 @@ impl World {
                 dur / MS,
                 fmt_t(end),
                 minority
+            )),
+        );
+        self.at(until, Ev::Episode { attempt: 0 });
+        true
+    }
+
+    /// A strict majority loses storage (every volume) while the others keep it and everyone
+    /// stays connected, sometimes with answers delayed close to the age the asker accepts;
+    /// later all but one of them get storage back, the last one much later. The majority
+    /// survives on permits; once the others are back the last one has no majority and must
+    /// be dead before a judge on storage applies the watchdog bound (S1 checks every verdict).
+    fn partial_outage_episode(&mut self) -> bool {
+        let t = self.timing;
+        let (u, n, nvol) = (self.u, self.n, self.vols.len());
+        let lease = t.lease_timeout_ms * MS;
+        let dead = t.dead_after_ms() * MS;
+        let Some(nt) = self.net.as_mut() else { return false };
+        let size = nt.rng.range(n as u64 / 2 + 1, n as u64 - 1) as usize;
+        if size >= n || size <= n / 2 {
+            return false;
+        }
+        let mut group = vec![false; n];
+        while group.iter().filter(|&&g| g).count() < size {
+            group[nt.rng.below(n as u64) as usize] = true;
+        }
+        let members: Vec<usize> = (0..n).filter(|&h| group[h]).collect();
+        let last = members[nt.rng.below(members.len() as u64) as usize];
+        let from = self.t + nt.rng.range(u, 2 * u);
+        let back = from + dead + nt.rng.range(u, 2 * lease);
+        let last_back = back + nt.rng.range(lease, 3 * lease);
+        let until = last_back + dead + 4 * u;
+        if until + 15 * u > self.end {
+            return false;
+        }
+        let p = nt.period_ms * MS;
+        let late = if self.o.focus == Focus::Survival { 1000 } else { 500 };
+        let (lo, hi) =
+            if nt.rng.chance(late) { (14 * p / 10, 15 * p / 10 - MS) } else { (0, p / 2) };
+        let kind = if nt.rng.chance(500) { WinKind::Stall } else { WinKind::Eio };
+        self.net_win(from, last_back, NetFault::Delay(lo, hi));
+        for &h in &members {
+            let end = if h == last { last_back } else { back };
+            for v in 0..nvol {
+                self.link_window(h, v, from, end - from, kind);
+            }
+        }
+        self.count("partial outage episode (a majority without storage)");
+        self.at(
+            from,
+            Ev::Note(format!(
+                "episode: hosts {:?} lose storage ({kind:?}) until t={}, host {} until t={}; answers delayed {}..{} µs",
+                members.iter().map(|h| h + 1).collect::<Vec<_>>(),
+                fmt_t(back),
+                last + 1,
+                fmt_t(last_back),
+                lo,
+                hi
             )),
         );
         self.at(until, Ev::Episode { attempt: 0 });

@@ -432,6 +432,8 @@ pub struct Agent {
     lease_short_at: u64,
     /// The lease ran out and permits keep this host petting (since then).
     surviving_since: Option<u64>,
+    /// Survivals started and ended.
+    survivals: (u64, u64),
 }
 
 impl Agent {
@@ -479,6 +481,7 @@ impl Agent {
             memberships: BTreeMap::from([(p.membership.epoch, p.membership.clone())]),
             lease_short_at: now.mono,
             surviving_since: None,
+            survivals: (0, 0),
             p,
         };
         if agent.p.doomed_marker {

@@ -162,6 +162,11 @@ impl Agent {
         self.surviving_since
     }
 
+    /// Survivals started and ended since this agent started (for metrics).
+    pub fn survivals(&self) -> (u64, u64) {
+        self.survivals
+    }
+
     /// Survival starts when the lease runs out under permits and ends when a verified write
     /// renews the lease (storage is back) or the host is doomed.
     pub(super) fn update_survival(&mut self) {
@@ -172,6 +177,7 @@ impl Agent {
         match (self.surviving_since, surviving) {
             (None, true) => {
                 self.surviving_since = Some(now);
+                self.survivals.0 += 1;
                 let m = &self.p.membership;
                 let detail = format!(
                     "lease expired, surviving a cluster-wide outage: fresh permits from a majority of the {} members (epoch {})",
@@ -182,6 +188,7 @@ impl Agent {
             }
             (Some(since), false) => {
                 self.surviving_since = None;
+                self.survivals.1 += 1;
                 let how = if self.lease_valid(now) {
                     "storage is back: a verified write renewed the lease"
                 } else {
