@@ -1,10 +1,10 @@
 //! Benchmark (issue 12): N agents on one volume, what each costs, and a rack loss.
 //!
 //! For every interval given (1 s: the tests' timing; 5 s: the defaults) and every read mode
-//! (`planned`: the read plan of `core::readplan`; `read-all`: every block every cycle, the
+//! (`members`: `init --members 1-N`, the read plan reads the members only; `open`: open
+//! membership, the read plan's scan finds the hosts; `read-all`: every block every cycle, the
 //! behaviour before issue 12, through the benchmark knob `HBFENCE_BENCH_READ_ALL=1`), N agents
-//! (ids 1..=N, nobody configured as anyone's peer, so every host is found by the read plan's
-//! scan) start on one `--max-hosts 255` volume file in /dev/shm (`--loop`: also on a 4K-sector
+//! (ids 1..=N, nobody configured as anyone's peer) start on one `--max-hosts 255` volume file in /dev/shm (`--loop`: also on a 4K-sector
 //! loop device with direct I/O). Measured per agent, from /proc: bytes read per interval
 //! (`rchar` of /proc/PID/io over the window divided by the intervals in it), CPU
 //! (run time of every thread, /proc/PID/task/*/schedstat, as CPU-seconds per hour), VmRSS; and for the run: the
@@ -17,13 +17,13 @@
 //! event log), the spread between the first and the last verdict, and `host_suspect` events
 //! about hosts that were not killed (must be 0).
 //!
-//! `--small-cpu SECS` (default 120, 0: none): a 3-agent cluster at the default timing,
-//! CPU-seconds per hour per agent; with `HBFENCE_BEFORE_BIN=PATH` (an hbfence binary built
-//! from the commit before issue 12) the same cluster also runs with that binary.
+//! `--small-cpu SECS` (default 120, 0: none): a 3-agent cluster at the default timing, in
+//! every mode; with `HBFENCE_BEFORE_BIN=PATH` (an hbfence binary of an earlier commit) the same
+//! cluster also runs with that binary, on a volume that binary initialised (open membership).
 //!
 //! Run: `CARGO_TARGET_DIR=/work/target-bench cargo bench --bench scale -- [--agents N]
-//!       [--secs S] [--intervals 1,5] [--no-baseline] [--loop] [--rack-loss K] [--no-mlock]
-//!       [--small-cpu SECS]`
+//!       [--secs S] [--intervals 1,5] [--modes members,open,read-all] [--loop]
+//!       [--no-tmpfs] [--rack-loss K] [--no-mlock] [--small-cpu SECS]`
 //! The agents run with `lock_memory = true` (mlockall, as in production) unless `--no-mlock`.
 
 #[path = "../tests/support/bmc.rs"]
@@ -45,11 +45,37 @@ use std::time::{Duration, Instant};
 const PASSWORD: &str = "s3cret-Pw_42";
 const MAX_HOSTS: u32 = 255;
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Members,
+    Open,
+    ReadAll,
+}
+
+impl Mode {
+    fn parse(s: &str) -> Mode {
+        match s {
+            "members" => Mode::Members,
+            "open" => Mode::Open,
+            "read-all" => Mode::ReadAll,
+            other => panic!("--modes: unknown mode {other} (members, open, read-all)"),
+        }
+    }
+    fn label(self, agents: u32) -> String {
+        match self {
+            Mode::Members => format!("planned, members 1-{agents}"),
+            Mode::Open => "planned, open membership".to_string(),
+            Mode::ReadAll => "read-all (baseline)".to_string(),
+        }
+    }
+}
+
 struct Args {
     agents: u32,
     secs: u64,
     intervals: Vec<u64>,
-    baseline: bool,
+    modes: Vec<Mode>,
+    use_tmpfs: bool,
     use_loop: bool,
     rack_loss: u32,
     mlock: bool,
@@ -61,7 +87,8 @@ fn args() -> Args {
         agents: 250,
         secs: 600,
         intervals: vec![1, 5],
-        baseline: true,
+        modes: vec![Mode::Members, Mode::Open, Mode::ReadAll],
+        use_tmpfs: true,
         use_loop: false,
         rack_loss: 20,
         mlock: true,
@@ -77,8 +104,9 @@ fn args() -> Args {
                 a.intervals =
                     val().split(',').map(|s| s.parse().expect("--intervals 1,5")).collect()
             }
-            "--no-baseline" => a.baseline = false,
+            "--modes" => a.modes = val().split(',').map(Mode::parse).collect(),
             "--loop" => a.use_loop = true,
+            "--no-tmpfs" => a.use_tmpfs = false,
             "--rack-loss" => a.rack_loss = val().parse().expect("--rack-loss K"),
             "--no-mlock" => a.mlock = false,
             "--small-cpu" => a.small_cpu = val().parse().expect("--small-cpu SECS"),
@@ -111,15 +139,29 @@ impl Drop for Vol {
     }
 }
 
-fn make_volume(dir: &Path, kind: &str, interval: u64) -> Vol {
+/// `members`: `init --members 1-N`; `bin`: init with that binary (an earlier commit's).
+fn make_volume(
+    dir: &Path,
+    kind: &str,
+    interval: u64,
+    members: Option<u32>,
+    bin: Option<&Path>,
+) -> Vol {
     let file = dir.join("v.vol");
+    let list = members.map(|n| format!("1-{n}"));
     let init = |path: &Path| {
         let mut a = vec!["init", "--volume", path.to_str().unwrap(), "--max-hosts", "255"];
         a.extend(init_args(interval));
         if kind == "loop" {
             a.push("--force");
         }
-        let out = cluster::hbfence(&a);
+        if let Some(list) = &list {
+            a.extend(["--members", list.as_str()]);
+        }
+        let out = match bin {
+            Some(bin) => Command::new(bin).args(&a).output().expect("run the before binary"),
+            None => cluster::hbfence(&a),
+        };
         assert!(out.status.success(), "init: {}", String::from_utf8_lossy(&out.stderr));
     };
     if kind == "tmpfs" {
@@ -341,7 +383,7 @@ fn rack_loss(a: &Args) {
     }
     let k = a.rack_loss.min(a.agents - 3);
     let tmp = tempfile::tempdir_in("/dev/shm").unwrap();
-    let vol = make_volume(tmp.path(), "tmpfs", 1);
+    let vol = make_volume(tmp.path(), "tmpfs", 1, Some(a.agents), None);
     let victims: Vec<u32> = (a.agents - k + 1..=a.agents).collect();
     let mut sims = Vec::new();
     let mut configs = Vec::new();
@@ -412,19 +454,20 @@ fn main() {
     println!("command: `{}`", command_line("scale"));
     println!("agents {}, window {} s after every agent saw every other, max_hosts {MAX_HOSTS}, mlockall {}", a.agents, a.secs, a.mlock);
     let mut rows = Vec::new();
-    let kinds: Vec<&str> = if a.use_loop { vec!["tmpfs", "loop"] } else { vec!["tmpfs"] };
+    let kinds: Vec<&str> = [("tmpfs", a.use_tmpfs), ("loop", a.use_loop)]
+        .into_iter()
+        .filter_map(|(k, on)| on.then_some(k))
+        .collect();
     for kind in &kinds {
         for &interval in &a.intervals {
-            let modes: &[bool] = if a.baseline { &[false, true] } else { &[false] };
-            for &read_all in modes {
+            for &mode in &a.modes {
                 let tmp = tempfile::tempdir_in("/dev/shm").unwrap();
-                let vol = make_volume(tmp.path(), kind, interval);
+                let members = (mode == Mode::Members).then_some(a.agents);
+                let vol = make_volume(tmp.path(), kind, interval, members, None);
                 let mut hosts = new_hosts(tmp.path(), a.agents, &vol.path, a.mlock, &[]);
-                let label = format!(
-                    "{kind}, interval {interval} s, {}",
-                    if read_all { "read-all (baseline)" } else { "planned" }
-                );
+                let label = format!("{kind}, interval {interval} s, {}", mode.label(a.agents));
                 eprintln!("running: {label}");
+                let read_all = mode == Mode::ReadAll;
                 let row = measure(label, &mut hosts, interval, a.secs, read_all, None);
                 rows.push(row);
                 drop(hosts);
@@ -436,17 +479,21 @@ fn main() {
     if a.small_cpu > 0 {
         let mut small = Vec::new();
         let before = std::env::var_os("HBFENCE_BEFORE_BIN").map(PathBuf::from);
-        let bins: Vec<(String, Option<PathBuf>)> =
-            std::iter::once(("this commit".to_string(), None))
-                .chain(before.map(|b| (format!("before ({})", b.display()), Some(b))))
-                .collect();
-        for (name, bin) in bins {
+        let runs: Vec<(String, Mode, Option<PathBuf>)> = a
+            .modes
+            .iter()
+            .map(|&m| (format!("this commit, {}", m.label(3)), m, None))
+            .chain(before.map(|b| (format!("before ({}), open", b.display()), Mode::Open, Some(b))))
+            .collect();
+        for (name, mode, bin) in runs {
             let tmp = tempfile::tempdir_in("/dev/shm").unwrap();
-            let vol = make_volume(tmp.path(), "tmpfs", 5);
+            let members = (mode == Mode::Members).then_some(3);
+            let vol = make_volume(tmp.path(), "tmpfs", 5, members, bin.as_deref());
             let mut hosts = new_hosts(tmp.path(), 3, &vol.path, a.mlock, &[]);
             let label = format!("3 agents, defaults (interval 5 s), {name}");
             eprintln!("running: {label}");
-            small.push(measure(label, &mut hosts, 5, a.small_cpu, false, bin.as_deref()));
+            let read_all = mode == Mode::ReadAll;
+            small.push(measure(label, &mut hosts, 5, a.small_cpu, read_all, bin.as_deref()));
         }
         print_rows(&small);
     }

@@ -6,12 +6,11 @@
 
 use crate::config::{AfterFence, Config, SelfFenceAction};
 use crate::core::agent::{
-    Action, Agent, AgentParams, ChannelParams, Input, Membership, Now, Phase, SelfFenceKind,
-    UnsafeTestKnobs,
+    Action, Agent, AgentParams, ChannelParams, Input, Now, Phase, SelfFenceKind, UnsafeTestKnobs,
 };
 use crate::core::format::{self, BootId, FenceMethodKind, Header};
-use crate::core::header::header_damage;
-use crate::core::readplan::{self, ReadPlanner};
+use crate::core::header::{self, check_header, same_parameters, HeaderCheck, Membership};
+use crate::core::readplan::{self, IdSet, ReadPlanner};
 use crate::core::view::VolumeView;
 use crate::events::{self, EventSettings};
 use crate::fence::pool::Pool;
@@ -69,6 +68,8 @@ struct IoRequest {
     record: Option<Box<format::Heartbeat>>,
     /// This host acts as coordinator: it reads its peers' mailboxes too.
     coordinator: bool,
+    /// The members the core follows (None: open membership).
+    members: Option<IdSet>,
 }
 
 /// Benchmark knob (not a user option): `HBFENCE_BENCH_READ_ALL=1` makes every cycle read all
@@ -156,21 +157,19 @@ fn volume_error(e: crate::volume::VolumeError) -> StartError {
     }
 }
 
-/// Opens every configured volume and checks they belong to one cluster.
-pub fn open_volumes(config: &Config) -> Result<(Vec<Volume>, Header), StartError> {
-    let mut volumes = Vec::new();
-    let mut header: Option<Header> = None;
+/// Opens every configured volume and checks they belong to one cluster; returns each volume
+/// with its header, and the cluster's header with the membership a read quorum holds
+/// (`header::adopt`). A host that is not a member does not start (78).
+pub fn open_volumes(config: &Config) -> Result<(Vec<(Volume, Header)>, Header), StartError> {
+    let mut volumes: Vec<(Volume, Header)> = Vec::new();
     for v in &config.volumes {
         let vol = Volume::open(&v.path, Access::ReadWrite).map_err(volume_error)?;
         let h = vol.read_header().map_err(volume_error)?;
         config
             .check_against_volume(h.max_hosts)
             .map_err(|e| StartError::config(format!("volume {}: {e}", v.path.display())))?;
-        if let Some(first) = &header {
-            if first.cluster != h.cluster
-                || first.timing != h.timing
-                || first.max_hosts != h.max_hosts
-            {
+        if let Some((_, first)) = volumes.first() {
+            if !same_parameters(first, &h) {
                 return Err(StartError::config(format!(
                     "volume {} belongs to another cluster (or has other timing) than {}; create all volumes for one cluster",
                     v.path.display(),
@@ -178,10 +177,29 @@ pub fn open_volumes(config: &Config) -> Result<(Vec<Volume>, Header), StartError
                 )));
             }
         }
-        header.get_or_insert(h);
-        volumes.push(vol);
+        volumes.push((vol, h));
     }
-    let header = header.ok_or_else(|| StartError::config("no [[volume]] configured"))?;
+    let Some((_, first)) = volumes.first() else {
+        return Err(StartError::config("no [[volume]] configured"));
+    };
+    let seen: Vec<Membership> = volumes.iter().map(|(_, h)| Membership::of(h)).collect();
+    let (_, r) = Agent::quorums(volumes.len());
+    let refs: Vec<Option<&Membership>> = seen.iter().map(Some).collect();
+    let m = header::adopt(&refs, r).cloned().unwrap_or_default();
+    let id = config.host.id;
+    if !m.admits(id) {
+        return Err(StartError::config(format!(
+            "host id {id} is not a member of this cluster (members {}): add it with `hbfence members add {id} --config {}` on any host (or `--volume PATH` for every volume), then start again",
+            m.describe(),
+            crate::config::DEFAULT_CONFIG
+        )));
+    }
+    let header = Header {
+        members: m.members,
+        members_epoch: m.epoch,
+        outage_survival: m.outage_survival,
+        ..first.clone()
+    };
     Ok((volumes, header))
 }
 
@@ -189,7 +207,7 @@ fn spawn_io_thread(
     realtime_priority: i32,
     index: usize,
     volume: Volume,
-    header: &Header,
+    header: Header,
     peers: Vec<u32>,
     own_id: u32,
     tx: Sender<Input>,
@@ -198,9 +216,11 @@ fn spawn_io_thread(
     let geo = header.geometry();
     let cluster = header.cluster;
     let own_block_of = move |id: u32| geo.heartbeat_block(id);
-    let expected = header.clone();
-    let restore = crate::cli::restore::restore_command(volume.path(), header);
+    // This volume's header as last accepted: its membership follows the operator's changes.
+    let mut current = header;
     let mut damage: Option<String> = None;
+    let _ = tx.send(Input::MembershipRead { volume: index, membership: Membership::of(&current) });
+    let mut volume_members = explicit_members(&current.members);
     let read_all = std::env::var_os(READ_ALL_ENV).is_some_and(|v| v == "1");
     let mut planner = ReadPlanner::new(geo, own_id, &peers, read_all);
     std::thread::Builder::new()
@@ -260,10 +280,21 @@ fn spawn_io_thread(
                         .map_err(|e| e.to_string())?;
                     Ok(sys::boottime_ms())
                 });
+                // Explicit only while both the core's membership and this volume's header
+                // list members: the union of the two (a change is read as soon as the header
+                // on this volume shows it, before a read quorum of volumes holds it).
+                planner.set_members(match (req.members, volume_members) {
+                    (Some(mut a), Some(b)) => {
+                        a.union_with(&b);
+                        Some(a)
+                    }
+                    _ => None,
+                });
                 // Block 0 too: the header is checked every cycle, in the first request.
-                let heartbeats_read = planner.next(req.coordinator).heartbeats;
+                let mut heartbeats_read = planner.next(req.coordinator).heartbeats;
                 let mut view = VolumeView::unread(geo);
                 let mut header_block = None;
+                let mut newer = None;
                 let mut result = Ok(());
                 for &(first, n) in &planner.plan().runs {
                     result = volume.read_blocks_into(first, &mut rbuf, n as usize);
@@ -272,19 +303,50 @@ fn spawn_io_thread(
                     }
                     let raw = &rbuf.as_slice()[..n as usize * format::BLOCK_SIZE];
                     if first == 0 {
-                        header_block =
-                            Some(header_damage(&raw[..format::BLOCK_SIZE], &expected).map(|why| {
-                                match format::decode(&raw[..format::BLOCK_SIZE]) {
-                                    // Re-created on purpose or by mistake: not something to undo
-                                    // from here; the agents must be restarted on the new header.
-                                    format::Decoded::Header(_) => {
-                                        format!("{why}; every agent must be restarted to use it")
-                                    }
-                                    _ => format!("{why}; restore it with `{restore}`"),
+                        let block0 = &raw[..format::BLOCK_SIZE];
+                        header_block = Some(match check_header(block0, &current) {
+                            HeaderCheck::Same => None,
+                            HeaderCheck::Newer(m) => {
+                                newer = Some(m);
+                                None
+                            }
+                            HeaderCheck::Damaged(why) => Some(match format::decode(block0) {
+                                format::Decoded::Header(h) if same_parameters(&h, &current) => why,
+                                // Re-created on purpose or by mistake: not something to undo
+                                // from here; the agents must be restarted on the new header.
+                                format::Decoded::Header(_) => {
+                                    format!("{why}; every agent must be restarted to use it")
                                 }
-                            }));
+                                _ => format!(
+                                    "{why}; restore it with `{}`",
+                                    crate::cli::restore::restore_command(volume.path(), &current)
+                                ),
+                            }),
+                        });
                     }
                     view.decode_blocks(first, raw, geo, &cluster);
+                }
+                if let (Ok(()), Some(m)) = (&result, newer) {
+                    // Members added by this header are read in this very cycle: the join
+                    // bound is one interval from the header write.
+                    if !m.is_open() {
+                        for &id in &m.members {
+                            if heartbeats_read.contains(id) {
+                                continue;
+                            }
+                            let block = geo.heartbeat_block(id);
+                            if volume.read_blocks_into(block, &mut rbuf, 1).is_ok() {
+                                let raw = &rbuf.as_slice()[..format::BLOCK_SIZE];
+                                view.decode_blocks(block, raw, geo, &cluster);
+                                heartbeats_read.insert(id);
+                            }
+                        }
+                    }
+                    current.members.clone_from(&m.members);
+                    current.members_epoch = m.epoch;
+                    current.outage_survival = m.outage_survival;
+                    volume_members = explicit_members(&current.members);
+                    let _ = tx.send(Input::MembershipRead { volume: index, membership: m });
                 }
                 let read = result
                     .map(|()| {
@@ -320,6 +382,16 @@ fn spawn_io_thread(
     Ok(req_tx)
 }
 
+/// The members as a set for the read plan; None: open membership.
+fn explicit_members(members: &[u32]) -> Option<IdSet> {
+    if members.is_empty() {
+        return None;
+    }
+    let mut set = IdSet::default();
+    members.iter().for_each(|&id| set.insert(id));
+    Some(set)
+}
+
 struct Daemon {
     config: Config,
     config_path: PathBuf,
@@ -345,6 +417,9 @@ struct Daemon {
     /// `[network]`: the peer channel's thread.
     net: Option<Net>,
     exit: Option<(i32, String)>,
+    /// `feed`'s input queue and action buffer, kept between calls.
+    queue: Vec<Input>,
+    actions: Vec<Action>,
 }
 
 /// Counters the core does not keep, counted on the way in and out of it.
@@ -474,12 +549,11 @@ fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
         watchdog_timeout_s: wd_secs as u16,
         doomed_marker: doomed,
         power_on_after: config.fencing.after == AfterFence::On,
+        membership: Membership::of(&header),
         knobs: UnsafeTestKnobs::default(),
         peer_channel: config.network.as_ref().map(|n| ChannelParams {
             challenge_every_ms: n.challenge_every_ms(timing.interval_ms),
         }),
-        // Format 3's header fields; until the format carries them: open membership.
-        membership: Membership::default(),
     };
     log::info!(
         "starting: host {} \"{}\" incarnation {incarnation}, cluster {}, {} volume(s), interval {} ms, lease {} ms, watchdog {} s",
@@ -494,13 +568,13 @@ fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
     let (tx, rx) = mpsc::channel::<Input>();
     let net = start_network(&config, &params, network_key, tx.clone())?;
     let mut io = Vec::new();
-    for (i, v) in volumes.into_iter().enumerate() {
+    for (i, (v, volume_header)) in volumes.into_iter().enumerate() {
         let peers = config.peers.iter().map(|p| p.id).collect();
         io.push(spawn_io_thread(
             config.daemon.realtime_priority,
             i,
             v,
-            &header,
+            volume_header,
             peers,
             config.host.id,
             tx.clone(),
@@ -551,6 +625,8 @@ fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
         stats,
         net,
         exit: None,
+        queue: Vec::new(),
+        actions: Vec::new(),
     };
     Ok(d.main_loop(rx, &stop, &hup))
 }
@@ -693,12 +769,15 @@ impl Daemon {
     }
 
     fn feed(&mut self, input: Input) {
-        let mut queue = vec![input];
+        // Buffers kept between calls: the steady state allocates nothing for them.
+        let (mut queue, mut actions) =
+            (std::mem::take(&mut self.queue), std::mem::take(&mut self.actions));
+        queue.push(input);
         let before = (self.agent.phase(), self.agent.coordinator(), self.agent.watchdog_armed());
         while let Some(input) = queue.pop() {
             self.stats.saw(&input);
-            let actions = self.agent.handle(now(), input);
-            for a in actions {
+            self.agent.handle_into(now(), input, &mut actions);
+            for a in actions.drain(..) {
                 if matches!(a, Action::Event(_) | Action::Ready | Action::Exit { .. }) {
                     self.snapshot_due = true;
                 }
@@ -707,6 +786,7 @@ impl Daemon {
                 }
             }
         }
+        (self.queue, self.actions) = (queue, actions);
         let after = (self.agent.phase(), self.agent.coordinator(), self.agent.watchdog_armed());
         if before != after {
             self.snapshot_due = true;
@@ -721,6 +801,7 @@ impl Daemon {
                     started: sys::boottime_ms(),
                     record: write,
                     coordinator: self.agent.is_coordinator(),
+                    members: explicit_members(&self.agent.membership().members),
                 };
                 if let Some(tx) = self.io.get(volume) {
                     let _ = tx.send(req);
@@ -1039,6 +1120,7 @@ impl Daemon {
             fence_attempts: self.stats.fence_attempts,
             fence_failures: self.stats.fence_failures,
             network: self.net.as_ref().map(|net| network_snapshot(net, a, t.mono)),
+            membership: a.membership().clone(),
         };
         self.reporter.snapshot(snap);
     }

@@ -30,7 +30,9 @@ pub const SYSRQ_TRIGGER: &str = "/proc/sysrq-trigger";
 
 /// What the checks found, for `run` to use and `run --check` to print.
 pub struct Checked {
-    pub volumes: Vec<Volume>,
+    /// Every volume with the header it holds.
+    pub volumes: Vec<(Volume, Header)>,
+    /// The cluster's header, with the membership a read quorum of the volumes holds.
     pub header: Header,
     pub watchdog: DeviceKind,
     /// The hooks that will run for events (executable files of hooks_dir).
@@ -65,6 +67,14 @@ pub fn check(config: &Config) -> Result<Checked, StartError> {
         None => None,
     };
     let mut warnings = Vec::new();
+    for p in config.peers.iter().filter(|p| !header.admits(p.id)) {
+        warnings.push(format!(
+            "[[peer]] id {} is not a member of the cluster (members {}): its heartbeat is not read; add it with `hbfence members add {}` or remove the [[peer]]",
+            p.id,
+            crate::core::header::id_ranges(&header.members),
+            p.id
+        ));
+    }
     if watchdog == DeviceKind::Double {
         warnings.push(format!(
             "[watchdog] device {} is a FIFO: the TEST DOUBLE, no hardware watchdog protects this host; never use this in production",

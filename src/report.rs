@@ -73,6 +73,8 @@ pub struct Snapshot {
     pub fence_failures: u64,
     /// `[network]`: the peer channel; None without it.
     pub network: Option<NetworkSnapshot>,
+    /// The membership and cluster flags this agent follows.
+    pub membership: crate::core::header::Membership,
 }
 
 /// The peer channel at one instant.
@@ -372,6 +374,10 @@ pub fn status_json(s: &Snapshot) -> String {
             (None, false) => "not armed".to_string(),
         },
         "coordinator": s.coordinator,
+        "members": s.membership.members,
+        "members_epoch": s.membership.epoch,
+        "outage_survival": s.membership.outage_survival,
+        "membership": s.membership.describe(),
         "volumes": vols,
         "peers": peers,
         "verdicts": verdicts,

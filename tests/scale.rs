@@ -136,6 +136,134 @@ fn reads_follow_the_hosts_that_exist_and_a_newcomer_with_any_id_is_seen() {
     }
 }
 
+/// With an explicit membership (`init --members`) an agent reads the header, the members'
+/// heartbeats and its own mailbox every cycle, and nothing of the other slots: E + 2 blocks
+/// for E members on a volume of any max_hosts, plus the one-block read of the own block before
+/// each write (collision detection), plus the other members' mailboxes on the coordinator.
+#[test]
+fn an_explicit_membership_reads_the_members_and_nothing_else() {
+    let tmp = tempfile::tempdir().unwrap();
+    let volume = tmp.path().join("v.vol");
+    init_volume_for(&volume, &MAX_HOSTS.to_string(), &["--members", "1-3"]);
+    let members = [1, 2, 3];
+    let mut hosts: Vec<Host> =
+        members.iter().map(|&id| host(tmp.path(), id, &volume, &members)).collect();
+    for h in &mut hosts {
+        h.start();
+    }
+    let settled = wait_until(Duration::from_secs(20), || {
+        hosts.iter().all(|h| members.iter().all(|&p| p == h.id || sees_alive(h, p)))
+    });
+    assert!(settled, "the 3 agents never saw each other:\n{}", hosts[0].log_text());
+    let e = members.len() as u64;
+    let collision_read = 1;
+    let per_cycle =
+        |coordinator: bool| BLOCK * (e + 2 + collision_read + if coordinator { e - 1 } else { 0 });
+    // A window of 8 intervals holds at most 9 cycles' reads, whatever its phase, and at least
+    // 7 whole ones.
+    let measured = bytes_read(&hosts, Duration::from_secs(8));
+    for &(id, bytes, coordinator) in &measured {
+        eprintln!("host {id}: {bytes} bytes in 8 intervals (coordinator {coordinator})");
+        assert!(
+            bytes <= 9 * per_cycle(coordinator),
+            "host {id} read {bytes} bytes in 8 intervals: more than {} per cycle",
+            per_cycle(coordinator)
+        );
+        assert!(bytes >= 7 * per_cycle(false), "host {id} read too little: {bytes}");
+    }
+    // The open membership's scan would read ceil(252 / 32) = 8 blocks more per cycle.
+    let scan = BLOCK * u64::from((MAX_HOSTS - 3).div_ceil(JOIN_CYCLES));
+    assert!(measured.iter().all(|m| m.1 < 7 * (per_cycle(m.2) + scan)), "{measured:?}");
+}
+
+/// `hbfence members` while agents run: an open membership becomes a list only if every running
+/// host is in it; a running member is not removed without --force; a host that is not a member
+/// does not start (78) and says what to run; a member added is adopted by every agent within
+/// one interval of the header write, and read from then on.
+#[test]
+fn members_change_while_the_agents_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let volume = tmp.path().join("v.vol");
+    init_volume_for(&volume, "16", &[]);
+    let vol = volume.to_str().unwrap();
+    let members = [1, 2, 3];
+    let mut hosts: Vec<Host> =
+        members.iter().map(|&id| host(tmp.path(), id, &volume, &[1, 2, 3, 4])).collect();
+    for h in &mut hosts {
+        h.start();
+    }
+    let settled = wait_until(Duration::from_secs(20), || {
+        hosts.iter().all(|h| members.iter().all(|&p| p == h.id || sees_alive(h, p)))
+    });
+    assert!(settled, "the 3 agents never saw each other:\n{}", hosts[0].log_text());
+    let epoch = |h: &Host| status(h).and_then(|s| s["members_epoch"].as_u64());
+    assert!(hosts.iter().all(|h| epoch(h) == Some(0)));
+
+    // Host 3 runs: a list without it is refused, naming it.
+    let out = hbfence(&["members", "add", "1-2", "--volume", vol]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("host(s) 3 write their heartbeat") && err.contains("nothing was written"));
+    assert_eq!(dump(&volume)["header"]["members_epoch"], 0);
+
+    // With every running host: written, and every agent adopts it within one interval.
+    let out = hbfence(&["members", "add", "1-3", "--volume", vol]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let written = Instant::now();
+    let adopted = wait_until(Duration::from_secs(3), || {
+        hosts.iter().all(|h| !h.events_about("membership_changed", h.id).is_empty())
+    });
+    let took = written.elapsed();
+    assert!(adopted, "not adopted:\n{}", hosts[0].log_text());
+    // One interval until the next cycle reads block 0 (plus the event's way to the log).
+    assert!(took < Duration::from_millis(1500), "adopted after {took:?}");
+    let changed = &hosts[0].events_about("membership_changed", 1)[0];
+    assert_eq!(changed["detail"], "open (epoch 0) -> 1-3 (epoch 1)");
+    let dumped = dump(&volume);
+    assert_eq!(dumped["header"]["members"], serde_json::json!([1, 2, 3]));
+    let listed = hbfence(&["members", "list", "--volume", vol]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("members 1-3 (epoch 1)"));
+
+    // A running member is not removed.
+    let out = hbfence(&["members", "remove", "3", "--volume", vol]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force removes them anyway"));
+    // Stopped cleanly, it is.
+    hosts[2].signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(hosts[2].wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()));
+    let out = hbfence(&["members", "remove", "3", "--volume", vol]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Not a member: does not start, and says what to run.
+    let mut third = host(tmp.path(), 4, &volume, &[1, 2, 3, 4]);
+    third.start();
+    let exit = third.wait_exit(Duration::from_secs(10)).expect("a non-member started");
+    assert_eq!(exit.code(), Some(78), "{}", third.log_text());
+    assert!(third.log_text().contains("hbfence members add 4"), "{}", third.log_text());
+
+    // Added, it starts, and every agent reads it: alive within two intervals of its first
+    // write (one cycle to read it, the status file at most one interval old).
+    let out = hbfence(&["members", "add", "4", "--volume", vol]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(wait_until(Duration::from_secs(3), || {
+        hosts[..2].iter().all(|h| epoch(h) == Some(3))
+    }));
+    third.start();
+    let wrote = wait_until(Duration::from_secs(15), || host_record(&dump(&volume), 4).is_some());
+    assert!(wrote, "host 4 never wrote:\n{}", third.log_text());
+    let first_write = Instant::now();
+    let seen =
+        wait_until(Duration::from_millis(2500), || hosts[..2].iter().all(|h| sees_alive(h, 4)));
+    assert!(seen, "host 4 not seen within 2.5 s of its first write");
+    eprintln!(
+        "host 4 seen by every agent {:.1} s after its first write",
+        first_write.elapsed().as_secs_f64()
+    );
+    for h in &hosts[..2] {
+        assert!(h.sysrq_letters().is_empty() && h.events_about("host_suspect", 4).is_empty());
+    }
+}
+
 #[test]
 fn the_baseline_knob_reads_every_block() {
     // The read-everything behaviour of bench/scale.rs's baseline: shows that the counter of

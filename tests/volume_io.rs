@@ -152,28 +152,31 @@ fn verdict_pages_round_trip_through_the_volume_driver() {
     assert_eq!(read.verdicts, r.verdicts);
 }
 
-/// Format 2 (verdict pages) refuses a format-1 volume and says how to move on.
+/// Format 3 (membership in the header) refuses a volume of format 1 or 2 and says how to
+/// move on.
 #[test]
-fn a_volume_of_the_older_format_is_refused_with_the_way_out() {
+fn a_volume_of_an_older_format_is_refused_with_the_way_out() {
     use std::os::unix::fs::FileExt;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.vol");
     init_volume(&path, &[]);
     let f = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
-    let mut block = [0u8; format::BLOCK_SIZE];
-    f.read_exact_at(&mut block, 0).unwrap();
-    block[10..12].copy_from_slice(&1u16.to_le_bytes());
-    let crc = crc32fast::hash(&block[..format::BLOCK_SIZE - 4]);
-    block[format::BLOCK_SIZE - 4..].copy_from_slice(&crc.to_le_bytes());
-    f.write_all_at(&block, 0).unwrap();
-    let out = hbfence(&["status", "--volume", path.to_str().unwrap()]);
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        text.contains("format version 1 was written by an older hbfence")
-            && text.contains("hbfence init --force"),
-        "{text}"
-    );
+    for version in [1u16, 2] {
+        let mut block = [0u8; format::BLOCK_SIZE];
+        f.read_exact_at(&mut block, 0).unwrap();
+        block[10..12].copy_from_slice(&version.to_le_bytes());
+        let crc = crc32fast::hash(&block[..format::BLOCK_SIZE - 4]);
+        block[format::BLOCK_SIZE - 4..].copy_from_slice(&crc.to_le_bytes());
+        f.write_all_at(&block, 0).unwrap();
+        let out = hbfence(&["status", "--volume", path.to_str().unwrap()]);
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            text.contains(&format!("format version {version} was written by an older hbfence"))
+                && text.contains("hbfence init --force"),
+            "{text}"
+        );
+    }
 }
 
 #[test]

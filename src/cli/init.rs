@@ -3,6 +3,7 @@
 use super::{CliError, CliResult};
 use crate::config::hostname;
 use crate::core::format::{self, Decoded, Geometry, Header, MAX_HOSTS_LIMIT};
+use crate::core::header::{parse_id_ranges, Membership};
 use crate::core::timing::{format_secs, parse_secs, Timing};
 use crate::sys;
 use crate::volume::{Access, AlignedBuf, Volume};
@@ -34,6 +35,13 @@ pub struct InitArgs {
     /// Seconds without progress before the coordinator starts BMC fencing.
     #[arg(long, value_name = "S", default_value = "15", value_parser = parse_secs, allow_negative_numbers = true)]
     pub suspect_after: u64,
+    /// Host ids that may run in the cluster, e.g. `1-3,7` (each within --max-hosts). Without
+    /// it the membership is open: any id may join (found by a slower scan of the volume).
+    #[arg(long, value_name = "LIST")]
+    pub members: Option<String>,
+    /// The cluster-wide outage-survival switch (issue 13), stored in the header.
+    #[arg(long, value_name = "on|off", value_enum, default_value_t = super::members::OnOff::Off)]
+    pub outage_survival: super::members::OnOff,
     /// Re-create an existing volume (only if no host is writing to it).
     #[arg(long)]
     pub force: bool,
@@ -84,6 +92,11 @@ pub fn run(a: &InitArgs) -> CliResult {
         CliError::new(format!("{e}; change {}; nothing was written", flags_of(&e.params)))
     })?;
     check_max_hosts(a.max_hosts)?;
+    let members = match &a.members {
+        Some(list) => parse_id_ranges(list, a.max_hosts)
+            .map_err(|e| CliError::new(format!("--members {list}: {e}; nothing was written")))?,
+        None => Vec::new(),
+    };
     let geo = Geometry { max_hosts: a.max_hosts };
     let path = a.volume.as_path();
 
@@ -132,6 +145,10 @@ pub fn run(a: &InitArgs) -> CliResult {
         timing,
         created_wall_ms: sys::wall_ms(),
         created_by: hostname(),
+        // Epoch 0 is the open membership a volume starts with; a list starts at 1.
+        members_epoch: u32::from(!members.is_empty()),
+        members,
+        outage_survival: a.outage_survival.is_on(),
     };
     write_volume(&volume, &header)?;
     println!(
@@ -151,6 +168,7 @@ pub fn run(a: &InitArgs) -> CliResult {
         format_secs(timing.suspect_after_ms),
         format_secs(timing.dead_after_ms())
     );
+    println!("members: {}", Membership::of(&header).describe());
     Ok(())
 }
 

@@ -4,6 +4,7 @@ use super::text::{age, hex, table, wall_time, Align};
 use super::{CliError, CliResult, RunArgs};
 use crate::config::Config;
 use crate::core::format::{self, caps, Decoded, Header, Heartbeat, Mailbox};
+use crate::core::header::Membership;
 use crate::core::timing::format_secs;
 use crate::sys;
 use crate::volume::{Access, Snapshot, Volume};
@@ -47,6 +48,9 @@ fn header_json(h: &Header) -> Value {
         "max_hosts": h.max_hosts,
         "created_wall_time": wall_time(h.created_wall_ms),
         "created_by": h.created_by,
+        "members": h.members,
+        "members_epoch": h.members_epoch,
+        "outage_survival": h.outage_survival,
         "timing_ms": {
             "interval": t.interval_ms,
             "io_timeout": t.io_timeout_ms,
@@ -227,6 +231,11 @@ pub fn dump(a: &DumpArgs) -> CliResult {
         format_secs(t.margin_ms),
         format_secs(t.dead_after_ms())
     );
+    println!(
+        "members: {}  outage_survival {}",
+        Membership::of(h).describe(),
+        if h.outage_survival { "on" } else { "off" }
+    );
     if lines.is_empty() {
         println!("(every host block is empty: no host has written yet)");
     }
@@ -234,6 +243,12 @@ pub fn dump(a: &DumpArgs) -> CliResult {
         println!("{l}");
     }
     Ok(())
+}
+
+/// The membership of the newest header among the volumes' (the highest epoch): what the
+/// agents follow once a read quorum holds it.
+pub(super) fn newest_membership<'a>(headers: impl Iterator<Item = &'a Header>) -> Membership {
+    headers.max_by_key(|h| h.members_epoch).map(Membership::of).unwrap_or_default()
 }
 
 fn heartbeat_line(hb: &Heartbeat, now: u64) -> String {
@@ -295,6 +310,7 @@ pub fn status(a: &StatusArgs) -> CliResult {
     let coordinator = view.coordinator();
     let verdict_of = |id: u32| view.current_verdict(id);
     let paths = volumes.iter().map(|(v, _)| v.path().display().to_string()).collect::<Vec<_>>();
+    let m = newest_membership(volumes.iter().map(|(_, h)| h));
     if a.json {
         let hosts: Vec<Value> = rows
             .iter()
@@ -314,6 +330,9 @@ pub fn status(a: &StatusArgs) -> CliResult {
             "volumes": paths,
             "cluster": format::uuid_string(&h.cluster),
             "max_hosts": h.max_hosts,
+            "members": m.members,
+            "members_epoch": m.epoch,
+            "outage_survival": m.outage_survival,
             "coordinator": coordinator,
             "hosts": hosts,
         });
@@ -321,12 +340,13 @@ pub fn status(a: &StatusArgs) -> CliResult {
         return Ok(());
     }
     println!(
-        "volume {} cluster {} ({} of {} host slots used), coordinator {}",
+        "volume {} cluster {} ({} of {} host slots used), coordinator {}, members {}",
         paths.join(", "),
         format::uuid_string(&h.cluster),
         rows.len(),
         h.max_hosts,
-        coordinator.map_or("none".to_string(), |c| c.to_string())
+        coordinator.map_or("none".to_string(), |c| c.to_string()),
+        m.describe()
     );
     let mut cells: Vec<Vec<String>> = Vec::new();
     for hb in &rows {
@@ -386,13 +406,14 @@ pub fn run_check(a: &RunArgs) -> CliResult {
     let config = Config::load(&a.config)
         .map_err(|e| CliError { message: e.to_string(), code: crate::daemon::exit_code::CONFIG })?;
     let checked = crate::preflight::check(&config).map_err(fail)?;
-    for (v, vol) in config.volumes.iter().zip(&checked.volumes) {
+    for (v, (vol, h)) in config.volumes.iter().zip(&checked.volumes) {
         println!(
-            "volume {}: ok (cluster {}, max_hosts {}, {} bytes)",
+            "volume {}: ok (cluster {}, max_hosts {}, {} bytes, members {})",
             v.path.display(),
             format::uuid_string(&checked.header.cluster),
             checked.header.max_hosts,
-            vol.size_bytes()
+            vol.size_bytes(),
+            Membership::of(h).describe()
         );
     }
     let kind = match checked.watchdog {

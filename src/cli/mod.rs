@@ -4,6 +4,7 @@ pub mod cloudstack;
 mod init;
 mod inspect;
 pub mod keygen;
+pub mod members;
 mod ops;
 pub mod restore;
 pub mod text;
@@ -78,6 +79,10 @@ refuses if any host's heartbeat moves: a live cluster is never wiped by accident
     Init(init::InitArgs),
     /// Rewrite a damaged header (block 0) from the cluster's parameters; host blocks untouched.
     RestoreHeader(restore::RestoreArgs),
+    /// Add or remove hosts of the cluster's membership (in every volume's header), or list it.
+    Members(members::MembersArgs),
+    /// Set or show the cluster-wide outage-survival switch (in every volume's header).
+    OutageSurvival(members::OutageSurvivalArgs),
     /// Print the volume header and every non-empty block, decoded, with its CRC state.
     Dump(inspect::DumpArgs),
     /// One row per known host: state, sequence, incarnation, last write and its age.
@@ -209,6 +214,8 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Init(a) => init::run(&a),
         Command::RestoreHeader(a) => restore::run(&a),
+        Command::Members(a) => members::members(&a),
+        Command::OutageSurvival(a) => members::outage_survival(&a),
         Command::Dump(a) => inspect::dump(&a),
         Command::Status(a) => inspect::status(&a),
         Command::Check(a) => ops::check(&a),

@@ -393,9 +393,13 @@ pub fn status_config(config_path: &Path, json_out: bool) -> CliResult {
             "network": daemon_channel(daemon.as_ref(), r.host_id),
         }));
     }
+    let m = super::inspect::newest_membership(c.volumes.iter().map(|(_, h)| h));
     if json_out {
         let out = json!({
             "cluster": format::uuid_string(&c.header().cluster),
+            "members": m.members,
+            "members_epoch": m.epoch,
+            "outage_survival": m.outage_survival,
             "host": c.config.host.id,
             "coordinator": coordinator,
             "daemon": daemon,
@@ -405,8 +409,9 @@ pub fn status_config(config_path: &Path, json_out: bool) -> CliResult {
         return Ok(());
     }
     println!(
-        "cluster {}  this host {}  daemon {}  coordinator {}",
+        "cluster {}  members {}  this host {}  daemon {}  coordinator {}",
         format::uuid_string(&c.header().cluster),
+        m.describe(),
         c.config.host.id,
         daemon.as_ref().map_or("NOT RUNNING".to_string(), |d| format!(
             "{} (lease {}, watchdog {})",

@@ -4,7 +4,7 @@
 use super::{CliError, CliResult};
 use crate::config::hostname;
 use crate::core::format::{self, Decoded, Header};
-use crate::core::header::check_restore;
+use crate::core::header::{check_restore, id_ranges, parse_id_ranges};
 use crate::core::timing::{format_secs, parse_secs, Timing};
 use crate::sys;
 use crate::volume::{Access, AlignedBuf, Volume};
@@ -41,6 +41,15 @@ pub struct RestoreArgs {
     /// Safety margin; `init` uses max(interval, 1 s), the default here too.
     #[arg(long, value_name = "S", value_parser = parse_secs)]
     pub margin: Option<u64>,
+    /// The membership list (`1-3,7`); omitted: open membership.
+    #[arg(long, value_name = "LIST")]
+    pub members: Option<String>,
+    /// The membership epoch the running agents hold (they print it in the command); a lower
+    /// one would read to them as damage.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub members_epoch: u32,
+    #[arg(long, value_name = "on|off", value_enum, default_value_t = super::members::OnOff::Off)]
+    pub outage_survival: super::members::OnOff,
 }
 
 pub fn parse_uuid(text: &str) -> Result<[u8; 16], String> {
@@ -74,12 +83,26 @@ pub fn restore_command(path: &Path, header: &Header) -> String {
     if t.margin_ms != t.interval_ms.max(1000) {
         cmd.push_str(&format!(" --margin {}", secs(t.margin_ms)));
     }
+    if !header.members.is_empty() {
+        cmd.push_str(&format!(" --members {}", id_ranges(&header.members)));
+    }
+    if header.members_epoch != 0 {
+        cmd.push_str(&format!(" --members-epoch {}", header.members_epoch));
+    }
+    if header.outage_survival {
+        cmd.push_str(" --outage-survival on");
+    }
     cmd
 }
 
 pub fn run(a: &RestoreArgs) -> CliResult {
     let path = a.volume.as_path();
     super::init::check_max_hosts(a.max_hosts)?;
+    let members = match &a.members {
+        Some(list) => parse_id_ranges(list, a.max_hosts)
+            .map_err(|e| CliError::new(format!("--members {list}: {e}; nothing was written")))?,
+        None => Vec::new(),
+    };
     let timing = Timing {
         interval_ms: a.interval,
         io_timeout_ms: a.io_timeout,
@@ -120,6 +143,9 @@ pub fn run(a: &RestoreArgs) -> CliResult {
         timing,
         created_wall_ms: sys::wall_ms(),
         created_by: hostname(),
+        members,
+        members_epoch: a.members_epoch,
+        outage_survival: a.outage_survival.is_on(),
     };
     check_restore(&header, &census, volume.blocks()).map_err(|e| refused(path, &e))?;
     let mut buf = AlignedBuf::new(1)?;
@@ -152,6 +178,9 @@ mod tests {
             timing: Timing { interval_ms: 1500, margin_ms: 2000, ..Timing::default() },
             created_wall_ms: 0,
             created_by: String::new(),
+            members: vec![1, 2, 3, 9],
+            members_epoch: 7,
+            outage_survival: true,
         };
         let cmd = restore_command(Path::new("/mnt/v/hb.vol"), &header);
         let cli = super::super::Cli::try_parse_from(cmd.split(' ')).unwrap();
@@ -169,6 +198,9 @@ mod tests {
                 header.timing.suspect_after_ms
             )
         );
+        assert_eq!(parse_id_ranges(a.members.as_deref().unwrap(), 16), Ok(header.members));
+        assert_eq!(a.members_epoch, 7);
+        assert!(a.outage_survival.is_on());
         assert!(parse_uuid("nope").is_err());
     }
 }

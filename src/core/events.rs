@@ -36,6 +36,9 @@ pub enum EventKind {
     /// The coordinator holds the power-off of a suspect peer that says on the peer channel,
     /// from its live core, that its own lease is still valid (a storage blip it may survive).
     FenceDeferred,
+    /// The membership or cluster flags this host follows changed (`hbfence members`,
+    /// `hbfence outage-survival`): old -> new.
+    MembershipChanged,
     /// This host's lease ran out, and fresh permits of a majority of the members keep it
     /// petting: a cluster-wide storage outage, survived without a reboot.
     SurvivalStarted,
@@ -66,6 +69,7 @@ impl EventKind {
             EventKind::PeerUnreachable => "peer_unreachable",
             EventKind::PeerReachable => "peer_reachable",
             EventKind::FenceDeferred => "fence_deferred",
+            EventKind::MembershipChanged => "membership_changed",
             EventKind::SurvivalStarted => "survival_started",
             EventKind::SurvivalEnded => "survival_ended",
         }

@@ -12,8 +12,9 @@ use std::fmt;
 
 pub const BLOCK_SIZE: usize = 4096;
 pub const MAGIC: [u8; 8] = *b"HBFENCE\0";
-/// 2: verdict pages, verdict table author and sequence. A volume of format 1 is refused.
-pub const FORMAT_VERSION: u16 = 2;
+/// 3: membership and cluster flags in the header (2: verdict pages, verdict table author and
+/// sequence). A volume of an older format is refused with the way out.
+pub const FORMAT_VERSION: u16 = 3;
 pub const MAX_HOSTS_LIMIT: u32 = 2000;
 pub const DEFAULT_MAX_HOSTS: u32 = 255;
 pub const NAME_LEN: usize = 64;
@@ -38,6 +39,13 @@ const OFF_SUSPECT_AFTER: usize = 56;
 const OFF_MARGIN: usize = 60;
 const OFF_CREATED_WALL: usize = 64;
 const OFF_CREATED_BY: usize = 72;
+const OFF_MEMBERS_EPOCH: usize = 136;
+const OFF_FLAGS: usize = 140;
+const OFF_MEMBERS: usize = 144;
+/// One bit per possible host id (bit `id - 1`).
+const MEMBERS_BYTES: usize = (MAX_HOSTS_LIMIT as usize).div_ceil(8);
+/// Header flag bit 0: the cluster-wide outage-survival switch (issue 13).
+const FLAG_OUTAGE_SURVIVAL: u32 = 1;
 
 // Heartbeat.
 const OFF_INCARNATION: usize = 32;
@@ -138,11 +146,23 @@ pub struct Header {
     pub timing: Timing,
     pub created_wall_ms: u64,
     pub created_by: String,
+    /// Sorted, unique ids; EMPTY = open membership (any id may join).
+    pub members: Vec<u32>,
+    /// +1 on every change by an operator command; 0 at init if open.
+    pub members_epoch: u32,
+    /// The cluster-wide switch of issue 13 (default off).
+    pub outage_survival: bool,
 }
 
 impl Header {
     pub fn geometry(&self) -> Geometry {
         Geometry { max_hosts: self.max_hosts }
+    }
+    /// Whether `id` may run in this cluster: any id within max_hosts while the membership is
+    /// open, else only a listed one.
+    pub fn admits(&self, id: u32) -> bool {
+        self.geometry().contains_host(id)
+            && (self.members.is_empty() || self.members.binary_search(&id).is_ok())
     }
 }
 
@@ -520,6 +540,14 @@ pub fn encode_header(h: &Header) -> Block {
     put_u32(&mut b, OFF_MARGIN, ms32(t.margin_ms));
     put_u64(&mut b, OFF_CREATED_WALL, h.created_wall_ms);
     put_name(&mut b, OFF_CREATED_BY, &h.created_by);
+    put_u32(&mut b, OFF_MEMBERS_EPOCH, h.members_epoch);
+    put_u32(&mut b, OFF_FLAGS, if h.outage_survival { FLAG_OUTAGE_SURVIVAL } else { 0 });
+    for &id in &h.members {
+        if (1..=MAX_HOSTS_LIMIT).contains(&id) {
+            let bit = (id - 1) as usize;
+            b[OFF_MEMBERS + bit / 8] |= 1 << (bit % 8);
+        }
+    }
     seal(&mut b);
     b
 }
@@ -678,12 +706,30 @@ fn decode_header(b: &[u8], cluster: ClusterId) -> Decoded {
     if let Err(e) = timing.validate() {
         return Decoded::Malformed(format!("header timing: {e}"));
     }
+    let flags = get_u32(b, OFF_FLAGS);
+    if flags & !FLAG_OUTAGE_SURVIVAL != 0 {
+        return Decoded::Malformed(format!("unknown header flags {flags:#x}"));
+    }
+    let mut members = Vec::new();
+    for (byte, &bits) in b[OFF_MEMBERS..OFF_MEMBERS + MEMBERS_BYTES].iter().enumerate() {
+        for bit in 0..8 {
+            if bits & (1 << bit) != 0 {
+                members.push((byte * 8 + bit) as u32 + 1);
+            }
+        }
+    }
+    if let Some(beyond) = members.iter().find(|&&id| id > max_hosts) {
+        return Decoded::Malformed(format!("member {beyond} is beyond max_hosts {max_hosts}"));
+    }
     Decoded::Header(Header {
         cluster,
         max_hosts,
         timing,
         created_wall_ms: get_u64(b, OFF_CREATED_WALL),
         created_by: get_name(b, OFF_CREATED_BY),
+        members,
+        members_epoch: get_u32(b, OFF_MEMBERS_EPOCH),
+        outage_survival: flags & FLAG_OUTAGE_SURVIVAL != 0,
     })
 }
 
@@ -787,6 +833,9 @@ mod tests {
             timing: Timing::default(),
             created_wall_ms: 1_700_000_000_000,
             created_by: "kvm01".into(),
+            members: vec![1, 2, 3, 255],
+            members_epoch: 4,
+            outage_survival: true,
         }
     }
 
@@ -821,7 +870,9 @@ mod tests {
 
     #[test]
     fn layout_fits_in_one_block() {
-        const { assert!(OFF_CREATED_BY + NAME_LEN <= CRC_OFFSET) };
+        assert_eq!(OFF_CREATED_BY + NAME_LEN, OFF_MEMBERS_EPOCH);
+        assert_eq!(OFF_MEMBERS + MEMBERS_BYTES, 394);
+        const { assert!(OFF_MEMBERS + MEMBERS_BYTES <= CRC_OFFSET) };
         assert_eq!(OFF_NAME + NAME_LEN, OFF_VERDICT_COUNT);
         const { assert!(OFF_VERDICT_COUNT + 2 <= OFF_VERDICT_AUTHOR) };
         const { assert!(OFF_VERDICT_AUTHOR + 4 <= OFF_VERDICTS) };
@@ -847,7 +898,7 @@ mod tests {
         assert_eq!(decode(&[0u8; BLOCK_SIZE]), Decoded::Empty);
         assert_eq!(decode(&[0xffu8; BLOCK_SIZE]), Decoded::Foreign);
         assert_eq!(decode(&[1u8; 100]), Decoded::Foreign);
-        for version in [1, FORMAT_VERSION + 1] {
+        for version in [1, 2, FORMAT_VERSION + 1] {
             let mut b = encode_header(&header());
             put_u16(&mut b, OFF_VERSION, version);
             seal(&mut b);
@@ -860,6 +911,28 @@ mod tests {
         let mut h = header();
         h.timing.lease_timeout_ms = 1000;
         assert!(matches!(decode(&encode_header(&h)), Decoded::Malformed(_)));
+    }
+
+    #[test]
+    fn header_membership_and_flags_are_checked() {
+        let h = header();
+        let Decoded::Header(d) = decode(&encode_header(&h)) else { panic!() };
+        assert_eq!((d.members, d.members_epoch, d.outage_survival), (vec![1, 2, 3, 255], 4, true));
+        assert!(h.admits(255) && !h.admits(4) && !h.admits(256) && !h.admits(0));
+        let open = Header { members: vec![], ..h.clone() };
+        assert!(open.admits(4) && open.admits(255) && !open.admits(256));
+        // A member beyond max_hosts.
+        let narrow = Header { max_hosts: 200, ..h.clone() };
+        let e = decode(&encode_header(&narrow));
+        assert!(matches!(&e, Decoded::Malformed(why) if why.contains("member 255")), "{e:?}");
+        // An unknown flag bit.
+        let mut b = encode_header(&h);
+        put_u32(&mut b, OFF_FLAGS, 2);
+        seal(&mut b);
+        assert!(matches!(decode(&b), Decoded::Malformed(why) if why.contains("flags")));
+        // The bitmap's last id.
+        let wide = Header { max_hosts: MAX_HOSTS_LIMIT, members: vec![MAX_HOSTS_LIMIT], ..h };
+        assert_eq!(decode(&encode_header(&wide)), Decoded::Header(wide));
     }
 
     #[test]
@@ -994,9 +1067,15 @@ mod tests {
         #[test]
         fn header_round_trips(
             cluster in any::<[u8; 16]>(), max_hosts in 1u32..=2000, timing in arb_timing(),
-            created in any::<u64>(), by in arb_name()
+            created in any::<u64>(), by in arb_name(),
+            ids in proptest::collection::btree_set(1u32..=2000, 0..40),
+            members_epoch in any::<u32>(), outage_survival in any::<bool>()
         ) {
-            let h = Header { cluster, max_hosts, timing, created_wall_ms: created, created_by: by };
+            let members = ids.into_iter().filter(|&id| id <= max_hosts).collect();
+            let h = Header {
+                cluster, max_hosts, timing, created_wall_ms: created, created_by: by, members,
+                members_epoch, outage_survival,
+            };
             prop_assert_eq!(decode(&encode_header(&h)), Decoded::Header(h));
         }
 

@@ -1,14 +1,100 @@
 //! The volume header after start: noticing that block 0 no longer holds the header this agent
-//! runs with, and checking a header an operator restores against what the host blocks say.
+//! runs with, adopting a membership an operator changed, and checking a header an operator
+//! restores against what the host blocks say.
 //!
-//! Nobody but `init` and `restore-header` writes block 0 (S6: an agent writes only its own
-//! blocks), so a running agent reports damage and never repairs it itself.
+//! Nobody but `init`, `members`/`outage-survival` and `restore-header` writes block 0 (S6: an
+//! agent writes only its own blocks), so a running agent reports damage and never repairs it.
 
 use super::format::{self, ClusterId, Decoded, Geometry, Header, BLOCK_SIZE};
 use std::collections::BTreeMap;
 
-/// Why `block` (block 0 as read now) is not the header `expected`, or None when it is. The
-/// creation time and host are informative only: a restored header differs there and is fine.
+/// Who may run in the cluster and the cluster-wide flags: the part of the header an operator
+/// changes while agents run (`hbfence members`, `hbfence outage-survival`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Membership {
+    /// Sorted, unique; empty: open (any id within max_hosts may join).
+    pub members: Vec<u32>,
+    pub epoch: u32,
+    pub outage_survival: bool,
+}
+
+impl Membership {
+    pub fn of(h: &Header) -> Membership {
+        Membership {
+            members: h.members.clone(),
+            epoch: h.members_epoch,
+            outage_survival: h.outage_survival,
+        }
+    }
+    pub fn is_open(&self) -> bool {
+        self.members.is_empty()
+    }
+    /// Whether host `id` may run (open: anyone).
+    pub fn admits(&self, id: u32) -> bool {
+        self.is_open() || self.members.binary_search(&id).is_ok()
+    }
+    /// For people: `1-3,7 (epoch 2)` or `open (epoch 0)`, and the flag when on.
+    pub fn describe(&self) -> String {
+        let who = if self.is_open() { "open".to_string() } else { id_ranges(&self.members) };
+        let flag = if self.outage_survival { ", outage-survival on" } else { "" };
+        format!("{who} (epoch {}{flag})", self.epoch)
+    }
+}
+
+/// The membership a host with `volumes` follows: the highest epoch that a read quorum of the
+/// volumes shows (`seen`: what each volume's block 0 showed last, None: not read yet). The
+/// operator's command writes the volumes one after the other, so the `read_quorum`-th highest
+/// epoch is on a read quorum and one volume with a stray header does not decide alone.
+pub fn adopt<'a>(seen: &[Option<&'a Membership>], read_quorum: usize) -> Option<&'a Membership> {
+    let mut epochs: Vec<u32> = seen.iter().flatten().map(|m| m.epoch).collect();
+    if epochs.len() < read_quorum.max(1) {
+        return None;
+    }
+    epochs.sort_unstable_by(|a, b| b.cmp(a));
+    let epoch = epochs[read_quorum.max(1) - 1];
+    seen.iter().flatten().copied().find(|m| m.epoch == epoch)
+}
+
+/// What block 0, read by a running agent, says against the header it holds for that volume.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeaderCheck {
+    /// The header the agent holds.
+    Same,
+    /// The operator changed the membership or flags (higher epoch, same cluster, max_hosts
+    /// and timing): the agent takes it.
+    Newer(Membership),
+    /// Not the header the agent runs with (why, for people).
+    Damaged(String),
+}
+
+/// Classifies block 0 against `current`: a membership change with a higher epoch is adopted,
+/// anything else that differs in what the agents use is damage. The creation time and host are
+/// informative only: a restored header differs there and is fine.
+pub fn check_header(block: &[u8], current: &Header) -> HeaderCheck {
+    if let Decoded::Header(h) = format::decode(block) {
+        if same_parameters(&h, current) {
+            let (now, held) = (Membership::of(&h), Membership::of(current));
+            if now == held {
+                return HeaderCheck::Same;
+            }
+            if now.epoch > held.epoch {
+                return HeaderCheck::Newer(now);
+            }
+            return HeaderCheck::Damaged(format!(
+                "block 0 holds membership {}, not {} which this agent runs with: a membership changes only with a higher epoch",
+                now.describe(),
+                held.describe()
+            ));
+        }
+    }
+    match header_damage(block, current) {
+        Some(why) => HeaderCheck::Damaged(why),
+        None => HeaderCheck::Same,
+    }
+}
+
+/// Why `block` (block 0 as read now) is not the header `expected` (its cluster, max_hosts and
+/// timing), or None when it is.
 pub fn header_damage(block: &[u8], expected: &Header) -> Option<String> {
     let what = match format::decode(block) {
         Decoded::Header(h) if same_parameters(&h, expected) => return None,
@@ -34,6 +120,62 @@ pub fn header_damage(block: &[u8], expected: &Header) -> Option<String> {
 
 pub fn same_parameters(a: &Header, b: &Header) -> bool {
     a.cluster == b.cluster && a.max_hosts == b.max_hosts && a.timing == b.timing
+}
+
+/// Sorted host ids as ranges: `[2, 3, 4, 7]` is `2-4,7`.
+pub fn id_ranges(ids: &[u32]) -> String {
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        let mut end = start;
+        while i + 1 < sorted.len() && sorted[i + 1] == end + 1 {
+            i += 1;
+            end = sorted[i];
+        }
+        out.push(if end == start { start.to_string() } else { format!("{start}-{end}") });
+        i += 1;
+    }
+    out.join(",")
+}
+
+/// Parses `1-3,7` (ids and inclusive ranges, comma-separated) into sorted, unique ids, each in
+/// 1..=`max_hosts`. The error states the rule broken.
+pub fn parse_id_ranges(text: &str, max_hosts: u32) -> Result<Vec<u32>, String> {
+    let mut ids = std::collections::BTreeSet::new();
+    let id = |s: &str| -> Result<u32, String> {
+        let v: u32 = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("\"{}\" is not a host id (a list is like 1-3,7)", s.trim()))?;
+        if v == 0 || v > max_hosts {
+            return Err(format!(
+                "host id {v} is not in 1..={max_hosts} (the volume's max_hosts; a larger cluster needs a volume created with a larger --max-hosts)"
+            ));
+        }
+        Ok(v)
+    };
+    for part in text.split(',') {
+        if part.trim().is_empty() {
+            return Err(format!("\"{text}\" has an empty element (a list is like 1-3,7)"));
+        }
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (id(a)?, id(b)?);
+                if a > b {
+                    return Err(format!("range {a}-{b} is backwards"));
+                }
+                ids.extend(a..=b);
+            }
+            None => {
+                ids.insert(id(part)?);
+            }
+        }
+    }
+    Ok(ids.into_iter().collect())
 }
 
 /// What the intact blocks after block 0 say about the volume they are on.
@@ -153,6 +295,9 @@ mod tests {
             timing: Timing::default(),
             created_wall_ms: 1,
             created_by: "a".into(),
+            members: vec![],
+            members_epoch: 0,
+            outage_survival: false,
         }
     }
 
@@ -183,6 +328,60 @@ mod tests {
         let wider = Header { max_hosts: 9, ..h.clone() };
         assert!(header_damage(&encode_header(&wider), &h).unwrap().contains("max_hosts 9"));
         assert!(header_damage(&heartbeat(1), &h).unwrap().contains("host block"));
+    }
+
+    #[test]
+    fn a_membership_change_is_taken_only_with_a_higher_epoch() {
+        let h = header();
+        assert_eq!(check_header(&encode_header(&h), &h), HeaderCheck::Same);
+        let listed = Header { members: vec![1, 2, 3], members_epoch: 1, ..h.clone() };
+        let HeaderCheck::Newer(m) = check_header(&encode_header(&listed), &h) else { panic!() };
+        assert_eq!(m, Membership { members: vec![1, 2, 3], epoch: 1, outage_survival: false });
+        assert_eq!(m.describe(), "1-3 (epoch 1)");
+        // Going back to an older epoch, or other contents under the same epoch: damage.
+        let HeaderCheck::Damaged(why) = check_header(&encode_header(&h), &listed) else { panic!() };
+        assert!(why.contains("open (epoch 0)") && why.contains("1-3 (epoch 1)"), "{why}");
+        let same_epoch = Header { outage_survival: true, ..listed.clone() };
+        assert!(matches!(
+            check_header(&encode_header(&same_epoch), &listed),
+            HeaderCheck::Damaged(_)
+        ));
+        // A newer epoch with other timing is still damage, not a membership change.
+        let slow = Timing { interval_ms: 2000, io_timeout_ms: 2000, ..Timing::default() };
+        let retimed = Header { timing: slow, members_epoch: 5, ..listed.clone() };
+        assert!(
+            matches!(check_header(&encode_header(&retimed), &listed), HeaderCheck::Damaged(w) if w.contains("other parameters"))
+        );
+        assert!(
+            matches!(check_header(&[0; BLOCK_SIZE], &h), HeaderCheck::Damaged(w) if w.contains("zeroed"))
+        );
+    }
+
+    #[test]
+    fn the_membership_of_a_read_quorum_is_adopted() {
+        let m = |epoch| Membership { members: vec![epoch], epoch, outage_survival: false };
+        let (a, b, c) = (m(5), m(6), m(7));
+        assert_eq!(adopt(&[Some(&a)], 1), Some(&a));
+        assert_eq!(adopt(&[None], 1), None);
+        // Two volumes: both must show it.
+        assert_eq!(adopt(&[Some(&b), Some(&a)], 2), Some(&a));
+        assert_eq!(adopt(&[Some(&b), None], 2), None);
+        // Three volumes, read quorum 2: the second highest epoch.
+        assert_eq!(adopt(&[Some(&c), Some(&a), Some(&b)], 2), Some(&b));
+        assert_eq!(adopt(&[Some(&c), Some(&c), Some(&a)], 2), Some(&c));
+        assert_eq!(adopt(&[Some(&c), None, Some(&a)], 2), Some(&a));
+    }
+
+    #[test]
+    fn id_lists_parse_and_print_as_ranges() {
+        assert_eq!(parse_id_ranges("1-3,7", 255), Ok(vec![1, 2, 3, 7]));
+        assert_eq!(parse_id_ranges(" 7, 2-3 ,3", 255), Ok(vec![2, 3, 7]));
+        assert_eq!(id_ranges(&[7, 3, 2, 1]), "1-3,7");
+        assert!(parse_id_ranges("0", 255).unwrap_err().contains("not in 1..=255"));
+        assert!(parse_id_ranges("1-256", 255).unwrap_err().contains("max_hosts"));
+        assert!(parse_id_ranges("5-3", 255).unwrap_err().contains("backwards"));
+        assert!(parse_id_ranges("1,,2", 255).unwrap_err().contains("empty"));
+        assert!(parse_id_ranges("kvm1", 255).unwrap_err().contains("not a host id"));
     }
 
     fn census_of(blocks: &[(u64, format::Block)]) -> Census {

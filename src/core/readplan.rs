@@ -2,7 +2,9 @@
 //! the hosts that exist every cycle, plus a rotating window of the other heartbeat slots so a
 //! host joining with any id is seen within [`JOIN_CYCLES`] cycles; the coordinator also reads
 //! the mailboxes of the hosts that exist (operator `clear` / `confirm-off` are addressed to
-//! it). A slot not read is no news (S5): the core neither counts it as progress nor as death.
+//! it). With an explicit membership (format 3 header) the members take the place of the hosts
+//! that exist and there is no scan: nobody else may join. A slot not read is no news (S5): the
+//! core neither counts it as progress nor as death.
 
 use super::format::{Geometry, Heartbeat, BLOCK_SIZE};
 use super::view::Slot;
@@ -94,6 +96,8 @@ pub struct ReadPlanner {
     read_all: bool,
     /// The next plan reads everything (the first cycle: it finds the hosts that exist).
     full_next: bool,
+    /// The explicit membership (None: open, any id may join).
+    members: Option<IdSet>,
     plan: Plan,
 }
 
@@ -107,7 +111,23 @@ impl ReadPlanner {
                 known.insert(id);
             }
         }
-        ReadPlanner { geo, own, known, cursor: 1, read_all, full_next: true, plan: Plan::default() }
+        ReadPlanner {
+            geo,
+            own,
+            known,
+            cursor: 1,
+            read_all,
+            full_next: true,
+            members: None,
+            plan: Plan::default(),
+        }
+    }
+
+    /// The membership the next plans follow: `Some`: only these hosts (and this one) are read,
+    /// with no scan and no full first read (the members republish the verdict table, and
+    /// nobody else may write); `None`: open.
+    pub fn set_members(&mut self, members: Option<IdSet>) {
+        self.members = members;
     }
 
     /// The plan [`ReadPlanner::next`] made last.
@@ -126,7 +146,10 @@ impl ReadPlanner {
         plan.runs.clear();
         plan.heartbeats = IdSet::default();
         plan.mailboxes = IdSet::default();
-        plan.full = self.read_all || std::mem::take(&mut self.full_next);
+        // With a list the first cycle reads the members only; a later switch to open
+        // membership starts with the full read that finds the hosts that exist.
+        plan.full =
+            self.read_all || (self.members.is_none() && std::mem::take(&mut self.full_next));
         if plan.full {
             for id in 1..=max {
                 plan.heartbeats.insert(id);
@@ -135,9 +158,19 @@ impl ReadPlanner {
             push_block_range(&mut plan.runs, 0, 1 + 2 * u64::from(max));
             return &self.plan;
         }
+        let mut scanned = IdSet::default();
+        if let Some(members) = self.members {
+            plan.heartbeats = members;
+            plan.heartbeats.insert(self.own);
+            plan.mailboxes.insert(self.own);
+            if coordinator {
+                plan.mailboxes.union_with(&members);
+            }
+            self.plan_runs();
+            return &self.plan;
+        }
         let unknown = max - (self.known.len() as u32).min(max);
         let mut scan = unknown.div_ceil(JOIN_CYCLES);
-        let mut scanned = IdSet::default();
         let mut id = self.cursor;
         let mut looked = 0;
         while scan > 0 && looked < max {
@@ -158,6 +191,14 @@ impl ReadPlanner {
         if coordinator {
             plan.mailboxes.union_with(&self.known);
         }
+        self.plan_runs();
+        &self.plan
+    }
+
+    /// The runs that read block 0 and the planned heartbeats and mailboxes.
+    fn plan_runs(&mut self) {
+        let max = self.geo.max_hosts;
+        let plan = &mut self.plan;
         let mut wanted = std::iter::once(0)
             .chain(
                 (1..=max)
@@ -194,7 +235,6 @@ impl ReadPlanner {
                 }
             }
         }
-        &self.plan
     }
 
     /// Learns from a read: a slot that is not empty is a host that exists (a torn block too:
@@ -336,6 +376,39 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(p.next(false).blocks(), 1 + 2 * 255);
         }
+    }
+
+    #[test]
+    fn an_explicit_membership_reads_the_members_and_nothing_else() {
+        let mut members = IdSet::default();
+        [1, 2, 3].iter().for_each(|&id| members.insert(id));
+        let mut p = ReadPlanner::new(GEO, 2, &[200], false);
+        p.set_members(Some(members));
+        // From the first cycle on: header, heartbeats 1..=3 (one request), the own mailbox.
+        for _ in 0..40 {
+            let plan = p.next(false).clone();
+            assert!(!plan.full);
+            assert_eq!(plan.runs, vec![(0, 4), (GEO.mailbox_block(2), 1)]);
+            assert_eq!(plan.bytes(), 4096 * (3 + 2));
+            assert!(!plan.heartbeats.contains(200), "a configured non-member is not read");
+            p.learn(&slots_with(&[1, 2, 3, 77]), &all_read());
+        }
+        // The coordinator reads the members' mailboxes too.
+        let coord = p.next(true).clone();
+        assert!((1..=3).all(|id| coord.mailboxes.contains(id)) && !coord.mailboxes.contains(4));
+        assert_eq!(coord.blocks(), 4 + 3);
+        // A member far away is one more request; the own id is read even if not listed.
+        members.insert(250);
+        p.set_members(Some(members));
+        assert_eq!(p.next(false).blocks(), 3 + 2 + 1);
+        let mut p = ReadPlanner::new(GEO, 9, &[], false);
+        p.set_members(Some(members));
+        let plan = p.next(false);
+        assert!(plan.heartbeats.contains(9) && plan.mailboxes.contains(9));
+        // Back to open: the full read that finds the hosts that exist, then the scan.
+        p.set_members(None);
+        assert!(p.next(false).full);
+        assert!(!p.next(false).full);
     }
 
     #[test]

@@ -833,6 +833,9 @@ impl World {
             timing,
             created_wall_ms: 1_700_000_000_000,
             created_by: "sim".into(),
+            members: vec![],
+            members_epoch: 0,
+            outage_survival: false,
         });
         // Lagging reads look up to MAX_LAG intervals back.
         let retain = (2 * timing.io_timeout_ms + 2000) * MS + (MAX_LAG + 1) * u;
@@ -1566,9 +1569,11 @@ impl World {
                 "OwnBlockBeforeWrite vol {volume} {:?}",
                 record.as_ref().map(|r| (r.incarnation, r.seq))
             ),
+            Input::MembershipRead { volume, membership } => {
+                format!("MembershipRead vol {volume} {}", membership.describe())
+            }
             Input::PeerChallenge { peer, .. } => format!("PeerChallenge host {peer}"),
             Input::PeerAnswer { peer, answer } => format!("PeerAnswer host {peer} {answer:?}"),
-            Input::MembershipChanged(m) => format!("MembershipChanged {m:?}"),
         };
         self.hlog(h, format!("<- {line}"));
     }

@@ -8,16 +8,8 @@ impl Agent {
     /// End of the own lease, if a write quorum of volumes ever renewed it.
     pub fn lease_expiry(&self) -> Option<u64> {
         let (w, _) = Self::quorums(self.vols.len());
-        let mut ends: Vec<u64> = self
-            .vols
-            .iter()
-            .filter_map(|v| v.last_ok_start.map(|s| s + self.p.timing.lease_timeout_ms))
-            .collect();
-        if ends.len() < w {
-            return None;
-        }
-        ends.sort_unstable_by(|a, b| b.cmp(a));
-        Some(ends[w - 1])
+        let lease = self.p.timing.lease_timeout_ms;
+        kth_latest(self.vols.iter().filter_map(|v| v.last_ok_start.map(|s| s + lease)), w)
     }
 
     pub fn lease_valid(&self, now: u64) -> bool {

@@ -12,12 +12,14 @@ use super::format::{
     self, caps, BootId, ClusterId, Command, FenceMethodKind, Heartbeat, HostState, Verdict,
     VerdictKind,
 };
+use super::header as hdr;
+pub use super::header::Membership;
 use super::timing::Timing;
 use super::view::{newest_table_record, table_order, Slot, VolumeView};
 use std::collections::{BTreeMap, VecDeque};
 
 pub use channel::{ChallengeToken, ChannelParams, ChannelView, Claim, PeerAnswer};
-pub use survival::{grant_below_ms, permit_lifetime_ms, Membership};
+pub use survival::{grant_below_ms, permit_lifetime_ms};
 
 /// Local time: `mono` is CLOCK_BOOTTIME milliseconds (monotonic and counting through suspend:
 /// every decision uses it), `wall` is for people only (S2).
@@ -94,7 +96,7 @@ pub struct AgentParams {
     pub knobs: UnsafeTestKnobs,
     /// `[network]`: the authenticated peer channel; None: no channel (as before it existed).
     pub peer_channel: Option<ChannelParams>,
-    /// The header's membership and outage-survival switch (format 3).
+    /// The membership of the headers at start (`header::adopt` over the volumes).
     pub membership: Membership,
 }
 
@@ -132,15 +134,16 @@ pub enum Input {
     /// host id writing at the same cadence is visible only here: the cycle's own read comes
     /// after this agent's write and shows that write.
     OwnBlockBeforeWrite { volume: usize, record: Option<Heartbeat> },
+    /// Block 0 of a volume holds this membership (same cluster, max_hosts and timing as at
+    /// start; its epoch never goes down there, or the header counts as damaged). Sent by the
+    /// I/O thread at a volume's first read and on every change.
+    MembershipRead { volume: usize, membership: Membership },
     /// An authenticated, not yet seen challenge of a peer on the peer channel: answer it from
     /// the live state (`Action::AnswerPeer`).
     PeerChallenge { peer: u32, token: ChallengeToken },
     /// An authenticated answer of a peer to a challenge this host sent and had not yet seen
     /// answered; times measured by the network thread on CLOCK_BOOTTIME.
     PeerAnswer { peer: u32, answer: PeerAnswer },
-    /// A header with a higher members epoch was adopted (an operator changed the membership
-    /// or the outage-survival switch).
-    MembershipChanged(Membership),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -323,6 +326,8 @@ struct Vol {
     own_write_seen: bool,
     /// Block 0 no longer holds the header this agent started with (and why).
     header_damage: Option<String>,
+    /// The membership block 0 showed last (None: not read yet).
+    membership: Option<Membership>,
     /// The previous read of this volume was timely: a value that differs from it changed
     /// between two reads. After a gap (or on the first read) a newer value may be old news.
     read_continuous: bool,
@@ -347,6 +352,13 @@ enum Storage {
 
 /// (incarnation, sequence) of a heartbeat record.
 type RecordId = (u64, u64);
+
+/// The `k`-th latest of `values` (None with fewer than `k`): the latest value that `k` of them
+/// reach. Counted, not sorted into a Vec: the lease and the evidence time are asked for at every
+/// wake-up, and there are at most a few volumes.
+fn kth_latest(values: impl Iterator<Item = u64> + Clone, k: usize) -> Option<u64> {
+    values.clone().filter(|&v| values.clone().filter(|&o| o >= v).count() >= k).max()
+}
 
 const PET_EVERY_MS: u64 = 500;
 /// The self-fence comes this long before the lease ends: the watchdog, last petted exactly one
@@ -424,6 +436,10 @@ pub struct Agent {
     now: Now,
     /// The peer channel: what each peer last answered, and whether it is reachable.
     channel: BTreeMap<u32, channel::ChannelPeer>,
+    /// The membership this host follows: the newest a read quorum of volumes shows.
+    membership: Membership,
+    /// Scratch list of peer ids for `judge_peers` (kept to not allocate at every wake-up).
+    peer_ids: Vec<u32>,
     /// Outage survival: what each peer's answers prove (permits, time on storage, epochs).
     evidence: BTreeMap<u32, survival::PeerEvidence>,
     /// Every membership held since start, by epoch (the judge rule counts against each).
@@ -477,6 +493,8 @@ impl Agent {
             actions: Vec::new(),
             now,
             channel: BTreeMap::new(),
+            membership: p.membership.clone(),
+            peer_ids: Vec::new(),
             evidence: BTreeMap::new(),
             memberships: BTreeMap::from([(p.membership.epoch, p.membership.clone())]),
             lease_short_at: now.mono,
@@ -538,6 +556,45 @@ impl Agent {
     /// Why block 0 of volume `v` is not the header this agent runs with, if it is not.
     pub fn header_damage(&self, v: usize) -> Option<&str> {
         self.vols.get(v).and_then(|v| v.header_damage.as_deref())
+    }
+
+    /// The membership this host follows (`hbfence members`).
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// Adopts the newest membership a read quorum of volumes holds (never an older one). A
+    /// host removed while it runs keeps running: stopping on its own would be a decision an
+    /// operator's header write makes for it (a forced removal is meant to be followed by a
+    /// stop), so it raises an alarm and goes on; its next start refuses.
+    fn membership_read(&mut self, volume: usize, membership: Membership) {
+        let Some(vol) = self.vols.get_mut(volume) else { return };
+        // Every membership any volume showed: a peer may hold it (the survival judge rule).
+        self.memberships.entry(membership.epoch).or_insert_with(|| membership.clone());
+        vol.membership = Some(membership);
+        let (_, r) = Self::quorums(self.vols.len());
+        let seen: Vec<Option<&Membership>> =
+            self.vols.iter().map(|v| v.membership.as_ref()).collect();
+        let Some(newest) = hdr::adopt(&seen, r) else { return };
+        if newest.epoch <= self.membership.epoch {
+            return;
+        }
+        let newest = newest.clone();
+        let me = self.p.host_id;
+        let detail = format!("{} -> {}", self.membership.describe(), newest.describe());
+        self.membership = newest;
+        self.event(EventKind::MembershipChanged, me, None, detail);
+        if !self.membership.admits(me) {
+            self.event(
+                EventKind::Alarm,
+                me,
+                None,
+                format!(
+                    "this host (id {me}) is no longer a member ({}): its peers stop reading its heartbeat, so nobody would fence it; it keeps running until stopped, and will not start again unless added back (`hbfence members add {me}`)",
+                    self.membership.describe()
+                ),
+            );
+        }
     }
 
     /// The agent keeps running on the header it read at start (its parameters cannot change
@@ -647,6 +704,15 @@ impl Agent {
 
     /// Feeds one input at local time `now`; returns the actions to carry out, in order.
     pub fn handle(&mut self, now: Now, input: Input) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.handle_into(now, input, &mut out);
+        out
+    }
+
+    /// [`Agent::handle`] into a buffer the caller keeps (`out` is replaced): the daemon's
+    /// steady state hands the same two buffers back and forth and allocates nothing for them.
+    pub fn handle_into(&mut self, now: Now, input: Input, out: &mut Vec<Action>) {
+        out.clear();
         // Monotonic time never goes backwards, even if a driver misbehaves.
         self.now = Now { mono: now.mono.max(self.now.mono), wall: now.wall };
         // Trouble that lasted up to this instant counts before the input changes it: the
@@ -671,12 +737,14 @@ impl Agent {
             Input::OwnBlockBeforeWrite { volume, record } => {
                 self.own_block_before_write(volume, record)
             }
+            Input::MembershipRead { volume, membership } => {
+                self.membership_read(volume, membership)
+            }
             Input::PeerChallenge { peer, token } => self.peer_challenged(peer, token),
             Input::PeerAnswer { peer, answer } => self.peer_answered(peer, answer),
-            Input::MembershipChanged(m) => self.membership_changed(m),
         }
         self.step();
-        std::mem::take(&mut self.actions)
+        out.append(&mut self.actions)
     }
 
     fn event(

@@ -2,6 +2,7 @@
 //! counted from evidence, and each peer's status.
 
 use super::*;
+use crate::core::header::id_ranges;
 
 impl Agent {
     /// Liveness evidence from one timely read (S2: local time only; S5: torn = no news).
@@ -303,19 +304,17 @@ impl Agent {
     /// The start of the latest read such that a read quorum of volumes was read since.
     pub(super) fn evidence_until(&self) -> u64 {
         let (_, r) = Self::quorums(self.vols.len());
-        let mut starts: Vec<u64> = self.vols.iter().filter_map(|v| v.read_ok_start).collect();
-        if starts.len() < r {
-            return 0;
-        }
-        starts.sort_unstable_by(|a, b| b.cmp(a));
-        starts[r - 1]
+        kth_latest(self.vols.iter().filter_map(|v| v.read_ok_start), r).unwrap_or(0)
     }
 
     /// Peer states, coordinator election and, on the coordinator, fencing decisions.
     pub(super) fn judge_peers(&mut self) {
         let t = self.p.timing;
         let judging = self.can_judge();
-        let ids: Vec<u32> = self.peers.keys().copied().collect();
+        // A buffer kept between calls: judging runs at every wake-up.
+        let mut ids = std::mem::take(&mut self.peer_ids);
+        ids.clear();
+        ids.extend(self.peers.keys().copied());
         // The first judgement of a starting agent is one `cluster_seen` event, not one
         // `host_up` (or `host_left`) per peer: 250 hosts would otherwise start with 62,250
         // events and hook runs. A peer suspect at once is still reported on its own.
@@ -391,10 +390,11 @@ impl Agent {
             && judging
             && !self.doomed()
         {
-            for id in ids {
+            for &id in &ids {
                 self.fence_if_needed(id);
             }
         }
+        self.peer_ids = ids;
     }
 
     /// A verdict names an incarnation; once the host runs another one (it rejoined, perhaps
@@ -436,24 +436,4 @@ pub(super) fn cluster_seen_detail(alive: &[u32], left: &[u32]) -> String {
     } else {
         parts.join("; ")
     }
-}
-
-/// Sorted host ids as ranges: `[2, 3, 4, 7]` is `2-4,7`.
-fn id_ranges(ids: &[u32]) -> String {
-    let mut sorted = ids.to_vec();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let mut out: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < sorted.len() {
-        let start = sorted[i];
-        let mut end = start;
-        while i + 1 < sorted.len() && sorted[i + 1] == end + 1 {
-            i += 1;
-            end = sorted[i];
-        }
-        out.push(if end == start { start.to_string() } else { format!("{start}-{end}") });
-        i += 1;
-    }
-    out.join(",")
 }

@@ -6,16 +6,7 @@
 
 use super::*;
 
-/// The cluster's membership and survival switch, from the volume header (format 3).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Membership {
-    /// Sorted, unique host ids; empty: open membership (no majority exists: no survival).
-    pub members: Vec<u32>,
-    /// +1 on every change by an operator command.
-    pub epoch: u32,
-    pub outage_survival: bool,
-}
-
+/// What survival needs of the header's membership (`core::header::Membership`).
 impl Membership {
     /// Survival needs an explicit membership: an open one has no majority to count.
     pub fn survival_on(&self) -> bool {
@@ -76,28 +67,11 @@ pub(super) struct PeerEvidence {
 }
 
 impl Agent {
-    pub fn membership(&self) -> &Membership {
-        &self.p.membership
-    }
-
     /// This host may survive an outage: the switch is on, the membership explicit and this
     /// host in it.
     pub(super) fn survival_enabled(&self) -> bool {
-        let m = &self.p.membership;
+        let m = &self.membership;
         m.survival_on() && m.contains(self.p.host_id)
-    }
-
-    /// A header with a higher members epoch was adopted: the new membership and switch.
-    /// Every membership held is kept (the judge rule counts against each one a peer may
-    /// still hold).
-    pub fn membership_changed(&mut self, m: Membership) {
-        if m.epoch <= self.p.membership.epoch {
-            return;
-        }
-        let old = std::mem::replace(&mut self.p.membership, m.clone());
-        self.memberships.insert(old.epoch, old);
-        self.memberships.insert(m.epoch, m);
-        // Permits of another epoch no longer count (see `survival_until`).
     }
 
     /// The claim this host answers with while running with a lease: a permit once the lease
@@ -124,7 +98,7 @@ impl Agent {
         if !self.survival_enabled() || self.doomed() {
             return None;
         }
-        let m = &self.p.membership;
+        let m = &self.membership;
         let need = m.permits_needed();
         if need == 0 {
             return Some(u64::MAX);
@@ -178,7 +152,7 @@ impl Agent {
             (None, true) => {
                 self.surviving_since = Some(now);
                 self.survivals.0 += 1;
-                let m = &self.p.membership;
+                let m = &self.membership;
                 let detail = format!(
                     "lease expired, surviving a cluster-wide outage: fresh permits from a majority of the {} members (epoch {})",
                     m.members.len(),
@@ -265,7 +239,8 @@ impl Agent {
         if self.p.knobs.judge_ignores_survival {
             return Ok(());
         }
-        let cur = self.p.membership.epoch;
+        // The newest membership any volume showed: a peer cannot hold a later one.
+        let cur = self.memberships.keys().next_back().copied().unwrap_or(self.membership.epoch);
         let t = self.p.timing;
         let evidence = self.evidence_until();
         let window_from =

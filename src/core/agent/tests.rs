@@ -74,7 +74,7 @@ pub(super) fn params(id: u32) -> AgentParams {
         power_on_after: false,
         knobs: UnsafeTestKnobs::default(),
         peer_channel: None,
-        membership: Membership::default(),
+        membership: Default::default(),
     }
 }
 
@@ -1280,6 +1280,61 @@ fn header_damage_is_an_event_once_and_its_repair_too() {
     assert_eq!(events(s.host(1), EventKind::HeaderRestored).len(), 1);
 }
 
+#[test]
+fn kth_latest_is_the_value_k_volumes_reach() {
+    use super::kth_latest;
+    let v = [30u64, 10, 20];
+    assert_eq!(kth_latest(v.iter().copied(), 1), Some(30));
+    assert_eq!(kth_latest(v.iter().copied(), 2), Some(20));
+    assert_eq!(kth_latest(v.iter().copied(), 3), Some(10));
+    assert_eq!(kth_latest(v.iter().copied(), 4), None);
+    assert_eq!(kth_latest([20u64, 20, 5].iter().copied(), 2), Some(20));
+    assert_eq!(kth_latest(std::iter::empty(), 1), None);
+}
+
+/// `hbfence members` rewrites block 0 of every volume with a higher epoch: a host follows the
+/// newest membership a read quorum of its volumes shows, never an older one, and a host that
+/// was removed while it runs raises an alarm and keeps running.
+#[test]
+fn a_membership_is_adopted_from_a_read_quorum_and_never_goes_back() {
+    use crate::core::header::Membership;
+    let m =
+        |ids: &[u32], epoch| Membership { members: ids.to_vec(), epoch, outage_survival: false };
+    let mut s = Sim::with_volumes(0, 3);
+    s.add(AgentParams { volumes: 3, ..params(1) });
+    s.run(2_000);
+    let read = |volume, membership: &Membership| Input::MembershipRead {
+        volume,
+        membership: membership.clone(),
+    };
+    for v in 0..3 {
+        s.feed(0, read(v, &Membership::default()));
+    }
+    assert!(events(s.host(1), EventKind::MembershipChanged).is_empty());
+    // One volume of three is not a read quorum.
+    s.feed(0, read(0, &m(&[1, 2], 1)));
+    assert_eq!(s.host(1).agent.membership().epoch, 0);
+    s.feed(0, read(1, &m(&[1, 2], 1)));
+    assert_eq!(s.host(1).agent.membership(), &m(&[1, 2], 1));
+    let changed = events(s.host(1), EventKind::MembershipChanged);
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0].detail, "open (epoch 0) -> 1-2 (epoch 1)");
+    // A volume showing an older epoch again changes nothing.
+    s.feed(0, read(1, &Membership::default()));
+    assert_eq!(s.host(1).agent.membership().epoch, 1);
+    assert!(events(s.host(1), EventKind::Alarm).is_empty());
+    // Removed while running: an alarm, and the agent goes on.
+    s.feed(0, read(0, &m(&[2, 3], 2)));
+    s.feed(0, read(2, &m(&[2, 3], 2)));
+    assert_eq!(s.host(1).agent.membership(), &m(&[2, 3], 2));
+    let alarms = events(s.host(1), EventKind::Alarm);
+    assert_eq!(alarms.len(), 1);
+    assert!(alarms[0].detail.contains("no longer a member"), "{}", alarms[0].detail);
+    s.run(5_000);
+    let now = s.now;
+    assert!(s.host(1).agent.lease_valid(now), "it keeps running until stopped");
+}
+
 /// Simulation seed 16548: a peer's last writes landed only on a volume that was unreadable for
 /// everybody when it was fenced (judged on the other two); when that volume came back, its
 /// newer value withdrew the correct verdict ("heartbeat advanced") and the dead host was
@@ -1672,7 +1727,7 @@ fn a_cluster_wide_outage_is_survived_on_permits_of_a_majority() {
 fn without_outage_survival_a_cluster_wide_outage_dooms_every_host() {
     let mut s = survival_cluster(3);
     for h in &mut s.hosts {
-        h.agent.p.membership.outage_survival = false;
+        h.agent.membership.outage_survival = false;
     }
     s.run(6_000);
     s.dead_volumes.push(0);
@@ -1902,14 +1957,13 @@ fn the_judge_counts_against_every_membership_a_peer_may_hold() {
         Now { mono: 1_010, wall: 0 },
         Input::PeerAnswer { peer: 3, answer: answer(valid, 1_000, 1) },
     );
+    let read = |membership| Input::MembershipRead { volume: 0, membership };
+    a.handle(Now { mono: 1_015, wall: 0 }, read(survival_membership(3)));
     a.handle(
         Now { mono: 1_020, wall: 0 },
-        Input::MembershipChanged(Membership {
-            members: (1..=5).collect(),
-            epoch: 2,
-            outage_survival: true,
-        }),
+        read(Membership { members: (1..=5).collect(), epoch: 2, outage_survival: true }),
     );
+    assert_eq!(a.membership().epoch, 2);
     // The judge's own lease is long established; hosts 4 and 5 answer with valid leases all
     // along; host 2 never answers.
     a.lease_short_at = 0;
