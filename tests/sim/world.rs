@@ -587,6 +587,8 @@ fn newer(a: (u32, u32), b: (u32, u32)) -> bool {
 
 /// Budget of host ticks per seed (the main cost of a seed).
 const HOST_TICKS_PER_SEED: u64 = 10_000;
+/// Budget of peer-channel datagrams per seed.
+const NET_MESSAGES_PER_SEED: u64 = 60_000;
 
 /// Lagging volumes return content up to this many intervals old.
 const MAX_LAG: u64 = 4;
@@ -755,12 +757,26 @@ impl World {
         let max_hosts = n as u32 + rng.range(1, 3) as u32;
         let agent_timing = timing;
         // A stream of its own, so that seeds without the channel keep their schedules.
-        let survival = o.survival.unwrap_or_else(|| super::Rng::new(o.seed ^ 0x0c4a).chance(500));
+        let mut survival =
+            o.survival.unwrap_or_else(|| super::Rng::new(o.seed ^ 0x0c4a).chance(500));
+        // `[network] interval_ms` at its default (config.rs): half the volume's interval.
+        let period = (timing.interval_ms / 2).clamp(50, 60_000);
+        // Datagrams cost like ticks: every period each host challenges every other one and is
+        // answered. Fewer hosts when a long run would exceed the budget, no channel if even 3
+        // would (a seed stays cheap; forced runs keep the channel).
+        let periods = (duration / (period * MS)).max(1);
+        let mut n = n;
+        if survival {
+            while n > 3 && 2 * periods * (n * (n - 1)) as u64 > NET_MESSAGES_PER_SEED {
+                n -= 1;
+            }
+            if o.survival.is_none() && 2 * periods * (n * (n - 1)) as u64 > NET_MESSAGES_PER_SEED {
+                survival = false;
+            }
+        }
         let net = survival.then(|| {
             let membership =
                 Membership { members: (1..=n as u32).collect(), epoch: 1, outage_survival: true };
-            // `[network] interval_ms` at its default (config.rs): half the volume's interval.
-            let period = (timing.interval_ms / 2).clamp(50, 60_000);
             Net::new(o.seed, period, membership)
         });
         let advertised_wd_s = (timing.watchdog_timeout_ms / 1000) as u16;

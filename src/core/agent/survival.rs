@@ -141,6 +141,19 @@ impl Agent {
         self.survivals
     }
 
+    /// The `mono_ms` of the own record: the cycle's start, but with an expired lease (while
+    /// surviving) the start of the last verified cycle. An agent restarted on this boot takes
+    /// `mono_ms + lease_timeout` for the end of the lease its predecessor may still hold; a
+    /// record written while surviving, landing unverified when storage returns, must not
+    /// claim a lease that nobody holds (the restarted agent is doomed at once instead: S3).
+    pub(super) fn record_mono_ms(&self) -> u64 {
+        let now = self.now.mono;
+        match self.lease_expiry() {
+            Some(e) if now >= e => e.saturating_sub(self.p.timing.lease_timeout_ms),
+            _ => now,
+        }
+    }
+
     /// Survival starts when the lease runs out under permits and ends when a verified write
     /// renews the lease (storage is back) or the host is doomed.
     pub(super) fn update_survival(&mut self) {

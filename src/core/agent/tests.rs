@@ -1983,3 +1983,38 @@ fn the_judge_counts_against_every_membership_a_peer_may_hold() {
     a.evidence.get_mut(&3).unwrap().epochs.push((2, 1_030));
     assert_eq!(a.survival_excluded(3, T.watchdog_timeout_ms), Ok(()));
 }
+
+/// While surviving, a host writes nothing that claims a lease: its records carry the start of
+/// its last verified cycle, so an agent restarted on the same boot after such a record landed
+/// (storage back, the write never verified) finds the lease expired and is doomed at once (S3;
+/// simulation seed 949 of this branch: the restarted agent armed the watchdog).
+#[test]
+fn records_written_while_surviving_claim_no_lease() {
+    let mut s = survival_cluster(3);
+    s.run(6_000);
+    let base = s.host(1).agent.lease_expiry().unwrap() - T.lease_timeout_ms;
+    s.dead_volumes.push(0);
+    s.run(2 * T.lease_timeout_ms);
+    assert!(s.host(1).agent.surviving_since().is_some());
+    let lease_end = s.host(1).agent.lease_expiry().unwrap();
+    assert!(base < lease_end);
+    let mut checked = 0;
+    for _ in 0..300 {
+        // One step of `Sim::run`, looking at the writes before the I/O takes them.
+        s.now += 10;
+        s.network();
+        for i in 0..s.hosts.len() {
+            if i == 0 {
+                for (_, _, _, w) in &s.hosts[0].pending {
+                    let r = w.as_ref().expect("a running host writes");
+                    assert_eq!(r.mono_ms + T.lease_timeout_ms, lease_end, "it claims a lease");
+                    assert!(r.mono_ms >= base);
+                    checked += 1;
+                }
+            }
+            s.io(i);
+            s.feed(i, Input::Tick);
+        }
+    }
+    assert!(checked > 0, "no write attempted while surviving");
+}
