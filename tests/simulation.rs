@@ -48,6 +48,12 @@
 //!   agent's start, lagging volumes (old content for a while), a second machine starting an
 //!   agent with the same host id, forged records far ahead, wall-clock jumps.
 //!
+//! - *peer channel and outage survival* (half the seeds, `SIM_SURVIVAL`): datagrams with
+//!   delay, loss, duplication, reordering and partitions of any subset of hosts; cluster-wide
+//!   storage outages of any length with everyone or a majority connected (SURVIVAL: nobody of
+//!   the connected majority dies, each runs on with a lease afterwards); partial outages where a
+//!   majority survives on permits while the others keep storage (S1 judges every verdict).
+//!
 //! Always modelled: the agent's clock is CLOCK_BOOTTIME (a suspended host sees time jump on
 //! resume; its hardware watchdog is frozen while suspended); an agent process that dies without
 //! magic close makes the kernel ping its watchdog once (expiry = death + watchdog_timeout), or,
