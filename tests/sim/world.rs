@@ -3248,9 +3248,21 @@ impl World {
     /// every other one alive in its current incarnation, one agreed coordinator, no faults.
     fn settled(&self) -> bool {
         let t = self.t;
+        // With outage survival, the watchdog bound also needs every judge's evidence that
+        // enough members granted no permit for the permits' window: a cluster is settled for a
+        // death episode only once that window has passed since the last trouble and start.
+        let quiet = match &self.net {
+            Some(_) => {
+                let w = hbfence::core::agent::permit_lifetime_ms(&self.agent_timing)
+                    + self.agent_timing.watchdog_timeout_ms
+                    + self.agent_timing.margin_ms;
+                (w * MS + 2 * self.u).max(2 * self.u)
+            }
+            None => 2 * self.u,
+        };
         // A fencing attempt started before the cluster came back (on a host that rebooted
         // meanwhile, seed 22471) still powers its target off: not settled until it has.
-        if self.faults_until + 2 * self.u > t || self.power_off_pending_until > t {
+        if self.faults_until + quiet > t || self.power_off_pending_until > t {
             return false;
         }
         if self
@@ -3259,7 +3271,7 @@ impl World {
             .flatten()
             .flatten()
             .chain(self.vol_win.iter().flatten())
-            .any(|w| w.end + 2 * self.u > t)
+            .any(|w| w.end + quiet > t)
             || self.lag_win.iter().flatten().any(|w| w.1 + 2 * self.u > t)
             || self.twins.iter().any(|w| w.until > t)
             || self.net.as_ref().is_some_and(|nt| nt.wins.iter().any(|w| w.end + 2 * self.u > t))
@@ -3276,7 +3288,7 @@ impl World {
             {
                 return false;
             }
-            if p.ready_at.is_none_or(|r| r + 4 * self.u > t) {
+            if p.ready_at.is_none_or(|r| r + (4 * self.u).max(quiet) > t) {
                 return false;
             }
             if !(0..self.vols.len()).all(|v| p.agent.volume_healthy(v)) {
