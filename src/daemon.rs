@@ -865,7 +865,8 @@ impl Daemon {
                 let watchdog_ms = self.watchdog_ms();
                 if let Some(wd) = &mut self.watchdog {
                     let t = sys::boottime_ms();
-                    let expiry = self.agent.lease_expiry();
+                    // The lease, or while surviving an outage the permits (the core's guard).
+                    let expiry = self.agent.guard_expiry();
                     let doomed = matches!(self.agent.phase(), Phase::Doomed { .. });
                     if !pet_allowed(expiry, watchdog_ms, doomed, t) {
                         log::warn!(
@@ -938,9 +939,9 @@ impl Daemon {
                 let _ = self.events.send(e);
                 None
             }
-            Action::AnswerPeer { peer, token, claim } => {
+            Action::AnswerPeer { peer, token, claim, members_epoch, no_permit_ms } => {
                 if let Some(net) = &self.net {
-                    net.answer(peer, token, claim);
+                    net.answer(peer, token, claim, members_epoch, no_permit_ms);
                 }
                 None
             }
@@ -1139,6 +1140,8 @@ impl Daemon {
             seq: a.seq(),
             lease_valid: a.lease_valid(t.mono),
             lease_remaining_ms: a.lease_expiry().map(|e| e as i64 - t.mono as i64),
+            surviving_ms: a.surviving_since().map(|s| t.mono.saturating_sub(s)),
+            survivals: a.survivals(),
             watchdog_armed: a.watchdog_armed(),
             unguarded: self.unguarded.clone(),
             coordinator: a.coordinator(),

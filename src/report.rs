@@ -51,6 +51,11 @@ pub struct Snapshot {
     pub seq: u64,
     pub lease_valid: bool,
     pub lease_remaining_ms: Option<i64>,
+    /// Outage survival: how long the lease has been expired with permits of a majority
+    /// keeping this host up (None: not surviving).
+    pub surviving_ms: Option<u64>,
+    /// Survivals started and ended since the agent started.
+    pub survivals: (u64, u64),
     pub watchdog_armed: bool,
     /// Why the watchdog device cannot guard this host, if so.
     pub unguarded: Option<String>,
@@ -367,6 +372,7 @@ pub fn status_json(s: &Snapshot) -> String {
         "seq": s.seq,
         "lease_valid": s.lease_valid,
         "lease_remaining_ms": s.lease_remaining_ms,
+        "surviving_ms": s.surviving_ms,
         "watchdog_armed": s.watchdog_armed,
         "watchdog": match (&s.unguarded, s.watchdog_armed) {
             (Some(why), _) => format!("unguarded ({why})"),
@@ -402,7 +408,12 @@ pub fn summary(s: &Snapshot) -> String {
         "{}, seq {}, lease {}, coordinator {}, {} peer(s)",
         s.phase,
         s.seq,
-        if s.lease_valid { "valid" } else { "not valid" },
+        match (s.lease_valid, s.surviving_ms) {
+            (true, _) => "valid".to_string(),
+            (false, Some(ms)) =>
+                format!("expired, SURVIVING an outage on permits for {} s", ms / 1000),
+            (false, None) => "not valid".to_string(),
+        },
         s.coordinator.map_or("none".to_string(), |c| c.to_string()),
         s.peers.len()
     )
@@ -459,6 +470,24 @@ pub fn metrics_text(s: &Snapshot, reports_dropped: u64) -> String {
         "gauge",
         "Time until this host's own storage lease expires (0 when it never held or has expired).",
         &one(secs(s.lease_remaining_ms.unwrap_or(0).max(0) as f64)),
+    );
+    family(
+        "hbfence_surviving",
+        "gauge",
+        "1 while this host's lease is expired and permits of a majority of the members keep it up (outage survival).",
+        &flag(s.surviving_ms.is_some()),
+    );
+    family(
+        "hbfence_survivals_started_total",
+        "counter",
+        "Cluster-wide outages this agent survived on permits (survival_started events).",
+        &one(s.survivals.0.to_string()),
+    );
+    family(
+        "hbfence_survivals_ended_total",
+        "counter",
+        "Survivals that ended (survival_ended events: storage back, or doomed).",
+        &one(s.survivals.1.to_string()),
     );
     family(
         "hbfence_watchdog_armed",

@@ -287,7 +287,7 @@ fn agents_authenticate_each_other_ignore_forgeries_and_replays_and_see_a_stopped
     };
     let wrong_key = Key::new([0x77; 32]);
     bed.send(2, &forged(cluster, &wrong_key, Body::Challenge));
-    bed.send(2, &forged(cluster, &wrong_key, Body::Answer(Claim::LeaseExpired)));
+    bed.send(2, &forged(cluster, &wrong_key, Body::Answer(Claim::LeaseExpired, 0, 0)));
     bed.send(2, &forged([0xee; 16], &wrong_key, Body::Challenge));
     bed.send(2, &challenge[..40]);
 

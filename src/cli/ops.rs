@@ -275,6 +275,7 @@ pub fn health_of(runtime_dir: &Path) -> (i32, String) {
     let left = v["lease_remaining_ms"]
         .as_i64()
         .map_or(String::new(), |l| format!(", {:.1} s left", l as f64 / 1000.0));
+    let surviving = v["surviving_ms"].as_u64();
     let summary = format!(
         "phase {phase}, lease {}{left}, watchdog {watchdog}",
         if lease_valid { "valid" } else { "NOT valid" }
@@ -283,6 +284,13 @@ pub fn health_of(runtime_dir: &Path) -> (i32, String) {
         "self-fencing" => (CRITICAL, format!("agent doomed, self-fencing: {summary}")),
         "exited" => (CRITICAL, format!("agent exited: {summary}")),
         "probing" => (WARNING, format!("agent starting (probing the volumes): {summary}")),
+        _ if surviving.is_some() => (
+            CRITICAL,
+            format!(
+                "own lease expired, SURVIVING a cluster-wide storage outage on permits of a majority for {:.0} s: {summary}",
+                surviving.unwrap_or(0) as f64 / 1000.0
+            ),
+        ),
         _ if !lease_valid => (CRITICAL, format!("own lease not valid: {summary}")),
         "leaving" => (WARNING, format!("agent stopping (leaving): {summary}")),
         _ if !armed => (WARNING, format!("watchdog not armed: {summary}")),
@@ -409,7 +417,11 @@ pub fn status_config(config_path: &Path, json_out: bool) -> CliResult {
         daemon.as_ref().map_or("NOT RUNNING".to_string(), |d| format!(
             "{} (lease {}, watchdog {})",
             d["phase"].as_str().unwrap_or("?"),
-            if d["lease_valid"].as_bool() == Some(true) { "valid" } else { "NOT valid" },
+            match (d["lease_valid"].as_bool() == Some(true), d["surviving_ms"].as_u64()) {
+                (true, _) => "valid".to_string(),
+                (false, Some(ms)) => format!("expired, SURVIVING an outage for {} s", ms / 1000),
+                (false, None) => "NOT valid".to_string(),
+            },
             d["watchdog"].as_str().unwrap_or("?")
         )),
         coordinator.map_or("none".to_string(), |c| c.to_string())

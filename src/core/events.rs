@@ -42,6 +42,12 @@ pub enum EventKind {
     /// One domain UUID in the VM lists of two live hosts (issue 15): split-brain disk
     /// corruption in progress unless an operator acts.
     VmDuplicate,
+    /// This host's lease ran out, and fresh permits of a majority of the members keep it
+    /// petting: a cluster-wide storage outage, survived without a reboot.
+    SurvivalStarted,
+    /// Survival is over: storage is back (a verified write renewed the lease) or the majority
+    /// of permits is gone (the host self-fences).
+    SurvivalEnded,
 }
 
 impl EventKind {
@@ -68,6 +74,8 @@ impl EventKind {
             EventKind::FenceDeferred => "fence_deferred",
             EventKind::MembershipChanged => "membership_changed",
             EventKind::VmDuplicate => "vm_duplicate",
+            EventKind::SurvivalStarted => "survival_started",
+            EventKind::SurvivalEnded => "survival_ended",
         }
     }
 }

@@ -78,7 +78,7 @@ pub struct NetSettings {
 
 /// What the main thread asks of the network thread.
 pub enum NetCommand {
-    Answer { peer: u32, token: ChallengeToken, claim: Claim },
+    Answer { peer: u32, token: ChallengeToken, claim: Claim, members_epoch: u32, no_permit_ms: u64 },
 }
 
 /// Counters, shared with the main thread (relaxed: they are statistics).
@@ -184,8 +184,16 @@ impl Net {
     }
 
     /// Queues the core's answer to a peer's challenge. Never blocks; a full queue is counted.
-    pub fn answer(&self, peer: u32, token: ChallengeToken, claim: Claim) {
-        match self.tx.try_send(NetCommand::Answer { peer, token, claim }) {
+    pub fn answer(
+        &self,
+        peer: u32,
+        token: ChallengeToken,
+        claim: Claim,
+        members_epoch: u32,
+        no_permit_ms: u64,
+    ) {
+        let cmd = NetCommand::Answer { peer, token, claim, members_epoch, no_permit_ms };
+        match self.tx.try_send(cmd) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.stats.queue_full.fetch_add(1, Ordering::Relaxed);
@@ -236,8 +244,9 @@ impl Worker {
         loop {
             loop {
                 match rx.try_recv() {
-                    Ok(NetCommand::Answer { peer, token, claim }) => {
-                        self.send_answer(peer, token, claim)
+                    Ok(NetCommand::Answer { peer, token, claim, members_epoch, no_permit_ms }) => {
+                        let no_permit = u32::try_from(no_permit_ms).unwrap_or(u32::MAX);
+                        self.send_answer(peer, token, claim, members_epoch, no_permit)
                     }
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => return,
@@ -316,9 +325,16 @@ impl Worker {
         }
     }
 
-    fn send_answer(&mut self, peer: u32, token: ChallengeToken, claim: Claim) {
-        let datagram =
-            wire::encode(&self.message(peer, token.nonce, Body::Answer(claim)), &self.s.key);
+    fn send_answer(
+        &mut self,
+        peer: u32,
+        token: ChallengeToken,
+        claim: Claim,
+        members_epoch: u32,
+        no_permit_ms: u32,
+    ) {
+        let body = Body::Answer(claim, members_epoch, no_permit_ms);
+        let datagram = wire::encode(&self.message(peer, token.nonce, body), &self.s.key);
         if self.send_to_peer(peer, &datagram) {
             self.stats.answers_sent.fetch_add(1, Ordering::Relaxed);
         }
@@ -364,40 +380,44 @@ impl Worker {
                 let token = ChallengeToken { nonce: m.nonce };
                 let _ = self.inputs.send(Input::PeerChallenge { peer: m.sender, token });
             }
-            Body::Answer(claim) => match self.challenges.answer(m.sender, &m.nonce, received_at) {
-                AnswerCheck::Accepted { challenge_sent_at } => {
-                    self.stats.answers_accepted.fetch_add(1, Ordering::Relaxed);
-                    let answer = PeerAnswer {
-                        claim,
-                        challenge_sent_at,
-                        received_at,
-                        boot_id: m.sender_boot,
-                        incarnation: m.sender_incarnation,
-                    };
-                    let _ = self.inputs.send(Input::PeerAnswer { peer: m.sender, answer });
+            Body::Answer(claim, members_epoch, no_permit_ms) => {
+                match self.challenges.answer(m.sender, &m.nonce, received_at) {
+                    AnswerCheck::Accepted { challenge_sent_at } => {
+                        self.stats.answers_accepted.fetch_add(1, Ordering::Relaxed);
+                        let answer = PeerAnswer {
+                            claim,
+                            challenge_sent_at,
+                            received_at,
+                            boot_id: m.sender_boot,
+                            incarnation: m.sender_incarnation,
+                            members_epoch,
+                            no_permit_ms: u64::from(no_permit_ms),
+                        };
+                        let _ = self.inputs.send(Input::PeerAnswer { peer: m.sender, answer });
+                    }
+                    check => {
+                        let (counter, reason) = match check {
+                            AnswerCheck::Replayed => (&self.stats.replayed, "replayed"),
+                            AnswerCheck::Stale => (&self.stats.stale, "stale"),
+                            _ => (&self.stats.unknown_nonce, "unknown_nonce"),
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        self.note_drop(
+                            reason,
+                            &format!(
+                                "dropped an answer of host {} from {from}: {}",
+                                m.sender,
+                                match check {
+                                    AnswerCheck::Replayed =>
+                                        "its challenge was answered already (a replay)",
+                                    AnswerCheck::Stale => "its challenge is too old",
+                                    _ => "it answers no challenge this host sent to it",
+                                }
+                            ),
+                        );
+                    }
                 }
-                check => {
-                    let (counter, reason) = match check {
-                        AnswerCheck::Replayed => (&self.stats.replayed, "replayed"),
-                        AnswerCheck::Stale => (&self.stats.stale, "stale"),
-                        _ => (&self.stats.unknown_nonce, "unknown_nonce"),
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    self.note_drop(
-                        reason,
-                        &format!(
-                            "dropped an answer of host {} from {from}: {}",
-                            m.sender,
-                            match check {
-                                AnswerCheck::Replayed =>
-                                    "its challenge was answered already (a replay)",
-                                AnswerCheck::Stale => "its challenge is too old",
-                                _ => "it answers no challenge this host sent to it",
-                            }
-                        ),
-                    );
-                }
-            },
+            }
         }
     }
 
@@ -493,11 +513,11 @@ mod tests {
         let Input::PeerChallenge { peer: 2, token } = input else { panic!("{input:?}") };
         assert_eq!(token.nonce, [9; 16]);
         // ... and nothing answers it until the core does (a hung core answers nothing).
-        assert!(received(&peer2, Body::Answer(Claim::Starting), 300).is_empty());
-        net.answer(2, token, Claim::LeaseValid { remaining_ms: 1234 });
-        let answers = received(&peer2, Body::Answer(Claim::Starting), 300);
+        assert!(received(&peer2, Body::Answer(Claim::Starting, 0, 0), 300).is_empty());
+        net.answer(2, token, Claim::LeaseValid { remaining_ms: 1234 }, 0, 0);
+        let answers = received(&peer2, Body::Answer(Claim::Starting, 0, 0), 300);
         assert_eq!(answers.len(), 1, "{answers:?}");
-        assert_eq!(answers[0].body, Body::Answer(Claim::LeaseValid { remaining_ms: 1234 }));
+        assert_eq!(answers[0].body, Body::Answer(Claim::LeaseValid { remaining_ms: 1234 }, 0, 0));
         assert_eq!(answers[0].nonce, [9; 16]);
         // Never to the source of the challenge.
         let mut buf = [0u8; wire::MAX_DATAGRAM];
@@ -527,7 +547,7 @@ mod tests {
             &Message {
                 sender: 2,
                 receiver: 1,
-                body: Body::Answer(Claim::LeaseExpired),
+                body: Body::Answer(Claim::LeaseExpired, 0, 0),
                 sender_boot: [2; 16],
                 sender_incarnation: 7,
                 ..c

@@ -14,7 +14,8 @@
 //!     32   16 sender boot id
 //!     48    8 sender incarnation
 //!     56   16 nonce (challenge: fresh random; answer: the challenge's, echoed)
-//!     72      answer only: 1 claim kind, 7 reserved (0), 8 lease remaining ms (claim 2 only)
+//!     72      answer only: 1 claim kind, 3 ms without granting a permit (claim 2; capped),
+//!             4 the sender's members epoch, 8 lease remaining ms (claims 2 and 6 only)
 //!    end   32 HMAC-SHA256(key, every byte before it)
 //! ```
 
@@ -32,6 +33,9 @@ pub const CHALLENGE_LEN: usize = HEADER_LEN + MAC_LEN;
 pub const ANSWER_LEN: usize = HEADER_LEN + 16 + MAC_LEN;
 /// Larger than any valid datagram, so an oversized one is seen as such (not cut to fit).
 pub const MAX_DATAGRAM: usize = 512;
+
+/// `no_permit_ms` has 3 bytes: about 4.6 hours (a judge needs less than its window).
+pub const NO_PERMIT_MAX_MS: u32 = (1 << 24) - 1;
 
 const TYPE_CHALLENGE: u8 = 1;
 const TYPE_ANSWER: u8 = 2;
@@ -60,7 +64,9 @@ impl std::fmt::Debug for Key {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Body {
     Challenge,
-    Answer(Claim),
+    /// The claim, the sender's members epoch and how long it granted no permit (both 0: the
+    /// datagram agents before outage survival send and accept; they refuse others).
+    Answer(Claim, u32, u32),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,6 +129,7 @@ fn claim_code(c: Claim) -> (u8, u64) {
         Claim::LeaseExpired => (3, 0),
         Claim::Doomed => (4, 0),
         Claim::Leaving => (5, 0),
+        Claim::Permit { remaining_ms } => (6, remaining_ms),
     }
 }
 
@@ -133,6 +140,7 @@ fn claim_of(kind: u8, remaining_ms: u64) -> Option<Claim> {
         (3, 0) => Claim::LeaseExpired,
         (4, 0) => Claim::Doomed,
         (5, 0) => Claim::Leaving,
+        (6, ms) => Claim::Permit { remaining_ms: ms },
         _ => return None,
     })
 }
@@ -144,7 +152,7 @@ pub fn encode(m: &Message, key: &Key) -> Vec<u8> {
     out.push(VERSION);
     out.push(match m.body {
         Body::Challenge => TYPE_CHALLENGE,
-        Body::Answer(_) => TYPE_ANSWER,
+        Body::Answer(..) => TYPE_ANSWER,
     });
     out.extend_from_slice(&[0, 0]);
     out.extend_from_slice(&m.cluster);
@@ -153,10 +161,11 @@ pub fn encode(m: &Message, key: &Key) -> Vec<u8> {
     out.extend_from_slice(&m.sender_boot);
     out.extend_from_slice(&m.sender_incarnation.to_le_bytes());
     out.extend_from_slice(&m.nonce);
-    if let Body::Answer(claim) = m.body {
+    if let Body::Answer(claim, members_epoch, no_permit_ms) = m.body {
         let (kind, ms) = claim_code(claim);
         out.push(kind);
-        out.extend_from_slice(&[0; 7]);
+        out.extend_from_slice(&no_permit_ms.min(NO_PERMIT_MAX_MS).to_le_bytes()[..3]);
+        out.extend_from_slice(&members_epoch.to_le_bytes());
         out.extend_from_slice(&ms.to_le_bytes());
     }
     let mut mac = key.mac();
@@ -221,11 +230,10 @@ pub fn decode(
     let body = if b[5] == TYPE_CHALLENGE {
         Body::Challenge
     } else {
-        if b[HEADER_LEN + 1..HEADER_LEN + 8] != [0; 7] {
-            return Err(Reject::Malformed);
-        }
         let claim = claim_of(b[HEADER_LEN], u64_at(b, HEADER_LEN + 8)).ok_or(Reject::Malformed)?;
-        Body::Answer(claim)
+        let no_permit_ms =
+            u32::from_le_bytes([b[HEADER_LEN + 1], b[HEADER_LEN + 2], b[HEADER_LEN + 3], 0]);
+        Body::Answer(claim, u32_at(b, HEADER_LEN + 4), no_permit_ms)
     };
     Ok(Message {
         cluster: *cluster,
@@ -269,6 +277,7 @@ mod tests {
         prop_oneof![
             Just(Claim::Starting),
             any::<u64>().prop_map(|ms| Claim::LeaseValid { remaining_ms: ms }),
+            any::<u64>().prop_map(|ms| Claim::Permit { remaining_ms: ms }),
             Just(Claim::LeaseExpired),
             Just(Claim::Doomed),
             Just(Claim::Leaving),
@@ -276,21 +285,25 @@ mod tests {
     }
 
     fn bodies() -> impl Strategy<Value = Body> {
-        prop_oneof![Just(Body::Challenge), claims().prop_map(Body::Answer)]
+        prop_oneof![
+            Just(Body::Challenge),
+            (claims(), any::<u32>(), 0..=NO_PERMIT_MAX_MS)
+                .prop_map(|(c, e, n)| Body::Answer(c, e, n))
+        ]
     }
 
     #[test]
     fn lengths_are_fixed_per_type() {
         assert_eq!(encode(&msg(Body::Challenge), &key(1)).len(), CHALLENGE_LEN);
-        assert_eq!(encode(&msg(Body::Answer(Claim::Doomed)), &key(1)).len(), ANSWER_LEN);
+        assert_eq!(encode(&msg(Body::Answer(Claim::Doomed, 0, 0)), &key(1)).len(), ANSWER_LEN);
         const { assert!(ANSWER_LEN < MAX_DATAGRAM) };
     }
 
     #[test]
     fn every_rejection_reason_is_found() {
         let k = key(1);
-        let good = encode(&msg(Body::Answer(Claim::Leaving)), &k);
-        assert_eq!(decode1(&good, &k), Ok(msg(Body::Answer(Claim::Leaving))));
+        let good = encode(&msg(Body::Answer(Claim::Leaving, 0, 0)), &k);
+        assert_eq!(decode1(&good, &k), Ok(msg(Body::Answer(Claim::Leaving, 0, 0))));
         assert_eq!(decode1(&good[..5], &k), Err(Reject::Truncated));
         assert_eq!(decode1(&good[..ANSWER_LEN - 1], &k), Err(Reject::Truncated));
         let mut long = good.clone();
@@ -313,7 +326,7 @@ mod tests {
     #[test]
     fn a_claim_code_out_of_range_is_malformed_even_under_a_valid_mac() {
         let k = key(1);
-        let mut b = encode(&msg(Body::Answer(Claim::Starting)), &k);
+        let mut b = encode(&msg(Body::Answer(Claim::Starting, 0, 0)), &k);
         b[HEADER_LEN] = 9;
         let n = b.len() - MAC_LEN;
         let mut mac = k.mac();

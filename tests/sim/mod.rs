@@ -5,6 +5,7 @@
 //! holds the simulated volumes and their fault windows. Everything here is driven by one seeded
 //! PRNG and one priority queue: no threads, no wall clock, no real I/O.
 
+pub mod net;
 pub mod storage;
 pub mod world;
 

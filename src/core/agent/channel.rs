@@ -19,6 +19,10 @@ pub enum Claim {
     LeaseExpired,
     /// Resetting itself: it never pets again (S3).
     Doomed,
+    /// Outage survival: the own lease has less than `grant_below_ms` left (or none), so the
+    /// asker may count this answer towards its majority (a permit). `remaining_ms` as in
+    /// `LeaseValid` (0 once expired).
+    Permit { remaining_ms: u64 },
     /// Stopping cleanly (writing `leaving`).
     Leaving,
 }
@@ -31,6 +35,7 @@ impl Claim {
             Claim::LeaseExpired => "lease-expired",
             Claim::Doomed => "doomed",
             Claim::Leaving => "leaving",
+            Claim::Permit { .. } => "permit",
         }
     }
 }
@@ -64,6 +69,11 @@ pub struct PeerAnswer {
     /// The answering agent's boot id and incarnation (a restart is a new incarnation).
     pub boot_id: BootId,
     pub incarnation: u64,
+    /// The members epoch the answering agent holds.
+    pub members_epoch: u32,
+    /// With `LeaseValid`: for how long before answering its lease had at least
+    /// `grant_below_ms` left without a break (it granted no permit then), on its clock.
+    pub no_permit_ms: u64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -89,11 +99,7 @@ impl Agent {
             Phase::Probing { .. } => Claim::Starting,
             Phase::Leaving | Phase::Exited => Claim::Leaving,
             Phase::Doomed { .. } => Claim::Doomed,
-            Phase::Running => match self.lease_expiry() {
-                None => Claim::Starting,
-                Some(e) if now < e => Claim::LeaseValid { remaining_ms: e - now },
-                Some(_) => Claim::LeaseExpired,
-            },
+            Phase::Running => self.running_claim(now),
         }
     }
 
@@ -108,13 +114,16 @@ impl Agent {
             return;
         }
         let claim = self.peer_claim(self.now.mono);
-        self.actions.push(Action::AnswerPeer { peer, token, claim });
+        let members_epoch = self.p.membership.epoch;
+        let no_permit_ms = self.no_permit_ms(claim);
+        self.actions.push(Action::AnswerPeer { peer, token, claim, members_epoch, no_permit_ms });
     }
 
     pub(super) fn peer_answered(&mut self, peer: u32, answer: PeerAnswer) {
         if self.p.peer_channel.is_none() {
             return;
         }
+        self.note_evidence(peer, &answer);
         let entry = self.channel.entry(peer).or_default();
         // Datagrams may be reordered: the answer to the newest challenge is the one that counts.
         if entry.last.is_none_or(|l| answer.challenge_sent_at >= l.challenge_sent_at) {
@@ -201,7 +210,9 @@ impl Agent {
             return None;
         }
         match a.claim {
-            Claim::LeaseValid { remaining_ms } => {
+            Claim::LeaseValid { remaining_ms } | Claim::Permit { remaining_ms }
+                if remaining_ms > 0 =>
+            {
                 Some(a.received_at + remaining_ms + self.p.timing.margin_ms)
             }
             _ => None,
@@ -243,6 +254,8 @@ mod tests {
                 received_at: received,
                 boot_id: [7; 16],
                 incarnation: 9,
+                members_epoch: 0,
+                no_permit_ms: 0,
             },
         }
     }
@@ -267,7 +280,13 @@ mod tests {
         let token = ChallengeToken { nonce: [3; 16] };
         let out = a.handle(at(1_010), Input::PeerChallenge { peer: 2, token });
         assert!(
-            out.contains(&Action::AnswerPeer { peer: 2, token, claim: Claim::Starting }),
+            out.contains(&Action::AnswerPeer {
+                peer: 2,
+                token,
+                claim: Claim::Starting,
+                members_epoch: 0,
+                no_permit_ms: 0,
+            }),
             "a probing host says it is starting: {out:?}"
         );
         assert_eq!(a.peer_claim(1_010), Claim::Starting);

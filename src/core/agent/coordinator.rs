@@ -208,7 +208,16 @@ impl Agent {
                     FenceMethodKind::Watchdog,
                 )
             };
-            if stale >= bound.saturating_sub(self.p.knobs.watchdog_bound_cut_ms) {
+            // With outage survival the watchdog may still be petted on permits: the bound
+            // holds only if no majority of permits can have existed (a doomed host that
+            // acknowledged a fence request never pets again, permits or not).
+            let survival = if method == FenceMethodKind::Watchdog {
+                self.survival_excluded(id, wd_ms)
+            } else {
+                Ok(())
+            };
+            if stale >= bound.saturating_sub(self.p.knobs.watchdog_bound_cut_ms) && survival.is_ok()
+            {
                 self.fences.remove(&id);
                 self.set_verdict(id, VerdictKind::Fenced, method, r.incarnation);
                 self.event(

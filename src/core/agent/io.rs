@@ -237,7 +237,7 @@ impl Agent {
             incarnation: self.p.incarnation,
             seq: self.seq,
             wall_ms: self.now.wall,
-            mono_ms: self.now.mono,
+            mono_ms: self.record_mono_ms(),
             boot_id: self.p.boot_id,
             state,
             watchdog_timeout_s: if self.armed { self.p.watchdog_timeout_s } else { 0 },
@@ -344,6 +344,8 @@ impl Agent {
             }
             None => {
                 if renewed {
+                    let before = self.lease_expiry();
+                    self.note_renewal(before);
                     self.vols[v].last_ok_start = Some(started);
                     self.vols[v].last_ok_seq = written_seq;
                 }

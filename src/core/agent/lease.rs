@@ -26,10 +26,16 @@ impl Agent {
         self.lease_expiry().is_some_and(|e| now + self.own_watchdog_ms() <= e)
     }
 
-    /// When a lease that is not renewed dooms this host (slightly before it ends).
+    /// The own guard (lease, or permits while surviving) lasts at least one more watchdog
+    /// period: a pet is safe.
+    pub(super) fn guard_covers_watchdog(&self, now: u64) -> bool {
+        self.guard_expiry().is_some_and(|e| now.saturating_add(self.own_watchdog_ms()) <= e)
+    }
+
+    /// When a guard that is not renewed dooms this host (slightly before it ends).
     pub(super) fn doom_at(&self) -> Option<u64> {
         let lead = DOOM_LEAD_MS.min(self.own_watchdog_ms() / 4);
-        self.lease_expiry().map(|e| e.saturating_sub(lead))
+        self.guard_expiry().map(|e| e.saturating_sub(lead))
     }
 
     pub(super) fn doomed(&self) -> bool {
@@ -45,7 +51,7 @@ impl Agent {
         // if the agent is stopped after this pet and killed later, the kernel pings the timer
         // once more on close ("watchdog did not stop!"), so the reset can come up to two
         // periods after the pet: still within lease + watchdog_timeout of the bound.
-        if !self.armed || self.doomed() || !self.lease_covers_watchdog(now) {
+        if !self.armed || self.doomed() || !self.guard_covers_watchdog(now) {
             return;
         }
         // One last pet exactly when the lease stops covering a watchdog period, so a storage
@@ -63,7 +69,7 @@ impl Agent {
     /// When the last pet under the current lease is due: a little before the latest instant
     /// allowed, so a wake-up a few ms late still makes it.
     pub(super) fn last_pet_at(&self) -> Option<u64> {
-        self.lease_expiry().and_then(|e| e.checked_sub(self.own_watchdog_ms() + LAST_PET_EARLY_MS))
+        self.guard_expiry().and_then(|e| e.checked_sub(self.own_watchdog_ms() + LAST_PET_EARLY_MS))
     }
 
     /// The lease is gone: never pet again, mark the boot, reset the host (S3).

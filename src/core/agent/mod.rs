@@ -12,12 +12,14 @@ use super::format::{
     self, caps, BootId, ClusterId, Command, FenceMethodKind, Heartbeat, HostState, Verdict,
     VerdictKind,
 };
-use super::header::{self as hdr, Membership};
+use super::header as hdr;
+pub use super::header::Membership;
 use super::timing::Timing;
 use super::view::{newest_table_record, table_order, Slot, VolumeView};
 use std::collections::{BTreeMap, VecDeque};
 
 pub use channel::{ChallengeToken, ChannelParams, ChannelView, Claim, PeerAnswer};
+pub use survival::{grant_below_ms, permit_lifetime_ms};
 
 /// Local time: `mono` is CLOCK_BOOTTIME milliseconds (monotonic and counting through suspend:
 /// every decision uses it), `wall` is for people only (S2).
@@ -64,6 +66,11 @@ pub struct UnsafeTestKnobs {
     pub judge_through_trouble: bool,
     /// Declare `fenced` this many ms before the watchdog bound (breaks S1).
     pub watchdog_bound_cut_ms: u64,
+    /// Use the watchdog bound without the outage-survival judge rule (breaks S1 with survival).
+    pub judge_ignores_survival: bool,
+    /// Count a permit's lifetime from when its answer arrived, not from the challenge (a
+    /// delayed answer then extends survival: breaks S1 with survival).
+    pub permit_from_answer: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -178,6 +185,10 @@ pub enum Action {
         peer: u32,
         token: ChallengeToken,
         claim: Claim,
+        /// The members epoch this host holds (a permit counts only at the asker's epoch).
+        members_epoch: u32,
+        /// How long this host has granted no permit (see `PeerAnswer::no_permit_ms`).
+        no_permit_ms: u64,
     },
     /// Stop the process.
     Exit {
@@ -454,6 +465,16 @@ pub struct Agent {
     duplicates: inventory::DuplicateWatch,
     /// A peer's list changed: recompute the duplicates.
     duplicates_due: bool,
+    /// Outage survival: what each peer's answers prove (permits, time on storage, epochs).
+    evidence: BTreeMap<u32, survival::PeerEvidence>,
+    /// Every membership held since start, by epoch (the judge rule counts against each).
+    memberships: BTreeMap<u32, Membership>,
+    /// The latest instant the own lease had less than `grant_below_ms` left (or none).
+    lease_short_at: u64,
+    /// The lease ran out and permits keep this host petting (since then).
+    surviving_since: Option<u64>,
+    /// Survivals started and ended.
+    survivals: (u64, u64),
 }
 
 impl Agent {
@@ -503,6 +524,11 @@ impl Agent {
             inventory: Default::default(),
             duplicates: Default::default(),
             duplicates_due: false,
+            evidence: BTreeMap::new(),
+            memberships: BTreeMap::from([(p.membership.epoch, p.membership.clone())]),
+            lease_short_at: now.mono,
+            surviving_since: None,
+            survivals: (0, 0),
             p,
         };
         if agent.p.doomed_marker {
@@ -572,6 +598,8 @@ impl Agent {
     /// stop), so it raises an alarm and goes on; its next start refuses.
     fn membership_read(&mut self, volume: usize, membership: Membership) {
         let Some(vol) = self.vols.get_mut(volume) else { return };
+        // Every membership any volume showed: a peer may hold it (the survival judge rule).
+        self.memberships.entry(membership.epoch).or_insert_with(|| membership.clone());
         vol.membership = Some(membership);
         let (_, r) = Self::quorums(self.vols.len());
         let seen: Vec<Option<&Membership>> =
@@ -663,10 +691,23 @@ impl Agent {
             .map(|j| j.next_attempt_at)
             .filter(|&t| t > self.now.mono)
             .min();
-        [in_flight, next_pet, final_pet, doom, self_fence, fence_retry, self.channel_deadline()]
-            .into_iter()
-            .flatten()
-            .fold(io, u64::min)
+        // Survival starts (an event) the instant the lease runs out under permits.
+        let lease_end = self
+            .lease_expiry()
+            .filter(|&e| e > self.now.mono && self.survival_enabled() && !self.doomed());
+        [
+            in_flight,
+            next_pet,
+            final_pet,
+            doom,
+            self_fence,
+            fence_retry,
+            self.channel_deadline(),
+            lease_end,
+        ]
+        .into_iter()
+        .flatten()
+        .fold(io, u64::min)
     }
 
     /// Every peer this host has seen, with its current judgement.
@@ -799,6 +840,7 @@ impl Agent {
                 }
             }
         }
+        self.update_survival();
         if self.phase == Phase::Leaving {
             self.maybe_finish_leaving();
         }
@@ -820,5 +862,6 @@ mod io;
 mod lease;
 mod mailbox;
 mod peers;
+mod survival;
 #[cfg(test)]
 mod tests;
