@@ -1507,6 +1507,82 @@ def peer_address(i: int) -> str:
 
 
 # ---------------------------------------------------------------------------
+# A stallable TCP relay (one guest's path to the NFS server)
+# ---------------------------------------------------------------------------
+
+class StallRelay:
+    """Listens on 127.0.0.1:<free port> and relays every connection to `upstream`. stall() stops
+    relaying in both directions without closing anything: what is sent meanwhile waits in the
+    socket buffers (the kernel acknowledges it, so the sender neither retransmits nor backs off),
+    as with a storage path that hangs; resume() delivers it at once. A route change in the guest
+    is no blip: the guest's TCP and its RPC transport back off (3 s, 6 s, ... reconnect delays),
+    so NFS came back up to several seconds after the route did."""
+
+    def __init__(self, upstream, name: str, timeline: Timeline | None = None):
+        self.upstream, self.name, self.timeline = upstream, name, timeline
+        self.flowing = threading.Event()
+        self.flowing.set()
+        self.closed = False
+        self.socks: list = []
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(8)
+        self.port = self.lsock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True, name=f"relay-{name}").start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.lsock.accept()
+                u = socket.create_connection(self.upstream, timeout=10)
+                u.settimeout(None)
+            except OSError:
+                if self.closed:
+                    return
+                continue
+            self.socks += [c, u]
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src, dst):
+        try:
+            while True:
+                self.flowing.wait()
+                data = src.recv(65536)
+                if not data:
+                    break
+                self.flowing.wait()   # read before the stall began: held until resume
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def stall(self):
+        self.flowing.clear()
+        if self.timeline:
+            self.timeline.add(self.name, "nfs-stalled", f"relay :{self.port} holds its traffic")
+
+    def resume(self):
+        self.flowing.set()
+        if self.timeline:
+            self.timeline.add(self.name, "nfs-resumed", f"relay :{self.port} flows again")
+
+    def close(self):
+        self.closed = True
+        self.flowing.set()
+        for s in [self.lsock] + self.socks:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
+# ---------------------------------------------------------------------------
 # NFS server (nfs-ganesha, userspace) on the host's loopback
 # ---------------------------------------------------------------------------
 
@@ -1590,6 +1666,13 @@ EXPORT {{ Export_Id = 1; Path = "{self.export}"; Pseudo = /export; Protocols = 4
             self.proc.kill()
             self.proc.wait()
 
+    def relay(self, name: str) -> "StallRelay":
+        """A TCP relay of its own in front of this server (a guest mounts through its port), whose
+        stall() stalls only that guest's NFS traffic."""
+        r = StallRelay(("127.0.0.1", self.port), name, self.timeline)
+        cleanup().add(r.close)
+        return r
+
     def log_tail(self, n=20) -> str:
         out = []
         for f in ("ganesha.log", "ganesha.out"):
@@ -1610,16 +1693,19 @@ class Cluster:
     def __init__(self, n: int, kernel: Kernel, initrd: Path, rundir: Path,
                  watchdog_action="reset", bmcs=True, files_for=None, cmdline_extra="",
                  disk_mib: int = 16, timeline: Timeline | None = None,
-                 nfs: "NfsServer | None" = None, peer_segment: bool = False):
+                 nfs: "NfsServer | None" = None, nfs_relays: bool = False,
+                 peer_segment: bool = False):
         """nfs: the guests mount this server's export on /mnt/nfs and get no block device; the
-        volume (self.disk) is then nfs.volume, a file in the export. peer_segment: every VM gets
-        eth1 = peer_address(i) on a segment of their own (a free multicast port on lo)."""
+        volume (self.disk) is then nfs.volume, a file in the export. nfs_relays: each VM mounts
+        through a StallRelay of its own (self.relays[i]). peer_segment: every VM gets eth1 =
+        peer_address(i) on a segment of their own (a free multicast port on lo)."""
         self.n = n
         self.rundir = rundir
         self.timeline = timeline or Timeline()
         self.nfs = nfs
         self.disk = nfs.volume if nfs else make_shared_disk(rundir / "shared.img", disk_mib)
         segment = f"{PEER_SEGMENT_GROUP}:{free_udp_port()}" if peer_segment else None
+        self.relays = {i: nfs.relay(f"vm{i}") for i in range(1, n + 1)} if nfs and nfs_relays else {}
         self.vms: list = []
         self.bmcs: list = []
         self.bmc_ports: dict = {}
@@ -1632,7 +1718,7 @@ class Cluster:
             vmdir = rundir / f"vm{i}"
             extra = cmdline_extra
             if nfs:
-                extra += f" hbfence.nfs={nfs.port}"
+                extra += f" hbfence.nfs={self.relays[i].port if self.relays else nfs.port}"
             if segment:
                 extra += f" hbfence.eth1={peer_address(i)}/24"
             cfg = VMConfig(vm_id=i, name=f"vm{i}", kernel=kernel.vmlinuz, initrd=initrd,

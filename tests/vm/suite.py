@@ -125,7 +125,7 @@ class Ctx:
 
     def agent_cluster(self, n=3, watchdog_action="reset", coordinators=None,
                       with_bmc: bool = True, extra_config: str = "", nfs: bool = False,
-                      peer_channel: bool = False, init_extra=()) -> hbvm.Cluster:
+                      peer_channel: bool = False, init_extra=(), nfs_relays: bool = False) -> hbvm.Cluster:
         """For the agent scenarios: n VMs running the agent (autostarted at boot with a generated
         /etc/hbfence/hbfence.toml, BMC password files), the shared volume initialised on the host
         with `hbfence init` and AGENT_TIMING; every guest console watched into the timeline.
@@ -134,7 +134,8 @@ class Ctx:
         must see the watchdog or the self-fence: with a BMC the coordinator powers a silent peer
         off after suspect_after, which is shorter than lease_timeout and the watchdog bound.
         nfs=True: the volume is a file on the host's NFS server (ganesha, started here), mounted
-        by every guest (hard) on /mnt/nfs; no block device. peer_channel=True: [network] on a
+        by every guest (hard) on /mnt/nfs; no block device; nfs_relays=True: each guest through a
+        stallable relay of its own (cl.relays). peer_channel=True: [network] on a
         second NIC per guest with one key made by `hbfence keygen`. init_extra: more `hbfence
         init` arguments."""
         if not self.agent:
@@ -167,7 +168,7 @@ class Ctx:
 
         cl = self.make_cluster(n, initrd=self.initramfs(payload=self.agent), files_for=files,
                                watchdog_action=watchdog_action, bmcs=with_bmc, nfs=server,
-                               peer_segment=peer_channel)
+                               nfs_relays=nfs_relays, peer_segment=peer_channel)
         args = [self.agent, "init", "--volume", str(cl.disk), "--max-hosts", "8", *init_extra]
         for k, v in self.t.d.items():
             args += [f"--{k}", str(v)]
@@ -842,11 +843,11 @@ def scenario_power_loss(ctx: Ctx):
 # ---------------------------------------------------------------------------
 
 NFS_BLOCK = "ip route add blackhole 10.0.2.2/32"     # the guest's only route to the NFS server
-NFS_UNBLOCK = "ip route del blackhole 10.0.2.2/32"
 
 
-def nfs_cluster(ctx: Ctx, with_bmc: bool, init_extra=()) -> hbvm.Cluster:
-    cl = ctx.agent_cluster(3, with_bmc=with_bmc, nfs=True, peer_channel=True, init_extra=init_extra)
+def nfs_cluster(ctx: Ctx, with_bmc: bool, init_extra=(), nfs_relays=False) -> hbvm.Cluster:
+    cl = ctx.agent_cluster(3, with_bmc=with_bmc, nfs=True, peer_channel=True, init_extra=init_extra,
+                           nfs_relays=nfs_relays)
     ctx.start_agents(cl)
     wait_peer_channel(ctx, cl)
     return cl
@@ -957,20 +958,24 @@ def scenario_nfs_blip(ctx: Ctx):
     BMC peers and the peer channel: the coordinator vm1 sees vm2 without progress past
     suspect_after but does not power it off (fence_deferred) because vm2 answers on the channel
     that its lease is still valid; vm2 writes again when its NFS comes back and continues:
-    no reset, no BMC request, no verdict, same incarnation. Lease = suspect_after + 8 s here."""
+    no reset, no BMC request, no verdict, same incarnation. Lease = suspect_after + 8 s here.
+    Every guest mounts through a relay of its own on the host; vm2's relay holds its traffic for
+    the blip (a path that hangs, then delivers: no TCP or RPC back-off in the guest)."""
     ctx.t = t = Timing(blip_timing())
     log(f"  timing of this scenario: {t}")
     blip = t.suspect + 3.0
-    cl = nfs_cluster(ctx, with_bmc=True)
+    cl = nfs_cluster(ctx, with_bmc=True, nfs_relays=True)
     vm1, vm2, vm3 = cl.vms
     time.sleep(2 * t.interval)
     inc = ctx.volume.host(2)["incarnation"]
     con = vm2.console_offset()
     with ctx.step(f"vm2's NFS blocked for {blip:g}s (suspect_after {t.suspect:g}s < blip < lease "
                   f"{t.lease:g}s) -> vm1 defers the power-off (fence_deferred); vm2 writes again"):
-        t_fault = ctx.timeline.mark("fault", "vm2", f"{NFS_BLOCK}; sleep {blip:g}; {NFS_UNBLOCK}")
-        vm2.sh(f"{NFS_BLOCK} && sleep {blip:g}; {NFS_UNBLOCK}", timeout=blip + 20)
-        t_end = ctx.timeline.mark("blip-end", "vm2", NFS_UNBLOCK)
+        t_fault = ctx.timeline.mark("fault", "vm2", f"its NFS relay stalls for {blip:g}s")
+        cl.relays[2].stall()
+        time.sleep(blip)
+        cl.relays[2].resume()
+        t_end = ctx.timeline.mark("blip-end", "vm2", "its NFS relay flows again")
         tw = ctx.volume.wait(lambda h: ctx.volume.changed_since(2, t_end), t.lease)
         ctx.check(tw is not None, f"vm2 did not write again within {t.lease:g}s after the blip: {ctx.volume.host(2)}")
         ctx.timings["blip end -> vm2's next record (host view)"] = tw - t_end
