@@ -875,6 +875,13 @@ def wait_peer_channel(ctx: Ctx, cl: hbvm.Cluster, timeout: float = 30.0):
         ctx.timings["agents ready -> peer channel up (all)"] = time.monotonic() - t0
 
 
+def check_agents_healthy(ctx: Ctx, vms):
+    """`hbfence status --health` in each guest says OK (running, own lease valid, watchdog armed)."""
+    for vm in vms:
+        rc, out = vm.sh("hbfence status --health", timeout=20, check=False)
+        ctx.check(rc == 0, f"{vm.name}: hbfence status --health rc={rc}: {out.strip()}")
+
+
 def hold_after_reset(ctx: Ctx, vm: hbvm.VM, reset_ev: dict):
     """Pause vm's vCPUs right after its reset (QMP stop, well before the new boot's agent can
     write): the coordinator then judges the old incarnation on a volume the new one does not touch."""
@@ -997,6 +1004,7 @@ def scenario_nfs_blip(ctx: Ctx):
         sf = vm2.wait_console(r"SELF-FENCE", 0, since=con)
         ctx.check(not sf, "vm2 console: SELF-FENCE")
         check_undisturbed(ctx, cl.vms, since=t_fault - 1)   # vm2 too: its gap stayed < lease
+        check_agents_healthy(ctx, cl.vms)
         for vm in cl.vms:
             ctx.check(not vm.bmc.requests(), f"{vm.name}'s BMC got requests {vm.bmc.requests()}")
             bad = [e for e in guest_events(vm) if e["event"] in ("fence_started", "fenced", "self_fence")]
@@ -1071,6 +1079,7 @@ def scenario_nfs_outage(ctx: Ctx):
             sf = vm.wait_console(r"SELF-FENCE", 0, since=cons[i])
             ctx.check(not sf, f"{vm.name} console: SELF-FENCE")
             ctx.check(vm.alive(), f"{vm.name}: qemu is gone")
+        check_agents_healthy(ctx, cl.vms)
     ctx.print_timeline(t_fault, f"NFS server paused for {outage:g}s")
 
 
