@@ -629,27 +629,39 @@ def scenario_storage_stall(ctx: Ctx):
     No BMCs (the coordinator would power vm2 off first). With the disk still stalled the coordinator
     declares vm2 fenced (method watchdog) only after dead_after and after vm2 really reset; after
     the disk resumes, vm2 boots and rejoins with a new incarnation."""
-    t = ctx.t
     cl = ctx.agent_cluster(3, with_bmc=False)
-    vm1, vm2, vm3 = cl.vms
     ctx.start_agents(cl)
+    vm2 = cl.vm(2)
+    _self_fence_scenario(ctx, cl, "disk stall", "vm2's disk stalls (block_set_io_throttle)", vm2.stall_disk,
+                         hold=lambda ev: None, hold_what="disk still stalled", release=vm2.resume_disk)
+
+
+def _self_fence_scenario(ctx: Ctx, cl: hbvm.Cluster, fault: str, fault_detail: str, inject, hold,
+                         hold_what: str, release):
+    """vm2 loses its storage (inject()): it self-fences through sysrq (RESET without WATCHDOG) once
+    its lease could have run out; hold(reset_event) keeps the reset vm2 off the volume until the
+    coordinator declared it fenced (method watchdog, after dead_after); release() lets it boot and
+    rejoin with a new incarnation. vm1 and vm3 stay undisturbed throughout."""
+    t = ctx.t
+    vm1, vm2, vm3 = cl.vms
     time.sleep(2 * t.interval)   # a few renewals after ready
     inc = ctx.volume.host(2)["incarnation"]
     con = vm2.console_offset()
-    with ctx.step("stall vm2's disk -> vm2 self-fences through sysrq: RESET without WATCHDOG, "
+    with ctx.step(f"{fault_detail} -> vm2 self-fences through sysrq: RESET without WATCHDOG, "
                   "within lease_timeout (+ slack)"):
-        t_fault = ctx.timeline.mark("fault", "vm2", "disk stall (block_set_io_throttle)")
-        vm2.stall_disk()
+        t_fault = ctx.timeline.mark("fault", "vm2", fault_detail)
+        inject()
         ev = vm2.qmp.wait_event("RESET", timeout=t.lease + 40, since=t_fault)
-        ctx.check(ev is not None, f"vm2: no RESET within {t.lease + 40:g}s of the disk stall")
-        # Lower bound: the stall must not reset the host before its lease could have run out. The
-        # last successful write started at most about one interval before the stall (two if the
+        ctx.check(ev is not None, f"vm2: no RESET within {t.lease + 40:g}s of the {fault}")
+        hold(ev)
+        # Lower bound: the fault must not reset the host before its lease could have run out. The
+        # last successful write started at most about one interval before the fault (two if the
         # cycle before was slow and skipped one).
-        check_bounds(ctx, "disk stall -> RESET (self-fence)", ev["t"] - t_fault,
+        check_bounds(ctx, f"{fault} -> RESET (self-fence)", ev["t"] - t_fault,
                      t.lease - 2 * t.interval - 0.5, t.lease + 8.0)
         # What the peers' dead_after relies on: the host is reset at the latest lease + watchdog
         # after the start of its last successful write (the host sees that record after it started).
-        t_last = ctx.volume.last_change(2, ev["t"])   # the drained write lands after
+        t_last = ctx.volume.last_change(2, ev["t"])   # a drained write lands after
         check_bounds(ctx, "vm2's last record change (host view) -> RESET", ev["t"] - t_last,
                      0.0, t.lease + t.watchdog)
         wd = qmp_events(vm2, ("WATCHDOG",), t_fault)
@@ -660,7 +672,7 @@ def scenario_storage_stall(ctx: Ctx):
         m = vm2.wait_console(r"SELF-FENCE \(.*\): writing 'b' to /proc/sysrq-trigger", 2, since=con)
         log(f"  vm2 agent: {m.group(0) if m else 'its SELF-FENCE line did not reach the console before the reset'}")
         t_reset = ev["t"]
-    with ctx.step("disk still stalled: the coordinator declares vm2 fenced (method watchdog) no "
+    with ctx.step(f"{hold_what}: the coordinator declares vm2 fenced (method watchdog) no "
                   "earlier than dead_after, and after vm2 really reset"):
         tv = ctx.volume.wait(lambda h: h.get(2, {}).get("verdict") == "fenced", t.dead_after + 40)
         ctx.check(tv is not None, f"no fenced verdict for vm2: {ctx.volume.summary()}")
@@ -668,23 +680,25 @@ def scenario_storage_stall(ctx: Ctx):
         ctx.check(h["method"] == "watchdog" and h["incarnation"] == inc,
                   f"vm2 verdict {h['verdict']} method {h['method']} incarnation {h['incarnation']} (was {inc})")
         ctx.check(tv > t_reset, "fenced verdict seen before vm2's reset")
+        ev = [e for e in guest_events(vm1) if e["event"] == "fenced" and e["host"] == 2]
+        ctx.check(ev and ev[0]["method"] == "watchdog", f"vm1's events.jsonl: no `fenced` (watchdog) for vm2: {ev}")
         # The bound runs from the coordinator's first read of vm2's last record. That record can be
-        # the write that was stuck in the throttle: qemu drains it when the guest resets, so it lands
-        # after the reset (seen as progress: the verdict comes later, the safe direction). The host
-        # sees a change at most about one interval before or after the coordinator does.
+        # a write that was stuck in a disk throttle: qemu drains it when the guest resets, so it
+        # lands after the reset (seen as progress: the verdict comes later, the safe direction). The
+        # host sees a change at most about one interval before or after the coordinator does.
         t_last = ctx.volume.last_change(2, tv)
-        ctx.timings["disk stall -> verdict fenced (watchdog)"] = tv - t_fault
+        ctx.timings[f"{fault} -> verdict fenced (watchdog)"] = tv - t_fault
         check_bounds(ctx, "vm2's last record change (host view) -> verdict fenced", tv - t_last,
                      t.dead_after - t.interval - 1.0, t.dead_after + 10)
     with ctx.step("vm1 and vm3 undisturbed: no RESET/WATCHDOG/SHUTDOWN, records advancing"):
         check_undisturbed(ctx, [vm1, vm3], since=t_fault - 1)
-    with ctx.step("resume vm2's disk -> vm2 boots, its agent rejoins with a new incarnation"):
-        ctx.timeline.mark("resume", "test", "vm2 disk resumed")
-        vm2.resume_disk()
+    with ctx.step("vm2 released -> it boots, its agent rejoins with a new incarnation"):
+        ctx.timeline.mark("release", "test", "vm2 released")
+        release()
         wait_rejoined(ctx, vm2, inc, con)
         ctx.timings["RESET -> vm2 rejoined"] = time.monotonic() - t_reset
         check_undisturbed(ctx, [vm1, vm3], since=t_fault - 1)
-    ctx.print_timeline(t_fault, "storage-stall of vm2")
+    ctx.print_timeline(t_fault, f"{fault} of vm2")
 
 
 def _watchdog_scenario(ctx: Ctx, signal_cmd: str, what: str, console_evidence: str | None):
@@ -902,52 +916,11 @@ def scenario_nfs_cut(ctx: Ctx):
     resets itself (sysrq b, no WATCHDOG) once its lease ran out; held paused after the reset, the
     coordinator declares it fenced (method watchdog) after dead_after; released, vm2 boots,
     mounts again and rejoins with a new incarnation. No BMCs: they would power vm2 off first."""
-    t = ctx.t
     cl = nfs_cluster(ctx, with_bmc=False)
-    vm1, vm2, vm3 = cl.vms
-    time.sleep(2 * t.interval)
-    inc = ctx.volume.host(2)["incarnation"]
-    con = vm2.console_offset()
-    with ctx.step(f"`{NFS_BLOCK}` in vm2 -> vm2 self-fences (sysrq b): RESET without WATCHDOG "
-                  "within lease_timeout (+ slack)"):
-        t_fault = ctx.timeline.mark("fault", "vm2", NFS_BLOCK)
-        vm2.sh(NFS_BLOCK, timeout=20)
-        ev = vm2.qmp.wait_event("RESET", timeout=t.lease + 40, since=t_fault)
-        ctx.check(ev is not None, f"vm2: no RESET within {t.lease + 40:g}s of the NFS cut")
-        hold_after_reset(ctx, vm2, ev)
-        check_bounds(ctx, "NFS cut -> RESET (self-fence)", ev["t"] - t_fault,
-                     t.lease - 2 * t.interval - 0.5, t.lease + 8.0)
-        t_last = ctx.volume.last_change(2, ev["t"])
-        check_bounds(ctx, "vm2's last record change (host view) -> RESET", ev["t"] - t_last,
-                     0.0, t.lease + t.watchdog)
-        wd = qmp_events(vm2, ("WATCHDOG",), t_fault)
-        ctx.check(not wd, f"vm2: WATCHDOG {wd} - the watchdog, not the self-fence, reset it")
-        ctx.check(vm2.wait_console(r"sysrq: Resetting", 5, since=con),
-                  "vm2 console: no 'sysrq: Resetting' from the kernel (the agent's sysrq b)")
-        m = vm2.wait_console(r"SELF-FENCE \(.*\): writing 'b' to /proc/sysrq-trigger", 2, since=con)
-        log(f"  vm2 agent: {m.group(0) if m else 'its SELF-FENCE line did not reach the console before the reset'}")
-        t_reset = ev["t"]
-    with ctx.step("vm2 held after its reset: the coordinator declares it fenced (method watchdog), "
-                  "no earlier than dead_after after its last record"):
-        tv = ctx.volume.wait(lambda h: h.get(2, {}).get("verdict") == "fenced", t.dead_after + 40)
-        ctx.check(tv is not None, f"no fenced verdict for vm2: {ctx.volume.summary()}")
-        h = ctx.volume.host(2)
-        ctx.check(h["method"] == "watchdog" and h["incarnation"] == inc,
-                  f"vm2 verdict {h['verdict']} method {h['method']} incarnation {h['incarnation']} (was {inc})")
-        ctx.check(tv > t_reset, "fenced verdict seen before vm2's reset")
-        ctx.timings["NFS cut -> verdict fenced (watchdog)"] = tv - t_fault
-        check_bounds(ctx, "vm2's last record change (host view) -> verdict fenced", tv - ctx.volume.last_change(2, tv),
-                     t.dead_after - t.interval - 1.0, t.dead_after + 10)
-        ev = [e for e in guest_events(vm1) if e["event"] == "fenced" and e["host"] == 2]
-        ctx.check(ev and ev[0]["method"] == "watchdog", f"vm1's events.jsonl: no `fenced` (watchdog) for vm2: {ev}")
-    with ctx.step("vm1 and vm3 undisturbed: no RESET/WATCHDOG/SHUTDOWN, records advancing on NFS"):
-        check_undisturbed(ctx, [vm1, vm3], since=t_fault - 1)
-    with ctx.step("vm2 released -> boots without the route, mounts NFS, its agent rejoins (new incarnation)"):
-        release_hold(ctx, vm2)
-        wait_rejoined(ctx, vm2, inc, con)
-        ctx.timings["RESET -> vm2 rejoined (incl. the hold)"] = time.monotonic() - t_reset
-        check_undisturbed(ctx, [vm1, vm3], since=t_fault - 1)
-    ctx.print_timeline(t_fault, "NFS of vm2 cut inside vm2")
+    vm2 = cl.vm(2)
+    _self_fence_scenario(ctx, cl, "NFS cut", f"`{NFS_BLOCK}` in vm2", lambda: vm2.sh(NFS_BLOCK, timeout=20),
+                         hold=lambda ev: hold_after_reset(ctx, vm2, ev),
+                         hold_what="vm2 held after its reset", release=lambda: release_hold(ctx, vm2))
 
 
 def blip_timing() -> dict:
