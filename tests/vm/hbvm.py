@@ -57,12 +57,18 @@ HOST_TOOLS = {
     "ipmi_sim": "openipmi",
     "ipmitool": "ipmitool",
     "python3": "python3",
+    "ganesha.nfsd": "nfs-ganesha",
 }
+# Files (not commands) the suite needs, and their packages: ganesha's VFS backend (its FSAL).
+HOST_FILES = {"/usr/lib/x86_64-linux-gnu/ganesha/libfsalvfs.so": "nfs-ganesha-vfs"}
 
 # Modules the guest loads, in this order (dependencies are resolved and loaded first).
 GUEST_MODULES = ["virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "qemu_fw_cfg", "i6300esb"]
 # Shipped in the initramfs but loaded only on request (hbfence.softdog=1 or by a test).
 GUEST_MODULES_OPTIONAL = ["softdog"]
+# The NFSv4 client (sec=sys), loaded by the guest's rc when hbfence.nfs= asks for a mount. In the
+# Debian kernel none of it is built in: sunrpc netfs fscache grace lockd nfs dns_resolver nfsv4.
+GUEST_MODULES_NFS = ["nfsv4"]
 
 T0 = time.monotonic()
 
@@ -96,7 +102,8 @@ def apt_install(pkgs) -> None:
 
 
 def ensure_host_tools() -> None:
-    missing = sorted({pkg for cmd, pkg in HOST_TOOLS.items() if shutil.which(cmd) is None})
+    missing = sorted({pkg for cmd, pkg in HOST_TOOLS.items() if shutil.which(cmd) is None}
+                     | {pkg for f, pkg in HOST_FILES.items() if not os.path.exists(f)})
     # busybox must be the static one: it is copied into the initramfs.
     bb = shutil.which("busybox")
     if bb and "busybox-static" not in missing and not _is_static(bb):
@@ -160,7 +167,13 @@ def ensure_kernel(cache: Path = CACHE) -> Kernel:
         return _kernel_from_dir(cached[-1].parent)
     d = kroot / pkg
     if (d / "kernel.json").exists():
-        return _kernel_from_dir(d)
+        k = _kernel_from_dir(d)
+        try:   # an older suite may have pruned modules this one needs: fetch again then
+            for m in _kept_modules():
+                resolve_modules(k.moddir, [m])
+            return k
+        except RuntimeError as e:
+            log(f"kernel: cached {pkg} lacks a module ({e}); fetching it again")
     log(f"kernel: fetching {pkg}")
     tmp = kroot / f".{pkg}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -179,7 +192,7 @@ def ensure_kernel(cache: Path = CACHE) -> Kernel:
     if not vmlinuz.exists() or not moddir.is_dir():
         raise RuntimeError(f"{pkg}: no {vmlinuz.name} or lib/modules/{release}")
     keep = set()
-    for m in GUEST_MODULES + GUEST_MODULES_OPTIONAL:
+    for m in _kept_modules():
         keep.update(resolve_modules(moddir, [m]))
     for ko in moddir.rglob("*.ko*"):
         if ko not in keep:
@@ -193,6 +206,10 @@ def ensure_kernel(cache: Path = CACHE) -> Kernel:
             shutil.rmtree(other, ignore_errors=True)
     log(f"kernel: {pkg} {deb_version} extracted to {d}")
     return _kernel_from_dir(d)
+
+
+def _kept_modules() -> list:
+    return GUEST_MODULES + GUEST_MODULES_OPTIONAL + GUEST_MODULES_NFS
 
 
 def _module_index(moddir: Path) -> dict:
@@ -356,7 +373,7 @@ for k in /sys/firmware/qemu_fw_cfg/by_key/*; do
   cat "$k/raw" > "$p"
   case "$p" in
     */bin/*|*/sbin/*|*.sh|/etc/hbvm/rc.local|/etc/hbfence/hooks.d/*) chmod 0755 "$p" ;;
-    */bmc/*|*password*) chmod 0600 "$p" ;;
+    */bmc/*|*password*|*.key) chmod 0600 "$p" ;;
   esac
   echo "hbvm: fw_cfg -> $p"
 done
@@ -364,6 +381,22 @@ ip link set lo up
 if [ -e /sys/class/net/eth0 ]; then
   # qemu user networking: the host is 10.0.2.2. No default route: nothing but 10.0.2.0/24 is reachable.
   ip addr add 10.0.2.15/24 dev eth0 && ip link set eth0 up
+fi
+if [ -n "${HBVM_ETH1:-}" ] && [ -e /sys/class/net/eth1 ]; then
+  # the segment the guests share among themselves (qemu socket netdev, multicast on the host's lo)
+  ip addr add "$HBVM_ETH1" dev eth1 && ip link set eth1 up && echo "hbvm: eth1 $HBVM_ETH1"
+fi
+if [ -n "${HBVM_NFS:-}" ]; then
+  # hbfence.nfs=PORT: the host's NFSv4 server (10.0.2.2:PORT, export /export) on /mnt/nfs, hard
+  while read -r m; do
+    insmod "/lib/modules/hbvm/$m.ko" || echo "hbvm: insmod $m FAILED"
+  done < /lib/modules/hbvm/nfs.list
+  mkdir -p /mnt/nfs
+  if mount -t nfs4 -o "vers=4.1,proto=tcp,port=$HBVM_NFS,hard,timeo=50,retrans=2" 10.0.2.2:/export /mnt/nfs; then
+    echo "hbvm: nfs 10.0.2.2:$HBVM_NFS:/export on /mnt/nfs at $(up)s"
+  else
+    echo "hbvm: nfs mount of 10.0.2.2:$HBVM_NFS:/export FAILED"
+  fi
 fi
 for d in /sys/block/vd*; do
   [ -e "$d" ] && echo "hbvm: disk /dev/${d##*/} serial=$(cat $d/serial 2>/dev/null) size=$(cat $d/size)s"
@@ -422,6 +455,7 @@ def build_initramfs(kernel: Kernel, payload: str | None = None, with_ipmitool: b
         raise RuntimeError("a static busybox (busybox-static) is needed")
     mods = resolve_modules(kernel.moddir, GUEST_MODULES)
     opt_mods = [m for m in resolve_modules(kernel.moddir, GUEST_MODULES_OPTIONAL) if m not in mods]
+    nfs_mods = [m for m in resolve_modules(kernel.moddir, GUEST_MODULES_NFS) if m not in mods]
     libs = []
     ipmitool = shutil.which("ipmitool") if with_ipmitool else None
     if ipmitool:
@@ -436,9 +470,10 @@ def build_initramfs(kernel: Kernel, payload: str | None = None, with_ipmitool: b
     files["/etc/passwd"] = (b"root:x:0:0:root:/root:/bin/sh\n", 0o644)
     files["/etc/group"] = (b"root:x:0:\n", 0o644)
     files["/bin/busybox"] = (Path(busybox).read_bytes(), 0o755)
-    for m in mods + opt_mods:
+    for m in mods + opt_mods + nfs_mods:
         files[f"/lib/modules/hbvm/{m.name}"] = (m.read_bytes(), 0o644)
     files["/lib/modules/hbvm/load.list"] = ("".join(m.name[:-3] + "\n" for m in mods).encode(), 0o644)
+    files["/lib/modules/hbvm/nfs.list"] = ("".join(m.name[:-3] + "\n" for m in nfs_mods).encode(), 0o644)
     if ipmitool:
         files["/usr/bin/ipmitool"] = (Path(ipmitool).read_bytes(), 0o755)
         for lib in libs:
@@ -560,7 +595,8 @@ def proc_alive(pid: int, must_contain: str | None = None) -> bool:
 
 def kill_stale(root: Path) -> None:
     """Kill qemu/ipmi_sim left behind by an earlier run that died without cleanup."""
-    for pidfile in list(root.rglob("qemu.pid")) + list(root.rglob("ipmi_sim.pid")):
+    for pidfile in (list(root.rglob("qemu.pid")) + list(root.rglob("ipmi_sim.pid"))
+                    + list(root.rglob("ganesha.pid"))):
         try:
             pid = int(pidfile.read_text().split()[0])
         except (ValueError, IndexError, OSError):
@@ -892,13 +928,16 @@ class VMConfig:
     name: str
     kernel: Path
     initrd: Path
-    shared_disk: Path
+    shared_disk: Path | None            # None: no block device (the volume is a file on NFS)
     vmdir: Path
     watchdog_action: str = "reset"      # reset | poweroff | shutdown | pause | none
     memory: str = "256M"
     net: bool = True
     cmdline_extra: str = ""
     files: dict = field(default_factory=dict)   # guest path -> host path (delivered by fw_cfg)
+    # "GROUP:PORT": a second NIC (eth1) on a segment the VMs share, carried by a qemu socket
+    # netdev as multicast over the host's loopback; nothing leaves the host.
+    peer_segment: str | None = None
 
 
 def qemu_argv(c: VMConfig) -> list:
@@ -924,12 +963,16 @@ def qemu_argv(c: VMConfig) -> list:
         "-monitor", "none", "-parallel", "none",
         "-pidfile", f"{d}/qemu.pid",
         "-device", "i6300esb,id=wdt0", "-watchdog-action", c.watchdog_action,
-        "-drive", f"file={c.shared_disk},format=raw,if=none,id=hb0,cache=none,aio=threads",
-        "-device", "virtio-blk-pci,drive=hb0,id=hbdisk0,share-rw=on,serial=hbvol0",
     ]
+    if c.shared_disk:
+        argv += ["-drive", f"file={c.shared_disk},format=raw,if=none,id=hb0,cache=none,aio=threads",
+                 "-device", "virtio-blk-pci,drive=hb0,id=hbdisk0,share-rw=on,serial=hbvol0"]
     if c.net:
         argv += ["-netdev", "user,id=net0,net=10.0.2.0/24,host=10.0.2.2,dns=10.0.2.3,ipv6=off",
                  "-device", "virtio-net-pci,netdev=net0,id=nic0,romfile="]
+    if c.peer_segment:
+        argv += ["-netdev", f"socket,id=net1,mcast={c.peer_segment},localaddr=127.0.0.1",
+                 "-device", f"virtio-net-pci,netdev=net1,id=nic1,mac=52:54:00:00:77:{c.vm_id:02x},romfile="]
     for gp, hp in sorted(c.files.items()):
         name = "opt/hbfence/fs/" + gp.lstrip("/")
         if len(name) > 55:
@@ -1233,6 +1276,14 @@ class UdpProbe:
         self.sock.close()
 
 
+def free_tcp_port() -> int:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 def free_udp_port() -> int:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", 0))
@@ -1445,6 +1496,193 @@ def run_root() -> Path:
     return CACHE / "runs"
 
 
+PEER_PORT = 7405                   # the agents' [network] listen port on the peer segment
+PEER_KEY_PATH = "/etc/hbfence/cluster.key"   # delivered by fw_cfg, mode 0600 (rc: *.key)
+PEER_SEGMENT_GROUP = "230.0.0.1"   # the port is a free one per cluster: runs do not share a segment
+
+
+def peer_address(i: int) -> str:
+    """VM i's address on the peer segment (eth1)."""
+    return f"10.0.3.{10 + i}"
+
+
+# ---------------------------------------------------------------------------
+# A stallable TCP relay (one guest's path to the NFS server)
+# ---------------------------------------------------------------------------
+
+class StallRelay:
+    """Listens on 127.0.0.1:<free port> and relays every connection to `upstream`. stall() stops
+    relaying in both directions without closing anything: what is sent meanwhile waits in the
+    socket buffers (the kernel acknowledges it, so the sender neither retransmits nor backs off),
+    as with a storage path that hangs; resume() delivers it at once. A route change in the guest
+    is no blip: the guest's TCP and its RPC transport back off (3 s, 6 s, ... reconnect delays),
+    so NFS came back up to several seconds after the route did."""
+
+    def __init__(self, upstream, name: str, timeline: Timeline | None = None):
+        self.upstream, self.name, self.timeline = upstream, name, timeline
+        self.flowing = threading.Event()
+        self.flowing.set()
+        self.closed = False
+        self.socks: list = []
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(8)
+        self.port = self.lsock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True, name=f"relay-{name}").start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.lsock.accept()
+                u = socket.create_connection(self.upstream, timeout=10)
+                u.settimeout(None)
+            except OSError:
+                if self.closed:
+                    return
+                continue
+            self.socks += [c, u]
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src, dst):
+        try:
+            while True:
+                self.flowing.wait()
+                data = src.recv(65536)
+                if not data:
+                    break
+                self.flowing.wait()   # read before the stall began: held until resume
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def stall(self):
+        self.flowing.clear()
+        if self.timeline:
+            self.timeline.add(self.name, "nfs-stalled", f"relay :{self.port} holds its traffic")
+
+    def resume(self):
+        self.flowing.set()
+        if self.timeline:
+            self.timeline.add(self.name, "nfs-resumed", f"relay :{self.port} flows again")
+
+    def close(self):
+        self.closed = True
+        self.flowing.set()
+        for s in [self.lsock] + self.socks:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
+# ---------------------------------------------------------------------------
+# NFS server (nfs-ganesha, userspace) on the host's loopback
+# ---------------------------------------------------------------------------
+
+class NfsServer:
+    """nfs-ganesha serving DIR/export as NFSv4.1 `/export` on 127.0.0.1:<free port> (the guests
+    reach it as 10.0.2.2:<port> through slirp). Foreground process of ours: stopped by stop() and
+    by the run's cleanup; pause()/resume() are SIGSTOP/SIGCONT (a server that hangs, not one that
+    refuses: the guests' hard mounts block)."""
+
+    VOLUME_NAME = "hb.img"
+
+    def __init__(self, d: Path, timeline: Timeline | None = None):
+        self.dir = d
+        self.export = d / "export"
+        self.volume = self.export / self.VOLUME_NAME
+        self.timeline = timeline
+        self.proc = None
+        self.paused = False
+        self.port = free_tcp_port()
+        (d / "recovery").mkdir(parents=True, exist_ok=True)
+        self.export.mkdir(parents=True, exist_ok=True)
+        self.conf = d / "ganesha.conf"
+        # Graceless: no 90 s grace period after a start; Only_Numeric_Owners: the guests have no
+        # idmapd (files would show as nobody); Lease_Lifetime 10: the NFSv4 state of a guest that
+        # was reset expires soon.
+        self.conf.write_text(f"""NFS_CORE_PARAM {{ Protocols = 4; NFS_Port = {self.port}; Bind_addr = 127.0.0.1;
+                 Enable_NLM = false; Enable_RQUOTA = false; Enable_UDP = false; }}
+NFS_KRB5 {{ Active_krb5 = false; }}
+NFSv4 {{ Graceless = true; Lease_Lifetime = 10; RecoveryBackend = fs;
+        RecoveryRoot = "{d / 'recovery'}"; Minor_Versions = 1, 2; Only_Numeric_Owners = true; }}
+EXPORT_DEFAULTS {{ SecType = sys; }}
+EXPORT {{ Export_Id = 1; Path = "{self.export}"; Pseudo = /export; Protocols = 4;
+         Transports = TCP; Access_Type = RW; Squash = No_Root_Squash; Disable_ACL = true;
+         FSAL {{ Name = VFS; }} }}
+""")
+        cleanup().add(self.stop)
+
+    def start(self, timeout: float = 20.0):
+        pidfile = self.dir / "ganesha.pid"
+        logf = open(self.dir / "ganesha.out", "ab")
+        self.proc = subprocess.Popen(
+            ["ganesha.nfsd", "-F", "-f", str(self.conf), "-L", str(self.dir / "ganesha.log"),
+             "-p", str(pidfile)],
+            stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, cwd=self.dir)
+        logf.close()
+        pidfile.write_text(f"{self.proc.pid}\n")   # for kill_stale until ganesha writes it itself
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"ganesha.nfsd not listening on 127.0.0.1:{self.port} "
+                                   f"(rc {self.proc.poll()}):\n{self.log_tail()}")
+            time.sleep(0.05)
+        if self.timeline:
+            self.timeline.add("nfs", "nfs-started", f"ganesha pid {self.proc.pid} port {self.port}")
+
+    def pause(self):
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        self.paused = True
+        if self.timeline:
+            self.timeline.add("nfs", "nfs-paused", "SIGSTOP ganesha.nfsd")
+
+    def resume(self):
+        os.kill(self.proc.pid, signal.SIGCONT)
+        self.paused = False
+        if self.timeline:
+            self.timeline.add("nfs", "nfs-resumed", "SIGCONT ganesha.nfsd")
+
+    def stop(self):
+        if not self.proc or self.proc.poll() is not None:
+            return
+        os.kill(self.proc.pid, signal.SIGCONT)   # a stopped process does not act on SIGTERM
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def relay(self, name: str) -> "StallRelay":
+        """A TCP relay of its own in front of this server (a guest mounts through its port), whose
+        stall() stalls only that guest's NFS traffic."""
+        r = StallRelay(("127.0.0.1", self.port), name, self.timeline)
+        cleanup().add(r.close)
+        return r
+
+    def log_tail(self, n=20) -> str:
+        out = []
+        for f in ("ganesha.log", "ganesha.out"):
+            try:
+                out += (self.dir / f).read_text(errors="replace").splitlines()[-n:]
+            except FileNotFoundError:
+                pass
+        return "\n".join(out)
+
+
 class Cluster:
     """n VMs sharing one raw disk image (the heartbeat volume), each with its own BMC.
 
@@ -1454,11 +1692,20 @@ class Cluster:
 
     def __init__(self, n: int, kernel: Kernel, initrd: Path, rundir: Path,
                  watchdog_action="reset", bmcs=True, files_for=None, cmdline_extra="",
-                 disk_mib: int = 16, timeline: Timeline | None = None):
+                 disk_mib: int = 16, timeline: Timeline | None = None,
+                 nfs: "NfsServer | None" = None, nfs_relays: bool = False,
+                 peer_segment: bool = False):
+        """nfs: the guests mount this server's export on /mnt/nfs and get no block device; the
+        volume (self.disk) is then nfs.volume, a file in the export. nfs_relays: each VM mounts
+        through a StallRelay of its own (self.relays[i]). peer_segment: every VM gets eth1 =
+        peer_address(i) on a segment of their own (a free multicast port on lo)."""
         self.n = n
         self.rundir = rundir
         self.timeline = timeline or Timeline()
-        self.disk = make_shared_disk(rundir / "shared.img", disk_mib)
+        self.nfs = nfs
+        self.disk = nfs.volume if nfs else make_shared_disk(rundir / "shared.img", disk_mib)
+        segment = f"{PEER_SEGMENT_GROUP}:{free_udp_port()}" if peer_segment else None
+        self.relays = {i: nfs.relay(f"vm{i}") for i in range(1, n + 1)} if nfs and nfs_relays else {}
         self.vms: list = []
         self.bmcs: list = []
         self.bmc_ports: dict = {}
@@ -1469,9 +1716,15 @@ class Cluster:
         actions = watchdog_action if isinstance(watchdog_action, (list, tuple)) else [watchdog_action] * n
         for i in range(1, n + 1):
             vmdir = rundir / f"vm{i}"
+            extra = cmdline_extra
+            if nfs:
+                extra += f" hbfence.nfs={self.relays[i].port if self.relays else nfs.port}"
+            if segment:
+                extra += f" hbfence.eth1={peer_address(i)}/24"
             cfg = VMConfig(vm_id=i, name=f"vm{i}", kernel=kernel.vmlinuz, initrd=initrd,
-                           shared_disk=self.disk, vmdir=vmdir,
-                           watchdog_action=actions[i - 1], cmdline_extra=cmdline_extra)
+                           shared_disk=None if nfs else self.disk, vmdir=vmdir,
+                           watchdog_action=actions[i - 1], cmdline_extra=extra.strip(),
+                           peer_segment=segment)
             for gp, content in (files_for(i, self) if files_for else {}).items():
                 cfg.files[gp] = self._host_file(vmdir, gp, content)
             vm = VM(cfg, self.timeline)
@@ -1519,10 +1772,13 @@ class Cluster:
 
 def agent_config(host_id: int, n_hosts: int, bmc_ports: dict, volume="/dev/vda",
                  coordinator=True, password_dir="/etc/hbfence/bmc", extra: str = "",
-                 fencing: dict | None = None, self_fence: str = "reboot") -> str:
+                 fencing: dict | None = None, self_fence: str = "reboot",
+                 peer_channel: bool = False) -> str:
     """hbfence.toml for guest host_id. Peers' BMCs are reached at 10.0.2.2:port (the host's
     ipmi_sim through slirp) with cipher suite 3 (ipmi_sim has no SHA-256 suites such as 17).
-    fencing: extra [fencing] keys (e.g. {"timeout": 20, "command_timeout": 5})."""
+    fencing: extra [fencing] keys (e.g. {"timeout": 20, "command_timeout": 5}).
+    peer_channel: [network] on the peer segment (eth1, peer_address) with the cluster key at
+    PEER_KEY_PATH, and every [[peer]] with its address there."""
     fence_lines = ['ipmitool = "/usr/bin/ipmitool"'] + [
         f"{k} = {json.dumps(v)}" for k, v in (fencing or {}).items()]
     lines = [
@@ -1535,10 +1791,15 @@ def agent_config(host_id: int, n_hosts: int, bmc_ports: dict, volume="/dev/vda",
         "[events]", 'log = "/run/hbfence/events.jsonl"', 'hooks_dir = "/etc/hbfence/hooks.d"', "",
         "[daemon]", 'runtime_dir = "/run/hbfence"', "syslog = false", "",
     ]
+    if peer_channel:
+        lines += ["[network]", f'listen = "{peer_address(host_id)}:{PEER_PORT}"',
+                  f'key_file = "{PEER_KEY_PATH}"', ""]
     for pid in range(1, n_hosts + 1):
         if pid == host_id:
             continue
         lines += ["[[peer]]", f"id = {pid}", f'name = "vm{pid}"']
+        if peer_channel:
+            lines.append(f'address = "{peer_address(pid)}:{PEER_PORT}"')
         if pid in bmc_ports:
             lines.append(f'bmc = {{ address = "10.0.2.2", port = {bmc_ports[pid]}, username = "{BMC_USER}", '
                          f'password_file = "{password_dir}/vm{pid}", cipher_suite = 3 }}')

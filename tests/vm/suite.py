@@ -111,6 +111,7 @@ class Ctx:
         self.timeline = hbvm.Timeline()
         self.cluster = None
         self.volume = None
+        self.nfs = None
         self.timings = {}
         self.t = Timing(agent_timing())
 
@@ -123,23 +124,42 @@ class Ctx:
         return self.cluster
 
     def agent_cluster(self, n=3, watchdog_action="reset", coordinators=None,
-                      with_bmc: bool = True, extra_config: str = "") -> hbvm.Cluster:
+                      with_bmc: bool = True, extra_config: str = "", nfs: bool = False,
+                      peer_channel: bool = False, init_extra=(), nfs_relays: bool = False) -> hbvm.Cluster:
         """For the agent scenarios: n VMs running the agent (autostarted at boot with a generated
         /etc/hbfence/hbfence.toml, BMC password files), the shared volume initialised on the host
         with `hbfence init` and AGENT_TIMING; every guest console watched into the timeline.
         coordinators: ids eligible as coordinator (default: all).
         with_bmc=False: the peers get no `bmc` in the config (no IPMI fencing), for scenarios that
         must see the watchdog or the self-fence: with a BMC the coordinator powers a silent peer
-        off after suspect_after, which is shorter than lease_timeout and the watchdog bound."""
+        off after suspect_after, which is shorter than lease_timeout and the watchdog bound.
+        nfs=True: the volume is a file on the host's NFS server (ganesha, started here), mounted
+        by every guest (hard) on /mnt/nfs; no block device; nfs_relays=True: each guest through a
+        stallable relay of its own (cl.relays). peer_channel=True: [network] on a
+        second NIC per guest with one key made by `hbfence keygen`. init_extra: more `hbfence
+        init` arguments."""
         if not self.agent:
             raise Skip("no static hbfence agent (build failed or HBFENCE_AGENT not set)")
         coordinators = range(1, n + 1) if coordinators is None else coordinators
         fencing = {"timeout": 20, "command_timeout": 8}
+        server = None
+        if nfs:
+            server = self.nfs = hbvm.NfsServer(self.rundir / "nfs", self.timeline)
+            server.start()
+        key = None
+        if peer_channel:
+            key = self.rundir / "cluster.key"
+            r = hbvm.run([self.agent, "keygen", "--output", str(key)], check=False, capture_output=True)
+            if r.returncode != 0:
+                raise StepFailed(f"hbfence keygen --output {key}: rc={r.returncode}\n{r.stdout}{r.stderr}")
+        volume = f"/mnt/nfs/{hbvm.NfsServer.VOLUME_NAME}" if nfs else "/dev/vda"
 
         def files(i, cl):
             f = {"/etc/hbfence/hbfence.toml": hbvm.agent_config(
                 i, n, cl.bmc_ports if with_bmc else {}, coordinator=i in coordinators,
-                extra=extra_config, fencing=fencing)}
+                extra=extra_config, fencing=fencing, volume=volume, peer_channel=peer_channel)}
+            if key:
+                f[hbvm.PEER_KEY_PATH] = key
             if with_bmc:
                 for p in cl.bmc_ports:
                     if p != i:
@@ -147,8 +167,9 @@ class Ctx:
             return f
 
         cl = self.make_cluster(n, initrd=self.initramfs(payload=self.agent), files_for=files,
-                               watchdog_action=watchdog_action, bmcs=with_bmc)
-        args = [self.agent, "init", "--volume", str(cl.disk), "--max-hosts", "8"]
+                               watchdog_action=watchdog_action, bmcs=with_bmc, nfs=server,
+                               nfs_relays=nfs_relays, peer_segment=peer_channel)
+        args = [self.agent, "init", "--volume", str(cl.disk), "--max-hosts", "8", *init_extra]
         for k, v in self.t.d.items():
             args += [f"--{k}", str(v)]
         r = hbvm.run(args, check=False, capture_output=True)
@@ -315,6 +336,11 @@ class VolumeWatch:
         with self.cond:
             times = [t for t, _ in self.seq_changes.get(i, []) if t < before]
         return times[-1] if times else 0.0
+
+    def changed_since(self, i: int, t: float) -> bool:
+        """Host i's record changed (as seen here) after t."""
+        with self.cond:
+            return any(tc > t for tc, _ in self.seq_changes.get(i, []))
 
     def summary(self) -> str:
         with self.cond:
@@ -603,27 +629,39 @@ def scenario_storage_stall(ctx: Ctx):
     No BMCs (the coordinator would power vm2 off first). With the disk still stalled the coordinator
     declares vm2 fenced (method watchdog) only after dead_after and after vm2 really reset; after
     the disk resumes, vm2 boots and rejoins with a new incarnation."""
-    t = ctx.t
     cl = ctx.agent_cluster(3, with_bmc=False)
-    vm1, vm2, vm3 = cl.vms
     ctx.start_agents(cl)
+    vm2 = cl.vm(2)
+    _self_fence_scenario(ctx, cl, "disk stall", "vm2's disk stalls (block_set_io_throttle)", vm2.stall_disk,
+                         hold=lambda ev: None, hold_what="disk still stalled", release=vm2.resume_disk)
+
+
+def _self_fence_scenario(ctx: Ctx, cl: hbvm.Cluster, fault: str, fault_detail: str, inject, hold,
+                         hold_what: str, release):
+    """vm2 loses its storage (inject()): it self-fences through sysrq (RESET without WATCHDOG) once
+    its lease could have run out; hold(reset_event) keeps the reset vm2 off the volume until the
+    coordinator declared it fenced (method watchdog, after dead_after); release() lets it boot and
+    rejoin with a new incarnation. vm1 and vm3 stay undisturbed throughout."""
+    t = ctx.t
+    vm1, vm2, vm3 = cl.vms
     time.sleep(2 * t.interval)   # a few renewals after ready
     inc = ctx.volume.host(2)["incarnation"]
     con = vm2.console_offset()
-    with ctx.step("stall vm2's disk -> vm2 self-fences through sysrq: RESET without WATCHDOG, "
+    with ctx.step(f"{fault_detail} -> vm2 self-fences through sysrq: RESET without WATCHDOG, "
                   "within lease_timeout (+ slack)"):
-        t_fault = ctx.timeline.mark("fault", "vm2", "disk stall (block_set_io_throttle)")
-        vm2.stall_disk()
+        t_fault = ctx.timeline.mark("fault", "vm2", fault_detail)
+        inject()
         ev = vm2.qmp.wait_event("RESET", timeout=t.lease + 40, since=t_fault)
-        ctx.check(ev is not None, f"vm2: no RESET within {t.lease + 40:g}s of the disk stall")
-        # Lower bound: the stall must not reset the host before its lease could have run out. The
-        # last successful write started at most about one interval before the stall (two if the
+        ctx.check(ev is not None, f"vm2: no RESET within {t.lease + 40:g}s of the {fault}")
+        hold(ev)
+        # Lower bound: the fault must not reset the host before its lease could have run out. The
+        # last successful write started at most about one interval before the fault (two if the
         # cycle before was slow and skipped one).
-        check_bounds(ctx, "disk stall -> RESET (self-fence)", ev["t"] - t_fault,
+        check_bounds(ctx, f"{fault} -> RESET (self-fence)", ev["t"] - t_fault,
                      t.lease - 2 * t.interval - 0.5, t.lease + 8.0)
         # What the peers' dead_after relies on: the host is reset at the latest lease + watchdog
         # after the start of its last successful write (the host sees that record after it started).
-        t_last = ctx.volume.last_change(2, ev["t"])   # the drained write lands after
+        t_last = ctx.volume.last_change(2, ev["t"])   # a drained write lands after
         check_bounds(ctx, "vm2's last record change (host view) -> RESET", ev["t"] - t_last,
                      0.0, t.lease + t.watchdog)
         wd = qmp_events(vm2, ("WATCHDOG",), t_fault)
@@ -634,7 +672,7 @@ def scenario_storage_stall(ctx: Ctx):
         m = vm2.wait_console(r"SELF-FENCE \(.*\): writing 'b' to /proc/sysrq-trigger", 2, since=con)
         log(f"  vm2 agent: {m.group(0) if m else 'its SELF-FENCE line did not reach the console before the reset'}")
         t_reset = ev["t"]
-    with ctx.step("disk still stalled: the coordinator declares vm2 fenced (method watchdog) no "
+    with ctx.step(f"{hold_what}: the coordinator declares vm2 fenced (method watchdog) no "
                   "earlier than dead_after, and after vm2 really reset"):
         tv = ctx.volume.wait(lambda h: h.get(2, {}).get("verdict") == "fenced", t.dead_after + 40)
         ctx.check(tv is not None, f"no fenced verdict for vm2: {ctx.volume.summary()}")
@@ -642,23 +680,25 @@ def scenario_storage_stall(ctx: Ctx):
         ctx.check(h["method"] == "watchdog" and h["incarnation"] == inc,
                   f"vm2 verdict {h['verdict']} method {h['method']} incarnation {h['incarnation']} (was {inc})")
         ctx.check(tv > t_reset, "fenced verdict seen before vm2's reset")
+        ev = [e for e in guest_events(vm1) if e["event"] == "fenced" and e["host"] == 2]
+        ctx.check(ev and ev[0]["method"] == "watchdog", f"vm1's events.jsonl: no `fenced` (watchdog) for vm2: {ev}")
         # The bound runs from the coordinator's first read of vm2's last record. That record can be
-        # the write that was stuck in the throttle: qemu drains it when the guest resets, so it lands
-        # after the reset (seen as progress: the verdict comes later, the safe direction). The host
-        # sees a change at most about one interval before or after the coordinator does.
+        # a write that was stuck in a disk throttle: qemu drains it when the guest resets, so it
+        # lands after the reset (seen as progress: the verdict comes later, the safe direction). The
+        # host sees a change at most about one interval before or after the coordinator does.
         t_last = ctx.volume.last_change(2, tv)
-        ctx.timings["disk stall -> verdict fenced (watchdog)"] = tv - t_fault
+        ctx.timings[f"{fault} -> verdict fenced (watchdog)"] = tv - t_fault
         check_bounds(ctx, "vm2's last record change (host view) -> verdict fenced", tv - t_last,
                      t.dead_after - t.interval - 1.0, t.dead_after + 10)
     with ctx.step("vm1 and vm3 undisturbed: no RESET/WATCHDOG/SHUTDOWN, records advancing"):
         check_undisturbed(ctx, [vm1, vm3], since=t_fault - 1)
-    with ctx.step("resume vm2's disk -> vm2 boots, its agent rejoins with a new incarnation"):
-        ctx.timeline.mark("resume", "test", "vm2 disk resumed")
-        vm2.resume_disk()
+    with ctx.step("vm2 released -> it boots, its agent rejoins with a new incarnation"):
+        ctx.timeline.mark("release", "test", "vm2 released")
+        release()
         wait_rejoined(ctx, vm2, inc, con)
         ctx.timings["RESET -> vm2 rejoined"] = time.monotonic() - t_reset
         check_undisturbed(ctx, [vm1, vm3], since=t_fault - 1)
-    ctx.print_timeline(t_fault, "storage-stall of vm2")
+    ctx.print_timeline(t_fault, f"{fault} of vm2")
 
 
 def _watchdog_scenario(ctx: Ctx, signal_cmd: str, what: str, console_evidence: str | None):
@@ -811,6 +851,211 @@ def scenario_power_loss(ctx: Ctx):
     ctx.print_timeline(t_fault2, "power loss of the coordinator vm1", before=1)
 
 
+# ---------------------------------------------------------------------------
+# Real NFS (issue 13): the volume is a file on the host's nfs-ganesha, mounted `hard` by every
+# guest's kernel; the agents also talk on the peer channel (eth1, [network], one cluster key).
+# ---------------------------------------------------------------------------
+
+NFS_BLOCK = "ip route add blackhole 10.0.2.2/32"     # the guest's only route to the NFS server
+
+
+def nfs_cluster(ctx: Ctx, with_bmc: bool, init_extra=(), nfs_relays=False) -> hbvm.Cluster:
+    cl = ctx.agent_cluster(3, with_bmc=with_bmc, nfs=True, peer_channel=True, init_extra=init_extra,
+                           nfs_relays=nfs_relays)
+    ctx.start_agents(cl)
+    wait_peer_channel(ctx, cl)
+    return cl
+
+
+def wait_peer_channel(ctx: Ctx, cl: hbvm.Cluster, timeout: float = 30.0):
+    """Every agent reports every peer reachable on the peer channel (`hbfence status --json` in
+    the guest: its daemon's view)."""
+    with ctx.step("peer channel: every agent sees every peer reachable (authenticated answers on eth1)"):
+        t0 = time.monotonic()
+        for vm in cl.vms:
+            others = {o.cfg.vm_id for o in cl.vms if o is not vm}
+            view = {}
+            while True:
+                rc, out = vm.sh("hbfence status --json", timeout=20, check=False)
+                try:
+                    view = {h["id"]: (h.get("network") or {}) for h in json.loads(out)["hosts"]}
+                except (ValueError, KeyError, TypeError):
+                    view = {"unparsed": out[-300:]}
+                if all(view.get(i, {}).get("reachable") is True for i in others):
+                    break
+                ctx.check(time.monotonic() - t0 < timeout,
+                          f"{vm.name}: peers not all reachable on the channel after {timeout:g}s: {view}")
+                time.sleep(1)
+        ctx.timings["agents ready -> peer channel up (all)"] = time.monotonic() - t0
+
+
+def check_agents_healthy(ctx: Ctx, vms):
+    """`hbfence status --health` in each guest says OK (running, own lease valid, watchdog armed)."""
+    for vm in vms:
+        rc, out = vm.sh("hbfence status --health", timeout=20, check=False)
+        ctx.check(rc == 0, f"{vm.name}: hbfence status --health rc={rc}: {out.strip()}")
+
+
+def hold_after_reset(ctx: Ctx, vm: hbvm.VM, reset_ev: dict):
+    """Pause vm's vCPUs right after its reset (QMP stop, well before the new boot's agent can
+    write): the coordinator then judges the old incarnation on a volume the new one does not touch."""
+    vm.qmp.execute("stop")
+    ctx.timeline.add(vm.name, "held", f"QMP stop {time.monotonic() - reset_ev['t']:.2f}s after its RESET")
+
+
+def release_hold(ctx: Ctx, vm: hbvm.VM):
+    vm.qmp.execute("cont")
+    ctx.timeline.add(vm.name, "released", "QMP cont")
+
+
+def scenario_nfs_cut(ctx: Ctx):
+    """Real NFS: vm2's NFS traffic blocked inside vm2: it self-fences, vm1 declares it fenced.
+
+    The volume is a file on the host's nfs-ganesha, mounted hard by every guest; the agents also
+    talk on the peer channel. A blackhole route to 10.0.2.2 in vm2 cuts only vm2's storage. vm2
+    resets itself (sysrq b, no WATCHDOG) once its lease ran out; held paused after the reset, the
+    coordinator declares it fenced (method watchdog) after dead_after; released, vm2 boots,
+    mounts again and rejoins with a new incarnation. No BMCs: they would power vm2 off first."""
+    cl = nfs_cluster(ctx, with_bmc=False)
+    vm2 = cl.vm(2)
+    _self_fence_scenario(ctx, cl, "NFS cut", f"`{NFS_BLOCK}` in vm2", lambda: vm2.sh(NFS_BLOCK, timeout=20),
+                         hold=lambda ev: hold_after_reset(ctx, vm2, ev),
+                         hold_what="vm2 held after its reset", release=lambda: release_hold(ctx, vm2))
+
+
+def blip_timing() -> dict:
+    """The suite's timing with room for a blip between suspect_after and lease_timeout: a lease
+    of at least suspect_after + 8 s, so a blip of suspect_after + 3 s leaves vm2 > 3 s of lease
+    (its last write started up to one interval before the blip; NFS recovers in < 1 s)."""
+    d = agent_timing()
+    d["lease-timeout"] = max(d["lease-timeout"], d["suspect-after"] + 8)
+    return d
+
+
+def scenario_nfs_blip(ctx: Ctx):
+    """Real NFS: a blip of vm2's NFS longer than suspect_after, shorter than its lease: not powered off.
+
+    BMC peers and the peer channel: the coordinator vm1 sees vm2 without progress past
+    suspect_after but does not power it off (fence_deferred) because vm2 answers on the channel
+    that its lease is still valid; vm2 writes again when its NFS comes back and continues:
+    no reset, no BMC request, no verdict, same incarnation. Lease = suspect_after + 8 s here.
+    Every guest mounts through a relay of its own on the host; vm2's relay holds its traffic for
+    the blip (a path that hangs, then delivers: no TCP or RPC back-off in the guest)."""
+    ctx.t = t = Timing(blip_timing())
+    log(f"  timing of this scenario: {t}")
+    blip = t.suspect + 3.0
+    cl = nfs_cluster(ctx, with_bmc=True, nfs_relays=True)
+    vm1, vm2, vm3 = cl.vms
+    time.sleep(2 * t.interval)
+    inc = ctx.volume.host(2)["incarnation"]
+    con = vm2.console_offset()
+    with ctx.step(f"vm2's NFS blocked for {blip:g}s (suspect_after {t.suspect:g}s < blip < lease "
+                  f"{t.lease:g}s) -> vm1 defers the power-off (fence_deferred); vm2 writes again"):
+        t_fault = ctx.timeline.mark("fault", "vm2", f"its NFS relay stalls for {blip:g}s")
+        cl.relays[2].stall()
+        time.sleep(blip)
+        cl.relays[2].resume()
+        t_end = ctx.timeline.mark("blip-end", "vm2", "its NFS relay flows again")
+        tw = ctx.volume.wait(lambda h: ctx.volume.changed_since(2, t_end), t.lease)
+        ctx.check(tw is not None, f"vm2 did not write again within {t.lease:g}s after the blip: {ctx.volume.host(2)}")
+        ctx.timings["blip end -> vm2's next record (host view)"] = tw - t_end
+        gap = ctx.volume.max_gap(2, t_fault - 1, tw)
+        ctx.timings["vm2 without a record change (host view)"] = gap
+        ctx.check(gap > t.suspect, f"vm2's longest gap {gap:.1f}s: not past suspect_after ({t.suspect:g}s): no real blip")
+        defer = [e for e in guest_events(vm1) if e["event"] == "fence_deferred" and e["host"] == 2]
+        ctx.check(defer, "vm1's events.jsonl: no fence_deferred for vm2 (the coordinator never had to "
+                  "hold a power-off, or powered it off)")
+        log(f"  vm1: fence_deferred for vm2: {defer[0].get('detail')}")
+    settle = t.lease + t.suspect + 2 * t.interval
+    with ctx.step(f"{settle:g}s after the blip: vm2 not powered off, not reset, no verdict, same "
+                  "incarnation; nobody disturbed"):
+        time.sleep(max(0.0, t_end + settle - time.monotonic()))
+        ctx.check(not vm2.bmc.requests(), f"vm2's BMC got requests {vm2.bmc.requests()}")
+        h = ctx.volume.host(2)
+        ctx.check(h["incarnation"] == inc and h["state"] == "active" and not h.get("verdict"),
+                  f"vm2 on the volume: {h}")
+        sf = vm2.wait_console(r"SELF-FENCE", 0, since=con)
+        ctx.check(not sf, "vm2 console: SELF-FENCE")
+        check_undisturbed(ctx, cl.vms, since=t_fault - 1)   # vm2 too: its gap stayed < lease
+        check_agents_healthy(ctx, cl.vms)
+        for vm in cl.vms:
+            ctx.check(not vm.bmc.requests(), f"{vm.name}'s BMC got requests {vm.bmc.requests()}")
+            bad = [e for e in guest_events(vm) if e["event"] in ("fence_started", "fenced", "self_fence")]
+            ctx.check(not bad, f"{vm.name}: {bad}")
+    ctx.print_timeline(t_fault, f"{blip:g}s NFS blip of vm2")
+
+
+OUTAGE_SURVIVAL_FLAG = "--outage-survival"
+
+
+def outage_survival_init_args(agent: str, n: int):
+    """`hbfence init` arguments that turn outage survival on (with the membership listed in the
+    header, the majority's base, when init offers --members), or None when init has no
+    --outage-survival."""
+    r = hbvm.run([agent, "init", "--help"], check=False, capture_output=True)
+    if OUTAGE_SURVIVAL_FLAG not in r.stdout:
+        return None
+    return [OUTAGE_SURVIVAL_FLAG, "on"] + (["--members", f"1-{n}"] if "--members" in r.stdout else [])
+
+
+def scenario_nfs_outage(ctx: Ctx):
+    """Real NFS: the NFS server paused (SIGSTOP) for 4 x lease_timeout: no guest resets, all resume.
+
+    Needs outage survival (`hbfence init --outage-survival on`). Without that option the scenario
+    still runs (recording today's behaviour: which guests reset, when) and then FAILS: it never
+    passes or skips on an agent without outage survival."""
+    t = ctx.t
+    survival = outage_survival_init_args(ctx.agent, 3)
+    log(f"  hbfence init {' '.join(survival) if survival else OUTAGE_SURVIVAL_FLAG + ': MISSING: recording today'}")
+    cl = nfs_cluster(ctx, with_bmc=True, init_extra=survival or [])
+    time.sleep(2 * t.interval)
+    incs = {vm.cfg.vm_id: ctx.volume.host(vm.cfg.vm_id)["incarnation"] for vm in cl.vms}
+    cons = {vm.cfg.vm_id: vm.console_offset() for vm in cl.vms}
+    outage = 4 * t.lease
+    with ctx.step(f"NFS server paused (SIGSTOP ganesha) for {outage:g}s = 4 x lease_timeout"):
+        t_fault = ctx.timeline.mark("fault", "nfs", f"SIGSTOP ganesha.nfsd for {outage:g}s")
+        ctx.nfs.pause()
+        time.sleep(outage)
+        ctx.nfs.resume()
+        t_resume = ctx.timeline.mark("resume", "nfs", "SIGCONT ganesha.nfsd")
+        for vm in cl.vms:   # the outage was real: nobody's record moved while the server was stopped
+            gap = ctx.volume.max_gap(vm.cfg.vm_id, t_fault, t_resume)
+            ctx.check(gap > outage - t.lease, f"{vm.name}: longest gap {gap:.1f}s during the outage")
+    resets = {}
+    settle = t.lease + t.suspect + 4 * t.interval
+    with ctx.step(f"after the outage ({settle:g}s): every agent writes again, same incarnation"):
+        ok = ctx.volume.wait(lambda h: all(h.get(i, {}).get("incarnation") == incs[i]
+                                           and ctx.volume.changed_since(i, t_resume) for i in incs), settle)
+        ctx.timings["resume -> every agent's next record (host view)"] = (ok or time.monotonic()) - t_resume
+        time.sleep(max(0.0, t_resume + settle - time.monotonic()))
+        for vm in cl.vms:
+            ev = qmp_events(vm, BAD_EVENTS, t_fault)
+            if ev:
+                resets[vm.name] = [(e["event"], round(e["t"] - t_fault, 1)) for e in ev]
+        if resets or survival is None:
+            # Today's behaviour, recorded (BENCHMARKS.md): who reset or was powered off, when.
+            for vm in cl.vms:
+                for tr, msg in vm.bmc.requests():
+                    ctx.timeline.add(vm.name, "bmc", msg, tr)
+            log(f"  guests reset/powered off during and after the outage (s since the pause): "
+                f"{resets or 'none'}; volume: {ctx.volume.summary()}")
+        ctx.check(survival is not None, f"outage survival is not available (`hbfence init` has no "
+                  f"{OUTAGE_SURVIVAL_FLAG}): {len(resets)} of {len(cl.vms)} guests reset or were "
+                  f"powered off: {resets}")
+        ctx.check(not resets, f"guests reset or powered off: {resets}")
+        ctx.check(ok is not None, f"not every agent wrote again with its incarnation: {ctx.volume.summary()}")
+        for vm in cl.vms:
+            i = vm.cfg.vm_id
+            h = ctx.volume.host(i)
+            ctx.check(h["state"] == "active" and not h.get("verdict"), f"{vm.name} on the volume: {h}")
+            ctx.check(not vm.bmc.requests(), f"{vm.name}'s BMC got requests {vm.bmc.requests()}")
+            sf = vm.wait_console(r"SELF-FENCE", 0, since=cons[i])
+            ctx.check(not sf, f"{vm.name} console: SELF-FENCE")
+            ctx.check(vm.alive(), f"{vm.name}: qemu is gone")
+        check_agents_healthy(ctx, cl.vms)
+    ctx.print_timeline(t_fault, f"NFS server paused for {outage:g}s")
+
+
 SCENARIOS = {
     "watchdog-smoke": scenario_watchdog_smoke,
     "healthy": scenario_healthy,
@@ -819,6 +1064,9 @@ SCENARIOS = {
     "agent-kill": scenario_agent_kill,
     "clean-stop": scenario_clean_stop,
     "power-loss": scenario_power_loss,
+    "nfs-cut": scenario_nfs_cut,
+    "nfs-blip": scenario_nfs_blip,
+    "nfs-outage": scenario_nfs_outage,
 }
 NEEDS_AGENT = set(SCENARIOS) - {"watchdog-smoke"}
 
@@ -961,6 +1209,8 @@ def main():
                     tail = vm.qemu_log_tail(5)
                     if tail.strip():
                         print(f"--- {vm.name} qemu.log (tail) ---\n{tail}")
+                if ctx.nfs:
+                    print(f"--- nfs-ganesha log (tail) ---\n{ctx.nfs.log_tail(15)}")
                 if ctx.volume and ctx.volume.hosts:
                     print(f"--- volume: {ctx.volume.summary()}")
                 print("--- timeline (seconds since the scenario's first entry) ---")
@@ -970,6 +1220,8 @@ def main():
                 ctx.volume.stop()
             if ctx.cluster:
                 ctx.cluster.shutdown()
+            if ctx.nfs:
+                ctx.nfs.stop()
         ctx.timings["scenario total"] = time.monotonic() - t
         log(f"=== {name}: {results[name]}")
         for k, v in ctx.timings.items():
