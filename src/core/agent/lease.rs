@@ -296,7 +296,15 @@ impl Agent {
         let own = view.record(self.p.host_id);
         let value = own.map(|r| (r.incarnation, r.seq));
         if let Some(r) = own {
-            if r.boot_id == self.p.boot_id && r.state != HostState::Leaving {
+            // A `leaving` record of this boot on another volume makes an older active one
+            // history (a volume that missed the last writes of a run that left cleanly).
+            if r.boot_id == self.p.boot_id && r.state == HostState::Leaving {
+                self.probe_left_seq = self.probe_left_seq.max(Some(r.seq));
+            }
+            if r.boot_id == self.p.boot_id
+                && r.state != HostState::Leaving
+                && self.probe_left_seq.is_none_or(|left| r.seq > left)
+            {
                 // Only a run that armed the watchdog can leave a reset pending: a record of
                 // one that never did (it could not open the device and exited) is history.
                 let expired = r.mono_ms + self.p.timing.lease_timeout_ms <= self.now.mono

@@ -475,6 +475,8 @@ pub struct Agent {
     surviving_since: Option<u64>,
     /// Survivals started and ended.
     survivals: (u64, u64),
+    /// The highest sequence of a `leaving` record of this boot the probe saw in the own block.
+    probe_left_seq: Option<u64>,
 }
 
 impl Agent {
@@ -529,6 +531,7 @@ impl Agent {
             lease_short_at: now.mono,
             surviving_since: None,
             survivals: (0, 0),
+            probe_left_seq: None,
             p,
         };
         if agent.p.doomed_marker {

@@ -141,16 +141,16 @@ impl Agent {
         self.survivals
     }
 
-    /// The `mono_ms` of the own record: the cycle's start, but with an expired lease (while
-    /// surviving) the start of the last verified cycle. An agent restarted on this boot takes
-    /// `mono_ms + lease_timeout` for the end of the lease its predecessor may still hold; a
-    /// record written while surviving, landing unverified when storage returns, must not
-    /// claim a lease that nobody holds (the restarted agent is doomed at once instead: S3).
+    /// The `mono_ms` of the own record: the start of the verified cycle the current lease
+    /// counts from (the cycle's start before the first lease). An agent restarted on this
+    /// boot takes `mono_ms + lease_timeout` for the end of the lease its predecessor may still
+    /// hold; a record that lands unverified (a write stuck until storage returns, seed 561;
+    /// one written while surviving, seed 949) must not claim more than the lease that writer
+    /// really held, or a restart would extend a reset that is due (S3).
     pub(super) fn record_mono_ms(&self) -> u64 {
-        let now = self.now.mono;
         match self.lease_expiry() {
-            Some(e) if now >= e => e.saturating_sub(self.p.timing.lease_timeout_ms),
-            _ => now,
+            Some(e) => e.saturating_sub(self.p.timing.lease_timeout_ms),
+            None => self.now.mono,
         }
     }
 
