@@ -345,25 +345,7 @@ pub fn status(a: &StatusArgs) -> CliResult {
         }
         return super::ops::status_config(&config, a.json);
     }
-    let mut volumes: Vec<(Volume, Header)> = Vec::new();
-    let mut errors = Vec::new();
-    for path in &a.volume {
-        match Volume::open(path, Access::ReadOnly).and_then(|v| v.read_header().map(|h| (v, h))) {
-            Ok((v, h)) => {
-                if let Some((first, fh)) = volumes.first() {
-                    if fh.cluster != h.cluster || fh.max_hosts != h.max_hosts {
-                        return Err(CliError::new(format!(
-                            "volume {} belongs to another cluster than {}; name the volumes of one cluster",
-                            path.display(),
-                            first.path().display()
-                        )));
-                    }
-                }
-                volumes.push((v, h));
-            }
-            Err(e) => errors.push(e.to_string()),
-        }
-    }
+    let (volumes, errors) = super::ops::open_read_only(&a.volume)?;
     let view = super::ops::read_quorum(&volumes, a.volume.len(), &errors)?;
     let h = &volumes[0].1;
     let now = sys::wall_ms();

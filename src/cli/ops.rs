@@ -105,6 +105,34 @@ fn load_with(config_path: &Path, access: Access) -> Result<Cluster, CliError> {
     Ok(Cluster { config, volumes, errors })
 }
 
+/// The volumes that opened with their headers, and why the others did not.
+pub(super) type OpenedVolumes = (Vec<(Volume, Header)>, Vec<String>);
+
+/// Opens `paths` read-only for `status --volume` and `vms --volume`: the volumes that open,
+/// which must belong to one cluster, and why the others did not (for `read_quorum`).
+pub(super) fn open_read_only(paths: &[PathBuf]) -> Result<OpenedVolumes, CliError> {
+    let mut volumes: Vec<(Volume, Header)> = Vec::new();
+    let mut errors = Vec::new();
+    for path in paths {
+        match Volume::open(path, Access::ReadOnly).and_then(|v| v.read_header().map(|h| (v, h))) {
+            Ok((v, h)) => {
+                if let Some((first, fh)) = volumes.first() {
+                    if fh.cluster != h.cluster || fh.max_hosts != h.max_hosts {
+                        return Err(CliError::new(format!(
+                            "volume {} belongs to another cluster than {}; name the volumes of one cluster",
+                            path.display(),
+                            first.path().display()
+                        )));
+                    }
+                }
+                volumes.push((v, h));
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    Ok((volumes, errors))
+}
+
 /// Re-reads of a volume whose read showed a torn or corrupt heartbeat block: a read that raced
 /// a write tears, the next one usually does not. Pauses before each re-read.
 const TORN_RETRIES_MS: [u64; 3] = [20, 60, 150];

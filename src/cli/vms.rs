@@ -4,8 +4,7 @@
 use super::text::{age, table, Align};
 use super::{CliError, CliResult};
 use crate::config::{Config, DEFAULT_CONFIG};
-use crate::core::format::{self, Header, VerdictKind};
-use crate::volume::{Access, Volume};
+use crate::core::format::{self, VerdictKind};
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -32,25 +31,7 @@ pub fn run(a: &VmsArgs) -> CliResult {
     } else {
         (a.volume.clone(), None)
     };
-    let mut volumes: Vec<(Volume, Header)> = Vec::new();
-    let mut errors = Vec::new();
-    for path in &paths {
-        match Volume::open(path, Access::ReadOnly).and_then(|v| v.read_header().map(|h| (v, h))) {
-            Ok((v, h)) => {
-                if let Some((_, first)) = volumes.first() {
-                    if first.cluster != h.cluster || first.max_hosts != h.max_hosts {
-                        return Err(CliError::new(format!(
-                            "volume {} belongs to another cluster than {}; name the volumes of one cluster",
-                            path.display(),
-                            paths[0].display()
-                        )));
-                    }
-                }
-                volumes.push((v, h));
-            }
-            Err(e) => errors.push(e.to_string()),
-        }
-    }
+    let (volumes, errors) = super::ops::open_read_only(&paths)?;
     if volumes.is_empty() {
         return Err(CliError::new(format!("no volume is readable: {}", errors.join("; "))));
     }
