@@ -69,21 +69,26 @@ fn bytes_read(hosts: &[Host], window: Duration) -> Vec<(u32, u64, bool)> {
         .collect()
 }
 
+/// Hosts 1 to 3 on `volume`, each configured with `peers`, started and seeing each other alive.
+fn start_hosts_1_to_3(dir: &Path, volume: &Path, peers: &[u32]) -> Vec<Host> {
+    let mut hosts: Vec<Host> = (1..=3).map(|id| host(dir, id, volume, peers)).collect();
+    for h in &mut hosts {
+        h.start();
+    }
+    let settled = wait_until(Duration::from_secs(20), || {
+        hosts.iter().all(|h| (1..=3).all(|p| p == h.id || sees_alive(h, p)))
+    });
+    assert!(settled, "the 3 agents never saw each other:\n{}", hosts[0].log_text());
+    hosts
+}
+
 #[test]
 fn reads_follow_the_hosts_that_exist_and_a_newcomer_with_any_id_is_seen() {
     let tmp = tempfile::tempdir().unwrap();
     let volume = tmp.path().join("v.vol");
     init_volume_for(&volume, &MAX_HOSTS.to_string(), &[]);
     let members = [1, 2, 3];
-    let mut hosts: Vec<Host> =
-        members.iter().map(|&id| host(tmp.path(), id, &volume, &members)).collect();
-    for h in &mut hosts {
-        h.start();
-    }
-    let settled = wait_until(Duration::from_secs(20), || {
-        hosts.iter().all(|h| members.iter().all(|&p| p == h.id || sees_alive(h, p)))
-    });
-    assert!(settled, "the 3 agents never saw each other:\n{}", hosts[0].log_text());
+    let hosts = start_hosts_1_to_3(tmp.path(), &volume, &members);
 
     // Header + 3 heartbeats + own mailbox, the scan window, and on the coordinator the other
     // two mailboxes. A status file write or a log line is no read; the volume is all.
@@ -146,15 +151,7 @@ fn an_explicit_membership_reads_the_members_and_nothing_else() {
     let volume = tmp.path().join("v.vol");
     init_volume_for(&volume, &MAX_HOSTS.to_string(), &["--members", "1-3"]);
     let members = [1, 2, 3];
-    let mut hosts: Vec<Host> =
-        members.iter().map(|&id| host(tmp.path(), id, &volume, &members)).collect();
-    for h in &mut hosts {
-        h.start();
-    }
-    let settled = wait_until(Duration::from_secs(20), || {
-        hosts.iter().all(|h| members.iter().all(|&p| p == h.id || sees_alive(h, p)))
-    });
-    assert!(settled, "the 3 agents never saw each other:\n{}", hosts[0].log_text());
+    let hosts = start_hosts_1_to_3(tmp.path(), &volume, &members);
     let e = members.len() as u64;
     let collision_read = 1;
     let per_cycle =
@@ -186,16 +183,7 @@ fn members_change_while_the_agents_run() {
     let volume = tmp.path().join("v.vol");
     init_volume_for(&volume, "16", &[]);
     let vol = volume.to_str().unwrap();
-    let members = [1, 2, 3];
-    let mut hosts: Vec<Host> =
-        members.iter().map(|&id| host(tmp.path(), id, &volume, &[1, 2, 3, 4])).collect();
-    for h in &mut hosts {
-        h.start();
-    }
-    let settled = wait_until(Duration::from_secs(20), || {
-        hosts.iter().all(|h| members.iter().all(|&p| p == h.id || sees_alive(h, p)))
-    });
-    assert!(settled, "the 3 agents never saw each other:\n{}", hosts[0].log_text());
+    let mut hosts = start_hosts_1_to_3(tmp.path(), &volume, &[1, 2, 3, 4]);
     let epoch = |h: &Host| status(h).and_then(|s| s["members_epoch"].as_u64());
     assert!(hosts.iter().all(|h| epoch(h) == Some(0)));
 
