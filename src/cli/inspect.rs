@@ -130,10 +130,7 @@ fn dump_verdict_pages(snap: &Snapshot, hb: &Heartbeat, lines: &mut Vec<String>) 
         let state = match &d {
             Decoded::VerdictPage(p) if p.cluster != hb.cluster => "other-cluster",
             Decoded::VerdictPage(p) if p.host_id != hb.host_id => "wrong-host-id",
-            Decoded::VerdictPage(p)
-                if (p.verdict_gen, p.verdict_author, u64::from(p.index))
-                    != (hb.verdict_gen, hb.verdict_author, j) =>
-            {
+            Decoded::VerdictPage(p) if !crate::core::view::page_of_table(p, hb, j as usize) => {
                 "other-table"
             }
             Decoded::VerdictPage(_) => "ok",

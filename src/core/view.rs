@@ -177,13 +177,7 @@ pub fn complete_tables(
         for index in 0..needed {
             let block = raw.get(index * BLOCK_SIZE..(index + 1) * BLOCK_SIZE).unwrap_or(&[]);
             match format::decode(block) {
-                Decoded::VerdictPage(p)
-                    if &p.cluster == cluster
-                        && p.host_id == id
-                        && p.verdict_gen == r.verdict_gen
-                        && p.verdict_author == r.verdict_author
-                        && usize::from(p.index) == index =>
-                {
+                Decoded::VerdictPage(p) if &p.cluster == cluster && page_of_table(&p, r, index) => {
                     rest.extend(p.verdicts)
                 }
                 _ => break,
@@ -194,6 +188,15 @@ pub fn complete_tables(
             r.verdicts_in_pages = 0;
         }
     }
+}
+
+/// Whether `p` is page `index` of the table record `r` carries: written by the same host for
+/// the same (generation, author). Anything else is another table's page, or none.
+pub fn page_of_table(p: &format::VerdictPage, r: &Heartbeat, index: usize) -> bool {
+    p.host_id == r.host_id
+        && p.verdict_gen == r.verdict_gen
+        && p.verdict_author == r.verdict_author
+        && usize::from(p.index) == index
 }
 
 /// The cluster's verdicts as written on the volume: the newest table any block carries
