@@ -504,17 +504,11 @@ fn checker_catches_a_judge_ignoring_outage_survival() {
 
 /// The checker can fail: permits whose lifetime counts from the answer's arrival instead of
 /// the challenge let a host that lost its majority pet on past the judge's window, and a
-/// judge on storage declares it fenced while it is up.
-///
-/// NOT YET CAUGHT (ignored until it is): the asker accepts answers at most 3 challenge
-/// periods old, so the knob extends survival by less than 1.5 intervals, and the judge's
-/// window keeps a watchdog period for the kernel's ping on close plus the margin and up to
-/// one interval of read phase; the schedules so far (partial outages with answers delayed
-/// 1.4-1.5 periods per leg, short watchdog and margin) never line the extension up with a
-/// verdict within 200 seeds. The core unit test
-/// `a_permit_counts_from_its_challenge_not_from_its_answer` pins the rule meanwhile.
+/// judge on storage declares it fenced while it is up. `Focus::Survival` lines it up: partial
+/// outages where the last host's storage stalls (EIO writes may land and restart the bound)
+/// and only its own link is slow, so its permits arrive as late as the asker accepts (3
+/// challenge periods) while the judges' proof that the others are back on storage does not.
 #[test]
-#[ignore = "the simulation does not catch this knob yet (see the comment)"]
 fn checker_catches_permits_counted_from_the_answer() {
     search("permit_from_answer", UNSAFE_SEED_LIMIT, &["S1"], |seed| {
         let mut o = Options::new(seed);

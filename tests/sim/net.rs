@@ -19,6 +19,9 @@ pub enum NetFault {
     Delay(u64, u64),
     /// Each datagram arrives twice with this probability (per mille).
     Dup(u64),
+    /// Like `Delay`, only for datagrams from or to the hosts marked `true` (one host's
+    /// congested link: its round trips are long, everyone else's are not).
+    DelayFor(Vec<bool>, u64, u64),
 }
 
 #[derive(Clone, Debug)]
@@ -97,6 +100,13 @@ impl Net {
                 }
                 NetFault::Loss(pm) => loss = loss.max(*pm),
                 NetFault::Delay(lo, hi) => extra = extra.max((*lo, *hi)),
+                NetFault::DelayFor(hosts, lo, hi) => {
+                    if hosts.get(a).copied().unwrap_or(false)
+                        || hosts.get(b).copied().unwrap_or(false)
+                    {
+                        extra = extra.max((*lo, *hi));
+                    }
+                }
                 NetFault::Dup(pm) => dup = dup.max(*pm),
             }
         }

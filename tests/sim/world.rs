@@ -250,6 +250,13 @@ struct Boot {
     fenced_while_suspended: Vec<u64>,
     /// The agent's clock when the host last woke up.
     resumed_ms: Option<u64>,
+    /// Whether the agent's first step after the last resume found it doomed (None: no step
+    /// yet). A boot doomed on resume runs no agent that pets or writes again.
+    doomed_on_resume: Option<bool>,
+    /// The agent process was gone after the last resume and the kernel pinged the running
+    /// timer on close: the reset may come one watchdog period after that (design.md, known
+    /// limits).
+    close_ping_after_resume: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -1173,7 +1180,18 @@ impl World {
             Ev::Note(s) => self.log(s),
             Ev::Wake { h, boot } => self.wake(h, boot),
             Ev::ResumeDeadline { h, boot } => {
-                if self.hosts[h].boots.len() - 1 == boot && self.hosts[h].alive() {
+                let wd = &self.hosts[h].wd;
+                if self.hosts[h].boots.len() - 1 == boot
+                    && self.hosts[h].alive()
+                    && self.hosts[h].boots[boot].close_ping_after_resume
+                    && wd.running
+                    && wd.expires > self.t
+                {
+                    // The agent died after the resume: the kernel's ping on close restarted
+                    // the timer (once: a doomed boot never opens the device again).
+                    let at = wd.expires + 10 * MS;
+                    self.at(at, Ev::ResumeDeadline { h, boot });
+                } else if self.hosts[h].boots.len() - 1 == boot && self.hosts[h].alive() {
                     let incs = self.hosts[h].boots[boot].fenced_while_suspended.clone();
                     let id = self.hosts[h].id;
                     self.violate(
@@ -1241,6 +1259,8 @@ impl World {
         }
         let resumed_ms = self.local_ms_at(h, t);
         self.hosts[h].boots[boot].resumed_ms = Some(resumed_ms);
+        self.hosts[h].boots[boot].doomed_on_resume = None;
+        self.hosts[h].boots[boot].close_ping_after_resume = false;
         self.hlog(
             h,
             format!("host resumes after {} ms (agent clock {} ms)", (t - s.since) / MS, resumed_ms),
@@ -1333,6 +1353,8 @@ impl World {
             suspended: None,
             fenced_while_suspended: Vec::new(),
             resumed_ms: None,
+            doomed_on_resume: None,
+            close_ping_after_resume: false,
         });
         host.wd = Wd { running: false, token: host.wd.token + 1, expires: 0 };
         host.wall_jump_ms = 0;
@@ -1968,6 +1990,10 @@ impl World {
             wd.token += 1;
         } else {
             self.count("agent died: kernel keepalive ping on close");
+            let b = self.boot_idx(h);
+            if self.hosts[h].boots[b].resumed_ms.is_some() {
+                self.hosts[h].boots[b].close_ping_after_resume = true;
+            }
             let at = self.wd_from_now(h);
             self.hlog(
                 h,
@@ -1983,6 +2009,12 @@ impl World {
         let p = self.hosts[h].proc.as_ref().expect("running");
         let phase = p.agent.phase();
         let lease = p.agent.guard_expiry();
+        let b = self.boot_idx(h);
+        let boot = &mut self.hosts[h].boots[b];
+        if boot.resumed_ms.is_some() && boot.doomed_on_resume.is_none() {
+            boot.doomed_on_resume = Some(matches!(phase, Phase::Doomed { .. }));
+        }
+        let p = self.hosts[h].proc.as_ref().expect("running");
         let fenced: Vec<(u32, u64, FenceMethodKind)> = p
             .agent
             .verdicts()
@@ -2050,16 +2082,26 @@ impl World {
                 // Judged by S1-RESUME: it must never act again.
                 return;
             }
-            let doomed_since_resume = host.boots[pb].resumed_ms.is_some()
-                && host.proc.as_ref().is_some_and(|p| {
-                    p.inc == inc && matches!(p.agent.phase(), Phase::Doomed { .. })
-                });
+            // Every agent of the boot since its resume is doomed: the one that was running
+            // found its lease gone at its first step, a restarted one found the doom marker.
+            let doomed_since_resume = host.boots[pb].doomed_on_resume == Some(true)
+                && host
+                    .proc
+                    .as_ref()
+                    .is_none_or(|p| matches!(p.agent.phase(), Phase::Doomed { .. }));
             if doomed_since_resume {
                 // Judged on evidence from before its suspend and reached right after the resume,
                 // while its own self-fence runs (or, with sysrq broken, its watchdog's remaining
-                // time): the same S1-RESUME rules apply (design.md, known limits).
+                // time, one more period if its agent died meanwhile): the same S1-RESUME rules
+                // apply (design.md, known limits), and it must be gone by then.
+                let first = host.boots[pb].fenced_while_suspended.is_empty();
                 self.hosts[ph].boots[pb].fenced_while_suspended.push(inc);
                 self.count("fenced verdict about a host doomed since its resume (S1-RESUME)");
+                if first {
+                    let wd = &self.hosts[ph].wd;
+                    let at = if wd.running { wd.expires.max(self.t) } else { self.t };
+                    self.at(at + 10 * MS, Ev::ResumeDeadline { h: ph, boot: pb });
+                }
                 return;
             }
             if host.boots[pb].suspended.is_some() {
@@ -2367,7 +2409,7 @@ impl World {
                     let boot = &self.hosts[wh].boots[wb];
                     if boot.suspended.is_none()
                         && boot.resumed_ms.is_some_and(|r| hb.mono_ms >= r)
-                        && boot.fenced_while_suspended.contains(&hb.incarnation)
+                        && !boot.fenced_while_suspended.is_empty()
                         && matches!(
                             hb.state,
                             format::HostState::Active | format::HostState::Starting
@@ -2375,7 +2417,7 @@ impl World {
                     {
                         self.violate(
                             "S1-RESUME",
-                            format!("host {} resumed and wrote an {} record (seq {}) of incarnation {}, declared fenced while it was suspended", hb.host_id, hb.state.as_str(), hb.seq, hb.incarnation),
+                            format!("host {} resumed and wrote an {} record (seq {}) of incarnation {} on a boot whose incarnation(s) {:?} were declared fenced", hb.host_id, hb.state.as_str(), hb.seq, hb.incarnation, boot.fenced_while_suspended),
                         );
                     }
                 }
@@ -3987,8 +4029,21 @@ impl World {
         let late = if self.o.focus == Focus::Survival { 1000 } else { 500 };
         let (lo, hi) =
             if nt.rng.chance(late) { (14 * p / 10, 15 * p / 10 - MS) } else { (0, p / 2) };
-        let kind = if nt.rng.chance(500) { WinKind::Stall } else { WinKind::Eio };
-        self.net_win(from, last_back, NetFault::Delay(lo, hi));
+        let mut kind = if nt.rng.chance(500) { WinKind::Stall } else { WinKind::Eio };
+        if self.o.focus == Focus::Survival {
+            // EIO writes may land (whole or torn): each landing restarts the judges' bound,
+            // so only a stall leaves the permits alone to decide when the last host dies.
+            kind = WinKind::Stall;
+        }
+        if self.o.focus == Focus::Survival {
+            // Only the last host's link is slow: its permits arrive as late as the asker
+            // accepts, while the judges' own round trips (their proof that the others are on
+            // storage) stay short.
+            let only_last = (0..n).map(|h| h == last).collect();
+            self.net_win(from, last_back, NetFault::DelayFor(only_last, lo, hi));
+        } else {
+            self.net_win(from, last_back, NetFault::Delay(lo, hi));
+        }
         for &h in &members {
             let end = if h == last { last_back } else { back };
             for v in 0..nvol {
