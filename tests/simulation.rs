@@ -405,6 +405,32 @@ fn simulation() {
     }
 }
 
+/// The permit rule under the schedule that catches its unsafe knob (the checker proof's
+/// configuration with the knob off): partial outages where the last host's storage stalls and
+/// only its own link is slow, watchdogs as the only guarantee. With the knob on, 19 of these
+/// 300 seeds fail. `SIM_FOCUS_SEEDS=N` (default 300).
+#[test]
+fn outage_survival_holds_where_late_permits_matter() {
+    let n = env_u64("SIM_FOCUS_SEEDS").unwrap_or(300);
+    let mut failed = Vec::new();
+    for seed in 1..=n {
+        let mut o = Options::new(seed);
+        o.only_rules = Some(ENFORCED_RULES);
+        o.survival = Some(true);
+        o.watchdog_only = true;
+        o.focus = Focus::Survival;
+        if let Some(v) = world::run(o).violation {
+            failed.push(format!("seed {seed}: {v}"));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {n} seeds failed (replay: SIM_SEED=K SIM_SURVIVAL=1 SIM_WATCHDOG_ONLY=1 SIM_FOCUS=survival):\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+}
+
 /// Runs seeds until the checker reports a violation of one of `rules` (other rules are
 /// ignored, so that bugs the normal suite reports do not hide this one) that the same seed in
 /// the normal configuration does not show (no violation of those rules, or a later one): the
