@@ -548,6 +548,24 @@ impl Snapshot {
     pub fn verdict_page(&self, id: u32, page: u64) -> Decoded {
         format::decode(self.blocks.block(self.geometry.page_block(id, page) as usize - 1))
     }
+    /// The VM list host `id`'s heartbeat `hb` names, from the inventory set it names; None
+    /// when that set does not hold it whole (torn, or rewritten since the heartbeat).
+    pub fn inventory(&self, hb: &format::Heartbeat) -> Option<format::Inventory> {
+        let info = &hb.inventory;
+        let set_1 = info.flags & format::inventory_flags::SET_1 != 0;
+        let first = self.geometry.inventory_set(hb.host_id, set_1) as usize - 1;
+        let end = (first + format::INVENTORY_SET).min(self.blocks.blocks());
+        let raw: Vec<u8> =
+            (first..end).flat_map(|i| self.blocks.block(i).iter().copied()).collect();
+        format::assemble_inventory(
+            &raw,
+            &hb.cluster,
+            hb.host_id,
+            hb.incarnation,
+            info.gen,
+            usize::from(info.count),
+        )
+    }
     pub fn mailbox(&self, id: u32) -> Decoded {
         format::decode(self.mailbox_raw(id))
     }

@@ -424,3 +424,78 @@ fn init_force_refuses_a_live_volume_and_recreates_an_idle_one() {
 fn init_force_watches_the_hosts_of_an_older_format_too() {
     init_force_refuses_a_live_volume_of_format(1);
 }
+
+/// `dump` shows the VM list a heartbeat names, from the inventory set it names, and says so
+/// when that set does not hold the list whole.
+#[test]
+fn dump_shows_the_vm_list_a_heartbeat_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inv.vol");
+    init_volume(&path, &[]);
+    let vol = Volume::open(&path, Access::ReadWrite).expect("open");
+    let header = vol.read_header().expect("header");
+    let geo = header.geometry();
+    // More than one block of the set (62 domains each).
+    let domains: Vec<format::Domain> = (1..=70u8)
+        .map(|n| format::Domain {
+            uuid: [n; 16],
+            name: format!("vm-{n:02}"),
+            state: format::DomainState::Running,
+        })
+        .collect();
+    let mut r = heartbeat(2, 9, header.cluster);
+    let flags = format::inventory_flags::PUBLISHED | format::inventory_flags::SET_1;
+    r.inventory = format::InventoryInfo {
+        gen: 4,
+        count: domains.len() as u16,
+        flags,
+        age_ms: 10,
+        write: Some(Box::new(format::Inventory {
+            cluster: header.cluster,
+            host_id: 2,
+            incarnation: r.incarnation,
+            gen: 4,
+            flags: 0,
+            seen: domains.len() as u16,
+            collected_wall_ms: 1,
+            domains: domains.clone(),
+        })),
+    };
+    let mut buf = AlignedBuf::new(format::INVENTORY_SET).unwrap();
+    vol.write_inventory(geo, &r, &mut buf).unwrap();
+    let mut hb = AlignedBuf::new(1).unwrap();
+    hb.block_mut(0).copy_from_slice(&format::encode_heartbeat(&r).unwrap());
+    vol.write_block(geo.heartbeat_block(2), &hb, 0).unwrap();
+
+    let dumped = |json: bool| {
+        let p = path.to_str().unwrap();
+        let args: &[&str] =
+            if json { &["dump", "--volume", p, "--json"] } else { &["dump", "--volume", p] };
+        let out = hbfence(args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let v: serde_json::Value = serde_json::from_str(&dumped(true)).unwrap();
+    let host = v["hosts"].as_array().unwrap().iter().find(|h| h["id"] == 2).unwrap().clone();
+    let names: Vec<&str> = host["inventory"]["vms"]
+        .as_array()
+        .expect("the list the heartbeat names")
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    let want: Vec<String> = domains.iter().map(|d| d.name.clone()).collect();
+    assert_eq!(names, want);
+    let text = dumped(false);
+    assert!(text.contains("vms: generation 4 set 1: 70 domain(s)"), "{text}");
+    assert!(text.contains(" running vm-70"), "{text}");
+
+    // A torn second block of the set: the list is not shown in part.
+    let mut torn = AlignedBuf::new(1).unwrap();
+    torn.block_mut(0)[..512].copy_from_slice(&[0xA5; 512]);
+    vol.write_block(geo.inventory_set(2, true) + 1, &torn, 0).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&dumped(true)).unwrap();
+    let host = v["hosts"].as_array().unwrap().iter().find(|h| h["id"] == 2).unwrap().clone();
+    assert_eq!(host["inventory"]["vms"], "unreadable");
+    let text = dumped(false);
+    assert!(text.contains("the set does not hold them whole"), "{text}");
+}

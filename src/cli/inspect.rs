@@ -116,6 +116,41 @@ fn verdict_line(v: &Verdict) -> String {
     )
 }
 
+/// The VM list `hb` names, from its inventory set (None: it names no list). A set that does
+/// not hold the named generation whole (torn, or rewritten since this heartbeat) is said so.
+fn dump_inventory(snap: &Snapshot, hb: &Heartbeat, lines: &mut Vec<String>) -> Option<Value> {
+    let info = &hb.inventory;
+    if info.flags & format::inventory_flags::PUBLISHED == 0 {
+        return None;
+    }
+    let set = u8::from(info.flags & format::inventory_flags::SET_1 != 0);
+    let Some(inv) = snap.inventory(hb) else {
+        lines.push(format!(
+            "    vms: generation {} set {set}: {} domain(s) named, the set does not hold them whole (torn, or rewritten since this heartbeat)",
+            info.gen, info.count
+        ));
+        return Some(json!("unreadable"));
+    };
+    lines.push(format!(
+        "    vms: generation {} set {set}: {} domain(s){}",
+        info.gen,
+        inv.domains.len(),
+        if info.flags & format::inventory_flags::OVERFLOW != 0 {
+            " (overflow: list cut)"
+        } else {
+            ""
+        }
+    ));
+    lines.extend(inv.domains.iter().map(|d| {
+        format!("      {} {} {}", format::uuid_string(&d.uuid), d.state.as_str(), d.name)
+    }));
+    Some(json!(inv
+        .domains
+        .iter()
+        .map(|d| json!({"uuid": format::uuid_string(&d.uuid), "name": d.name, "state": d.state.as_str()}))
+        .collect::<Vec<_>>()))
+}
+
 /// The verdict pages that hold the rest of `hb`'s table, as readers judge them: a page counts
 /// only if it names the heartbeat's (generation, author) and its own index
 /// (`view::complete_tables`); anything else is shown with its state, so a torn or stale page
@@ -216,6 +251,9 @@ pub fn dump(a: &DumpArgs) -> CliResult {
                 if hb.verdicts_in_pages > 0 {
                     let pages = dump_verdict_pages(&snap, hb, &mut lines);
                     v["verdict_pages"] = json!(pages);
+                }
+                if let Some(vms) = dump_inventory(&snap, hb, &mut lines) {
+                    v["inventory"]["vms"] = vms;
                 }
                 hosts.push(v);
             }
