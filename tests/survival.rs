@@ -214,6 +214,12 @@ fn a_cluster_wide_freeze_of_four_leases_reboots_nobody_and_fences_nobody() {
     }
     let mut bed = Bed::new(Storage::Shared, false);
     bed.start_all();
+    let show = bed.host(2).cli(&["outage-survival", "show"]);
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        text.contains("outage-survival on") && text.contains("can carry its permits"),
+        "{text}"
+    );
     // (Read before the freeze: a dump would hang on the frozen volume.)
     let before = bed.seqs();
     bed.mounts[0].set_fault(VOLUME, Fault::Freeze);
@@ -346,4 +352,56 @@ fn a_host_cut_off_the_peer_channel_with_storage_fine_is_not_fenced() {
         assert_eq!(bed.host(o).events_about("peer_unreachable", 3).len(), 1);
         assert_eq!(bed.host(o).events_about("peer_reachable", 3).len(), 1);
     }
+}
+
+#[test]
+fn survival_on_without_a_peer_channel_is_a_warning_at_start_in_status_and_in_show() {
+    if !require_root(
+        "survival_on_without_a_peer_channel_is_a_warning_at_start_in_status_and_in_show",
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let backing = tmp.path().join("backing");
+    std::fs::create_dir_all(&backing).unwrap();
+    let fs = FaultFs::mount(&backing, &tmp.path().join("mnt")).expect("mount faultfs");
+    let volume = fs.mountpoint().join(VOLUME);
+    init_volume(&volume, &["--members", "1-3", "--outage-survival", "on"]);
+    let mut host = Host::new(
+        tmp.path(),
+        &HostSpec {
+            id: 1,
+            volumes: vec![volume.clone()],
+            peers: vec![(2, None), (3, None)],
+            hooks_dir: None,
+            eligible: true,
+        },
+    );
+    let show = host.cli(&["outage-survival", "show"]);
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(show.status.success(), "{text}{}", String::from_utf8_lossy(&show.stderr));
+    assert!(text.contains("WARNING") && text.contains("no [network] section"), "{text}");
+    host.start();
+    let said = "this host (id 1) has no [network] section";
+    assert!(
+        wait_until(Duration::from_secs(10), || status_file(&host)["survival_warning"]
+            .as_str()
+            .is_some_and(|w| w.contains(said))),
+        "status.json: {}\n{}",
+        status_file(&host),
+        host.log_text()
+    );
+    assert!(host.log_text().contains(said), "{}", host.log_text());
+    let status = host.cli(&["status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("WARNING: outage survival is on"), "{text}");
+    // Switched off in the header: the agent adopts it and the warning goes.
+    let off = hbfence(&["outage-survival", "off", "--volume", volume.to_str().unwrap()]);
+    assert!(off.status.success(), "{}", String::from_utf8_lossy(&off.stderr));
+    assert!(
+        wait_until(Duration::from_secs(10), || status_file(&host)["survival_warning"].is_null()),
+        "{}",
+        host.log_text()
+    );
+    assert!(host.exited().is_none(), "{}", host.log_text());
 }
