@@ -15,8 +15,13 @@
 //! and checks the safety bounds: the watchdog path must never decide earlier than dead_after
 //! after the start of the victim's last write (S1), the BMC path must leave the chassis off.
 //!
+//! A fifth configuration, `bmc-5s-net`, is `bmc-5s` with the peer channel (issue 13) on
+//! 127.0.0.1 and outage survival on (members 1-3): before the power-off the coordinator asks
+//! whether the suspect claims a valid lease on the channel (a dead one is silent). It runs first,
+//! right before `bmc-5s`, so the two compare within one run.
+//!
 //! Run: `CARGO_TARGET_DIR=/work/target-bench cargo bench --bench time_to_fenced
-//!       [-- --trials N] [--only bmc-5s,bmc-1s,wd-5s,wd-1s]`
+//!       [-- --trials N] [--only bmc-5s-net,bmc-5s,bmc-1s,wd-5s,wd-1s]`
 //! Needs root, ipmi_sim and ipmitool (prints why and exits otherwise).
 
 #[path = "../tests/support/bmc.rs"]
@@ -25,6 +30,8 @@ mod bmc;
 mod cluster;
 #[path = "common.rs"]
 mod common;
+#[path = "../tests/support/peers.rs"]
+mod peers;
 use common::{command_line, now_utc, source_state};
 
 use bmc::SimBmc;
@@ -55,9 +62,21 @@ struct Cfg {
     interval_ms: u64,
     suspect_ms: u64,
     dead_after_ms: u64,
+    /// The peer channel on 127.0.0.1 with outage survival on (members 1-3): the partial-blip
+    /// rule asks the channel before every power-off.
+    network: bool,
 }
 
 const CONFIGS: &[Cfg] = &[
+    Cfg {
+        key: "bmc-5s-net",
+        path: Path_::Bmc,
+        init: &[],
+        interval_ms: 5000,
+        suspect_ms: 15000,
+        dead_after_ms: 55000,
+        network: true,
+    },
     Cfg {
         key: "bmc-5s",
         path: Path_::Bmc,
@@ -65,6 +84,7 @@ const CONFIGS: &[Cfg] = &[
         interval_ms: 5000,
         suspect_ms: 15000,
         dead_after_ms: 55000,
+        network: false,
     },
     Cfg {
         key: "bmc-1s",
@@ -73,6 +93,7 @@ const CONFIGS: &[Cfg] = &[
         interval_ms: 1000,
         suspect_ms: 3000,
         dead_after_ms: 11000,
+        network: false,
     },
     Cfg {
         key: "wd-5s",
@@ -81,6 +102,7 @@ const CONFIGS: &[Cfg] = &[
         interval_ms: 5000,
         suspect_ms: 15000,
         dead_after_ms: 55000,
+        network: false,
     },
     Cfg {
         key: "wd-1s",
@@ -89,8 +111,17 @@ const CONFIGS: &[Cfg] = &[
         interval_ms: 1000,
         suspect_ms: 3000,
         dead_after_ms: 11000,
+        network: false,
     },
 ];
+
+fn path_name(cfg: &Cfg) -> &'static str {
+    match (cfg.path, cfg.network) {
+        (Path_::Bmc, false) => "BMC",
+        (Path_::Bmc, true) => "BMC+chan",
+        (Path_::Watchdog, _) => "watchdog",
+    }
+}
 
 fn fail(msg: impl std::fmt::Display) -> ! {
     eprintln!("time_to_fenced: {msg}");
@@ -148,6 +179,9 @@ fn build_cluster(cfg: &Cfg, base: &Path, idx: usize) -> Result<ClusterBed, Strin
     let volume = dir.join("hb.vol");
     let mut args = vec!["init", "--volume", volume.to_str().unwrap(), "--max-hosts", "8"];
     args.extend_from_slice(cfg.init);
+    if cfg.network {
+        args.extend_from_slice(&["--members", "1-3", "--outage-survival", "on"]);
+    }
     let out = cluster::hbfence(&args);
     if !out.status.success() {
         return Err(format!("init: {}", String::from_utf8_lossy(&out.stderr)));
@@ -196,7 +230,17 @@ fn build_cluster(cfg: &Cfg, base: &Path, idx: usize) -> Result<ClusterBed, Strin
                 },
             )
         })
-        .collect();
+        .collect::<Vec<Host>>();
+    if cfg.network {
+        let key = peers::keygen(&dir);
+        let listen = peers::listen_addrs(3);
+        for h in &hosts {
+            // The default challenge period: half the interval.
+            peers::enable_network(h, listen[h.id as usize - 1], &key, cfg.interval_ms / 2, |p| {
+                listen[p as usize - 1]
+            });
+        }
+    }
     let vol = Volume::open(&volume, Access::ReadOnly).map_err(|e| e.to_string())?;
     let header = vol.read_header().map_err(|e| e.to_string())?;
     Ok(ClusterBed { idx, volume, vol, header, hosts, bmcs, trial: Trial::default() })
@@ -529,7 +573,7 @@ fn main() {
         println!(
             "| {:<6} | {:<9} | {:>7}s | {:>3}/{:<2} | {} | {} | {} | {} | {:<8} |",
             cfg.key,
-            if cfg.path == Path_::Bmc { "BMC" } else { "watchdog" },
+            path_name(cfg),
             cfg.interval_ms / 1000,
             fenced.len(),
             used.len(),
@@ -640,7 +684,7 @@ fn main() {
     for (cfg, st, f, u) in &summary {
         let what = format!(
             "hbfence measured: {} path, interval {} s ({f}/{u} fenced)",
-            if cfg.path == Path_::Bmc { "BMC" } else { "watchdog" },
+            path_name(cfg),
             cfg.interval_ms / 1000
         );
         let t = st.map_or("-".to_string(), |(_, p50, _, max)| {
