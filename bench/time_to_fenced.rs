@@ -41,7 +41,6 @@ use hbfence::core::view::current_verdict;
 use hbfence::volume::{Access, Volume};
 use nix::sys::signal::Signal;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -186,33 +185,16 @@ fn build_cluster(cfg: &Cfg, base: &Path, idx: usize) -> Result<ClusterBed, Strin
     if !out.status.success() {
         return Err(format!("init: {}", String::from_utf8_lossy(&out.stderr)));
     }
-    let mut bmcs = vec![];
-    let mut configs = vec![];
-    for id in 1..=3u32 {
-        let bdir = dir.join(format!("bmc{id}"));
-        fs::create_dir_all(&bdir).map_err(|e| e.to_string())?;
-        let pid_file = dir.join(format!("host{id}/agent.pid"));
-        fs::create_dir_all(pid_file.parent().unwrap()).map_err(|e| e.to_string())?;
-        let mut last_err = String::new();
-        let mut started = None;
-        // A port found free a moment ago may be taken by a neighbour's BMC: retry.
-        for _ in 0..4 {
-            match SimBmc::start(&bdir, bmc::free_udp_port(), "admin", PASSWORD, &pid_file) {
-                Ok(b) => {
-                    started = Some(b);
-                    break;
-                }
-                Err(e) => last_err = e.to_string(),
-            }
-        }
-        let b = started.ok_or_else(|| format!("ipmi_sim for host {id}: {last_err}"))?;
-        let password_file = dir.join(format!("bmc{id}.pw"));
-        fs::write(&password_file, format!("{PASSWORD}\n")).map_err(|e| e.to_string())?;
-        fs::set_permissions(&password_file, fs::Permissions::from_mode(0o600))
-            .map_err(|e| e.to_string())?;
-        configs.push(BmcConfig { port: b.port(), password_file });
-        bmcs.push(b);
-    }
+    let (bmcs, passwords): (Vec<SimBmc>, Vec<PathBuf>) =
+        bmc::start_for_hosts(&dir, 3, "admin", PASSWORD)
+            .map_err(|e| format!("ipmi_sim: {e}"))?
+            .into_iter()
+            .unzip();
+    let configs: Vec<BmcConfig> = bmcs
+        .iter()
+        .zip(passwords)
+        .map(|(b, password_file)| BmcConfig { port: b.port(), password_file })
+        .collect();
     let hosts = (1..=3u32)
         .map(|id| {
             let peers = (1..=3u32)
