@@ -15,8 +15,13 @@
 //! and checks the safety bounds: the watchdog path must never decide earlier than dead_after
 //! after the start of the victim's last write (S1), the BMC path must leave the chassis off.
 //!
+//! A fifth configuration, `bmc-5s-net`, is `bmc-5s` with the peer channel (issue 13) on
+//! 127.0.0.1 and outage survival on (members 1-3): before the power-off the coordinator asks
+//! whether the suspect claims a valid lease on the channel (a dead one is silent). It runs first,
+//! right before `bmc-5s`, so the two compare within one run.
+//!
 //! Run: `CARGO_TARGET_DIR=/work/target-bench cargo bench --bench time_to_fenced
-//!       [-- --trials N] [--only bmc-5s,bmc-1s,wd-5s,wd-1s]`
+//!       [-- --trials N] [--only bmc-5s-net,bmc-5s,bmc-1s,wd-5s,wd-1s]`
 //! Needs root, ipmi_sim and ipmitool (prints why and exits otherwise).
 
 #[path = "../tests/support/bmc.rs"]
@@ -25,6 +30,8 @@ mod bmc;
 mod cluster;
 #[path = "common.rs"]
 mod common;
+#[path = "../tests/support/peers.rs"]
+mod peers;
 use common::{command_line, now_utc, source_state};
 
 use bmc::SimBmc;
@@ -34,7 +41,6 @@ use hbfence::core::view::current_verdict;
 use hbfence::volume::{Access, Volume};
 use nix::sys::signal::Signal;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -55,9 +61,21 @@ struct Cfg {
     interval_ms: u64,
     suspect_ms: u64,
     dead_after_ms: u64,
+    /// The peer channel on 127.0.0.1 with outage survival on (members 1-3): the partial-blip
+    /// rule asks the channel before every power-off.
+    network: bool,
 }
 
 const CONFIGS: &[Cfg] = &[
+    Cfg {
+        key: "bmc-5s-net",
+        path: Path_::Bmc,
+        init: &[],
+        interval_ms: 5000,
+        suspect_ms: 15000,
+        dead_after_ms: 55000,
+        network: true,
+    },
     Cfg {
         key: "bmc-5s",
         path: Path_::Bmc,
@@ -65,6 +83,7 @@ const CONFIGS: &[Cfg] = &[
         interval_ms: 5000,
         suspect_ms: 15000,
         dead_after_ms: 55000,
+        network: false,
     },
     Cfg {
         key: "bmc-1s",
@@ -73,6 +92,7 @@ const CONFIGS: &[Cfg] = &[
         interval_ms: 1000,
         suspect_ms: 3000,
         dead_after_ms: 11000,
+        network: false,
     },
     Cfg {
         key: "wd-5s",
@@ -81,6 +101,7 @@ const CONFIGS: &[Cfg] = &[
         interval_ms: 5000,
         suspect_ms: 15000,
         dead_after_ms: 55000,
+        network: false,
     },
     Cfg {
         key: "wd-1s",
@@ -89,8 +110,17 @@ const CONFIGS: &[Cfg] = &[
         interval_ms: 1000,
         suspect_ms: 3000,
         dead_after_ms: 11000,
+        network: false,
     },
 ];
+
+fn path_name(cfg: &Cfg) -> &'static str {
+    match (cfg.path, cfg.network) {
+        (Path_::Bmc, false) => "BMC",
+        (Path_::Bmc, true) => "BMC+chan",
+        (Path_::Watchdog, _) => "watchdog",
+    }
+}
 
 fn fail(msg: impl std::fmt::Display) -> ! {
     eprintln!("time_to_fenced: {msg}");
@@ -148,37 +178,23 @@ fn build_cluster(cfg: &Cfg, base: &Path, idx: usize) -> Result<ClusterBed, Strin
     let volume = dir.join("hb.vol");
     let mut args = vec!["init", "--volume", volume.to_str().unwrap(), "--max-hosts", "8"];
     args.extend_from_slice(cfg.init);
+    if cfg.network {
+        args.extend_from_slice(&["--members", "1-3", "--outage-survival", "on"]);
+    }
     let out = cluster::hbfence(&args);
     if !out.status.success() {
         return Err(format!("init: {}", String::from_utf8_lossy(&out.stderr)));
     }
-    let mut bmcs = vec![];
-    let mut configs = vec![];
-    for id in 1..=3u32 {
-        let bdir = dir.join(format!("bmc{id}"));
-        fs::create_dir_all(&bdir).map_err(|e| e.to_string())?;
-        let pid_file = dir.join(format!("host{id}/agent.pid"));
-        fs::create_dir_all(pid_file.parent().unwrap()).map_err(|e| e.to_string())?;
-        let mut last_err = String::new();
-        let mut started = None;
-        // A port found free a moment ago may be taken by a neighbour's BMC: retry.
-        for _ in 0..4 {
-            match SimBmc::start(&bdir, bmc::free_udp_port(), "admin", PASSWORD, &pid_file) {
-                Ok(b) => {
-                    started = Some(b);
-                    break;
-                }
-                Err(e) => last_err = e.to_string(),
-            }
-        }
-        let b = started.ok_or_else(|| format!("ipmi_sim for host {id}: {last_err}"))?;
-        let password_file = dir.join(format!("bmc{id}.pw"));
-        fs::write(&password_file, format!("{PASSWORD}\n")).map_err(|e| e.to_string())?;
-        fs::set_permissions(&password_file, fs::Permissions::from_mode(0o600))
-            .map_err(|e| e.to_string())?;
-        configs.push(BmcConfig { port: b.port(), password_file });
-        bmcs.push(b);
-    }
+    let (bmcs, passwords): (Vec<SimBmc>, Vec<PathBuf>) =
+        bmc::start_for_hosts(&dir, 3, "admin", PASSWORD)
+            .map_err(|e| format!("ipmi_sim: {e}"))?
+            .into_iter()
+            .unzip();
+    let configs: Vec<BmcConfig> = bmcs
+        .iter()
+        .zip(passwords)
+        .map(|(b, password_file)| BmcConfig { port: b.port(), password_file })
+        .collect();
     let hosts = (1..=3u32)
         .map(|id| {
             let peers = (1..=3u32)
@@ -196,7 +212,17 @@ fn build_cluster(cfg: &Cfg, base: &Path, idx: usize) -> Result<ClusterBed, Strin
                 },
             )
         })
-        .collect();
+        .collect::<Vec<Host>>();
+    if cfg.network {
+        let key = peers::keygen(&dir);
+        let listen = peers::listen_addrs(3);
+        for h in &hosts {
+            // The default challenge period: half the interval.
+            peers::enable_network(h, listen[h.id as usize - 1], &key, cfg.interval_ms / 2, |p| {
+                listen[p as usize - 1]
+            });
+        }
+    }
     let vol = Volume::open(&volume, Access::ReadOnly).map_err(|e| e.to_string())?;
     let header = vol.read_header().map_err(|e| e.to_string())?;
     Ok(ClusterBed { idx, volume, vol, header, hosts, bmcs, trial: Trial::default() })
@@ -529,7 +555,7 @@ fn main() {
         println!(
             "| {:<6} | {:<9} | {:>7}s | {:>3}/{:<2} | {} | {} | {} | {} | {:<8} |",
             cfg.key,
-            if cfg.path == Path_::Bmc { "BMC" } else { "watchdog" },
+            path_name(cfg),
             cfg.interval_ms / 1000,
             fenced.len(),
             used.len(),
@@ -640,7 +666,7 @@ fn main() {
     for (cfg, st, f, u) in &summary {
         let what = format!(
             "hbfence measured: {} path, interval {} s ({f}/{u} fenced)",
-            if cfg.path == Path_::Bmc { "BMC" } else { "watchdog" },
+            path_name(cfg),
             cfg.interval_ms / 1000
         );
         let t = st.map_or("-".to_string(), |(_, p50, _, max)| {

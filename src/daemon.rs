@@ -419,6 +419,9 @@ struct Daemon {
     watchdog: Option<Watchdog>,
     /// Why the watchdog device cannot guard this host (its timer stops on close), if so.
     unguarded: Option<String>,
+    /// The last outage-survival warning logged (`survival_unusable`): logged at start and
+    /// whenever it changes (the switch or the membership changed in the header).
+    survival_warning: Option<String>,
     events: events::EventSender,
     fence_settings: FenceSettings,
     header: Header,
@@ -644,6 +647,7 @@ fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
         inputs: tx,
         watchdog: None,
         unguarded: None,
+        survival_warning: None,
         events,
         header,
         boot,
@@ -1117,6 +1121,14 @@ impl Daemon {
         let t = now();
         self.last_snapshot = t.mono;
         self.snapshot_due = false;
+        let warning = self.agent.survival_warning();
+        if warning != self.survival_warning {
+            match &warning {
+                Some(w) => log::warn!("{w}"),
+                None => log::info!("outage survival: the earlier warning no longer applies"),
+            }
+            self.survival_warning = warning;
+        }
         let a = &self.agent;
         let phase = match a.phase() {
             Phase::Probing { .. } => "probing",
@@ -1144,6 +1156,7 @@ impl Daemon {
             survivals: a.survivals(),
             watchdog_armed: a.watchdog_armed(),
             unguarded: self.unguarded.clone(),
+            survival_warning: self.survival_warning.clone(),
             coordinator: a.coordinator(),
             volumes,
             peers: a.peer_views(),

@@ -59,6 +59,8 @@ pub struct Snapshot {
     pub watchdog_armed: bool,
     /// Why the watchdog device cannot guard this host, if so.
     pub unguarded: Option<String>,
+    /// Why outage survival, on in the header, cannot work on this host, if so.
+    pub survival_warning: Option<String>,
     pub coordinator: Option<u32>,
     pub volumes: Vec<VolumeStats>,
     pub peers: Vec<PeerView>,
@@ -373,6 +375,7 @@ pub fn status_json(s: &Snapshot) -> String {
         "lease_valid": s.lease_valid,
         "lease_remaining_ms": s.lease_remaining_ms,
         "surviving_ms": s.surviving_ms,
+        "survival_warning": s.survival_warning,
         "watchdog_armed": s.watchdog_armed,
         "watchdog": match (&s.unguarded, s.watchdog_armed) {
             (Some(why), _) => format!("unguarded ({why})"),

@@ -464,6 +464,16 @@ mod health {
                 "CRITICAL - agent not running (process",
             ),
             (status(me, 60_000, "running", true, true), 2, "CRITICAL - agent (pid"),
+            (
+                {
+                    let mut v: serde_json::Value =
+                        serde_json::from_str(&status(me, 100, "running", true, true)).unwrap();
+                    v["survival_warning"] = json!("outage survival is on in the volume header, but this host (id 1) has no [network] section");
+                    v.to_string()
+                },
+                1,
+                "HBFENCE WARNING - outage survival is on in the volume header, but this host (id 1) has no [network] section: phase running",
+            ),
             ("{not json".to_string(), 3, "HBFENCE UNKNOWN - status file"),
         ] {
             std::fs::write(&file, &body).unwrap();

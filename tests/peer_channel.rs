@@ -8,70 +8,22 @@
 mod cluster;
 #[path = "support/faultfs.rs"]
 mod faultfs;
+#[path = "support/peers.rs"]
+mod peers;
 
 use cluster::*;
 use faultfs::FaultFs;
 use hbfence::core::agent::Claim;
 use hbfence::net::wire::{self, Body, Key, Message};
 use nix::sys::signal::Signal;
+use peers::{channel_peer, enable_network, keygen, listen_addrs, status_file, Relay};
 use serde_json::Value;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Challenge period of the test agents: a peer is unreachable after 3 periods without answer.
 const CHALLENGE_MS: u64 = 250;
-
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("bind a UDP port").port()
-}
-
-/// Forwards what host 1 sends to "host 2" on to host 2, keeping a copy of every datagram.
-struct Relay {
-    addr: SocketAddr,
-    captured: Arc<Mutex<Vec<Vec<u8>>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Relay {
-    fn start(to: SocketAddr) -> Relay {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        let addr = sock.local_addr().unwrap();
-        let captured = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (c, s) = (captured.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            // Bounded: the test stops it, and it never runs longer than 3 minutes.
-            let end = Instant::now() + Duration::from_secs(180);
-            while !s.load(Ordering::Relaxed) && Instant::now() < end {
-                if let Ok((n, _)) = sock.recv_from(&mut buf) {
-                    c.lock().unwrap().push(buf[..n].to_vec());
-                    let _ = sock.send_to(&buf[..n], to);
-                }
-            }
-        });
-        Relay { addr, captured, stop, thread: Some(thread) }
-    }
-
-    /// The latest captured datagram of a type (1 challenge, 2 answer).
-    fn latest(&self, kind: u8) -> Option<Vec<u8>> {
-        self.captured.lock().unwrap().iter().rev().find(|d| d.len() > 5 && d[5] == kind).cloned()
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 struct Bed {
     _tmp: tempfile::TempDir,
@@ -89,11 +41,8 @@ impl Bed {
         let fs = FaultFs::mount(&backing, &tmp.path().join("mnt")).expect("mount faultfs");
         let volume = fs.mountpoint().join("v.vol");
         init_volume(&volume, &[]);
-        let key = tmp.path().join("cluster.key");
-        let out = hbfence(&["keygen", "--output", key.to_str().unwrap()]);
-        assert!(out.status.success(), "keygen: {}", String::from_utf8_lossy(&out.stderr));
-        let listen: Vec<SocketAddr> =
-            (0..3).map(|_| SocketAddr::from(([127, 0, 0, 1], free_port()))).collect();
+        let key = keygen(tmp.path());
+        let listen = listen_addrs(3);
         let relay = Relay::start(listen[1]);
         let hosts = (1..=3u32)
             .map(|id| {
@@ -108,19 +57,13 @@ impl Bed {
                         eligible: true,
                     },
                 );
-                let mut text = std::fs::read_to_string(&host.config).unwrap();
-                for p in peers {
-                    let addr = if id == 1 && p == 2 { relay.addr } else { listen[p as usize - 1] };
-                    let entry = format!("[[peer]]\nid = {p}\nname = \"host{p}\"\n");
-                    assert!(text.contains(&entry), "{text}");
-                    text = text.replace(&entry, &format!("{entry}address = \"{addr}\"\n"));
-                }
-                text += &format!(
-                    "[network]\nlisten = \"{}\"\nkey_file = \"{}\"\ninterval_ms = {CHALLENGE_MS}\n",
-                    listen[id as usize - 1],
-                    key.display()
-                );
-                std::fs::write(&host.config, text).unwrap();
+                enable_network(&host, listen[id as usize - 1], &key, CHALLENGE_MS, |p| {
+                    if id == 1 && p == 2 {
+                        relay.addr
+                    } else {
+                        listen[p as usize - 1]
+                    }
+                });
                 host
             })
             .collect();
@@ -131,20 +74,12 @@ impl Bed {
         &self.hosts[id as usize - 1]
     }
 
-    /// The daemon's status file (status.json) of host `id`.
     fn status(&self, id: u32) -> Value {
-        let path = self.host(id).dir.join("run/status.json");
-        std::fs::read_to_string(path)
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or(Value::Null)
+        status_file(self.host(id))
     }
 
     fn channel_peer(&self, observer: u32, peer: u32) -> Value {
-        self.status(observer)["network"]["peers"]
-            .as_array()
-            .and_then(|a| a.iter().find(|p| p["id"] == peer).cloned())
-            .unwrap_or(Value::Null)
+        channel_peer(self.host(observer), peer)
     }
 
     fn counter(&self, id: u32, name: &str) -> u64 {
@@ -153,9 +88,7 @@ impl Bed {
     }
 
     fn all_reachable(&self) -> bool {
-        (1..=3).all(|o| {
-            (1..=3).filter(|&p| p != o).all(|p| self.channel_peer(o, p)["reachable"] == true)
-        })
+        peers::all_reachable(&self.hosts)
     }
 
     fn send(&self, to: u32, datagram: &[u8]) {

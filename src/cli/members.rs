@@ -4,6 +4,7 @@
 
 use super::{CliError, CliResult};
 use crate::config::{Config, DEFAULT_CONFIG};
+use crate::core::agent::{survival_unusable, ChannelParams};
 use crate::core::format::{self, Decoded, Header, HostState};
 use crate::core::header::{id_ranges, parse_id_ranges, same_parameters, Membership};
 use crate::core::timing::format_secs;
@@ -329,6 +330,25 @@ pub fn outage_survival(a: &OutageSurvivalArgs) -> CliResult {
                     vol.path().display(),
                     h.members_epoch
                 );
+            }
+            // With this host's configuration: whether survival can work here.
+            if a.volumes.volume.is_empty() {
+                let path =
+                    a.volumes.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+                let config = Config::load(&path)?;
+                let timing = &v.header().timing;
+                let channel = config.network.as_ref().map(|n| ChannelParams {
+                    challenge_every_ms: n.challenge_every_ms(timing.interval_ms),
+                });
+                match survival_unusable(&current, config.host.id, channel.as_ref(), timing) {
+                    Some(w) => println!("WARNING: {w}"),
+                    None if current.survival_on() => println!(
+                        "this host (id {}, {}): the peer channel can carry its permits",
+                        config.host.id,
+                        path.display()
+                    ),
+                    None => {}
+                }
             }
             return Ok(());
         }

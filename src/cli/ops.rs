@@ -322,6 +322,10 @@ pub fn health_of(runtime_dir: &Path) -> (i32, String) {
         _ if !lease_valid => (CRITICAL, format!("own lease not valid: {summary}")),
         "leaving" => (WARNING, format!("agent stopping (leaving): {summary}")),
         _ if !armed => (WARNING, format!("watchdog not armed: {summary}")),
+        _ if v["survival_warning"].is_string() => (
+            WARNING,
+            format!("{}: {summary}", v["survival_warning"].as_str().unwrap_or_default()),
+        ),
         "running" => (OK, summary),
         _ => (UNKNOWN, format!("unknown phase: {summary}")),
     }
@@ -454,6 +458,9 @@ pub fn status_config(config_path: &Path, json_out: bool) -> CliResult {
         )),
         coordinator.map_or("none".to_string(), |c| c.to_string())
     );
+    if let Some(w) = daemon.as_ref().and_then(|d| d["survival_warning"].as_str()) {
+        println!("WARNING: {w}");
+    }
     for line in status_table(&rows) {
         println!("{line}");
     }

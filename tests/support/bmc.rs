@@ -287,6 +287,38 @@ pub fn ipmitool_status(
     Ok(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
+/// One honest BMC per host 1..=n, laid out as the cluster harness lays out its hosts under
+/// `base`: `bmc{id}/`, the password in `bmc{id}.pw` (mode 0600), power off = kill -9 of the
+/// pid in `host{id}/agent.pid`. Returns each BMC with its password file.
+pub fn start_for_hosts(
+    base: &Path,
+    n: u32,
+    username: &str,
+    password: &str,
+) -> io::Result<Vec<(SimBmc, PathBuf)>> {
+    let mut bmcs = Vec::new();
+    for id in 1..=n {
+        let dir = base.join(format!("bmc{id}"));
+        fs::create_dir_all(&dir)?;
+        let pid_file = base.join(format!("host{id}/agent.pid"));
+        fs::create_dir_all(pid_file.parent().unwrap())?;
+        // A port found free a moment ago may have been taken since (another test's BMC).
+        let mut started = SimBmc::start(&dir, free_udp_port(), username, password, &pid_file);
+        for _ in 0..3 {
+            if started.is_ok() {
+                break;
+            }
+            started = SimBmc::start(&dir, free_udp_port(), username, password, &pid_file);
+        }
+        let bmc = started?;
+        let password_file = base.join(format!("bmc{id}.pw"));
+        fs::write(&password_file, format!("{password}\n"))?;
+        fs::set_permissions(&password_file, fs::Permissions::from_mode(0o600))?;
+        bmcs.push((bmc, password_file));
+    }
+    Ok(bmcs)
+}
+
 /// A UDP port on 127.0.0.1 that was free a moment ago.
 pub fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("bind a UDP port").port()

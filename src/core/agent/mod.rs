@@ -19,7 +19,7 @@ use super::view::{newest_table_record, table_order, Slot, VolumeView};
 use std::collections::{BTreeMap, VecDeque};
 
 pub use channel::{ChallengeToken, ChannelParams, ChannelView, Claim, PeerAnswer};
-pub use survival::{grant_below_ms, permit_lifetime_ms};
+pub use survival::{grant_below_ms, permit_lifetime_ms, survival_unusable};
 
 /// Local time: `mono` is CLOCK_BOOTTIME milliseconds (monotonic and counting through suspend:
 /// every decision uses it), `wall` is for people only (S2).

@@ -46,6 +46,39 @@ pub fn grant_below_ms(t: &Timing) -> u64 {
     t.watchdog_timeout_ms + t.interval_ms + t.interval_ms / 2
 }
 
+/// Why outage survival, switched on in the header, cannot work on host `host_id` with this
+/// peer channel (None: it can, or it is off, or the host is no member). Such a host is doomed
+/// in a cluster-wide outage exactly as without survival (safe), but the operator believes it is
+/// protected: the daemon warns at start and in `status`, `outage-survival show` too.
+pub fn survival_unusable(
+    m: &Membership,
+    host_id: u32,
+    channel: Option<&ChannelParams>,
+    t: &Timing,
+) -> Option<String> {
+    if !m.outage_survival {
+        return None;
+    }
+    if m.members.is_empty() {
+        return Some("outage survival is on in the volume header, but the membership is open (no majority to count), so it is ignored: list the members with `hbfence members add IDS` (every running host among them)".to_string());
+    }
+    if !m.contains(host_id) {
+        return None;
+    }
+    let most = t.interval_ms / 2;
+    match channel {
+        None => Some(format!(
+            "outage survival is on in the volume header, but this host (id {host_id}) has no [network] section: it cannot ask its peers for permits, so a storage outage longer than the lease reboots it as without survival (and its peers get no permit from it). Add [network] listen = \"ADDR:PORT\" and key_file (the cluster key, `hbfence keygen`), an address for every [[peer]], and restart the agent (docs/operations.md)"
+        )),
+        Some(c) if c.challenge_every_ms > most => Some(format!(
+            "outage survival is on in the volume header, but [network] interval_ms = {} is above half the heartbeat interval ({most} ms): permits (each valid {} ms from its challenge) would not be renewed in time, so a storage outage longer than the lease reboots this host as without survival. Set interval_ms to at most {most} or remove it (default: half the interval), and restart the agent",
+            c.challenge_every_ms,
+            permit_lifetime_ms(t)
+        )),
+        Some(_) => None,
+    }
+}
+
 /// A duration measured on a peer's clock, read on ours: 0.2 % (and 1 ms) less. Clock rates
 /// differ by well under 0.1 %; the simulation draws them within ±0.1 % each.
 fn rate_safe(ms: u64) -> u64 {
@@ -72,6 +105,16 @@ impl Agent {
     pub(super) fn survival_enabled(&self) -> bool {
         let m = &self.membership;
         m.survival_on() && m.contains(self.p.host_id)
+    }
+
+    /// Why outage survival cannot work on this host with the membership it follows now.
+    pub fn survival_warning(&self) -> Option<String> {
+        survival_unusable(
+            &self.membership,
+            self.p.host_id,
+            self.p.peer_channel.as_ref(),
+            &self.p.timing,
+        )
     }
 
     /// The claim this host answers with while running with a lease: a permit once the lease
@@ -308,5 +351,33 @@ impl Agent {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod warning_tests {
+    use super::*;
+
+    fn members(ids: &[u32], on: bool) -> Membership {
+        Membership { members: ids.to_vec(), epoch: 1, outage_survival: on }
+    }
+
+    #[test]
+    fn survival_that_cannot_work_on_this_host_is_named_with_what_to_set() {
+        let t = Timing::default();
+        let half = ChannelParams { challenge_every_ms: t.interval_ms / 2 };
+        let slow = ChannelParams { challenge_every_ms: t.interval_ms / 2 + 1 };
+        let three = members(&[1, 2, 3], true);
+        // Survival on, a member, a channel fast enough: nothing to say.
+        assert_eq!(survival_unusable(&three, 2, Some(&half), &t), None);
+        // Off, or not a member: nothing either.
+        assert_eq!(survival_unusable(&members(&[1, 2, 3], false), 2, None, &t), None);
+        assert_eq!(survival_unusable(&three, 4, None, &t), None);
+        let w = survival_unusable(&three, 2, None, &t).expect("no [network]");
+        assert!(w.contains("no [network] section") && w.contains("listen"), "{w}");
+        let w = survival_unusable(&three, 2, Some(&slow), &t).expect("interval_ms too long");
+        assert!(w.contains(&format!("at most {}", t.interval_ms / 2)), "{w}");
+        let w = survival_unusable(&members(&[], true), 2, Some(&half), &t).expect("open");
+        assert!(w.contains("membership is open"), "{w}");
     }
 }
