@@ -367,7 +367,9 @@ impl Agent {
                 if matches!(self.phase, Phase::Probing { .. }) {
                     self.probe(v, finished, &view);
                 }
-                if self.observe(v, finished, &view) {
+                let judged = self.observe(v, finished, &view);
+                self.note_own_block_history(view.record(self.p.host_id));
+                if judged {
                     self.vols[v].read_continuous = true;
                     self.take_inventories(&view.inventories);
                 } else {

@@ -210,6 +210,10 @@ impl Agent {
         if r.incarnation == self.p.incarnation {
             return false;
         }
+        // Seen before, and not taken for a second writer then: a writer's sequence only rises.
+        if self.own_block_history.iter().any(|&(inc, seq)| inc == r.incarnation && r.seq <= seq) {
+            return false;
+        }
         if r.boot_id == self.p.boot_id {
             return r.mono_ms >= self.started_at;
         }
@@ -225,6 +229,21 @@ impl Agent {
             return false;
         }
         r.seq > self.probe_seq.max(self.vols[v].own_block_floor.unwrap_or(0))
+    }
+
+    /// Remembers another incarnation's record in the own block once it has been judged (and
+    /// was not a collision). At most 8 runs; beyond that the other rules alone decide.
+    pub(super) fn note_own_block_history(&mut self, record: Option<&Heartbeat>) {
+        let Some(r) = record.filter(|r| r.incarnation != self.p.incarnation) else { return };
+        if matches!(self.phase, Phase::Exited) {
+            return;
+        }
+        let history = &mut self.own_block_history;
+        if let Some((_, seq)) = history.iter_mut().find(|(inc, _)| *inc == r.incarnation) {
+            *seq = (*seq).max(r.seq);
+        } else if history.len() < 8 {
+            history.push((r.incarnation, r.seq));
+        }
     }
 
     /// The first timely read of each volume sets its floor (see `Vol::own_block_floor`).
@@ -267,6 +286,7 @@ impl Agent {
         if self.is_foreign_writer(v, &r) {
             self.collision(r.incarnation, r.seq);
         }
+        self.note_own_block_history(Some(&r));
     }
 
     pub(super) fn collision(&mut self, other_incarnation: u64, other_seq: u64) {
@@ -313,6 +333,16 @@ impl Agent {
                     self.doom(DoomReason::PendingFromEarlierRun);
                     return;
                 }
+            }
+        }
+        // Time the volume went unread (beyond one interval between reads) was not watched: it
+        // is no part of how long changes went on (soak seed 35659: a lagging volume showed a
+        // former run change, failed for 6 s, then showed one more of its old writes).
+        let interval = self.p.timing.interval_ms;
+        if let Some(prev) = self.vols[v].probe_last_read.replace(finished) {
+            let unread = finished.saturating_sub(prev).saturating_sub(interval);
+            if let Some(since) = self.vols[v].probe_changing_since.as_mut() {
+                *since += unread;
             }
         }
         // The highest sequence of the own block seen so far by this probe, on any volume.

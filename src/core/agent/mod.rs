@@ -333,8 +333,11 @@ struct Vol {
     /// When the probe first read it and what the own block held then.
     probe_first: Option<(u64, Option<RecordId>)>,
     /// When the probe first saw a record of another boot change in the own block (a lagging
-    /// volume catching up with a former run, or a second writer: only the latter goes on).
+    /// volume catching up with a former run, or a second writer: only the latter goes on),
+    /// moved later by the time the volume went unread (soak seed 35659).
     probe_changing_since: Option<u64>,
+    /// When the probe's latest timely read of it finished.
+    probe_last_read: Option<u64>,
     /// A read of this volume has shown one of this agent's own writes.
     own_write_seen: bool,
     /// Block 0 no longer holds the header this agent started with (and why).
@@ -446,6 +449,9 @@ pub struct Agent {
     /// The boots of those runs: a later run of one of them may have written past what a
     /// lagging volume showed the probe (soak seed 6046).
     probe_found_boots: Vec<BootId>,
+    /// Other incarnations' records seen in the own block so far, (incarnation, highest
+    /// sequence): one shown again (a volume gone back in time: soak seed 33216) is no new write.
+    own_block_history: Vec<RecordId>,
     /// Sequence number of the first `leaving` record.
     leave_seq: Option<u64>,
     fences: BTreeMap<u32, FenceJob>,
@@ -514,6 +520,7 @@ impl Agent {
             probe_seq: 0,
             probe_found: Vec::new(),
             probe_found_boots: Vec::new(),
+            own_block_history: Vec::new(),
             leave_seq: None,
             fences: BTreeMap::new(),
             storage: Storage::Ok,

@@ -466,6 +466,55 @@ fn one_old_change_seen_after_a_long_read_gap_in_the_probe_is_not_a_second_writer
     assert!(!s.host(1).pets.is_empty());
 }
 
+/// Soak seed 35659: the probe saw a former run (another boot) change on a lagging volume, the
+/// volume then failed for longer than io_timeout + 3 intervals, and its first read after showed
+/// one more old write of that run: the time nobody could read the volume counted as changes
+/// going on, a second writer at once (exit 76). Only time the volume was read counts.
+#[test]
+fn a_read_gap_between_two_old_changes_in_the_probe_is_not_a_second_writer() {
+    let mut s = Sim::new(0);
+    let mut former = fake(1, 55, 40, s.now);
+    former.boot_id = [5; 16];
+    s.put(&former);
+    s.add(params(1));
+    s.run(300);
+    s.put(&Heartbeat { seq: 41, ..former.clone() });
+    s.run(T.interval_ms);
+    s.dead_volumes.push(0);
+    s.run(T.io_timeout_ms + 4 * T.interval_ms);
+    s.put(&Heartbeat { seq: 42, ..former });
+    s.dead_volumes.clear();
+    s.run(4 * T.interval_ms);
+    assert_eq!(s.host(1).exit, None, "a read gap between two old changes was taken for a twin");
+    assert!(!s.host(1).pets.is_empty());
+}
+
+/// The other side of seed 35659: a second writer that goes on is refused although the volume
+/// fails now and then while the probe watches it.
+#[test]
+fn a_second_writer_seen_across_read_gaps_is_still_refused_at_start() {
+    let mut s = Sim::new(0);
+    let mut twin = fake(1, 77, 40, s.now);
+    twin.boot_id = [7; 16];
+    s.put(&twin);
+    s.add(params(1));
+    for round in 0..3 * (T.io_timeout_ms / T.interval_ms + 4) {
+        if s.host(1).exit.is_some() {
+            break;
+        }
+        // Every third interval the volume cannot be read.
+        if round % 3 == 2 {
+            s.dead_volumes.push(0);
+        }
+        twin.seq += 1;
+        s.put(&twin);
+        s.run(T.interval_ms);
+        s.dead_volumes.clear();
+    }
+    assert_eq!(s.host(1).exit, Some(EXIT_HOST_ID_IN_USE), "a live second writer was not refused");
+    assert!(s.host(1).pets.is_empty(), "it armed and petted beside a second writer");
+}
+
 /// The other side: another machine that keeps writing with this id is refused, however its
 /// records began.
 #[test]
@@ -963,6 +1012,81 @@ fn a_later_run_of_the_probed_boot_shown_by_a_lagging_volume_is_not_a_collision()
     s.put(&Heartbeat { incarnation: 8888, seq, ..run_a.clone() });
     s.run(2 * T.interval_ms);
     assert_eq!(s.host(1).exit, Some(EXIT_HOST_ID_IN_USE), "the second writer went unnoticed");
+}
+
+/// Soak seed 33216: a lagging volume showed run A of the host's previous boot past the
+/// sequence the probe continued from; that was history (no write of this agent seen there
+/// yet). Then this agent's writes were read back there, and later the volume went back in time
+/// (content 20 s old) and showed the same record of A again: taken for A writing over ours,
+/// exit 76. A record already seen is no new write, wherever it shows up again; a later write
+/// of that run still is.
+#[test]
+fn a_former_runs_record_seen_again_on_a_volume_gone_back_in_time_is_not_a_collision() {
+    let mut s = Sim::with_volumes(0, 1);
+    let mut run_a = fake(1, 7777, 40, 0);
+    run_a.boot_id = [0xee; 16];
+    s.put(&run_a);
+    s.add(AgentParams { volumes: 1, ..params(1) });
+    s.write_fails.push(1);
+    s.run(5_000);
+    assert_eq!(s.host(1).agent.phase(), Phase::Running);
+    // The lagging volume catches up with run A's last writes: history.
+    let later = s.host(1).agent.seq() + 3;
+    let last_of_a = Heartbeat { seq: later, ..run_a.clone() };
+    s.put(&last_of_a);
+    s.run(2 * T.interval_ms);
+    assert_eq!(s.host(1).exit, None);
+    // This agent's writes land and are read back there.
+    s.write_fails.clear();
+    s.run(2 * T.interval_ms);
+    let ours = s.host(1).agent.params().incarnation;
+    assert_eq!(s.record_of(1).incarnation, ours);
+    // The volume goes back in time and shows A's last record again.
+    s.write_fails.push(1);
+    s.put(&last_of_a);
+    s.run(2 * T.interval_ms);
+    assert_eq!(s.host(1).exit, None, "a record seen before was taken for a second writer");
+    // A write of that run past what was seen is a second writer.
+    let past = s.host(1).agent.seq().max(last_of_a.seq) + 1;
+    s.put(&Heartbeat { seq: past, ..run_a });
+    s.run(2 * T.interval_ms);
+    assert_eq!(s.host(1).exit, Some(EXIT_HOST_ID_IN_USE), "the second writer went unnoticed");
+}
+
+/// Simulation seed 1445 (LEFT): a run that left cleanly wrote `leaving` on a write quorum; the
+/// third volume missed its last writes and still held an older `active` record of this boot
+/// with an armed watchdog. The restarted agent's probe took that record for an expired lease
+/// (a reset pending from an earlier run), self-fenced, and a judge then declared the left
+/// incarnation fenced. An active record below a `leaving` one of this boot is history.
+#[test]
+fn an_active_record_below_a_leaving_one_of_this_boot_does_not_doom_the_probe() {
+    let mut s = Sim::with_volumes(0, 3);
+    let mut left = fake(1, 555, 50, s.now);
+    left.state = HostState::Leaving;
+    left.caps = caps::IO_HEALTHY;
+    let stale_active = fake(1, 555, 48, s.now);
+    let block = GEO.heartbeat_block(1) as usize;
+    s.disks[0][block] = encode_heartbeat(&left).unwrap();
+    s.disks[1][block] = encode_heartbeat(&left).unwrap();
+    s.disks[2][block] = encode_heartbeat(&stale_active).unwrap();
+    // The old run's lease is long over when the next agent of this boot starts.
+    s.run(T.lease_timeout_ms + T.interval_ms);
+    s.add(AgentParams { volumes: 3, ..params(1) });
+    s.run(5 * T.interval_ms);
+    let h = s.host(1);
+    assert_eq!(h.self_fenced, None, "the record of a run that left was taken for a pending reset");
+    assert_eq!(h.agent.phase(), Phase::Running);
+    assert!(!h.pets.is_empty());
+    // Without the `leaving` record the same active record is a reset pending (S3).
+    let mut s = Sim::with_volumes(0, 3);
+    for v in 0..3 {
+        s.disks[v][block] = encode_heartbeat(&stale_active).unwrap();
+    }
+    s.run(T.lease_timeout_ms + T.interval_ms);
+    s.add(AgentParams { volumes: 3, ..params(1) });
+    s.run(5 * T.interval_ms);
+    assert!(s.host(1).self_fenced.is_some(), "an expired lease of this boot did not doom");
+    assert!(s.host(1).pets.is_empty());
 }
 
 /// Soak seed 19829 (S1): an agent read a live peer once, was suspended longer than
