@@ -276,6 +276,10 @@ struct Proc {
     inc: u64,
     agent: Agent,
     paused: bool,
+    /// Counts the stops of this process: a SIGCONT scheduled for one stop does not end a later
+    /// one (seed 56700: the end of a chaos episode resumed a stopped agent early; the stop's own
+    /// SIGCONT, still due, then revived the host after it had hung for good).
+    pause_token: u64,
     pending: Vec<Pending>,
     io_busy: Vec<bool>,
     io_queue: Vec<VecDeque<IoReq>>,
@@ -453,6 +457,7 @@ enum Ev {
     Resume {
         h: usize,
         pid: u64,
+        token: u64,
     },
     Fault(Fault),
     Episode {
@@ -1164,7 +1169,7 @@ impl World {
                     self.start_agent(h);
                 }
             }
-            Ev::Resume { h, pid } => self.resume(h, pid),
+            Ev::Resume { h, pid, token } => self.resume(h, pid, token),
             Ev::NetTimer { h, pid } => self.net_timer(h, pid),
             Ev::NetArrive { to, msg } => self.net_arrive(to, msg),
             Ev::Fault(f) => self.fault(f),
@@ -1254,9 +1259,9 @@ impl World {
             let d = s.wd_remaining.unwrap_or(0).max(500 * MS) + 10 * MS;
             self.after(d, Ev::ResumeDeadline { h, boot });
         }
-        let pid = self.hosts[h].proc.as_ref().map(|p| p.pid);
-        if let (Some(pid), false) = (pid, s.was_paused) {
-            self.resume(h, pid);
+        let proc = self.hosts[h].proc.as_ref().map(|p| (p.pid, p.pause_token));
+        if let (Some((pid, token)), false) = (proc, s.was_paused) {
+            self.resume(h, pid, token);
         }
     }
 
@@ -1405,6 +1410,7 @@ impl World {
             inc,
             agent,
             paused: false,
+            pause_token: 0,
             pending: Vec::new(),
             io_busy: vec![false; nvol],
             io_queue: (0..nvol).map(|_| VecDeque::new()).collect(),
@@ -1496,7 +1502,10 @@ impl World {
         }
     }
 
-    fn resume(&mut self, h: usize, pid: u64) {
+    fn resume(&mut self, h: usize, pid: u64, token: u64) {
+        if self.hosts[h].proc.as_ref().is_some_and(|p| p.pid == pid && p.pause_token != token) {
+            return;
+        }
         if let Some(s) = self.hosts[h].boots.last_mut().and_then(|b| b.suspended.as_mut()) {
             // SIGCONT to a frozen host: it takes effect at wake-up.
             s.was_paused = false;
@@ -2673,7 +2682,8 @@ impl World {
                     return;
                 }
                 p.paused = true;
-                let pid = p.pid;
+                p.pause_token += 1;
+                let (pid, token) = (p.pid, p.pause_token);
                 if let Some(d) = dur {
                     self.extend_twin_watch(h, d);
                 }
@@ -2688,7 +2698,7 @@ impl World {
                     ),
                 );
                 if let Some(d) = dur {
-                    self.after(d, Ev::Resume { h, pid });
+                    self.after(d, Ev::Resume { h, pid, token });
                 }
             }
             Fault::Stop { h, restart_after } => {
@@ -2757,6 +2767,7 @@ impl World {
                     DeathHow::Hang => {
                         if let Some(p) = self.hosts[h].proc.as_mut() {
                             p.paused = true;
+                            p.pause_token += 1;
                         }
                         self.hlog(h, "fault: host hangs (agent stopped for good)".into());
                     }
@@ -3350,8 +3361,8 @@ impl World {
                 self.after(d, Ev::AgentStart { h, boot });
             } else if let Some(p) = self.hosts[h].proc.as_ref() {
                 if p.paused {
-                    let pid = p.pid;
-                    self.after(0, Ev::Resume { h, pid });
+                    let (pid, token) = (p.pid, p.pause_token);
+                    self.after(0, Ev::Resume { h, pid, token });
                 } else if matches!(p.agent.phase(), Phase::Doomed { fenced: true, .. })
                     && !self.hosts[h].wd.running
                 {
