@@ -662,6 +662,11 @@ pub struct World {
     next_pid: u64,
     incs: HashMap<u64, (usize, usize)>,
     left_clean: HashSet<u64>,
+    /// Per incarnation: when fencing against it first started (StartFence).
+    fence_started_at: HashMap<u64, u64>,
+    /// Incarnations that left cleanly while a BMC/agent power-off started before their
+    /// `leaving` record landed was under way (seed 42068).
+    left_during_fencing: HashSet<u64>,
     /// Per incarnation: (highest seq that reached a volume, when it first did, when the
     /// previous one first did).
     landed: HashMap<u64, (u64, u64, u64)>,
@@ -943,6 +948,8 @@ impl World {
             next_pid: 1,
             incs: HashMap::new(),
             left_clean: HashSet::new(),
+            fence_started_at: HashMap::new(),
+            left_during_fencing: HashSet::new(),
             landed: HashMap::new(),
             first_fenced: HashMap::new(),
             fenced_by_operator_error: HashSet::new(),
@@ -1852,6 +1859,10 @@ impl World {
                     let t = self.timing;
                     if gap + t.interval_ms * MS < t.suspect_after_ms * MS {
                         self.left_clean.insert(inc);
+                        let leaving_landed = self.landed.get(&inc).map_or(self.t, |e| e.1);
+                        if self.fence_started_at.get(&inc).is_some_and(|&f| f < leaving_landed) {
+                            self.left_during_fencing.insert(inc);
+                        }
                     } else {
                         self.count("left after a heartbeat gap (not checked as LEFT)");
                     }
@@ -2117,7 +2128,18 @@ impl World {
         // back as a "new incarnation", which is then judged (and fenced).
         // (An operator may confirm the power-off of a host that left and then lost power:
         // that is the operator's statement, not the core's judgement.)
-        if self.left_clean.contains(&inc) && method != FenceMethodKind::Manual {
+        // A power-off started (on a suspicion HEALTHY judges) before the host's `leaving` record
+        // landed cannot be called back, and once its BMC confirmed the power off, `fenced` is
+        // the truth about that incarnation (S1, S8); `left` would show a powered-off host ALIVE
+        // (seed 42068: a 1.6 s stall with suspect_after 924 ms, then a clean stop 0.7 s into
+        // the attempt). Fencing started after the leave, or a verdict by another method, is
+        // still LEFT.
+        let confirmed_off = matches!(method, FenceMethodKind::Ipmi | FenceMethodKind::Agent);
+        if confirmed_off && self.left_during_fencing.contains(&inc) {
+            if !self.first_fenced.contains_key(&inc) {
+                self.count("fenced by a power-off under way when the host left cleanly");
+            }
+        } else if self.left_clean.contains(&inc) && method != FenceMethodKind::Manual {
             self.violate(
                 "LEFT",
                 format!(
@@ -2431,6 +2453,7 @@ impl World {
             ),
         );
         self.check_healthy(h, peer, "starts fencing");
+        self.fence_started_at.entry(believed).or_insert(self.t);
         if self.left_clean.contains(&believed) {
             self.violate(
                 "LEFT",
