@@ -146,10 +146,19 @@ impl Agent {
                         }
                     } else if e.continued || r.seq == e.max_seq {
                         continue;
-                    } else if e.below.is_some_and(|b| r.seq > b) {
+                    } else if e.below.is_some_and(|b| r.seq > b)
+                        && !peer.record.as_ref().is_some_and(|p| {
+                            p.incarnation == r.incarnation
+                                && p.seq == e.max_seq
+                                && p.state == HostState::Leaving
+                        })
+                    {
                         // The first value seen was never continued, and the host's writes go
                         // on below it: that value was forged or corrupted (or an old replica's
                         // of another run), and the writes below it are the host's progress.
+                        // Not a `leaving` one: the host's last writes, stuck on a volume while
+                        // it left, land below it late (soak seed 113573: a host that had left
+                        // was followed as `active` and BMC-fenced).
                         let from = e.below.unwrap_or(r.seq);
                         unverified.push((id, e.max_seq, r.seq));
                         *e = Sighting {

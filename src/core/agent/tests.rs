@@ -1654,6 +1654,36 @@ fn an_older_run_read_after_the_fenced_run_that_continued_it_is_not_a_rejoin() {
     assert_eq!(s.verdict(3, 2), None, "a real rejoin kept the verdict");
 }
 
+/// Soak seed 113573: a host left cleanly (`leaving` on two volumes) while its last `active` write
+/// to the third was stuck in a stall; an agent started later read `leaving` first, then the
+/// third volume's older value and the stuck write landing after it: two rising values below a
+/// first sighting that was never continued, taken for a forged first value. The host that had
+/// left was followed as `active`, judged stale and BMC-fenced. A `leaving` maximum is never
+/// undone (as for a later increase, seed 12167).
+#[test]
+fn a_leaving_record_read_first_is_not_undone_by_a_late_write_below_it() {
+    let mut s = Sim::with_volumes(0, 3);
+    let active = fake(2, 4242, 79, 0);
+    let leaving = Heartbeat { seq: 81, state: HostState::Leaving, ..active.clone() };
+    for v in 0..2 {
+        s.disks[v][GEO.heartbeat_block(2) as usize] = encode_heartbeat(&leaving).unwrap();
+    }
+    s.disks[2][GEO.heartbeat_block(2) as usize] = encode_heartbeat(&active).unwrap();
+    s.add(AgentParams { volumes: 3, ..params(1) });
+    s.run(5 * T.interval_ms);
+    let status_of_2 = |s: &mut Sim| {
+        s.host(1).agent.peer_views().iter().find(|p| p.id == 2).map(|p| (p.status, p.seq))
+    };
+    assert_eq!(status_of_2(&mut s), Some((PeerStatus::Left, 81)));
+    // The write stuck in the stall lands on the third volume.
+    let late = Heartbeat { seq: 80, ..active };
+    s.disks[2][GEO.heartbeat_block(2) as usize] = encode_heartbeat(&late).unwrap();
+    s.run(T.suspect_after_ms + 3 * T.interval_ms);
+    assert_eq!(status_of_2(&mut s), Some((PeerStatus::Left, 81)), "a late write undid `leaving`");
+    let suspects = events(s.host(1), EventKind::HostSuspect);
+    assert!(suspects.is_empty(), "a host that left was suspected: {suspects:?}");
+}
+
 /// Simulation seed 16347 (issue 10 item 14): a forged record of a live host's incarnation, its
 /// sequence far ahead yet within what 60 s of writing allows, was taken for progress; the host's
 /// real writes below it then looked old for good, and it was suspected (and BMC-fenced in the
