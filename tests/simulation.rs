@@ -68,7 +68,8 @@
 //! within max(its watchdog's remaining time, 0.5 s)), S3 (no pet or arming without a valid
 //! lease — also in true time through the boot clock —, none on a boot whose lease was lost or
 //! that was doomed, an expired lease dooms at once), S4 (above), no host that left cleanly is
-//! fenced or has fencing started against it (LEFT), during a quiet death no other host has
+//! fenced or has fencing started against it (LEFT; a BMC/agent power-off that started before
+//! its `leaving` record landed may still confirm it off: `fenced`, seed 42068), during a quiet death no other host has
 //! fencing started against it (QUIET), no false host-id collision (COLLISION: only a real
 //! second writer, or a forged record in the own block, may cause exit 76), a real second writer
 //! is noticed (COLLISION-DETECT: within 1.5 + 6 intervals + io_timeout at most one of the two

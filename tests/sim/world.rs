@@ -283,6 +283,10 @@ struct Proc {
     inc: u64,
     agent: Agent,
     paused: bool,
+    /// Counts the stops of this process: a SIGCONT scheduled for one stop does not end a later
+    /// one (seed 56700: the end of a chaos episode resumed a stopped agent early; the stop's own
+    /// SIGCONT, still due, then revived the host after it had hung for good).
+    pause_token: u64,
     pending: Vec<Pending>,
     io_busy: Vec<bool>,
     io_queue: Vec<VecDeque<IoReq>>,
@@ -460,6 +464,7 @@ enum Ev {
     Resume {
         h: usize,
         pid: u64,
+        token: u64,
     },
     Fault(Fault),
     Episode {
@@ -664,6 +669,11 @@ pub struct World {
     next_pid: u64,
     incs: HashMap<u64, (usize, usize)>,
     left_clean: HashSet<u64>,
+    /// Per incarnation: when fencing against it first started (StartFence).
+    fence_started_at: HashMap<u64, u64>,
+    /// Incarnations that left cleanly while a BMC/agent power-off started before their
+    /// `leaving` record landed was under way (seed 42068).
+    left_during_fencing: HashSet<u64>,
     /// Per incarnation: (highest seq that reached a volume, when it first did, when the
     /// previous one first did).
     landed: HashMap<u64, (u64, u64, u64)>,
@@ -945,6 +955,8 @@ impl World {
             next_pid: 1,
             incs: HashMap::new(),
             left_clean: HashSet::new(),
+            fence_started_at: HashMap::new(),
+            left_during_fencing: HashSet::new(),
             landed: HashMap::new(),
             first_fenced: HashMap::new(),
             fenced_by_operator_error: HashSet::new(),
@@ -1171,7 +1183,7 @@ impl World {
                     self.start_agent(h);
                 }
             }
-            Ev::Resume { h, pid } => self.resume(h, pid),
+            Ev::Resume { h, pid, token } => self.resume(h, pid, token),
             Ev::NetTimer { h, pid } => self.net_timer(h, pid),
             Ev::NetArrive { to, msg } => self.net_arrive(to, msg),
             Ev::Fault(f) => self.fault(f),
@@ -1274,9 +1286,9 @@ impl World {
             let d = s.wd_remaining.unwrap_or(0).max(500 * MS) + 10 * MS;
             self.after(d, Ev::ResumeDeadline { h, boot });
         }
-        let pid = self.hosts[h].proc.as_ref().map(|p| p.pid);
-        if let (Some(pid), false) = (pid, s.was_paused) {
-            self.resume(h, pid);
+        let proc = self.hosts[h].proc.as_ref().map(|p| (p.pid, p.pause_token));
+        if let (Some((pid, token)), false) = (proc, s.was_paused) {
+            self.resume(h, pid, token);
         }
     }
 
@@ -1427,6 +1439,7 @@ impl World {
             inc,
             agent,
             paused: false,
+            pause_token: 0,
             pending: Vec::new(),
             io_busy: vec![false; nvol],
             io_queue: (0..nvol).map(|_| VecDeque::new()).collect(),
@@ -1518,7 +1531,10 @@ impl World {
         }
     }
 
-    fn resume(&mut self, h: usize, pid: u64) {
+    fn resume(&mut self, h: usize, pid: u64, token: u64) {
+        if self.hosts[h].proc.as_ref().is_some_and(|p| p.pid == pid && p.pause_token != token) {
+            return;
+        }
         if let Some(s) = self.hosts[h].boots.last_mut().and_then(|b| b.suspended.as_mut()) {
             // SIGCONT to a frozen host: it takes effect at wake-up.
             s.was_paused = false;
@@ -1865,6 +1881,10 @@ impl World {
                     let t = self.timing;
                     if gap + t.interval_ms * MS < t.suspect_after_ms * MS {
                         self.left_clean.insert(inc);
+                        let leaving_landed = self.landed.get(&inc).map_or(self.t, |e| e.1);
+                        if self.fence_started_at.get(&inc).is_some_and(|&f| f < leaving_landed) {
+                            self.left_during_fencing.insert(inc);
+                        }
                     } else {
                         self.count("left after a heartbeat gap (not checked as LEFT)");
                     }
@@ -2150,7 +2170,18 @@ impl World {
         // back as a "new incarnation", which is then judged (and fenced).
         // (An operator may confirm the power-off of a host that left and then lost power:
         // that is the operator's statement, not the core's judgement.)
-        if self.left_clean.contains(&inc) && method != FenceMethodKind::Manual {
+        // A power-off started (on a suspicion HEALTHY judges) before the host's `leaving` record
+        // landed cannot be called back, and once its BMC confirmed the power off, `fenced` is
+        // the truth about that incarnation (S1, S8); `left` would show a powered-off host ALIVE
+        // (seed 42068: a 1.6 s stall with suspect_after 924 ms, then a clean stop 0.7 s into
+        // the attempt). Fencing started after the leave, or a verdict by another method, is
+        // still LEFT.
+        let confirmed_off = matches!(method, FenceMethodKind::Ipmi | FenceMethodKind::Agent);
+        if confirmed_off && self.left_during_fencing.contains(&inc) {
+            if !self.first_fenced.contains_key(&inc) {
+                self.count("fenced by a power-off under way when the host left cleanly");
+            }
+        } else if self.left_clean.contains(&inc) && method != FenceMethodKind::Manual {
             self.violate(
                 "LEFT",
                 format!(
@@ -2464,6 +2495,7 @@ impl World {
             ),
         );
         self.check_healthy(h, peer, "starts fencing");
+        self.fence_started_at.entry(believed).or_insert(self.t);
         if self.left_clean.contains(&believed) {
             self.violate(
                 "LEFT",
@@ -2715,7 +2747,8 @@ impl World {
                     return;
                 }
                 p.paused = true;
-                let pid = p.pid;
+                p.pause_token += 1;
+                let (pid, token) = (p.pid, p.pause_token);
                 if let Some(d) = dur {
                     self.extend_twin_watch(h, d);
                 }
@@ -2730,7 +2763,7 @@ impl World {
                     ),
                 );
                 if let Some(d) = dur {
-                    self.after(d, Ev::Resume { h, pid });
+                    self.after(d, Ev::Resume { h, pid, token });
                 }
             }
             Fault::Stop { h, restart_after } => {
@@ -2799,6 +2832,7 @@ impl World {
                     DeathHow::Hang => {
                         if let Some(p) = self.hosts[h].proc.as_mut() {
                             p.paused = true;
+                            p.pause_token += 1;
                         }
                         self.hlog(h, "fault: host hangs (agent stopped for good)".into());
                     }
@@ -3392,8 +3426,8 @@ impl World {
                 self.after(d, Ev::AgentStart { h, boot });
             } else if let Some(p) = self.hosts[h].proc.as_ref() {
                 if p.paused {
-                    let pid = p.pid;
-                    self.after(0, Ev::Resume { h, pid });
+                    let (pid, token) = (p.pid, p.pause_token);
+                    self.after(0, Ev::Resume { h, pid, token });
                 } else if matches!(p.agent.phase(), Phase::Doomed { fenced: true, .. })
                     && !self.hosts[h].wd.running
                 {

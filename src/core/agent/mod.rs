@@ -303,6 +303,9 @@ struct Sighting {
     below: Option<u64>,
     /// `max_seq` before its latest increase.
     raised_from: u64,
+    /// Another incarnation took over from this one as the peer's current record: this run is
+    /// older than that one (seed 5754).
+    superseded: bool,
 }
 
 #[derive(Clone, Debug, Default)]

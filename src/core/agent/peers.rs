@@ -59,9 +59,30 @@ impl Agent {
             let known = peer.seen.iter().position(|e| e.incarnation == r.incarnation);
             peer.last[v] = Some(value);
             let mut rebased = false;
+            // The sequence number of the current record when it is another incarnation that
+            // holds a `fenced` verdict.
+            let fenced_other = peer
+                .record
+                .as_ref()
+                .filter(|p| {
+                    p.incarnation != r.incarnation
+                        && self.verdicts.get(&id).is_some_and(|v| {
+                            v.kind == VerdictKind::Fenced && v.incarnation == p.incarnation
+                        })
+                })
+                .map(|p| p.seq);
             match known {
                 Some(k) => {
                     let e = &mut peer.seen[k];
+                    if e.superseded && fenced_other.is_some_and(|fenced| r.seq <= fenced) {
+                        // A run that another run took over from is older than that one; a
+                        // volume read late shows its last values after the later run's (seed
+                        // 5754: a new agent read an older run's last value after the fenced
+                        // run's, took it for a rejoin and dropped the verdict). While the later
+                        // run is fenced, the older one is newer only by continuing the sequence
+                        // past it; a restart after the power-off is another incarnation.
+                        continue;
+                    }
                     if r.seq > e.max_seq {
                         // A writer advances its sequence at most once per cycle, and cycles
                         // are at least min(interval, retry pause) apart (a few more for early
@@ -111,6 +132,7 @@ impl Agent {
                                         continued: true,
                                         below: None,
                                         raised_from: latest,
+                                        superseded: e.superseded,
                                     };
                                     rebased = true;
                                     None
@@ -124,10 +146,19 @@ impl Agent {
                         }
                     } else if e.continued || r.seq == e.max_seq {
                         continue;
-                    } else if e.below.is_some_and(|b| r.seq > b) {
+                    } else if e.below.is_some_and(|b| r.seq > b)
+                        && !peer.record.as_ref().is_some_and(|p| {
+                            p.incarnation == r.incarnation
+                                && p.seq == e.max_seq
+                                && p.state == HostState::Leaving
+                        })
+                    {
                         // The first value seen was never continued, and the host's writes go
                         // on below it: that value was forged or corrupted (or an old replica's
                         // of another run), and the writes below it are the host's progress.
+                        // Not a `leaving` one: the host's last writes, stuck on a volume while
+                        // it left, land below it late (soak seed 113573: a host that had left
+                        // was followed as `active` and BMC-fenced).
                         let from = e.below.unwrap_or(r.seq);
                         unverified.push((id, e.max_seq, r.seq));
                         *e = Sighting {
@@ -138,6 +169,7 @@ impl Agent {
                             continued: true,
                             below: None,
                             raised_from: from,
+                            superseded: e.superseded,
                         };
                         rebased = true;
                     } else {
@@ -168,6 +200,7 @@ impl Agent {
                         continued: false,
                         below: None,
                         raised_from: r.seq,
+                        superseded: false,
                     });
                     if !continues {
                         // A volume that missed the newer run's writes shows an older run's
@@ -215,7 +248,7 @@ impl Agent {
                     }
                 }
                 if first_landing || !continuous {
-                    peer.record = Some(r.clone());
+                    peer.take_record(r);
                     continue;
                 }
             }
@@ -225,7 +258,7 @@ impl Agent {
             } else if fenced_at.is_some_and(|judged| r.seq > judged || rebased) {
                 contradicted.push(id);
             }
-            peer.record = Some(r.clone());
+            peer.take_record(r);
             if peer.cleared_at.is_some_and(|c| c != value) {
                 peer.cleared_at = None;
             }
@@ -437,6 +470,20 @@ impl Agent {
             self.fences.remove(&id);
             self.table_changed();
         }
+    }
+}
+
+impl Peer {
+    /// Makes `r` the current record; the run it replaces, if another, is older (seed 5754).
+    fn take_record(&mut self, r: &Heartbeat) {
+        if let Some(old) =
+            self.record.as_ref().map(|p| p.incarnation).filter(|&p| p != r.incarnation)
+        {
+            if let Some(e) = self.seen.iter_mut().find(|e| e.incarnation == old) {
+                e.superseded = true;
+            }
+        }
+        self.record = Some(r.clone());
     }
 }
 

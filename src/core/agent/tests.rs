@@ -1717,6 +1717,97 @@ fn an_older_runs_record_read_late_is_not_a_rejoin() {
     assert_eq!(incarnation_of_2(&mut s), Some(5151), "a restart from 1 was never taken as newer");
 }
 
+/// Simulation seed 5754: a host's new run (C) wrote one `starting` record, continuing the
+/// sequence, on one volume and was powered off; its `fenced` verdict names C. A newly started
+/// agent read the older run's (K) records in one cycle: a lagging value on the first volume,
+/// C on the second, K's last value on the third. K's last value is above K's first sighting, so
+/// it was taken for a newer run: a rejoin that dropped C's verdict (the new agent became
+/// coordinator and published the table without it, then fenced K). A run that another run
+/// continued from is older: while the later run holds a `fenced` verdict, it is newer only by
+/// continuing the sequence past it.
+#[test]
+fn an_older_run_read_after_the_fenced_run_that_continued_it_is_not_a_rejoin() {
+    let mut s = Sim::with_volumes(0, 3);
+    let mut p = AgentParams { volumes: 3, ..params(1) };
+    p.fence_methods.insert(2, FenceMethodKind::Ipmi);
+    s.add(p);
+    s.add(AgentParams { volumes: 3, ..params(2) });
+    s.run(5_000);
+    s.kill(2);
+    s.run(2 * T.interval_ms);
+    let older = s.record_of(2);
+    // The next run continued the sequence, wrote once on volume 1, and was powered off.
+    let newer = Heartbeat {
+        incarnation: 2945,
+        seq: older.seq + 1,
+        state: HostState::Starting,
+        caps: caps::IO_HEALTHY,
+        ..older.clone()
+    };
+    s.disks[1][GEO.heartbeat_block(2) as usize] = encode_heartbeat(&newer).unwrap();
+    // Volume 0 lags: it shows an older value of the older run.
+    let lagging = Heartbeat { seq: older.seq - 2, ..older.clone() };
+    s.disks[0][GEO.heartbeat_block(2) as usize] = encode_heartbeat(&lagging).unwrap();
+    s.run(T.suspect_after_ms + 2 * T.interval_ms);
+    assert_eq!(s.host(1).fences, vec![2], "fencing did not start");
+    s.feed(
+        0,
+        Input::FenceDone { peer: 2, method: FenceMethodKind::Ipmi, result: Ok("off".into()) },
+    );
+    assert_eq!(s.verdict(1, 2), Some((VerdictKind::Fenced, FenceMethodKind::Ipmi)));
+    assert_eq!(s.host(1).agent.verdicts()[&2].incarnation, 2945);
+    s.run(2 * T.interval_ms);
+    // A new agent reads volume 0 (the lagging value), 1 (the newer run), 2 (the older run's last).
+    s.add(AgentParams { volumes: 3, ..params(3) });
+    s.run(4 * T.interval_ms);
+    let incarnation_of_2 =
+        s.host(3).agent.peer_views().iter().find(|p| p.id == 2).map(|p| p.incarnation);
+    assert_eq!(incarnation_of_2, Some(2945), "the older run was taken for a newer one");
+    assert_eq!(
+        s.verdict(3, 2),
+        Some((VerdictKind::Fenced, FenceMethodKind::Ipmi)),
+        "the verdict about the fenced run was dropped: {:?}",
+        events(s.host(3), EventKind::HostUp)
+    );
+    // The fenced host boots again: its next run continues the sequence, and is a rejoin.
+    let next = Heartbeat { incarnation: 7777, seq: newer.seq + 1, ..older.clone() };
+    s.put(&next);
+    s.run(2 * T.interval_ms);
+    s.put(&Heartbeat { seq: next.seq + 1, ..next });
+    s.run(2 * T.interval_ms);
+    assert_eq!(s.verdict(3, 2), None, "a real rejoin kept the verdict");
+}
+
+/// Soak seed 113573: a host left cleanly (`leaving` on two volumes) while its last `active` write
+/// to the third was stuck in a stall; an agent started later read `leaving` first, then the
+/// third volume's older value and the stuck write landing after it: two rising values below a
+/// first sighting that was never continued, taken for a forged first value. The host that had
+/// left was followed as `active`, judged stale and BMC-fenced. A `leaving` maximum is never
+/// undone (as for a later increase, seed 12167).
+#[test]
+fn a_leaving_record_read_first_is_not_undone_by_a_late_write_below_it() {
+    let mut s = Sim::with_volumes(0, 3);
+    let active = fake(2, 4242, 79, 0);
+    let leaving = Heartbeat { seq: 81, state: HostState::Leaving, ..active.clone() };
+    for v in 0..2 {
+        s.disks[v][GEO.heartbeat_block(2) as usize] = encode_heartbeat(&leaving).unwrap();
+    }
+    s.disks[2][GEO.heartbeat_block(2) as usize] = encode_heartbeat(&active).unwrap();
+    s.add(AgentParams { volumes: 3, ..params(1) });
+    s.run(5 * T.interval_ms);
+    let status_of_2 = |s: &mut Sim| {
+        s.host(1).agent.peer_views().iter().find(|p| p.id == 2).map(|p| (p.status, p.seq))
+    };
+    assert_eq!(status_of_2(&mut s), Some((PeerStatus::Left, 81)));
+    // The write stuck in the stall lands on the third volume.
+    let late = Heartbeat { seq: 80, ..active };
+    s.disks[2][GEO.heartbeat_block(2) as usize] = encode_heartbeat(&late).unwrap();
+    s.run(T.suspect_after_ms + 3 * T.interval_ms);
+    assert_eq!(status_of_2(&mut s), Some((PeerStatus::Left, 81)), "a late write undid `leaving`");
+    let suspects = events(s.host(1), EventKind::HostSuspect);
+    assert!(suspects.is_empty(), "a host that left was suspected: {suspects:?}");
+}
+
 /// Simulation seed 16347 (issue 10 item 14): a forged record of a live host's incarnation, its
 /// sequence far ahead yet within what 60 s of writing allows, was taken for progress; the host's
 /// real writes below it then looked old for good, and it was suspected (and BMC-fenced in the
