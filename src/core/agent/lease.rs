@@ -335,14 +335,18 @@ impl Agent {
                 }
             }
         }
-        // Time the volume went unread (beyond one interval between reads) was not watched: it
-        // is no part of how long changes went on (soak seed 35659: a lagging volume showed a
-        // former run change, failed for 6 s, then showed one more of its old writes).
-        let interval = self.p.timing.interval_ms;
+        // After a read gap (a read of the cadence failed or came late) a change may have
+        // happened right after the read before it: the gap is no part of how long changes
+        // went on (soak seed 35659: a lagging volume showed a former run change, failed for
+        // 6 s, then showed one more of its old writes; 117875: a twin powered off during a
+        // stall, its last write seen 84 s later).
+        let t = self.p.timing;
         if let Some(prev) = self.vols[v].probe_last_read.replace(finished) {
-            let unread = finished.saturating_sub(prev).saturating_sub(interval);
-            if let Some(since) = self.vols[v].probe_changing_since.as_mut() {
-                *since += unread;
+            let gap = finished.saturating_sub(prev);
+            if gap > t.interval_ms + t.io_timeout_ms {
+                if let Some(since) = self.vols[v].probe_changing_since.as_mut() {
+                    *since += gap;
+                }
             }
         }
         // The highest sequence of the own block seen so far by this probe, on any volume.

@@ -337,7 +337,7 @@ struct Vol {
     probe_first: Option<(u64, Option<RecordId>)>,
     /// When the probe first saw a record of another boot change in the own block (a lagging
     /// volume catching up with a former run, or a second writer: only the latter goes on),
-    /// moved later by the time the volume went unread (soak seed 35659).
+    /// moved later by every read gap (soak seeds 35659, 117875).
     probe_changing_since: Option<u64>,
     /// When the probe's latest timely read of it finished.
     probe_last_read: Option<u64>,
