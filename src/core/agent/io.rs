@@ -367,6 +367,11 @@ impl Agent {
                 if matches!(self.phase, Phase::Probing { .. }) {
                     self.probe(v, finished, &view);
                 }
+                self.vols[v].new_since = if self.vols[v].read_continuous {
+                    finished
+                } else {
+                    read_ok_before.unwrap_or(self.started_at).min(finished)
+                };
                 let judged = self.observe(v, finished, &view);
                 self.note_own_block_history(view.record(self.p.host_id));
                 if judged {

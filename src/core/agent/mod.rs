@@ -350,6 +350,10 @@ struct Vol {
     /// The previous read of this volume was timely: a value that differs from it changed
     /// between two reads. After a gap (or on the first read) a newer value may be old news.
     read_continuous: bool,
+    /// The earliest time a value this read shows for the first time may have landed: the read's
+    /// finish after a timely read, else the start of the last timely read (or of this agent).
+    /// Sequence plausibility counts from there (soak seed 114538).
+    new_since: u64,
     /// The own inventory this volume holds (verified with a heartbeat that names it), and the
     /// one sent with the write under way.
     inventory_on_volume: Option<inventory::OnVolume>,

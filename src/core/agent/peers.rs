@@ -22,6 +22,7 @@ impl Agent {
         }
         let min_write_gap = RETRY_MS.min(interval).max(1);
         let continuous = self.vols[v].read_continuous;
+        let new_since = self.vols[v].new_since;
         for (i, slot) in view.slots.iter().enumerate() {
             let id = i as u32 + 1;
             let Slot::Record(r) = slot else { continue };
@@ -192,11 +193,16 @@ impl Agent {
                     if peer.seen.len() >= SEEN_INCARNATIONS {
                         peer.seen.pop_front();
                     }
+                    // Counted from when the value may have landed: the first read after a
+                    // gap (a stall through this agent's start) shows values of any age, and
+                    // the writer's sequence went on meanwhile (seed 114538: a `leaving` record
+                    // after a 22 s stall was ignored as a jump, and the host that had left
+                    // was BMC-fenced).
                     peer.seen.push_back(Sighting {
                         incarnation: r.incarnation,
                         max_seq: r.seq,
                         first_seq: r.seq,
-                        first_at: now_mono,
+                        first_at: new_since,
                         continued: false,
                         below: None,
                         raised_from: r.seq,

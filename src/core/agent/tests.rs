@@ -1838,6 +1838,40 @@ fn a_leaving_record_read_first_is_not_undone_by_a_late_write_below_it() {
     assert!(suspects.is_empty(), "a host that left was suspected: {suspects:?}");
 }
 
+/// Soak seed 114538: agents started during a 22 s storage stall of the whole cluster. Their first
+/// timely read, right after it, showed a peer's last value from before the stall; the peer's
+/// sequence had gone on through the stall (one per cycle), so its `leaving` record landing
+/// 0.3 s later looked like an impossible jump and was ignored: the host that had left was
+/// judged stale and BMC-fenced. A value first seen after a gap may be as old as the gap.
+#[test]
+fn the_first_values_read_after_a_stall_through_the_start_are_not_impossible_jumps() {
+    let mut s = Sim::with_volumes(0, 1);
+    let before = fake(2, 4242, 59, 0);
+    s.put(&before);
+    s.dead_volumes.push(0);
+    s.add(params(1));
+    s.run(20_000);
+    s.dead_volumes.clear();
+    let seq_of_2 =
+        |s: &mut Sim| s.host(1).agent.peer_views().iter().find(|p| p.id == 2).map(|p| p.seq);
+    for _ in 0..200 {
+        if seq_of_2(&mut s).is_some() {
+            break;
+        }
+        s.run(10);
+    }
+    assert_eq!(seq_of_2(&mut s), Some(59));
+    // The peer's cycles went on through the stall (retrying every 250 ms): 60 sequence numbers.
+    s.put(&Heartbeat { seq: 119, state: HostState::Leaving, ..before });
+    s.run(2 * T.interval_ms);
+    let alarms = events(s.host(1), EventKind::Alarm);
+    assert!(alarms.is_empty(), "the writes of the stall were taken for a jump: {alarms:?}");
+    assert_eq!(seq_of_2(&mut s), Some(119));
+    s.run(T.suspect_after_ms + 2 * T.interval_ms);
+    let suspects = events(s.host(1), EventKind::HostSuspect);
+    assert!(suspects.is_empty(), "a host that left was suspected: {suspects:?}");
+}
+
 /// Simulation seed 16347 (issue 10 item 14): a forged record of a live host's incarnation, its
 /// sequence far ahead yet within what 60 s of writing allows, was taken for progress; the host's
 /// real writes below it then looked old for good, and it was suspected (and BMC-fenced in the
