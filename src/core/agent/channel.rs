@@ -219,6 +219,15 @@ impl Agent {
         }
     }
 
+    /// How long ago `peer`'s live core last answered, if it answers on the channel now as
+    /// this `incarnation`: an authenticated answer proves the host is powered on.
+    pub(super) fn answering_now(&self, peer: u32, incarnation: u64, now: u64) -> Option<u64> {
+        let p = self.channel.get(&peer)?;
+        let a = p.last?;
+        (a.incarnation == incarnation && self.channel_reachable_now(p, now))
+            .then(|| now.saturating_sub(a.received_at))
+    }
+
     /// The latest accepted answer of `peer`, if any (what outage survival and the partial-blip
     /// rule build on).
     pub fn peer_answer(&self, peer: u32) -> Option<PeerAnswer> {

@@ -95,6 +95,17 @@ impl Agent {
                     );
                     return;
                 }
+                // Its live core still answers on the peer channel: it is up, whatever was
+                // typed (soak seed 105688: storage stalled, suspect, and running).
+                if let Some(ago) = self.answering_now(id, current.0, self.now.mono) {
+                    self.event(
+                        EventKind::Alarm,
+                        id,
+                        None,
+                        format!("confirm-off refused: the host answered on the peer channel {ago} ms ago, so it is running; power it off for real first (it then falls silent), or let the coordinator fence it"),
+                    );
+                    return;
+                }
                 self.fences.remove(&id);
                 self.set_verdict(id, VerdictKind::Fenced, FenceMethodKind::Manual, current.0);
                 self.event(

@@ -2008,6 +2008,48 @@ fn a_suspect_peer_whose_lease_is_valid_by_its_own_word_is_powered_off_only_after
     assert!(!events(s.host(1), EventKind::FenceDeferred).is_empty(), "no fence_deferred event");
 }
 
+/// Soak seed 105688 (S1): an operator confirmed the power-off of a host whose storage stalled
+/// (suspect in the coordinator's view) while its live core still answered on the peer channel:
+/// `fenced (manual)` for a running host. An authenticated answer of the current incarnation
+/// proves the host is up: the confirm-off is refused while it answers, and obeyed once it is
+/// silent on both channels.
+#[test]
+fn confirm_off_for_a_host_that_answers_on_the_peer_channel_is_refused() {
+    let mut s = coordinator_with_a_peer_on_the_channel();
+    for _ in 0..20 {
+        s.answer_from_host_2();
+        s.run(250);
+    }
+    s.broken.push(2);
+    while events(s.host(1), EventKind::HostSuspect).is_empty() {
+        assert!(s.host(2).self_fenced.is_none(), "host 2 was never suspect within its lease");
+        s.answer_from_host_2();
+        s.run(250);
+    }
+    s.mailbox(2, Command::ConfirmOff, 77);
+    for _ in 0..8 {
+        s.answer_from_host_2();
+        s.run(250);
+        assert_ne!(
+            s.verdict(1, 2),
+            Some((VerdictKind::Fenced, FenceMethodKind::Manual)),
+            "fenced (manual) for a host that answers on the channel"
+        );
+    }
+    assert!(
+        events(s.host(1), EventKind::Alarm)
+            .iter()
+            .any(|e| e.host == 2 && e.detail.contains("peer channel")),
+        "no alarm saying why the confirm-off was refused"
+    );
+    // Silent on both channels now (powered off for real): the operator's word counts.
+    s.kill(2);
+    s.run(3_000);
+    s.mailbox(2, Command::ConfirmOff, 78);
+    s.run(2 * T.interval_ms);
+    assert_eq!(s.verdict(1, 2), Some((VerdictKind::Fenced, FenceMethodKind::Manual)));
+}
+
 /// Issue 13: a peer that dies (power loss) is silent on both channels: its last answer, which
 /// claimed a valid lease, holds nothing once it is unreachable, and it is powered off at
 /// suspect_after as without the channel.
