@@ -1177,6 +1177,12 @@ impl World {
                 }
             }
             Ev::AgentStart { h, boot } => {
+                if self.frozen(h) && self.boot_idx(h) == boot {
+                    // A suspended machine starts no process: systemd restarts the agent after
+                    // the wake-up (seed 119502: an agent started and wrote on a suspended host).
+                    self.after(100 * MS, Ev::AgentStart { h, boot });
+                    return;
+                }
                 self.hosts[h].agent_start_pending = false;
                 if self.hosts[h].alive() && self.boot_idx(h) == boot && self.hosts[h].proc.is_none()
                 {
