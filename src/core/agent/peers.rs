@@ -215,7 +215,7 @@ impl Agent {
                     }
                 }
                 if first_landing || !continuous {
-                    peer.record = Some(r.clone());
+                    keep_record(&mut peer.record, r);
                     continue;
                 }
             }
@@ -225,7 +225,7 @@ impl Agent {
             } else if fenced_at.is_some_and(|judged| r.seq > judged || rebased) {
                 contradicted.push(id);
             }
-            peer.record = Some(r.clone());
+            keep_record(&mut peer.record, r);
             if peer.cleared_at.is_some_and(|c| c != value) {
                 peer.cleared_at = None;
             }
@@ -453,5 +453,13 @@ pub(super) fn cluster_seen_detail(alive: &[u32], left: &[u32]) -> String {
         "no peers".to_string()
     } else {
         parts.join("; ")
+    }
+}
+
+/// Keeps a copy of `r` in `slot`, reusing the copy held (no allocation per cycle).
+fn keep_record(slot: &mut Option<Heartbeat>, r: &Heartbeat) {
+    match slot {
+        Some(held) => held.clone_from(r),
+        None => *slot = Some(r.clone()),
     }
 }
