@@ -186,7 +186,9 @@ fn make_volume(
         init(&file);
         return Vol { path: file, loop_dev: None };
     }
-    let blocks = 1 + 2 * u64::from(MAX_HOSTS) + 2 * u64::from(MAX_HOSTS);
+    // Exactly what a volume of MAX_HOSTS slots needs (heartbeats, mailboxes, verdict pages,
+    // VM lists), as `init` checks it.
+    let blocks = hbfence::core::format::Geometry { max_hosts: MAX_HOSTS }.total_blocks();
     std::fs::File::create(&file).unwrap().set_len(blocks * 4096).unwrap();
     let out = Command::new("losetup")
         .args(["--find", "--show", "--direct-io=on", "--sector-size", "4096"])
