@@ -31,6 +31,7 @@
 //!       [--secs S] [--intervals 1,5] [--modes members,open,read-all] [--loop]
 //!       [--no-tmpfs] [--rack-loss K] [--no-mlock] [--small-cpu SECS] [--before-modes LIST]`
 //! The agents run with `lock_memory = true` (mlockall, as in production) unless `--no-mlock`.
+//! `HBFENCE_BENCH_KEEP=1` keeps each run's directory (agents' logs and event logs) in /dev/shm.
 
 #[path = "../tests/support/bmc.rs"]
 mod bmc;
@@ -540,6 +541,9 @@ fn rack_loss(a: &Args) {
         h.signal(Signal::SIGKILL);
     }
     drop(sims);
+    if std::env::var_os("HBFENCE_BENCH_KEEP").is_some() {
+        eprintln!("kept: {}", tmp.keep().display());
+    }
 }
 
 fn main() {
@@ -566,6 +570,11 @@ fn main() {
                 rows.extend(measure(&mut group, interval, a.secs));
                 drop(group);
                 drop(vol);
+                // The agents' logs and event logs, to see why an agent was suspected or
+                // fenced itself.
+                if std::env::var_os("HBFENCE_BENCH_KEEP").is_some() {
+                    eprintln!("kept: {}", tmp.keep().display());
+                }
             }
         }
     }
