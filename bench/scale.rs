@@ -9,7 +9,7 @@
 //! (`rchar` of /proc/PID/io over the window divided by the intervals in it), CPU
 //! (run time of every thread, /proc/PID/task/*/schedstat, as CPU-seconds per hour), VmRSS; and for the run: the
 //! time until every agent's status file shows every other agent alive, `host_suspect` events
-//! (every agent's event log) and self-fences (sysrq test files).
+//! (every agent's event log) and self-fences (sysrq test files, or the watchdog double fired).
 //!
 //! `--rack-loss K` (default 20, 0: none): after the first planned run at 1 s, a second run of
 //! N agents in which hosts N−K+1..=N each have an `ipmi_sim` BMC (configured on the eligible
@@ -19,12 +19,19 @@
 //!
 //! `--small-cpu SECS` (default 120, 0: none): a 3-agent cluster at the default timing, in
 //! every mode; with `HBFENCE_BEFORE_BIN=PATH` (an hbfence binary of an earlier commit) the same
-//! cluster also runs with that binary, on a volume that binary initialised (open membership).
+//! cluster also runs with that binary, on a volume that binary initialised, in each of
+//! `--before-modes` (default `open`: binaries before format 3 know no member list). These
+//! clusters all run at the same time, measured over the same window, so the machine's load
+//! falls on every one of them alike.
+//!
+//! Every row also gives the main thread's wake-ups per second (its context switches over the
+//! window, /proc/PID/task/PID/status), the cost the pet cadence and the deadlines decide.
 //!
 //! Run: `CARGO_TARGET_DIR=/work/target-bench cargo bench --bench scale -- [--agents N]
 //!       [--secs S] [--intervals 1,5] [--modes members,open,read-all] [--loop]
-//!       [--no-tmpfs] [--rack-loss K] [--no-mlock] [--small-cpu SECS]`
+//!       [--no-tmpfs] [--rack-loss K] [--no-mlock] [--small-cpu SECS] [--before-modes LIST]`
 //! The agents run with `lock_memory = true` (mlockall, as in production) unless `--no-mlock`.
+//! `HBFENCE_BENCH_KEEP=1` keeps each run's directory (agents' logs and event logs) in /dev/shm.
 
 #[path = "../tests/support/bmc.rs"]
 mod bmc;
@@ -80,6 +87,7 @@ struct Args {
     rack_loss: u32,
     mlock: bool,
     small_cpu: u64,
+    before_modes: Vec<Mode>,
 }
 
 fn args() -> Args {
@@ -93,6 +101,7 @@ fn args() -> Args {
         rack_loss: 20,
         mlock: true,
         small_cpu: 120,
+        before_modes: vec![Mode::Open],
     };
     let mut it = std::env::args().skip(1).filter(|x| x != "--bench");
     while let Some(x) = it.next() {
@@ -110,11 +119,21 @@ fn args() -> Args {
             "--rack-loss" => a.rack_loss = val().parse().expect("--rack-loss K"),
             "--no-mlock" => a.mlock = false,
             "--small-cpu" => a.small_cpu = val().parse().expect("--small-cpu SECS"),
+            "--before-modes" => a.before_modes = val().split(',').map(Mode::parse).collect(),
             other => panic!("unknown argument {other}"),
         }
     }
     assert!(a.agents >= 2 && a.agents <= MAX_HOSTS, "--agents 2..=255");
     a
+}
+
+/// The watchdog period of the volume `init_args(interval)` makes, for the watchdog doubles.
+fn watchdog_period(interval: u64) -> Duration {
+    if interval == 1 {
+        cluster::WATCHDOG
+    } else {
+        Duration::from_millis(hbfence::core::timing::Timing::default().watchdog_timeout_ms)
+    }
 }
 
 fn init_args(interval: u64) -> Vec<&'static str> {
@@ -168,7 +187,9 @@ fn make_volume(
         init(&file);
         return Vol { path: file, loop_dev: None };
     }
-    let blocks = 1 + 2 * u64::from(MAX_HOSTS) + 2 * u64::from(MAX_HOSTS);
+    // Exactly what a volume of MAX_HOSTS slots needs (heartbeats, mailboxes, verdict pages,
+    // VM lists), as `init` checks it.
+    let blocks = hbfence::core::format::Geometry { max_hosts: MAX_HOSTS }.total_blocks();
     std::fs::File::create(&file).unwrap().set_len(blocks * 4096).unwrap();
     let out = Command::new("losetup")
         .args(["--find", "--show", "--direct-io=on", "--sector-size", "4096"])
@@ -199,6 +220,37 @@ fn cpu_ns(pid: i32) -> u64 {
         .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
         .filter_map(|s| s.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()))
         .sum()
+}
+
+/// Context switches of the main thread (voluntary and not): its wake-ups.
+fn main_thread_switches(pid: i32) -> u64 {
+    let file = format!("task/{pid}/status");
+    proc_field(pid, &file, "voluntary_ctxt_switches:")
+        + proc_field(pid, &file, "nonvoluntary_ctxt_switches:")
+}
+
+/// Resident KiB of one process by what backs it (/proc/PID/smaps): each file mapped (the
+/// binary, libc, ld.so, ...), `[heap]`, `[stack]`, and the other anonymous memory (thread
+/// stacks, buffers), largest first.
+fn rss_breakdown(pid: i32) -> Vec<(String, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut by: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut current = String::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if first.contains('-') && first.chars().next().is_some_and(|c| c.is_ascii_hexdigit()) {
+            // A mapping's header: range perms offset dev inode [path].
+            let path = words.nth(4).unwrap_or("");
+            current = if path.is_empty() { "anonymous".into() } else { path.to_string() };
+        } else if first == "Rss:" {
+            *by.entry(current.clone()).or_default() +=
+                words.next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    let mut v: Vec<(String, u64)> = by.into_iter().filter(|(_, kib)| *kib > 0).collect();
+    v.sort_by_key(|e| std::cmp::Reverse(e.1));
+    v
 }
 
 fn status(h: &Host) -> Option<serde_json::Value> {
@@ -234,7 +286,14 @@ fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
     (v[0], v[v.len() / 2], v[v.len() - 1])
 }
 
-fn new_hosts(base: &Path, n: u32, vol: &Path, mlock: bool, bmcs: &[(u32, BmcConfig)]) -> Vec<Host> {
+fn new_hosts(
+    base: &Path,
+    n: u32,
+    interval: u64,
+    vol: &Path,
+    mlock: bool,
+    bmcs: &[(u32, BmcConfig)],
+) -> Vec<Host> {
     (1..=n)
         .map(|id| {
             let eligible = id <= 3;
@@ -250,6 +309,7 @@ fn new_hosts(base: &Path, n: u32, vol: &Path, mlock: bool, bmcs: &[(u32, BmcConf
                     eligible,
                 },
             );
+            h.watchdog.set_timeout(watchdog_period(interval));
             if mlock {
                 let text = std::fs::read_to_string(&h.config).unwrap();
                 std::fs::write(
@@ -307,53 +367,78 @@ struct Row {
     seen_s: Option<f64>,
     bytes: (f64, f64, f64),
     cpu_h: (f64, f64, f64),
+    wakes_s: (f64, f64, f64),
     rss_kib: (f64, f64, f64),
+    /// Where the first agent's resident memory is (`rss_breakdown`).
+    rss_parts: Vec<(String, u64)>,
     suspects: usize,
     self_fences: usize,
 }
 
-fn measure(
+/// One cluster of a measurement: its agents, how they run, what the row is called.
+struct Group {
     label: String,
-    hosts: &mut [Host],
-    interval: u64,
-    secs: u64,
+    hosts: Vec<Host>,
     read_all: bool,
-    bin: Option<&Path>,
-) -> Row {
+    bin: Option<PathBuf>,
+}
+
+/// Starts every group at once, waits until each group's agents see each other, measures all
+/// of them over one window of `secs`, then kills them.
+fn measure(groups: &mut [Group], interval: u64, secs: u64) -> Vec<Row> {
     let started = Instant::now();
-    start(hosts, read_all, bin);
+    for g in groups.iter_mut() {
+        start(&mut g.hosts, g.read_all, g.bin.as_deref());
+    }
     let limit = Duration::from_secs(60 + (u64::from(cluster_join_cycles()) + 4) * interval);
-    let seen_s = all_seen(hosts, started, limit);
-    let before: Vec<(u64, u64)> =
-        hosts.iter().map(|h| (proc_field(h.pid(), "io", "rchar:"), cpu_ns(h.pid()))).collect();
+    let seen: Vec<Option<f64>> =
+        groups.iter().map(|g| all_seen(&g.hosts, started, limit)).collect();
+    let sample = |h: &Host| {
+        let pid = h.pid();
+        (proc_field(pid, "io", "rchar:"), cpu_ns(pid), main_thread_switches(pid))
+    };
+    let before: Vec<Vec<(u64, u64, u64)>> =
+        groups.iter().map(|g| g.hosts.iter().map(sample).collect()).collect();
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(secs));
     let window = t0.elapsed().as_secs_f64();
-    let mut bytes = Vec::new();
-    let mut cpu = Vec::new();
-    let mut rss = Vec::new();
-    for (h, (r0, c0)) in hosts.iter().zip(before) {
-        // Per interval of the window (the agents' cycles come once per interval).
-        let intervals = window / interval as f64;
-        bytes.push((proc_field(h.pid(), "io", "rchar:").saturating_sub(r0)) as f64 / intervals);
-        cpu.push((cpu_ns(h.pid()).saturating_sub(c0)) as f64 / 1e9 * 3600.0 / window);
-        rss.push(proc_field(h.pid(), "status", "VmRSS:") as f64);
+    let mut rows = Vec::new();
+    for ((g, before), seen_s) in groups.iter_mut().zip(before).zip(seen) {
+        let (mut bytes, mut cpu, mut wakes, mut rss) = (vec![], vec![], vec![], vec![]);
+        for (h, (r0, c0, w0)) in g.hosts.iter().zip(before) {
+            let (r1, c1, w1) = sample(h);
+            // Per interval of the window (the agents' cycles come once per interval).
+            let intervals = window / interval as f64;
+            bytes.push(r1.saturating_sub(r0) as f64 / intervals);
+            cpu.push(c1.saturating_sub(c0) as f64 / 1e9 * 3600.0 / window);
+            wakes.push(w1.saturating_sub(w0) as f64 / window);
+            rss.push(proc_field(h.pid(), "status", "VmRSS:") as f64);
+        }
+        let suspects = g.hosts.iter().map(|h| events(h, "host_suspect").len()).sum();
+        // A reset by the watchdog double (it kills the agent) counts too.
+        let self_fences = g
+            .hosts
+            .iter()
+            .filter(|h| !h.sysrq_letters().is_empty() || h.watchdog.fired().is_some())
+            .count();
+        let rss_parts = g.hosts.first().map(|h| rss_breakdown(h.pid())).unwrap_or_default();
+        for h in g.hosts.iter_mut() {
+            h.signal(Signal::SIGKILL);
+            h.wait_exit(Duration::from_secs(5));
+        }
+        rows.push(Row {
+            label: g.label.clone(),
+            seen_s,
+            bytes: stats(bytes),
+            cpu_h: stats(cpu),
+            wakes_s: stats(wakes),
+            rss_kib: stats(rss),
+            rss_parts,
+            suspects,
+            self_fences,
+        });
     }
-    let suspects = hosts.iter().map(|h| events(h, "host_suspect").len()).sum();
-    let self_fences = hosts.iter().filter(|h| !h.sysrq_letters().is_empty()).count();
-    for h in hosts.iter_mut() {
-        h.signal(Signal::SIGKILL);
-        h.wait_exit(Duration::from_secs(5));
-    }
-    Row {
-        label,
-        seen_s,
-        bytes: stats(bytes),
-        cpu_h: stats(cpu),
-        rss_kib: stats(rss),
-        suspects,
-        self_fences,
-    }
+    rows
 }
 
 fn cluster_join_cycles() -> u32 {
@@ -361,17 +446,27 @@ fn cluster_join_cycles() -> u32 {
 }
 
 fn print_rows(rows: &[Row]) {
-    println!("| run | all seen after (s) | bytes read / interval min · median · max | CPU s/h per agent min · median · max | VmRSS KiB min · median · max | host_suspect | self-fences |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("| run | all seen after (s) | bytes read / interval min · median · max | CPU s/h per agent min · median · max | main-thread wake-ups/s min · median · max | VmRSS KiB min · median · max | host_suspect | self-fences (sysrq or watchdog) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         println!(
-            "| {} | {} | {:.0} · {:.0} · {:.0} | {:.2} · {:.2} · {:.2} | {:.0} · {:.0} · {:.0} | {} | {} |",
+            "| {} | {} | {:.0} · {:.0} · {:.0} | {:.2} · {:.2} · {:.2} | {:.2} · {:.2} · {:.2} | {:.0} · {:.0} · {:.0} | {} | {} |",
             r.label,
             r.seen_s.map_or("not within limit".into(), |s| format!("{s:.1}")),
             r.bytes.0, r.bytes.1, r.bytes.2,
             r.cpu_h.0, r.cpu_h.1, r.cpu_h.2,
+            r.wakes_s.0, r.wakes_s.1, r.wakes_s.2,
             r.rss_kib.0, r.rss_kib.1, r.rss_kib.2,
             r.suspects, r.self_fences
+        );
+    }
+    for r in rows {
+        let parts: Vec<String> =
+            r.rss_parts.iter().map(|(what, kib)| format!("{what} {kib}")).collect();
+        println!(
+            "- RSS of one agent of \"{}\" (KiB, /proc/PID/smaps): {}",
+            r.label,
+            parts.join(", ")
         );
     }
 }
@@ -400,7 +495,7 @@ fn rack_loss(a: &Args) {
         configs.push((id, BmcConfig { port: sim.port(), password_file: pw }));
         sims.push(sim);
     }
-    let mut hosts = new_hosts(tmp.path(), a.agents, &vol.path, a.mlock, &configs);
+    let mut hosts = new_hosts(tmp.path(), a.agents, 1, &vol.path, a.mlock, &configs);
     let started = Instant::now();
     start(&mut hosts, false, None);
     let seen =
@@ -446,6 +541,9 @@ fn rack_loss(a: &Args) {
         h.signal(Signal::SIGKILL);
     }
     drop(sims);
+    if std::env::var_os("HBFENCE_BENCH_KEEP").is_some() {
+        eprintln!("kept: {}", tmp.keep().display());
+    }
 }
 
 fn main() {
@@ -464,37 +562,49 @@ fn main() {
                 let tmp = tempfile::tempdir_in("/dev/shm").unwrap();
                 let members = (mode == Mode::Members).then_some(a.agents);
                 let vol = make_volume(tmp.path(), kind, interval, members, None);
-                let mut hosts = new_hosts(tmp.path(), a.agents, &vol.path, a.mlock, &[]);
+                let hosts = new_hosts(tmp.path(), a.agents, interval, &vol.path, a.mlock, &[]);
                 let label = format!("{kind}, interval {interval} s, {}", mode.label(a.agents));
                 eprintln!("running: {label}");
                 let read_all = mode == Mode::ReadAll;
-                let row = measure(label, &mut hosts, interval, a.secs, read_all, None);
-                rows.push(row);
-                drop(hosts);
+                let mut group = [Group { label, hosts, read_all, bin: None }];
+                rows.extend(measure(&mut group, interval, a.secs));
+                drop(group);
                 drop(vol);
+                // The agents' logs and event logs, to see why an agent was suspected or
+                // fenced itself.
+                if std::env::var_os("HBFENCE_BENCH_KEEP").is_some() {
+                    eprintln!("kept: {}", tmp.keep().display());
+                }
             }
         }
     }
     print_rows(&rows);
     if a.small_cpu > 0 {
-        let mut small = Vec::new();
         let before = std::env::var_os("HBFENCE_BEFORE_BIN").map(PathBuf::from);
         let runs: Vec<(String, Mode, Option<PathBuf>)> = a
             .modes
             .iter()
             .map(|&m| (format!("this commit, {}", m.label(3)), m, None))
-            .chain(before.map(|b| (format!("before ({}), open", b.display()), Mode::Open, Some(b))))
+            .chain(before.iter().flat_map(|b| {
+                a.before_modes.iter().map(|&m| {
+                    (format!("before ({}), {}", b.display(), m.label(3)), m, Some(b.clone()))
+                })
+            }))
             .collect();
+        // Every cluster on its own volume, all running together (kept until the end).
+        let mut dirs = Vec::new();
+        let mut groups = Vec::new();
         for (name, mode, bin) in runs {
             let tmp = tempfile::tempdir_in("/dev/shm").unwrap();
             let members = (mode == Mode::Members).then_some(3);
             let vol = make_volume(tmp.path(), "tmpfs", 5, members, bin.as_deref());
-            let mut hosts = new_hosts(tmp.path(), 3, &vol.path, a.mlock, &[]);
+            let hosts = new_hosts(tmp.path(), 3, 5, &vol.path, a.mlock, &[]);
             let label = format!("3 agents, defaults (interval 5 s), {name}");
-            eprintln!("running: {label}");
-            let read_all = mode == Mode::ReadAll;
-            small.push(measure(label, &mut hosts, 5, a.small_cpu, read_all, bin.as_deref()));
+            groups.push(Group { label, hosts, read_all: mode == Mode::ReadAll, bin });
+            dirs.push((tmp, vol));
         }
+        eprintln!("running {} clusters of 3 agents together", groups.len());
+        let small = measure(&mut groups, 5, a.small_cpu);
         print_rows(&small);
     }
     if a.rack_loss > 0 {

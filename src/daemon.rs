@@ -10,7 +10,7 @@ use crate::core::agent::{
 };
 use crate::core::format::{self, BootId, FenceMethodKind, Header};
 use crate::core::header::{self, check_header, same_parameters, HeaderCheck, Membership};
-use crate::core::readplan::{self, IdSet, ReadPlanner};
+use crate::core::readplan::{IdSet, ReadPlanner};
 use crate::core::view::VolumeView;
 use crate::events::{self, EventSettings};
 use crate::fence::pool::Pool;
@@ -235,10 +235,12 @@ fn spawn_io_thread(
                     log::warn!("I/O thread {index}: SCHED_RR failed: {e}");
                 }
             }
-            // One request reads at most CHUNK_BLOCKS: the buffer does not grow with the volume.
+            // Sized to the longest request read so far (`AlignedBuf::fit`), at most
+            // CHUNK_BLOCKS: a small cluster with a member list reads a few blocks, and with
+            // mlockall all of the buffer is resident.
             let buffers = (
                 AlignedBuf::new(1),
-                AlignedBuf::new(readplan::CHUNK_BLOCKS as usize),
+                AlignedBuf::new(1),
                 volume.page_buffer(geo),
                 AlignedBuf::new(format::INVENTORY_SET),
                 InventoryReader::new(),
@@ -306,7 +308,10 @@ fn spawn_io_thread(
                 let mut newer = None;
                 let mut result = Ok(());
                 for &(first, n) in &planner.plan().runs {
-                    result = volume.read_blocks_into(first, &mut rbuf, n as usize);
+                    result = rbuf
+                        .fit(n as usize)
+                        .map_err(|e| volume.error("allocate a read buffer", e))
+                        .and_then(|()| volume.read_blocks_into(first, &mut rbuf, n as usize));
                     if result.is_err() {
                         break;
                     }
@@ -506,6 +511,11 @@ pub fn run(config_path: &Path, stderr_log: bool) -> i32 {
 
 fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
     let config = Config::load(config_path).map_err(StartError::config)?;
+    if config.daemon.lock_memory {
+        // Before the logging thread exists: a thread that allocated first would keep an arena
+        // of its own (152 KiB of it resident and locked, issue 12).
+        sys::single_malloc_arena();
+    }
     crate::logging::init(config.daemon.syslog, stderr_log, log::LevelFilter::Info);
     // The same checks as `run --check`, before anything is armed.
     let checked = crate::preflight::check(&config)?;
@@ -525,7 +535,6 @@ fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
     let doomed = doomed_marker(&config.daemon.runtime_dir, &boot);
 
     if config.daemon.lock_memory {
-        sys::single_malloc_arena();
         if let Err(e) = sys::lock_all_memory() {
             log::warn!("mlockall failed: {e}; the heartbeat may stall under memory pressure");
         }
@@ -789,10 +798,17 @@ impl Daemon {
                 Err(RecvTimeoutError::Timeout) => self.feed(Input::Tick),
                 Err(RecvTimeoutError::Disconnected) => return 1,
             }
-            if self.snapshot_due || sys::boottime_ms() >= self.next_snapshot_at() {
+            if self.snapshot_due || sys::boottime_ms() >= self.early_snapshot_at() {
                 self.send_snapshot();
             }
         }
+    }
+
+    /// A snapshot goes out with any wake-up in the last quarter of its interval, so it rides on
+    /// a pet or a cycle instead of waking the thread once more; `next_snapshot_at` still
+    /// bounds its age when nothing else wakes the thread.
+    fn early_snapshot_at(&self) -> u64 {
+        self.next_snapshot_at().saturating_sub(self.header.timing.interval_ms / 4)
     }
 
     /// The status file is rewritten when something a reader looks at changed (an event, a

@@ -26,6 +26,14 @@ impl AlignedBuf {
     pub fn blocks(&self) -> usize {
         self.map.len() / BLOCK_SIZE
     }
+    /// Holds at least `blocks` blocks afterwards: replaced by a larger buffer if smaller (its
+    /// contents are not kept).
+    pub fn fit(&mut self, blocks: usize) -> io::Result<()> {
+        if self.blocks() < blocks {
+            *self = AlignedBuf::new(blocks)?;
+        }
+        Ok(())
+    }
     pub fn block(&self, i: usize) -> &[u8] {
         &self.map[i * BLOCK_SIZE..(i + 1) * BLOCK_SIZE]
     }
@@ -146,6 +154,11 @@ pub struct Volume {
 }
 
 impl Volume {
+    /// An I/O error of this volume's, for an operation outside `Volume` (`op` says what).
+    pub fn error(&self, op: &str, source: io::Error) -> VolumeError {
+        VolumeError::io(&self.path, op, source)
+    }
+
     /// Opens an existing file or block device with O_DIRECT (and O_DSYNC when writable).
     pub fn open(path: &Path, access: Access) -> Result<Volume, VolumeError> {
         let meta = std::fs::metadata(path).map_err(|e| VolumeError::io(path, "stat", e))?;
@@ -582,5 +595,23 @@ impl Snapshot {
             }
         }
         view
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The I/O thread's read buffer grows to the longest request and never shrinks.
+    #[test]
+    fn an_aligned_buffer_fits_the_longest_request() {
+        let mut buf = AlignedBuf::new(1).unwrap();
+        buf.fit(1).unwrap();
+        assert_eq!(buf.blocks(), 1);
+        buf.fit(4).unwrap();
+        assert_eq!(buf.blocks(), 4);
+        assert_eq!(buf.as_slice().as_ptr() as usize % 4096, 0, "page-aligned for O_DIRECT");
+        buf.fit(2).unwrap();
+        assert_eq!(buf.blocks(), 4);
     }
 }

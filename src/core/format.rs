@@ -352,7 +352,7 @@ pub struct Verdict {
     pub seq: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Heartbeat {
     pub cluster: ClusterId,
     pub host_id: u32,
@@ -383,6 +383,24 @@ pub struct Heartbeat {
     pub verdicts_in_pages: u32,
     /// The writer's VM inventory: which generation its inventory blocks hold.
     pub inventory: InventoryInfo,
+}
+
+impl Clone for Heartbeat {
+    fn clone(&self) -> Heartbeat {
+        let inventory = InventoryInfo { write: self.inventory.write.clone(), ..self.inventory };
+        Heartbeat { name: self.name.clone(), verdicts: self.verdicts.clone(), inventory, ..*self }
+    }
+
+    /// Field by field, reusing the name's and the table's buffers: an agent keeps a copy of
+    /// every peer's newest record, and replacing it every cycle should not allocate (issue 12).
+    fn clone_from(&mut self, source: &Heartbeat) {
+        let mut name = std::mem::take(&mut self.name);
+        let mut verdicts = std::mem::take(&mut self.verdicts);
+        name.clone_from(&source.name);
+        verdicts.clone_from(&source.verdicts);
+        let inventory = InventoryInfo { write: source.inventory.write.clone(), ..source.inventory };
+        *self = Heartbeat { name, verdicts, inventory, ..*source };
+    }
 }
 
 /// What a heartbeat says about its writer's VM inventory (`core::inventory`).
@@ -1213,6 +1231,23 @@ mod tests {
             verdicts_in_pages: 0,
             inventory: Default::default(),
         }
+    }
+
+    /// A kept copy of a record is replaced field by field, in the buffers it already has.
+    #[test]
+    fn clone_from_copies_every_field_and_reuses_the_buffers() {
+        let mut held = heartbeat(1);
+        held.name = "a-longer-name-than-kvm03".into();
+        let (name_buf, table_buf) = (held.name.as_ptr(), held.verdicts.as_ptr());
+        let mut newer = heartbeat(2);
+        newer.inventory = InventoryInfo { gen: 3, count: 2, flags: 1, age_ms: 9, write: None };
+        newer.verdicts[0].seq = 8;
+        newer.state = HostState::Leaving;
+        held.clone_from(&newer);
+        assert_eq!(held, newer);
+        assert_eq!(held.name.as_ptr(), name_buf, "the name's buffer was replaced");
+        assert_eq!(held.verdicts.as_ptr(), table_buf, "the table's buffer was replaced");
+        assert_eq!(newer.clone(), newer);
     }
 
     #[test]

@@ -1153,6 +1153,7 @@ impl World {
                     && host.wd.running
                     && host.wd.token == token
                 {
+                    self.check_missed_pets(h);
                     self.stats.watchdog_resets += 1;
                     self.hlog(h, "WATCHDOG fired: hardware reset".into());
                     self.kill(h, "watchdog reset", false);
@@ -1976,6 +1977,35 @@ impl World {
             self.violate(
                 "S3",
                 format!("host {id} {what} on a boot whose lease was already lost ({why}): a restarted agent extends a pending reset"),
+            );
+        }
+    }
+
+    /// The watchdog fired on a host whose agent runs, was never stopped or suspended since
+    /// its last pet could be due, is armed and not doomed, and holds a guard (lease or
+    /// permits) for one more watchdog period: it was entitled to pet and did not (its pet
+    /// cadence or its deadlines are wrong). The daemon wakes on time here, so this never
+    /// happens to a correct agent.
+    fn check_missed_pets(&mut self, h: usize) {
+        let b = self.boot_idx(h);
+        let boot = &self.hosts[h].boots[b];
+        if boot.suspended.is_some() || boot.resumed_ms.is_some() {
+            return;
+        }
+        let Some(p) = self.hosts[h].proc.as_ref() else { return };
+        if p.paused || p.exited || !p.agent.watchdog_armed() {
+            return;
+        }
+        if matches!(p.agent.phase(), Phase::Doomed { .. } | Phase::Exited) {
+            return;
+        }
+        let now = self.now_for(h).mono;
+        let wd = self.timing.watchdog_timeout_ms;
+        if p.agent.guard_expiry().is_some_and(|e| e >= now + wd) {
+            let id = self.hosts[h].id;
+            self.violate(
+                "SPURIOUS",
+                format!("host {id}: the watchdog fired at local {now} ms while the agent ran with a guard until {:?} ms: it missed its pets", p.agent.guard_expiry()),
             );
         }
     }

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -100,6 +100,8 @@ pub struct WatchdogDouble {
     pub kill_pid: Arc<Mutex<Option<u32>>>,
     /// Emulates a driver without magic close: closing the FIFO stops the timer.
     stops_on_close: Arc<AtomicBool>,
+    /// The emulated timer's period in ms (`set_timeout`).
+    timeout_ms: Arc<AtomicU64>,
 }
 
 impl WatchdogDouble {
@@ -109,8 +111,9 @@ impl WatchdogDouble {
         let stop = Arc::new(AtomicBool::new(false));
         let kill_pid = Arc::new(Mutex::new(None::<u32>));
         let stops_on_close = Arc::new(AtomicBool::new(false));
+        let timeout_ms = Arc::new(AtomicU64::new(timeout.as_millis() as u64));
         let (p, l, s, k) = (path.to_path_buf(), log.clone(), stop.clone(), kill_pid.clone());
-        let soc = stops_on_close.clone();
+        let (soc, period) = (stops_on_close.clone(), timeout_ms.clone());
         std::thread::spawn(move || {
             // Non-blocking read end so the thread can notice the deadline and the stop flag.
             let mut f = fs::OpenOptions::new()
@@ -152,7 +155,7 @@ impl WatchdogDouble {
                     Err(_) => {}
                 }
                 if let Some(last) = armed_at {
-                    if last.elapsed() >= timeout {
+                    if last.elapsed() >= Duration::from_millis(period.load(Ordering::Relaxed)) {
                         armed_at = None;
                         l.lock().unwrap().fired = Some(Instant::now());
                         if let Some(pid) = *k.lock().unwrap() {
@@ -166,7 +169,13 @@ impl WatchdogDouble {
                 std::thread::sleep(Duration::from_millis(20));
             }
         });
-        WatchdogDouble { path: path.to_path_buf(), log, stop, kill_pid, stops_on_close }
+        WatchdogDouble { path: path.to_path_buf(), log, stop, kill_pid, stops_on_close, timeout_ms }
+    }
+
+    /// The period of the volume's timing, when it is not `WATCHDOG` (the agent pets every
+    /// quarter of the volume's period: a shorter emulated timer would fire on a healthy agent).
+    pub fn set_timeout(&self, timeout: Duration) {
+        self.timeout_ms.store(timeout.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Emulates a driver without WDIOF_MAGICCLOSE (and nowayout as given): writes the

@@ -88,7 +88,7 @@ class Timing:
                 f"dead_after {self.dead_after:g}s")
 
 
-PET_PERIOD = 0.5   # the agent pets every 500 ms (core::agent PET_EVERY_MS) on its 100 ms tick
+PETS_PER_WATCHDOG = 4   # the agent pets every watchdog_timeout/4 (core::agent PETS_PER_WATCHDOG)
 
 # Guest console lines that go into the timeline: the agent's log and the kernel's reset messages.
 CONSOLE_TIMELINE = (r"hbfence\[\d+\]: |sysrq: |watchdog did not stop|unexpected close|"
@@ -718,10 +718,10 @@ def _watchdog_scenario(ctx: Ctx, signal_cmd: str, what: str, console_evidence: s
         ev = vm2.qmp.wait_event("WATCHDOG", timeout=t.watchdog + 40, since=t_fault)
         ctx.check(ev is not None, f"vm2: no WATCHDOG within {t.watchdog + 40:g}s")
         ctx.check(ev["data"].get("action") == "reset", f"WATCHDOG {ev['data']}")
-        # the agent pets every 0.5 s until the signal: the last pet is at most one pet period
-        # (+ a late tick) before the signal, so the device fires no earlier than T - 0.5 s
+        # the agent pets every T/4 until the signal: the last pet is at most one pet period
+        # (+ a late wake-up) before the signal, so the device fires no earlier than T - T/4
         check_bounds(ctx, f"{what} -> WATCHDOG", ev["t"] - t_fault,
-                     t.watchdog - PET_PERIOD - 0.25, t.watchdog + 6.0)
+                     t.watchdog - t.watchdog / PETS_PER_WATCHDOG - 0.25, t.watchdog + 6.0)
         r = vm2.qmp.wait_event("RESET", timeout=15, since=ev["t"])
         ctx.check(r is not None, "vm2: no RESET after the WATCHDOG")
         early = [e for e in qmp_events(vm2, ("RESET", "SHUTDOWN"), t_fault) if e["t"] < ev["t"]]

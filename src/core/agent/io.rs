@@ -151,9 +151,12 @@ impl Agent {
             Box::new(self.record(state))
         });
         let written = record.as_ref().map(|r| r.seq);
+        // A stuck I/O is never queued behind: such a volume skips the cycle.
+        let starts = |vol: &Vol, v: usize| vol.in_flight.is_none() && (due || retry.contains(&v));
+        let last = (0..self.vols.len()).rev().find(|&v| starts(&self.vols[v], v));
+        let mut record = record;
         for v in 0..self.vols.len() {
-            // A stuck I/O is never queued behind: this volume skips the cycle.
-            if self.vols[v].in_flight.is_some() || (!due && !retry.contains(&v)) {
+            if !starts(&self.vols[v], v) {
                 continue;
             }
             self.vols[v].retry_at = None;
@@ -161,7 +164,8 @@ impl Agent {
                 self.published_gen = self.verdict_gen;
             }
             self.vols[v].in_flight = Some((self.cycle, now, written));
-            let mut write = record.clone();
+            // The last volume takes the record itself, the others a copy.
+            let mut write = if Some(v) == last { record.take() } else { record.clone() };
             if let Some(r) = write.as_mut() {
                 self.attach_inventory(v, r);
             }

@@ -21,6 +21,15 @@ impl Agent {
         self.p.timing.watchdog_timeout_ms.max(u64::from(self.p.watchdog_timeout_s) * 1000)
     }
 
+    /// How often the watchdog is petted: a quarter of the shorter of the two periods (the
+    /// volume's and the driver's, equal once armed: `watchdog::arm` refuses any other).
+    pub(super) fn pet_every_ms(&self) -> u64 {
+        let hardware = u64::from(self.p.watchdog_timeout_s) * 1000;
+        let timing = self.p.timing.watchdog_timeout_ms;
+        let shortest = if hardware == 0 { timing } else { timing.min(hardware) };
+        (shortest / PETS_PER_WATCHDOG).max(1)
+    }
+
     /// The own lease lasts at least one more watchdog period: a ping (pet or arming) is safe.
     pub(super) fn lease_covers_watchdog(&self, now: u64) -> bool {
         self.lease_expiry().is_some_and(|e| now + self.own_watchdog_ms() <= e)
@@ -57,10 +66,9 @@ impl Agent {
         // One last pet exactly when the lease stops covering a watchdog period, so a storage
         // stall costs the lease only its own length, not another pet period.
         let last_at = self.last_pet_at();
-        if self
-            .last_pet
-            .is_none_or(|t| now >= t + PET_EVERY_MS || last_at.is_some_and(|l| t < l && now >= l))
-        {
+        if self.last_pet.is_none_or(|t| {
+            now >= t + self.pet_every_ms() || last_at.is_some_and(|l| t < l && now >= l)
+        }) {
             self.last_pet = Some(now);
             self.actions.push(Action::Pet);
         }

@@ -387,7 +387,12 @@ fn kth_latest(values: impl Iterator<Item = u64> + Clone, k: usize) -> Option<u64
     values.clone().filter(|&v| values.clone().filter(|&o| o >= v).count() >= k).max()
 }
 
-const PET_EVERY_MS: u64 = 500;
+/// Pets per watchdog period: a pet every quarter period leaves three quarters of it for a
+/// late wake-up of the main thread before the hardware fires, and wakes the thread 0.4 times a
+/// second at the default 10 s (a pet every 500 ms cost most of the agent's CPU). The lease
+/// argument does not depend on this cadence: it is the last pet under a lease that counts,
+/// and that one comes at `last_pet_at` whatever the cadence.
+const PETS_PER_WATCHDOG: u64 = 4;
 /// The self-fence comes this long before the lease ends: the watchdog, last petted exactly one
 /// period before the lease end, fires at the lease end, and the agent's own reset (with its
 /// marker and the configured action) should come first.
@@ -693,7 +698,7 @@ impl Agent {
             .filter(|&t| t > self.now.mono)
             .min();
         let pets = self.armed && !self.doomed();
-        let next_pet = self.last_pet.map(|t| t + PET_EVERY_MS).filter(|_| pets);
+        let next_pet = self.last_pet.map(|t| t + self.pet_every_ms()).filter(|_| pets);
         let final_pet =
             self.last_pet_at().filter(|&l| pets && self.last_pet.is_some_and(|t| t < l));
         let doom = self.doom_at().filter(|_| matches!(self.phase, Phase::Running | Phase::Leaving));

@@ -489,7 +489,7 @@ impl Peer {
                 e.superseded = true;
             }
         }
-        self.record = Some(r.clone());
+        keep_record(&mut self.record, r);
     }
 }
 
@@ -506,5 +506,13 @@ pub(super) fn cluster_seen_detail(alive: &[u32], left: &[u32]) -> String {
         "no peers".to_string()
     } else {
         parts.join("; ")
+    }
+}
+
+/// Keeps a copy of `r` in `slot`, reusing the copy held (no allocation per cycle).
+fn keep_record(slot: &mut Option<Heartbeat>, r: &Heartbeat) {
+    match slot {
+        Some(held) => held.clone_from(r),
+        None => *slot = Some(r.clone()),
     }
 }

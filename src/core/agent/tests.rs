@@ -1921,33 +1921,81 @@ fn the_peer_claim_follows_the_live_lease() {
     assert_eq!(s.host(1).agent.peer_claim(now), channel::Claim::Doomed);
 }
 
+/// Drives host `i` as the daemon does for `ms`: woken only at `next_deadline` and when its I/O
+/// completes (10 ms after it started). Returns the number of wake-ups.
+fn run_woken_at_deadlines(sim: &mut Sim, i: usize, ms: u64) -> u64 {
+    let end = sim.now + ms;
+    let mut wakes = 0;
+    while sim.now < end {
+        let deadline = sim.hosts[i].agent.next_deadline();
+        let io_done = if sim.hosts[i].pending.is_empty() { u64::MAX } else { sim.now + 10 };
+        sim.now = deadline.min(io_done).max(sim.now + 1);
+        sim.io(i);
+        sim.feed(i, Input::Tick);
+        wakes += 1;
+    }
+    wakes
+}
+
 /// The daemon sleeps until `next_deadline` (no fixed tick): woken only then and for its I/O,
-/// an agent still pets every PET_EVERY_MS and keeps its lease (without the pets in the
-/// deadline it petted once per cycle only, 1000 ms apart).
+/// an agent still pets every quarter watchdog period and keeps its lease (without the pets in
+/// the deadline it petted once per cycle only, 1000 ms apart).
 #[test]
 fn woken_only_at_its_deadlines_an_agent_pets_on_time() {
     let mut sim = Sim::new(1);
     sim.run(5_000);
     assert!(sim.hosts[0].agent.watchdog_armed());
+    let every = sim.hosts[0].agent.pet_every_ms();
+    assert_eq!(every, T.watchdog_timeout_ms / 4);
     let before = sim.hosts[0].pets.len();
-    let end = sim.now + 10_000;
-    let mut wakes = 0;
-    while sim.now < end {
-        let deadline = sim.hosts[0].agent.next_deadline();
-        let io_done = if sim.hosts[0].pending.is_empty() { u64::MAX } else { sim.now + 10 };
-        sim.now = deadline.min(io_done).max(sim.now + 1);
-        sim.io(0);
-        sim.feed(0, Input::Tick);
-        wakes += 1;
-    }
+    let wakes = run_woken_at_deadlines(&mut sim, 0, 10_000);
     let pets = &sim.hosts[0].pets[before..];
     assert!(pets.len() >= 19, "{} pets in 10 s", pets.len());
     for w in pets.windows(2) {
-        assert!(w[1] - w[0] <= PET_EVERY_MS + 10, "pets {} ms apart", w[1] - w[0]);
+        assert!(w[1] - w[0] <= every + 10, "pets {} ms apart", w[1] - w[0]);
     }
     assert!(sim.hosts[0].self_fenced.is_none());
     // Pets, cycles and their I/O: a few wake-ups per second, not a hundred.
     assert!(wakes <= 10 * 5, "{wakes} wake-ups in 10 s");
+}
+
+/// At the default timing (10 s watchdog, 5 s interval) the pets come every 2.5 s, so the main
+/// thread wakes about once a second (pets, cycles, their I/O); when storage stops, the last pet
+/// under the lease still comes at `last_pet_at` (a full watchdog period before the lease end,
+/// never later) and none after it, and the host is doomed before its lease ends.
+#[test]
+fn at_the_default_timing_pets_come_every_quarter_watchdog_and_the_last_one_on_time() {
+    let t = Timing::default();
+    let mut sim = Sim::new(0);
+    sim.add(AgentParams { timing: t, watchdog_timeout_s: 10, ..params(1) });
+    run_woken_at_deadlines(&mut sim, 0, 4 * t.interval_ms);
+    assert!(sim.hosts[0].agent.watchdog_armed());
+    assert_eq!(sim.hosts[0].agent.pet_every_ms(), 2_500);
+    let before = sim.hosts[0].pets.len();
+    let wakes = run_woken_at_deadlines(&mut sim, 0, 60_000);
+    let pets = &sim.hosts[0].pets[before..];
+    assert!(pets.len() >= 23, "{} pets in 60 s", pets.len());
+    assert!(pets.len() <= 25, "{} pets in 60 s: more often than every 2.5 s", pets.len());
+    for w in pets.windows(2) {
+        assert!(w[1] - w[0] <= 2_500 + 10, "pets {} ms apart", w[1] - w[0]);
+    }
+    // Before: 2 pets, a cycle and its completion per second and more (≈ 3 per second).
+    assert!(wakes <= 60 + 5, "{wakes} wake-ups in 60 s");
+    assert!(sim.hosts[0].pet_slack.iter().all(|&s| s >= 0));
+
+    // Storage stops: the lease is not renewed any more.
+    sim.dead_volumes.push(0);
+    let expiry = sim.hosts[0].agent.lease_expiry().expect("a lease");
+    let last_at = sim.hosts[0].agent.last_pet_at().expect("a last pet");
+    assert_eq!(last_at, expiry - t.watchdog_timeout_ms - LAST_PET_EARLY_MS);
+    let before = sim.hosts[0].pets.len();
+    let until_after_expiry = expiry - sim.now + 1_000;
+    run_woken_at_deadlines(&mut sim, 0, until_after_expiry);
+    let last = *sim.hosts[0].pets.last().unwrap();
+    assert!(sim.hosts[0].pets.len() > before, "no pet after storage stopped");
+    assert_eq!(last, last_at, "the last pet must come exactly at last_pet_at");
+    let fenced = sim.hosts[0].self_fenced.expect("doomed when the lease ran out");
+    assert!(fenced < expiry, "self-fence at {fenced}, lease end {expiry}");
 }
 
 /// Host 1 (with a BMC method for host 2) and host 2, on the peer channel; answers are fed to
