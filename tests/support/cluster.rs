@@ -244,6 +244,11 @@ impl Host {
         let dir = base.join(format!("host{id}"));
         fs::create_dir_all(&dir).unwrap();
         let watchdog = WatchdogDouble::new(&dir.join("watchdog"), WATCHDOG);
+        // The agent sets the device to the volume's watchdog_timeout and pets every quarter of
+        // it: the double emulates that timeout (a shorter one fires on a healthy agent).
+        if let Some(ms) = spec.volumes.first().and_then(|v| volume_watchdog_ms(v)) {
+            watchdog.set_timeout(Duration::from_millis(ms));
+        }
         let mut text = format!("[host]\nid = {id}\nname = \"host{id}\"\n\n");
         for v in &spec.volumes {
             text += &format!("[[volume]]\npath = \"{}\"\n\n", v.display());
@@ -377,6 +382,12 @@ impl Drop for Host {
 }
 
 /// `hbfence dump --json` of a volume.
+/// The watchdog_timeout in the header of an initialised volume (None if it cannot be read).
+fn volume_watchdog_ms(volume: &Path) -> Option<u64> {
+    let vol = hbfence::volume::Volume::open(volume, hbfence::volume::Access::ReadOnly).ok()?;
+    vol.read_header().ok().map(|h| h.timing.watchdog_timeout_ms)
+}
+
 pub fn dump(volume: &Path) -> serde_json::Value {
     let out = hbfence(&["dump", "--volume", volume.to_str().unwrap(), "--json"]);
     assert!(out.status.success(), "dump failed: {}", String::from_utf8_lossy(&out.stderr));
