@@ -2138,6 +2138,26 @@ impl World {
                 // Judged by S1-RESUME: it must never act again.
                 return;
             }
+            // A confirm-off for a host whose heartbeat had stopped (stopped, hung or suspended:
+            // seed 135796, suspended for less than its lease) is the operator's error, whatever
+            // the host does after (its manual verdict is withdrawn when it writes again).
+            if method == FenceMethodKind::Manual && self.fenced_by_operator_error.contains(&inc) {
+                return;
+            }
+            if method == FenceMethodKind::Manual
+                && !self.landed_within(peer, self.timing.suspect_after_ms * MS)
+            {
+                // The operator confirmed the power-off of a host whose heartbeat had stopped
+                // (it is stopped or hung): the operator's error, not the core's.
+                self.fenced_by_operator_error.insert(inc);
+                if !self.first_fenced.contains_key(&inc) {
+                    self.first_fenced.insert(inc, self.t);
+                    self.count(
+                        "confirm-off obeyed for a silent host that is up (operator's error)",
+                    );
+                }
+                return;
+            }
             // Every agent of the boot since its resume is doomed: the one that was running
             // found its lease gone at its first step, a restarted one found the doom marker.
             let doomed_since_resume = host.boots[pb].doomed_on_resume == Some(true)
@@ -2165,23 +2185,6 @@ impl World {
                 self.hosts[ph].boots[pb].fenced_while_suspended.push(inc);
                 self.count("fenced verdict about a suspended host (S1-RESUME watches it)");
                 self.log(format!("check: {source}: host {peer} incarnation {inc} declared fenced (method {}) while suspended: on resume it must never pet or write active, and must die at once", method.as_str()));
-                return;
-            }
-            if method == FenceMethodKind::Manual && self.fenced_by_operator_error.contains(&inc) {
-                return;
-            }
-            if method == FenceMethodKind::Manual
-                && !self.landed_within(peer, self.timing.suspect_after_ms * MS)
-            {
-                // The operator confirmed the power-off of a host whose heartbeat had stopped
-                // (it is stopped or hung): the operator's error, not the core's.
-                self.fenced_by_operator_error.insert(inc);
-                if !self.first_fenced.contains_key(&inc) {
-                    self.first_fenced.insert(inc, self.t);
-                    self.count(
-                        "confirm-off obeyed for a silent host that is up (operator's error)",
-                    );
-                }
                 return;
             }
             let state = match &host.proc {
