@@ -106,8 +106,12 @@ pub fn holders(path: &Path) -> Vec<(u32, String)> {
     found
 }
 
+/// An fdinfo that cannot be read means the descriptor is gone: a child of another program
+/// between fork and exec shows that program's descriptors in `fd/`, and exec closes them (and
+/// renames the process) before we get here. Counting it as a holder refused a start because a
+/// test harness spawned an agent at that instant.
 fn opened_for_writing(fdinfo: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string(fdinfo) else { return true };
+    let Ok(text) = std::fs::read_to_string(fdinfo) else { return false };
     let flags = text
         .lines()
         .find_map(|l| l.strip_prefix("flags:"))
@@ -475,6 +479,24 @@ mod tests {
         assert!(stops(SETTIMEOUT | KEEPALIVEPING, Some(false)));
         assert!(stops(SETTIMEOUT | KEEPALIVEPING, None));
         assert!(stops(0, None));
+    }
+
+    #[test]
+    fn only_a_descriptor_open_for_writing_holds_the_device() {
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("double");
+        std::fs::write(&path, b"").unwrap();
+        let fdinfo =
+            |f: &std::fs::File| PathBuf::from(format!("/proc/self/fdinfo/{}", f.as_raw_fd()));
+        let reader = std::fs::File::open(&path).unwrap();
+        let writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        assert!(!opened_for_writing(&fdinfo(&reader)));
+        assert!(opened_for_writing(&fdinfo(&writer)));
+        // Above any RLIMIT_NOFILE (nr_open is at most 2^30): never open, like a descriptor
+        // that exec closed between the readlink and the fdinfo read.
+        let gone = PathBuf::from(format!("/proc/self/fdinfo/{}", i32::MAX));
+        assert!(!opened_for_writing(&gone), "a descriptor closed meanwhile holds nothing");
     }
 
     #[test]
