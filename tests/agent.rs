@@ -14,10 +14,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 struct Bed {
-    _tmp: tempfile::TempDir,
     fs: FaultFs,
     base: PathBuf,
     hosts: Vec<Host>,
+    /// Last: removed after the agents, BMCs and mounts that use it have stopped.
+    _tmp: tempfile::TempDir,
 }
 
 impl Bed {

@@ -20,11 +20,12 @@ use std::time::{Duration, Instant};
 const PASSWORD: &str = "s3cret-Pw_42";
 
 struct Bed {
-    _tmp: tempfile::TempDir,
     fs: FaultFs,
     volume: PathBuf,
     hosts: Vec<Host>,
     bmcs: Vec<SimBmc>,
+    /// Last: removed after the agents, BMCs and mounts that use it have stopped.
+    _tmp: tempfile::TempDir,
 }
 
 struct Options {

@@ -53,10 +53,11 @@ fn env_hook(dir: &Path, out: &Path) {
 }
 
 struct Bed {
-    _tmp: tempfile::TempDir,
     volume: PathBuf,
     hosts: Vec<Host>,
     lists: Vec<PathBuf>,
+    /// Last: removed after the agents, BMCs and mounts that use it have stopped.
+    _tmp: tempfile::TempDir,
 }
 
 /// `n` agents on one volume file; host i prints the lines of `lists[i - 1]` as its inventory.

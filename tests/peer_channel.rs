@@ -26,11 +26,12 @@ use std::time::{Duration, Instant};
 const CHALLENGE_MS: u64 = 250;
 
 struct Bed {
-    _tmp: tempfile::TempDir,
     _fs: FaultFs,
     hosts: Vec<Host>,
     listen: Vec<SocketAddr>,
     relay: Relay,
+    /// Last: removed after the agents, BMCs and mounts that use it have stopped.
+    _tmp: tempfile::TempDir,
 }
 
 impl Bed {

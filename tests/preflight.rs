@@ -15,12 +15,13 @@ use std::time::Duration;
 
 /// One host with a volume, a BMC peer (password file 0600), a hooks dir with one hook.
 struct Setup {
-    _tmp: tempfile::TempDir,
     base: PathBuf,
     host: Host,
     hooks: PathBuf,
     hook: PathBuf,
     password: PathBuf,
+    /// Last: removed after the agents, BMCs and mounts that use it have stopped.
+    _tmp: tempfile::TempDir,
 }
 
 impl Setup {

@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 struct Bed {
-    tmp: tempfile::TempDir,
     volume: PathBuf,
     hosts: Vec<Host>,
+    /// Last: removed after the agents, BMCs and mounts that use it have stopped.
+    tmp: tempfile::TempDir,
 }
 
 impl Bed {

@@ -44,13 +44,14 @@ enum Storage {
 }
 
 struct Bed {
-    _tmp: tempfile::TempDir,
     /// Shared: one mount; PerHost: host i's mount at i - 1.
     mounts: Vec<FaultFs>,
     hosts: Vec<Host>,
     bmcs: Vec<SimBmc>,
     /// Host 3's channel relays (empty unless asked for).
     relays: Vec<Relay>,
+    /// Last: removed after the agents, BMCs and mounts that use it have stopped.
+    _tmp: tempfile::TempDir,
 }
 
 impl Bed {
