@@ -185,16 +185,12 @@ fn build_cluster(cfg: &Cfg, base: &Path, idx: usize) -> Result<ClusterBed, Strin
     if !out.status.success() {
         return Err(format!("init: {}", String::from_utf8_lossy(&out.stderr)));
     }
-    let (bmcs, passwords): (Vec<SimBmc>, Vec<PathBuf>) =
-        bmc::start_for_hosts(&dir, 3, "admin", PASSWORD)
-            .map_err(|e| format!("ipmi_sim: {e}"))?
-            .into_iter()
-            .unzip();
-    let configs: Vec<BmcConfig> = bmcs
-        .iter()
-        .zip(passwords)
-        .map(|(b, password_file)| BmcConfig { port: b.port(), password_file })
-        .collect();
+    let (bmcs, configs) =
+        bmc::start_for_hosts(&dir, 3, "admin", PASSWORD, |port, password_file| BmcConfig {
+            port,
+            password_file,
+        })
+        .map_err(|e| format!("ipmi_sim: {e}"))?;
     let hosts = (1..=3u32)
         .map(|id| {
             let peers = (1..=3u32)

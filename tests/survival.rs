@@ -70,16 +70,12 @@ impl Bed {
             &mounts[0].mountpoint().join(VOLUME),
             &["--members", "1-3", "--outage-survival", "on"],
         );
-        let (bmcs, passwords): (Vec<SimBmc>, Vec<PathBuf>) =
-            bmc::start_for_hosts(&base, 3, "admin", PASSWORD)
-                .expect("start ipmi_sim")
-                .into_iter()
-                .unzip();
-        let configs: Vec<BmcConfig> = bmcs
-            .iter()
-            .zip(passwords)
-            .map(|(b, password_file)| BmcConfig { port: b.port(), password_file })
-            .collect();
+        let (bmcs, configs) =
+            bmc::start_for_hosts(&base, 3, "admin", PASSWORD, |port, password_file| BmcConfig {
+                port,
+                password_file,
+            })
+            .expect("start ipmi_sim");
         let key = keygen(&base);
         let listen = listen_addrs(3);
         // relays[0]: to host 3 (for hosts 1 and 2); relays[p]: from host 3 to host p.

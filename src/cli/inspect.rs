@@ -21,9 +21,11 @@ pub struct DumpArgs {
     pub json: bool,
 }
 
+/// Where a read-only report finds the volumes (`status`, `vms`): a configuration, or the
+/// volumes themselves.
 #[derive(clap::Args, Debug)]
-pub struct StatusArgs {
-    /// This host's configuration: adds the daemon's view (default /etc/hbfence/hbfence.toml).
+pub struct VolumeSource {
+    /// This host's configuration, naming the volumes (default /etc/hbfence/hbfence.toml).
     #[arg(long, short = 'c', value_name = "PATH", conflicts_with = "volume")]
     pub config: Option<PathBuf>,
     /// Read these volumes directly (no configuration needed); repeat for every volume of the
@@ -33,6 +35,19 @@ pub struct StatusArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+}
+
+impl VolumeSource {
+    /// The configuration to read when no `--volume` is given.
+    pub fn config_path(&self) -> PathBuf {
+        self.config.clone().unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CONFIG))
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub source: VolumeSource,
     /// Only this host's own agent, from its status file (no volume is read): one line and a
     /// Nagios-style exit code (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
     #[arg(long, conflicts_with_all = ["volume", "json"])]
@@ -372,16 +387,15 @@ fn heartbeat_line(hb: &Heartbeat, now: u64) -> String {
 }
 
 pub fn status(a: &StatusArgs) -> CliResult {
-    if a.volume.is_empty() {
-        let config =
-            a.config.clone().unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CONFIG));
+    let src = &a.source;
+    if src.volume.is_empty() {
         if a.health {
-            return super::ops::health(&config);
+            return super::ops::health(&src.config_path());
         }
-        return super::ops::status_config(&config, a.json);
+        return super::ops::status_config(&src.config_path(), src.json);
     }
-    let (volumes, errors) = super::ops::open_read_only(&a.volume)?;
-    let view = super::ops::read_quorum(&volumes, a.volume.len(), &errors)?;
+    let (volumes, errors) = super::ops::open_read_only(&src.volume)?;
+    let view = super::ops::read_quorum(&volumes, src.volume.len(), &errors)?;
     let h = &volumes[0].1;
     let now = sys::wall_ms();
     let rows: Vec<&Heartbeat> = view.records().collect();
@@ -394,7 +408,7 @@ pub fn status(a: &StatusArgs) -> CliResult {
     let verdict_of = |id: u32| view.current_verdict(id);
     let paths = volumes.iter().map(|(v, _)| v.path().display().to_string()).collect::<Vec<_>>();
     let m = newest_membership(volumes.iter().map(|(_, h)| h));
-    if a.json {
+    if src.json {
         let hosts: Vec<Value> = rows
             .iter()
             .map(|hb| {

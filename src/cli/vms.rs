@@ -3,33 +3,24 @@
 
 use super::text::{age, table, Align};
 use super::{CliError, CliResult};
-use crate::config::{Config, DEFAULT_CONFIG};
+use crate::config::Config;
 use crate::core::format::{self, VerdictKind};
 use serde_json::json;
-use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct VmsArgs {
     /// Host id or name (names from the configuration or the volume).
     pub host: String,
-    /// Configuration naming the volumes (default /etc/hbfence/hbfence.toml).
-    #[arg(long, short = 'c', value_name = "PATH", conflicts_with = "volume")]
-    pub config: Option<PathBuf>,
-    /// Read these volumes directly (no configuration needed); repeat for every volume.
-    #[arg(long, value_name = "PATH")]
-    pub volume: Vec<PathBuf>,
-    /// Machine-readable output.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub source: super::inspect::VolumeSource,
 }
 
 pub fn run(a: &VmsArgs) -> CliResult {
-    let (paths, config) = if a.volume.is_empty() {
-        let path = a.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-        let config = Config::load(&path)?;
+    let (paths, config) = if a.source.volume.is_empty() {
+        let config = Config::load(&a.source.config_path())?;
         (config.volumes.iter().map(|v| v.path.clone()).collect::<Vec<_>>(), Some(config))
     } else {
-        (a.volume.clone(), None)
+        (a.source.volume.clone(), None)
     };
     let (volumes, errors) = super::ops::open_read_only(&paths)?;
     if volumes.is_empty() {
@@ -58,7 +49,7 @@ pub fn run(a: &VmsArgs) -> CliResult {
     let now = crate::sys::wall_ms();
     let vms = crate::inventory::merged_vms(&view, id, now);
     let verdict = view.current_verdict(id);
-    if a.json {
+    if a.source.json {
         let mut out = crate::inventory::report_json(&vms);
         out["host"] = json!(id);
         out["name"] = json!(record.name);

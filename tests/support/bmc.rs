@@ -289,14 +289,16 @@ pub fn ipmitool_status(
 
 /// One honest BMC per host 1..=n, laid out as the cluster harness lays out its hosts under
 /// `base`: `bmc{id}/`, the password in `bmc{id}.pw` (mode 0600), power off = kill -9 of the
-/// pid in `host{id}/agent.pid`. Returns each BMC with its password file.
-pub fn start_for_hosts(
+/// pid in `host{id}/agent.pid`. Returns the BMCs and, for each, what `config(port, password
+/// file)` makes of it (the harness's `BmcConfig`, which this module cannot name).
+pub fn start_for_hosts<C>(
     base: &Path,
     n: u32,
     username: &str,
     password: &str,
-) -> io::Result<Vec<(SimBmc, PathBuf)>> {
-    let mut bmcs = Vec::new();
+    config: impl Fn(u16, PathBuf) -> C,
+) -> io::Result<(Vec<SimBmc>, Vec<C>)> {
+    let (mut bmcs, mut configs) = (Vec::new(), Vec::new());
     for id in 1..=n {
         let dir = base.join(format!("bmc{id}"));
         fs::create_dir_all(&dir)?;
@@ -314,9 +316,10 @@ pub fn start_for_hosts(
         let password_file = base.join(format!("bmc{id}.pw"));
         fs::write(&password_file, format!("{password}\n"))?;
         fs::set_permissions(&password_file, fs::Permissions::from_mode(0o600))?;
-        bmcs.push((bmc, password_file));
+        configs.push(config(bmc.port(), password_file));
+        bmcs.push(bmc);
     }
-    Ok(bmcs)
+    Ok((bmcs, configs))
 }
 
 /// A UDP port on 127.0.0.1 that was free a moment ago.
