@@ -63,12 +63,7 @@ impl Bed {
     /// Waits until every host's watchdog got keepalives (READY).
     fn wait_ready(&self) {
         for h in &self.hosts {
-            assert!(
-                wait_until(Duration::from_secs(10), || h.watchdog.keepalives() > 0),
-                "host {} never armed its watchdog:\n{}",
-                h.id,
-                h.log_text()
-            );
+            h.wait_armed();
         }
     }
 }

@@ -88,12 +88,7 @@ impl Bed {
             h.start();
         }
         for h in &self.hosts {
-            assert!(
-                wait_until(Duration::from_secs(10), || h.watchdog.keepalives() > 0),
-                "host {} not ready:\n{}",
-                h.id,
-                h.log_text()
-            );
+            h.wait_armed();
         }
         // Every host has seen every other host make progress.
         assert!(wait_until(Duration::from_secs(5), || {

@@ -98,12 +98,7 @@ fn command_inventory_duplicates_migration_overflow_and_the_fenced_event() {
         h.start();
     }
     for h in &b.hosts {
-        assert!(
-            wait_until(Duration::from_secs(10), || h.watchdog.keepalives() > 0),
-            "host {} never armed:\n{}",
-            h.id,
-            h.log_text()
-        );
+        h.wait_armed();
     }
     // Published, and read back by a reader without a daemon.
     let v = &b.volume;
@@ -387,12 +382,7 @@ fn a_real_libvirt_domain_is_published_and_named_by_the_fenced_event() {
         h.start();
     }
     for h in &hosts {
-        assert!(
-            wait_until(Duration::from_secs(10), || h.watchdog.keepalives() > 0),
-            "host {} never armed:\n{}",
-            h.id,
-            h.log_text()
-        );
+        h.wait_armed();
     }
     let listed = |present: bool| {
         vms_json(&volume, 1)

@@ -41,15 +41,6 @@ impl Bed {
     }
 }
 
-fn wait_ready(h: &Host) {
-    assert!(
-        wait_until(Duration::from_secs(10), || h.watchdog.keepalives() > 0),
-        "host {} never armed its watchdog:\n{}",
-        h.id,
-        h.log_text()
-    );
-}
-
 fn own_seq(volume: &Path, id: u32) -> u64 {
     host_record(&dump(volume), id).map_or(0, |(s, _)| s)
 }
@@ -64,7 +55,7 @@ fn notify_socket_nobody_reads_never_stops_pets_or_heartbeats() {
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     let h = &mut bed.hosts[0];
     h.start_with(true, &[("NOTIFY_SOCKET", sock_path.as_os_str())]);
-    wait_ready(h);
+    h.wait_armed();
     let qlen: usize = std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen")
         .ok()
         .and_then(|t| t.trim().parse().ok())
@@ -108,7 +99,7 @@ fn syslog_off_without_foreground_still_logs_to_stderr() {
     assert!(std::fs::read_to_string(&h.config).unwrap().contains("syslog = false"));
     // stderr is the log file: not a terminal.
     h.start_with(false, &[]);
-    wait_ready(h);
+    h.wait_armed();
     assert!(
         wait_until(Duration::from_secs(5), || h.log_text().contains("first heartbeat written")),
         "no log line on stderr:\n{}",
@@ -160,7 +151,7 @@ fn metrics_textfile_of_a_running_agent_passes_promtool() {
         h.start();
     }
     for h in &bed.hosts {
-        wait_ready(h);
+        h.wait_armed();
     }
     let h = &bed.hosts[0];
     // Host 2 seen alive and the watchdog armed, in one file written after both happened.

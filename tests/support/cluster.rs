@@ -347,6 +347,18 @@ impl Host {
         fs::read_to_string(&self.sysrq).unwrap_or_default()
     }
 
+    /// Waits (10 s at most) until the agent armed its watchdog double: it is running, wrote its
+    /// first heartbeat and pets. Panics with the agent's log otherwise.
+    #[allow(dead_code)]
+    pub fn wait_armed(&self) {
+        assert!(
+            wait_until(Duration::from_secs(10), || self.watchdog.keepalives() > 0),
+            "host {} never armed its watchdog:\n{}",
+            self.id,
+            self.log_text()
+        );
+    }
+
     pub fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
