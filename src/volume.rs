@@ -35,7 +35,11 @@ impl AlignedBuf {
         Ok(())
     }
     pub fn block(&self, i: usize) -> &[u8] {
-        &self.map[i * BLOCK_SIZE..(i + 1) * BLOCK_SIZE]
+        self.block_range(i, i + 1)
+    }
+    /// Blocks `first..end` as one slice: the buffer is contiguous.
+    pub fn block_range(&self, first: usize, end: usize) -> &[u8] {
+        &self.map[first * BLOCK_SIZE..end * BLOCK_SIZE]
     }
     pub fn block_mut(&mut self, i: usize) -> &mut [u8; BLOCK_SIZE] {
         let s = &mut self.map[i * BLOCK_SIZE..(i + 1) * BLOCK_SIZE];
@@ -568,10 +572,10 @@ impl Snapshot {
         let set_1 = info.flags & format::inventory_flags::SET_1 != 0;
         let first = self.geometry.inventory_set(hb.host_id, set_1) as usize - 1;
         let end = (first + format::INVENTORY_SET).min(self.blocks.blocks());
-        let raw: Vec<u8> =
-            (first..end).flat_map(|i| self.blocks.block(i).iter().copied()).collect();
+        // A volume shorter than its geometry holds no list (never a panic on a bad file).
+        let first = first.min(end);
         format::assemble_inventory(
-            &raw,
+            self.blocks.block_range(first, end),
             &hb.cluster,
             hb.host_id,
             hb.incarnation,
