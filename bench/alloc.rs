@@ -144,7 +144,7 @@ fn main() {
                     disk[own] = h.wbuf;
                     Ok(now)
                 });
-                let plan = h.planner.next(h.agent.is_coordinator());
+                let plan = h.planner.next(&h.agent.peer_mailboxes());
                 let mut view = VolumeView::unread(GEO);
                 for &(first, n) in &plan.runs {
                     let raw: &[u8] = disk[first as usize..(first + n) as usize].as_flattened();

@@ -67,8 +67,8 @@ struct IoRequest {
     cycle: u64,
     started: u64,
     record: Option<Box<format::Heartbeat>>,
-    /// This host acts as coordinator: it reads its peers' mailboxes too.
-    coordinator: bool,
+    /// The peers' mailboxes to read besides the own one (`Agent::peer_mailboxes`).
+    peer_mailboxes: IdSet,
     /// The members the core follows (None: open membership).
     members: Option<IdSet>,
 }
@@ -302,7 +302,7 @@ fn spawn_io_thread(
                     _ => None,
                 });
                 // Block 0 too: the header is checked every cycle, in the first request.
-                let mut heartbeats_read = planner.next(req.coordinator).heartbeats;
+                let mut heartbeats_read = planner.next(&req.peer_mailboxes).heartbeats;
                 let mut view = VolumeView::unread(geo);
                 let mut header_block = None;
                 let mut newer = None;
@@ -853,7 +853,7 @@ impl Daemon {
                     cycle,
                     started: sys::boottime_ms(),
                     record: write,
-                    coordinator: self.agent.is_coordinator(),
+                    peer_mailboxes: self.agent.peer_mailboxes(),
                     members: explicit_members(&self.agent.membership().members),
                 };
                 if let Some(tx) = self.io.get(volume) {
