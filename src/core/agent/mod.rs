@@ -478,6 +478,12 @@ pub struct Agent {
     membership: Membership,
     /// Scratch list of peer ids for `judge_peers` (kept to not allocate at every wake-up).
     peer_ids: Vec<u32>,
+    /// Records the I/O threads wrote and views the core read, handed back for reuse
+    /// (`recycle_record`, `take_spare_view`): a steady-state cycle allocates nothing (issue 12).
+    /// Boxed as `Action::StartIo` carries them: handing one over moves a pointer.
+    #[allow(clippy::vec_box)]
+    spare_records: Vec<Box<Heartbeat>>,
+    spare_views: Vec<VolumeView>,
     /// The own VM list and the duplicate-VM alarm (issue 15).
     inventory: inventory::OwnInventory,
     duplicates: inventory::DuplicateWatch,
@@ -542,6 +548,8 @@ impl Agent {
             channel: BTreeMap::new(),
             membership: p.membership.clone(),
             peer_ids: Vec::new(),
+            spare_records: Vec::new(),
+            spare_views: Vec::new(),
             inventory: Default::default(),
             duplicates: Default::default(),
             duplicates_due: false,
