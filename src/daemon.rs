@@ -76,8 +76,9 @@ struct IoRequest {
 }
 
 /// Records the I/O threads have written, on their way back to the core for reuse
-/// (`Agent::recycle_record`). Locked only to push or drain, never across I/O (S7); its
-/// capacity, one per volume, is never exceeded, so it allocates nothing after start.
+/// (`Agent::recycle_record`). Locked only to push or drain, never across I/O; the main thread
+/// only tries the lock (S7). Its capacity, one per volume, is never exceeded, so it allocates
+/// nothing after start.
 type Recycled = Arc<std::sync::Mutex<Vec<Box<format::Heartbeat>>>>;
 
 /// What an I/O thread hands to the core: its inputs, and the records it wrote.
@@ -861,8 +862,9 @@ impl Daemon {
         while let Some(input) = queue.pop() {
             self.stats.saw(&input);
             if matches!(input, Input::IoDone { .. }) {
-                // The records written by now, for the next cycle's record to reuse.
-                if let Ok(mut bin) = self.recycled.lock() {
+                // The records written by now, for the next cycle's record to reuse. Never
+                // waits (S7): held by an I/O thread just now, they are taken next time.
+                if let Ok(mut bin) = self.recycled.try_lock() {
                     bin.drain(..).for_each(|r| self.agent.recycle_record(r));
                 }
             }

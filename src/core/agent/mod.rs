@@ -324,10 +324,11 @@ struct Vol {
     read_ok_start: Option<u64>,
     /// Its first successful read happened (the mailbox baseline).
     mailbox_baseline: bool,
-    /// Mailboxes read on this volume before (a host reads its peers' mailboxes only while it
-    /// is the coordinator): what a mailbox holds at its first read here is history, as at
-    /// the volume's first read, or a new coordinator would replay a `confirm-off` that its
-    /// predecessor handled long ago (S1).
+    /// Mailboxes the last read of this volume read (a host reads a peer's mailbox only while
+    /// it is the coordinator with business about that peer): what a mailbox holds at its first
+    /// read here, or at its first read after reads that left it out, is history, as at the
+    /// volume's first read, or a new coordinator would replay a `confirm-off` that its
+    /// predecessor handled long ago, or an old `clear` stop a later fencing (S1).
     mailboxes_read_before: crate::core::readplan::IdSet,
     /// From its first timely read: the highest sequence of another incarnation of another
     /// boot in the own block then (a volume unreadable during the probe may show a former
