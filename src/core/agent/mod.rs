@@ -135,7 +135,9 @@ pub enum Input {
     /// What the own block held just before this cycle's write (read by the I/O thread before
     /// it writes; `None`: not a decodable record of this cluster and host id). A twin with this
     /// host id writing at the same cadence is visible only here: the cycle's own read comes
-    /// after this agent's write and shows that write.
+    /// after this agent's write and shows that write. The daemon sends it only for a record of
+    /// another incarnation (`view::other_run_in_own_block`): for this run's own record, or
+    /// `None`, the core does nothing.
     OwnBlockBeforeWrite { volume: usize, record: Option<Heartbeat> },
     /// Block 0 of a volume holds this membership (same cluster, max_hosts and timing as at
     /// start; its epoch never goes down there, or the header counts as damaged). Sent by the
