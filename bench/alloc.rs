@@ -3,9 +3,10 @@
 //!
 //! Three agents (ids 1..=3, members 1-3, one in-memory volume of 255 slots, the default timing)
 //! are driven in 10 ms steps exactly as the daemon drives them: the core's `StartIo` is carried
-//! out as the I/O thread does (the own block read before the write, the write encoded into a
-//! reused buffer, the read plan's blocks decoded into a `VolumeView`), and the result is fed
-//! back as `Input::IoDone`. After a warm-up of 60 s of cluster time the allocations of the
+//! out as the I/O thread does (the own block read before the write, sent to the core only when
+//! it shows another run; the write encoded into a reused buffer and its record handed back to
+//! the core; the read plan's blocks decoded into a view the core handed back), and the result
+//! is fed back as `Input::IoDone`. After a warm-up of 60 s of cluster time the allocations of the
 //! next 200 cycles of host 1 are counted, split into the I/O side (decode) and the core side
 //! (`Agent::handle`, the inputs of a cycle and the time-only wake-ups between them).
 //!
@@ -18,7 +19,7 @@ use hbfence::core::format::{self, Geometry, BLOCK_SIZE};
 use hbfence::core::header::Membership;
 use hbfence::core::readplan::{IdSet, ReadPlanner};
 use hbfence::core::timing::Timing;
-use hbfence::core::view::VolumeView;
+use hbfence::core::view::{self, VolumeView};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -66,7 +67,11 @@ struct Host {
     actions: Vec<Action>,
     planner: ReadPlanner,
     pending: Vec<(usize, u64, u64, Option<Box<format::Heartbeat>>)>,
+    /// `pending` taken for a step (kept: its buffer is reused).
+    due: Vec<(usize, u64, u64, Option<Box<format::Heartbeat>>)>,
     wbuf: format::Block,
+    /// The I/O thread's scratch record for the read before the write.
+    own_before: Option<format::Heartbeat>,
 }
 
 #[derive(Default)]
@@ -117,7 +122,9 @@ fn main() {
                 actions: Vec::new(),
                 planner,
                 pending: Vec::new(),
+                due: Vec::new(),
                 wbuf: [0u8; BLOCK_SIZE],
+                own_before: None,
             }
         })
         .collect();
@@ -129,23 +136,39 @@ fn main() {
         let counting = now > warmup;
         for (i, h) in hosts.iter_mut().enumerate() {
             // The I/O thread's part of every cycle started earlier.
-            let pending = std::mem::take(&mut h.pending);
-            for (volume, cycle, started, write) in pending {
+            std::mem::swap(&mut h.pending, &mut h.due);
+            let mut due = std::mem::take(&mut h.due);
+            for (volume, cycle, started, write) in due.drain(..) {
                 let a0 = allocs();
                 let id = h.agent.params().host_id;
                 let own = GEO.heartbeat_block(id) as usize;
-                let before = match (&write, format::decode(&disk[own])) {
-                    (Some(_), format::Decoded::Heartbeat(hb)) => Some(Some(hb)),
-                    (Some(_), _) => Some(None),
-                    (None, _) => None,
-                };
-                let wrote = write.map(|r| {
-                    format::encode_heartbeat_into(&r, &mut h.wbuf).unwrap();
+                // Only another run's record is sent to the core, as the daemon does.
+                let before = write.as_ref().and_then(|r| {
+                    let found = view::other_run_in_own_block(
+                        &disk[own],
+                        &CLUSTER,
+                        id,
+                        r.incarnation,
+                        &mut h.own_before,
+                    );
+                    found.map(Some)
+                });
+                let wrote = write.as_ref().map(|r| {
+                    format::encode_heartbeat_into(r, &mut h.wbuf).unwrap();
                     disk[own] = h.wbuf;
                     Ok(now)
                 });
-                let plan = h.planner.next(h.agent.is_coordinator());
-                let mut view = VolumeView::unread(GEO);
+                if let Some(r) = write {
+                    h.agent.recycle_record(r);
+                }
+                let plan = h.planner.next(&h.agent.peer_mailboxes());
+                let mut view = match h.agent.take_spare_view() {
+                    Some(mut view) => {
+                        view.recycle(GEO);
+                        view
+                    }
+                    None => VolumeView::unread(GEO),
+                };
                 for &(first, n) in &plan.runs {
                     let raw: &[u8] = disk[first as usize..(first + n) as usize].as_flattened();
                     view.decode_blocks(first, raw, GEO, &CLUSTER);
@@ -166,6 +189,7 @@ fn main() {
                     counts.cycles += 1;
                 }
             }
+            h.due = due;
             let a0 = allocs();
             let deadline = h.agent.next_deadline();
             if now >= deadline {

@@ -67,10 +67,24 @@ struct IoRequest {
     cycle: u64,
     started: u64,
     record: Option<Box<format::Heartbeat>>,
-    /// This host acts as coordinator: it reads its peers' mailboxes too.
-    coordinator: bool,
+    /// The peers' mailboxes to read besides the own one (`Agent::peer_mailboxes`).
+    peer_mailboxes: IdSet,
     /// The members the core follows (None: open membership).
     members: Option<IdSet>,
+    /// A view the core is done with, to decode this cycle's read into (no allocation).
+    view: Option<VolumeView>,
+}
+
+/// Records the I/O threads have written, on their way back to the core for reuse
+/// (`Agent::recycle_record`). Locked only to push or drain, never across I/O; the main thread
+/// only tries the lock (S7). Its capacity, one per volume, is never exceeded, so it allocates
+/// nothing after start.
+type Recycled = Arc<std::sync::Mutex<Vec<Box<format::Heartbeat>>>>;
+
+/// What an I/O thread hands to the core: its inputs, and the records it wrote.
+struct ToCore {
+    inputs: Sender<Input>,
+    recycled: Recycled,
 }
 
 /// Benchmark knob (not a user option): `HBFENCE_BENCH_READ_ALL=1` makes every cycle read all
@@ -211,8 +225,9 @@ fn spawn_io_thread(
     header: Header,
     peers: Vec<u32>,
     own_id: u32,
-    tx: Sender<Input>,
+    to_core: ToCore,
 ) -> Result<Sender<IoRequest>, StartError> {
+    let ToCore { inputs: tx, recycled } = to_core;
     let (req_tx, req_rx) = mpsc::channel::<IoRequest>();
     let geo = header.geometry();
     let cluster = header.cluster;
@@ -253,44 +268,55 @@ fn spawn_io_thread(
                     return;
                 }
             };
+            // The own record the read before the write showed last (buffers reused).
+            let mut own_before: Option<format::Heartbeat> = None;
             for req in req_rx {
                 if let Some(record) = &req.record {
                     // COLLISION-DETECT: a twin writing at the same cadence shows only before our
-                    // own write (the cycle's read comes after it). A failed read is no news.
+                    // own write (the cycle's read comes after it). A failed read is no news,
+                    // and so is this run's own last write (nothing is sent for it).
                     let own = own_block_of(record.host_id);
                     if volume.read_blocks_into(own, &mut rbuf, 1).is_ok() {
-                        let found = match format::decode(&rbuf.as_slice()[..format::BLOCK_SIZE]) {
-                            format::Decoded::Heartbeat(hb)
-                                if hb.cluster == cluster && hb.host_id == record.host_id =>
-                            {
-                                Some(hb)
-                            }
-                            _ => None,
-                        };
-                        let _ =
-                            tx.send(Input::OwnBlockBeforeWrite { volume: index, record: found });
+                        let other = crate::core::view::other_run_in_own_block(
+                            &rbuf.as_slice()[..format::BLOCK_SIZE],
+                            &cluster,
+                            record.host_id,
+                            record.incarnation,
+                            &mut own_before,
+                        );
+                        if let Some(found) = other {
+                            let _ = tx.send(Input::OwnBlockBeforeWrite {
+                                volume: index,
+                                record: Some(found),
+                            });
+                        }
                     }
                 }
-                let write = req.record.map(|record| {
-                    format::encode_heartbeat_into(&record, wbuf.block_mut(0))
+                let write = req.record.as_ref().map(|record| {
+                    format::encode_heartbeat_into(record, wbuf.block_mut(0))
                         .map_err(|e| e.to_string())?;
                     // Pages first: a reader that sees the heartbeat finds its table's pages.
                     // Rewritten every cycle, so a torn page heals by itself.
                     if let Some(pages) = pages.as_mut() {
                         volume
-                            .write_verdict_pages(geo, &record, pages)
+                            .write_verdict_pages(geo, record, pages)
                             .map_err(|e| e.to_string())?;
                     }
                     // The VM list (only when the core attached a new one) into the set the
                     // heartbeat written next names; the other set keeps the previous list.
                     volume
-                        .write_inventory(geo, &record, &mut inventory_buf)
+                        .write_inventory(geo, record, &mut inventory_buf)
                         .map_err(|e| e.to_string())?;
                     volume
                         .write_block(own_block_of(record.host_id), &wbuf, 0)
                         .map_err(|e| e.to_string())?;
                     Ok(sys::boottime_ms())
                 });
+                if let (Some(record), Ok(mut bin)) = (req.record, recycled.lock()) {
+                    if bin.len() < bin.capacity() {
+                        bin.push(record);
+                    }
+                }
                 // Explicit only while both the core's membership and this volume's header
                 // list members: the union of the two (a change is read as soon as the header
                 // on this volume shows it, before a read quorum of volumes holds it).
@@ -302,8 +328,14 @@ fn spawn_io_thread(
                     _ => None,
                 });
                 // Block 0 too: the header is checked every cycle, in the first request.
-                let mut heartbeats_read = planner.next(req.coordinator).heartbeats;
-                let mut view = VolumeView::unread(geo);
+                let mut heartbeats_read = planner.next(&req.peer_mailboxes).heartbeats;
+                let mut view = match req.view {
+                    Some(mut view) => {
+                        view.recycle(geo);
+                        view
+                    }
+                    None => VolumeView::unread(geo),
+                };
                 let mut header_block = None;
                 let mut newer = None;
                 let mut result = Ok(());
@@ -420,6 +452,7 @@ struct Daemon {
     config_path: PathBuf,
     agent: Agent,
     io: Vec<Sender<IoRequest>>,
+    recycled: Recycled,
     inputs: Sender<Input>,
     watchdog: Option<Watchdog>,
     /// Why the watchdog device cannot guard this host (its timer stops on close), if so.
@@ -601,6 +634,7 @@ fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
     let (tx, rx) = mpsc::channel::<Input>();
     let net = start_network(&config, &params, network_key, tx.clone())?;
     let mut io = Vec::new();
+    let recycled: Recycled = Arc::new(std::sync::Mutex::new(Vec::with_capacity(volumes.len())));
     for (i, (v, volume_header)) in volumes.into_iter().enumerate() {
         let peers = config.peers.iter().map(|p| p.id).collect();
         io.push(spawn_io_thread(
@@ -610,7 +644,7 @@ fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
             volume_header,
             peers,
             config.host.id,
-            tx.clone(),
+            ToCore { inputs: tx.clone(), recycled: recycled.clone() },
         )?);
     }
     // After the I/O threads: the first list then reaches a core that can publish it.
@@ -653,6 +687,7 @@ fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
         config_path: config_path.to_path_buf(),
         agent,
         io,
+        recycled,
         inputs: tx,
         watchdog: None,
         unguarded: None,
@@ -826,6 +861,13 @@ impl Daemon {
         let before = (self.agent.phase(), self.agent.coordinator(), self.agent.watchdog_armed());
         while let Some(input) = queue.pop() {
             self.stats.saw(&input);
+            if matches!(input, Input::IoDone { .. }) {
+                // The records written by now, for the next cycle's record to reuse. Never
+                // waits (S7): held by an I/O thread just now, they are taken next time.
+                if let Ok(mut bin) = self.recycled.try_lock() {
+                    bin.drain(..).for_each(|r| self.agent.recycle_record(r));
+                }
+            }
             if let (Input::Inventory(_), Some(h)) = (&input, &self.inventory) {
                 h.taken();
             }
@@ -853,8 +895,9 @@ impl Daemon {
                     cycle,
                     started: sys::boottime_ms(),
                     record: write,
-                    coordinator: self.agent.is_coordinator(),
+                    peer_mailboxes: self.agent.peer_mailboxes(),
                     members: explicit_members(&self.agent.membership().members),
+                    view: self.agent.take_spare_view(),
                 };
                 if let Some(tx) = self.io.get(volume) {
                     let _ = tx.send(req);

@@ -319,6 +319,49 @@ fn host_id_collision_is_refused() {
     assert_eq!(bed.hosts[0].sysrq_letters(), "");
 }
 
+/// COLLISION-DETECT through the daemon's I/O thread (issue 10 item 12): a record of another
+/// run written into a running agent's block between its cycles, as a twin with the same id
+/// writing at the same cadence leaves it, is noticed by the read before the next write (the
+/// I/O thread passes on only records of another run; this run's own are no news). Plain
+/// volume file, no root needed.
+#[test]
+fn a_record_of_another_run_in_the_own_block_stops_a_running_agent() {
+    use hbfence::core::format::{decode, encode_heartbeat, Decoded, Geometry, Heartbeat};
+    use std::os::unix::fs::FileExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let volume = tmp.path().join("v.vol");
+    init_volume(&volume, &[]);
+    let spec = HostSpec {
+        id: 1,
+        volumes: vec![volume.clone()],
+        peers: vec![],
+        hooks_dir: None,
+        eligible: true,
+    };
+    let mut h = Host::new(tmp.path(), &spec);
+    h.start();
+    assert!(
+        wait_until(Duration::from_secs(15), || h.watchdog.keepalives() > 0),
+        "the agent never armed its watchdog:\n{}",
+        h.log_text()
+    );
+    let at = Geometry { max_hosts: 8 }.heartbeat_block(1) * 4096;
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(&volume).unwrap();
+    let mut block = vec![0u8; 4096];
+    file.read_exact_at(&mut block, at).unwrap();
+    let Decoded::Heartbeat(own) = decode(&block) else { panic!("no record of host 1") };
+    let twin = Heartbeat {
+        incarnation: own.incarnation + 1,
+        boot_id: [0xEE; 16],
+        seq: own.seq + 1000,
+        ..own
+    };
+    file.write_all_at(&encode_heartbeat(&twin).unwrap(), at).unwrap();
+    let status = h.wait_exit(Duration::from_secs(10)).expect("the agent did not notice the twin");
+    assert_eq!(status.code(), Some(76), "{}", h.log_text());
+    assert!(h.log_text().contains("in use by another writer"), "{}", h.log_text());
+}
+
 #[test]
 fn bad_input_refuses_to_start_with_a_reason() {
     if !require_root("bad_input_refuses_to_start_with_a_reason") {

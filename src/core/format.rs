@@ -686,9 +686,17 @@ fn get_16(b: &[u8], off: usize) -> [u8; 16] {
     a
 }
 fn get_name(b: &[u8], off: usize) -> String {
+    let mut name = String::new();
+    get_name_into(b, off, &mut name);
+    name
+}
+
+/// `get_name` into `name`, reusing its buffer.
+fn get_name_into(b: &[u8], off: usize, name: &mut String) {
     let raw = &b[off..off + NAME_LEN];
     let end = raw.iter().position(|&c| c == 0).unwrap_or(NAME_LEN);
-    String::from_utf8_lossy(&raw[..end]).into_owned()
+    name.clear();
+    name.push_str(&String::from_utf8_lossy(&raw[..end]));
 }
 
 /// Longest prefix of `name` that fits the name field (at most 63 bytes, whole characters).
@@ -883,6 +891,18 @@ fn put_verdicts(b: &mut Block, at: usize, verdicts: &[Verdict]) {
 
 fn get_verdicts(b: &[u8], at: usize, count: usize) -> Result<Vec<Verdict>, String> {
     let mut verdicts = Vec::with_capacity(count);
+    get_verdicts_into(b, at, count, &mut verdicts)?;
+    Ok(verdicts)
+}
+
+/// `get_verdicts` into `verdicts`, reusing its buffer.
+fn get_verdicts_into(
+    b: &[u8],
+    at: usize,
+    count: usize,
+    verdicts: &mut Vec<Verdict>,
+) -> Result<(), String> {
+    verdicts.clear();
     for i in 0..count {
         let o = at + i * VERDICT_SIZE;
         let (Some(kind), Some(method)) =
@@ -899,7 +919,7 @@ fn get_verdicts(b: &[u8], at: usize, count: usize) -> Result<Vec<Verdict>, Strin
             seq: get_u64(b, o + 24),
         });
     }
-    Ok(verdicts)
+    Ok(())
 }
 
 /// The verdict pages of `h`'s table: the verdicts beyond the first [`MAX_VERDICTS`], in pages of
@@ -972,6 +992,13 @@ pub fn decode_any_version(buf: &[u8]) -> Option<AnyVersion> {
 /// Classifies and decodes any block. Never panics, whatever the bytes (property-tested).
 /// `buf` shorter than a block is `Foreign`.
 pub fn decode(buf: &[u8]) -> Decoded {
+    decode_reusing(buf, None)
+}
+
+/// [`decode`], with a heartbeat's name and verdict table decoded into the buffers of `spare`
+/// (a record decoded earlier and done with): the I/O thread decodes every cycle and should
+/// not allocate (issue 12).
+pub fn decode_reusing(buf: &[u8], spare: Option<Heartbeat>) -> Decoded {
     if buf.len() < BLOCK_SIZE {
         return Decoded::Foreign;
     }
@@ -993,7 +1020,7 @@ pub fn decode(buf: &[u8]) -> Decoded {
     let host_id = get_u32(b, OFF_HOST_ID);
     match get_u16(b, OFF_KIND) {
         1 => decode_header(b, cluster),
-        2 => decode_heartbeat(b, cluster, host_id),
+        2 => decode_heartbeat(b, cluster, host_id, spare),
         3 => decode_mailbox(b, cluster, host_id),
         4 => decode_verdict_page(b, cluster, host_id),
         5 => decode_inventory_block(b, cluster, host_id),
@@ -1051,7 +1078,12 @@ fn decode_header(b: &[u8], cluster: ClusterId) -> Decoded {
     })
 }
 
-fn decode_heartbeat(b: &[u8], cluster: ClusterId, host_id: u32) -> Decoded {
+fn decode_heartbeat(
+    b: &[u8],
+    cluster: ClusterId,
+    host_id: u32,
+    spare: Option<Heartbeat>,
+) -> Decoded {
     let Some(state) = HostState::from_u8(b[OFF_STATE]) else {
         return Decoded::Malformed(format!("unknown host state {}", b[OFF_STATE]));
     };
@@ -1065,10 +1097,11 @@ fn decode_heartbeat(b: &[u8], cluster: ClusterId, host_id: u32) -> Decoded {
             "verdict table of {total} with {count} in the block: pages are used only for a full block"
         ));
     }
-    let verdicts = match get_verdicts(b, OFF_VERDICTS, count) {
-        Ok(v) => v,
-        Err(e) => return Decoded::Malformed(e),
-    };
+    let (mut name, mut verdicts) = spare.map(|r| (r.name, r.verdicts)).unwrap_or_default();
+    if let Err(e) = get_verdicts_into(b, OFF_VERDICTS, count, &mut verdicts) {
+        return Decoded::Malformed(e);
+    }
+    get_name_into(b, OFF_NAME, &mut name);
     Decoded::Heartbeat(Heartbeat {
         cluster,
         host_id,
@@ -1084,7 +1117,7 @@ fn decode_heartbeat(b: &[u8], cluster: ClusterId, host_id: u32) -> Decoded {
         coordinator: get_u32(b, OFF_COORDINATOR),
         verdict_gen: get_u32(b, OFF_VERDICT_GEN),
         verdict_author: get_u32(b, OFF_VERDICT_AUTHOR),
-        name: get_name(b, OFF_NAME),
+        name,
         verdicts,
         verdicts_in_pages: (total - count) as u32,
         inventory: InventoryInfo {

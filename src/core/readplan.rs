@@ -1,8 +1,8 @@
 //! Which blocks an I/O cycle reads (pure): the header, the own mailbox and the heartbeats of
 //! the hosts that exist every cycle, plus a rotating window of the other heartbeat slots so a
 //! host joining with any id is seen within [`JOIN_CYCLES`] cycles; the coordinator also reads
-//! the mailboxes of the hosts that exist (operator `clear` / `confirm-off` are addressed to
-//! it). With an explicit membership (format 3 header) the members take the place of the hosts
+//! the mailboxes of the peers it has business with (operator `clear` / `confirm-off` about a
+//! suspect or fenced host are addressed to it: `Agent::peer_mailboxes`). With an explicit membership (format 3 header) the members take the place of the hosts
 //! that exist and there is no scan: nobody else may join. A slot not read is no news (S5): the
 //! core neither counts it as progress nor as death.
 
@@ -139,8 +139,9 @@ impl ReadPlanner {
         &self.known
     }
 
-    /// The blocks of the next cycle. `coordinator`: this host acts as coordinator.
-    pub fn next(&mut self, coordinator: bool) -> &Plan {
+    /// The blocks of the next cycle. `peer_mailboxes`: the peers' mailboxes to read besides
+    /// the own one (the coordinator's business, `Agent::peer_mailboxes`).
+    pub fn next(&mut self, peer_mailboxes: &IdSet) -> &Plan {
         let max = self.geo.max_hosts;
         let plan = &mut self.plan;
         plan.runs.clear();
@@ -162,10 +163,8 @@ impl ReadPlanner {
         if let Some(members) = self.members {
             plan.heartbeats = members;
             plan.heartbeats.insert(self.own);
+            plan.mailboxes = *peer_mailboxes;
             plan.mailboxes.insert(self.own);
-            if coordinator {
-                plan.mailboxes.union_with(&members);
-            }
             self.plan_runs();
             return &self.plan;
         }
@@ -187,10 +186,8 @@ impl ReadPlanner {
         self.cursor = if id > max { 1 } else { id };
         plan.heartbeats = self.known;
         plan.heartbeats.union_with(&scanned);
+        plan.mailboxes = *peer_mailboxes;
         plan.mailboxes.insert(self.own);
-        if coordinator {
-            plan.mailboxes.union_with(&self.known);
-        }
         self.plan_runs();
         &self.plan
     }
@@ -282,6 +279,13 @@ mod tests {
     use crate::core::view::merge_tests::hb;
 
     const GEO: Geometry = Geometry { max_hosts: 255 };
+    const NONE: IdSet = IdSet { words: [0; 32] };
+
+    fn ids(list: &[u32]) -> IdSet {
+        let mut s = IdSet::default();
+        list.iter().for_each(|&id| s.insert(id));
+        s
+    }
 
     fn slots_with(ids: &[u32]) -> Vec<Slot> {
         (1..=GEO.max_hosts)
@@ -298,38 +302,40 @@ mod tests {
     #[test]
     fn the_first_cycle_reads_everything_then_only_what_exists() {
         let mut p = ReadPlanner::new(GEO, 1, &[2, 3], false);
-        let first = p.next(false).clone();
+        let first = p.next(&NONE).clone();
         assert!(first.full);
         assert_eq!(first.blocks(), 1 + 2 * 255);
         p.learn(&slots_with(&[1, 2, 3]), &first.heartbeats);
-        let plan = p.next(false).clone();
+        let plan = p.next(&NONE).clone();
         // Header + heartbeats 1..=3 in one request, the scan window (8 unknown slots merged
         // with it), the own mailbox.
         assert!(!plan.full);
         assert_eq!(plan.blocks(), 1 + 3 + 8 + 1, "{plan:?}");
         assert!(plan.bytes() <= 4096 * (3 + 2 + u64::from(252u32.div_ceil(JOIN_CYCLES))));
         assert!(plan.mailboxes.contains(1) && !plan.mailboxes.contains(2));
-        // The coordinator reads the mailboxes of the hosts that exist too.
-        let coord = p.next(true).clone();
-        assert!((1..=3).all(|id| coord.mailboxes.contains(id)));
+        // The coordinator reads the mailboxes of the peers it has business with too.
+        let coord = p.next(&ids(&[3])).clone();
+        assert!(coord.mailboxes.contains(1) && coord.mailboxes.contains(3));
+        // Mailbox 2 lies in the gap merged into the request: read, one block more.
         assert_eq!(coord.blocks(), 1 + 3 + 8 + 3);
+        assert_eq!(p.next(&ids(&[250])).blocks(), 1 + 3 + 8 + 2);
     }
 
     #[test]
     fn a_host_joining_with_any_id_is_read_within_join_cycles() {
         for joiner in [4, 128, 250, 255] {
             let mut p = ReadPlanner::new(GEO, 1, &[2, 3], false);
-            let first = p.next(false).clone();
+            let first = p.next(&NONE).clone();
             p.learn(&slots_with(&[1, 2, 3]), &first.heartbeats);
             // Wherever the cursor stands, the joiner's slot comes within JOIN_CYCLES cycles.
             for _ in 0..17 {
-                p.next(false);
+                p.next(&NONE);
             }
             let mut cycles = 0;
             loop {
                 cycles += 1;
                 assert!(cycles <= JOIN_CYCLES, "host {joiner} not read within {JOIN_CYCLES}");
-                let plan = p.next(false).clone();
+                let plan = p.next(&NONE).clone();
                 if plan.heartbeats.contains(joiner) {
                     p.learn(&slots_with(&[1, 2, 3, joiner]), &plan.heartbeats);
                     break;
@@ -337,7 +343,7 @@ mod tests {
             }
             // From then on it is read every cycle.
             for _ in 0..40 {
-                assert!(p.next(false).heartbeats.contains(joiner));
+                assert!(p.next(&NONE).heartbeats.contains(joiner));
             }
         }
     }
@@ -345,7 +351,7 @@ mod tests {
     #[test]
     fn configured_peers_and_named_hosts_are_read_every_cycle() {
         let mut p = ReadPlanner::new(GEO, 5, &[200], false);
-        let first = p.next(false).clone();
+        let first = p.next(&NONE).clone();
         let mut slots = slots_with(&[5]);
         // Host 5's record names host 77 as its coordinator: read from now on.
         if let Slot::Record(r) = &mut slots[4] {
@@ -353,7 +359,7 @@ mod tests {
         }
         p.learn(&slots, &first.heartbeats);
         for _ in 0..40 {
-            let plan = p.next(false);
+            let plan = p.next(&NONE);
             assert!(plan.heartbeats.contains(200) && plan.heartbeats.contains(77));
             assert!(plan.heartbeats.contains(5) && plan.mailboxes.contains(5));
             assert!(plan.runs.iter().all(|r| r.1 <= CHUNK_BLOCKS));
@@ -374,7 +380,7 @@ mod tests {
     fn the_baseline_knob_reads_everything_every_cycle() {
         let mut p = ReadPlanner::new(GEO, 1, &[], true);
         for _ in 0..3 {
-            assert_eq!(p.next(false).blocks(), 1 + 2 * 255);
+            assert_eq!(p.next(&NONE).blocks(), 1 + 2 * 255);
         }
     }
 
@@ -386,38 +392,40 @@ mod tests {
         p.set_members(Some(members));
         // From the first cycle on: header, heartbeats 1..=3 (one request), the own mailbox.
         for _ in 0..40 {
-            let plan = p.next(false).clone();
+            let plan = p.next(&NONE).clone();
             assert!(!plan.full);
             assert_eq!(plan.runs, vec![(0, 4), (GEO.mailbox_block(2), 1)]);
             assert_eq!(plan.bytes(), 4096 * (3 + 2));
             assert!(!plan.heartbeats.contains(200), "a configured non-member is not read");
             p.learn(&slots_with(&[1, 2, 3, 77]), &all_read());
         }
-        // The coordinator reads the members' mailboxes too.
-        let coord = p.next(true).clone();
-        assert!((1..=3).all(|id| coord.mailboxes.contains(id)) && !coord.mailboxes.contains(4));
-        assert_eq!(coord.blocks(), 4 + 3);
+        // A coordinator without business reads what every host reads; with a suspect peer,
+        // that peer's mailbox too.
+        assert_eq!(p.next(&NONE).bytes(), 4096 * (3 + 2));
+        let coord = p.next(&ids(&[3])).clone();
+        assert!(coord.mailboxes.contains(3) && !coord.mailboxes.contains(1));
+        assert_eq!(coord.blocks(), 4 + 2);
         // A member far away is one more request; the own id is read even if not listed.
         members.insert(250);
         p.set_members(Some(members));
-        assert_eq!(p.next(false).blocks(), 3 + 2 + 1);
+        assert_eq!(p.next(&NONE).blocks(), 3 + 2 + 1);
         let mut p = ReadPlanner::new(GEO, 9, &[], false);
         p.set_members(Some(members));
-        let plan = p.next(false);
+        let plan = p.next(&NONE);
         assert!(plan.heartbeats.contains(9) && plan.mailboxes.contains(9));
         // Back to open: the full read that finds the hosts that exist, then the scan.
         p.set_members(None);
-        assert!(p.next(false).full);
-        assert!(!p.next(false).full);
+        assert!(p.next(&NONE).full);
+        assert!(!p.next(&NONE).full);
     }
 
     #[test]
     fn a_large_cluster_reads_few_requests() {
         let ids: Vec<u32> = (1..=250).collect();
         let mut p = ReadPlanner::new(GEO, 7, &[], false);
-        let first = p.next(false).clone();
+        let first = p.next(&NONE).clone();
         p.learn(&slots_with(&ids), &first.heartbeats);
-        let plan = p.next(false).clone();
+        let plan = p.next(&NONE).clone();
         // Header and 250 heartbeats, one scanned slot (251), the own mailbox: 4 requests of
         // at most 64 blocks and one of 1.
         assert_eq!(plan.blocks(), 1 + 250 + 1 + 1, "{plan:?}");

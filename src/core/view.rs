@@ -29,6 +29,8 @@ pub struct VolumeView {
     pub unreadable: Vec<(u32, u32)>,
     /// The VM lists the reader holds for the records of this view (`InventoryReader`).
     pub inventories: Vec<std::sync::Arc<format::Inventory>>,
+    /// Records of an earlier read whose buffers the next decode reuses ([`VolumeView::recycle`]).
+    spare: Vec<Heartbeat>,
 }
 
 impl VolumeView {
@@ -54,7 +56,27 @@ impl VolumeView {
             mailboxes_read: Some(Box::default()),
             unreadable: Vec::new(),
             inventories: Vec::new(),
+            spare: Vec::new(),
         }
+    }
+
+    /// Makes a view the core is done with [`VolumeView::unread`] again, keeping its buffers
+    /// and its records' for the next decode: the I/O thread reads every cycle and should not
+    /// allocate (issue 12).
+    pub fn recycle(&mut self, geo: Geometry) {
+        for slot in &mut self.slots {
+            if let Slot::Record(r) = std::mem::replace(slot, Slot::NoNews) {
+                self.spare.push(r);
+            }
+        }
+        self.slots.resize(geo.max_hosts as usize, Slot::NoNews);
+        self.mailboxes.clear();
+        match self.mailboxes_read.as_mut() {
+            Some(read) => **read = IdSet::default(),
+            None => self.mailboxes_read = Some(Box::default()),
+        }
+        self.unreadable.clear();
+        self.inventories.clear();
     }
 
     /// Decodes `raw`, the blocks from `first` on as one request read them, into the view
@@ -66,7 +88,7 @@ impl VolumeView {
             if (1..=max).contains(&b) {
                 let id = b as u32;
                 if let Some(slot) = self.slots.get_mut(id as usize - 1) {
-                    *slot = heartbeat_slot(block, id, cluster);
+                    *slot = heartbeat_slot(block, id, cluster, self.spare.pop());
                     if *slot == Slot::NoNews {
                         self.unreadable.push((id, crc32fast::hash(block)));
                     }
@@ -86,11 +108,36 @@ impl VolumeView {
     }
 }
 
-fn heartbeat_slot(block: &[u8], id: u32, cluster: &ClusterId) -> Slot {
-    match format::decode(block) {
+fn heartbeat_slot(block: &[u8], id: u32, cluster: &ClusterId, spare: Option<Heartbeat>) -> Slot {
+    match format::decode_reusing(block, spare) {
         Decoded::Empty => Slot::Empty,
         Decoded::Heartbeat(hb) if &hb.cluster == cluster && hb.host_id == id => Slot::Record(hb),
         _ => Slot::NoNews,
+    }
+}
+
+/// What the read of the own block before a write (COLLISION-DETECT) gives the core
+/// (`Input::OwnBlockBeforeWrite`): a record of this cluster and id written by another run than
+/// `incarnation`. This run's own last write tells the core nothing (neither a second writer
+/// nor another run's history), so it is decoded into `scratch` and kept there: the steady
+/// state sends nothing and allocates nothing (issue 12).
+pub fn other_run_in_own_block(
+    block: &[u8],
+    cluster: &ClusterId,
+    own_id: u32,
+    incarnation: u64,
+    scratch: &mut Option<Heartbeat>,
+) -> Option<Heartbeat> {
+    match format::decode_reusing(block, scratch.take()) {
+        Decoded::Heartbeat(hb) if &hb.cluster == cluster && hb.host_id == own_id => {
+            if hb.incarnation == incarnation {
+                *scratch = Some(hb);
+                None
+            } else {
+                Some(hb)
+            }
+        }
+        _ => None,
     }
 }
 
@@ -106,10 +153,11 @@ pub fn decode_view(raw: &[u8], geo: Geometry, cluster: &ClusterId) -> VolumeView
         mailboxes_read: None,
         unreadable: Vec::new(),
         inventories: Vec::new(),
+        spare: Vec::new(),
     };
     for id in 1..=geo.max_hosts {
         let raw = block(geo.heartbeat_block(id));
-        let slot = heartbeat_slot(raw, id, cluster);
+        let slot = heartbeat_slot(raw, id, cluster, None);
         if slot == Slot::NoNews {
             view.unreadable.push((id, crc32fast::hash(raw)));
         }
@@ -576,5 +624,100 @@ mod page_tests {
         let main = 2 * GEO.max_hosts as usize * BLOCK_SIZE;
         assert_eq!(cluster_verdicts(&decode_view(&raw[..main], GEO, &CLUSTER)).1.len(), 20);
         assert_eq!(pages_wanted(&decode_view(&raw[..main], GEO, &CLUSTER)), vec![1, 2]);
+    }
+}
+
+#[cfg(test)]
+mod reuse_tests {
+    use super::*;
+    use crate::core::format::{encode_heartbeat, encode_mailbox, Command, Mailbox, Verdict};
+    use crate::core::format::{FenceMethodKind, VerdictKind};
+
+    const GEO: Geometry = Geometry { max_hosts: 8 };
+    const CLUSTER: ClusterId = [7; 16];
+
+    /// Blocks 1..=16 with records of hosts 1 and 3 (host 3 with a table), a torn block 5 and a
+    /// message in mailbox 2.
+    fn blocks(name_of_1: &str) -> Vec<u8> {
+        let mut raw = vec![0u8; 2 * GEO.max_hosts as usize * BLOCK_SIZE];
+        let mut put = |block: u64, bytes: &[u8]| {
+            let at = (block as usize - 1) * BLOCK_SIZE;
+            raw[at..at + BLOCK_SIZE].copy_from_slice(bytes);
+        };
+        let one = Heartbeat { name: name_of_1.into(), ..super::merge_tests::hb(1, 11, 4) };
+        put(GEO.heartbeat_block(1), &encode_heartbeat(&one).unwrap());
+        let verdict = Verdict {
+            host_id: 6,
+            kind: VerdictKind::Fenced,
+            method: FenceMethodKind::Ipmi,
+            incarnation: 2,
+            wall_ms: 0,
+            seq: 1,
+        };
+        let three = Heartbeat {
+            verdict_gen: 1,
+            verdict_author: 3,
+            verdicts: vec![verdict],
+            ..super::merge_tests::hb(3, 13, 9)
+        };
+        put(GEO.heartbeat_block(3), &encode_heartbeat(&three).unwrap());
+        put(GEO.heartbeat_block(5), &[0xA5; BLOCK_SIZE]);
+        let m = Mailbox {
+            cluster: CLUSTER,
+            host_id: 2,
+            nonce: 5,
+            command: Command::Test,
+            sender: 1,
+            wall_ms: 1,
+            target_incarnation: 0,
+            sender_name: "op".into(),
+        };
+        put(GEO.mailbox_block(2), &encode_mailbox(&m));
+        raw
+    }
+
+    fn read(view: &mut VolumeView, raw: &[u8]) {
+        view.decode_blocks(1, raw, GEO, &CLUSTER);
+    }
+
+    /// A recycled view decodes exactly what a fresh one does: nothing of the earlier read
+    /// (records, names, tables, mailboxes, torn blocks, the mailboxes read) survives.
+    #[test]
+    fn a_recycled_view_decodes_like_a_fresh_one() {
+        let mut fresh = VolumeView::unread(GEO);
+        read(&mut fresh, &blocks("kvm01"));
+        let mut reused = VolumeView::unread(GEO);
+        read(&mut reused, &blocks("a-much-longer-name-than-the-next-read-has"));
+        reused.recycle(GEO);
+        assert_eq!(reused.slots, VolumeView::unread(GEO).slots, "recycle leaves slots read");
+        assert_eq!(reused.mailboxes_read, Some(Box::default()));
+        read(&mut reused, &blocks("kvm01"));
+        assert_eq!(reused.slots, fresh.slots);
+        assert_eq!(reused.mailboxes, fresh.mailboxes);
+        assert_eq!(reused.mailboxes_read, fresh.mailboxes_read);
+        assert_eq!(reused.unreadable, fresh.unreadable);
+        assert_eq!(reused.record(1).map(|r| r.name.as_str()), Some("kvm01"));
+        assert_eq!(reused.record(3).map(|r| r.verdicts.len()), Some(1));
+        // A partial read of a recycled view: what is not read is no news, not the old record.
+        reused.recycle(GEO);
+        let raw = blocks("kvm01");
+        reused.decode_blocks(3, &raw[2 * BLOCK_SIZE..3 * BLOCK_SIZE], GEO, &CLUSTER);
+        assert_eq!(reused.slot(1), Some(&Slot::NoNews));
+        assert!(reused.record(3).is_some() && reused.mailboxes.is_empty());
+    }
+
+    /// The read before a write: only another run's record reaches the core.
+    #[test]
+    fn the_read_before_a_write_reports_only_another_runs_record() {
+        let own = Heartbeat { cluster: CLUSTER, ..super::merge_tests::hb(1, 11, 4) };
+        let block = encode_heartbeat(&own).unwrap();
+        let mut scratch = None;
+        assert_eq!(other_run_in_own_block(&block, &CLUSTER, 1, 11, &mut scratch), None);
+        assert_eq!(scratch.as_ref(), Some(&own), "this run's record is kept for reuse");
+        let found = other_run_in_own_block(&block, &CLUSTER, 1, 99, &mut scratch);
+        assert_eq!(found, Some(own), "another run's record is reported");
+        assert_eq!(other_run_in_own_block(&block, &[8; 16], 1, 99, &mut scratch), None);
+        assert_eq!(other_run_in_own_block(&block, &CLUSTER, 2, 99, &mut scratch), None);
+        assert_eq!(other_run_in_own_block(&[0; BLOCK_SIZE], &CLUSTER, 1, 99, &mut scratch), None);
     }
 }

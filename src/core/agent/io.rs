@@ -148,7 +148,15 @@ impl Agent {
             if state == HostState::Leaving && self.leave_seq.is_none() {
                 self.leave_seq = Some(self.seq);
             }
-            Box::new(self.record(state))
+            match self.spare_records.pop() {
+                Some(mut spare) => {
+                    let (name, verdicts) =
+                        (std::mem::take(&mut spare.name), std::mem::take(&mut spare.verdicts));
+                    *spare = self.record_reusing(state, name, verdicts);
+                    spare
+                }
+                None => Box::new(self.record(state)),
+            }
         });
         let written = record.as_ref().map(|r| r.seq);
         // A stuck I/O is never queued behind: such a volume skips the cycle.
@@ -165,7 +173,17 @@ impl Agent {
             }
             self.vols[v].in_flight = Some((self.cycle, now, written));
             // The last volume takes the record itself, the others a copy.
-            let mut write = if Some(v) == last { record.take() } else { record.clone() };
+            let mut write = match (&record, Some(v) == last) {
+                (_, true) => record.take(),
+                (Some(r), false) => Some(match self.spare_records.pop() {
+                    Some(mut copy) => {
+                        copy.clone_from(r);
+                        copy
+                    }
+                    None => r.clone(),
+                }),
+                (None, false) => None,
+            };
             if let Some(r) = write.as_mut() {
                 self.attach_inventory(v, r);
             }
@@ -215,6 +233,16 @@ impl Agent {
     }
 
     pub(super) fn record(&self, state: HostState) -> Heartbeat {
+        self.record_reusing(state, String::new(), Vec::new())
+    }
+
+    /// [`Agent::record`] with the name and verdict table in the buffers given.
+    fn record_reusing(
+        &self,
+        state: HostState,
+        mut name: String,
+        mut table: Vec<Verdict>,
+    ) -> Heartbeat {
         let mut c = 0;
         if self.armed {
             c |= caps::WATCHDOG_ARMED;
@@ -230,11 +258,17 @@ impl Agent {
         }
         // Every host republishes the table it holds (S8: the table outlives its coordinator's
         // block); only the coordinator's own is its working copy.
-        let (verdicts, verdict_gen, verdict_author) = if self.is_coordinator() {
-            (self.publishable_verdicts().0, self.verdict_gen, self.verdict_author)
+        let (verdict_gen, verdict_author) = if self.is_coordinator() {
+            table.clear();
+            if !self.verdicts.is_empty() {
+                table.extend(self.publishable_verdicts().0);
+            }
+            (self.verdict_gen, self.verdict_author)
         } else {
-            (self.mirror.clone(), self.mirror_gen, self.mirror_author)
+            table.clone_from(&self.mirror);
+            (self.mirror_gen, self.mirror_author)
         };
+        name.clone_from(&self.p.name);
         Heartbeat {
             cluster: self.p.cluster,
             host_id: self.p.host_id,
@@ -250,11 +284,24 @@ impl Agent {
             coordinator: self.coordinator.unwrap_or(0),
             verdict_gen,
             verdict_author,
-            name: self.p.name.clone(),
-            verdicts,
+            name,
+            verdicts: table,
             verdicts_in_pages: 0,
             inventory: Default::default(),
         }
+    }
+
+    /// A record an I/O thread has written, handed back: the next cycle's record reuses it.
+    pub fn recycle_record(&mut self, record: Box<Heartbeat>) {
+        if self.spare_records.len() < self.vols.len() {
+            self.spare_records.push(record);
+        }
+    }
+
+    /// A view the core is done with, for an I/O thread to decode the next read into
+    /// (`VolumeView::recycle`); None before the first read.
+    pub fn take_spare_view(&mut self) -> Option<VolumeView> {
+        self.spare_views.pop()
     }
 
     pub(super) fn io_done(
@@ -387,6 +434,9 @@ impl Agent {
                     // the time it did not read them.
                     self.vols[v].read_ok_start = read_ok_before;
                     self.vols[v].read_continuous = false;
+                }
+                if self.spare_views.len() < self.vols.len() {
+                    self.spare_views.push(view);
                 }
             }
             None => self.vols[v].read_continuous = false,

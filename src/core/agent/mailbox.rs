@@ -1,6 +1,7 @@
 //! Mailbox commands: fence requests to this host, operator `clear` / `confirm-off` for peers.
 
 use super::*;
+use crate::core::readplan::IdSet;
 
 impl Agent {
     pub(super) fn mailboxes(&mut self, v: usize, view: &VolumeView) {
@@ -33,11 +34,35 @@ impl Agent {
                 self.operator_message(m);
             }
         }
+        // Only the mailboxes this read showed: one that drops out of the reads (the coordinator
+        // reads a peer's only while it has business with it) is history again when it comes
+        // back, or an old `clear` written meanwhile would cancel the fencing of a host that
+        // stopped later, and an old `confirm-off` would declare it fenced (S1).
         let read_before = &mut self.vols[v].mailboxes_read_before;
         match &view.mailboxes_read {
-            Some(read) => read_before.union_with(read),
+            Some(read) => *read_before = **read,
             None => (1..=self.p.max_hosts).for_each(|id| read_before.insert(id)),
         }
+    }
+
+    /// The peers' mailboxes this host reads besides its own (`core::readplan`): as
+    /// coordinator, those of the peers an operator's `clear` or `confirm-off` can concern, the
+    /// ones it holds suspect, fences or has a verdict about (`confirm-off` is taken only for
+    /// a suspect host, and `clear` changes nothing for a host that is alive and without a
+    /// verdict: its next write ends a cleared state anyway). Everyone else's mailbox is not
+    /// read, so a cluster without trouble costs the coordinator no more reads than any host.
+    pub fn peer_mailboxes(&self) -> IdSet {
+        let mut set = IdSet::default();
+        if !self.is_coordinator() {
+            return set;
+        }
+        for (&id, peer) in &self.peers {
+            if peer.status == Some(PeerStatus::Suspect) {
+                set.insert(id);
+            }
+        }
+        self.verdicts.keys().chain(self.fences.keys()).for_each(|&id| set.insert(id));
+        set
     }
 
     pub(super) fn own_message(&mut self, m: &format::Mailbox) {

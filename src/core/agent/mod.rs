@@ -135,7 +135,9 @@ pub enum Input {
     /// What the own block held just before this cycle's write (read by the I/O thread before
     /// it writes; `None`: not a decodable record of this cluster and host id). A twin with this
     /// host id writing at the same cadence is visible only here: the cycle's own read comes
-    /// after this agent's write and shows that write.
+    /// after this agent's write and shows that write. The daemon sends it only for a record of
+    /// another incarnation (`view::other_run_in_own_block`): for this run's own record, or
+    /// `None`, the core does nothing.
     OwnBlockBeforeWrite { volume: usize, record: Option<Heartbeat> },
     /// Block 0 of a volume holds this membership (same cluster, max_hosts and timing as at
     /// start; its epoch never goes down there, or the header counts as damaged). Sent by the
@@ -324,10 +326,11 @@ struct Vol {
     read_ok_start: Option<u64>,
     /// Its first successful read happened (the mailbox baseline).
     mailbox_baseline: bool,
-    /// Mailboxes read on this volume before (a host reads its peers' mailboxes only while it
-    /// is the coordinator): what a mailbox holds at its first read here is history, as at
-    /// the volume's first read, or a new coordinator would replay a `confirm-off` that its
-    /// predecessor handled long ago (S1).
+    /// Mailboxes the last read of this volume read (a host reads a peer's mailbox only while
+    /// it is the coordinator with business about that peer): what a mailbox holds at its first
+    /// read here, or at its first read after reads that left it out, is history, as at the
+    /// volume's first read, or a new coordinator would replay a `confirm-off` that its
+    /// predecessor handled long ago, or an old `clear` stop a later fencing (S1).
     mailboxes_read_before: crate::core::readplan::IdSet,
     /// From its first timely read: the highest sequence of another incarnation of another
     /// boot in the own block then (a volume unreadable during the probe may show a former
@@ -478,6 +481,12 @@ pub struct Agent {
     membership: Membership,
     /// Scratch list of peer ids for `judge_peers` (kept to not allocate at every wake-up).
     peer_ids: Vec<u32>,
+    /// Records the I/O threads wrote and views the core read, handed back for reuse
+    /// (`recycle_record`, `take_spare_view`): a steady-state cycle allocates nothing (issue 12).
+    /// Boxed as `Action::StartIo` carries them: handing one over moves a pointer.
+    #[allow(clippy::vec_box)]
+    spare_records: Vec<Box<Heartbeat>>,
+    spare_views: Vec<VolumeView>,
     /// The own VM list and the duplicate-VM alarm (issue 15).
     inventory: inventory::OwnInventory,
     duplicates: inventory::DuplicateWatch,
@@ -542,6 +551,8 @@ impl Agent {
             channel: BTreeMap::new(),
             membership: p.membership.clone(),
             peer_ids: Vec::new(),
+            spare_records: Vec::new(),
+            spare_views: Vec::new(),
             inventory: Default::default(),
             duplicates: Default::default(),
             duplicates_due: false,

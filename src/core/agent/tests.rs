@@ -54,6 +54,9 @@ struct Sim {
     net_cut: Vec<u32>,
     /// Answers in flight: (arrival, asker id, answerer id, answer).
     answers: Vec<(u64, u32, u32, PeerAnswer)>,
+    /// Reads show the mailboxes a host's read plan reads (its own and
+    /// `Agent::peer_mailboxes`), as the daemon's I/O thread does; otherwise every mailbox.
+    planned_mailboxes: bool,
 }
 
 pub(super) fn params(id: u32) -> AgentParams {
@@ -100,6 +103,7 @@ impl Sim {
             answer_delay: 5,
             net_cut: vec![],
             answers: vec![],
+            planned_mailboxes: false,
         };
         for id in 1..=n {
             sim.add(AgentParams { volumes, ..params(id) });
@@ -214,8 +218,18 @@ impl Sim {
                 }
                 Ok(self.now)
             });
-            let read =
-                if broken { Err("EIO".to_string()) } else { Ok((self.now, self.view(volume))) };
+            let read = if broken {
+                Err("EIO".to_string())
+            } else {
+                let mut view = self.view(volume);
+                if self.planned_mailboxes {
+                    let mut read = self.hosts[i].agent.peer_mailboxes();
+                    read.insert(id);
+                    view.mailboxes.retain(|m| read.contains(m.host_id));
+                    view.mailboxes_read = Some(Box::new(read));
+                }
+                Ok((self.now, view))
+            };
             self.feed(i, Input::IoDone { volume, cycle, started, write, read });
         }
     }
@@ -781,6 +795,40 @@ fn coordinator_failover_inherits_verdicts_and_clear_removes_one() {
     s.run(2000);
     assert_eq!(s.verdict(3, 4), None, "host 3 did not mirror the clear");
     assert_eq!(s.verdict(3, 1).map(|v| v.0), Some(VerdictKind::Fenced));
+}
+
+/// Issue 12: the coordinator reads a peer's mailbox only while it has business with it (a
+/// suspicion, a fence, a verdict), and a message written while it did not read it is history
+/// when it reads it again: an old `clear` must not stop the fencing of a host that dies later.
+#[test]
+fn the_coordinator_reads_a_peers_mailbox_only_while_it_has_business_with_it() {
+    let mut s = Sim::new(3);
+    s.planned_mailboxes = true;
+    s.run(5000);
+    assert!(s.host(1).agent.is_coordinator());
+    assert!(s.host(1).agent.peer_mailboxes().is_empty(), "a healthy cluster: no peer's mailbox");
+    // Host 3's storage fails for longer than suspect_after, shorter than its lease.
+    s.broken.push(3);
+    s.run(T.suspect_after_ms + 1500);
+    assert!(s.host(1).agent.peer_mailboxes().contains(3), "a suspect peer's mailbox is read");
+    s.broken.clear();
+    s.run(3000);
+    assert!(s.host(3).self_fenced.is_none());
+    assert!(s.host(1).agent.peer_mailboxes().is_empty(), "read on after host 3 recovered");
+    // A `clear` written while nobody reads host 3's mailbox, then host 3 dies.
+    s.mailbox(3, Command::Clear, 77);
+    s.run(2000);
+    s.kill(3);
+    s.run(T.dead_after_ms() + 3000);
+    assert_eq!(
+        s.verdict(1, 3).map(|v| v.0),
+        Some(VerdictKind::Fenced),
+        "an old clear read late stopped the fencing of a dead host"
+    );
+    // A message written while the coordinator reads the mailbox is taken.
+    s.mailbox(3, Command::Clear, 78);
+    s.run(1500);
+    assert_eq!(s.verdict(1, 3), None, "clear did not remove the verdict");
 }
 
 #[test]
