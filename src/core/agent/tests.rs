@@ -1083,6 +1083,53 @@ fn a_former_runs_record_seen_again_on_a_volume_gone_back_in_time_is_not_a_collis
     assert_eq!(s.host(1).exit, Some(EXIT_HOST_ID_IN_USE), "the second writer went unnoticed");
 }
 
+/// Soak seeds 177717 and 182441: run A of the host's previous boot wrote its last records
+/// to volume 0 only, while volume 0 was unreadable for the probe, which read A's older
+/// record on volume 1 and continued from it. This agent's writes then overwrote A's last
+/// record on volume 0 unseen (torn, or read only before a write, before the volume's first
+/// timely read), and later volume 0 went back in time (content 15 s old) and showed it: a
+/// record of A past the sequence continued from that nobody had read, exit 76. One such
+/// record is history; a run the probe found that goes on writing is a second writer.
+#[test]
+fn a_probed_runs_record_never_read_before_shown_by_a_volume_gone_back_in_time_is_not_a_collision() {
+    // 177717: A's record torn by this agent's writes while volume 0 failed; 182441: seen only
+    // by the read before this agent's first write there.
+    for torn_unseen in [true, false] {
+        let mut s = Sim::with_volumes(0, 2);
+        let mut run_a = fake(1, 7777, 40, 0);
+        run_a.boot_id = [0xee; 16];
+        let block = GEO.heartbeat_block(1) as usize;
+        s.disks[1][block] = encode_heartbeat(&run_a).unwrap();
+        let last_of_a = Heartbeat { seq: 49, ..run_a.clone() };
+        s.disks[0][block] = encode_heartbeat(&last_of_a).unwrap();
+        s.dead_volumes.push(0);
+        s.add(AgentParams { volumes: 2, ..params(1) });
+        s.run(5_000);
+        assert_eq!(s.host(1).agent.phase(), Phase::Running);
+        // Volume 0 comes back; this agent's write lands before a timely read shows A's record.
+        if torn_unseen {
+            s.disks[0][block][..512].fill(0xa5);
+        }
+        s.dead_volumes.clear();
+        s.run(2 * T.interval_ms);
+        let ours = s.host(1).agent.params().incarnation;
+        assert_eq!(s.record_of(1).incarnation, ours);
+        // Volume 0 goes back in time and shows A's last record, which nobody read before.
+        s.write_fails.push(1);
+        s.disks[0][block] = encode_heartbeat(&last_of_a).unwrap();
+        s.run(2 * T.interval_ms);
+        assert_eq!(
+            s.host(1).exit,
+            None,
+            "a former run's record never read before was taken for a twin"
+        );
+        // A that goes on writing (a twin frozen during the probe, resumed) is a second writer.
+        s.disks[0][block] = encode_heartbeat(&Heartbeat { seq: 50, ..run_a }).unwrap();
+        s.run(2 * T.interval_ms);
+        assert_eq!(s.host(1).exit, Some(EXIT_HOST_ID_IN_USE), "the second writer went unnoticed");
+    }
+}
+
 /// Simulation seed 1445 (LEFT): a run that left cleanly wrote `leaving` on a write quorum; the
 /// third volume missed its last writes and still held an older `active` record of this boot
 /// with an armed watchdog. The restarted agent's probe took that record for an expired lease
