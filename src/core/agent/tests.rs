@@ -1166,6 +1166,51 @@ fn an_active_record_below_a_leaving_one_of_this_boot_does_not_doom_the_probe() {
     assert!(s.host(1).pets.is_empty());
 }
 
+/// Soak seed 170828 (HEALTHY): a host's new run, unable to read its old block (torn), wrote
+/// `starting` at sequence 1 ten seconds after its old run's last value had been seen, less
+/// than two intervals: the old run had not stopped yet, so that value was no news then, and
+/// as it stayed on the volume it was never looked at again. The new run then exited (no
+/// watchdog) and the observer suspected the host suspect_after after the old run's last
+/// value, 6 s before suspect_after had passed since the last write landed. A value passed
+/// over because the current run had not stopped yet is looked at again at the next read.
+#[test]
+fn a_restart_from_1_seen_before_the_old_run_stopped_is_progress_once_it_has() {
+    let mut s = Sim::new(0);
+    // Not a whole number of intervals, as in the seed: a read lands between the two bounds.
+    let timing = Timing { suspect_after_ms: 3500, ..T };
+    s.add(AgentParams { timing, ..params(2) });
+    let old_run = 500;
+    let mut seq = 100;
+    for _ in 0..8 {
+        seq += 1;
+        s.put(&fake(1, old_run, seq, s.now));
+        s.run(T.interval_ms);
+    }
+    // The old run's last value, and the read that first shows it.
+    seq += 1;
+    s.put(&fake(1, old_run, seq, s.now));
+    let shown =
+        |s: &mut Sim| s.host(2).agent.peer_views().iter().any(|p| p.id == 1 && p.seq == seq);
+    while !shown(&mut s) {
+        s.run(10);
+    }
+    // The new run writes once, read while the old run has not stopped yet (less than two
+    // intervals after the read that showed its last value).
+    s.run(T.interval_ms - 100);
+    let mut new_run = fake(1, 600, 1, s.now);
+    new_run.boot_id = [0x61; 16];
+    new_run.state = HostState::Starting;
+    s.put(&new_run);
+    s.run(timing.suspect_after_ms - 100);
+    assert!(
+        events(s.host(2), EventKind::HostSuspect).is_empty(),
+        "suspected before suspect_after passed since the new run's write"
+    );
+    // It wrote nothing since: suspect in the end.
+    s.run(timing.suspect_after_ms);
+    assert!(!events(s.host(2), EventKind::HostSuspect).is_empty(), "a silent host never suspect");
+}
+
 /// Soak seed 19829 (S1): an agent read a live peer once, was suspended longer than
 /// dead_after, and its next read found the peer's block torn (a write landing). A torn block
 /// is no news, so the staleness ran from the read before the suspend to that read, and the
