@@ -230,17 +230,33 @@ impl Agent {
         // that has not shown one of this agent's writes yet: a volume lagging behind, catching
         // up with that boot's history. Once our write was read back there, that boot
         // overwriting it is a second writer.
-        if (self.probe_found.contains(&r.incarnation)
-            || self.probe_found_boots.contains(&r.boot_id))
-            && !self.vols[v].own_write_seen
-        {
+        let probed_run = self.probe_found.contains(&r.incarnation)
+            || self.probe_found_boots.contains(&r.boot_id);
+        if probed_run && !self.vols[v].own_write_seen {
             return false;
         }
-        r.seq > self.probe_seq.max(self.vols[v].own_block_floor.unwrap_or(0))
+        let floor = self.probe_seq.max(self.vols[v].own_block_floor.unwrap_or(0));
+        if r.seq <= floor {
+            return false;
+        }
+        if !probed_run {
+            return true;
+        }
+        // A run the probe judged history, past the floor: one such record is what a volume
+        // gone back in time shows of writes nobody read before (they landed while it was
+        // unreadable and were overwritten by ours: soak seeds 177717, 182441). A writer goes
+        // on: it is a second writer once it advanced past a sighting above the floor (the
+        // sighting was noted in the history; a run not noted because the history is full is
+        // judged by the floor alone).
+        match self.own_block_history.iter().find(|&&(inc, _)| inc == r.incarnation) {
+            Some(&(_, seen)) => seen > floor,
+            None => self.own_block_history.len() >= OWN_BLOCK_HISTORY_RUNS,
+        }
     }
 
     /// Remembers another incarnation's record in the own block once it has been judged (and
-    /// was not a collision). At most 8 runs; beyond that the other rules alone decide.
+    /// was not a collision). At most `OWN_BLOCK_HISTORY_RUNS` runs; beyond that the other
+    /// rules alone decide.
     pub(super) fn note_own_block_history(&mut self, record: Option<&Heartbeat>) {
         let Some(r) = record.filter(|r| r.incarnation != self.p.incarnation) else { return };
         if matches!(self.phase, Phase::Exited) {
@@ -249,7 +265,7 @@ impl Agent {
         let history = &mut self.own_block_history;
         if let Some((_, seq)) = history.iter_mut().find(|(inc, _)| *inc == r.incarnation) {
             *seq = (*seq).max(r.seq);
-        } else if history.len() < 8 {
+        } else if history.len() < OWN_BLOCK_HISTORY_RUNS {
             history.push((r.incarnation, r.seq));
         }
     }

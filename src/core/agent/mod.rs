@@ -406,6 +406,8 @@ const LAST_PET_EARLY_MS: u64 = 50;
 const SEEN_INCARNATIONS: usize = 8;
 /// Nonces remembered per mailbox.
 const MAILBOX_HISTORY: usize = 16;
+/// Other incarnations remembered in the own block (`Agent::own_block_history`).
+const OWN_BLOCK_HISTORY_RUNS: usize = 8;
 /// Exit codes the core asks for (sysexits.h values, see `daemon::exit_code`).
 pub const EXIT_UNAVAILABLE: i32 = 69;
 pub const EXIT_HOST_ID_IN_USE: i32 = 76;

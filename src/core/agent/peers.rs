@@ -188,6 +188,11 @@ impl Agent {
                     // starts again at 1).
                     let continues = peer.record.as_ref().is_none_or(|p| r.seq > p.seq);
                     if !continues && !stopped {
+                        // Looked at again at the next read: a restart's only write may stay
+                        // on the volume unchanged, and once the current run has stopped it
+                        // is the host's progress (soak seed 170828: a host was suspected
+                        // 6 s early for a write passed over here for good).
+                        peer.last[v] = shown_before;
                         continue;
                     }
                     if peer.seen.len() >= SEEN_INCARNATIONS {

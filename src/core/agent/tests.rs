@@ -1131,6 +1131,53 @@ fn a_former_runs_record_seen_again_on_a_volume_gone_back_in_time_is_not_a_collis
     assert_eq!(s.host(1).exit, Some(EXIT_HOST_ID_IN_USE), "the second writer went unnoticed");
 }
 
+/// Soak seeds 177717 and 182441: run A of the host's previous boot wrote its last records
+/// to volume 0 only, while volume 0 was unreadable for the probe, which read A's older
+/// record on volume 1 and continued from it. This agent's writes then overwrote A's last
+/// record on volume 0 unseen (torn, or read only before a write, before the volume's first
+/// timely read), and later volume 0 went back in time (content 15 s old) and showed it: a
+/// record of A past the sequence continued from that nobody had read, exit 76. One such
+/// record is history; a run the probe found that goes on writing is a second writer.
+#[test]
+fn a_probed_runs_record_never_read_before_shown_by_a_volume_gone_back_in_time_is_not_a_collision() {
+    // 177717: A's record torn by this agent's writes while volume 0 failed; 182441: seen only
+    // by the read before this agent's first write there.
+    for torn_unseen in [true, false] {
+        let mut s = Sim::with_volumes(0, 2);
+        let mut run_a = fake(1, 7777, 40, 0);
+        run_a.boot_id = [0xee; 16];
+        let block = GEO.heartbeat_block(1) as usize;
+        s.disks[1][block] = encode_heartbeat(&run_a).unwrap();
+        let last_of_a = Heartbeat { seq: 49, ..run_a.clone() };
+        s.disks[0][block] = encode_heartbeat(&last_of_a).unwrap();
+        s.dead_volumes.push(0);
+        s.add(AgentParams { volumes: 2, ..params(1) });
+        s.run(5_000);
+        assert_eq!(s.host(1).agent.phase(), Phase::Running);
+        // Volume 0 comes back; this agent's write lands before a timely read shows A's record.
+        if torn_unseen {
+            s.disks[0][block][..512].fill(0xa5);
+        }
+        s.dead_volumes.clear();
+        s.run(2 * T.interval_ms);
+        let ours = s.host(1).agent.params().incarnation;
+        assert_eq!(s.record_of(1).incarnation, ours);
+        // Volume 0 goes back in time and shows A's last record, which nobody read before.
+        s.write_fails.push(1);
+        s.disks[0][block] = encode_heartbeat(&last_of_a).unwrap();
+        s.run(2 * T.interval_ms);
+        assert_eq!(
+            s.host(1).exit,
+            None,
+            "a former run's record never read before was taken for a twin"
+        );
+        // A that goes on writing (a twin frozen during the probe, resumed) is a second writer.
+        s.disks[0][block] = encode_heartbeat(&Heartbeat { seq: 50, ..run_a }).unwrap();
+        s.run(2 * T.interval_ms);
+        assert_eq!(s.host(1).exit, Some(EXIT_HOST_ID_IN_USE), "the second writer went unnoticed");
+    }
+}
+
 /// Simulation seed 1445 (LEFT): a run that left cleanly wrote `leaving` on a write quorum; the
 /// third volume missed its last writes and still held an older `active` record of this boot
 /// with an armed watchdog. The restarted agent's probe took that record for an expired lease
@@ -1165,6 +1212,51 @@ fn an_active_record_below_a_leaving_one_of_this_boot_does_not_doom_the_probe() {
     s.run(5 * T.interval_ms);
     assert!(s.host(1).self_fenced.is_some(), "an expired lease of this boot did not doom");
     assert!(s.host(1).pets.is_empty());
+}
+
+/// Soak seed 170828 (HEALTHY): a host's new run, unable to read its old block (torn), wrote
+/// `starting` at sequence 1 ten seconds after its old run's last value had been seen, less
+/// than two intervals: the old run had not stopped yet, so that value was no news then, and
+/// as it stayed on the volume it was never looked at again. The new run then exited (no
+/// watchdog) and the observer suspected the host suspect_after after the old run's last
+/// value, 6 s before suspect_after had passed since the last write landed. A value passed
+/// over because the current run had not stopped yet is looked at again at the next read.
+#[test]
+fn a_restart_from_1_seen_before_the_old_run_stopped_is_progress_once_it_has() {
+    let mut s = Sim::new(0);
+    // Not a whole number of intervals, as in the seed: a read lands between the two bounds.
+    let timing = Timing { suspect_after_ms: 3500, ..T };
+    s.add(AgentParams { timing, ..params(2) });
+    let old_run = 500;
+    let mut seq = 100;
+    for _ in 0..8 {
+        seq += 1;
+        s.put(&fake(1, old_run, seq, s.now));
+        s.run(T.interval_ms);
+    }
+    // The old run's last value, and the read that first shows it.
+    seq += 1;
+    s.put(&fake(1, old_run, seq, s.now));
+    let shown =
+        |s: &mut Sim| s.host(2).agent.peer_views().iter().any(|p| p.id == 1 && p.seq == seq);
+    while !shown(&mut s) {
+        s.run(10);
+    }
+    // The new run writes once, read while the old run has not stopped yet (less than two
+    // intervals after the read that showed its last value).
+    s.run(T.interval_ms - 100);
+    let mut new_run = fake(1, 600, 1, s.now);
+    new_run.boot_id = [0x61; 16];
+    new_run.state = HostState::Starting;
+    s.put(&new_run);
+    s.run(timing.suspect_after_ms - 100);
+    assert!(
+        events(s.host(2), EventKind::HostSuspect).is_empty(),
+        "suspected before suspect_after passed since the new run's write"
+    );
+    // It wrote nothing since: suspect in the end.
+    s.run(timing.suspect_after_ms);
+    assert!(!events(s.host(2), EventKind::HostSuspect).is_empty(), "a silent host never suspect");
 }
 
 /// Soak seed 19829 (S1): an agent read a live peer once, was suspended longer than
