@@ -389,6 +389,11 @@ impl Agent {
                     PeerStatus::Cleared
                 } else if judging && stale >= t.suspect_after_ms {
                     PeerStatus::Suspect
+                } else if !judging && p.status == Some(PeerStatus::Suspect) {
+                    // Without a read quorum there is no evidence of progress either: the
+                    // suspicion stands (survival seed 2618: a coordinator losing its storage
+                    // withdrew a suspect's verdict under a new table generation).
+                    PeerStatus::Suspect
                 } else {
                     PeerStatus::Alive
                 };
