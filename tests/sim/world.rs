@@ -559,7 +559,10 @@ struct ReaderVerdict {
     missing: u32,
     /// Consecutive checks in which every read quorum's table lacked it.
     all_missing: u32,
-    /// It was missing from every quorum's table for 3 checks (withdrawn) since this instant.
+    /// The check at which the current run of `all_missing` began.
+    all_missing_since: u64,
+    /// It was missing from every quorum's table for 3 checks (withdrawn) since this instant
+    /// (the first of those checks: a coordinator may judge it again before the third).
     gone: Option<u64>,
     /// The newest (generation, author) of a table that showed it.
     newest: (u32, u32),
@@ -3182,6 +3185,7 @@ impl World {
                     since: t,
                     missing: 0,
                     all_missing: 0,
+                    all_missing_since: t,
                     gone: None,
                     newest: (0, 0),
                 })
@@ -3272,9 +3276,12 @@ impl World {
             };
             if let Some(e) = self.reader.get_mut(&(id, inc)) {
                 e.missing = missing;
+                if all_missing == 1 && e.all_missing == 0 {
+                    e.all_missing_since = t;
+                }
                 e.all_missing = all_missing;
                 if all_missing >= 3 {
-                    e.gone = Some(t);
+                    e.gone = Some(e.all_missing_since);
                 }
             }
         }
