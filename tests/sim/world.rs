@@ -722,6 +722,10 @@ pub struct World {
     forged_at: HashMap<u32, u64>,
     twins: Vec<TwinWatch>,
     reader: HashMap<(u32, u64), ReaderVerdict>,
+    /// Per tracked `fenced` verdict: the agent processes (pid) that held it at the last reader
+    /// check, and whether one of them dropped it while it kept running (then its loss is the
+    /// core's doing, never "every copy torn").
+    holders: HashMap<(u32, u64), (Vec<u64>, bool)>,
     /// The peer channel and outage survival (None: agents without `[network]`).
     net: Option<Net>,
     outage: Option<OutageWatch>,
@@ -985,6 +989,7 @@ impl World {
             forged_at: HashMap::new(),
             twins: Vec::new(),
             reader: HashMap::new(),
+            holders: HashMap::new(),
             net,
             outage: None,
         }
@@ -3073,6 +3078,52 @@ impl World {
             .any(|per_vol| per_vol.get(v).is_some_and(|s| s.iter().any(|&x| x >= t)))
     }
 
+    /// Notes which running agents hold the verdict now; true once one that held it at an
+    /// earlier check dropped it while still running.
+    fn update_holders(&mut self, id: u32, inc: u64) -> bool {
+        let now: Vec<(u64, bool)> = self
+            .hosts
+            .iter()
+            .filter_map(|host| host.proc.as_ref().filter(|p| !p.exited))
+            .map(|p| (p.pid, p.agent.holds_fenced_verdict(id, inc)))
+            .collect();
+        let e = self.holders.entry((id, inc)).or_default();
+        if e.0.iter().any(|pid| now.iter().any(|&(p, holds)| p == *pid && !holds)) {
+            e.1 = true;
+        }
+        e.0 = now.iter().filter(|x| x.1).map(|x| x.0).collect();
+        e.1
+    }
+
+    /// Every copy of a `fenced` verdict is gone: no block on any volume carries it (every
+    /// replica torn: a failing write or a power loss half-way), no volume serves older content,
+    /// no write of it is still to land, and no agent process holds it to publish again. Then
+    /// nobody can show it until a coordinator judges the host again (seeds 103055, 147335,
+    /// 166819: the only replicas torn during an outage, their writers rebooted).
+    fn no_copy_left(&self, id: u32, inc: u64) -> bool {
+        let carries = |data: &format::Block| match format::decode(data) {
+            format::Decoded::Heartbeat(hb) => hb
+                .verdicts
+                .iter()
+                .any(|v| v.host_id == id && v.incarnation == inc && v.kind == VerdictKind::Fenced),
+            _ => false,
+        };
+        let t = self.t;
+        let on_a_volume = (0..self.vols.len()).any(|v| {
+            (1..=self.max_hosts)
+                .any(|b| carries(self.vols[v].current(self.geo.heartbeat_block(b) as usize)))
+        });
+        let lagging = self.lag_win.iter().flatten().any(|w| w.0 <= t && t < w.1);
+        let to_land = self
+            .q
+            .iter()
+            .any(|Reverse(q)| matches!(&q.ev, Ev::Land { data, torn: false, .. } if carries(data)));
+        let held = self.hosts.iter().any(|host| {
+            host.proc.as_ref().is_some_and(|p| !p.exited && p.agent.holds_fenced_verdict(id, inc))
+        });
+        !(on_a_volume || lagging || to_land || held)
+    }
+
     fn torn_host_block(&self, v: usize) -> bool {
         (1..=self.max_hosts).any(|id| {
             matches!(
@@ -3202,6 +3253,11 @@ impl World {
                 }
             }
         }
+        let keys: Vec<(u32, u64)> =
+            self.reader.iter().filter(|(_, v)| v.gone.is_none()).map(|(k, _)| *k).collect();
+        for (id, inc) in keys {
+            self.update_holders(id, inc);
+        }
         let tracked: Vec<((u32, u64), ReaderVerdict)> = self
             .reader
             .iter()
@@ -3232,6 +3288,15 @@ impl World {
                         .iter()
                         .all(|&v| self.torn_host_block(v) || self.torn_landing_since(v, rv.since))
             });
+            let dropped_by_an_agent = self.holders.get(&(id, inc)).is_some_and(|h| h.1);
+            if dead && !cleared && !rejoined && !dropped_by_an_agent && self.no_copy_left(id, inc) {
+                // Information lost, not withdrawn: a coordinator that judges the host again
+                // makes a new verdict, tracked afresh once every quorum shows it.
+                self.count("reader: every copy of a fenced verdict torn (information lost)");
+                self.reader.remove(&(id, inc));
+                self.holders.remove(&(id, inc));
+                continue;
+            }
             let blind = lost_replicas
                 || tables
                     .iter()
