@@ -469,10 +469,15 @@ impl Agent {
             .verdicts
             .values()
             .filter(|v| {
-                self.peers.get(&v.host_id).is_some_and(|p| {
-                    p.status == Some(PeerStatus::Alive)
-                        && p.record.as_ref().is_some_and(|r| r.incarnation != v.incarnation)
-                })
+                // This host runs another incarnation than one a verdict names about it: that
+                // one is history (soak seed 144389: a merge brought back a verdict about the
+                // coordinator's own former run, and holding it out against newer tables
+                // dropped a true verdict about another host).
+                (v.host_id == self.p.host_id && v.incarnation != self.p.incarnation)
+                    || self.peers.get(&v.host_id).is_some_and(|p| {
+                        p.status == Some(PeerStatus::Alive)
+                            && p.record.as_ref().is_some_and(|r| r.incarnation != v.incarnation)
+                    })
             })
             .map(|v| v.host_id)
             .collect();
