@@ -3184,6 +3184,21 @@ impl World {
             (3, 2) => vec![vec![0, 1], vec![0, 2], vec![1, 2]],
             _ => (0..nvol).map(|v| vec![v]).collect(),
         };
+        // A volume that stalls or fails for every host right now answers no reader: a quorum
+        // with it gives no answer at all, never the old or torn content it holds (seed
+        // 105544: volume 1 stalled for 44 s and volume 0 failing showed only a table from
+        // before the verdict; a reader would have refused).
+        let t = self.t;
+        let unreadable = |v: usize| {
+            self.vol_win[v].iter().any(|w| {
+                w.start <= t && t < w.end && matches!(w.kind, WinKind::Stall | WinKind::Eio)
+            })
+        };
+        let quorums: Vec<Vec<usize>> =
+            quorums.into_iter().filter(|q| !q.iter().any(|&v| unreadable(v))).collect();
+        if quorums.is_empty() {
+            return;
+        }
         let tables: Vec<QuorumTable> = quorums
             .into_iter()
             .map(|q| {
