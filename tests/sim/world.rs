@@ -559,7 +559,10 @@ struct ReaderVerdict {
     missing: u32,
     /// Consecutive checks in which every read quorum's table lacked it.
     all_missing: u32,
-    /// It was missing from every quorum's table for 3 checks (withdrawn) since this instant.
+    /// The check at which the current run of `all_missing` began.
+    all_missing_since: u64,
+    /// It was missing from every quorum's table for 3 checks (withdrawn) since this instant
+    /// (the first of those checks: a coordinator may judge it again before the third).
     gone: Option<u64>,
     /// The newest (generation, author) of a table that showed it.
     newest: (u32, u32),
@@ -719,6 +722,10 @@ pub struct World {
     forged_at: HashMap<u32, u64>,
     twins: Vec<TwinWatch>,
     reader: HashMap<(u32, u64), ReaderVerdict>,
+    /// Per tracked `fenced` verdict: the agent processes (pid) that held it at the last reader
+    /// check, and whether one of them dropped it while it kept running (then its loss is the
+    /// core's doing, never "every copy torn").
+    holders: HashMap<(u32, u64), (Vec<u64>, bool)>,
     /// The peer channel and outage survival (None: agents without `[network]`).
     net: Option<Net>,
     outage: Option<OutageWatch>,
@@ -982,6 +989,7 @@ impl World {
             forged_at: HashMap::new(),
             twins: Vec::new(),
             reader: HashMap::new(),
+            holders: HashMap::new(),
             net,
             outage: None,
         }
@@ -3070,6 +3078,52 @@ impl World {
             .any(|per_vol| per_vol.get(v).is_some_and(|s| s.iter().any(|&x| x >= t)))
     }
 
+    /// Notes which running agents hold the verdict now; true once one that held it at an
+    /// earlier check dropped it while still running.
+    fn update_holders(&mut self, id: u32, inc: u64) -> bool {
+        let now: Vec<(u64, bool)> = self
+            .hosts
+            .iter()
+            .filter_map(|host| host.proc.as_ref().filter(|p| !p.exited))
+            .map(|p| (p.pid, p.agent.holds_fenced_verdict(id, inc)))
+            .collect();
+        let e = self.holders.entry((id, inc)).or_default();
+        if e.0.iter().any(|pid| now.iter().any(|&(p, holds)| p == *pid && !holds)) {
+            e.1 = true;
+        }
+        e.0 = now.iter().filter(|x| x.1).map(|x| x.0).collect();
+        e.1
+    }
+
+    /// Every copy of a `fenced` verdict is gone: no block on any volume carries it (every
+    /// replica torn: a failing write or a power loss half-way), no volume serves older content,
+    /// no write of it is still to land, and no agent process holds it to publish again. Then
+    /// nobody can show it until a coordinator judges the host again (seeds 103055, 147335,
+    /// 166819: the only replicas torn during an outage, their writers rebooted).
+    fn no_copy_left(&self, id: u32, inc: u64) -> bool {
+        let carries = |data: &format::Block| match format::decode(data) {
+            format::Decoded::Heartbeat(hb) => hb
+                .verdicts
+                .iter()
+                .any(|v| v.host_id == id && v.incarnation == inc && v.kind == VerdictKind::Fenced),
+            _ => false,
+        };
+        let t = self.t;
+        let on_a_volume = (0..self.vols.len()).any(|v| {
+            (1..=self.max_hosts)
+                .any(|b| carries(self.vols[v].current(self.geo.heartbeat_block(b) as usize)))
+        });
+        let lagging = self.lag_win.iter().flatten().any(|w| w.0 <= t && t < w.1);
+        let to_land = self
+            .q
+            .iter()
+            .any(|Reverse(q)| matches!(&q.ev, Ev::Land { data, torn: false, .. } if carries(data)));
+        let held = self.hosts.iter().any(|host| {
+            host.proc.as_ref().is_some_and(|p| !p.exited && p.agent.holds_fenced_verdict(id, inc))
+        });
+        !(on_a_volume || lagging || to_land || held)
+    }
+
     fn torn_host_block(&self, v: usize) -> bool {
         (1..=self.max_hosts).any(|id| {
             matches!(
@@ -3130,6 +3184,21 @@ impl World {
             (3, 2) => vec![vec![0, 1], vec![0, 2], vec![1, 2]],
             _ => (0..nvol).map(|v| vec![v]).collect(),
         };
+        // A volume that stalls or fails for every host right now answers no reader: a quorum
+        // with it gives no answer at all, never the old or torn content it holds (seed
+        // 105544: volume 1 stalled for 44 s and volume 0 failing showed only a table from
+        // before the verdict; a reader would have refused).
+        let t = self.t;
+        let unreadable = |v: usize| {
+            self.vol_win[v].iter().any(|w| {
+                w.start <= t && t < w.end && matches!(w.kind, WinKind::Stall | WinKind::Eio)
+            })
+        };
+        let quorums: Vec<Vec<usize>> =
+            quorums.into_iter().filter(|q| !q.iter().any(|&v| unreadable(v))).collect();
+        if quorums.is_empty() {
+            return;
+        }
         let tables: Vec<QuorumTable> = quorums
             .into_iter()
             .map(|q| {
@@ -3182,6 +3251,7 @@ impl World {
                     since: t,
                     missing: 0,
                     all_missing: 0,
+                    all_missing_since: t,
                     gone: None,
                     newest: (0, 0),
                 })
@@ -3197,6 +3267,11 @@ impl World {
                     }
                 }
             }
+        }
+        let keys: Vec<(u32, u64)> =
+            self.reader.iter().filter(|(_, v)| v.gone.is_none()).map(|(k, _)| *k).collect();
+        for (id, inc) in keys {
+            self.update_holders(id, inc);
         }
         let tracked: Vec<((u32, u64), ReaderVerdict)> = self
             .reader
@@ -3228,6 +3303,15 @@ impl World {
                         .iter()
                         .all(|&v| self.torn_host_block(v) || self.torn_landing_since(v, rv.since))
             });
+            let dropped_by_an_agent = self.holders.get(&(id, inc)).is_some_and(|h| h.1);
+            if dead && !cleared && !rejoined && !dropped_by_an_agent && self.no_copy_left(id, inc) {
+                // Information lost, not withdrawn: a coordinator that judges the host again
+                // makes a new verdict, tracked afresh once every quorum shows it.
+                self.count("reader: every copy of a fenced verdict torn (information lost)");
+                self.reader.remove(&(id, inc));
+                self.holders.remove(&(id, inc));
+                continue;
+            }
             let blind = lost_replicas
                 || tables
                     .iter()
@@ -3272,9 +3356,12 @@ impl World {
             };
             if let Some(e) = self.reader.get_mut(&(id, inc)) {
                 e.missing = missing;
+                if all_missing == 1 && e.all_missing == 0 {
+                    e.all_missing_since = t;
+                }
                 e.all_missing = all_missing;
                 if all_missing >= 3 {
-                    e.gone = Some(t);
+                    e.gone = Some(e.all_missing_since);
                 }
             }
         }

@@ -88,11 +88,15 @@ impl Agent {
             return false;
         }
         self.mirror.iter().any(|v| {
-            let current = self
-                .peers
-                .get(&v.host_id)
-                .and_then(|p| p.record.as_ref())
-                .is_none_or(|r| r.incarnation == v.incarnation);
+            // A verdict about a former run of this host is history, nothing to hold out for.
+            let current = if v.host_id == self.p.host_id {
+                v.incarnation == self.p.incarnation
+            } else {
+                self.peers
+                    .get(&v.host_id)
+                    .and_then(|p| p.record.as_ref())
+                    .is_none_or(|r| r.incarnation == v.incarnation)
+            };
             v.kind == VerdictKind::Fenced
                 && current
                 && !newer

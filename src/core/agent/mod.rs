@@ -605,6 +605,15 @@ impl Agent {
         &self.verdicts
     }
 
+    /// Whether a table this host holds (its own, or the one it republishes) has a `fenced`
+    /// verdict about `incarnation` of host `id`: it may still publish it.
+    pub fn holds_fenced_verdict(&self, id: u32, incarnation: u64) -> bool {
+        let fenced = |v: &Verdict| {
+            v.host_id == id && v.incarnation == incarnation && v.kind == VerdictKind::Fenced
+        };
+        self.verdicts.values().any(fenced) || self.mirror.iter().any(fenced)
+    }
+
     pub fn watchdog_armed(&self) -> bool {
         self.armed
     }

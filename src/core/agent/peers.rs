@@ -394,6 +394,11 @@ impl Agent {
                     PeerStatus::Cleared
                 } else if judging && stale >= t.suspect_after_ms {
                     PeerStatus::Suspect
+                } else if !judging && p.status == Some(PeerStatus::Suspect) {
+                    // Without a read quorum there is no evidence of progress either: the
+                    // suspicion stands (survival seed 2618: a coordinator losing its storage
+                    // withdrew a suspect's verdict under a new table generation).
+                    PeerStatus::Suspect
                 } else {
                     PeerStatus::Alive
                 };
@@ -469,10 +474,15 @@ impl Agent {
             .verdicts
             .values()
             .filter(|v| {
-                self.peers.get(&v.host_id).is_some_and(|p| {
-                    p.status == Some(PeerStatus::Alive)
-                        && p.record.as_ref().is_some_and(|r| r.incarnation != v.incarnation)
-                })
+                // This host runs another incarnation than one a verdict names about it: that
+                // one is history (soak seed 144389: a merge brought back a verdict about the
+                // coordinator's own former run, and holding it out against newer tables
+                // dropped a true verdict about another host).
+                (v.host_id == self.p.host_id && v.incarnation != self.p.incarnation)
+                    || self.peers.get(&v.host_id).is_some_and(|p| {
+                        p.status == Some(PeerStatus::Alive)
+                            && p.record.as_ref().is_some_and(|r| r.incarnation != v.incarnation)
+                    })
             })
             .map(|v| v.host_id)
             .collect();

@@ -2799,3 +2799,64 @@ fn records_written_while_surviving_claim_no_lease() {
     }
     assert!(checked > 0, "no write attempted while surviving");
 }
+
+/// Survival seed 2618: a coordinator whose own storage failed took its loss of the read quorum
+/// for its suspect peer's recovery: `host_recovered`, the peer's `fence-failed` verdict
+/// withdrawn and a new generation of the table published under it (13/2, tied with the other
+/// coordinator's 13/3 that held the peer's `fenced (manual)` verdict; readers preferred 13/2).
+/// A host that cannot judge has no evidence of progress either: the suspicion stands.
+#[test]
+fn a_coordinator_losing_its_storage_does_not_take_a_suspect_peer_for_recovered() {
+    let mut s = Sim::new(3);
+    s.run(5000);
+    s.kill(3);
+    s.run(T.suspect_after_ms + 1500);
+    // No BMC configured for host 3: `fence-failed`, waiting for the watchdog bound.
+    assert_eq!(s.verdict(1, 3).map(|v| v.0), Some(VerdictKind::FenceFailed));
+    assert!(s.host(1).agent.is_coordinator());
+    let table = (s.host(1).agent.verdict_gen, s.host(1).agent.verdict_author);
+    s.broken = vec![1];
+    s.run(2 * T.interval_ms);
+    let h = s.host(1);
+    assert!(events(h, EventKind::HostRecovered).is_empty(), "host 3 taken for recovered unread");
+    assert_eq!(
+        (h.agent.verdict_gen, h.agent.verdict_author),
+        table,
+        "a new table generation without any new evidence"
+    );
+    assert_eq!(s.verdict(1, 3).map(|v| v.0), Some(VerdictKind::FenceFailed));
+}
+
+/// Soak seed 144389: a merge brought a `fenced` verdict about the coordinator's own former run
+/// into its table; it kept it (it never reads itself as a peer), and once it stepped down it
+/// held out against a newer table for it — a table that had a true verdict about another host,
+/// which it then lost. A verdict about another incarnation of this very host is history.
+#[test]
+fn a_verdict_about_a_former_run_of_this_host_is_dropped_and_never_held_out_for() {
+    let mut s = Sim::new(3);
+    s.run(5000);
+    assert!(s.host(1).agent.is_coordinator());
+    s.kill(3);
+    // A table of another author, newer than host 1's, that still names host 1's former run.
+    let mut r = s.record_of(3);
+    r.seq += 1;
+    r.verdict_gen = s.host(1).agent.verdict_gen + 5;
+    r.verdict_author = 3;
+    r.verdicts = vec![Verdict {
+        host_id: 1,
+        kind: VerdictKind::Fenced,
+        method: FenceMethodKind::Watchdog,
+        incarnation: 999,
+        wall_ms: 1,
+        seq: 1,
+    }];
+    s.put(&r);
+    s.run(2 * T.interval_ms);
+    assert!(s.host(1).agent.is_coordinator());
+    assert!(
+        !s.host(1).agent.verdicts().contains_key(&1),
+        "the coordinator keeps a verdict about its own former run"
+    );
+    let published = s.record_of(1);
+    assert!(published.verdicts.iter().all(|v| v.host_id != 1), "published: {published:?}");
+}
