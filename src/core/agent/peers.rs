@@ -424,12 +424,19 @@ impl Agent {
                         format!("no heartbeat progress for {} ms", self.stale_ms(&self.peers[id])),
                     ),
                     (Some(PeerStatus::Suspect), PeerStatus::Alive) => {
-                        // Progress again: a verdict short of `fenced` is withdrawn.
-                        let drop =
-                            self.verdicts.get(id).is_some_and(|v| v.kind != VerdictKind::Fenced);
-                        if drop && !self.fences.get(id).is_some_and(|f| f.in_flight) {
-                            self.verdicts.remove(id);
-                            self.table_changed();
+                        // Progress again: the episode is over. A verdict short of `fenced` is
+                        // withdrawn, and the fencing job goes too, with any deferral or retry
+                        // delay it held (soak seed 408115: a deferral kept from a blip held the
+                        // power-off of the same host when it died later).
+                        if !self.fences.get(id).is_some_and(|f| f.in_flight) {
+                            let drop = self
+                                .verdicts
+                                .get(id)
+                                .is_some_and(|v| v.kind != VerdictKind::Fenced);
+                            if drop {
+                                self.verdicts.remove(id);
+                                self.table_changed();
+                            }
                             self.fences.remove(id);
                         }
                         self.event(EventKind::HostRecovered, *id, None, String::new());

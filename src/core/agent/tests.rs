@@ -2238,6 +2238,44 @@ fn confirm_off_for_a_host_that_answers_on_the_peer_channel_is_refused() {
     assert_eq!(s.verdict(1, 2), Some((VerdictKind::Fenced, FenceMethodKind::Manual)));
 }
 
+/// Soak seed 408115 (LIVENESS): a power-off deferred because the suspect peer said on the
+/// channel that its lease was valid stayed deferred after the peer recovered; when the peer
+/// died later, the coordinator waited for the end of the old claim (110 s) instead of powering
+/// it off at suspect_after. A recovery ends the episode, its deferral included.
+#[test]
+fn a_deferred_power_off_ends_when_the_peer_recovers() {
+    let timing = Timing { lease_timeout_ms: 20_000, ..T };
+    timing.validate().expect("a header validate accepts");
+    let mut s = Sim::new(0);
+    let mut p = params(1);
+    p.fence_methods.insert(2, FenceMethodKind::Ipmi);
+    p.peer_channel = Some(ChannelParams { challenge_every_ms: 250 });
+    s.add(AgentParams { timing, ..p });
+    s.add(AgentParams { timing, ..params(2) });
+    for _ in 0..20 {
+        s.answer_from_host_2();
+        s.run(250);
+    }
+    s.broken.push(2);
+    while events(s.host(1), EventKind::FenceDeferred).is_empty() {
+        assert!(s.host(2).self_fenced.is_none(), "no deferral within host 2's lease");
+        s.answer_from_host_2();
+        s.run(250);
+    }
+    let claim_ends = s.now + timing.lease_timeout_ms;
+    s.broken.clear();
+    while events(s.host(1), EventKind::HostRecovered).is_empty() {
+        s.answer_from_host_2();
+        s.run(250);
+    }
+    assert!(s.host(1).fences.is_empty(), "powered off while deferred");
+    // Now it dies for good: silent on both channels.
+    s.kill(2);
+    s.run(timing.suspect_after_ms + 3 * timing.interval_ms);
+    assert!(s.now < claim_ends, "the test must end before the old claim would have");
+    assert_eq!(s.host(1).fences, vec![2], "the power-off waited for an earlier episode's claim");
+}
+
 /// Issue 13: a peer that dies (power loss) is silent on both channels: its last answer, which
 /// claimed a valid lease, holds nothing once it is unreachable, and it is powered off at
 /// suspect_after as without the channel.
