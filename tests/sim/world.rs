@@ -235,6 +235,9 @@ struct Boot {
     dead_at: Option<u64>,
     /// The runtime marker written on `MarkDoomed` (lives in /run: gone at reboot).
     marker: bool,
+    /// The daemon's armed marker: written before it opens the watchdog, removed after a magic
+    /// close or when the device turns out to stop on close (lives in /run: gone at reboot).
+    armed_marker: bool,
     /// An agent on this boot expired its lease or was doomed: no agent may pet again (S3).
     lease_lost: Option<String>,
     /// An agent armed the watchdog on this boot.
@@ -1377,6 +1380,7 @@ impl World {
             wall_origin_ms,
             dead_at: None,
             marker: false,
+            armed_marker: false,
             lease_lost: None,
             armed_ever: false,
             stops: Vec::new(),
@@ -1428,6 +1432,7 @@ impl World {
                 .collect(),
             watchdog_timeout_s: self.advertised_wd_s,
             doomed_marker: boot.marker,
+            armed_marker: boot.armed_marker,
             power_on_after: self.power_on_after,
             knobs: UnsafeTestKnobs {
                 judge_through_trouble: self.o.judge_through_trouble,
@@ -1720,13 +1725,16 @@ impl World {
                 if !self.hosts[h].wd_stops_on_close || self.o.arm_stop_on_close {
                     self.check_pet(h, now, "ArmWatchdog (opening the device pings it)");
                 }
+                let b = self.boot_idx(h);
+                let had_marker = std::mem::replace(&mut self.hosts[h].boots[b].armed_marker, true);
                 let broken = self.hosts[h].proc.as_ref().is_some_and(|p| p.broken_watchdog);
                 if broken {
                     self.hlog(h, "ArmWatchdog: device busy".into());
+                    self.hosts[h].boots[b].armed_marker = had_marker;
                     return Some(Input::WatchdogArmed(Err("Device or resource busy".into())));
                 }
-                let b = self.boot_idx(h);
                 if self.hosts[h].wd_stops_on_close && !self.o.arm_stop_on_close {
+                    self.hosts[h].boots[b].armed_marker = false;
                     // Opening started the timer, closing it again stopped it: nothing runs.
                     self.hlog(
                         h,
@@ -1750,6 +1758,8 @@ impl World {
             }
             Action::DisarmWatchdog => {
                 self.hlog(h, "DisarmWatchdog (magic close)".into());
+                let b = self.boot_idx(h);
+                self.hosts[h].boots[b].armed_marker = false;
                 let wd = &mut self.hosts[h].wd;
                 wd.running = false;
                 wd.token += 1;
