@@ -109,6 +109,7 @@ fn main() {
                 fence_methods: BTreeMap::new(),
                 watchdog_timeout_s: 10,
                 doomed_marker: false,
+                armed_marker: false,
                 power_on_after: false,
                 knobs: UnsafeTestKnobs::default(),
                 peer_channel: None,

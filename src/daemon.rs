@@ -107,21 +107,34 @@ pub fn boot_id() -> Result<BootId, String> {
     Ok(id)
 }
 
-fn marker_path(runtime_dir: &Path) -> PathBuf {
-    runtime_dir.join("doomed")
-}
+/// S3: the doom marker holds the boot id of a boot whose agent expired its lease or
+/// self-fenced.
+const DOOMED_MARKER: &str = "doomed";
+/// S3: the armed marker holds the boot id of a boot on which an agent opened a watchdog that
+/// keeps running after close and has not disarmed it (magic close) since: a restarted agent
+/// must find that run's lease still valid, or a reset may be pending (core: `armed_marker`).
+const ARMED_MARKER: &str = "armed";
 
-/// S3: the marker holds the boot id of a boot whose agent expired its lease or self-fenced.
-fn doomed_marker(runtime_dir: &Path, boot: &BootId) -> bool {
-    std::fs::read_to_string(marker_path(runtime_dir))
+/// The marker `name` in `runtime_dir` holds this boot's id.
+fn marker_holds(runtime_dir: &Path, name: &str, boot: &BootId) -> bool {
+    std::fs::read_to_string(runtime_dir.join(name))
         .is_ok_and(|t| t.trim() == crate::cli::text::hex(boot))
 }
 
-fn write_marker(runtime_dir: &Path, boot: &BootId) {
-    let path = marker_path(runtime_dir);
+fn write_marker(runtime_dir: &Path, name: &str, boot: &BootId) {
+    let path = runtime_dir.join(name);
     let _ = std::fs::create_dir_all(runtime_dir);
     if let Err(e) = std::fs::write(&path, crate::cli::text::hex(boot)) {
-        log::error!("cannot write the doom marker {}: {e}", path.display());
+        log::error!("cannot write the {name} marker {}: {e}", path.display());
+    }
+}
+
+fn remove_marker(runtime_dir: &Path, name: &str) {
+    let path = runtime_dir.join(name);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => log::error!("cannot remove the {name} marker {}: {e}", path.display()),
     }
 }
 
@@ -457,6 +470,8 @@ struct Daemon {
     watchdog: Option<Watchdog>,
     /// Why the watchdog device cannot guard this host (its timer stops on close), if so.
     unguarded: Option<String>,
+    /// The armed marker holds this boot's id (S3; written before the device is opened).
+    armed_marker: bool,
     /// The last outage-survival warning logged (`survival_unusable`): logged at start and
     /// whenever it changes (the switch or the membership changed in the header).
     survival_warning: Option<String>,
@@ -565,7 +580,8 @@ fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
     std::fs::create_dir_all(&config.daemon.runtime_dir).map_err(|e| {
         StartError::config(format!("runtime_dir {}: {e}", config.daemon.runtime_dir.display()))
     })?;
-    let doomed = doomed_marker(&config.daemon.runtime_dir, &boot);
+    let doomed = marker_holds(&config.daemon.runtime_dir, DOOMED_MARKER, &boot);
+    let armed_marker = marker_holds(&config.daemon.runtime_dir, ARMED_MARKER, &boot);
 
     if config.daemon.lock_memory {
         if let Err(e) = sys::lock_all_memory() {
@@ -613,6 +629,7 @@ fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
         fence_methods,
         watchdog_timeout_s: wd_secs as u16,
         doomed_marker: doomed,
+        armed_marker,
         power_on_after: config.fencing.after == AfterFence::On,
         membership: Membership::of(&header),
         knobs: UnsafeTestKnobs::default(),
@@ -691,6 +708,7 @@ fn start(config_path: &Path, stderr_log: bool) -> Result<i32, StartError> {
         inputs: tx,
         watchdog: None,
         unguarded: None,
+        armed_marker,
         survival_warning: None,
         events,
         header,
@@ -907,6 +925,12 @@ impl Daemon {
             Action::ArmWatchdog => {
                 let secs = self.header.timing.watchdog_timeout_secs();
                 let device = self.config.watchdog.device.display().to_string();
+                // Before opening: a kill right after the open leaves a timer running.
+                let had_marker = std::mem::replace(&mut self.armed_marker, true);
+                if !had_marker {
+                    write_marker(&self.config.daemon.runtime_dir, ARMED_MARKER, &self.boot);
+                }
+                let runtime_dir = self.config.daemon.runtime_dir.clone();
                 match Watchdog::arm(&self.config.watchdog.device, secs) {
                     Ok(Armed::Guarding(wd)) => {
                         log::info!("watchdog {device} armed with a {secs} s timeout");
@@ -919,9 +943,19 @@ impl Daemon {
                             watchdog::UNGUARDED_ADVICE
                         );
                         self.unguarded = Some(why.clone());
+                        // Nothing keeps running after close on this device: no reset pending.
+                        self.armed_marker = false;
+                        remove_marker(&runtime_dir, ARMED_MARKER);
                         Some(Input::WatchdogUnguarded(why))
                     }
-                    Err(e) => Some(Input::WatchdogArmed(Err(e.to_string()))),
+                    Err(e) => {
+                        // Not opened: the marker says only what an earlier run left.
+                        if !had_marker {
+                            self.armed_marker = false;
+                            remove_marker(&runtime_dir, ARMED_MARKER);
+                        }
+                        Some(Input::WatchdogArmed(Err(e.to_string())))
+                    }
                 }
             }
             Action::Pet => {
@@ -945,13 +979,16 @@ impl Daemon {
             }
             Action::DisarmWatchdog => {
                 if let Some(mut wd) = self.watchdog.take() {
-                    wd.disarm();
-                    log::info!("watchdog disarmed (magic close)");
+                    if wd.disarm() {
+                        log::info!("watchdog disarmed (magic close)");
+                        self.armed_marker = false;
+                        remove_marker(&self.config.daemon.runtime_dir, ARMED_MARKER);
+                    }
                 }
                 None
             }
             Action::MarkDoomed => {
-                write_marker(&self.config.daemon.runtime_dir, &self.boot);
+                write_marker(&self.config.daemon.runtime_dir, DOOMED_MARKER, &self.boot);
                 None
             }
             Action::SelfFence { kind, reason } => {

@@ -447,12 +447,15 @@ impl Watchdog {
     }
 
     /// Magic close: `V` then close. Only after a clean leave.
-    pub fn disarm(&mut self) {
+    /// Closes with the magic character; false if it could not be written (the timer runs on).
+    pub fn disarm(&mut self) -> bool {
         if let Some(mut file) = self.file.take() {
             if let Err(e) = file.write_all(b"V") {
                 log::error!("watchdog {}: magic close failed: {e}", self.path.display());
+                return false;
             }
         }
+        true
     }
 
     /// Closes without the magic character: the timer keeps running and will fire.

@@ -198,6 +198,12 @@ fn kill_stop_and_term_reach_the_watchdog_correctly() {
     let mut bed = Bed::new(3, 1);
     bed.start_all();
     bed.wait_ready();
+    // S3: the armed marker (this boot's id) is there while a watchdog of this boot may run.
+    let armed_marker = |h: &Host| h.dir.join("run").join("armed");
+    for h in &bed.hosts {
+        let text = std::fs::read_to_string(armed_marker(h)).unwrap_or_default();
+        assert_eq!(text.trim().len(), 32, "host {}: no armed marker with a boot id", h.id);
+    }
     // kill -9: the FIFO closes without the magic character; the timer fires.
     bed.hosts[0].signal(Signal::SIGKILL);
     assert!(wait_until(Duration::from_secs(5), || bed.hosts[0].watchdog.closed().is_some()));
@@ -230,6 +236,9 @@ fn kill_stop_and_term_reach_the_watchdog_correctly() {
     );
     assert!(bed.hosts[2].watchdog.magic_close(), "no magic close on SIGTERM");
     assert!(bed.hosts[2].watchdog.fired().is_none());
+    // A magic close removes the armed marker; a kill leaves it for the next agent of the boot.
+    assert!(!armed_marker(&bed.hosts[2]).exists(), "armed marker left after a clean stop");
+    assert!(armed_marker(&bed.hosts[0]).exists(), "armed marker gone after kill -9");
     let (_, state) = host_record(&dump(&bed.volume(0)), 3).unwrap();
     assert_eq!(state, "leaving");
     bed.hosts[1].signal(Signal::SIGKILL);
@@ -491,6 +500,8 @@ fn watchdog_that_stops_on_close_is_never_advertised() {
         h.log_text()
     );
     assert_eq!(h.watchdog.keepalives(), 0, "petted a watchdog that stops on close");
+    // Nothing runs after close: no reset can be pending for a restarted agent (S3).
+    assert!(!h.dir.join("run").join("armed").exists(), "armed marker for an unguarded device");
     let log = h.log_text();
     assert!(
         log.contains("WITHOUT watchdog protection") && log.contains("no magic close"),

@@ -235,6 +235,9 @@ struct Boot {
     dead_at: Option<u64>,
     /// The runtime marker written on `MarkDoomed` (lives in /run: gone at reboot).
     marker: bool,
+    /// The daemon's armed marker: written before it opens the watchdog, removed after a magic
+    /// close or when the device turns out to stop on close (lives in /run: gone at reboot).
+    armed_marker: bool,
     /// An agent on this boot expired its lease or was doomed: no agent may pet again (S3).
     lease_lost: Option<String>,
     /// An agent armed the watchdog on this boot.
@@ -257,6 +260,8 @@ struct Boot {
     /// timer on close: the reset may come one watchdog period after that (design.md, known
     /// limits).
     close_ping_after_resume: bool,
+    /// Suspends of this boot so far.
+    suspends: u32,
 }
 
 #[derive(Clone, Copy)]
@@ -481,6 +486,9 @@ enum Ev {
     ResumeDeadline {
         h: usize,
         boot: usize,
+        /// The boot's suspend count when scheduled: a later suspend froze the watchdog, and
+        /// the wake after it schedules the deadline again (seed 136074).
+        suspends: u32,
     },
     TwinStart {
         h: usize,
@@ -1206,9 +1214,13 @@ impl World {
             Ev::Deadline { idx } => self.deadline(idx),
             Ev::Note(s) => self.log(s),
             Ev::Wake { h, boot } => self.wake(h, boot),
-            Ev::ResumeDeadline { h, boot } => {
+            Ev::ResumeDeadline { h, boot, suspends } => {
                 let wd = &self.hosts[h].wd;
-                if self.hosts[h].boots.len() - 1 == boot
+                let b = &self.hosts[h].boots[boot];
+                if b.suspends != suspends || b.suspended.is_some() {
+                    // Suspended again since (or now): the watchdog stops counting meanwhile,
+                    // and the wake schedules the deadline from its remaining time.
+                } else if self.hosts[h].boots.len() - 1 == boot
                     && self.hosts[h].alive()
                     && self.hosts[h].boots[boot].close_ping_after_resume
                     && wd.running
@@ -1217,7 +1229,7 @@ impl World {
                     // The agent died after the resume: the kernel's ping on close restarted
                     // the timer (once: a doomed boot never opens the device again).
                     let at = wd.expires + 10 * MS;
-                    self.at(at, Ev::ResumeDeadline { h, boot });
+                    self.at(at, Ev::ResumeDeadline { h, boot, suspends });
                 } else if self.hosts[h].boots.len() - 1 == boot && self.hosts[h].alive() {
                     let incs = self.hosts[h].boots[boot].fenced_while_suspended.clone();
                     let id = self.hosts[h].id;
@@ -1261,6 +1273,7 @@ impl World {
         let boot_ms = self.hosts[h].boots[b].clock.local_ms(t);
         self.hosts[h].boots[b].suspended =
             Some(Suspension { since: t, boot_ms, wd_remaining, was_paused });
+        self.hosts[h].boots[b].suspends += 1;
         // A frozen agent notices a twin only once it runs again.
         self.extend_twin_watch(h, dur);
         self.hlog(
@@ -1299,7 +1312,8 @@ impl World {
             // It must be gone before it could act: the self-fence at the first step, or the
             // watchdog's remaining time if sysrq fails.
             let d = s.wd_remaining.unwrap_or(0).max(500 * MS) + 10 * MS;
-            self.after(d, Ev::ResumeDeadline { h, boot });
+            let suspends = self.hosts[h].boots[boot].suspends;
+            self.after(d, Ev::ResumeDeadline { h, boot, suspends });
         }
         let proc = self.hosts[h].proc.as_ref().map(|p| (p.pid, p.pause_token));
         if let (Some((pid, token)), false) = (proc, s.was_paused) {
@@ -1374,6 +1388,7 @@ impl World {
             wall_origin_ms,
             dead_at: None,
             marker: false,
+            armed_marker: false,
             lease_lost: None,
             armed_ever: false,
             stops: Vec::new(),
@@ -1382,6 +1397,7 @@ impl World {
             resumed_ms: None,
             doomed_on_resume: None,
             close_ping_after_resume: false,
+            suspends: 0,
         });
         host.wd = Wd { running: false, token: host.wd.token + 1, expires: 0 };
         host.wall_jump_ms = 0;
@@ -1424,6 +1440,7 @@ impl World {
                 .collect(),
             watchdog_timeout_s: self.advertised_wd_s,
             doomed_marker: boot.marker,
+            armed_marker: boot.armed_marker,
             power_on_after: self.power_on_after,
             knobs: UnsafeTestKnobs {
                 judge_through_trouble: self.o.judge_through_trouble,
@@ -1716,13 +1733,16 @@ impl World {
                 if !self.hosts[h].wd_stops_on_close || self.o.arm_stop_on_close {
                     self.check_pet(h, now, "ArmWatchdog (opening the device pings it)");
                 }
+                let b = self.boot_idx(h);
+                let had_marker = std::mem::replace(&mut self.hosts[h].boots[b].armed_marker, true);
                 let broken = self.hosts[h].proc.as_ref().is_some_and(|p| p.broken_watchdog);
                 if broken {
                     self.hlog(h, "ArmWatchdog: device busy".into());
+                    self.hosts[h].boots[b].armed_marker = had_marker;
                     return Some(Input::WatchdogArmed(Err("Device or resource busy".into())));
                 }
-                let b = self.boot_idx(h);
                 if self.hosts[h].wd_stops_on_close && !self.o.arm_stop_on_close {
+                    self.hosts[h].boots[b].armed_marker = false;
                     // Opening started the timer, closing it again stopped it: nothing runs.
                     self.hlog(
                         h,
@@ -1746,6 +1766,8 @@ impl World {
             }
             Action::DisarmWatchdog => {
                 self.hlog(h, "DisarmWatchdog (magic close)".into());
+                let b = self.boot_idx(h);
+                self.hosts[h].boots[b].armed_marker = false;
                 let wd = &mut self.hosts[h].wd;
                 wd.running = false;
                 wd.token += 1;
@@ -2075,7 +2097,13 @@ impl World {
         let lease = p.agent.guard_expiry();
         let b = self.boot_idx(h);
         let boot = &mut self.hosts[h].boots[b];
-        if boot.resumed_ms.is_some() && boot.doomed_on_resume.is_none() {
+        // Decided by the first agent step after the resume that leaves the probe: a probing
+        // agent has read nothing yet and never pets (seed 137829: an agent started at the
+        // wake-up, doomed by its first read 6 ms later, was taken for "not doomed").
+        if boot.resumed_ms.is_some()
+            && boot.doomed_on_resume.is_none()
+            && !matches!(phase, Phase::Probing { .. })
+        {
             boot.doomed_on_resume = Some(matches!(phase, Phase::Doomed { .. }));
         }
         let p = self.hosts[h].proc.as_ref().expect("running");
@@ -2184,7 +2212,8 @@ impl World {
                 if first {
                     let wd = &self.hosts[ph].wd;
                     let at = if wd.running { wd.expires.max(self.t) } else { self.t };
-                    self.at(at + 10 * MS, Ev::ResumeDeadline { h: ph, boot: pb });
+                    let suspends = self.hosts[ph].boots[pb].suspends;
+                    self.at(at + 10 * MS, Ev::ResumeDeadline { h: ph, boot: pb, suspends });
                 }
                 return;
             }
@@ -2453,6 +2482,9 @@ impl World {
         }
         let data = if torn {
             self.stats.torn_landings += 1;
+            if self.o.full_trace && (1..=self.spoiled_at.len()).contains(&block) {
+                self.log(format!("landed torn: block of host {block} on volume {vol}"));
+            }
             if (1..=self.spoiled_at.len()).contains(&block) {
                 self.spoiled_at[block - 1][vol].push(self.t);
             }

@@ -339,21 +339,26 @@ impl Agent {
     pub(super) fn probe(&mut self, v: usize, finished: u64, view: &VolumeView) {
         let own = view.record(self.p.host_id);
         let value = own.map(|r| (r.incarnation, r.seq));
-        if let Some(r) = own {
+        if let Some(r) = own.filter(|r| r.boot_id == self.p.boot_id) {
+            self.probe_saw_this_boot = true;
+            let expired = r.mono_ms + self.p.timing.lease_timeout_ms <= self.now.mono;
             // A `leaving` record of this boot on another volume makes an older active one
             // history (a volume that missed the last writes of a run that left cleanly).
-            if r.boot_id == self.p.boot_id && r.state == HostState::Leaving {
+            if r.state == HostState::Leaving {
                 self.probe_left_seq = self.probe_left_seq.max(Some(r.seq));
-            }
-            if r.boot_id == self.p.boot_id
-                && r.state != HostState::Leaving
-                && self.probe_left_seq.is_none_or(|left| r.seq > left)
-            {
+                // A run that left cleanly disarmed the watchdog and removed the armed marker;
+                // with the marker still there it was killed before that (soak seed 174235: a
+                // `leaving` write stuck until after the kill), and its lease is what counts.
+                if self.p.armed_marker && expired {
+                    self.doom(DoomReason::PendingFromEarlierRun);
+                    return;
+                }
+            } else if self.probe_left_seq.is_none_or(|left| r.seq > left) {
                 // Only a run that armed the watchdog can leave a reset pending: a record of
-                // one that never did (it could not open the device and exited) is history.
-                let expired = r.mono_ms + self.p.timing.lease_timeout_ms <= self.now.mono
-                    && r.caps & caps::WATCHDOG_ARMED != 0;
-                if r.state == HostState::SelfFencing || expired {
+                // one that never did (it could not open the device and exited) is history,
+                // unless the marker says a run of this boot armed it.
+                let armed = r.caps & caps::WATCHDOG_ARMED != 0 || self.p.armed_marker;
+                if r.state == HostState::SelfFencing || (expired && armed) {
                     self.doom(DoomReason::PendingFromEarlierRun);
                     return;
                 }
@@ -431,6 +436,13 @@ impl Agent {
                 }
                 let watched = finished.saturating_sub(first_at);
                 if watched >= self.p.timing.interval_ms * 3 / 2 {
+                    if self.p.armed_marker && !self.probe_saw_this_boot {
+                        // A run of this boot left the watchdog running and no record shows
+                        // its lease (its last writes landed torn: soak seeds 103647, 118389,
+                        // 180520): a reset may be pending, and arming would extend it (S3).
+                        self.doom(DoomReason::PendingFromEarlierRun);
+                        return;
+                    }
                     self.phase = Phase::Running;
                     self.probe_seq = self.seq;
                     self.next_cycle_at = self.now.mono;

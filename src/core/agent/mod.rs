@@ -91,6 +91,10 @@ pub struct AgentParams {
     pub watchdog_timeout_s: u16,
     /// The runtime marker says an earlier agent on this boot was doomed (S3).
     pub doomed_marker: bool,
+    /// The runtime marker says an earlier agent on this boot armed a watchdog that keeps
+    /// running after close and did not disarm it (magic close): a reset may be pending, so
+    /// the probe must find that run's lease still valid or the new agent is doomed (S3).
+    pub armed_marker: bool,
     /// `[fencing] after = "on"`: power peers back on after a confirmed off.
     pub power_on_after: bool,
     pub knobs: UnsafeTestKnobs,
@@ -506,6 +510,8 @@ pub struct Agent {
     survivals: (u64, u64),
     /// The highest sequence of a `leaving` record of this boot the probe saw in the own block.
     probe_left_seq: Option<u64>,
+    /// The probe read a record of this boot (any run) in the own block on some volume.
+    probe_saw_this_boot: bool,
 }
 
 impl Agent {
@@ -564,6 +570,7 @@ impl Agent {
             surviving_since: None,
             survivals: (0, 0),
             probe_left_seq: None,
+            probe_saw_this_boot: false,
             p,
         };
         if agent.p.doomed_marker {

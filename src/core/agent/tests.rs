@@ -74,6 +74,7 @@ pub(super) fn params(id: u32) -> AgentParams {
         fence_methods: BTreeMap::new(),
         watchdog_timeout_s: 2,
         doomed_marker: false,
+        armed_marker: false,
         power_on_after: false,
         knobs: UnsafeTestKnobs::default(),
         peer_channel: None,
@@ -604,6 +605,80 @@ fn restart_within_the_lease_continues() {
     s.run(3000);
     let h = &s.hosts[1];
     assert!(h.self_fenced.is_none());
+    assert!(!h.pets.is_empty());
+}
+
+/// Soak seeds 103647, 118389, 180520 (S3): an agent stopped past its lease (or surviving an
+/// outage on permits) was killed while its writes failed half-way, so its last writes landed
+/// torn on every volume; the kernel's ping on close left a reset pending. The restarted agent
+/// found no record of this boot, armed the watchdog and so extended that reset. The armed
+/// marker says a run of this boot left the watchdog running: a probe that then finds no lease
+/// of this boot dooms the new agent.
+#[test]
+fn a_restart_that_finds_no_lease_of_a_run_that_left_the_watchdog_running_is_doomed() {
+    let block = GEO.heartbeat_block(1) as usize;
+    let restart_over_a_torn_block = |armed_marker: bool| {
+        let mut s = Sim::new(1);
+        s.run(4000);
+        s.kill(1);
+        s.disks[0][block][100] ^= 0xff; // its last write landed torn
+        s.run(500); // within the lease the torn write may have renewed
+        s.add(AgentParams { incarnation: 4242, armed_marker, ..params(1) });
+        s.run(3000);
+        s
+    };
+    let mut s = restart_over_a_torn_block(true);
+    let h = s.host(1);
+    assert!(h.self_fenced.is_some(), "a restart with no lease to show arms over a pending reset");
+    assert!(h.pets.is_empty(), "it petted");
+    // No run of this boot left a watchdog running (the block was torn by a power loss on an
+    // earlier boot, or the last run disarmed it): nothing is pending, the agent starts.
+    let mut s = restart_over_a_torn_block(false);
+    let h = s.host(1);
+    assert_eq!(h.self_fenced, None);
+    assert!(!h.pets.is_empty());
+    // With the marker and the earlier run's lease readable and valid, it continues.
+    let mut s = Sim::new(1);
+    s.run(4000);
+    s.kill(1);
+    s.run(500);
+    s.add(AgentParams { incarnation: 4242, armed_marker: true, ..params(1) });
+    s.run(3000);
+    let h = s.host(1);
+    assert_eq!(h.self_fenced, None, "a restart within the lease was doomed");
+    assert!(!h.pets.is_empty());
+}
+
+/// Soak seed 174235 (S3): an agent was told to stop, stopped (SIGSTOP) while leaving, its lease
+/// expired, and it was killed before the `leaving` record was verified and the watchdog
+/// disarmed; a `leaving` write stuck in flight landed after the kill. The restarted agent took
+/// that record for a run that left cleanly and armed the watchdog over the pending reset. A
+/// run that left cleanly removed the armed marker; with the marker there, a `leaving` record's
+/// lease counts like any other.
+#[test]
+fn a_leaving_record_of_a_run_killed_before_it_disarmed_is_not_a_clean_leave() {
+    let restart_after_leaving = |armed_marker: bool| {
+        let mut s = Sim::new(1);
+        s.run(4000);
+        s.kill(1);
+        let mut r = s.record_of(1);
+        r.state = HostState::Leaving;
+        r.seq += 1;
+        s.put(&r);
+        s.run(T.lease_timeout_ms + 1000); // its lease has expired
+        s.add(AgentParams { incarnation: 4242, armed_marker, ..params(1) });
+        s.run(3000);
+        s
+    };
+    let mut s = restart_after_leaving(true);
+    let h = s.host(1);
+    assert!(h.self_fenced.is_some(), "an expired `leaving` run that never disarmed was ignored");
+    assert!(h.pets.is_empty(), "it petted");
+    // The same record after a clean leave (watchdog disarmed, marker removed): a later start
+    // of the agent is a normal start (seed 1445's rule still holds).
+    let mut s = restart_after_leaving(false);
+    let h = s.host(1);
+    assert_eq!(h.self_fenced, None, "a restart after a clean leave was doomed");
     assert!(!h.pets.is_empty());
 }
 
