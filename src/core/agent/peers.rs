@@ -107,16 +107,18 @@ impl Agent {
                         // if the increase was forged or corrupted within what time allows
                         // (seed 16347: a live host's writes looked old for good and it was
                         // BMC-fenced). The proof is one volume going back from the maximum
-                        // and advancing again between timely reads: a single writer's block
-                        // never goes back, and values from different volumes (each retries on
-                        // its own) arrive out of order all the time. A `leaving`/`left`
-                        // maximum is taken as it is (seed 12167 of an earlier attempt).
+                        // and advancing again: a single writer's block never goes back, and
+                        // values from different volumes (each retries on its own) arrive out of
+                        // order all the time. Across a read gap too: a gap does not reorder one
+                        // block's writes (seed 210766: a failed read dropped the evidence, and a
+                        // live host's writes never counted again). A `leaving`/`left` maximum is
+                        // taken as it is (seed 12167 of an earlier attempt).
                         let from_max = shown_before == Some((r.incarnation, e.max_seq));
                         let max_active = peer
                             .record
                             .as_ref()
                             .is_some_and(|p| p.seq == e.max_seq && p.state == HostState::Active);
-                        let run = if !continuous || !max_active {
+                        let run = if !max_active {
                             None
                         } else if from_max {
                             Some(r.seq)

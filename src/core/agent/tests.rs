@@ -2043,6 +2043,50 @@ fn a_forged_sequence_within_what_time_allows_does_not_hide_the_real_writes() {
     );
 }
 
+/// Seed 210766: the observer read one real value below a forged maximum, then its reads of that
+/// volume failed for a while; the gap dropped that evidence, and the host's real writes never
+/// counted as progress again (suspected 130 s later). A gap does not reorder one block's writes.
+#[test]
+fn a_read_gap_does_not_drop_the_evidence_against_a_forged_sequence() {
+    let mut s = Sim::new(2);
+    s.run(60_000);
+    let seq_of_2 =
+        |s: &mut Sim| s.host(1).agent.peer_views().iter().find(|p| p.id == 2).map(|p| p.seq);
+    let mut forged = s.record_of(2);
+    forged.seq += 500;
+    for _ in 0..200 {
+        if seq_of_2(&mut s) == Some(forged.seq) {
+            break;
+        }
+        s.put(&forged);
+        s.run(10);
+    }
+    assert_eq!(seq_of_2(&mut s), Some(forged.seq), "the observer never read the forged record");
+    // Host 2's next real write lands, and host 1 reads it once (its value is below the maximum).
+    for _ in 0..300 {
+        if s.record_of(2).seq < forged.seq {
+            break;
+        }
+        s.run(10);
+    }
+    assert!(s.record_of(2).seq < forged.seq, "host 2 did not write again");
+    for _ in 0..300 {
+        let reading = !s.hosts[0].pending.is_empty();
+        s.run(10);
+        if reading {
+            break;
+        }
+    }
+    // Then host 1's storage fails for two cycles (a gap in its reads), and comes back.
+    s.broken.push(1);
+    s.run(2 * T.interval_ms);
+    s.broken.clear();
+    s.run(4 * T.suspect_after_ms);
+    let suspects = events(s.host(1), EventKind::HostSuspect);
+    assert!(suspects.is_empty(), "a live host was suspected after a forged record: {suspects:?}");
+    assert!(seq_of_2(&mut s) < Some(forged.seq), "still following the forged value");
+}
+
 #[test]
 fn the_peer_claim_follows_the_live_lease() {
     let mut s = Sim::new(1);
