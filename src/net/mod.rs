@@ -33,6 +33,12 @@ const MIN_CHALLENGE_SPACING_MS: u64 = 10;
 /// A dropped datagram is logged once per reason in this window, with the count since.
 const LOG_EVERY_MS: u64 = 60_000;
 
+/// A challenge still unanswered this long after it was sent is sent again once (with a new
+/// nonce) before the next period: a quarter period, a round trip on any working network.
+pub fn retry_after_ms(challenge_every_ms: u64) -> u64 {
+    (challenge_every_ms / 4).max(1)
+}
+
 /// How long after its challenge an answer is still believed: a bound on the replay window and
 /// on what a delayed answer can mean.
 pub fn answer_max_age_ms(challenge_every_ms: u64) -> u64 {
@@ -241,6 +247,7 @@ impl Worker {
     fn run(mut self, rx: Receiver<NetCommand>) {
         let mut buf = [0u8; wire::MAX_DATAGRAM];
         let mut next_challenge = sys::boottime_ms();
+        let mut retry_at = None;
         loop {
             loop {
                 match rx.try_recv() {
@@ -255,11 +262,15 @@ impl Worker {
             let now = sys::boottime_ms();
             if now >= next_challenge {
                 self.challenge_all();
+                retry_at = Some(now + retry_after_ms(self.s.challenge_every_ms));
                 // On cadence, without drift; after a long stall, from now.
                 next_challenge += self.s.challenge_every_ms;
                 if next_challenge <= now {
                     next_challenge = now + self.s.challenge_every_ms;
                 }
+            } else if retry_at.is_some_and(|r| now >= r) {
+                retry_at = None;
+                self.challenge_unanswered();
             }
             match self.socket.recv_from(&mut buf) {
                 Ok((n, from)) => {
@@ -307,21 +318,36 @@ impl Worker {
     fn challenge_all(&mut self) {
         let peers: Vec<u32> = self.s.peers.keys().copied().collect();
         for peer in peers {
-            let mut nonce = [0u8; 16];
-            if let Err(e) = sys::random_bytes(&mut nonce) {
-                self.note_drop(
-                    "random",
-                    &format!("no random nonce (getrandom: {e}); challenge not sent"),
-                );
-                continue;
-            }
-            let datagram = wire::encode(&self.message(peer, nonce, Body::Challenge), &self.s.key);
-            // Taken before the send: a permit's freshness counts from no later than this.
-            let at = sys::boottime_ms();
-            self.challenges.sent(peer, nonce, at);
-            if self.send_to_peer(peer, &datagram) {
-                self.stats.challenges_sent.fetch_add(1, Ordering::Relaxed);
-            }
+            self.challenge(peer);
+        }
+    }
+
+    /// Challenges again every peer whose answer to the latest challenge has not arrived: a
+    /// host whose lease ends first in a cluster-wide outage has only a few periods to get its
+    /// permits, and one lost datagram per period would doom it (simulation seed 524944).
+    fn challenge_unanswered(&mut self) {
+        let peers: Vec<u32> =
+            self.s.peers.keys().copied().filter(|&p| self.challenges.awaiting(p)).collect();
+        for peer in peers {
+            self.challenge(peer);
+        }
+    }
+
+    fn challenge(&mut self, peer: u32) {
+        let mut nonce = [0u8; 16];
+        if let Err(e) = sys::random_bytes(&mut nonce) {
+            self.note_drop(
+                "random",
+                &format!("no random nonce (getrandom: {e}); challenge not sent"),
+            );
+            return;
+        }
+        let datagram = wire::encode(&self.message(peer, nonce, Body::Challenge), &self.s.key);
+        // Taken before the send: a permit's freshness counts from no later than this.
+        let at = sys::boottime_ms();
+        self.challenges.sent(peer, nonce, at);
+        if self.send_to_peer(peer, &datagram) {
+            self.stats.challenges_sent.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -533,6 +559,60 @@ mod tests {
             net.counters().dropped.iter().find(|d| d.0 == "repeated_challenge").unwrap().1,
             1
         );
+    }
+
+    /// Seed 524944: the two challenges a host sent within the window in which its peer granted
+    /// permits were both lost, and it was doomed in a cluster-wide outage. A challenge left
+    /// unanswered is sent again a quarter period later; an answered one is not.
+    #[test]
+    fn an_unanswered_challenge_is_sent_again_within_the_period() {
+        let peer2 = local();
+        let (net, _inputs) = start(peer2.local_addr().unwrap());
+        let mut buf = [0u8; wire::MAX_DATAGRAM];
+        let mut arrivals = Vec::new();
+        let end = sys::boottime_ms() + 450;
+        while sys::boottime_ms() < end {
+            if let Ok((n, _)) = peer2.recv_from(&mut buf) {
+                let c = wire::decode(&buf[..n], &Key::new(KEY), &CLUSTER, 2, |id| id == 1).unwrap();
+                arrivals.push((sys::boottime_ms(), c.nonce));
+            }
+        }
+        let nonces: std::collections::BTreeSet<_> = arrivals.iter().map(|a| a.1).collect();
+        assert_eq!(nonces.len(), arrivals.len(), "every challenge has its own nonce");
+        let closest = arrivals.windows(2).map(|w| w[1].0 - w[0].0).min();
+        assert!(closest.is_some_and(|ms| ms < 75), "no challenge sent again: {arrivals:?}");
+        // Answered at once, the peer is challenged once per period (after the first, which may
+        // be the retry of a challenge left unanswered above).
+        let answered = received_answering(&peer2, net.listen, 550);
+        let closest = answered.windows(2).skip(1).map(|w| w[1] - w[0]).min();
+        assert!(
+            closest.is_some_and(|ms| ms >= 75),
+            "an answered challenge was sent again: {answered:?}"
+        );
+    }
+
+    /// Answers every challenge `s` receives within `ms` at once; returns their arrival times.
+    fn received_answering(s: &UdpSocket, to: SocketAddr, ms: u64) -> Vec<u64> {
+        let end = sys::boottime_ms() + ms;
+        let mut out = Vec::new();
+        let mut buf = [0u8; wire::MAX_DATAGRAM];
+        while sys::boottime_ms() < end {
+            let Ok((n, _)) = s.recv_from(&mut buf) else { continue };
+            let Ok(c) = wire::decode(&buf[..n], &Key::new(KEY), &CLUSTER, 2, |id| id == 1) else {
+                continue;
+            };
+            out.push(sys::boottime_ms());
+            let answer = Message {
+                sender: 2,
+                receiver: 1,
+                body: Body::Answer(Claim::LeaseExpired, 0, 0),
+                sender_boot: [2; 16],
+                sender_incarnation: 7,
+                ..c
+            };
+            s.send_to(&wire::encode(&answer, &Key::new(KEY)), to).unwrap();
+        }
+        out
     }
 
     #[test]

@@ -58,6 +58,11 @@ impl Challenges {
         q.push_back(Sent { nonce, at, answered: false });
     }
 
+    /// The latest challenge sent to `peer` is still unanswered (its answer may have been lost).
+    pub fn awaiting(&self, peer: u32) -> bool {
+        self.sent.get(&peer).and_then(|q| q.back()).is_some_and(|s| !s.answered)
+    }
+
     /// Checks an (authenticated) answer of `peer` echoing `nonce`, received at `now`; an
     /// accepted answer uses the nonce up.
     pub fn answer(&mut self, peer: u32, nonce: &[u8; 16], now: u64) -> AnswerCheck {
@@ -135,6 +140,20 @@ mod tests {
         assert_eq!(c.answer(2, &[0; 16], 10_200), AnswerCheck::UnknownNonce);
         c.sent(2, [200; 16], 50_000);
         assert_eq!(c.sent[&2].len(), 1, "everything older than twice the bound is dropped");
+    }
+
+    #[test]
+    fn a_peer_is_awaited_until_it_answers_the_latest_challenge() {
+        let mut c = Challenges::new(1_000);
+        assert!(!c.awaiting(2), "nothing sent");
+        c.sent(2, [1; 16], 100);
+        assert!(c.awaiting(2));
+        assert_eq!(c.answer(2, &[1; 16], 110), AnswerCheck::Accepted { challenge_sent_at: 100 });
+        assert!(!c.awaiting(2));
+        c.sent(2, [2; 16], 600);
+        c.sent(2, [3; 16], 700);
+        assert!(c.answer(2, &[2; 16], 710) == AnswerCheck::Accepted { challenge_sent_at: 600 });
+        assert!(c.awaiting(2), "an answer to an older challenge does not answer the latest");
     }
 
     #[test]

@@ -506,6 +506,11 @@ enum Ev {
         h: usize,
         pid: u64,
     },
+    /// A quarter period after `NetTimer`: unanswered challenges are sent again.
+    NetRetry {
+        h: usize,
+        pid: u64,
+    },
     NetArrive {
         to: usize,
         msg: NetMsg,
@@ -1208,6 +1213,7 @@ impl World {
             }
             Ev::Resume { h, pid, token } => self.resume(h, pid, token),
             Ev::NetTimer { h, pid } => self.net_timer(h, pid),
+            Ev::NetRetry { h, pid } => self.net_retry(h, pid),
             Ev::NetArrive { to, msg } => self.net_arrive(to, msg),
             Ev::Fault(f) => self.fault(f),
             Ev::Episode { attempt } => self.episode(attempt),
@@ -3988,34 +3994,65 @@ impl World {
         if !self.proc_is(h, pid) || !self.hosts[h].alive() {
             return;
         }
-        let frozen = self.hosts[h].boots.last().is_some_and(|b| b.suspended.is_some());
-        let paused = self.hosts[h].proc.as_ref().is_some_and(|p| p.paused);
         let now = self.now_for(h).mono;
-        if !frozen && !paused {
-            let me = self.hosts[h].id;
+        if self.net_thread_runs(h) {
             if let Some(p) = self.hosts[h].proc.as_mut() {
                 p.book.retain(|_, e| e.1 + 3 * period >= now);
             }
             for to in 0..self.n {
-                if to == h {
-                    continue;
+                if to != h {
+                    self.challenge(h, to, now);
                 }
-                let nonce = match self.net.as_mut() {
-                    Some(nt) => {
-                        nt.next_nonce += 1;
-                        nt.next_nonce
-                    }
-                    None => return,
-                };
-                let peer = self.hosts[to].id;
-                if let Some(p) = self.hosts[h].proc.as_mut() {
-                    p.book.insert(nonce, (peer, now, false));
-                }
-                self.net_send(h, to, NetMsg::Challenge { from: me, nonce });
             }
+            let retry = self.agent_true_at(h, now + hbfence::net::retry_after_ms(period));
+            self.at(retry, Ev::NetRetry { h, pid });
         }
         let at = self.agent_true_at(h, now + period);
         self.at(at, Ev::NetTimer { h, pid });
+    }
+
+    fn net_thread_runs(&self, h: usize) -> bool {
+        let frozen = self.hosts[h].boots.last().is_some_and(|b| b.suspended.is_some());
+        let paused = self.hosts[h].proc.as_ref().is_some_and(|p| p.paused);
+        !frozen && !paused
+    }
+
+    /// As the daemon's network thread: a peer whose answer to the latest challenge has not
+    /// arrived is challenged again once.
+    fn net_retry(&mut self, h: usize, pid: u64) {
+        if !self.proc_is(h, pid) || !self.hosts[h].alive() || !self.net_thread_runs(h) {
+            return;
+        }
+        let now = self.now_for(h).mono;
+        for to in 0..self.n {
+            let peer = self.hosts[to].id;
+            let awaiting = self.hosts[h].proc.as_ref().is_some_and(|p| {
+                p.book
+                    .values()
+                    .filter(|e| e.0 == peer)
+                    .max_by_key(|e| (e.1, e.2))
+                    .is_some_and(|e| !e.2)
+            });
+            if to != h && awaiting {
+                self.challenge(h, to, now);
+            }
+        }
+    }
+
+    fn challenge(&mut self, h: usize, to: usize, now: u64) {
+        let nonce = match self.net.as_mut() {
+            Some(nt) => {
+                nt.next_nonce += 1;
+                nt.next_nonce
+            }
+            None => return,
+        };
+        let peer = self.hosts[to].id;
+        if let Some(p) = self.hosts[h].proc.as_mut() {
+            p.book.insert(nonce, (peer, now, false));
+        }
+        let me = self.hosts[h].id;
+        self.net_send(h, to, NetMsg::Challenge { from: me, nonce });
     }
 
     fn net_send(&mut self, from: usize, to: usize, msg: NetMsg) {

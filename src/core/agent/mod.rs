@@ -312,6 +312,9 @@ struct Sighting {
     /// Another incarnation took over from this one as the peer's current record: this run is
     /// older than that one (seed 5754).
     superseded: bool,
+    /// `first_seq` was first shown by a read after a gap (or the agent's first read): it may be
+    /// of any age, so a higher value is no impossible jump from it (seed 501965).
+    first_age_unknown: bool,
 }
 
 #[derive(Clone, Debug, Default)]

@@ -93,30 +93,50 @@ impl Agent {
                         // values a lagging volume shows late do not look like jumps. Every
                         // volume retries on its own after a failure: up to 3 writes per gap.
                         let allowed = 16 + 8 * now_mono.saturating_sub(e.first_at) / min_write_gap;
-                        if r.seq - e.first_seq > allowed {
+                        if r.seq - e.first_seq <= allowed {
+                            e.raised_from = e.max_seq;
+                            e.max_seq = r.seq;
+                            e.continued = true;
+                            e.below = None;
+                        } else if !e.continued && e.first_age_unknown {
+                            // The only value seen may be old (a volume whose writes failed for
+                            // a while, read at this agent's start): the higher one takes its
+                            // place, unverified as a first value is (seed 501965: a live host's
+                            // current writes were ignored as jumps from an old value, and it
+                            // was suspected early).
+                            *e = Sighting {
+                                incarnation: r.incarnation,
+                                max_seq: r.seq,
+                                first_seq: r.seq,
+                                first_at: new_since,
+                                continued: false,
+                                below: None,
+                                raised_from: r.seq,
+                                superseded: e.superseded,
+                                first_age_unknown: !continuous,
+                            };
+                        } else {
                             impossible.push((id, e.max_seq, r.seq));
                             continue;
                         }
-                        e.raised_from = e.max_seq;
-                        e.max_seq = r.seq;
-                        e.continued = true;
-                        e.below = None;
                         peer.went_back.iter_mut().for_each(|w| *w = None);
                     } else if e.continued && r.seq > e.raised_from && r.seq < e.max_seq {
                         // Below the latest increase, yet past the value before it: a real write
                         // if the increase was forged or corrupted within what time allows
                         // (seed 16347: a live host's writes looked old for good and it was
                         // BMC-fenced). The proof is one volume going back from the maximum
-                        // and advancing again between timely reads: a single writer's block
-                        // never goes back, and values from different volumes (each retries on
-                        // its own) arrive out of order all the time. A `leaving`/`left`
-                        // maximum is taken as it is (seed 12167 of an earlier attempt).
+                        // and advancing again: a single writer's block never goes back, and
+                        // values from different volumes (each retries on its own) arrive out of
+                        // order all the time. Across a read gap too: a gap does not reorder one
+                        // block's writes (seed 210766: a failed read dropped the evidence, and a
+                        // live host's writes never counted again). A `leaving`/`left` maximum is
+                        // taken as it is (seed 12167 of an earlier attempt).
                         let from_max = shown_before == Some((r.incarnation, e.max_seq));
                         let max_active = peer
                             .record
                             .as_ref()
                             .is_some_and(|p| p.seq == e.max_seq && p.state == HostState::Active);
-                        let run = if !continuous || !max_active {
+                        let run = if !max_active {
                             None
                         } else if from_max {
                             Some(r.seq)
@@ -134,6 +154,7 @@ impl Agent {
                                         below: None,
                                         raised_from: latest,
                                         superseded: e.superseded,
+                                        first_age_unknown: false,
                                     };
                                     rebased = true;
                                     None
@@ -171,6 +192,7 @@ impl Agent {
                             below: None,
                             raised_from: from,
                             superseded: e.superseded,
+                            first_age_unknown: false,
                         };
                         rebased = true;
                     } else {
@@ -212,6 +234,7 @@ impl Agent {
                         below: None,
                         raised_from: r.seq,
                         superseded: false,
+                        first_age_unknown: !continuous,
                     });
                     if !continues {
                         // A volume that missed the newer run's writes shows an older run's

@@ -2118,6 +2118,94 @@ fn a_forged_sequence_within_what_time_allows_does_not_hide_the_real_writes() {
     );
 }
 
+/// Seed 210766: the observer read one real value below a forged maximum, then its reads of that
+/// volume failed for a while; the gap dropped that evidence, and the host's real writes never
+/// counted as progress again (suspected 130 s later). A gap does not reorder one block's writes.
+#[test]
+fn a_read_gap_does_not_drop_the_evidence_against_a_forged_sequence() {
+    let mut s = Sim::new(2);
+    s.run(60_000);
+    let seq_of_2 =
+        |s: &mut Sim| s.host(1).agent.peer_views().iter().find(|p| p.id == 2).map(|p| p.seq);
+    let mut forged = s.record_of(2);
+    forged.seq += 500;
+    for _ in 0..200 {
+        if seq_of_2(&mut s) == Some(forged.seq) {
+            break;
+        }
+        s.put(&forged);
+        s.run(10);
+    }
+    assert_eq!(seq_of_2(&mut s), Some(forged.seq), "the observer never read the forged record");
+    // Host 2's next real write lands, and host 1 reads it once (its value is below the maximum).
+    for _ in 0..300 {
+        if s.record_of(2).seq < forged.seq {
+            break;
+        }
+        s.run(10);
+    }
+    assert!(s.record_of(2).seq < forged.seq, "host 2 did not write again");
+    for _ in 0..300 {
+        let reading = !s.hosts[0].pending.is_empty();
+        s.run(10);
+        if reading {
+            break;
+        }
+    }
+    // Then host 1's storage fails for two cycles (a gap in its reads), and comes back.
+    s.broken.push(1);
+    s.run(2 * T.interval_ms);
+    s.broken.clear();
+    s.run(4 * T.suspect_after_ms);
+    let suspects = events(s.host(1), EventKind::HostSuspect);
+    assert!(suspects.is_empty(), "a live host was suspected after a forged record: {suspects:?}");
+    assert!(seq_of_2(&mut s) < Some(forged.seq), "still following the forged value");
+}
+
+/// Seed 501965: an agent started while one volume held a peer's old value (its writes there had
+/// failed for a while) read that value first, and took the peer's current value on the other
+/// volume, and the writes after it, for jumps "more than time allows": counted from its own
+/// start, as if the old value had been current then. Its live writes were ignored and it was
+/// suspected before suspect_after had passed since its last write.
+#[test]
+fn an_old_value_read_at_start_does_not_turn_the_current_ones_into_jumps() {
+    let mut s = Sim::with_volumes(0, 2);
+    s.add(AgentParams { volumes: 2, ..params(2) });
+    s.run(5_000);
+    let old = s.view(0).record(2).expect("host 2 writes").clone();
+    s.run(120_000);
+    // Host 2's block on volume 0 goes back to the old value (its writes there failed since)
+    // while host 1 starts and reads both volumes once.
+    s.hung.push(2);
+    s.disks[0][GEO.heartbeat_block(2) as usize] = encode_heartbeat(&old).unwrap();
+    s.add(AgentParams { volumes: 2, ..params(1) });
+    s.run(50);
+    let current = s.view(1).record(2).expect("host 2 writes").seq;
+    assert!(current > old.seq + 100, "the value on volume 1 is current");
+    // Host 2 writes once more, then dies.
+    s.hung.clear();
+    for _ in 0..300 {
+        if s.view(1).record(2).is_some_and(|r| r.seq > current) {
+            break;
+        }
+        s.run(10);
+    }
+    let landed_at = s.now;
+    assert!(s.view(1).record(2).is_some_and(|r| r.seq > current), "host 2 did not write again");
+    s.kill(2);
+    s.run(3 * T.suspect_after_ms);
+    let h1 = s.host(1);
+    let alarms = events(h1, EventKind::Alarm);
+    assert!(alarms.is_empty(), "nothing was forged: {alarms:?}");
+    let suspected = events(h1, EventKind::HostSuspect);
+    let first = suspected.iter().find(|e| e.host == 2).expect("the dead host is suspected");
+    assert!(
+        first.mono_ms >= landed_at + T.suspect_after_ms,
+        "suspected {} ms after its last write landed",
+        first.mono_ms - landed_at
+    );
+}
+
 #[test]
 fn the_peer_claim_follows_the_live_lease() {
     let mut s = Sim::new(1);
