@@ -1978,6 +1978,33 @@ fn a_leaving_record_read_first_is_not_undone_by_a_late_write_below_it() {
     assert!(suspects.is_empty(), "a host that left was suspected: {suspects:?}");
 }
 
+/// Soak seed 525053: the first value an observer read of a new run was a forged record of that
+/// run far ahead (sequence 265852); the run's next write, its only one below, was `leaving`, and
+/// the run exited. Values below a first sighting never continued count only from the second
+/// one, so the `leaving` record was ignored: the host that had left was judged stale and, with
+/// no BMC, declared fenced by the watchdog bound. A run writes nothing but `leaving` (or
+/// `self-fencing`) after its `leaving` record, so a `starting`/`active` value of that run above
+/// it was not the run's.
+#[test]
+fn a_leaving_record_below_a_forged_first_value_is_taken() {
+    let mut s = Sim::new(0);
+    let forged = fake(2, 4242, 265_852, 0);
+    s.put(&forged);
+    s.add(params(1));
+    s.run(3 * T.interval_ms);
+    let status_of_2 = |s: &mut Sim| {
+        s.host(1).agent.peer_views().iter().find(|p| p.id == 2).map(|p| (p.status, p.seq))
+    };
+    assert_eq!(status_of_2(&mut s), Some((PeerStatus::Alive, 265_852)));
+    s.put(&Heartbeat { seq: 16, state: HostState::Leaving, ..forged });
+    s.run(2 * T.interval_ms);
+    assert_eq!(status_of_2(&mut s), Some((PeerStatus::Left, 16)), "`leaving` below was ignored");
+    assert_eq!(events(s.host(1), EventKind::Alarm).len(), 1, "the forged value is an alarm");
+    s.run(T.suspect_after_ms + 3 * T.interval_ms);
+    let suspects = events(s.host(1), EventKind::HostSuspect);
+    assert!(suspects.is_empty(), "a host that left was suspected: {suspects:?}");
+}
+
 /// Soak seed 114538: agents started during a 22 s storage stall of the whole cluster. Their first
 /// timely read, right after it, showed a peer's last value from before the stall; the peer's
 /// sequence had gone on through the stall (one per cycle), so its `leaving` record landing
