@@ -69,7 +69,9 @@
 //! lease — also in true time through the boot clock —, none on a boot whose lease was lost or
 //! that was doomed, an expired lease dooms at once), S4 (above), no host that left cleanly is
 //! fenced or has fencing started against it (LEFT; a BMC/agent power-off that started before
-//! its `leaving` record landed may still confirm it off: `fenced`, seed 42068), during a quiet death no other host has
+//! its `leaving` record landed may still confirm it off: `fenced`, seed 42068; a judge none of
+//! whose reads returned that record, once later runs of the host overwrote it on every volume,
+//! judges the later run: seeds 501814, 500506), during a quiet death no other host has
 //! fencing started against it (QUIET), no false host-id collision (COLLISION: only a real
 //! second writer, or a forged record in the own block, may cause exit 76), a real second writer
 //! is noticed (COLLISION-DETECT: within 1.5 + 6 intervals + io_timeout at most one of the two

@@ -31,7 +31,7 @@ use hbfence::core::format::{
     VerdictKind, BLOCK_SIZE,
 };
 use hbfence::core::timing::Timing;
-use hbfence::core::view::decode_view;
+use hbfence::core::view::{decode_view, Slot};
 use hbfence::net::wire::NO_PERMIT_MAX_MS;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
@@ -305,6 +305,8 @@ struct Proc {
     started: u64,
     /// The peer channel's challenges in flight: nonce -> (peer, sent at (agent ms), answered).
     book: HashMap<u64, (u32, u64, bool)>,
+    /// Incarnations whose `leaving` record a read of this process returned.
+    read_leaving: HashSet<u64>,
 }
 
 #[derive(Default)]
@@ -690,6 +692,9 @@ pub struct World {
     /// Incarnations that left cleanly while a BMC/agent power-off started before their
     /// `leaving` record landed was under way (seed 42068).
     left_during_fencing: HashSet<u64>,
+    /// Left-clean incarnations judged by an agent that never read their `leaving` record, after
+    /// later runs of the host overwrote it everywhere (`left_unknowable`).
+    left_unknowable: HashSet<u64>,
     /// Per incarnation: (highest seq that reached a volume, when it first did, when the
     /// previous one first did).
     landed: HashMap<u64, (u64, u64, u64)>,
@@ -723,6 +728,9 @@ pub struct World {
     /// Per host id - 1, per volume: true times its heartbeat block was spoiled (a torn landing,
     /// a forged record): the value before it can no longer be read.
     spoiled_at: Vec<Vec<Vec<u64>>>,
+    /// Per host id - 1, per volume: the incarnation whose write (whole or torn) last landed on
+    /// its heartbeat block.
+    block_writer: Vec<Vec<u64>>,
     /// Per host id: state of its last landed record.
     last_state: HashMap<u32, format::HostState>,
     /// Per host id: last time a landing showed another incarnation than the one before.
@@ -977,6 +985,7 @@ impl World {
             left_clean: HashSet::new(),
             fence_started_at: HashMap::new(),
             left_during_fencing: HashSet::new(),
+            left_unknowable: HashSet::new(),
             landed: HashMap::new(),
             first_fenced: HashMap::new(),
             fenced_by_operator_error: HashSet::new(),
@@ -995,6 +1004,7 @@ impl World {
             lag_win: vec![Vec::new(); nvol],
             landings: vec![vec![Vec::new(); nvol]; max_hosts as usize],
             spoiled_at: vec![vec![Vec::new(); nvol]; max_hosts as usize],
+            block_writer: vec![vec![0; nvol]; max_hosts as usize],
             last_state: HashMap::new(),
             inc_changed: HashMap::new(),
             op_cmd_at: HashMap::new(),
@@ -1488,6 +1498,7 @@ impl World {
             tick_gen: 0,
             started: self.t,
             book: HashMap::new(),
+            read_leaving: HashSet::new(),
         });
         if self.rng.chance(120) {
             // Storage the agent cannot read when it starts (a volume not attached yet, a path
@@ -2133,11 +2144,18 @@ impl World {
         }
         let id = self.hosts[h].id;
         for (peer, inc, method) in fenced {
-            self.check_fenced(peer, inc, method, &format!("host {id}'s verdict table"));
+            self.check_fenced(peer, inc, method, Some(h), &format!("host {id}'s verdict table"));
         }
     }
 
-    fn check_fenced(&mut self, peer: u32, inc: u64, method: FenceMethodKind, source: &str) {
+    fn check_fenced(
+        &mut self,
+        peer: u32,
+        inc: u64,
+        method: FenceMethodKind,
+        holder: Option<usize>,
+        source: &str,
+    ) {
         let Some(&(ph, pb)) = self.incs.get(&inc) else {
             if inc != 0 {
                 self.violate(
@@ -2263,7 +2281,10 @@ impl World {
             if !self.first_fenced.contains_key(&inc) {
                 self.count("fenced by a power-off under way when the host left cleanly");
             }
-        } else if self.left_clean.contains(&inc) && method != FenceMethodKind::Manual {
+        } else if self.left_clean.contains(&inc)
+            && method != FenceMethodKind::Manual
+            && !self.left_unknowable(holder, peer, inc)
+        {
             self.violate(
                 "LEFT",
                 format!(
@@ -2282,6 +2303,32 @@ impl World {
     }
 
     /// Did a whole heartbeat record of host `id` land on any volume within `d` before now?
+    /// Whether the judge (the agent process of host index `judge`) could not know that host
+    /// `id`'s incarnation `inc` left: none of its reads returned that `leaving` record, and
+    /// writes of another run of the host (whole or torn) have overwritten it on every volume,
+    /// so it never can. The host's state is then the later run's, and suspecting it is a
+    /// judgement about that run, which HEALTHY checks (soak seeds 501814 and 500506: an
+    /// observer suspended through the leave and the restart found the block torn by the later
+    /// runs on every volume). Once granted for a judge, mirrors of its verdict are exempt too.
+    fn left_unknowable(&mut self, judge: Option<usize>, id: u32, inc: u64) -> bool {
+        if self.left_unknowable.contains(&inc) {
+            return true;
+        }
+        let overwritten = self
+            .block_writer
+            .get(id as usize - 1)
+            .is_some_and(|vols| vols.iter().all(|&w| w != inc && w != 0));
+        let judge_read_it = judge
+            .and_then(|j| self.hosts[j].proc.as_ref())
+            .is_none_or(|p| p.read_leaving.contains(&inc));
+        if overwritten && !judge_read_it {
+            self.left_unknowable.insert(inc);
+            self.count("judged after later runs overwrote an unread leaving record everywhere");
+            return true;
+        }
+        false
+    }
+
     fn landed_within(&self, id: u32, d: u64) -> bool {
         self.landings
             .get(id as usize - 1)
@@ -2414,6 +2461,15 @@ impl World {
             self.vols[e.vol].read(&mut self.rng, lo, hi, &mut raw);
             let view = decode_view(&raw, self.geo, &self.cluster);
             self.raw = raw;
+            if let Some(p) = self.hosts[h].proc.as_mut() {
+                for slot in &view.slots {
+                    if let Slot::Record(r) = slot {
+                        if r.state == format::HostState::Leaving {
+                            p.read_leaving.insert(r.incarnation);
+                        }
+                    }
+                }
+            }
             Ok((self.local_ms_at(h, self.t), view))
         } else {
             Err("Input/output error (os error 5)".to_string())
@@ -2486,6 +2542,9 @@ impl World {
                 }
             }
         }
+        if writer.is_some() && (1..=self.block_writer.len()).contains(&block) {
+            self.block_writer[block - 1][vol] = inc;
+        }
         let data = if torn {
             self.stats.torn_landings += 1;
             if self.o.full_trace && (1..=self.spoiled_at.len()).contains(&block) {
@@ -2547,7 +2606,7 @@ impl World {
                     let src =
                         format!("host {}'s block on volume {vol} (incarnation {inc})", hb.host_id);
                     for (peer, i, m) in fenced {
-                        self.check_fenced(peer, i, m, &src);
+                        self.check_fenced(peer, i, m, writer.map(|w| w.0), &src);
                     }
                 }
             }
@@ -2581,7 +2640,7 @@ impl World {
         );
         self.check_healthy(h, peer, "starts fencing");
         self.fence_started_at.entry(believed).or_insert(self.t);
-        if self.left_clean.contains(&believed) {
+        if self.left_clean.contains(&believed) && !self.left_unknowable(Some(h), peer, believed) {
             self.violate(
                 "LEFT",
                 format!(

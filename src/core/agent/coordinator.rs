@@ -5,10 +5,14 @@ use super::*;
 
 impl Agent {
     /// A host that starts adopts the newest verdict table on the volume, its own block
-    /// included: the only eligible coordinator restarting continues its table.
+    /// included: the only eligible coordinator restarting continues its table. Only a newer
+    /// one than it holds: the tables read while probing may be newer than what the first read
+    /// after it shows (soak seed 505614: an outage tore the other blocks, and the own former
+    /// run's older table replaced the newest one, `fenced` verdict and all).
     pub(super) fn inherit_verdicts(&mut self, view: &VolumeView) {
         self.inherited = true;
-        if let Some(r) = newest_table_record(view, None) {
+        let held = (self.mirror_gen, std::cmp::Reverse(self.mirror_author));
+        if let Some(r) = newest_table_record(view, None).filter(|r| table_order(r) > held) {
             self.adopt_verdicts(r);
         }
     }

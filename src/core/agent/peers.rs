@@ -17,6 +17,7 @@ impl Agent {
         let mut impossible = Vec::new();
         let mut unverified = Vec::new();
         let mut jumped = Vec::new();
+        let mut left_below = Vec::new();
         if self.foreign_writer_in_own_block(v, view) {
             return false;
         }
@@ -120,6 +121,39 @@ impl Agent {
                             continue;
                         }
                         peer.went_back.iter_mut().for_each(|w| *w = None);
+                    } else if r.state == HostState::Leaving
+                        && r.seq < e.max_seq
+                        && peer.record.as_ref().is_some_and(|p| {
+                            p.incarnation == r.incarnation
+                                && p.seq == e.max_seq
+                                && matches!(p.state, HostState::Starting | HostState::Active)
+                        })
+                        && !self.verdicts.get(&id).is_some_and(|v| {
+                            v.kind == VerdictKind::Fenced && v.incarnation == r.incarnation
+                        })
+                    {
+                        // After its `leaving` record a run writes only `leaving` or
+                        // `self-fencing`: a `starting`/`active` value of the same run above it
+                        // was not the run's (forged or corrupted). Taken at once, not after a
+                        // second value below as for the first-sighting rule (soak seed 525053:
+                        // a forged first value, then the run's only write below it, `leaving`;
+                        // the host that had left was declared fenced by the watchdog bound).
+                        // Not against a `fenced` verdict: a write stuck before the power-off
+                        // may land late, and proves nothing about a host that is off.
+                        left_below.push((id, e.max_seq, r.seq));
+                        *e = Sighting {
+                            incarnation: r.incarnation,
+                            max_seq: r.seq,
+                            first_seq: r.seq,
+                            first_at: now_mono,
+                            continued: true,
+                            below: None,
+                            raised_from: r.seq,
+                            superseded: e.superseded,
+                            first_age_unknown: false,
+                        };
+                        peer.went_back.iter_mut().for_each(|w| *w = None);
+                        rebased = true;
                     } else if e.continued && r.seq > e.raised_from && r.seq < e.max_seq {
                         // Below the latest increase, yet past the value before it: a real write
                         // if the increase was forged or corrupted within what time allows
@@ -334,6 +368,14 @@ impl Agent {
                 id,
                 None,
                 format!("volume {v}: sequence number {forged} was never continued and the host's writes go on below it on this volume (now {now_at}): that value was forged or corrupted; following the host's writes"),
+            );
+        }
+        for (id, above, leaving) in left_below {
+            self.event(
+                EventKind::Alarm,
+                id,
+                None,
+                format!("volume {v}: the host's `leaving` record, sequence number {leaving}, is below its value {above} of the same run, which a run never writes after `leaving`: that value was forged or corrupted; the host left"),
             );
         }
         for id in contradicted {

@@ -1529,6 +1529,61 @@ fn a_restarted_coordinator_continues_its_table() {
     );
 }
 
+/// Soak seed 505614: a rebooted host's new agent read, while probing, the newest table (gen
+/// 10/2, with a `fenced` verdict about a dead host); a cluster-wide outage then tore the other
+/// hosts' blocks, and its first read after the probe found only its own former run's block,
+/// with an older table (gen 4/1, empty). Inheriting adopted that one over the newer table it
+/// held, and the host became coordinator with generation 11 and no verdict: readers picked it.
+/// Inheriting, like mirroring, adopts only a newer table than the one held.
+#[test]
+fn inheriting_at_start_never_replaces_a_newer_table_read_while_probing() {
+    let mut s = Sim::new(0);
+    let dead = fake(4, 444, 10, 0);
+    s.put(&dead);
+    let fenced = Verdict {
+        host_id: 4,
+        kind: VerdictKind::Fenced,
+        method: FenceMethodKind::Agent,
+        incarnation: 444,
+        wall_ms: 0,
+        seq: 10,
+    };
+    let coordinator = Heartbeat {
+        caps: caps::WATCHDOG_ARMED | caps::IO_HEALTHY | caps::COORDINATOR,
+        coordinator: 2,
+        verdict_gen: 10,
+        verdict_author: 2,
+        verdicts: vec![fenced],
+        ..fake(2, 222, 50, 0)
+    };
+    s.put(&coordinator);
+    // The own block: this host's former run (another boot), coordinator of an older table.
+    let former = Heartbeat {
+        boot_id: [9; 16],
+        caps: caps::WATCHDOG_ARMED | caps::IO_HEALTHY | caps::COORDINATOR,
+        coordinator: 1,
+        verdict_gen: 4,
+        verdict_author: 1,
+        ..fake(1, 111, 28, 0)
+    };
+    s.put(&former);
+    s.add(params(1));
+    s.run(T.interval_ms / 2);
+    assert_eq!(s.verdict(1, 4), Some((VerdictKind::Fenced, FenceMethodKind::Agent)));
+    // The outage tears host 2's block for good.
+    s.disks[0][GEO.heartbeat_block(2) as usize] = [0xA5; BLOCK_SIZE];
+    s.run(5 * T.interval_ms);
+    assert!(s.host(1).agent.is_coordinator(), "the test needs host 1 to take over");
+    assert_eq!(
+        s.verdict(1, 4),
+        Some((VerdictKind::Fenced, FenceMethodKind::Agent)),
+        "an older table replaced the newer one"
+    );
+    let table = s.record_of(1);
+    assert!(table.verdict_gen > 10, "generation {}", table.verdict_gen);
+    assert!(table.verdicts.iter().any(|v| v.host_id == 4 && v.kind == VerdictKind::Fenced));
+}
+
 /// Issue 10 item 2 (the core's half; the daemon feeds CLOCK_BOOTTIME): after a suspend longer
 /// than the lease, the first input sees the jump, dooms and never pets.
 #[test]
@@ -2049,6 +2104,33 @@ fn a_leaving_record_read_first_is_not_undone_by_a_late_write_below_it() {
     s.disks[2][GEO.heartbeat_block(2) as usize] = encode_heartbeat(&late).unwrap();
     s.run(T.suspect_after_ms + 3 * T.interval_ms);
     assert_eq!(status_of_2(&mut s), Some((PeerStatus::Left, 81)), "a late write undid `leaving`");
+    let suspects = events(s.host(1), EventKind::HostSuspect);
+    assert!(suspects.is_empty(), "a host that left was suspected: {suspects:?}");
+}
+
+/// Soak seed 525053: the first value an observer read of a new run was a forged record of that
+/// run far ahead (sequence 265852); the run's next write, its only one below, was `leaving`, and
+/// the run exited. Values below a first sighting never continued count only from the second
+/// one, so the `leaving` record was ignored: the host that had left was judged stale and, with
+/// no BMC, declared fenced by the watchdog bound. A run writes nothing but `leaving` (or
+/// `self-fencing`) after its `leaving` record, so a `starting`/`active` value of that run above
+/// it was not the run's.
+#[test]
+fn a_leaving_record_below_a_forged_first_value_is_taken() {
+    let mut s = Sim::new(0);
+    let forged = fake(2, 4242, 265_852, 0);
+    s.put(&forged);
+    s.add(params(1));
+    s.run(3 * T.interval_ms);
+    let status_of_2 = |s: &mut Sim| {
+        s.host(1).agent.peer_views().iter().find(|p| p.id == 2).map(|p| (p.status, p.seq))
+    };
+    assert_eq!(status_of_2(&mut s), Some((PeerStatus::Alive, 265_852)));
+    s.put(&Heartbeat { seq: 16, state: HostState::Leaving, ..forged });
+    s.run(2 * T.interval_ms);
+    assert_eq!(status_of_2(&mut s), Some((PeerStatus::Left, 16)), "`leaving` below was ignored");
+    assert_eq!(events(s.host(1), EventKind::Alarm).len(), 1, "the forged value is an alarm");
+    s.run(T.suspect_after_ms + 3 * T.interval_ms);
     let suspects = events(s.host(1), EventKind::HostSuspect);
     assert!(suspects.is_empty(), "a host that left was suspected: {suspects:?}");
 }
