@@ -231,6 +231,19 @@ impl Agent {
                         rebased = true;
                     } else {
                         e.below = Some(e.below.map_or(r.seq, |b| b.max(r.seq)));
+                        // This block showed the unverified value at its previous read and a
+                        // lower one now: a write landed on it in between, so its writer was
+                        // alive then (soak seed 822112: a forged first value, the host's one
+                        // real write below it, then its storage stalled; it was suspected from
+                        // the forged read, 63 s after that write, suspect_after 75.5 s). A sign
+                        // of life, not progress: the record stays until the writes go on.
+                        // Never against a `fenced` verdict (a late landing proves nothing).
+                        let fenced = self.verdicts.get(&id).is_some_and(|v| {
+                            v.kind == VerdictKind::Fenced && v.incarnation == r.incarnation
+                        });
+                        if shown_before == Some((r.incarnation, e.max_seq)) && !fenced {
+                            peer.last_change = finished;
+                        }
                         continue;
                     }
                 }

@@ -2288,6 +2288,45 @@ fn an_old_value_read_at_start_does_not_turn_the_current_ones_into_jumps() {
     );
 }
 
+/// Soak seed 822112 (HEALTHY): an observer's first read showed a forged value far ahead of a
+/// peer's real sequence; the peer's one real write that followed (below it) was not taken,
+/// because an unverified first value accepts lower ones only from the second on, and the peer's
+/// storage then stalled: it was suspected at suspect_after from the forged read, 63 s after
+/// its real write landed (suspect_after 75.5 s). One block showing a lower value after a higher
+/// one was written in between: its writer is alive then.
+#[test]
+fn a_real_write_below_a_forged_first_value_restarts_the_suspicion_clock() {
+    let mut s = Sim::new(0);
+    s.add(params(2));
+    s.run(5_000);
+    s.hung.push(2);
+    let mut forged = s.view(0).record(2).expect("host 2 writes").clone();
+    let real = forged.seq;
+    forged.seq += 100_000;
+    s.disks[0][GEO.heartbeat_block(2) as usize] = encode_heartbeat(&forged).unwrap();
+    s.add(params(1));
+    s.run(2 * T.interval_ms);
+    // Host 2's stuck write lands (below the forged value), then host 2 dies.
+    s.hung.clear();
+    for _ in 0..300 {
+        if s.view(0).record(2).is_some_and(|r| r.seq <= real + 2) {
+            break;
+        }
+        s.run(10);
+    }
+    assert!(s.view(0).record(2).is_some_and(|r| r.seq <= real + 2), "no real write landed");
+    let landed_at = s.now;
+    s.kill(2);
+    s.run(3 * T.suspect_after_ms);
+    let suspected = events(s.host(1), EventKind::HostSuspect);
+    let first = suspected.iter().find(|e| e.host == 2).expect("the dead host is suspected");
+    assert!(
+        first.mono_ms >= landed_at + T.suspect_after_ms,
+        "suspected {} ms after its last write landed",
+        first.mono_ms - landed_at
+    );
+}
+
 #[test]
 fn the_peer_claim_follows_the_live_lease() {
     let mut s = Sim::new(1);
