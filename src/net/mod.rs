@@ -592,6 +592,18 @@ mod tests {
     }
 
     /// Answers every challenge `s` receives within `ms` at once; returns their arrival times.
+    /// Host 2's answer to challenge `c` of host 1.
+    fn answer_from_2(c: Message) -> Message {
+        Message {
+            sender: 2,
+            receiver: 1,
+            body: Body::Answer(Claim::LeaseExpired, 0, 0),
+            sender_boot: [2; 16],
+            sender_incarnation: 7,
+            ..c
+        }
+    }
+
     fn received_answering(s: &UdpSocket, to: SocketAddr, ms: u64) -> Vec<u64> {
         let end = sys::boottime_ms() + ms;
         let mut out = Vec::new();
@@ -602,15 +614,7 @@ mod tests {
                 continue;
             };
             out.push(sys::boottime_ms());
-            let answer = Message {
-                sender: 2,
-                receiver: 1,
-                body: Body::Answer(Claim::LeaseExpired, 0, 0),
-                sender_boot: [2; 16],
-                sender_incarnation: 7,
-                ..c
-            };
-            s.send_to(&wire::encode(&answer, &Key::new(KEY)), to).unwrap();
+            s.send_to(&wire::encode(&answer_from_2(c), &Key::new(KEY)), to).unwrap();
         }
         out
     }
@@ -623,17 +627,7 @@ mod tests {
         let (n, _) = peer2.recv_from(&mut buf).expect("a challenge");
         let before = sys::boottime_ms();
         let c = wire::decode(&buf[..n], &Key::new(KEY), &CLUSTER, 2, |id| id == 1).unwrap();
-        let answer = wire::encode(
-            &Message {
-                sender: 2,
-                receiver: 1,
-                body: Body::Answer(Claim::LeaseExpired, 0, 0),
-                sender_boot: [2; 16],
-                sender_incarnation: 7,
-                ..c
-            },
-            &Key::new(KEY),
-        );
+        let answer = wire::encode(&answer_from_2(c), &Key::new(KEY));
         std::thread::sleep(Duration::from_millis(30));
         peer2.send_to(&answer, net.listen).unwrap();
         peer2.send_to(&answer, net.listen).unwrap();

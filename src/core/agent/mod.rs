@@ -317,6 +317,23 @@ struct Sighting {
     first_age_unknown: bool,
 }
 
+impl Sighting {
+    /// The first value seen of a run: unverified until a later value continues it.
+    fn first(r: &Heartbeat, at: u64, age_unknown: bool, superseded: bool) -> Sighting {
+        Sighting {
+            incarnation: r.incarnation,
+            max_seq: r.seq,
+            first_seq: r.seq,
+            first_at: at,
+            continued: false,
+            below: None,
+            raised_from: r.seq,
+            superseded,
+            first_age_unknown: age_unknown,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 struct Vol {
     /// (cycle, start, sequence number written) of the I/O under way.

@@ -105,17 +105,7 @@ impl Agent {
                             // place, unverified as a first value is (seed 501965: a live host's
                             // current writes were ignored as jumps from an old value, and it
                             // was suspected early).
-                            *e = Sighting {
-                                incarnation: r.incarnation,
-                                max_seq: r.seq,
-                                first_seq: r.seq,
-                                first_at: new_since,
-                                continued: false,
-                                below: None,
-                                raised_from: r.seq,
-                                superseded: e.superseded,
-                                first_age_unknown: !continuous,
-                            };
+                            *e = Sighting::first(r, new_since, !continuous, e.superseded);
                         } else {
                             impossible.push((id, e.max_seq, r.seq));
                             continue;
@@ -272,17 +262,7 @@ impl Agent {
                     // the writer's sequence went on meanwhile (seed 114538: a `leaving` record
                     // after a 22 s stall was ignored as a jump, and the host that had left
                     // was BMC-fenced).
-                    peer.seen.push_back(Sighting {
-                        incarnation: r.incarnation,
-                        max_seq: r.seq,
-                        first_seq: r.seq,
-                        first_at: new_since,
-                        continued: false,
-                        below: None,
-                        raised_from: r.seq,
-                        superseded: false,
-                        first_age_unknown: !continuous,
-                    });
+                    peer.seen.push_back(Sighting::first(r, new_since, !continuous, false));
                     if !continues {
                         // A volume that missed the newer run's writes shows an older run's
                         // last record once the newer one stopped: a rejoin only once that run
