@@ -37,9 +37,8 @@ impl Agent {
             if peer.last.len() != nvol {
                 peer.last.resize(nvol, None);
             }
-            if let Some(u) = peer.unreadable_last.get_mut(v) {
-                *u = None;
-            }
+            let was_unreadable =
+                peer.unreadable_last.get_mut(v).is_some_and(|u| u.take().is_some());
             let value = (r.incarnation, r.seq);
             if peer.last[v] == Some(value) {
                 continue;
@@ -221,17 +220,22 @@ impl Agent {
                         rebased = true;
                     } else {
                         e.below = Some(e.below.map_or(r.seq, |b| b.max(r.seq)));
-                        // This block showed the unverified value at its previous read and a
-                        // lower one now: a write landed on it in between, so its writer was
+                        // This block showed another value of the run (or torn bytes) at its
+                        // previous read: a write landed on it in between, so its writer was
                         // alive then (soak seed 822112: a forged first value, the host's one
                         // real write below it, then its storage stalled; it was suspected from
-                        // the forged read, 63 s after that write, suspect_after 75.5 s). A sign
-                        // of life, not progress: the record stays until the writes go on.
-                        // Never against a `fenced` verdict (a late landing proves nothing).
+                        // the forged read, 63 s after that write, suspect_after 75.5 s; seed
+                        // 923510: the same with the forged value on the other volume, and this
+                        // block torn by that write in flight). A sign of life, not progress:
+                        // the record stays until the writes go on. Never against a `fenced`
+                        // verdict (a late landing proves nothing).
                         let fenced = self.verdicts.get(&id).is_some_and(|v| {
                             v.kind == VerdictKind::Fenced && v.incarnation == r.incarnation
                         });
-                        if shown_before == Some((r.incarnation, e.max_seq)) && !fenced {
+                        let changed = was_unreadable
+                            || shown_before
+                                .is_some_and(|(inc, seq)| inc == r.incarnation && seq != r.seq);
+                        if changed && !fenced {
                             peer.last_change = finished;
                         }
                         continue;

@@ -2327,6 +2327,75 @@ fn a_real_write_below_a_forged_first_value_restarts_the_suspicion_clock() {
     );
 }
 
+/// Soak seed 923510 (HEALTHY), the two-volume form of 822112: an observer's first read showed a
+/// peer's real value on volume 0 and a forged, far higher one on volume 1; the higher took the
+/// first value's place (its age unknown) and the real one was forgotten. The peer's one stuck
+/// write then landed on volume 0 only, below the forged value, and the peer died: volume 0 had
+/// never shown the forged value, so the write counted for nothing and the peer was suspected
+/// 24 s after it landed (suspect_after 25.3 s). Any change of what one block shows between two
+/// reads is a write landed in between.
+#[test]
+fn a_real_write_on_another_volume_than_the_forged_first_value_restarts_the_suspicion_clock() {
+    let mut s = Sim::with_volumes(0, 2);
+    s.add(AgentParams { volumes: 2, ..params(2) });
+    s.run(5_000);
+    s.kill(2);
+    let real = s.view(0).record(2).expect("host 2 writes").clone();
+    let mut forged = real.clone();
+    forged.seq += 100_000;
+    s.disks[1][GEO.heartbeat_block(2) as usize] = encode_heartbeat(&forged).unwrap();
+    s.add(AgentParams { volumes: 2, ..params(1) });
+    s.run(2 * T.interval_ms);
+    // Host 2's stuck write lands on volume 0 only, below the forged value.
+    let mut late = real.clone();
+    late.seq += 1;
+    s.disks[0][GEO.heartbeat_block(2) as usize] = encode_heartbeat(&late).unwrap();
+    let landed_at = s.now;
+    s.run(3 * T.suspect_after_ms);
+    let suspected = events(s.host(1), EventKind::HostSuspect);
+    let first = suspected.iter().find(|e| e.host == 2).expect("the dead host is suspected");
+    assert!(
+        first.mono_ms >= landed_at + T.suspect_after_ms,
+        "suspected {} ms after its last write landed",
+        first.mono_ms - landed_at
+    );
+}
+
+/// Soak seed 923510 (HEALTHY) as it happened: the observer's first reads found the peer's block
+/// on volume 0 torn (its write was stuck in flight) and a forged, far higher value on volume 1.
+/// The stuck write then landed whole on volume 0, below the forged value, and the peer died:
+/// a block that was unreadable and now holds a record was written in between, yet it counted
+/// for nothing and the peer was suspected 24 s after it landed (suspect_after 25.3 s).
+#[test]
+fn a_torn_block_that_turns_into_a_record_below_a_forged_first_value_is_a_sign_of_life() {
+    let mut s = Sim::with_volumes(0, 2);
+    s.add(AgentParams { volumes: 2, ..params(2) });
+    s.run(5_000);
+    s.kill(2);
+    let real = s.view(0).record(2).expect("host 2 writes").clone();
+    let mut forged = real.clone();
+    forged.seq += 100_000;
+    let block = GEO.heartbeat_block(2) as usize;
+    s.disks[1][block] = encode_heartbeat(&forged).unwrap();
+    let mut late = real.clone();
+    late.seq += 1;
+    let landing = encode_heartbeat(&late).unwrap();
+    s.disks[0][block][..512].copy_from_slice(&landing[..512]);
+    s.add(AgentParams { volumes: 2, ..params(1) });
+    s.run(2 * T.interval_ms);
+    // Host 2's stuck write completes on volume 0, below the forged value.
+    s.disks[0][block] = landing;
+    let landed_at = s.now;
+    s.run(3 * T.suspect_after_ms);
+    let suspected = events(s.host(1), EventKind::HostSuspect);
+    let first = suspected.iter().find(|e| e.host == 2).expect("the dead host is suspected");
+    assert!(
+        first.mono_ms >= landed_at + T.suspect_after_ms,
+        "suspected {} ms after its last write landed",
+        first.mono_ms - landed_at
+    );
+}
+
 #[test]
 fn the_peer_claim_follows_the_live_lease() {
     let mut s = Sim::new(1);
