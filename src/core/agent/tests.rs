@@ -2244,6 +2244,40 @@ fn a_read_gap_does_not_drop_the_evidence_against_a_forged_sequence() {
     assert!(seq_of_2(&mut s) < Some(forged.seq), "still following the forged value");
 }
 
+/// Runs three suspect_after and asserts that host 1 suspected the dead host 2 no earlier than
+/// suspect_after after host 2's last write landed (`landed_at`).
+fn assert_suspected_from_last_landing(s: &mut Sim, landed_at: u64) {
+    s.run(3 * T.suspect_after_ms);
+    let suspected = events(s.host(1), EventKind::HostSuspect);
+    let first = suspected.iter().find(|e| e.host == 2).expect("the dead host is suspected");
+    assert!(
+        first.mono_ms >= landed_at + T.suspect_after_ms,
+        "suspected {} ms after its last write landed",
+        first.mono_ms - landed_at
+    );
+}
+
+/// Two volumes; host 2 wrote for 5 s and died; volume 1 holds a forged value of its run far
+/// ahead; `before_start` may change the disks (given host 2's next record, still unwritten)
+/// before host 1 starts and reads for two intervals. Returns that next record: host 2's
+/// stuck write, for the test to land.
+fn dead_peer_with_a_forged_value_on_volume_1(
+    before_start: impl FnOnce(&mut Sim, &Heartbeat),
+) -> (Sim, Heartbeat) {
+    let mut s = Sim::with_volumes(0, 2);
+    s.add(AgentParams { volumes: 2, ..params(2) });
+    s.run(5_000);
+    s.kill(2);
+    let real = s.view(0).record(2).expect("host 2 writes").clone();
+    let forged = Heartbeat { seq: real.seq + 100_000, ..real.clone() };
+    s.disks[1][GEO.heartbeat_block(2) as usize] = encode_heartbeat(&forged).unwrap();
+    let late = Heartbeat { seq: real.seq + 1, ..real };
+    before_start(&mut s, &late);
+    s.add(AgentParams { volumes: 2, ..params(1) });
+    s.run(2 * T.interval_ms);
+    (s, late)
+}
+
 /// Seed 501965: an agent started while one volume held a peer's old value (its writes there had
 /// failed for a while) read that value first, and took the peer's current value on the other
 /// volume, and the writes after it, for jumps "more than time allows": counted from its own
@@ -2275,17 +2309,9 @@ fn an_old_value_read_at_start_does_not_turn_the_current_ones_into_jumps() {
     let landed_at = s.now;
     assert!(s.view(1).record(2).is_some_and(|r| r.seq > current), "host 2 did not write again");
     s.kill(2);
-    s.run(3 * T.suspect_after_ms);
-    let h1 = s.host(1);
-    let alarms = events(h1, EventKind::Alarm);
+    assert_suspected_from_last_landing(&mut s, landed_at);
+    let alarms = events(s.host(1), EventKind::Alarm);
     assert!(alarms.is_empty(), "nothing was forged: {alarms:?}");
-    let suspected = events(h1, EventKind::HostSuspect);
-    let first = suspected.iter().find(|e| e.host == 2).expect("the dead host is suspected");
-    assert!(
-        first.mono_ms >= landed_at + T.suspect_after_ms,
-        "suspected {} ms after its last write landed",
-        first.mono_ms - landed_at
-    );
 }
 
 /// Soak seed 822112 (HEALTHY): an observer's first read showed a forged value far ahead of a
@@ -2317,14 +2343,7 @@ fn a_real_write_below_a_forged_first_value_restarts_the_suspicion_clock() {
     assert!(s.view(0).record(2).is_some_and(|r| r.seq <= real + 2), "no real write landed");
     let landed_at = s.now;
     s.kill(2);
-    s.run(3 * T.suspect_after_ms);
-    let suspected = events(s.host(1), EventKind::HostSuspect);
-    let first = suspected.iter().find(|e| e.host == 2).expect("the dead host is suspected");
-    assert!(
-        first.mono_ms >= landed_at + T.suspect_after_ms,
-        "suspected {} ms after its last write landed",
-        first.mono_ms - landed_at
-    );
+    assert_suspected_from_last_landing(&mut s, landed_at);
 }
 
 /// Soak seed 923510 (HEALTHY), the two-volume form of 822112: an observer's first read showed a
@@ -2336,29 +2355,11 @@ fn a_real_write_below_a_forged_first_value_restarts_the_suspicion_clock() {
 /// reads is a write landed in between.
 #[test]
 fn a_real_write_on_another_volume_than_the_forged_first_value_restarts_the_suspicion_clock() {
-    let mut s = Sim::with_volumes(0, 2);
-    s.add(AgentParams { volumes: 2, ..params(2) });
-    s.run(5_000);
-    s.kill(2);
-    let real = s.view(0).record(2).expect("host 2 writes").clone();
-    let mut forged = real.clone();
-    forged.seq += 100_000;
-    s.disks[1][GEO.heartbeat_block(2) as usize] = encode_heartbeat(&forged).unwrap();
-    s.add(AgentParams { volumes: 2, ..params(1) });
-    s.run(2 * T.interval_ms);
+    let (mut s, late) = dead_peer_with_a_forged_value_on_volume_1(|_, _| {});
     // Host 2's stuck write lands on volume 0 only, below the forged value.
-    let mut late = real.clone();
-    late.seq += 1;
     s.disks[0][GEO.heartbeat_block(2) as usize] = encode_heartbeat(&late).unwrap();
     let landed_at = s.now;
-    s.run(3 * T.suspect_after_ms);
-    let suspected = events(s.host(1), EventKind::HostSuspect);
-    let first = suspected.iter().find(|e| e.host == 2).expect("the dead host is suspected");
-    assert!(
-        first.mono_ms >= landed_at + T.suspect_after_ms,
-        "suspected {} ms after its last write landed",
-        first.mono_ms - landed_at
-    );
+    assert_suspected_from_last_landing(&mut s, landed_at);
 }
 
 /// Soak seed 923510 (HEALTHY) as it happened: the observer's first reads found the peer's block
@@ -2368,32 +2369,16 @@ fn a_real_write_on_another_volume_than_the_forged_first_value_restarts_the_suspi
 /// for nothing and the peer was suspected 24 s after it landed (suspect_after 25.3 s).
 #[test]
 fn a_torn_block_that_turns_into_a_record_below_a_forged_first_value_is_a_sign_of_life() {
-    let mut s = Sim::with_volumes(0, 2);
-    s.add(AgentParams { volumes: 2, ..params(2) });
-    s.run(5_000);
-    s.kill(2);
-    let real = s.view(0).record(2).expect("host 2 writes").clone();
-    let mut forged = real.clone();
-    forged.seq += 100_000;
     let block = GEO.heartbeat_block(2) as usize;
-    s.disks[1][block] = encode_heartbeat(&forged).unwrap();
-    let mut late = real.clone();
-    late.seq += 1;
-    let landing = encode_heartbeat(&late).unwrap();
-    s.disks[0][block][..512].copy_from_slice(&landing[..512]);
-    s.add(AgentParams { volumes: 2, ..params(1) });
-    s.run(2 * T.interval_ms);
+    let (mut s, late) = dead_peer_with_a_forged_value_on_volume_1(|s, late| {
+        // The write is in flight: volume 0 shows its first sector over the old record.
+        let landing = encode_heartbeat(late).unwrap();
+        s.disks[0][block][..512].copy_from_slice(&landing[..512]);
+    });
     // Host 2's stuck write completes on volume 0, below the forged value.
-    s.disks[0][block] = landing;
+    s.disks[0][block] = encode_heartbeat(&late).unwrap();
     let landed_at = s.now;
-    s.run(3 * T.suspect_after_ms);
-    let suspected = events(s.host(1), EventKind::HostSuspect);
-    let first = suspected.iter().find(|e| e.host == 2).expect("the dead host is suspected");
-    assert!(
-        first.mono_ms >= landed_at + T.suspect_after_ms,
-        "suspected {} ms after its last write landed",
-        first.mono_ms - landed_at
-    );
+    assert_suspected_from_last_landing(&mut s, landed_at);
 }
 
 #[test]
