@@ -182,9 +182,16 @@ impl Opened {
     }
 
     /// Writes `m` with the next epoch into every volume's header and reads it back.
+    ///
+    /// There is no lock across hosts (the volumes are shared storage), so two operators'
+    /// changes can meet: a header that changed since this command read it is not overwritten,
+    /// and every header is read again after the writes, so a change that another one overwrote
+    /// is reported instead of lost silently.
     fn write(&self, m: &Membership) -> CliResult {
+        self.unchanged_since_open()?;
         let epoch = self.newest().0.epoch + 1;
         let mut failed = Vec::new();
+        let mut written = Vec::new();
         for (vol, h) in &self.volumes {
             let new = Header {
                 members: m.members.clone(),
@@ -192,10 +199,12 @@ impl Opened {
                 outage_survival: m.outage_survival,
                 ..h.clone()
             };
-            if let Err(e) = write_header(vol, &new) {
-                failed.push(format!("{}: {e}", vol.path().display()));
+            match write_header(vol, &new) {
+                Ok(()) => written.push((vol, new)),
+                Err(e) => failed.push(format!("{}: {e}", vol.path().display())),
             }
         }
+        still_holds(&written)?;
         let written = Membership { epoch, ..m.clone() };
         let ok = self.volumes.len() - failed.len();
         println!(
@@ -213,6 +222,46 @@ impl Opened {
             self.volumes.len()
         )))
     }
+}
+
+impl Opened {
+    /// Refuses when a volume's header is no longer the one `open` read.
+    fn unchanged_since_open(&self) -> CliResult {
+        for (vol, h) in &self.volumes {
+            let now = vol.read_header()?;
+            if now != *h {
+                return Err(CliError::new(format!(
+                    "the header of {} changed while this command ran (now members {}; another `hbfence members` or `hbfence outage-survival` at the same time?): nothing was written; check with `hbfence members list` and run the command again",
+                    vol.path().display(),
+                    Membership::of(&now).describe()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads every written header again after all the writes: another change that met this one
+/// overwrote some of them.
+fn still_holds(written: &[(&Volume, Header)]) -> CliResult {
+    let mut lost = Vec::new();
+    for (vol, h) in written {
+        let now = vol.read_header()?;
+        if now != *h {
+            lost.push(format!(
+                "{} now holds members {}",
+                vol.path().display(),
+                Membership::of(&now).describe()
+            ));
+        }
+    }
+    if lost.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::new(format!(
+        "another change was written at the same time and overwrote this one: {}. Check with `hbfence members list` and run the change again (it rewrites every volume with a higher epoch)",
+        lost.join("; ")
+    )))
 }
 
 /// Rewrites block 0 and reads it back: the write counts only if the volume returns it.
@@ -360,4 +409,98 @@ pub fn outage_survival(a: &OutageSurvivalArgs) -> CliResult {
         return Ok(());
     }
     v.write(&Membership { outage_survival: on, ..current })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::format::Geometry;
+    use crate::core::timing::Timing;
+
+    /// A volume file in `dir` whose block 0 holds a header with members 1-3 (epoch 1).
+    fn volume(dir: &std::path::Path, name: &str) -> (PathBuf, Header) {
+        let path = dir.join(name);
+        let header = Header {
+            cluster: [7; 16],
+            max_hosts: 8,
+            timing: Timing::default(),
+            created_wall_ms: 0,
+            created_by: String::new(),
+            members: vec![1, 2, 3],
+            members_epoch: 1,
+            outage_survival: false,
+        };
+        let bytes = Geometry { max_hosts: 8 }.total_blocks() * format::BLOCK_SIZE as u64;
+        std::fs::File::create(&path).unwrap().set_len(bytes).unwrap();
+        write_header(&Volume::open(&path, Access::ReadWrite).unwrap(), &header).unwrap();
+        (path, header)
+    }
+
+    fn read(path: &std::path::Path) -> Header {
+        Volume::open(path, Access::ReadOnly).unwrap().read_header().unwrap()
+    }
+
+    fn opened(paths: &[&PathBuf]) -> Opened {
+        let volumes =
+            Volumes { volume: paths.iter().map(|p| p.to_path_buf()).collect(), config: None };
+        Opened::open(&volumes, Access::ReadWrite).unwrap()
+    }
+
+    /// Two operators: the second command read the headers before the first one's change
+    /// landed. Writing its own list with the same next epoch would replace the first change
+    /// (the agents would see other contents under one epoch, or lose it unseen).
+    #[test]
+    fn a_header_changed_since_the_command_read_it_is_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, header) = volume(dir.path(), "a.vol");
+        let (b, _) = volume(dir.path(), "b.vol");
+        let late = opened(&[&a, &b]);
+        let first = Header { members: vec![1, 2, 3, 4], members_epoch: 2, ..header.clone() };
+        for p in [&a, &b] {
+            write_header(&Volume::open(p, Access::ReadWrite).unwrap(), &first).unwrap();
+        }
+        let err = late
+            .write(&Membership { members: vec![1, 2, 3, 5], ..Membership::of(&header) })
+            .unwrap_err();
+        assert!(err.message.contains("changed while this command ran"), "{err}");
+        assert!(err.message.contains("1-4 (epoch 2)"), "{err}");
+        assert_eq!(read(&a), first);
+        assert_eq!(read(&b), first);
+    }
+
+    /// A change overwritten by another one after it was written and read back is reported,
+    /// naming what the volume holds now.
+    #[test]
+    fn a_change_overwritten_after_its_write_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, header) = volume(dir.path(), "a.vol");
+        let (b, _) = volume(dir.path(), "b.vol");
+        let (va, vb) = (
+            Volume::open(&a, Access::ReadWrite).unwrap(),
+            Volume::open(&b, Access::ReadWrite).unwrap(),
+        );
+        let mine = Header { members: vec![1, 2, 3, 4], members_epoch: 2, ..header.clone() };
+        let theirs = Header { members: vec![1, 2, 3, 5], members_epoch: 2, ..header };
+        write_header(&va, &mine).unwrap();
+        write_header(&vb, &mine).unwrap();
+        assert!(still_holds(&[(&va, mine.clone()), (&vb, mine.clone())]).is_ok());
+        write_header(&vb, &theirs).unwrap();
+        let err = still_holds(&[(&va, mine.clone()), (&vb, mine)]).unwrap_err();
+        assert!(err.message.contains("overwrote this one"), "{err}");
+        assert!(err.message.contains("b.vol now holds members 1-3,5 (epoch 2)"), "{err}");
+        assert!(!err.message.contains("a.vol"), "{err}");
+    }
+
+    /// Without a meeting change, the command writes every volume.
+    #[test]
+    fn a_change_alone_is_written_to_every_volume() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, header) = volume(dir.path(), "a.vol");
+        let (b, _) = volume(dir.path(), "b.vol");
+        let v = opened(&[&a, &b]);
+        v.write(&Membership { members: vec![1, 2], ..Membership::of(&header) }).unwrap();
+        for p in [&a, &b] {
+            assert_eq!(read(p), Header { members: vec![1, 2], members_epoch: 2, ..header.clone() });
+        }
+    }
 }
