@@ -312,9 +312,10 @@ struct Sighting {
     /// Another incarnation took over from this one as the peer's current record: this run is
     /// older than that one (seed 5754).
     superseded: bool,
-    /// `first_seq` was first shown by a read after a gap (or the agent's first read): it may be
-    /// of any age, so a higher value is no impossible jump from it (seed 501965).
-    first_age_unknown: bool,
+    /// Every value of the run seen so far was first shown by a read after a gap (or by the
+    /// agent's first read): they may be of any age, so a higher value is no impossible jump from
+    /// them (seed 501965; seed 1000958: two old values, one continuing the other).
+    age_unknown: bool,
 }
 
 impl Sighting {
@@ -329,7 +330,7 @@ impl Sighting {
             below: None,
             raised_from: r.seq,
             superseded,
-            first_age_unknown: age_unknown,
+            age_unknown,
         }
     }
 }

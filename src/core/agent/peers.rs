@@ -98,12 +98,20 @@ impl Agent {
                             e.max_seq = r.seq;
                             e.continued = true;
                             e.below = None;
-                        } else if !e.continued && e.first_age_unknown {
-                            // The only value seen may be old (a volume whose writes failed for
-                            // a while, read at this agent's start): the higher one takes its
+                            // A value a timely read shows new was written since that volume's
+                            // previous read; one from a read after a gap may be as old as the
+                            // rest.
+                            if continuous {
+                                e.age_unknown = false;
+                            }
+                        } else if e.age_unknown {
+                            // The values seen may all be old (a volume whose writes failed for
+                            // a while, read at this agent's start): the higher one takes their
                             // place, unverified as a first value is (seed 501965: a live host's
                             // current writes were ignored as jumps from an old value, and it
-                            // was suspected early).
+                            // was suspected early; seed 1000958: the same from two old values
+                            // on two volumes, one continuing the other, and a host that then
+                            // left cleanly was fenced).
                             *e = Sighting::first(r, new_since, !continuous, e.superseded);
                         } else {
                             impossible.push((id, e.max_seq, r.seq));
@@ -139,7 +147,7 @@ impl Agent {
                             below: None,
                             raised_from: r.seq,
                             superseded: e.superseded,
-                            first_age_unknown: false,
+                            age_unknown: false,
                         };
                         peer.went_back.iter_mut().for_each(|w| *w = None);
                         rebased = true;
@@ -177,7 +185,7 @@ impl Agent {
                                         below: None,
                                         raised_from: latest,
                                         superseded: e.superseded,
-                                        first_age_unknown: false,
+                                        age_unknown: false,
                                     };
                                     rebased = true;
                                     None
@@ -215,7 +223,7 @@ impl Agent {
                             below: None,
                             raised_from: from,
                             superseded: e.superseded,
-                            first_age_unknown: false,
+                            age_unknown: false,
                         };
                         rebased = true;
                     } else {

@@ -2314,6 +2314,35 @@ fn an_old_value_read_at_start_does_not_turn_the_current_ones_into_jumps() {
     assert!(alarms.is_empty(), "nothing was forged: {alarms:?}");
 }
 
+/// Soak seed 1000958 (LEFT): an agent started during a storage outage; its first reads, when
+/// the storage came back, showed a peer's old values on two volumes (one continuing the other)
+/// and its current one on the third. The two old values made the sighting "continued", so the
+/// current value was no longer taken in place of a first value of unknown age but rejected as
+/// a jump, and so was every later write: the peer, which then left cleanly, was fenced. Values
+/// that all came from reads of unknown age say nothing about when they were written.
+#[test]
+fn old_values_continuing_each_other_at_start_do_not_turn_the_current_one_into_a_jump() {
+    let mut s = Sim::with_volumes(0, 3);
+    s.add(AgentParams { volumes: 3, ..params(2) });
+    s.run(150 * T.interval_ms);
+    s.hung.push(2);
+    let current = s.view(2).record(2).expect("host 2 writes").clone();
+    assert!(current.seq > 140, "host 2 wrote {} times", current.seq);
+    for (volume, behind) in [(0, 132), (1, 131)] {
+        let old = Heartbeat { seq: current.seq - behind, ..current.clone() };
+        s.disks[volume][GEO.heartbeat_block(2) as usize] = encode_heartbeat(&old).unwrap();
+    }
+    s.add(AgentParams { volumes: 3, ..params(1) });
+    s.run(50);
+    s.hung.clear();
+    s.run(4 * T.suspect_after_ms);
+    let h1 = s.host(1);
+    let suspects = events(h1, EventKind::HostSuspect);
+    assert!(suspects.is_empty(), "a live host was suspected: {suspects:?}");
+    let alarms = events(h1, EventKind::Alarm);
+    assert!(alarms.is_empty(), "nothing was forged: {alarms:?}");
+}
+
 /// Soak seed 822112 (HEALTHY): an observer's first read showed a forged value far ahead of a
 /// peer's real sequence; the peer's one real write that followed (below it) was not taken,
 /// because an unverified first value accepts lower ones only from the second on, and the peer's
