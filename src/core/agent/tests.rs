@@ -426,8 +426,7 @@ fn a_second_writer_on_the_same_id_is_refused_at_start() {
 #[test]
 fn a_former_run_catching_up_during_the_probe_is_not_a_second_writer() {
     let mut s = Sim::new(0);
-    let mut former = fake(1, 55, 40, s.now);
-    former.boot_id = [5; 16];
+    let former = fake_of_boot(1, 55, 40, s.now, 5);
     s.put(&former);
     s.add(params(1));
     s.run(300);
@@ -446,13 +445,11 @@ fn a_former_run_catching_up_during_the_probe_is_not_a_second_writer() {
 #[test]
 fn a_later_former_run_shown_by_a_lagging_volume_is_not_a_second_writer() {
     let mut s = Sim::new(0);
-    let mut first_boot = fake(1, 55, 40, s.now);
-    first_boot.boot_id = [5; 16];
+    let first_boot = fake_of_boot(1, 55, 40, s.now, 5);
     s.put(&first_boot);
     s.add(params(1));
     s.run(300);
-    let mut second_boot = fake(1, 66, 41, s.now);
-    second_boot.boot_id = [6; 16];
+    let second_boot = fake_of_boot(1, 66, 41, s.now, 6);
     s.put(&second_boot);
     s.run(600);
     s.put(&Heartbeat { seq: 42, ..second_boot });
@@ -467,8 +464,7 @@ fn a_later_former_run_shown_by_a_lagging_volume_is_not_a_second_writer() {
 #[test]
 fn one_old_change_seen_after_a_long_read_gap_in_the_probe_is_not_a_second_writer() {
     let mut s = Sim::new(0);
-    let mut former = fake(1, 55, 40, s.now);
-    former.boot_id = [5; 16];
+    let former = fake_of_boot(1, 55, 40, s.now, 5);
     s.put(&former);
     s.add(params(1));
     s.run(300);
@@ -489,8 +485,7 @@ fn one_old_change_seen_after_a_long_read_gap_in_the_probe_is_not_a_second_writer
 #[test]
 fn a_read_gap_between_two_old_changes_in_the_probe_is_not_a_second_writer() {
     let mut s = Sim::new(0);
-    let mut former = fake(1, 55, 40, s.now);
-    former.boot_id = [5; 16];
+    let former = fake_of_boot(1, 55, 40, s.now, 5);
     s.put(&former);
     s.add(params(1));
     s.run(300);
@@ -512,8 +507,7 @@ fn a_read_gap_between_two_old_changes_in_the_probe_is_not_a_second_writer() {
 #[test]
 fn a_twin_gone_during_a_read_gap_in_the_probe_is_not_a_second_writer_later() {
     let mut s = Sim::new(0);
-    let mut twin = fake(1, 77, 40, s.now);
-    twin.boot_id = [7; 16];
+    let mut twin = fake_of_boot(1, 77, 40, s.now, 7);
     s.put(&twin);
     s.add(params(1));
     s.run(300);
@@ -538,8 +532,7 @@ fn a_twin_gone_during_a_read_gap_in_the_probe_is_not_a_second_writer_later() {
 #[test]
 fn a_second_writer_seen_across_read_gaps_is_still_refused_at_start() {
     let mut s = Sim::new(0);
-    let mut twin = fake(1, 77, 40, s.now);
-    twin.boot_id = [7; 16];
+    let mut twin = fake_of_boot(1, 77, 40, s.now, 7);
     s.put(&twin);
     s.add(params(1));
     let gap = (T.interval_ms + T.io_timeout_ms) / T.interval_ms + 1;
@@ -565,12 +558,10 @@ fn a_second_writer_seen_across_read_gaps_is_still_refused_at_start() {
 #[test]
 fn a_second_writer_of_another_incarnation_that_goes_on_is_refused_at_start() {
     let mut s = Sim::new(0);
-    let mut first_boot = fake(1, 55, 40, s.now);
-    first_boot.boot_id = [5; 16];
+    let first_boot = fake_of_boot(1, 55, 40, s.now, 5);
     s.put(&first_boot);
     s.add(params(1));
-    let mut twin = fake(1, 77, 41, s.now);
-    twin.boot_id = [7; 16];
+    let mut twin = fake_of_boot(1, 77, 41, s.now, 7);
     let mut waited = 0;
     while s.host(1).exit.is_none() && waited < T.io_timeout_ms + 6 * T.interval_ms {
         twin.seq += 1;
@@ -930,6 +921,11 @@ fn reload_that_removes_a_bmc_reaches_the_core() {
 }
 
 /// A heartbeat of host `id` as an agent would write it (armed, active, eligible, healthy).
+/// `fake`'s record as written on another boot (`boot` fills the boot id).
+fn fake_of_boot(id: u32, incarnation: u64, seq: u64, now: u64, boot: u8) -> Heartbeat {
+    Heartbeat { boot_id: [boot; 16], ..fake(id, incarnation, seq, now) }
+}
+
 fn fake(id: u32, incarnation: u64, seq: u64, now: u64) -> Heartbeat {
     Heartbeat {
         cluster: CLUSTER,
@@ -1060,8 +1056,7 @@ fn doom_wins_over_a_collision() {
     s.run(100);
     assert!(matches!(s.host(1).agent.phase(), Phase::Doomed { .. }));
     // Another writer of host id 1 shows up before the reset ran.
-    let mut twin = fake(1, 5555, 900, s.now);
-    twin.boot_id = [0xee; 16];
+    let twin = fake_of_boot(1, 5555, 900, s.now, 0xee);
     s.twin = Some(twin);
     s.run(T.io_timeout_ms + 500);
     assert!(s.host(1).self_fenced.is_some(), "the collision cancelled the self-fence");
@@ -1109,8 +1104,7 @@ fn a_twin_writing_between_this_hosts_cycles_is_a_collision() {
 #[test]
 fn a_former_runs_writes_on_a_volume_read_late_are_not_a_collision() {
     let mut s = Sim::with_volumes(0, 3);
-    let mut former = fake(1, 7777, 40, 0);
-    former.boot_id = [0xee; 16];
+    let former = fake_of_boot(1, 7777, 40, 0, 0xee);
     let block = encode_heartbeat(&former).unwrap();
     s.disks[0][GEO.heartbeat_block(1) as usize] = block;
     s.disks[1][GEO.heartbeat_block(1) as usize] = block;
@@ -1137,6 +1131,19 @@ fn a_former_runs_writes_on_a_volume_read_late_are_not_a_collision() {
     assert_eq!(s.host(1).exit, Some(EXIT_HOST_ID_IN_USE), "the second writer went unnoticed");
 }
 
+/// An agent running on one volume whose probe found run A (incarnation 7777, seq 40) of another
+/// boot in its block; its own writes fail, so nothing it writes shows there yet.
+fn running_past_run_a_of_another_boot() -> (Sim, Heartbeat) {
+    let mut s = Sim::with_volumes(0, 1);
+    let run_a = fake_of_boot(1, 7777, 40, 0, 0xee);
+    s.put(&run_a);
+    s.add(AgentParams { volumes: 1, ..params(1) });
+    s.write_fails.push(1);
+    s.run(5_000);
+    assert_eq!(s.host(1).agent.phase(), Phase::Running);
+    (s, run_a)
+}
+
 /// Soak seed 6046: the probe read a lagging volume that still showed run A of the host's
 /// previous boot; run B of that same boot had written past it before the reboot. After start,
 /// the volume caught up and showed B's record (another incarnation, sequence past the one
@@ -1145,14 +1152,7 @@ fn a_former_runs_writes_on_a_volume_read_late_are_not_a_collision() {
 /// history like the run itself, until this agent's own write was seen on that volume.
 #[test]
 fn a_later_run_of_the_probed_boot_shown_by_a_lagging_volume_is_not_a_collision() {
-    let mut s = Sim::with_volumes(0, 1);
-    let mut run_a = fake(1, 7777, 40, 0);
-    run_a.boot_id = [0xee; 16];
-    s.put(&run_a);
-    s.add(AgentParams { volumes: 1, ..params(1) });
-    s.write_fails.push(1);
-    s.run(5_000);
-    assert_eq!(s.host(1).agent.phase(), Phase::Running);
+    let (mut s, run_a) = running_past_run_a_of_another_boot();
     // The volume catches up: run B of the same boot wrote 41 before the reboot.
     s.put(&Heartbeat { incarnation: 8888, seq: 41, ..run_a.clone() });
     s.run(2 * T.interval_ms);
@@ -1175,14 +1175,7 @@ fn a_later_run_of_the_probed_boot_shown_by_a_lagging_volume_is_not_a_collision()
 /// of that run still is.
 #[test]
 fn a_former_runs_record_seen_again_on_a_volume_gone_back_in_time_is_not_a_collision() {
-    let mut s = Sim::with_volumes(0, 1);
-    let mut run_a = fake(1, 7777, 40, 0);
-    run_a.boot_id = [0xee; 16];
-    s.put(&run_a);
-    s.add(AgentParams { volumes: 1, ..params(1) });
-    s.write_fails.push(1);
-    s.run(5_000);
-    assert_eq!(s.host(1).agent.phase(), Phase::Running);
+    let (mut s, run_a) = running_past_run_a_of_another_boot();
     // The lagging volume catches up with run A's last writes: history.
     let later = s.host(1).agent.seq() + 3;
     let last_of_a = Heartbeat { seq: later, ..run_a.clone() };
@@ -1219,8 +1212,7 @@ fn a_probed_runs_record_never_read_before_shown_by_a_volume_gone_back_in_time_is
     // by the read before this agent's first write there.
     for torn_unseen in [true, false] {
         let mut s = Sim::with_volumes(0, 2);
-        let mut run_a = fake(1, 7777, 40, 0);
-        run_a.boot_id = [0xee; 16];
+        let run_a = fake_of_boot(1, 7777, 40, 0, 0xee);
         let block = GEO.heartbeat_block(1) as usize;
         s.disks[1][block] = encode_heartbeat(&run_a).unwrap();
         let last_of_a = Heartbeat { seq: 49, ..run_a.clone() };
@@ -1320,8 +1312,7 @@ fn a_restart_from_1_seen_before_the_old_run_stopped_is_progress_once_it_has() {
     // The new run writes once, read while the old run has not stopped yet (less than two
     // intervals after the read that showed its last value).
     s.run(T.interval_ms - 100);
-    let mut new_run = fake(1, 600, 1, s.now);
-    new_run.boot_id = [0x61; 16];
+    let mut new_run = fake_of_boot(1, 600, 1, s.now, 0x61);
     new_run.state = HostState::Starting;
     s.put(&new_run);
     s.run(timing.suspect_after_ms - 100);
