@@ -353,6 +353,8 @@ impl Agent {
         if let Some((_, view)) = &view {
             self.note_own_block_floor(v, view);
         }
+        // Kept for the read before the next write, which reads the own block only.
+        self.vols[v].shows_past = view.as_ref().is_some_and(|(_, view)| self.read_shows_past(view));
         let mut renewed = false;
         if let (Some(Ok(_)), Some((_, view))) = (&write, &view) {
             if failure.is_none() {

@@ -239,19 +239,52 @@ impl Agent {
         if r.seq <= floor {
             return false;
         }
-        if !probed_run {
+        // A run the probe never found, on a volume that shows the present: a second writer
+        // (a twin started at the same instant as this agent is judged at its first sighting).
+        // On a volume whose read shows the past, it may be a run of a boot between the one the
+        // probe found and this one, dead by now, that a lagging replica shows late (soak seed
+        // 985753): judged like a run the probe found.
+        if !probed_run && !self.vols[v].shows_past {
             return true;
         }
-        // A run the probe judged history, past the floor: one such record is what a volume
-        // gone back in time shows of writes nobody read before (they landed while it was
-        // unreadable and were overwritten by ours: soak seeds 177717, 182441). A writer goes
-        // on: it is a second writer once it advanced past a sighting above the floor (the
-        // sighting was noted in the history; a run not noted because the history is full is
-        // judged by the floor alone).
+        // A run the probe judged history (or an unknown one on a volume showing the past),
+        // past the floor: one such record is what a volume gone back in time shows of writes
+        // nobody read before (they landed while it was unreadable and were overwritten by
+        // ours: soak seeds 177717, 182441). A writer goes on: it is a second writer once it
+        // advanced past a sighting above the floor (the sighting was noted in the history; a
+        // run not noted because the history is full is judged by the floor alone).
         match self.own_block_history.iter().find(|&&(inc, _)| inc == r.incarnation) {
             Some(&(_, seen)) => seen > floor,
             None => self.own_block_history.len() >= OWN_BLOCK_HISTORY_RUNS,
         }
+    }
+
+    /// Evidence that a read shows the volume's past (a replica lagging behind, or one gone
+    /// back in time): every peer that wrote lately (a new value within two intervals) shows a
+    /// record of its current run there at least two writes older than the one this agent has
+    /// already taken (one write may still be in flight), and there is at least one such
+    /// peer. A record of such a peer that is current, or of another of its runs, means the
+    /// present.
+    pub(super) fn read_shows_past(&self, view: &VolumeView) -> bool {
+        let recent = self.now.mono.saturating_sub(2 * self.p.timing.interval_ms);
+        let mut behind = false;
+        for (i, slot) in view.slots.iter().enumerate() {
+            let id = i as u32 + 1;
+            let Slot::Record(r) = slot else { continue };
+            if id == self.p.host_id {
+                continue;
+            }
+            let Some(peer) = self.peers.get(&id).filter(|p| p.last_change >= recent) else {
+                continue;
+            };
+            match &peer.record {
+                Some(p) if p.incarnation == r.incarnation && p.seq >= r.seq.saturating_add(2) => {
+                    behind = true
+                }
+                _ => return false,
+            }
+        }
+        behind
     }
 
     /// Remembers another incarnation's record in the own block once it has been judged (and

@@ -57,6 +57,9 @@ struct Sim {
     /// Reads show the mailboxes a host's read plan reads (its own and
     /// `Agent::peer_mailboxes`), as the daemon's I/O thread does; otherwise every mailbox.
     planned_mailboxes: bool,
+    /// A volume whose reads are served by a replica that lags behind: reads show this copy,
+    /// writes land on the disk (they show once the copy is replaced).
+    stale_replica: Option<(usize, Vec<[u8; BLOCK_SIZE]>)>,
 }
 
 pub(super) fn params(id: u32) -> AgentParams {
@@ -105,6 +108,7 @@ impl Sim {
             net_cut: vec![],
             answers: vec![],
             planned_mailboxes: false,
+            stale_replica: None,
         };
         for id in 1..=n {
             sim.add(AgentParams { volumes, ..params(id) });
@@ -188,7 +192,7 @@ impl Sim {
             let broken = self.broken.contains(&id) || self.dead_volumes.contains(&volume);
             if write.is_some() && !broken {
                 let record = match crate::core::format::decode(
-                    &self.disks[volume][GEO.heartbeat_block(id) as usize],
+                    &self.read_disk(volume)[GEO.heartbeat_block(id) as usize],
                 ) {
                     crate::core::format::Decoded::Heartbeat(hb) => Some(hb),
                     _ => None,
@@ -286,8 +290,15 @@ impl Sim {
             }
         }
     }
+    /// What a read of `volume` shows: the disk, or the replica that lags behind.
+    fn read_disk(&self, volume: usize) -> &[[u8; BLOCK_SIZE]] {
+        match &self.stale_replica {
+            Some((v, copy)) if *v == volume => copy,
+            _ => &self.disks[volume],
+        }
+    }
     fn view(&self, volume: usize) -> VolumeView {
-        let raw: Vec<u8> = self.disks[volume][1..].iter().flatten().copied().collect();
+        let raw: Vec<u8> = self.read_disk(volume)[1..].iter().flatten().copied().collect();
         let mut view = decode_view(&raw, GEO, &CLUSTER);
         // Every published list, as an I/O thread's reader holds them.
         for slot in &view.slots {
@@ -298,7 +309,7 @@ impl Sim {
             }
             let first =
                 GEO.inventory_set(r.host_id, info.flags & format::inventory_flags::SET_1 != 0);
-            let raw: Vec<u8> = self.disks[volume]
+            let raw: Vec<u8> = self.read_disk(volume)
                 [first as usize..first as usize + format::INVENTORY_SET]
                 .iter()
                 .flatten()
@@ -1241,6 +1252,66 @@ fn a_probed_runs_record_never_read_before_shown_by_a_volume_gone_back_in_time_is
         // A that goes on writing (a twin frozen during the probe, resumed) is a second writer.
         s.disks[0][block] = encode_heartbeat(&Heartbeat { seq: 50, ..run_a }).unwrap();
         s.run(2 * T.interval_ms);
+        assert_eq!(s.host(1).exit, Some(EXIT_HOST_ID_IN_USE), "the second writer went unnoticed");
+    }
+}
+
+/// Soak seed 985753: run A of boot 0 wrote its last records everywhere; the host rebooted, and
+/// run B of boot 1 wrote one record, to volume 2 only, just before volume 2 began to serve a
+/// replica 26 s behind; then B's host was powered off and rebooted again. The probe of boot 2
+/// read A's record (volume 2 lagging, volume 1 current) and continued from it; as the lag moved
+/// on, volume 2 showed B's record, a run of a boot the probe never found, past the sequence
+/// continued from: exit 76, although B was long dead. The same read showed every peer that
+/// writes at least two writes older than this agent had already read elsewhere: the volume
+/// shows the past, and one record of an unknown run there is noted, not a collision. A run
+/// that advances there is a second writer, and on a volume that shows the present (the peers'
+/// current records) an unknown run is one at once, as before (twins started at once).
+#[test]
+fn an_unknown_runs_record_on_a_volume_that_shows_the_past_is_not_a_collision() {
+    for shows_the_past in [true, false] {
+        let mut s = Sim::with_volumes(0, 3);
+        let mut run_a = fake(1, 7777, 40, 0);
+        run_a.boot_id = [0xee; 16];
+        s.put(&run_a);
+        s.add(AgentParams { volumes: 3, ..params(2) });
+        s.run(5_000);
+        let run_b = Heartbeat { incarnation: 8888, boot_id: [0xdd; 16], seq: 41, ..run_a.clone() };
+        let block = GEO.heartbeat_block(1) as usize;
+        if shows_the_past {
+            // Volume 2 begins to lag: its reads show a copy of now; B's record lands after it.
+            s.stale_replica = Some((2, s.disks[2].clone()));
+            s.disks[2][block] = encode_heartbeat(&run_b).unwrap();
+        }
+        s.add(AgentParams { volumes: 3, ..params(1) });
+        s.run(5_000);
+        assert_eq!(s.host(1).agent.phase(), Phase::Running);
+        assert!(s.host(1).agent.seq() > 40);
+        if !shows_the_past {
+            // A twin started at the same instant writes its first record on a volume that
+            // shows the present (here the only one it can write to): a second writer at once.
+            s.write_fails.push(1);
+            s.disks[2][block] = encode_heartbeat(&run_b).unwrap();
+            s.run(T.interval_ms + 100);
+            assert_eq!(
+                s.host(1).exit,
+                Some(EXIT_HOST_ID_IN_USE),
+                "a twin started at once went unnoticed"
+            );
+            continue;
+        }
+        // The lag moves on and shows B's record; the peer's record there stays old.
+        let (_, copy) = s.stale_replica.as_mut().unwrap();
+        copy[block] = encode_heartbeat(&run_b).unwrap();
+        s.run(3 * T.interval_ms);
+        assert_eq!(
+            s.host(1).exit,
+            None,
+            "a dead run's record on a volume showing the past was taken for a twin"
+        );
+        // B writing on there is a second writer.
+        let (_, copy) = s.stale_replica.as_mut().unwrap();
+        copy[block] = encode_heartbeat(&Heartbeat { seq: 42, ..run_b }).unwrap();
+        s.run(T.interval_ms);
         assert_eq!(s.host(1).exit, Some(EXIT_HOST_ID_IN_USE), "the second writer went unnoticed");
     }
 }
