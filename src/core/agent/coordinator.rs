@@ -152,7 +152,7 @@ impl Agent {
             let fenced = self
                 .verdicts
                 .get(&id)
-                .is_some_and(|v| v.kind == VerdictKind::Fenced && v.incarnation == r.incarnation);
+                .is_some_and(|v| v.kind == VerdictKind::Fenced && !p.runs_after(r, v));
             let candidate = p.status == Some(PeerStatus::Alive)
                 && r.state == HostState::Active
                 && r.caps & caps::COORDINATOR_ELIGIBLE != 0
@@ -196,10 +196,12 @@ impl Agent {
         }
         let Some(r) = p.record.clone() else { return };
         let stale = self.stale_ms(p);
+        // A `fenced` run covers the runs before it (one machine, one run at a time): judging an
+        // older run's last record would replace the verdict about the later one (seed 975920).
         if self
             .verdicts
             .get(&id)
-            .is_some_and(|v| v.kind == VerdictKind::Fenced && v.incarnation == r.incarnation)
+            .is_some_and(|v| v.kind == VerdictKind::Fenced && !p.runs_after(&r, v))
         {
             return;
         }

@@ -2078,6 +2078,64 @@ fn an_older_run_read_after_the_fenced_run_that_continued_it_is_not_a_rejoin() {
     assert_eq!(s.verdict(3, 2), None, "a real rejoin kept the verdict");
 }
 
+/// Soak seed 975920: host 3's run C continued its older run K's sequence, wrote one record on
+/// volume 1 and was powered off: verdict `fenced` about C. Host 1 started while it could not read
+/// volume 1, saw only K's last record (never advancing) and, as coordinator, took K for a rejoin
+/// that ended C's verdict; its table without it outbid the one with it. Another incarnation is a
+/// rejoin only when it continues the sequence past the verdict or is seen to write.
+#[test]
+fn an_older_runs_record_never_seen_advancing_does_not_end_a_verdict_about_a_later_run() {
+    let mut s = Sim::with_volumes(0, 3);
+    let mut p = AgentParams { volumes: 3, ..params(2) };
+    p.fence_methods.insert(3, FenceMethodKind::Ipmi);
+    s.add(p);
+    s.add(AgentParams { volumes: 3, ..params(3) });
+    s.run(5_000);
+    s.kill(3);
+    s.run(2 * T.interval_ms);
+    let older = s.record_of(3);
+    let newer = Heartbeat {
+        incarnation: 2945,
+        seq: older.seq + 1,
+        state: HostState::Starting,
+        caps: caps::IO_HEALTHY,
+        ..older.clone()
+    };
+    s.disks[1][GEO.heartbeat_block(3) as usize] = encode_heartbeat(&newer).unwrap();
+    s.run(T.suspect_after_ms + 2 * T.interval_ms);
+    assert_eq!(s.host(2).fences, vec![3], "fencing did not start");
+    s.feed(
+        0,
+        Input::FenceDone { peer: 3, method: FenceMethodKind::Ipmi, result: Ok("off".into()) },
+    );
+    assert_eq!(s.host(2).agent.verdicts()[&3].incarnation, 2945);
+    // Volume 1, the only one with the fenced run's record, fails; a new host with a lower id
+    // starts and becomes coordinator from volumes 0 and 2.
+    s.dead_volumes.push(1);
+    s.add(AgentParams { volumes: 3, ..params(1) });
+    s.run(6 * T.interval_ms);
+    assert_eq!(s.host(1).agent.coordinator(), Some(1));
+    let fenced =
+        |s: &mut Sim, id| s.host(id).agent.verdicts().get(&3).map(|v| (v.kind, v.incarnation));
+    assert_eq!(
+        fenced(&mut s, 1),
+        Some((VerdictKind::Fenced, 2945)),
+        "the older run's record ended the verdict about the later run: {:?}",
+        events(s.host(1), EventKind::HostUp)
+    );
+    s.dead_volumes.clear();
+    s.run(3 * T.interval_ms);
+    assert_eq!(fenced(&mut s, 1), Some((VerdictKind::Fenced, 2945)));
+    assert_eq!(fenced(&mut s, 2), Some((VerdictKind::Fenced, 2945)));
+    // A restart of host 3 that writes is a rejoin, whatever its sequence number.
+    let restart = Heartbeat { incarnation: 7777, seq: 1, ..older.clone() };
+    s.put(&restart);
+    s.run(2 * T.interval_ms);
+    s.put(&Heartbeat { seq: 2, ..restart });
+    s.run(2 * T.interval_ms);
+    assert_eq!(fenced(&mut s, 1), None, "a real rejoin kept the verdict");
+}
+
 /// Soak seed 113573: a host left cleanly (`leaving` on two volumes) while its last `active` write
 /// to the third was stuck in a stall; an agent started later read `leaving` first, then the
 /// third volume's older value and the stuck write landing after it: two rising values below a
