@@ -2136,6 +2136,53 @@ fn an_older_runs_record_never_seen_advancing_does_not_end_a_verdict_about_a_late
     assert_eq!(fenced(&mut s, 1), None, "a real rejoin kept the verdict");
 }
 
+/// Two coordinators of a split each took over with `max_gen_seen + 1` and wrote the same
+/// generation; readers (and every republishing host) prefer the lower author's table whatever
+/// it holds. The lower author never merged the other one: it looked only at the newest table
+/// of another block, and the copies of its own table that other hosts republish hid the
+/// concurrent one (also a former coordinator's table held out for a merge). A coordinator
+/// merges every table of another author newer than the one it continued from.
+#[test]
+fn a_coordinator_merges_a_table_of_its_own_generation_by_another_author() {
+    let mut s = Sim::new(2);
+    s.run(5 * T.interval_ms);
+    assert!(s.host(1).agent.is_coordinator());
+    let gen = s.record_of(1).verdict_gen;
+    assert_eq!(s.record_of(2).verdict_gen, gen, "host 2 republishes the coordinator's table");
+    // Host 3, coordinator on the other side of a split, wrote the same generation with a
+    // `fenced` verdict about host 4, which is dead; then it lost its storage (its record stays).
+    let dead = fake(4, 4004, 10, s.now);
+    let mut other = fake(3, 3003, 20, s.now);
+    other.caps |= caps::COORDINATOR | caps::COORDINATOR_ELIGIBLE;
+    other.verdict_gen = gen;
+    other.verdict_author = 3;
+    let fenced = Verdict {
+        host_id: 4,
+        kind: VerdictKind::Fenced,
+        method: FenceMethodKind::Ipmi,
+        incarnation: 4004,
+        wall_ms: 0,
+        seq: 10,
+    };
+    other.verdicts = vec![fenced];
+    s.put(&dead);
+    s.put(&other);
+    // Taken once host 1 judges host 4 suspect itself (before its own watchdog bound).
+    s.run(T.suspect_after_ms + 3 * T.interval_ms);
+    assert!(T.suspect_after_ms + 3 * T.interval_ms < T.dead_after_ms());
+    let table = s.record_of(1);
+    assert!(
+        table.verdicts.contains(&fenced),
+        "the concurrent table's fenced verdict was not merged: {:?} at {}/{}",
+        table.verdicts,
+        table.verdict_gen,
+        table.verdict_author
+    );
+    assert!(table.verdict_gen > gen, "readers would still prefer the table without it");
+    s.run(2 * T.interval_ms);
+    assert!(s.record_of(2).verdicts.contains(&fenced));
+}
+
 /// Soak seed 113573: a host left cleanly (`leaving` on two volumes) while its last `active` write
 /// to the third was stuck in a stall; an agent started later read `leaving` first, then the
 /// third volume's older value and the stuck write landing after it: two rising values below a
