@@ -137,6 +137,7 @@ impl Agent {
                 })
             });
             if !ended {
+                self.fences.remove(&v.host_id);
                 self.verdicts.insert(v.host_id, *v);
                 changed = true;
             }

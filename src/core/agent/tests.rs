@@ -2181,6 +2181,10 @@ fn a_coordinator_merges_a_table_of_its_own_generation_by_another_author() {
     assert!(table.verdict_gen > gen, "readers would still prefer the table without it");
     s.run(2 * T.interval_ms);
     assert!(s.record_of(2).verdicts.contains(&fenced));
+    // An operator's clear is not undone by the concurrent table, which still holds the verdict.
+    s.mailbox(4, Command::Clear, 7);
+    s.run(3 * T.interval_ms);
+    assert_eq!(s.verdict(1, 4), None, "the concurrent table brought a cleared verdict back");
 }
 
 /// Soak seed 113573: a host left cleanly (`leaving` on two volumes) while its last `active` write
