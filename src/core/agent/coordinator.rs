@@ -2,6 +2,7 @@
 //! `fenced`, and how tables pass from one coordinator to the next.
 
 use super::*;
+use crate::core::view::carries_table;
 
 impl Agent {
     /// A host that starts adopts the newest verdict table on the volume, its own block
@@ -51,6 +52,10 @@ impl Agent {
     /// during a change) merges it three ways against that base: each side's changes survive,
     /// so a `fenced` verdict the other wrote is not lost and a verdict it withdrew does not
     /// come back; then its generation moves above, so readers never prefer either input.
+    /// Every such table, not only the newest of the view: the copies of its own table that the
+    /// other hosts republish would hide one of the same generation (two coordinators of a split
+    /// each took over with `max_gen_seen + 1`, and readers prefer the lower author whatever it
+    /// holds) or a former coordinator's table held out for a merge.
     pub(super) fn mirror_coordinator(&mut self, view: &VolumeView) {
         if !self.inherited && !matches!(self.phase, Phase::Probing { .. }) {
             self.inherit_verdicts(view);
@@ -58,25 +63,87 @@ impl Agent {
         let own = self.p.host_id;
         let Some(r) = newest_table_record(view, Some(own)) else { return };
         self.max_gen_seen = self.max_gen_seen.max(r.verdict_gen);
-        let base = (self.mirror_gen, std::cmp::Reverse(self.mirror_author));
         if self.is_coordinator() {
-            if r.verdict_author == own || table_order(r) <= base {
-                return;
+            let mut others: Vec<&Heartbeat> = view
+                .slots
+                .iter()
+                .filter_map(|s| match s {
+                    Slot::Record(r)
+                        if carries_table(r) && r.host_id != own && r.verdict_author != own =>
+                    {
+                        Some(r)
+                    }
+                    _ => None,
+                })
+                .collect();
+            others.sort_by_key(|r| table_order(r));
+            for r in others {
+                if table_order(r) > (self.mirror_gen, std::cmp::Reverse(self.mirror_author)) {
+                    self.merge_table(r);
+                } else if r.verdict_gen >= self.mirror_gen {
+                    self.take_fenced_of_concurrent(r);
+                }
             }
-            let merged = merge_tables(&self.mirror, &self.verdicts, &r.verdicts);
-            let theirs = by_host(&r.verdicts);
-            let changed = merged != self.verdicts;
-            // Readers must not prefer `r` while it lacks our changes; equal contents need no
-            // new generation (two coordinators would otherwise outbid each other forever).
-            let outbid = r.verdict_gen >= self.verdict_gen && merged != theirs;
-            self.verdicts = merged;
-            self.set_mirror(r);
-            if changed || outbid {
-                self.verdict_gen = self.verdict_gen.max(r.verdict_gen).saturating_add(1);
-                self.verdict_author = own;
-            }
-        } else if table_order(r) > base && !self.holding_out_for_merge(r) {
+            return;
+        }
+        let base = (self.mirror_gen, std::cmp::Reverse(self.mirror_author));
+        if table_order(r) > base && !self.holding_out_for_merge(r) {
             self.adopt_verdicts(r);
+        }
+    }
+
+    /// Merges another author's table `r` into this coordinator's, against the table it
+    /// continued from (see [`Agent::mirror_coordinator`]).
+    fn merge_table(&mut self, r: &Heartbeat) {
+        let own = self.p.host_id;
+        let merged = merge_tables(&self.mirror, &self.verdicts, &r.verdicts);
+        let theirs = by_host(&r.verdicts);
+        let changed = merged != self.verdicts;
+        // Readers must not prefer `r` while it lacks our changes; equal contents need no
+        // new generation (two coordinators would otherwise outbid each other forever).
+        let outbid = r.verdict_gen >= self.verdict_gen && merged != theirs;
+        self.verdicts = merged;
+        self.set_mirror(r);
+        if changed || outbid {
+            self.verdict_gen = self.verdict_gen.max(r.verdict_gen).saturating_add(1);
+            self.verdict_author = own;
+        }
+    }
+
+    /// A table of another author at the generation of the one this coordinator continued from
+    /// that is not that one: written concurrently (two coordinators of a split each took over
+    /// with `max_gen_seen + 1`), so no common base is known, and a three-way merge would take
+    /// verdicts the other never had for withdrawals. Its `fenced` verdicts are facts another
+    /// coordinator established (S1); this one takes them about peers it judges suspect itself
+    /// (no progress in its own reads) or has no record of, unless an operator cleared that
+    /// peer or it runs a later run; it never drops anything here. Readers prefer the lower
+    /// author of a generation whatever it holds, so without this a `fenced` verdict of the
+    /// higher author was lost (survival seed 2618's shape).
+    fn take_fenced_of_concurrent(&mut self, r: &Heartbeat) {
+        let mut changed = false;
+        for v in r.verdicts.iter().filter(|v| v.kind == VerdictKind::Fenced) {
+            if v.host_id == self.p.host_id
+                || self.verdicts.get(&v.host_id).is_some_and(|o| {
+                    o.kind == VerdictKind::Fenced || o.incarnation != v.incarnation
+                })
+            {
+                continue;
+            }
+            let ended = self.peers.get(&v.host_id).is_some_and(|p| {
+                p.record.as_ref().is_some_and(|rec| {
+                    p.status != Some(PeerStatus::Suspect)
+                        || p.cleared_at.is_some()
+                        || p.runs_after(rec, v)
+                })
+            });
+            if !ended {
+                self.fences.remove(&v.host_id);
+                self.verdicts.insert(v.host_id, *v);
+                changed = true;
+            }
+        }
+        if changed {
+            self.table_changed();
         }
     }
 
@@ -152,7 +219,7 @@ impl Agent {
             let fenced = self
                 .verdicts
                 .get(&id)
-                .is_some_and(|v| v.kind == VerdictKind::Fenced && v.incarnation == r.incarnation);
+                .is_some_and(|v| v.kind == VerdictKind::Fenced && !p.runs_after(r, v));
             let candidate = p.status == Some(PeerStatus::Alive)
                 && r.state == HostState::Active
                 && r.caps & caps::COORDINATOR_ELIGIBLE != 0
@@ -196,10 +263,12 @@ impl Agent {
         }
         let Some(r) = p.record.clone() else { return };
         let stale = self.stale_ms(p);
+        // A `fenced` run covers the runs before it (one machine, one run at a time): judging an
+        // older run's last record would replace the verdict about the later one (seed 975920).
         if self
             .verdicts
             .get(&id)
-            .is_some_and(|v| v.kind == VerdictKind::Fenced && v.incarnation == r.incarnation)
+            .is_some_and(|v| v.kind == VerdictKind::Fenced && !p.runs_after(&r, v))
         {
             return;
         }

@@ -558,7 +558,7 @@ impl Agent {
                 (v.host_id == self.p.host_id && v.incarnation != self.p.incarnation)
                     || self.peers.get(&v.host_id).is_some_and(|p| {
                         p.status == Some(PeerStatus::Alive)
-                            && p.record.as_ref().is_some_and(|r| r.incarnation != v.incarnation)
+                            && p.record.as_ref().is_some_and(|r| p.runs_after(r, v))
                     })
             })
             .map(|v| v.host_id)
@@ -572,6 +572,18 @@ impl Agent {
 }
 
 impl Peer {
+    /// Whether `r`, the current record, shows a run later than the one verdict `v` names.
+    /// Sequences continue across restarts, so a run older than the judged one shows a value at
+    /// or below the verdict's: it is later only if this host saw it write (a restart that could
+    /// not read its old block starts again at 1). Soak seed 975920: a new coordinator that
+    /// could not read the one volume holding the fenced run's record saw only its older run's
+    /// last value, took it for a rejoin and dropped the verdict about a dead host.
+    pub(super) fn runs_after(&self, r: &Heartbeat, v: &Verdict) -> bool {
+        r.incarnation != v.incarnation
+            && (r.seq > v.seq
+                || self.seen.iter().any(|e| e.incarnation == r.incarnation && e.continued))
+    }
+
     /// Makes `r` the current record; the run it replaces, if another, is older (seed 5754).
     fn take_record(&mut self, r: &Heartbeat) {
         if let Some(old) =

@@ -2140,6 +2140,115 @@ fn an_older_run_read_after_the_fenced_run_that_continued_it_is_not_a_rejoin() {
     assert_eq!(s.verdict(3, 2), None, "a real rejoin kept the verdict");
 }
 
+/// Soak seed 975920: host 3's run C continued its older run K's sequence, wrote one record on
+/// volume 1 and was powered off: verdict `fenced` about C. Host 1 started while it could not read
+/// volume 1, saw only K's last record (never advancing) and, as coordinator, took K for a rejoin
+/// that ended C's verdict; its table without it outbid the one with it. Another incarnation is a
+/// rejoin only when it continues the sequence past the verdict or is seen to write.
+#[test]
+fn an_older_runs_record_never_seen_advancing_does_not_end_a_verdict_about_a_later_run() {
+    let mut s = Sim::with_volumes(0, 3);
+    let mut p = AgentParams { volumes: 3, ..params(2) };
+    p.fence_methods.insert(3, FenceMethodKind::Ipmi);
+    s.add(p);
+    s.add(AgentParams { volumes: 3, ..params(3) });
+    s.run(5_000);
+    s.kill(3);
+    s.run(2 * T.interval_ms);
+    let older = s.record_of(3);
+    let newer = Heartbeat {
+        incarnation: 2945,
+        seq: older.seq + 1,
+        state: HostState::Starting,
+        caps: caps::IO_HEALTHY,
+        ..older.clone()
+    };
+    s.disks[1][GEO.heartbeat_block(3) as usize] = encode_heartbeat(&newer).unwrap();
+    s.run(T.suspect_after_ms + 2 * T.interval_ms);
+    assert_eq!(s.host(2).fences, vec![3], "fencing did not start");
+    s.feed(
+        0,
+        Input::FenceDone { peer: 3, method: FenceMethodKind::Ipmi, result: Ok("off".into()) },
+    );
+    assert_eq!(s.host(2).agent.verdicts()[&3].incarnation, 2945);
+    // Volume 1, the only one with the fenced run's record, fails; a new host with a lower id
+    // starts and becomes coordinator from volumes 0 and 2.
+    s.dead_volumes.push(1);
+    s.add(AgentParams { volumes: 3, ..params(1) });
+    s.run(6 * T.interval_ms);
+    assert_eq!(s.host(1).agent.coordinator(), Some(1));
+    let fenced =
+        |s: &mut Sim, id| s.host(id).agent.verdicts().get(&3).map(|v| (v.kind, v.incarnation));
+    assert_eq!(
+        fenced(&mut s, 1),
+        Some((VerdictKind::Fenced, 2945)),
+        "the older run's record ended the verdict about the later run: {:?}",
+        events(s.host(1), EventKind::HostUp)
+    );
+    s.dead_volumes.clear();
+    s.run(3 * T.interval_ms);
+    assert_eq!(fenced(&mut s, 1), Some((VerdictKind::Fenced, 2945)));
+    assert_eq!(fenced(&mut s, 2), Some((VerdictKind::Fenced, 2945)));
+    // A restart of host 3 that writes is a rejoin, whatever its sequence number.
+    let restart = Heartbeat { incarnation: 7777, seq: 1, ..older.clone() };
+    s.put(&restart);
+    s.run(2 * T.interval_ms);
+    s.put(&Heartbeat { seq: 2, ..restart });
+    s.run(2 * T.interval_ms);
+    assert_eq!(fenced(&mut s, 1), None, "a real rejoin kept the verdict");
+}
+
+/// Two coordinators of a split each took over with `max_gen_seen + 1` and wrote the same
+/// generation; readers (and every republishing host) prefer the lower author's table whatever
+/// it holds. The lower author never merged the other one: it looked only at the newest table
+/// of another block, and the copies of its own table that other hosts republish hid the
+/// concurrent one (also a former coordinator's table held out for a merge). A coordinator
+/// merges every table of another author newer than the one it continued from.
+#[test]
+fn a_coordinator_merges_a_table_of_its_own_generation_by_another_author() {
+    let mut s = Sim::new(2);
+    s.run(5 * T.interval_ms);
+    assert!(s.host(1).agent.is_coordinator());
+    let gen = s.record_of(1).verdict_gen;
+    assert_eq!(s.record_of(2).verdict_gen, gen, "host 2 republishes the coordinator's table");
+    // Host 3, coordinator on the other side of a split, wrote the same generation with a
+    // `fenced` verdict about host 4, which is dead; then it lost its storage (its record stays).
+    let dead = fake(4, 4004, 10, s.now);
+    let mut other = fake(3, 3003, 20, s.now);
+    other.caps |= caps::COORDINATOR | caps::COORDINATOR_ELIGIBLE;
+    other.verdict_gen = gen;
+    other.verdict_author = 3;
+    let fenced = Verdict {
+        host_id: 4,
+        kind: VerdictKind::Fenced,
+        method: FenceMethodKind::Ipmi,
+        incarnation: 4004,
+        wall_ms: 0,
+        seq: 10,
+    };
+    other.verdicts = vec![fenced];
+    s.put(&dead);
+    s.put(&other);
+    // Taken once host 1 judges host 4 suspect itself (before its own watchdog bound).
+    s.run(T.suspect_after_ms + 3 * T.interval_ms);
+    assert!(T.suspect_after_ms + 3 * T.interval_ms < T.dead_after_ms());
+    let table = s.record_of(1);
+    assert!(
+        table.verdicts.contains(&fenced),
+        "the concurrent table's fenced verdict was not merged: {:?} at {}/{}",
+        table.verdicts,
+        table.verdict_gen,
+        table.verdict_author
+    );
+    assert!(table.verdict_gen > gen, "readers would still prefer the table without it");
+    s.run(2 * T.interval_ms);
+    assert!(s.record_of(2).verdicts.contains(&fenced));
+    // An operator's clear is not undone by the concurrent table, which still holds the verdict.
+    s.mailbox(4, Command::Clear, 7);
+    s.run(3 * T.interval_ms);
+    assert_eq!(s.verdict(1, 4), None, "the concurrent table brought a cleared verdict back");
+}
+
 /// Soak seed 113573: a host left cleanly (`leaving` on two volumes) while its last `active` write
 /// to the third was stuck in a stall; an agent started later read `leaving` first, then the
 /// third volume's older value and the stuck write landing after it: two rising values below a
