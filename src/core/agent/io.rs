@@ -353,8 +353,15 @@ impl Agent {
         if let Some((_, view)) = &view {
             self.note_own_block_floor(v, view);
         }
-        // Kept for the read before the next write, which reads the own block only.
-        self.vols[v].shows_past = view.as_ref().is_some_and(|(_, view)| self.read_shows_past(view));
+        // Kept for the read before the next write, which reads the own block only. The read
+        // right after one that showed the past may be the first to show what the lag hid:
+        // records that landed long before it appear as new (survival seed 7343).
+        let past = view.as_ref().is_some_and(|(_, view)| self.read_shows_past(view));
+        let vol = &mut self.vols[v];
+        vol.shows_past = past || (view.is_some() && vol.read_showed_past);
+        if view.is_some() {
+            vol.read_showed_past = past;
+        }
         let mut renewed = false;
         if let (Some(Ok(_)), Some((_, view))) = (&write, &view) {
             if failure.is_none() {

@@ -243,7 +243,8 @@ impl Agent {
         // (a twin started at the same instant as this agent is judged at its first sighting).
         // On a volume whose read shows the past, it may be a run of a boot between the one the
         // probe found and this one, dead by now, that a lagging replica shows late (soak seed
-        // 985753): judged like a run the probe found.
+        // 985753), or shows in its first read of the present (survival seed 7343): judged like
+        // a run the probe found.
         if !probed_run && !self.vols[v].shows_past {
             return true;
         }

@@ -371,10 +371,13 @@ struct Vol {
     probe_last_read: Option<u64>,
     /// A read of this volume has shown one of this agent's own writes.
     own_write_seen: bool,
-    /// Its latest timely read showed the past: every peer writing lately was at least two
-    /// writes behind what this agent had already taken from other reads (a replica lagging
-    /// behind, or gone back in time).
+    /// Its latest timely read showed the past, or was the first after one that did: every
+    /// peer writing lately was at least two writes behind what this agent had already taken
+    /// from other reads (a replica lagging behind, or gone back in time).
     shows_past: bool,
+    /// The latest timely read showed the past by itself (`shows_past` also covers the read
+    /// right after such a read).
+    read_showed_past: bool,
     /// Block 0 no longer holds the header this agent started with (and why).
     header_damage: Option<String>,
     /// The membership block 0 showed last (None: not read yet).

@@ -1316,6 +1316,42 @@ fn an_unknown_runs_record_on_a_volume_that_shows_the_past_is_not_a_collision() {
     }
 }
 
+/// Survival seed 7343: run B of the host's previous boot landed one write on volume 1 during an
+/// outage, after volume 1 had begun to serve a replica 34 s behind; the host was reset and the
+/// new run's probe read volume 1's past without B (and nothing on volume 0). The lag ended as
+/// the probe did, and the first read of the present showed B's record, a run of a boot the
+/// probe never found: exit 76 for a run dead 38 s. The read right after one that showed the
+/// past may be the first to show what the lag hid: judged like a read that shows the past.
+#[test]
+fn an_unknown_runs_record_shown_as_a_lagging_volume_catches_up_is_not_a_collision() {
+    let mut s = Sim::with_volumes(0, 3);
+    s.add(AgentParams { volumes: 3, ..params(2) });
+    s.run(5_000);
+    // Volume 2 begins to lag; host 2 writes on, and B's record lands behind the lag.
+    s.stale_replica = Some((2, s.disks[2].clone()));
+    s.run(3 * T.interval_ms);
+    let run_b = fake_of_boot(1, 8888, 41, 0, 0xdd);
+    let block = GEO.heartbeat_block(1) as usize;
+    s.disks[2][block] = encode_heartbeat(&run_b).unwrap();
+    s.add(AgentParams { volumes: 3, ..params(1) });
+    // The probe reads at its start and one interval later; then the lag ends, and its last
+    // read (at two intervals) ends the probe on volume 0 and shows B's record on volume 2.
+    s.run(T.interval_ms * 3 / 2);
+    assert!(matches!(s.host(1).agent.phase(), Phase::Probing { .. }));
+    s.stale_replica = None;
+    s.run(3 * T.interval_ms);
+    assert_eq!(
+        s.host(1).exit,
+        None,
+        "a dead run's record shown as the lag ended was taken for a twin"
+    );
+    assert_eq!(s.host(1).agent.phase(), Phase::Running);
+    // B writing on there is a second writer.
+    s.disks[2][block] = encode_heartbeat(&Heartbeat { seq: 42, ..run_b }).unwrap();
+    s.run(T.interval_ms);
+    assert_eq!(s.host(1).exit, Some(EXIT_HOST_ID_IN_USE), "the second writer went unnoticed");
+}
+
 /// Simulation seed 1445 (LEFT): a run that left cleanly wrote `leaving` on a write quorum; the
 /// third volume missed its last writes and still held an older `active` record of this boot
 /// with an armed watchdog. The restarted agent's probe took that record for an expired lease
