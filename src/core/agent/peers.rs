@@ -198,6 +198,24 @@ impl Agent {
                             continue;
                         }
                     } else if e.continued || r.seq == e.max_seq {
+                        // The latest value, new on this volume: the host's write landed here
+                        // later than where it was seen first (its I/O to this volume was
+                        // slow). A read quorum that holds this volume saw it land now, so the
+                        // staleness restarts (soak seed 1405829: suspected from a read quorum
+                        // of the late volumes 34.5 s after the write landed there,
+                        // suspect_after 34.9 s). Never against a `fenced` verdict.
+                        let latest = e.continued
+                            && r.seq == e.max_seq
+                            && peer
+                                .record
+                                .as_ref()
+                                .is_some_and(|p| p.incarnation == r.incarnation && p.seq == r.seq);
+                        let fenced = self.verdicts.get(&id).is_some_and(|v| {
+                            v.kind == VerdictKind::Fenced && v.incarnation == r.incarnation
+                        });
+                        if latest && !fenced {
+                            peer.last_change = peer.last_change.max(finished);
+                        }
                         continue;
                     } else if e.below.is_some_and(|b| r.seq > b)
                         && !peer.record.as_ref().is_some_and(|p| {

@@ -2550,6 +2550,34 @@ fn old_values_continuing_each_other_at_start_do_not_turn_the_current_one_into_a_
     assert!(alarms.is_empty(), "nothing was forged: {alarms:?}");
 }
 
+/// Soak seed 1405829 (HEALTHY): a peer's write landed on one volume, and on the others more
+/// than a second later (their I/O had stalled); its next write landed on the first volume
+/// only. The observer counted the staleness from the first volume's read and suspected the
+/// peer from a read quorum of the other two, 34.5 s after the write landed there (suspect_after
+/// 34.9 s). A value landing on a volume is a landing there, wherever it was seen first.
+#[test]
+fn a_write_landing_late_on_the_other_volumes_counts_from_its_landing_there() {
+    let mut s = Sim::with_volumes(0, 3);
+    s.add(AgentParams { volumes: 3, ..params(2) });
+    s.add(AgentParams { volumes: 3, ..params(1) });
+    s.run(5_000);
+    s.kill(2);
+    // Host 1 reads every volume at whole seconds here: the first landing comes just before a
+    // read, the late ones 1.5 intervals after it.
+    while s.now % T.interval_ms != T.interval_ms - 20 {
+        s.run(10);
+    }
+    let last = s.view(0).record(2).expect("host 2 writes").clone();
+    let block = encode_heartbeat(&Heartbeat { seq: last.seq + 1, ..last }).unwrap();
+    let at = GEO.heartbeat_block(2) as usize;
+    s.disks[2][at] = block;
+    s.run(T.interval_ms * 3 / 2);
+    s.disks[0][at] = block;
+    s.disks[1][at] = block;
+    let landed_at = s.now;
+    assert_suspected_from_last_landing(&mut s, landed_at);
+}
+
 /// Soak seed 822112 (HEALTHY): an observer's first read showed a forged value far ahead of a
 /// peer's real sequence; the peer's one real write that followed (below it) was not taken,
 /// because an unverified first value accepts lower ones only from the second on, and the peer's
