@@ -227,34 +227,44 @@ impl Opened {
 impl Opened {
     /// Refuses when a volume's header is no longer the one `open` read.
     fn unchanged_since_open(&self) -> CliResult {
-        for (vol, h) in &self.volumes {
-            let now = vol.read_header()?;
-            if now != *h {
-                return Err(CliError::new(format!(
-                    "the header of {} changed while this command ran (now members {}; another `hbfence members` or `hbfence outage-survival` at the same time?): nothing was written; check with `hbfence members list` and run the command again",
-                    vol.path().display(),
-                    Membership::of(&now).describe()
-                )));
-            }
+        if let Some(first) = changed(self.volumes.iter().map(|(vol, h)| (vol, h))).next() {
+            let (vol, now) = first?;
+            return Err(CliError::new(format!(
+                "the header of {} changed while this command ran (now members {}; another `hbfence members` or `hbfence outage-survival` at the same time?): nothing was written; check with `hbfence members list` and run the command again",
+                vol.path().display(),
+                Membership::of(&now).describe()
+            )));
         }
         Ok(())
     }
 }
 
+/// The volumes whose header is no longer the one expected, with what each holds now, read one
+/// after the other as the caller goes on.
+fn changed<'a>(
+    expected: impl IntoIterator<Item = (&'a Volume, &'a Header)>,
+) -> impl Iterator<Item = Result<(&'a Volume, Header), CliError>> {
+    expected.into_iter().filter_map(|(vol, h)| match vol.read_header() {
+        Ok(now) if now == *h => None,
+        Ok(now) => Some(Ok((vol, now))),
+        Err(e) => Some(Err(e.into())),
+    })
+}
+
 /// Reads every written header again after all the writes: another change that met this one
 /// overwrote some of them.
 fn still_holds(written: &[(&Volume, Header)]) -> CliResult {
-    let mut lost = Vec::new();
-    for (vol, h) in written {
-        let now = vol.read_header()?;
-        if now != *h {
-            lost.push(format!(
-                "{} now holds members {}",
-                vol.path().display(),
-                Membership::of(&now).describe()
-            ));
-        }
-    }
+    let lost = changed(written.iter().map(|(vol, h)| (*vol, h)))
+        .map(|c| {
+            c.map(|(vol, now)| {
+                format!(
+                    "{} now holds members {}",
+                    vol.path().display(),
+                    Membership::of(&now).describe()
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     if lost.is_empty() {
         return Ok(());
     }
@@ -436,6 +446,14 @@ mod tests {
         (path, header)
     }
 
+    /// Two volumes of one cluster (members 1-3, epoch 1) in a fresh directory.
+    fn two_volumes() -> (tempfile::TempDir, PathBuf, PathBuf, Header) {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, header) = volume(dir.path(), "a.vol");
+        let (b, _) = volume(dir.path(), "b.vol");
+        (dir, a, b, header)
+    }
+
     fn read(path: &std::path::Path) -> Header {
         Volume::open(path, Access::ReadOnly).unwrap().read_header().unwrap()
     }
@@ -451,9 +469,7 @@ mod tests {
     /// (the agents would see other contents under one epoch, or lose it unseen).
     #[test]
     fn a_header_changed_since_the_command_read_it_is_not_overwritten() {
-        let dir = tempfile::tempdir().unwrap();
-        let (a, header) = volume(dir.path(), "a.vol");
-        let (b, _) = volume(dir.path(), "b.vol");
+        let (_dir, a, b, header) = two_volumes();
         let late = opened(&[&a, &b]);
         let first = Header { members: vec![1, 2, 3, 4], members_epoch: 2, ..header.clone() };
         for p in [&a, &b] {
@@ -472,9 +488,7 @@ mod tests {
     /// naming what the volume holds now.
     #[test]
     fn a_change_overwritten_after_its_write_is_reported() {
-        let dir = tempfile::tempdir().unwrap();
-        let (a, header) = volume(dir.path(), "a.vol");
-        let (b, _) = volume(dir.path(), "b.vol");
+        let (_dir, a, b, header) = two_volumes();
         let (va, vb) = (
             Volume::open(&a, Access::ReadWrite).unwrap(),
             Volume::open(&b, Access::ReadWrite).unwrap(),
@@ -494,9 +508,7 @@ mod tests {
     /// Without a meeting change, the command writes every volume.
     #[test]
     fn a_change_alone_is_written_to_every_volume() {
-        let dir = tempfile::tempdir().unwrap();
-        let (a, header) = volume(dir.path(), "a.vol");
-        let (b, _) = volume(dir.path(), "b.vol");
+        let (_dir, a, b, header) = two_volumes();
         let v = opened(&[&a, &b]);
         v.write(&Membership { members: vec![1, 2], ..Membership::of(&header) }).unwrap();
         for p in [&a, &b] {
