@@ -2125,35 +2125,12 @@ fn an_older_runs_record_read_late_is_not_a_rejoin() {
 /// continuing the sequence past it.
 #[test]
 fn an_older_run_read_after_the_fenced_run_that_continued_it_is_not_a_rejoin() {
-    let mut s = Sim::with_volumes(0, 3);
-    let mut p = AgentParams { volumes: 3, ..params(1) };
-    p.fence_methods.insert(2, FenceMethodKind::Ipmi);
-    s.add(p);
-    s.add(AgentParams { volumes: 3, ..params(2) });
-    s.run(5_000);
-    s.kill(2);
-    s.run(2 * T.interval_ms);
-    let older = s.record_of(2);
-    // The next run continued the sequence, wrote once on volume 1, and was powered off.
-    let newer = Heartbeat {
-        incarnation: 2945,
-        seq: older.seq + 1,
-        state: HostState::Starting,
-        caps: caps::IO_HEALTHY,
-        ..older.clone()
-    };
-    s.disks[1][GEO.heartbeat_block(2) as usize] = encode_heartbeat(&newer).unwrap();
-    // Volume 0 lags: it shows an older value of the older run.
-    let lagging = Heartbeat { seq: older.seq - 2, ..older.clone() };
-    s.disks[0][GEO.heartbeat_block(2) as usize] = encode_heartbeat(&lagging).unwrap();
-    s.run(T.suspect_after_ms + 2 * T.interval_ms);
-    assert_eq!(s.host(1).fences, vec![2], "fencing did not start");
-    s.feed(
-        0,
-        Input::FenceDone { peer: 2, method: FenceMethodKind::Ipmi, result: Ok("off".into()) },
-    );
+    let (mut s, older, newer) = a_later_run_fenced_after_one_write_on_volume_1(1, 2, |s, older| {
+        // Volume 0 lags: it shows an older value of the older run.
+        let lagging = Heartbeat { seq: older.seq - 2, ..older.clone() };
+        s.disks[0][GEO.heartbeat_block(2) as usize] = encode_heartbeat(&lagging).unwrap();
+    });
     assert_eq!(s.verdict(1, 2), Some((VerdictKind::Fenced, FenceMethodKind::Ipmi)));
-    assert_eq!(s.host(1).agent.verdicts()[&2].incarnation, 2945);
     s.run(2 * T.interval_ms);
     // A new agent reads volume 0 (the lagging value), 1 (the newer run), 2 (the older run's last).
     s.add(AgentParams { volumes: 3, ..params(3) });
@@ -2176,22 +2153,24 @@ fn an_older_run_read_after_the_fenced_run_that_continued_it_is_not_a_rejoin() {
     assert_eq!(s.verdict(3, 2), None, "a real rejoin kept the verdict");
 }
 
-/// Soak seed 975920: host 3's run C continued its older run K's sequence, wrote one record on
-/// volume 1 and was powered off: verdict `fenced` about C. Host 1 started while it could not read
-/// volume 1, saw only K's last record (never advancing) and, as coordinator, took K for a rejoin
-/// that ended C's verdict; its table without it outbid the one with it. Another incarnation is a
-/// rejoin only when it continues the sequence past the verdict or is seen to write.
-#[test]
-fn an_older_runs_record_never_seen_advancing_does_not_end_a_verdict_about_a_later_run() {
+/// Host `judge` (BMC for `peer`) watches host `peer`'s run K write on every volume and die; K's
+/// next run C (incarnation 2945) continued its sequence, wrote once on volume 1 only, and was
+/// powered off: `judge` fences it (confirmed off). `before_judging` may change the disks (given
+/// K's last record) before the suspicion. Returns K's last record and C's.
+fn a_later_run_fenced_after_one_write_on_volume_1(
+    judge: u32,
+    peer: u32,
+    before_judging: impl FnOnce(&mut Sim, &Heartbeat),
+) -> (Sim, Heartbeat, Heartbeat) {
     let mut s = Sim::with_volumes(0, 3);
-    let mut p = AgentParams { volumes: 3, ..params(2) };
-    p.fence_methods.insert(3, FenceMethodKind::Ipmi);
+    let mut p = AgentParams { volumes: 3, ..params(judge) };
+    p.fence_methods.insert(peer, FenceMethodKind::Ipmi);
     s.add(p);
-    s.add(AgentParams { volumes: 3, ..params(3) });
+    s.add(AgentParams { volumes: 3, ..params(peer) });
     s.run(5_000);
-    s.kill(3);
+    s.kill(peer);
     s.run(2 * T.interval_ms);
-    let older = s.record_of(3);
+    let older = s.record_of(peer);
     let newer = Heartbeat {
         incarnation: 2945,
         seq: older.seq + 1,
@@ -2199,14 +2178,24 @@ fn an_older_runs_record_never_seen_advancing_does_not_end_a_verdict_about_a_late
         caps: caps::IO_HEALTHY,
         ..older.clone()
     };
-    s.disks[1][GEO.heartbeat_block(3) as usize] = encode_heartbeat(&newer).unwrap();
+    s.disks[1][GEO.heartbeat_block(peer) as usize] = encode_heartbeat(&newer).unwrap();
+    before_judging(&mut s, &older);
     s.run(T.suspect_after_ms + 2 * T.interval_ms);
-    assert_eq!(s.host(2).fences, vec![3], "fencing did not start");
-    s.feed(
-        0,
-        Input::FenceDone { peer: 3, method: FenceMethodKind::Ipmi, result: Ok("off".into()) },
-    );
-    assert_eq!(s.host(2).agent.verdicts()[&3].incarnation, 2945);
+    assert_eq!(s.host(judge).fences, vec![peer], "fencing did not start");
+    let done = Input::FenceDone { peer, method: FenceMethodKind::Ipmi, result: Ok("off".into()) };
+    s.feed(0, done);
+    assert_eq!(s.host(judge).agent.verdicts()[&peer].incarnation, 2945);
+    (s, older, newer)
+}
+
+/// Soak seed 975920: host 3's run C continued its older run K's sequence, wrote one record on
+/// volume 1 and was powered off: verdict `fenced` about C. Host 1 started while it could not read
+/// volume 1, saw only K's last record (never advancing) and, as coordinator, took K for a rejoin
+/// that ended C's verdict; its table without it outbid the one with it. Another incarnation is a
+/// rejoin only when it continues the sequence past the verdict or is seen to write.
+#[test]
+fn an_older_runs_record_never_seen_advancing_does_not_end_a_verdict_about_a_later_run() {
+    let (mut s, older, _) = a_later_run_fenced_after_one_write_on_volume_1(2, 3, |_, _| {});
     // Volume 1, the only one with the fenced run's record, fails; a new host with a lower id
     // starts and becomes coordinator from volumes 0 and 2.
     s.dead_volumes.push(1);
