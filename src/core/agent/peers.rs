@@ -60,6 +60,12 @@ impl Agent {
             let known = peer.seen.iter().position(|e| e.incarnation == r.incarnation);
             peer.last[v] = Some(value);
             let mut rebased = false;
+            // The judged sequence number of a `fenced` verdict about this record's incarnation.
+            let fenced_at = self
+                .verdicts
+                .get(&id)
+                .filter(|v| v.kind == VerdictKind::Fenced && v.incarnation == r.incarnation)
+                .map(|v| v.seq);
             // The sequence number of the current record when it is another incarnation that
             // holds a `fenced` verdict.
             let fenced_other = peer
@@ -125,9 +131,7 @@ impl Agent {
                                 && p.seq == e.max_seq
                                 && matches!(p.state, HostState::Starting | HostState::Active)
                         })
-                        && !self.verdicts.get(&id).is_some_and(|v| {
-                            v.kind == VerdictKind::Fenced && v.incarnation == r.incarnation
-                        })
+                        && fenced_at.is_none()
                     {
                         // After its `leaving` record a run writes only `leaving` or
                         // `self-fencing`: a `starting`/`active` value of the same run above it
@@ -210,10 +214,7 @@ impl Agent {
                                 .record
                                 .as_ref()
                                 .is_some_and(|p| p.incarnation == r.incarnation && p.seq == r.seq);
-                        let fenced = self.verdicts.get(&id).is_some_and(|v| {
-                            v.kind == VerdictKind::Fenced && v.incarnation == r.incarnation
-                        });
-                        if latest && !fenced {
+                        if latest && fenced_at.is_none() {
                             peer.last_change = peer.last_change.max(finished);
                         }
                         continue;
@@ -255,13 +256,10 @@ impl Agent {
                         // block torn by that write in flight). A sign of life, not progress:
                         // the record stays until the writes go on. Never against a `fenced`
                         // verdict (a late landing proves nothing).
-                        let fenced = self.verdicts.get(&id).is_some_and(|v| {
-                            v.kind == VerdictKind::Fenced && v.incarnation == r.incarnation
-                        });
                         let changed = was_unreadable
                             || shown_before
                                 .is_some_and(|(inc, seq)| inc == r.incarnation && seq != r.seq);
-                        if changed && !fenced {
+                        if changed && fenced_at.is_none() {
                             peer.last_change = finished;
                         }
                         continue;
@@ -319,11 +317,6 @@ impl Agent {
             // that only it has (seed 16548). Proof is a second value past the verdict on one
             // volume, between two timely reads. A lagging volume may also show values up to
             // the judged one late.
-            let fenced_at = self
-                .verdicts
-                .get(&id)
-                .filter(|v| v.kind == VerdictKind::Fenced && v.incarnation == r.incarnation)
-                .map(|v| v.seq);
             if let Some(judged) = fenced_at {
                 let mut first_landing = false;
                 if r.seq > judged && !rebased {
