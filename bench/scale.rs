@@ -39,6 +39,8 @@ mod bmc;
 mod cluster;
 #[path = "common.rs"]
 mod common;
+#[path = "../tests/support/script.rs"]
+mod script;
 use common::{command_line, now_utc, source_state};
 
 use cluster::{BmcConfig, Host, HostSpec};

@@ -32,6 +32,8 @@ mod cluster;
 mod common;
 #[path = "../tests/support/peers.rs"]
 mod peers;
+#[path = "../tests/support/script.rs"]
+mod script;
 use common::{command_line, now_utc, source_state};
 
 use bmc::SimBmc;

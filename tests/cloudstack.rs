@@ -10,6 +10,8 @@ mod bmc;
 mod cluster;
 #[path = "support/faultfs.rs"]
 mod faultfs;
+#[path = "support/script.rs"]
+mod script;
 
 use cluster::*;
 use faultfs::{Fault, FaultFs};

@@ -8,6 +8,8 @@ mod bmc;
 mod cluster;
 #[path = "support/faultfs.rs"]
 mod faultfs;
+#[path = "support/script.rs"]
+mod script;
 
 use bmc::SimBmc;
 use cluster::*;
@@ -379,8 +381,7 @@ fn clean_stop_is_not_fenced_and_fence_command_makes_a_host_self_fence() {
     let hooks = tempfile::tempdir().unwrap();
     let hook_out = hooks.path().join("seen");
     let hook = hooks.path().join("10-record");
-    std::fs::write(&hook, format!("#!/bin/sh\necho \"$HBFENCE_EVENT $HBFENCE_HOST $HBFENCE_HOST_NAME $HBFENCE_METHOD\" >> {}\n", hook_out.display())).unwrap();
-    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script::write_executable(&hook, &format!("#!/bin/sh\necho \"$HBFENCE_EVENT $HBFENCE_HOST $HBFENCE_HOST_NAME $HBFENCE_METHOD\" >> {}\n", hook_out.display())).unwrap();
     let mut bed = Bed::new(Options {
         n: 3,
         wrong_password_for: None,

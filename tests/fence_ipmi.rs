@@ -3,6 +3,8 @@
 
 #[path = "support/bmc.rs"]
 mod bmc;
+#[path = "support/script.rs"]
+mod script;
 
 use bmc::{Chassis, SimBmc};
 use hbfence::fence::{
@@ -277,8 +279,7 @@ esac
 "#,
         log = dir.join("argv.log").display()
     );
-    fs::write(&path, script).unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    script::write_executable(&path, &script).unwrap();
     path
 }
 
@@ -336,4 +337,41 @@ fn fence_agent_wrong_password_fails_without_showing_it() {
     assert!(!detail.contains("not-the-agent-pw"), "{detail}");
     assert_eq!(fs::read_to_string(dir.path().join("state")).unwrap(), "on\n");
     assert_argv_clean(dir.path());
+}
+
+/// The flake of a CI run (`fence_agent_off_is_confirmed_by_status`: "cannot run
+/// .../fence_fake: Text file busy"): scripts written with `fs::write` are busy while another
+/// thread's child sits between fork and exec. Bounded: 1000 scripts, one forking thread.
+#[test]
+fn scripts_written_for_tests_run_while_other_threads_fork() {
+    let dir = tempfile::tempdir().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let forker = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            let mut spawned = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                Command::new("true").status().unwrap();
+                spawned += 1;
+            }
+            spawned
+        })
+    };
+    let mut busy = 0;
+    for i in 0..1000 {
+        let path = dir.path().join(format!("script-{i}"));
+        script::write_executable(&path, "#!/bin/sh\nexit 0\n").unwrap();
+        match Command::new(&path).status() {
+            Ok(status) => assert!(status.success(), "{}: {status}", path.display()),
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => busy += 1,
+            Err(e) => panic!("cannot run {}: {e}", path.display()),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let spawned = forker.join().unwrap();
+    assert!(spawned > 0, "the forking thread never ran");
+    assert_eq!(
+        busy, 0,
+        "{busy} of 1000 scripts were busy (ETXTBSY) while {spawned} children were forked"
+    );
 }

@@ -5,11 +5,12 @@
 
 #[path = "support/cluster.rs"]
 mod cluster;
+#[path = "support/script.rs"]
+mod script;
 
 use cluster::*;
 use nix::sys::signal::Signal;
 use serde_json::Value;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -40,16 +41,15 @@ fn status_file(h: &Host) -> Option<Value> {
 fn env_hook(dir: &Path, out: &Path) {
     std::fs::create_dir_all(dir).unwrap();
     let hook = dir.join("50-record");
-    std::fs::write(
+    script::write_executable(
         &hook,
-        format!(
+        &format!(
             "#!/bin/sh\nenv | grep '^HBFENCE_' >> {}\necho --- >> {}\n",
             out.display(),
             out.display()
         ),
     )
     .unwrap();
-    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 struct Bed {

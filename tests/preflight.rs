@@ -5,6 +5,8 @@
 
 #[path = "support/cluster.rs"]
 mod cluster;
+#[path = "support/script.rs"]
+mod script;
 
 use cluster::*;
 use nix::sys::signal::Signal;
@@ -34,8 +36,7 @@ impl Setup {
         fs::create_dir(&hooks).unwrap();
         mode(&hooks, 0o755);
         let hook = hooks.join("10-page");
-        fs::write(&hook, "#!/bin/sh\nexit 0\n").unwrap();
-        mode(&hook, 0o755);
+        script::write_executable(&hook, "#!/bin/sh\nexit 0\n").unwrap();
         let password = base.join("bmc2.pw");
         fs::write(&password, "secret\n").unwrap();
         mode(&password, 0o600);
@@ -136,8 +137,7 @@ fn cases() -> Vec<Case> {
             name: "hook symlink leaving hooks_dir",
             breaks: |s| {
                 let outside = s.base.join("outside-hook");
-                fs::write(&outside, "#!/bin/sh\n").unwrap();
-                mode(&outside, 0o755);
+                script::write_executable(&outside, "#!/bin/sh\n").unwrap();
                 let link = s.hooks.join("20-outside");
                 std::os::unix::fs::symlink(&outside, &link).unwrap();
                 vec![link.display().to_string(), "outside hooks_dir".into()]

@@ -19,6 +19,8 @@ mod cluster;
 mod faultfs;
 #[path = "support/peers.rs"]
 mod peers;
+#[path = "support/script.rs"]
+mod script;
 
 use bmc::SimBmc;
 use cluster::*;

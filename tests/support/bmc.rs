@@ -78,11 +78,10 @@ impl SimBmc {
         fs::write(&power, "1\n")?;
 
         let script = dir.join("chassis-control.sh");
-        fs::write(
+        crate::script::write_executable(
             &script,
-            chassis_script(&power, host_pid_file, &dir.join("chassis.log"), chassis),
+            &chassis_script(&power, host_pid_file, &dir.join("chassis.log"), chassis),
         )?;
-        fs::set_permissions(&script, fs::Permissions::from_mode(0o755))?;
 
         let lan_conf = dir.join("lan.conf");
         fs::write(
