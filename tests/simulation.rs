@@ -480,12 +480,15 @@ fn checker_catches_unsafe_timing() {
 }
 
 /// The checker can fail: with S4 disabled through the core's own knob, a storage-wide blip
-/// makes the coordinator fence live hosts.
+/// makes the coordinator fence live hosts. `Focus::Blip` makes most episodes blips: judging
+/// from evidence only already keeps a judge that reads nothing from suspecting anyone, so
+/// the blips that catch it are rare (1 seed in 828 without the focus).
 #[test]
 fn checker_catches_judging_through_trouble() {
     search("judge_through_trouble", 5 * UNSAFE_SEED_LIMIT, &["S4", "S1"], |seed| {
         let mut o = Options::new(seed);
         o.judge_through_trouble = true;
+        o.focus = Focus::Blip;
         o
     });
 }

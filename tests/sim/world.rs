@@ -106,6 +106,8 @@ pub enum Focus {
     StopOnClose,
     /// Cluster-wide outages and network faults (the survival checker tests).
     Survival,
+    /// Storage-wide blips in most episodes (the S4 checker test).
+    Blip,
 }
 
 impl Options {
@@ -307,6 +309,10 @@ struct Proc {
     book: HashMap<u64, (u32, u64, bool)>,
     /// Incarnations whose `leaving` record a read of this process returned.
     read_leaving: HashSet<u64>,
+    /// This process has the watchdog device open (from `ArmWatchdog` until the magic close):
+    /// only its death makes the kernel ping or stop the timer on close (seed 1509970: restarts
+    /// killed while still probing had never opened it, and postponed nothing).
+    holds_watchdog: bool,
 }
 
 #[derive(Default)]
@@ -1499,6 +1505,7 @@ impl World {
             started: self.t,
             book: HashMap::new(),
             read_leaving: HashSet::new(),
+            holds_watchdog: false,
         });
         if self.rng.chance(120) {
             // Storage the agent cannot read when it starts (a volume not attached yet, a path
@@ -1771,6 +1778,9 @@ impl World {
                 }
                 self.hlog(h, "ArmWatchdog".into());
                 self.hosts[h].boots[b].armed_ever = true;
+                if let Some(p) = self.hosts[h].proc.as_mut() {
+                    p.holds_watchdog = true;
+                }
                 self.pet_hw(h, now);
                 Some(Input::WatchdogArmed(Ok(())))
             }
@@ -1783,6 +1793,9 @@ impl World {
             }
             Action::DisarmWatchdog => {
                 self.hlog(h, "DisarmWatchdog (magic close)".into());
+                if let Some(p) = self.hosts[h].proc.as_mut() {
+                    p.holds_watchdog = false;
+                }
                 let b = self.boot_idx(h);
                 self.hosts[h].boots[b].armed_marker = false;
                 let wd = &mut self.hosts[h].wd;
@@ -2082,7 +2095,9 @@ impl World {
     /// kernel pings a timer that keeps running once more ("watchdog did not stop!"); a
     /// driver that stops on close leaves the host unguarded.
     fn process_gone(&mut self, h: usize) {
-        if !self.hosts[h].wd.running || !self.hosts[h].alive() {
+        let held =
+            self.hosts[h].proc.as_mut().is_some_and(|p| std::mem::take(&mut p.holds_watchdog));
+        if !held || !self.hosts[h].wd.running || !self.hosts[h].alive() {
             return;
         }
         if self.hosts[h].wd_stops_on_close {
@@ -3692,7 +3707,8 @@ impl World {
         {
             return;
         }
-        let kind = if settled { self.rng.weighted(&[35, 25, 40]) } else { 2 };
+        let weights = if self.o.focus == Focus::Blip { [10, 80, 10] } else { [35, 25, 40] };
+        let kind = if settled { self.rng.weighted(&weights) } else { 2 };
         match kind {
             0 => self.death_episode(),
             1 => self.blip_episode(),
@@ -3827,7 +3843,7 @@ impl World {
         match self.o.focus {
             Focus::Suspend => weights[14] = 60,
             Focus::StopOnClose => weights[5] = 40,
-            Focus::Survival | Focus::None => {}
+            Focus::Survival | Focus::Blip | Focus::None => {}
         }
         if self.net.is_some() {
             self.network_chaos(start, len);
