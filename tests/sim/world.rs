@@ -570,6 +570,12 @@ struct TwinWatch {
     incs: Vec<u64>,
     /// Exits with the collision code are expected until then (late writes included).
     until: u64,
+    /// When both agents started.
+    from: u64,
+    /// Time either twin was frozen (suspend, SIGSTOP) during the episode.
+    frozen: u64,
+    /// How far the deadline has been moved so far (`twin_deadline`).
+    moved: u64,
 }
 
 /// What a reader of a read quorum of volumes knows about one `fenced` verdict (VERDICTS).
@@ -3134,6 +3140,7 @@ impl World {
                 }
             }
         }
+        self.count("twin episode: both agents started");
         let t = self.timing;
         // The probe (1.5 intervals), a few write/read cycles, and late writes (io_timeout).
         let detect = self.t + 15 * self.u / 10 + 6 * self.u + t.io_timeout_ms * MS;
@@ -3143,10 +3150,12 @@ impl World {
             tw,
             incs,
             until: detect + 10 * self.u + t.io_timeout_ms * MS,
+            from: self.t,
+            frozen: 0,
+            moved: 0,
         });
         let idx = self.twins.len() - 1;
         self.at(detect, Ev::TwinDeadline { idx });
-        self.at(detect + 4 * self.u, Ev::TwinOff { tw });
     }
 
     /// A host of a twin episode frozen for `dur` (suspend, SIGSTOP) may notice the other writer
@@ -3155,12 +3164,68 @@ impl World {
         let t = self.t;
         for w in self.twins.iter_mut().filter(|w| (w.h == h || w.tw == h) && t <= w.until) {
             w.until += dur;
+            w.frozen += dur;
         }
+    }
+
+    /// How long, between `from` and `to`, host a or b could not read a read quorum: too many
+    /// of its volumes stalled or failed (EIO) for it. Such a read gap is not watched time for
+    /// a twin's probe (seed 35659's rule), and no cycle's read shows it the other writer.
+    fn io_trouble(&self, a: usize, b: usize, from: u64, to: u64) -> u64 {
+        let nvol = self.vols.len();
+        let (_, r) = Agent::quorums(nvol);
+        let troubled = |x: usize, v: usize| {
+            self.vol_win[v]
+                .iter()
+                .chain(&self.link_win[x][v])
+                .filter(|w| matches!(w.kind, WinKind::Stall | WinKind::Eio))
+        };
+        let mut edges: Vec<u64> = vec![from, to];
+        for x in [a, b] {
+            for v in 0..nvol {
+                for w in troubled(x, v) {
+                    edges.extend([w.start, w.end].into_iter().filter(|&e| from < e && e < to));
+                }
+            }
+        }
+        edges.sort_unstable();
+        edges.dedup();
+        edges
+            .windows(2)
+            .filter(|span| {
+                let t = span[0];
+                [a, b].iter().any(|&x| {
+                    let down = (0..nvol)
+                        .filter(|&v| troubled(x, v).any(|w| w.start <= t && t < w.end))
+                        .count();
+                    nvol - down < r
+                })
+            })
+            .map(|span| span[1] - span[0])
+            .sum()
     }
 
     /// COLLISION-DETECT: a real second writer is noticed within a few intervals: at most one
     /// of the two agents is still running.
     fn twin_deadline(&mut self, idx: usize) {
+        // Storage trouble and freezes of either twin delay the detection by as much (seeds
+        // 1200466, 1201533: a 37.9 s stall of a probe's first read; an episode that began in
+        // a 21.4 s stall); the operator's power-off of the twin machine waits as long.
+        let w = &self.twins[idx];
+        let owed = self.io_trouble(w.h, w.tw, w.from, self.t) + w.frozen;
+        if owed > w.moved {
+            let (more, first) = (owed - w.moved, w.moved == 0);
+            if first {
+                self.count("twin episode: deadline moved for storage trouble or a freeze");
+            }
+            let late = self.t + more + 10 * self.u + self.timing.io_timeout_ms * MS;
+            let w = &mut self.twins[idx];
+            w.moved = owed;
+            w.until = w.until.max(late);
+            self.after(more, Ev::TwinDeadline { idx });
+            return;
+        }
+        self.after(4 * self.u, Ev::TwinOff { tw: w.tw });
         let tw = &self.twins[idx];
         let running: Vec<u64> = [tw.h, tw.tw]
             .iter()
@@ -3172,7 +3237,7 @@ impl World {
             let id = tw.id;
             self.violate(
                 "COLLISION-DETECT",
-                format!("two agents with host id {id} (incarnations {running:?}) have both been running for {} ms without noticing each other", (15 * self.u / 10 + 6 * self.u + self.timing.io_timeout_ms * MS) / MS),
+                format!("two agents with host id {id} (incarnations {running:?}) have both been running for {} ms without noticing each other ({} ms of it frozen or in storage trouble)", (15 * self.u / 10 + 6 * self.u + self.timing.io_timeout_ms * MS + tw.moved) / MS, tw.moved / MS),
             );
         } else {
             self.count("twin episode: the collision was resolved in time");
