@@ -75,8 +75,9 @@
 //! fencing started against it (QUIET), no false host-id collision (COLLISION: only a real
 //! second writer, or a forged record in the own block, may cause exit 76), a real second writer
 //! is noticed (COLLISION-DETECT: within 1.5 + 6 intervals + io_timeout at most one of the two
-//! agents still runs; later by the time either twin was frozen or could not read a read
-//! quorum), readers of verdict tables (VERDICTS: the table a reader picks from each
+//! agents still runs, a doomed one counting as stopped; later by the time either twin was
+//! frozen or could not read a read quorum, and by the time the twins' records stayed at or
+//! below a former run's highest sequence), readers of verdict tables (VERDICTS: the table a reader picks from each
 //! read quorum of volumes — highest verdict_gen, lowest author, from any block (every host republishes its table) — never loses a `fenced` verdict of a
 //! still-dead incarnation without a clear or rejoin for 3 checks, one per interval, and never
 //! shows a verdict again that every quorum had dropped for 3 checks), liveness of healthy hosts

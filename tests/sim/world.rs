@@ -3205,6 +3205,24 @@ impl World {
             .sum()
     }
 
+    /// How long the twins' records stayed at or below the highest sequence an earlier run of
+    /// their id had landed, from the first of them: those are history to the other agent's
+    /// probe and reads (the probe counts only records past what it has seen; seed 1586198: a
+    /// lagging volume gave one twin a sequence 6 writes below the former run's last, and its
+    /// writes were taken for history for 31 s). Until a twin's record passes it, all of the
+    /// time since the first.
+    fn twin_history(&self, idx: usize) -> u64 {
+        let w = &self.twins[idx];
+        let landed = || self.landings[w.id as usize - 1].iter().flatten();
+        let Some(old_max) = landed().filter(|l| l.0 < w.from).map(|l| l.2).max() else {
+            return 0;
+        };
+        let twins = || landed().filter(|l| l.0 >= w.from && w.incs.contains(&l.1));
+        let Some(first) = twins().map(|l| l.0).min() else { return 0 };
+        let passed = twins().filter(|l| l.2 > old_max).map(|l| l.0).min();
+        passed.unwrap_or(self.t).saturating_sub(first)
+    }
+
     /// COLLISION-DETECT: a real second writer is noticed within a few intervals: at most one
     /// of the two agents is still running.
     fn twin_deadline(&mut self, idx: usize) {
@@ -3212,11 +3230,11 @@ impl World {
         // 1200466, 1201533: a 37.9 s stall of a probe's first read; an episode that began in
         // a 21.4 s stall); the operator's power-off of the twin machine waits as long.
         let w = &self.twins[idx];
-        let owed = self.io_trouble(w.h, w.tw, w.from, self.t) + w.frozen;
+        let owed = self.io_trouble(w.h, w.tw, w.from, self.t) + w.frozen + self.twin_history(idx);
         if owed > w.moved {
             let (more, first) = (owed - w.moved, w.moved == 0);
             if first {
-                self.count("twin episode: deadline moved for storage trouble or a freeze");
+                self.count("twin episode: deadline moved (storage trouble, a freeze, records taken for history)");
             }
             let late = self.t + more + 10 * self.u + self.timing.io_timeout_ms * MS;
             let w = &mut self.twins[idx];
@@ -3230,7 +3248,13 @@ impl World {
         let running: Vec<u64> = [tw.h, tw.tw]
             .iter()
             .filter_map(|&x| self.hosts[x].proc.as_ref())
-            .filter(|p| tw.incs.contains(&p.inc) && !matches!(p.agent.phase(), Phase::Exited))
+            // A doomed agent writes no more (S3) and waits for its reset; it reports a second
+            // writer as an alarm instead of exiting (doom wins; seed 1581332: its sysrq failed,
+            // and the watchdog came after the deadline).
+            .filter(|p| {
+                tw.incs.contains(&p.inc)
+                    && !matches!(p.agent.phase(), Phase::Exited | Phase::Doomed { .. })
+            })
             .map(|p| p.inc)
             .collect();
         if running.len() > 1 {
