@@ -584,6 +584,38 @@ fn a_second_writer_of_another_incarnation_that_goes_on_is_refused_at_start() {
     assert!(s.host(1).pets.is_empty(), "it armed and petted beside a second writer");
 }
 
+/// Soak seed 1614178: a twin's records reached the probing agent first on one volume, and,
+/// after that volume's reads had become slower than another's, first on that other volume. The
+/// probe counted how long changes went on per volume, and only on the volume that showed a
+/// value first, so the switch started the count again (detected 12.6 s after both started,
+/// deadline 10.4 s). A run's changes go on since the first of them, on whichever volume.
+#[test]
+fn a_second_writer_shown_first_on_one_volume_then_on_another_is_refused_in_time() {
+    let mut s = Sim::with_volumes(0, 2);
+    let mut twin = fake_of_boot(1, 77, 40, s.now, 7);
+    s.put(&twin);
+    s.add(AgentParams { volumes: 2, ..params(1) });
+    let block = GEO.heartbeat_block(1) as usize;
+    let bound = T.io_timeout_ms + 3 * T.interval_ms;
+    let mut waited = 0;
+    while s.host(1).exit.is_none() && waited <= bound + T.interval_ms {
+        twin.seq += 1;
+        // Volume 0 shows each new value first until an interval before the bound, then volume
+        // 1; the other volume gets it right after the read.
+        let lead = usize::from(waited + T.interval_ms >= bound);
+        s.disks[lead][block] = encode_heartbeat(&twin).unwrap();
+        s.run(T.interval_ms);
+        s.disks[1 - lead][block] = encode_heartbeat(&twin).unwrap();
+        waited += T.interval_ms;
+    }
+    assert_eq!(
+        s.host(1).exit,
+        Some(EXIT_HOST_ID_IN_USE),
+        "a live second writer was not refused within {} ms of its changes",
+        bound + T.interval_ms
+    );
+}
+
 #[test]
 fn restart_on_the_same_boot_after_expiry_is_doomed_at_once() {
     let mut s = Sim::new(1);
