@@ -204,13 +204,25 @@ impl Agent {
             .and_then(|p| p.record.as_ref())
             .filter(|r| r.incarnation == incarnation)
             .map_or(0, |r| r.seq);
-        let v = Verdict { host_id: id, kind, method, incarnation, wall_ms: self.now.wall, seq };
+        let v = Verdict {
+            host_id: id,
+            kind,
+            method,
+            incarnation,
+            wall_ms: self.now.wall,
+            seq,
+            changed_gen: 0,
+        };
         let changed = self
             .verdicts
             .get(&id)
             .is_none_or(|o| o.kind != kind || o.method != method || o.incarnation != incarnation);
         if changed {
-            self.verdicts.insert(id, v);
+            // Stamped with the generation that publishes it; a host that is not coordinator
+            // versions nothing, so its local correction has no stamp (never the later word).
+            let changed_gen =
+                if self.is_coordinator() { self.verdict_gen.saturating_add(1) } else { 0 };
+            self.verdicts.insert(id, Verdict { changed_gen, ..v });
             self.table_changed();
         }
     }
@@ -538,6 +550,7 @@ mod merge_tests {
             incarnation,
             wall_ms: 0,
             seq: 0,
+            changed_gen: 0,
         }
     }
 

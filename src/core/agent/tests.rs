@@ -1659,6 +1659,7 @@ fn inheriting_at_start_never_replaces_a_newer_table_read_while_probing() {
         incarnation: 444,
         wall_ms: 0,
         seq: 10,
+        changed_gen: 0,
     };
     let coordinator = Heartbeat {
         caps: caps::WATCHDOG_ARMED | caps::IO_HEALTHY | caps::COORDINATOR,
@@ -1729,6 +1730,7 @@ fn verdicts_that_do_not_fit_are_an_alarm_and_fenced_ones_are_kept() {
             incarnation: 1,
             wall_ms: 0,
             seq: 0,
+            changed_gen: 0,
         };
         a.verdicts.insert(id, v);
     }
@@ -1760,6 +1762,7 @@ fn verdicts_of_hosts_that_rejoined_are_cleaned_up() {
         incarnation: 1,
         wall_ms: 0,
         seq: 0,
+        changed_gen: 0,
     }];
     s.put(&old_coordinator);
     s.add(params(2));
@@ -2264,6 +2267,7 @@ fn a_coordinator_merges_a_table_of_its_own_generation_by_another_author() {
         incarnation: 4004,
         wall_ms: 0,
         seq: 10,
+        changed_gen: 0,
     };
     other.verdicts = vec![fenced];
     s.put(&dead);
@@ -3492,6 +3496,7 @@ fn a_verdict_about_a_former_run_of_this_host_is_dropped_and_never_held_out_for()
         incarnation: 999,
         wall_ms: 1,
         seq: 1,
+        changed_gen: 0,
     }];
     s.put(&r);
     s.run(2 * T.interval_ms);
@@ -3520,6 +3525,7 @@ fn a_restart_never_writes_over_a_former_runs_table_on_a_volume_it_has_not_read()
         incarnation,
         wall_ms: 0,
         seq: 10,
+        changed_gen: 0,
     };
     // Hosts 1 and 3 are dead (1 without a watchdog: no new verdict about it from the bound).
     s.put(&Heartbeat { caps: caps::IO_HEALTHY, ..fake(1, 111, 10, 0) });
@@ -3566,4 +3572,33 @@ fn a_restart_never_writes_over_a_former_runs_table_on_a_volume_it_has_not_read()
         );
         assert!(verdicts.contains(&fenced(3, 333)), "volume {v}: lost: {verdicts:?}");
     }
+}
+
+/// Soak seed 1307730 (the core's half): every entry carries the generation in which its
+/// coordinator changed it, and keeps it through republishing and a change of coordinator, so
+/// readers can tell which of two concurrent tables has the later word on an incarnation.
+#[test]
+fn verdict_entries_are_stamped_with_the_generation_that_changed_them() {
+    let mut s = Sim::new(3);
+    s.run(5_000);
+    assert!(s.host(1).agent.is_coordinator());
+    s.kill(3);
+    s.run(T.dead_after_ms() + 6 * T.interval_ms);
+    let table = s.record_of(1);
+    let entry = *table.verdicts.iter().find(|v| v.host_id == 3).expect("a verdict about 3");
+    assert_eq!(entry.kind, VerdictKind::Fenced);
+    assert!(
+        entry.changed_gen > 1 && entry.changed_gen <= table.verdict_gen,
+        "stamp {} in table {}",
+        entry.changed_gen,
+        table.verdict_gen
+    );
+    assert_eq!(s.record_of(2).verdicts, table.verdicts, "republished with its stamps");
+    // Host 2 takes over: a new generation, the entry it did not change keeps its stamp.
+    s.kill(1);
+    s.run(T.suspect_after_ms + 4 * T.interval_ms);
+    assert!(s.host(2).agent.is_coordinator());
+    let successor = s.record_of(2);
+    assert!(successor.verdict_gen > table.verdict_gen);
+    assert_eq!(successor.verdicts.iter().find(|v| v.host_id == 3), Some(&entry));
 }
