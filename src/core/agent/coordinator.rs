@@ -158,7 +158,8 @@ impl Agent {
     }
 
     /// A former coordinator whose last table holds `fenced` verdicts a newer table lacks (its
-    /// successor took over while this host's block was unreadable) keeps republishing its own
+    /// successor took over while this host's block was unreadable, or from an older table)
+    /// keeps republishing its own
     /// table, so the successor can read and merge it, instead of adopting the newer one and
     /// erasing the only replica. Bounded: after a few newer generations it gives way.
     fn holding_out_for_merge(&self, newer: &Heartbeat) -> bool {
@@ -181,12 +182,15 @@ impl Agent {
                     .and_then(|p| p.record.as_ref())
                     .is_none_or(|r| r.incarnation == v.incarnation)
             };
+            // A successor that took over from a table of the time the fencing was under way
+            // holds `fencing` about it: that lacks the verdict too.
             v.kind == VerdictKind::Fenced
                 && current
-                && !newer
-                    .verdicts
-                    .iter()
-                    .any(|n| n.host_id == v.host_id && n.incarnation == v.incarnation)
+                && !newer.verdicts.iter().any(|n| {
+                    n.host_id == v.host_id
+                        && n.incarnation == v.incarnation
+                        && n.kind == VerdictKind::Fenced
+                })
         })
     }
 

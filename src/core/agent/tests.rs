@@ -3602,3 +3602,51 @@ fn verdict_entries_are_stamped_with_the_generation_that_changed_them() {
     assert!(successor.verdict_gen > table.verdict_gen);
     assert_eq!(successor.verdicts.iter().find(|v| v.host_id == 3), Some(&entry));
 }
+
+/// A former coordinator holds out (keeps republishing its own table for the successor to merge)
+/// while a newer table lacks one of its `fenced` verdicts. A successor that took over from a
+/// table of the time the fencing was under way holds `fencing` about that incarnation: it still
+/// lacks the verdict, and adopting its table erased the only replica (the shape of soak seed
+/// 1307730, where the former coordinator lost power before it could matter).
+#[test]
+fn a_former_coordinator_holds_out_against_a_newer_table_with_fencing_instead_of_its_fenced() {
+    let mut s = Sim::new(0);
+    s.add(params(2));
+    s.add(params(3));
+    s.run(5_000);
+    assert!(s.host(2).agent.is_coordinator());
+    s.kill(3);
+    s.run(T.dead_after_ms() + 3 * T.interval_ms);
+    let held = s.record_of(2);
+    let fenced = *held.verdicts.iter().find(|v| v.host_id == 3).expect("a verdict about 3");
+    assert_eq!(fenced.kind, VerdictKind::Fenced);
+    // Host 1 (lower id) runs as coordinator with a newer table that has 3 as `fencing` only.
+    let mut successor = fake(1, 1001, 1, s.now);
+    successor.caps |= caps::COORDINATOR | caps::COORDINATOR_ELIGIBLE;
+    successor.coordinator = 1;
+    successor.verdict_gen = held.verdict_gen + 1;
+    successor.verdict_author = 1;
+    successor.verdicts = vec![Verdict {
+        kind: VerdictKind::Fencing,
+        method: FenceMethodKind::None,
+        changed_gen: 0,
+        ..fenced
+    }];
+    for _ in 0..4 {
+        successor.seq += 1;
+        successor.mono_ms = s.now;
+        let above = s.host(2).agent.verdict_gen + 1;
+        successor.verdict_gen = successor.verdict_gen.max(above);
+        s.put(&successor);
+        s.run(T.interval_ms);
+    }
+    assert_eq!(s.host(2).agent.coordinator(), Some(1), "the test needs host 2 to step down");
+    let published = s.record_of(2);
+    assert!(
+        published.verdicts.contains(&fenced),
+        "the only replica of the fenced verdict was replaced by {:?} at {}/{}",
+        published.verdicts,
+        published.verdict_gen,
+        published.verdict_author
+    );
+}
