@@ -100,6 +100,7 @@ fn heartbeat(id: u32, cluster: [u8; 16]) -> Heartbeat {
                 incarnation: 4_000_000_000 + u64::from(i),
                 wall_ms: 1_760_000_000_000,
                 seq: 77,
+                changed_gen: 0,
             })
             .collect();
     }

@@ -711,6 +711,7 @@ mod tests {
                 incarnation: 7,
                 wall_ms: 0,
                 seq: 1,
+                changed_gen: 0,
             }],
             fence_attempts: 2,
             fence_failures: 1,

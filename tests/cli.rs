@@ -185,6 +185,7 @@ mod readers {
             incarnation,
             wall_ms: 1_700_000_000_000,
             seq: 0,
+            changed_gen: 0,
         }
     }
 

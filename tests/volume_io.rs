@@ -137,6 +137,7 @@ fn verdict_pages_round_trip_through_the_volume_driver() {
             incarnation: u64::from(id),
             wall_ms: 1,
             seq: 4,
+            changed_gen: 0,
         })
         .collect();
     let mut pages = vol.page_buffer(geo).unwrap().expect("a 255-host volume has pages");

@@ -117,6 +117,9 @@ fn verdict_json(v: &Verdict) -> Value {
         "method": v.method.as_str(),
         "incarnation": v.incarnation,
         "wall_time": wall_time(v.wall_ms),
+        "seq": v.seq,
+        // The generation in which the entry last changed (0: unknown).
+        "changed_gen": v.changed_gen,
     })
 }
 

@@ -350,6 +350,29 @@ pub struct Verdict {
     /// record beyond it (and beyond one write that was in flight) contradicts a `fenced`
     /// verdict; a lagging volume showing an older value late does not.
     pub seq: u64,
+    /// The table generation in which this entry last changed (set by the coordinator that
+    /// changed it, copied unchanged by merges and republishing); 0: unknown (written by an
+    /// hbfence before this field, or too old to encode). Of two tables that differ about one
+    /// incarnation, the later-stamped entry is the later word on it (`view::merge_views`).
+    pub changed_gen: u32,
+}
+
+impl Verdict {
+    /// What a verdict entry holds in the 2 bytes an older hbfence left zero: how many
+    /// generations before the table's own it last changed, plus 1 (0: unknown).
+    fn age_in(&self, table_gen: u32) -> u16 {
+        match table_gen.checked_sub(self.changed_gen) {
+            Some(age) if self.changed_gen != 0 && age < u32::from(u16::MAX) => age as u16 + 1,
+            _ => 0,
+        }
+    }
+
+    fn changed_gen_from(age: u16, table_gen: u32) -> u32 {
+        match age {
+            0 => 0,
+            a => table_gen.saturating_sub(u32::from(a) - 1),
+        }
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -780,7 +803,7 @@ pub fn encode_heartbeat_into(h: &Heartbeat, b: &mut Block) -> Result<(), EncodeE
     let inline = &h.verdicts[..h.verdicts.len().min(MAX_VERDICTS)];
     put_u16(b, OFF_VERDICT_COUNT, inline.len() as u16);
     put_u16(b, OFF_VERDICT_TOTAL, h.verdicts.len() as u16);
-    put_verdicts(b, OFF_VERDICTS, inline);
+    put_verdicts(b, OFF_VERDICTS, inline, h.verdict_gen);
     put_u32(b, OFF_INV_GEN, h.inventory.gen);
     put_u16(b, OFF_INV_COUNT, h.inventory.count);
     put_u16(b, OFF_INV_FLAGS, h.inventory.flags);
@@ -877,21 +900,22 @@ pub fn assemble_inventory(
     (inv.domains.len() == count).then_some(inv)
 }
 
-fn put_verdicts(b: &mut Block, at: usize, verdicts: &[Verdict]) {
+fn put_verdicts(b: &mut Block, at: usize, verdicts: &[Verdict], table_gen: u32) {
     for (i, v) in verdicts.iter().enumerate() {
         let o = at + i * VERDICT_SIZE;
         put_u32(b, o, v.host_id);
         b[o + 4] = v.kind as u8;
         b[o + 5] = v.method as u8;
+        put_u16(b, o + 6, v.age_in(table_gen));
         put_u64(b, o + 8, v.incarnation);
         put_u64(b, o + 16, v.wall_ms);
         put_u64(b, o + 24, v.seq);
     }
 }
 
-fn get_verdicts(b: &[u8], at: usize, count: usize) -> Result<Vec<Verdict>, String> {
+fn get_verdicts(b: &[u8], at: usize, count: usize, table_gen: u32) -> Result<Vec<Verdict>, String> {
     let mut verdicts = Vec::with_capacity(count);
-    get_verdicts_into(b, at, count, &mut verdicts)?;
+    get_verdicts_into(b, at, count, table_gen, &mut verdicts)?;
     Ok(verdicts)
 }
 
@@ -900,6 +924,7 @@ fn get_verdicts_into(
     b: &[u8],
     at: usize,
     count: usize,
+    table_gen: u32,
     verdicts: &mut Vec<Verdict>,
 ) -> Result<(), String> {
     verdicts.clear();
@@ -917,6 +942,7 @@ fn get_verdicts_into(
             incarnation: get_u64(b, o + 8),
             wall_ms: get_u64(b, o + 16),
             seq: get_u64(b, o + 24),
+            changed_gen: Verdict::changed_gen_from(get_u16(b, o + 6), table_gen),
         });
     }
     Ok(())
@@ -935,7 +961,7 @@ pub fn encode_verdict_pages(h: &Heartbeat) -> Vec<Block> {
             put_u32(&mut b, OFF_PAGE_AUTHOR, h.verdict_author);
             put_u16(&mut b, OFF_PAGE_INDEX, index as u16);
             put_u16(&mut b, OFF_PAGE_COUNT, chunk.len() as u16);
-            put_verdicts(&mut b, OFF_PAGE_VERDICTS, chunk);
+            put_verdicts(&mut b, OFF_PAGE_VERDICTS, chunk, h.verdict_gen);
             seal(&mut b);
             b
         })
@@ -1098,7 +1124,8 @@ fn decode_heartbeat(
         ));
     }
     let (mut name, mut verdicts) = spare.map(|r| (r.name, r.verdicts)).unwrap_or_default();
-    if let Err(e) = get_verdicts_into(b, OFF_VERDICTS, count, &mut verdicts) {
+    let table_gen = get_u32(b, OFF_VERDICT_GEN);
+    if let Err(e) = get_verdicts_into(b, OFF_VERDICTS, count, table_gen, &mut verdicts) {
         return Decoded::Malformed(e);
     }
     get_name_into(b, OFF_NAME, &mut name);
@@ -1176,7 +1203,7 @@ fn decode_verdict_page(b: &[u8], cluster: ClusterId, host_id: u32) -> Decoded {
             "verdict page count {count} not in 1..={PAGE_VERDICTS}"
         ));
     }
-    match get_verdicts(b, OFF_PAGE_VERDICTS, count) {
+    match get_verdicts(b, OFF_PAGE_VERDICTS, count, get_u32(b, OFF_PAGE_GEN)) {
         Ok(verdicts) => Decoded::VerdictPage(VerdictPage {
             cluster,
             host_id,
@@ -1260,6 +1287,7 @@ mod tests {
                 incarnation: 5,
                 wall_ms: 99,
                 seq: 7,
+                changed_gen: 3,
             }],
             verdicts_in_pages: 0,
             inventory: Default::default(),
@@ -1452,6 +1480,35 @@ mod tests {
             .prop_filter("valid", |t| t.validate().is_ok())
     }
 
+    /// A verdict entry's stamp lives in 2 bytes an older hbfence left zero: relative to the
+    /// table's generation, 0 meaning unknown (such a writer's entries, or a stamp outside the
+    /// window: above the table's generation, or 65535 or more below it).
+    #[test]
+    fn a_verdict_stamp_round_trips_and_is_unknown_when_it_cannot_be_told() {
+        let mut hb = heartbeat(1);
+        let gen = 70_000;
+        hb.verdict_gen = gen;
+        let stamps = [gen, gen - 1, gen - 65_534, gen - 65_535, gen + 1, 0];
+        hb.verdicts = stamps
+            .iter()
+            .enumerate()
+            .map(|(i, &changed_gen)| Verdict {
+                host_id: i as u32 + 2,
+                changed_gen,
+                ..hb.verdicts[0]
+            })
+            .collect();
+        let Decoded::Heartbeat(d) = decode(&encode_heartbeat(&hb).unwrap()) else { panic!() };
+        let got: Vec<u32> = d.verdicts.iter().map(|v| v.changed_gen).collect();
+        assert_eq!(got, [gen, gen - 1, gen - 65_534, 0, 0, 0]);
+        // What an older hbfence wrote: the two bytes zero.
+        let mut b = encode_heartbeat(&hb).unwrap();
+        b[OFF_VERDICTS + 6..OFF_VERDICTS + 8].fill(0);
+        seal(&mut b);
+        let Decoded::Heartbeat(d) = decode(&b) else { panic!() };
+        assert_eq!(d.verdicts[0].changed_gen, 0);
+    }
+
     fn arb_verdict() -> impl Strategy<Value = Verdict> {
         (1u32..=2000, 1u8..=3, 0u8..=5, any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
             |(host_id, k, m, incarnation, wall_ms, seq)| Verdict {
@@ -1461,6 +1518,7 @@ mod tests {
                 incarnation,
                 wall_ms,
                 seq,
+                changed_gen: 0,
             },
         )
     }
@@ -1561,6 +1619,12 @@ mod tests {
             verdicts in proptest::collection::vec(arb_verdict(), 0..=MAX_VERDICTS),
             inv in (any::<u32>(), any::<u16>(), any::<u16>(), any::<u32>())
         ) {
+            // Stamps within the encodable window of the table's generation (0 = unknown).
+            let verdicts = verdicts
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| Verdict { changed_gen: gen.saturating_sub(i as u32 % 5), ..v })
+                .collect();
             let h = Heartbeat {
                 cluster, host_id, incarnation, seq, wall_ms: wall, mono_ms: mono, boot_id: boot,
                 state: HostState::from_u8(state).unwrap(), watchdog_timeout_s: wd, caps: caps_bits,

@@ -336,7 +336,48 @@ pub fn merge_views(views: &[VolumeView]) -> MergedView {
             inventories.push(std::sync::Arc::clone(list));
         }
     }
-    MergedView { slots, table: table.cloned(), inventories }
+    let mut table = table.cloned();
+    if let Some(t) = table.as_mut() {
+        let tables = views.iter().flat_map(|v| &v.slots).filter_map(|s| match s {
+            Slot::Record(r) if carries_table(r) => Some(r),
+            _ => None,
+        });
+        take_later_fenced(&mut t.verdicts, t.verdict_gen, tables);
+    }
+    MergedView { slots, table, inventories }
+}
+
+/// Replaces an entry of the picked table (generation `gen`) by a `fenced` entry about the same
+/// incarnation that another table of that generation stamps later
+/// ([`format::Verdict::changed_gen`]): two coordinators wrote the generation concurrently, and
+/// the picked one's author had not seen that verdict, or its own entry would be that one or
+/// stamped above it (every change is stamped with a generation above every table its
+/// coordinator took in). Soak seed 1307730: a coordinator took over from an older table (10/2,
+/// `fencing`) and wrote 12/1 while the other had written 12/2 with `fenced` (stamped 11); nobody
+/// ran to merge them, and readers, preferring the lower author, showed DEAD. Only entries the
+/// picked table holds about that very incarnation are replaced, never added: a missing one may
+/// be a withdrawal (a `clear`), which stamps without tombstones cannot order; and only from
+/// its own generation: an older table may be one its own chain withdrew from since. Unknown
+/// stamps (0: an older writer, a local correction) replace nothing and are never replaced.
+pub fn take_later_fenced<'a>(
+    picked: &mut [format::Verdict],
+    gen: u32,
+    tables: impl Iterator<Item = &'a Heartbeat>,
+) {
+    use format::VerdictKind::Fenced;
+    for r in tables.filter(|r| r.verdict_gen == gen) {
+        for theirs in r.verdicts.iter().filter(|v| v.kind == Fenced && v.changed_gen != 0) {
+            if let Some(ours) = picked.iter_mut().find(|o| {
+                o.host_id == theirs.host_id
+                    && o.incarnation == theirs.incarnation
+                    && o.kind != Fenced
+                    && o.changed_gen != 0
+                    && o.changed_gen < theirs.changed_gen
+            }) {
+                *ours = *theirs;
+            }
+        }
+    }
 }
 
 impl MergedView {
@@ -438,6 +479,7 @@ pub(crate) mod merge_tests {
             incarnation,
             wall_ms: 0,
             seq: 0,
+            changed_gen: 0,
         }
     }
 
@@ -486,6 +528,52 @@ pub(crate) mod merge_tests {
             Slot::Record(coordinator(2, 5, 4, vec![fenced(3, 1)])),
         ]);
         assert_eq!(merge_views(&[tie]).coordinator(), Some(1));
+    }
+
+    /// Soak seed 1307730: 12/1 (written by a coordinator that took over from 10/2) and 12/2
+    /// (with the `fenced` verdict reached at 11/2) with nobody left running to merge them.
+    #[test]
+    fn a_later_stamped_fenced_entry_of_a_concurrent_table_wins_over_an_older_entry() {
+        let stamped = |kind, changed_gen| Verdict { kind, changed_gen, ..fenced(3, 33) };
+        let merged = |picked: Vec<Verdict>, other_gen: u32, other: Vec<Verdict>| {
+            let v = view(vec![
+                Slot::Record(coordinator(1, 5, 12, picked)),
+                Slot::Record(coordinator(2, 5, other_gen, other)),
+                Slot::Record(hb(3, 33, 9)),
+            ]);
+            merge_views(&[v]).current_verdict(3).map(|v| v.kind)
+        };
+        let fenced_at_11 = vec![stamped(VerdictKind::Fenced, 11)];
+        assert_eq!(
+            merged(vec![stamped(VerdictKind::Fencing, 10)], 12, fenced_at_11.clone()),
+            Some(VerdictKind::Fenced),
+            "the picked table's author never saw the verdict"
+        );
+        // Its author changed the entry after (re-suspected it after a withdrawal).
+        assert_eq!(
+            merged(vec![stamped(VerdictKind::Fencing, 12)], 12, fenced_at_11.clone()),
+            Some(VerdictKind::Fencing)
+        );
+        // Unknown stamps (an older writer) order nothing.
+        assert_eq!(
+            merged(vec![stamped(VerdictKind::Fencing, 0)], 12, fenced_at_11.clone()),
+            Some(VerdictKind::Fencing)
+        );
+        assert_eq!(
+            merged(
+                vec![stamped(VerdictKind::Fencing, 10)],
+                12,
+                vec![stamped(VerdictKind::Fenced, 0)]
+            ),
+            Some(VerdictKind::Fencing)
+        );
+        // No entry in the picked table may be a withdrawal (a `clear`): nothing is added.
+        assert_eq!(merged(vec![], 12, fenced_at_11.clone()), None);
+        // A table of an older generation may be one the picked table's chain withdrew from.
+        assert_eq!(
+            merged(vec![stamped(VerdictKind::Fencing, 10)], 11, fenced_at_11),
+            Some(VerdictKind::Fencing)
+        );
     }
 
     #[test]
@@ -545,6 +633,7 @@ mod page_tests {
                 incarnation: 7,
                 wall_ms: 0,
                 seq: 3,
+                changed_gen: 0,
             })
             .collect();
         Heartbeat {
@@ -653,6 +742,7 @@ mod reuse_tests {
             incarnation: 2,
             wall_ms: 0,
             seq: 1,
+            changed_gen: 0,
         };
         let three = Heartbeat {
             verdict_gen: 1,

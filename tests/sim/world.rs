@@ -31,7 +31,7 @@ use hbfence::core::format::{
     VerdictKind, BLOCK_SIZE,
 };
 use hbfence::core::timing::Timing;
-use hbfence::core::view::{decode_view, Slot};
+use hbfence::core::view::{decode_view, take_later_fenced, Slot};
 use hbfence::net::wire::NO_PERMIT_MAX_MS;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
@@ -617,8 +617,6 @@ const TICK_MS: u64 = 100;
 /// The daemon's longest sleep without a deadline (`daemon::MAX_SLEEP`).
 const MAX_SLEEP_MS: u64 = 60_000;
 
-/// The newest table on a volume: (verdict_gen, author, its `fenced` verdicts).
-type CoordTable = (u32, u32, Vec<(u32, u64)>);
 /// What a reader of one read quorum picks: (volumes, (gen, author), `fenced` verdicts).
 type QuorumTable = (Vec<usize>, Option<(u32, u32)>, HashSet<(u32, u64)>);
 
@@ -3355,7 +3353,10 @@ impl World {
     fn reader_check(&mut self) {
         let nvol = self.vols.len();
         let (_, r) = Agent::quorums(nvol);
-        let per_vol: Vec<Option<CoordTable>> = (0..nvol)
+        // Every table-carrying record per volume: a reader picks the newest table of a quorum
+        // and takes a later-stamped `fenced` entry of a concurrent one of its generation
+        // (`view::take_later_fenced`, as `merge_views` does).
+        let per_vol: Vec<Vec<format::Heartbeat>> = (0..nvol)
             .map(|v| {
                 (1..=self.max_hosts)
                     .filter_map(|id| {
@@ -3365,18 +3366,12 @@ impl World {
                             format::Decoded::Heartbeat(hb)
                                 if hb.cluster == self.cluster && hb.verdict_gen > 0 =>
                             {
-                                let fenced = hb
-                                    .verdicts
-                                    .iter()
-                                    .filter(|v| v.kind == VerdictKind::Fenced)
-                                    .map(|v| (v.host_id, v.incarnation))
-                                    .collect();
-                                Some((hb.verdict_gen, hb.verdict_author, fenced))
+                                Some(hb)
                             }
                             _ => None,
                         }
                     })
-                    .max_by_key(|(gen, id, _)| (*gen, Reverse(*id)))
+                    .collect()
             })
             .collect();
         let quorums: Vec<Vec<usize>> = match (nvol, r) {
@@ -3403,12 +3398,20 @@ impl World {
         let tables: Vec<QuorumTable> = quorums
             .into_iter()
             .map(|q| {
-                let best = q
-                    .iter()
-                    .filter_map(|&v| per_vol[v].as_ref())
-                    .max_by_key(|(gen, id, _)| (*gen, Reverse(*id)));
-                let set = best.map(|b| b.2.iter().copied().collect()).unwrap_or_default();
-                (q, best.map(|b| (b.0, b.1)), set)
+                let read = || q.iter().flat_map(|&v| &per_vol[v]);
+                let best = read().max_by_key(|hb| (hb.verdict_gen, Reverse(hb.verdict_author)));
+                let set = best
+                    .map(|b| {
+                        let mut verdicts = b.verdicts.clone();
+                        take_later_fenced(&mut verdicts, b.verdict_gen, read());
+                        verdicts
+                            .iter()
+                            .filter(|v| v.kind == VerdictKind::Fenced)
+                            .map(|v| (v.host_id, v.incarnation))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (q, best.map(|b| (b.verdict_gen, b.verdict_author)), set)
             })
             .collect();
         let t = self.t;

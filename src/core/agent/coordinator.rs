@@ -18,6 +18,16 @@ impl Agent {
         }
     }
 
+    /// Whether this run may write its block on volume `v`: only once it has read that volume
+    /// (a timely read, the probe's included). Before, the block may hold the only copy of a
+    /// former run's last table (an early publish reaches one volume: soak seed 1529382, a
+    /// withdrawal after an operator's `clear`), and a write that fails with EIO may still land
+    /// over it. Costs no lease: a write is verified only by reading it back, so a volume that
+    /// cannot be read never renewed it anyway.
+    pub(super) fn may_write_own_block(&self, v: usize) -> bool {
+        self.vols.get(v).is_some_and(|vol| vol.own_block_floor.is_some())
+    }
+
     pub(super) fn adopt_verdicts(&mut self, table: &Heartbeat) {
         self.verdicts = by_host(&table.verdicts);
         self.verdict_gen = table.verdict_gen;
@@ -61,21 +71,21 @@ impl Agent {
             self.inherit_verdicts(view);
         }
         let own = self.p.host_id;
-        let Some(r) = newest_table_record(view, Some(own)) else { return };
+        // Every table this run did not write: the own block counts as a former run left it (a
+        // volume first read after the probe may hold that run's last table, seed 1529382).
+        let not_ours = |r: &Heartbeat| {
+            carries_table(r) && (r.host_id != own || r.incarnation != self.p.incarnation)
+        };
+        let tables = view.slots.iter().filter_map(|s| match s {
+            Slot::Record(r) if not_ours(r) => Some(r),
+            _ => None,
+        });
+        let Some(r) = tables.clone().max_by_key(|r| table_order(r)) else { return };
         self.max_gen_seen = self.max_gen_seen.max(r.verdict_gen);
         if self.is_coordinator() {
-            let mut others: Vec<&Heartbeat> = view
-                .slots
-                .iter()
-                .filter_map(|s| match s {
-                    Slot::Record(r)
-                        if carries_table(r) && r.host_id != own && r.verdict_author != own =>
-                    {
-                        Some(r)
-                    }
-                    _ => None,
-                })
-                .collect();
+            // Copies of this run's own tables (republished by the others) are not merged.
+            let mut others: Vec<&Heartbeat> =
+                tables.filter(|r| r.verdict_author != own || r.host_id == own).collect();
             others.sort_by_key(|r| table_order(r));
             for r in others {
                 if table_order(r) > (self.mirror_gen, std::cmp::Reverse(self.mirror_author)) {
@@ -148,12 +158,16 @@ impl Agent {
     }
 
     /// A former coordinator whose last table holds `fenced` verdicts a newer table lacks (its
-    /// successor took over while this host's block was unreadable) keeps republishing its own
+    /// successor took over while this host's block was unreadable, or from an older table)
+    /// keeps republishing its own
     /// table, so the successor can read and merge it, instead of adopting the newer one and
     /// erasing the only replica. Bounded: after a few newer generations it gives way.
     fn holding_out_for_merge(&self, newer: &Heartbeat) -> bool {
         const GIVE_WAY_AFTER_GENERATIONS: u32 = 4;
+        // A newer table of this host id is a later one of its own (a former run's last table,
+        // seed 1529382): nothing to hold out against.
         if self.mirror_author != self.p.host_id
+            || newer.verdict_author == self.p.host_id
             || newer.verdict_gen > self.mirror_gen.saturating_add(GIVE_WAY_AFTER_GENERATIONS)
         {
             return false;
@@ -168,12 +182,15 @@ impl Agent {
                     .and_then(|p| p.record.as_ref())
                     .is_none_or(|r| r.incarnation == v.incarnation)
             };
+            // A successor that took over from a table of the time the fencing was under way
+            // holds `fencing` about it: that lacks the verdict too.
             v.kind == VerdictKind::Fenced
                 && current
-                && !newer
-                    .verdicts
-                    .iter()
-                    .any(|n| n.host_id == v.host_id && n.incarnation == v.incarnation)
+                && !newer.verdicts.iter().any(|n| {
+                    n.host_id == v.host_id
+                        && n.incarnation == v.incarnation
+                        && n.kind == VerdictKind::Fenced
+                })
         })
     }
 
@@ -191,13 +208,25 @@ impl Agent {
             .and_then(|p| p.record.as_ref())
             .filter(|r| r.incarnation == incarnation)
             .map_or(0, |r| r.seq);
-        let v = Verdict { host_id: id, kind, method, incarnation, wall_ms: self.now.wall, seq };
+        let v = Verdict {
+            host_id: id,
+            kind,
+            method,
+            incarnation,
+            wall_ms: self.now.wall,
+            seq,
+            changed_gen: 0,
+        };
         let changed = self
             .verdicts
             .get(&id)
             .is_none_or(|o| o.kind != kind || o.method != method || o.incarnation != incarnation);
         if changed {
-            self.verdicts.insert(id, v);
+            // Stamped with the generation that publishes it; a host that is not coordinator
+            // versions nothing, so its local correction has no stamp (never the later word).
+            let changed_gen =
+                if self.is_coordinator() { self.verdict_gen.saturating_add(1) } else { 0 };
+            self.verdicts.insert(id, Verdict { changed_gen, ..v });
             self.table_changed();
         }
     }
@@ -525,6 +554,7 @@ mod merge_tests {
             incarnation,
             wall_ms: 0,
             seq: 0,
+            changed_gen: 0,
         }
     }
 

@@ -168,12 +168,14 @@ impl Agent {
                 continue;
             }
             self.vols[v].retry_at = None;
+            let written = written.filter(|_| self.may_write_own_block(v));
             if written.is_some() {
                 self.published_gen = self.verdict_gen;
             }
             self.vols[v].in_flight = Some((self.cycle, now, written));
             // The last volume takes the record itself, the others a copy.
             let mut write = match (&record, Some(v) == last) {
+                _ if written.is_none() => None,
                 (_, true) => record.take(),
                 (Some(r), false) => Some(match self.spare_records.pop() {
                     Some(mut copy) => {
