@@ -2244,6 +2244,15 @@ impl World {
                     .proc
                     .as_ref()
                     .is_none_or(|p| matches!(p.agent.phase(), Phase::Doomed { .. }));
+            // No agent has run on the boot since its resume (seed 1702105: killed before the
+            // suspend, not restarted): nothing can self-fence it, and its watchdog, frozen
+            // while it slept, runs out after the resume. The same known limit (design.md: a
+            // host that resumes without a working self-fence runs for its watchdog's remaining
+            // time) and the same S1-RESUME rules.
+            let agentless_since_resume = host.boots[pb].resumed_ms.is_some()
+                && host.boots[pb].doomed_on_resume.is_none()
+                && host.proc.is_none();
+            let doomed_since_resume = doomed_since_resume || agentless_since_resume;
             if doomed_since_resume {
                 // Judged on evidence from before its suspend and reached right after the resume,
                 // while its own self-fence runs (or, with sysrq broken, its watchdog's remaining
