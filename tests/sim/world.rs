@@ -3176,16 +3176,20 @@ impl World {
     }
 
     /// How long, between `from` and `to`, host a or b could not read a read quorum: too many
-    /// of its volumes stalled or failed (EIO) for it. Such a read gap is not watched time for
-    /// a twin's probe (seed 35659's rule), and no cycle's read shows it the other writer.
+    /// of its volumes stalled, failed (EIO) or answered slower than io_timeout (a failed read
+    /// too; seed 1626893: 2.1 s reads, io_timeout 1.6 s) for it. Such a read gap is not
+    /// watched time for a twin's probe (seed 35659's rule), and no cycle's read shows it the
+    /// other writer.
     fn io_trouble(&self, a: usize, b: usize, from: u64, to: u64) -> u64 {
         let nvol = self.vols.len();
         let (_, r) = Agent::quorums(nvol);
-        let troubled = |x: usize, v: usize| {
-            self.vol_win[v]
-                .iter()
-                .chain(&self.link_win[x][v])
-                .filter(|w| matches!(w.kind, WinKind::Stall | WinKind::Eio))
+        let failing = self.timing.io_timeout_ms * MS;
+        let troubled = move |x: usize, v: usize| {
+            self.vol_win[v].iter().chain(&self.link_win[x][v]).filter(move |w| match w.kind {
+                WinKind::Stall | WinKind::Eio => true,
+                WinKind::Slow(extra) => extra >= failing,
+                WinKind::Torn => false,
+            })
         };
         let mut edges: Vec<u64> = vec![from, to];
         for x in [a, b] {
