@@ -276,6 +276,8 @@ struct IoReq {
     cycle: u64,
     started: u64,
     record: Option<Box<Heartbeat>>,
+    /// Agent time before which the read does not start (`Action::StartIo`).
+    read_at: u64,
 }
 
 enum Pending {
@@ -352,9 +354,6 @@ struct IoDoneEv {
     cycle: u64,
     started: u64,
     write: Option<(bool, u64)>,
-    /// What the own block held when the write started (the I/O thread reads it first:
-    /// COLLISION-DETECT), if that read went through.
-    own_before: Option<Box<format::Block>>,
     read_lo: u64,
     read_ok: bool,
 }
@@ -1674,10 +1673,6 @@ impl World {
             Input::HeaderChecked { volume, damage } => {
                 format!("HeaderChecked vol {volume} {damage:?}")
             }
-            Input::OwnBlockBeforeWrite { volume, record } => format!(
-                "OwnBlockBeforeWrite vol {volume} {:?}",
-                record.as_ref().map(|r| (r.incarnation, r.seq))
-            ),
             Input::MembershipRead { volume, membership } => {
                 format!("MembershipRead vol {volume} {}", membership.describe())
             }
@@ -1711,7 +1706,7 @@ impl World {
             self.digest_action(h, &a);
         }
         match a {
-            Action::StartIo { volume, cycle, write } => {
+            Action::StartIo { volume, cycle, write, read_at } => {
                 self.stats.io_cycles += 1;
                 let desc = match &write {
                     Some(r) => format!(
@@ -1736,9 +1731,14 @@ impl World {
                     ),
                     None => " read only".into(),
                 };
-                self.hlog(h, format!("StartIo vol {volume} cycle {cycle}{desc}"));
+                let wait = read_at.saturating_sub(now.mono);
+                self.hlog(
+                    h,
+                    format!("StartIo vol {volume} cycle {cycle}{desc}, read in {wait} ms"),
+                );
                 let p = self.hosts[h].proc.as_mut().expect("running");
-                p.io_queue[volume].push_back(IoReq { cycle, started: now.mono, record: write });
+                let req = IoReq { cycle, started: now.mono, record: write, read_at };
+                p.io_queue[volume].push_back(req);
                 if !p.io_busy[volume] {
                     self.start_next_io(h, volume);
                 }
@@ -2380,11 +2380,7 @@ impl World {
         let boot = self.boot_idx(h);
         let mut read_start = t0;
         let mut write = None;
-        let mut own_before = None;
         if let Some(rec) = req.record {
-            let lag = self.lag_at(v, t0);
-            let block = self.geo.heartbeat_block(rec.host_id) as usize;
-            let seen = *self.vols[v].at(block, t0.saturating_sub(lag));
             let base = self.link_latency(h, v);
             let plan = {
                 let wins: [&[Window]; 2] = [&self.link_win[h][v], &self.vol_win[v]];
@@ -2405,11 +2401,13 @@ impl World {
                 }
                 self.at(lt, Ev::Land { writer, vol: v, block, data, torn, inc });
             }
-            if plan.ok {
-                own_before = Some(Box::new(seen));
-            }
             write = Some((plan.ok, plan.end));
             read_start = plan.end;
+        }
+        // The I/O thread sleeps until the agent's clock shows `read_at` (the write's read-back
+        // half an interval later on the regular cadence), unless the write failed.
+        if write.is_none_or(|(ok, _)| ok) {
+            read_start = read_start.max(self.agent_true_at(h, req.read_at));
         }
         let base = self.link_latency(h, v);
         let rplan = {
@@ -2423,7 +2421,6 @@ impl World {
             cycle: req.cycle,
             started: req.started,
             write,
-            own_before,
             read_lo: rplan.data_from,
             read_ok: rplan.ok,
         };
@@ -2484,21 +2481,6 @@ impl World {
         let v = e.vol;
         if let Some(p) = self.hosts[h].proc.as_mut() {
             p.io_busy[v] = false;
-        }
-        if let Some(block) = e.own_before {
-            let id = self.hosts[h].id;
-            let record = match format::decode(&block[..]) {
-                format::Decoded::Heartbeat(hb)
-                    if hb.cluster == self.cluster && hb.host_id == id =>
-                {
-                    Some(hb)
-                }
-                _ => None,
-            };
-            self.feed(h, Input::OwnBlockBeforeWrite { volume: v, record });
-            if !self.proc_is(h, e.pid) {
-                return;
-            }
         }
         self.feed(h, Input::IoDone { volume: v, cycle: e.cycle, started: e.started, write, read });
         if self.proc_is(h, e.pid) && !self.hosts[h].proc.as_ref().is_some_and(|p| p.io_busy[v]) {
