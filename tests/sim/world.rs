@@ -785,7 +785,7 @@ impl World {
             let focused = Timing {
                 interval_ms: i,
                 io_timeout_ms: i,
-                lease_timeout_ms: 3 * i + 2_000 + rng.range(0, i),
+                lease_timeout_ms: 7 * i / 2 + 2_000 + rng.range(0, i),
                 watchdog_timeout_ms: 2_000,
                 suspect_after_ms: 3 * i,
                 margin_ms: 1_000,
@@ -3750,7 +3750,9 @@ impl World {
                 picked
             }
         };
-        let short_max = t.lease_timeout_ms - 2 * t.interval_ms - 300;
+        // The lease's own length less the last renewal's distance from the blip's start (one
+        // interval and a half: a write is read back half an interval after it) and a retry.
+        let short_max = t.lease_timeout_ms - 2 * t.interval_ms - t.interval_ms / 2 - 300;
         let short = self.rng.chance(700);
         let dur = if short {
             self.rng.range(200, short_max)

@@ -151,14 +151,16 @@ impl Agent {
         // same cadence lands either before it (seen here) or after it, and then its own read,
         // half an interval after its write, comes after this host's next write and shows it
         // (COLLISION-DETECT; design.md "One I/O cycle"). Reads that are not on the cadence (a
-        // retry, a table to publish, a suspicion to confirm) and the last records of a run
-        // (`leaving`, the acknowledgement of a fence request) do not wait.
+        // retry, a table to publish, a suspicion to confirm), on a volume whose last cycle
+        // failed (the lease waits for its first renewal after a blip: soak seed 1701140 of
+        // this change), and the last records of a run (`leaving`, the acknowledgement of a
+        // fence request) do not wait.
         let on_cadence = due && !recheck;
-        let read_at = match write {
+        let wait = match write {
             Some(HostState::Active | HostState::Starting) if on_cadence => {
-                now + self.p.timing.interval_ms / 2
+                self.p.timing.interval_ms / 2
             }
-            _ => now,
+            _ => 0,
         };
         // A volume still busy with its previous cycle takes the `leaving` record as soon as it
         // is done, not an interval later.
@@ -192,6 +194,7 @@ impl Agent {
                 continue;
             }
             self.vols[v].retry_at = None;
+            let read_at = if self.vols[v].healthy { now + wait } else { now };
             if written.is_some() {
                 self.published_gen = self.verdict_gen;
             }

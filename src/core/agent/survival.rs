@@ -39,9 +39,10 @@ pub fn permit_lifetime_ms(t: &Timing) -> u64 {
 /// A member grants permits while its own lease has less than this left (or none). Not only
 /// once it expired: leases of a cluster-wide outage end up to one interval apart, and the
 /// first host to run out needs its permits before its watchdog fires, from hosts whose leases
-/// still run. A healthy host, renewed every interval within its write latency, keeps at least
-/// `2·interval + watchdog` (the rule `lease ≥ 2·interval + io_timeout + watchdog`), so it
-/// never grants unless a write took more than half an interval.
+/// still run. A healthy host, whose renewal is confirmed half an interval after each write (the
+/// cycle's read), keeps at least `2·interval + watchdog − latency` (the rule `lease ≥
+/// 3.5·interval + watchdog`), so it never grants unless a cycle took more than half an interval
+/// beyond that.
 pub fn grant_below_ms(t: &Timing) -> u64 {
     t.watchdog_timeout_ms + t.interval_ms + t.interval_ms / 2
 }

@@ -1022,7 +1022,7 @@ fn fenced_only_from_evidence_even_when_watchdog_and_margin_are_below_one_interva
     let t = Timing {
         interval_ms: 10_000,
         io_timeout_ms: 10_000,
-        lease_timeout_ms: 35_000,
+        lease_timeout_ms: 37_000,
         watchdog_timeout_ms: 2_000,
         suspect_after_ms: 30_000,
         margin_ms: 1_000,
@@ -1184,6 +1184,31 @@ fn a_twin_writing_in_either_half_of_the_cycle_is_seen_by_one_of_the_two() {
         assert_eq!(read_by_twin.incarnation, ours, "the twin's read would show its own record");
         assert_ne!(read_by_twin.boot_id, twin.boot_id);
     }
+}
+
+/// Issue 12 (soak seed 1701140 of that change): a volume whose last cycle failed does not wait
+/// half an interval for its read, due cycles included, so the first renewal after a blip comes
+/// as soon as the storage answers (a host self-fenced 0.4 s after a short blip otherwise).
+#[test]
+fn a_failing_volume_reads_at_once() {
+    let mut s = Sim::new(1);
+    s.run(4_000);
+    s.broken.push(1);
+    s.run(T.interval_ms);
+    assert!(!s.host(1).agent.volume_healthy(0));
+    let mut seen = 0;
+    for _ in 0..3 * T.interval_ms / 10 {
+        for io in &s.hosts[0].pending {
+            assert_eq!(io.read_at, io.started, "a failing volume's cycle waited for its read");
+            seen += 1;
+        }
+        s.run(10);
+    }
+    assert!(seen > 3, "no cycle started on the failing volume");
+    s.broken.clear();
+    s.run(RETRY_MS + 20);
+    assert!(s.host(1).agent.volume_healthy(0));
+    assert_eq!(s.host(1).self_fenced, None);
 }
 
 /// Issue 12: a write renews the lease only once its read-back, half an interval later on the
