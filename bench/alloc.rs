@@ -3,10 +3,9 @@
 //!
 //! Three agents (ids 1..=3, members 1-3, one in-memory volume of 255 slots, the default timing)
 //! are driven in 10 ms steps exactly as the daemon drives them: the core's `StartIo` is carried
-//! out as the I/O thread does (the own block read before the write, sent to the core only when
-//! it shows another run; the write encoded into a reused buffer and its record handed back to
-//! the core; the read plan's blocks decoded into a view the core handed back), and the result
-//! is fed back as `Input::IoDone`. After a warm-up of 60 s of cluster time the allocations of the
+//! out as the I/O thread does (the write encoded into a reused buffer and its record handed back
+//! to the core; from `read_at` on, the read plan's blocks decoded into a view the core handed
+//! back), and the result is fed back as `Input::IoDone`. After a warm-up of 60 s of cluster time the allocations of the
 //! next 200 cycles of host 1 are counted, split into the I/O side (decode) and the core side
 //! (`Agent::handle`, the inputs of a cycle and the time-only wake-ups between them).
 //!
@@ -19,7 +18,7 @@ use hbfence::core::format::{self, Geometry, BLOCK_SIZE};
 use hbfence::core::header::Membership;
 use hbfence::core::readplan::{IdSet, ReadPlanner};
 use hbfence::core::timing::Timing;
-use hbfence::core::view::{self, VolumeView};
+use hbfence::core::view::VolumeView;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -66,20 +65,29 @@ struct Host {
     /// The daemon's action buffer (`Agent::handle_into`).
     actions: Vec<Action>,
     planner: ReadPlanner,
-    pending: Vec<(usize, u64, u64, Option<Box<format::Heartbeat>>)>,
+    pending: Vec<Io>,
     /// `pending` taken for a step (kept: its buffer is reused).
-    due: Vec<(usize, u64, u64, Option<Box<format::Heartbeat>>)>,
+    due: Vec<Io>,
+    /// Cycles written and waiting for their read (kept: its buffer is reused).
+    waiting: Vec<Io>,
     wbuf: format::Block,
-    /// The I/O thread's scratch record for the read before the write.
-    own_before: Option<format::Heartbeat>,
+}
+
+/// One `StartIo` on its way through the I/O thread.
+struct Io {
+    volume: usize,
+    cycle: u64,
+    started: u64,
+    write: Option<Box<format::Heartbeat>>,
+    wrote: Option<Result<u64, String>>,
+    read_at: u64,
 }
 
 #[derive(Default)]
 struct Counts {
     io: u64,
     core: u64,
-    /// Of `core`: the own block before the write, the cycle's result, the wake-ups.
-    before_write: u64,
+    /// Of `core`: the cycle's result, the wake-ups.
     io_done: u64,
     wake_ups: u64,
     cycles: u64,
@@ -124,8 +132,8 @@ fn main() {
                 planner,
                 pending: Vec::new(),
                 due: Vec::new(),
+                waiting: Vec::new(),
                 wbuf: [0u8; BLOCK_SIZE],
-                own_before: None,
             }
         })
         .collect();
@@ -139,28 +147,22 @@ fn main() {
             // The I/O thread's part of every cycle started earlier.
             std::mem::swap(&mut h.pending, &mut h.due);
             let mut due = std::mem::take(&mut h.due);
-            for (volume, cycle, started, write) in due.drain(..) {
+            for mut io in due.drain(..) {
                 let a0 = allocs();
                 let id = h.agent.params().host_id;
                 let own = GEO.heartbeat_block(id) as usize;
-                // Only another run's record is sent to the core, as the daemon does.
-                let before = write.as_ref().and_then(|r| {
-                    let found = view::other_run_in_own_block(
-                        &disk[own],
-                        &CLUSTER,
-                        id,
-                        r.incarnation,
-                        &mut h.own_before,
-                    );
-                    found.map(Some)
-                });
-                let wrote = write.as_ref().map(|r| {
-                    format::encode_heartbeat_into(r, &mut h.wbuf).unwrap();
+                if let Some(r) = io.write.take() {
+                    format::encode_heartbeat_into(&r, &mut h.wbuf).unwrap();
                     disk[own] = h.wbuf;
-                    Ok(now)
-                });
-                if let Some(r) = write {
+                    io.wrote = Some(Ok(now));
                     h.agent.recycle_record(r);
+                }
+                if now < io.read_at {
+                    h.waiting.push(io);
+                    if counting && i == 0 {
+                        counts.io += allocs() - a0;
+                    }
+                    continue;
                 }
                 let plan = h.planner.next(&h.agent.peer_mailboxes());
                 let mut view = match h.agent.take_spare_view() {
@@ -175,21 +177,18 @@ fn main() {
                     view.decode_blocks(first, raw, GEO, &CLUSTER);
                 }
                 let a1 = allocs();
-                if let Some(record) = before {
-                    feed(h, now, Input::OwnBlockBeforeWrite { volume, record });
-                }
-                let a2 = allocs();
                 let read = Ok((now, view));
-                feed(h, now, Input::IoDone { volume, cycle, started, write: wrote, read });
-                let a3 = allocs();
+                let (volume, cycle, started, write) = (io.volume, io.cycle, io.started, io.wrote);
+                feed(h, now, Input::IoDone { volume, cycle, started, write, read });
+                let a2 = allocs();
                 if counting && i == 0 {
                     counts.io += a1 - a0;
-                    counts.before_write += a2 - a1;
-                    counts.io_done += a3 - a2;
-                    counts.core += a3 - a1;
+                    counts.io_done += a2 - a1;
+                    counts.core += a2 - a1;
                     counts.cycles += 1;
                 }
             }
+            h.pending.append(&mut h.waiting);
             h.due = due;
             let a0 = allocs();
             let deadline = h.agent.next_deadline();
@@ -204,11 +203,10 @@ fn main() {
     }
     let per = |n: u64| n as f64 / counts.cycles as f64;
     println!(
-        "host 1 of 3 (members 1-3, 255 slots, default timing): {} cycles; allocations per cycle: I/O side (decode) {:.1}, core {:.1} (own block before the write {:.1}, cycle result {:.1}, time-only wake-ups {:.1})",
+        "host 1 of 3 (members 1-3, 255 slots, default timing): {} cycles; allocations per cycle: I/O side (decode) {:.1}, core {:.1} (cycle result {:.1}, time-only wake-ups {:.1})",
         counts.cycles,
         per(counts.io),
         per(counts.core),
-        per(counts.before_write),
         per(counts.io_done),
         per(counts.wake_ups)
     );
@@ -223,8 +221,8 @@ fn feed(h: &mut Host, now: u64, input: Input) {
         h.agent.handle_into(Now { mono: now, wall: now }, input, &mut actions);
         for a in actions.drain(..) {
             match a {
-                Action::StartIo { volume, cycle, write } => {
-                    h.pending.push((volume, cycle, now, write))
+                Action::StartIo { volume, cycle, write, read_at } => {
+                    h.pending.push(Io { volume, cycle, started: now, write, wrote: None, read_at })
                 }
                 Action::ArmWatchdog => next = Some(Input::WatchdogArmed(Ok(()))),
                 _ => {}

@@ -67,6 +67,8 @@ struct IoRequest {
     cycle: u64,
     started: u64,
     record: Option<Box<format::Heartbeat>>,
+    /// The read starts no earlier than this (CLOCK_BOOTTIME ms; `Action::StartIo`).
+    read_at: u64,
     /// The peers' mailboxes to read besides the own one (`Agent::peer_mailboxes`).
     peer_mailboxes: IdSet,
     /// The members the core follows (None: open membership).
@@ -222,6 +224,19 @@ pub fn open_volumes(config: &Config) -> Result<(Vec<(Volume, Header)>, Header), 
             crate::config::DEFAULT_CONFIG
         )));
     }
+    // An older agent would survive on permits under this timing, and this one, ignoring
+    // survival, would judge it by the watchdog bound: so it does not run beside them.
+    if m.outage_survival && !m.members.is_empty() {
+        if let Err(e) = first.timing.validate_outage_survival() {
+            return Err(StartError::config(format!(
+                "outage survival is on in the volume header, but this agent's I/O cycle needs the rule \"{}\" for it ({}): switch it off with `hbfence outage-survival off --config {}` on any host, or move the cluster to a volume initialised with --lease-timeout {} or more; then start again",
+                e.rule,
+                e.detail,
+                crate::config::DEFAULT_CONFIG,
+                first.timing.outage_survival_min_lease_ms() / 1000
+            )));
+        }
+    }
     let header = Header {
         members: m.members,
         members_epoch: m.epoch,
@@ -281,30 +296,7 @@ fn spawn_io_thread(
                     return;
                 }
             };
-            // The own record the read before the write showed last (buffers reused).
-            let mut own_before: Option<format::Heartbeat> = None;
             for req in req_rx {
-                if let Some(record) = &req.record {
-                    // COLLISION-DETECT: a twin writing at the same cadence shows only before our
-                    // own write (the cycle's read comes after it). A failed read is no news,
-                    // and so is this run's own last write (nothing is sent for it).
-                    let own = own_block_of(record.host_id);
-                    if volume.read_blocks_into(own, &mut rbuf, 1).is_ok() {
-                        let other = crate::core::view::other_run_in_own_block(
-                            &rbuf.as_slice()[..format::BLOCK_SIZE],
-                            &cluster,
-                            record.host_id,
-                            record.incarnation,
-                            &mut own_before,
-                        );
-                        if let Some(found) = other {
-                            let _ = tx.send(Input::OwnBlockBeforeWrite {
-                                volume: index,
-                                record: Some(found),
-                            });
-                        }
-                    }
-                }
                 let write = req.record.as_ref().map(|record| {
                     format::encode_heartbeat_into(record, wbuf.block_mut(0))
                         .map_err(|e| e.to_string())?;
@@ -329,6 +321,15 @@ fn spawn_io_thread(
                     if bin.len() < bin.capacity() {
                         bin.push(record);
                     }
+                }
+                // The write's read-back, half an interval after it on the regular cadence (the
+                // core says when): it is also what shows a twin of this host id (design.md
+                // "One I/O cycle"). The core counts this read as evidence from `read_at`, so
+                // it must not start earlier; after a failed write there is nothing to read
+                // back, and the core takes that read for no evidence: it starts at once (the
+                // retry comes sooner).
+                if !matches!(write, Some(Err(_))) {
+                    wait_until(req.read_at);
                 }
                 // Explicit only while both the core's membership and this volume's header
                 // list members: the union of the two (a change is read as soon as the header
@@ -448,6 +449,18 @@ fn spawn_io_thread(
         })
         .map_err(|e| StartError::failure(format!("cannot start the I/O thread: {e}")))?;
     Ok(req_tx)
+}
+
+/// Sleeps until CLOCK_BOOTTIME reaches `at` (ms). A sleep runs on CLOCK_MONOTONIC, which
+/// stops in a suspend: the loop checks the clock that counts it.
+fn wait_until(at: u64) {
+    loop {
+        let now = sys::boottime_ms();
+        if now >= at {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(at - now));
+    }
 }
 
 /// The members as a set for the read plan; None: open membership.
@@ -908,11 +921,12 @@ impl Daemon {
 
     fn execute(&mut self, action: Action) -> Option<Input> {
         match action {
-            Action::StartIo { volume, cycle, write } => {
+            Action::StartIo { volume, cycle, write, read_at } => {
                 let req = IoRequest {
                     cycle,
                     started: sys::boottime_ms(),
                     record: write,
+                    read_at,
                     peer_mailboxes: self.agent.peer_mailboxes(),
                     members: explicit_members(&self.agent.membership().members),
                     view: self.agent.take_spare_view(),

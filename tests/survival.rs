@@ -25,6 +25,7 @@ mod script;
 use bmc::SimBmc;
 use cluster::*;
 use faultfs::{Fault, FaultFs};
+use hbfence::core::format::{self, Decoded};
 use peers::{
     all_reachable, channel_peer, enable_network, keygen, listen_addrs, status_file, Relay,
 };
@@ -400,6 +401,85 @@ fn survival_on_without_a_peer_channel_is_a_warning_at_start_in_status_and_in_sho
     assert!(
         wait_until(Duration::from_secs(10), || status_file(&host)["survival_warning"].is_null()),
         "{}",
+        host.log_text()
+    );
+    assert!(host.exited().is_none(), "{}", host.log_text());
+}
+
+/// The one-read cycle (issue 12) needs `lease_timeout >= 3.5*interval + watchdog_timeout` for
+/// outage survival only: `init` and `outage-survival on` refuse survival under a timing that
+/// breaks it (and accept the timing without survival); a header an older version wrote with
+/// survival on under such a timing makes the agent refuse to start (an older agent beside it
+/// would survive on permits that this one, ignoring survival, would not wait for), saying
+/// what to do; switched off, the agent starts.
+#[test]
+fn survival_under_a_timing_that_breaks_its_rule_is_refused_by_init_the_switch_and_the_agent() {
+    if !require_root(
+        "survival_under_a_timing_that_breaks_its_rule_is_refused_by_init_the_switch_and_the_agent",
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let volume = tmp.path().join(VOLUME);
+    let path = volume.to_str().unwrap();
+    let mut init = vec!["init", "--volume", path, "--max-hosts", "8", "--members", "1-3"];
+    // Accepted by every rule of `validate` (lease >= 2*interval + io + watchdog), 0.5 s short
+    // of survival's.
+    init.extend_from_slice(&[
+        "--interval",
+        "1",
+        "--io-timeout",
+        "1",
+        "--lease-timeout",
+        "5",
+        "--watchdog-timeout",
+        "2",
+        "--suspect-after",
+        "3",
+    ]);
+    let rule = "lease_timeout >= 3.5*interval + watchdog_timeout";
+    let refused = hbfence(&[init.as_slice(), &["--outage-survival", "on"]].concat());
+    let text = String::from_utf8_lossy(&refused.stderr).to_string();
+    assert!(!refused.status.success(), "init accepted survival: {text}");
+    assert!(text.contains(rule) && text.contains("--lease-timeout 6 or more"), "{text}");
+    let plain = hbfence(&init);
+    assert!(plain.status.success(), "{}", String::from_utf8_lossy(&plain.stderr));
+    let on = hbfence(&["outage-survival", "on", "--volume", path]);
+    let text = String::from_utf8_lossy(&on.stderr).to_string();
+    assert!(!on.status.success(), "the switch accepted survival: {text}");
+    assert!(text.contains(rule) && text.contains("keep survival off"), "{text}");
+    // Survival on as an older version could switch it: the header block rewritten.
+    let mut block = std::fs::read(&volume).unwrap();
+    let Decoded::Header(mut header) = format::decode(&block[..4096]) else {
+        panic!("no header in {path}")
+    };
+    assert!(!header.outage_survival);
+    header.outage_survival = true;
+    block[..4096].copy_from_slice(&format::encode_header(&header));
+    std::fs::write(&volume, &block).unwrap();
+    let mut host = Host::new(
+        tmp.path(),
+        &HostSpec {
+            id: 1,
+            volumes: vec![volume.clone()],
+            peers: vec![(2, None), (3, None)],
+            hooks_dir: None,
+            eligible: true,
+        },
+    );
+    host.start();
+    let exit = host.wait_exit(Duration::from_secs(20)).expect("the agent refuses to start");
+    assert_eq!(exit.code(), Some(78), "{}", host.log_text());
+    let log = host.log_text();
+    assert!(log.contains(rule) && log.contains("hbfence outage-survival off"), "{log}");
+    assert!(status_file(&host).is_null(), "it ran: {}", status_file(&host));
+    let off = hbfence(&["outage-survival", "off", "--volume", path]);
+    assert!(off.status.success(), "{}", String::from_utf8_lossy(&off.stderr));
+    host.start();
+    assert!(
+        wait_until(Duration::from_secs(20), || status_file(&host)["phase"] == "running"),
+        "status.json: {}\n{}",
+        status_file(&host),
         host.log_text()
     );
     assert!(host.exited().is_none(), "{}", host.log_text());

@@ -39,7 +39,8 @@ pub struct InitArgs {
     /// it the membership is open: any id may join (found by a slower scan of the volume).
     #[arg(long, value_name = "LIST")]
     pub members: Option<String>,
-    /// The cluster-wide outage-survival switch (issue 13), stored in the header.
+    /// The cluster-wide outage-survival switch (issue 13), stored in the header. On needs
+    /// lease_timeout >= 3.5*interval + watchdog_timeout (the defaults satisfy it).
     #[arg(long, value_name = "on|off", value_enum, default_value_t = super::members::OnOff::Off)]
     pub outage_survival: super::members::OnOff,
     /// Re-create an existing volume (only if no host is writing to it).
@@ -78,6 +79,21 @@ pub(super) fn check_max_hosts(max_hosts: u32) -> CliResult {
     Ok(())
 }
 
+/// Outage survival needs one timing rule more than `validate` (docs/design.md): refused
+/// before anything is written. `remedy` says what to do instead; `{lease}` in it becomes the
+/// smallest lease_timeout (seconds) the rule accepts.
+pub(super) fn check_survival_timing(timing: &Timing, remedy: &str) -> CliResult {
+    timing.validate_outage_survival().map_err(|e| {
+        let lease = (timing.outage_survival_min_lease_ms() / 1000).to_string();
+        CliError::new(format!(
+            "outage survival needs the rule \"{}\" ({}): {}; nothing was written",
+            e.rule,
+            e.detail,
+            remedy.replace("{lease}", &lease)
+        ))
+    })
+}
+
 pub fn run(a: &InitArgs) -> CliResult {
     let timing = Timing {
         interval_ms: a.interval,
@@ -92,6 +108,12 @@ pub fn run(a: &InitArgs) -> CliResult {
         CliError::new(format!("{e}; change {}; nothing was written", flags_of(&e.params)))
     })?;
     check_max_hosts(a.max_hosts)?;
+    if a.outage_survival.is_on() {
+        check_survival_timing(
+            &timing,
+            "set --lease-timeout {lease} or more, or leave --outage-survival off",
+        )?;
+    }
     let members = match &a.members {
         Some(list) => parse_id_ranges(list, a.max_hosts)
             .map_err(|e| CliError::new(format!("--members {list}: {e}; nothing was written")))?,

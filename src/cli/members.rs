@@ -401,7 +401,7 @@ pub fn outage_survival(a: &OutageSurvivalArgs) -> CliResult {
                 });
                 match survival_unusable(&current, config.host.id, channel.as_ref(), timing) {
                     Some(w) => println!("WARNING: {w}"),
-                    None if current.survival_on() => println!(
+                    None if current.survival_on(timing) => println!(
                         "this host (id {}, {}): the peer channel can carry its permits",
                         config.host.id,
                         path.display()
@@ -414,6 +414,14 @@ pub fn outage_survival(a: &OutageSurvivalArgs) -> CliResult {
         SwitchAction::On => true,
         SwitchAction::Off => false,
     };
+    if on {
+        // With this timing no agent of this version could start (nor keep survival on).
+        let timing = v.header().timing;
+        super::init::check_survival_timing(
+            &timing,
+            "this volume's timing cannot change, so keep survival off, or move the cluster to volumes initialised with --lease-timeout {lease} or more",
+        )?;
+    }
     if current.outage_survival == on && agree {
         println!("nothing to change: outage-survival is already {}", if on { "on" } else { "off" });
         return Ok(());

@@ -111,6 +111,12 @@ pub fn run(a: &RestoreArgs) -> CliResult {
         suspect_after_ms: a.suspect_after,
         margin_ms: a.margin.unwrap_or(a.interval.max(1000)),
     };
+    if a.outage_survival.is_on() {
+        super::init::check_survival_timing(
+            &timing,
+            "restore with --outage-survival off (this agent version ignores survival under this timing and refuses to start with it on)",
+        )?;
+    }
     let volume = Volume::open(path, Access::ReadWrite)?;
     let mut block0 = AlignedBuf::new(1)?;
     if volume.blocks() > 0 {

@@ -116,31 +116,6 @@ fn heartbeat_slot(block: &[u8], id: u32, cluster: &ClusterId, spare: Option<Hear
     }
 }
 
-/// What the read of the own block before a write (COLLISION-DETECT) gives the core
-/// (`Input::OwnBlockBeforeWrite`): a record of this cluster and id written by another run than
-/// `incarnation`. This run's own last write tells the core nothing (neither a second writer
-/// nor another run's history), so it is decoded into `scratch` and kept there: the steady
-/// state sends nothing and allocates nothing (issue 12).
-pub fn other_run_in_own_block(
-    block: &[u8],
-    cluster: &ClusterId,
-    own_id: u32,
-    incarnation: u64,
-    scratch: &mut Option<Heartbeat>,
-) -> Option<Heartbeat> {
-    match format::decode_reusing(block, scratch.take()) {
-        Decoded::Heartbeat(hb) if &hb.cluster == cluster && hb.host_id == own_id => {
-            if hb.incarnation == incarnation {
-                *scratch = Some(hb);
-                None
-            } else {
-                Some(hb)
-            }
-        }
-        _ => None,
-    }
-}
-
 /// Decodes blocks `1..=2*max_hosts` of a volume (heartbeats then mailboxes).
 pub fn decode_view(raw: &[u8], geo: Geometry, cluster: &ClusterId) -> VolumeView {
     let block = |index: u64| -> &[u8] {
@@ -794,20 +769,5 @@ mod reuse_tests {
         reused.decode_blocks(3, &raw[2 * BLOCK_SIZE..3 * BLOCK_SIZE], GEO, &CLUSTER);
         assert_eq!(reused.slot(1), Some(&Slot::NoNews));
         assert!(reused.record(3).is_some() && reused.mailboxes.is_empty());
-    }
-
-    /// The read before a write: only another run's record reaches the core.
-    #[test]
-    fn the_read_before_a_write_reports_only_another_runs_record() {
-        let own = Heartbeat { cluster: CLUSTER, ..super::merge_tests::hb(1, 11, 4) };
-        let block = encode_heartbeat(&own).unwrap();
-        let mut scratch = None;
-        assert_eq!(other_run_in_own_block(&block, &CLUSTER, 1, 11, &mut scratch), None);
-        assert_eq!(scratch.as_ref(), Some(&own), "this run's record is kept for reuse");
-        let found = other_run_in_own_block(&block, &CLUSTER, 1, 99, &mut scratch);
-        assert_eq!(found, Some(own), "another run's record is reported");
-        assert_eq!(other_run_in_own_block(&block, &[8; 16], 1, 99, &mut scratch), None);
-        assert_eq!(other_run_in_own_block(&block, &CLUSTER, 2, 99, &mut scratch), None);
-        assert_eq!(other_run_in_own_block(&[0; BLOCK_SIZE], &CLUSTER, 1, 99, &mut scratch), None);
     }
 }

@@ -278,6 +278,8 @@ struct IoReq {
     cycle: u64,
     started: u64,
     record: Option<Box<Heartbeat>>,
+    /// Agent time before which the read does not start (`Action::StartIo`).
+    read_at: u64,
 }
 
 enum Pending {
@@ -358,9 +360,6 @@ struct IoDoneEv {
     cycle: u64,
     started: u64,
     write: Option<(bool, u64)>,
-    /// What the own block held when the write started (the I/O thread reads it first:
-    /// COLLISION-DETECT), if that read went through.
-    own_before: Option<Box<format::Block>>,
     read_lo: u64,
     read_ok: bool,
 }
@@ -796,7 +795,7 @@ impl World {
             let focused = Timing {
                 interval_ms: i,
                 io_timeout_ms: i,
-                lease_timeout_ms: 3 * i + 2_000 + rng.range(0, i),
+                lease_timeout_ms: 7 * i / 2 + 2_000 + rng.range(0, i),
                 watchdog_timeout_ms: 2_000,
                 suspect_after_ms: 3 * i,
                 margin_ms: 1_000,
@@ -804,6 +803,16 @@ impl World {
             if focused.validate().is_ok() {
                 timing = focused;
             }
+        }
+        // A stream of its own, so that seeds without the channel keep their schedules.
+        let mut survival =
+            o.survival.unwrap_or_else(|| super::Rng::new(o.seed ^ 0x0c4a).chance(500));
+        // Agents refuse to start with survival on under a timing that breaks its rule
+        // (`Timing::validate_outage_survival`): such a cluster gets the lease it needs.
+        if survival && timing.validate_outage_survival().is_err() {
+            timing.lease_timeout_ms =
+                (7 * timing.interval_ms + 2 * timing.watchdog_timeout_ms).div_ceil(2);
+            assert!(timing.validate().is_ok() && timing.validate_outage_survival().is_ok());
         }
         let u = timing.interval_ms * MS;
         // 60..120 intervals, and room for a few watchdog-bound deaths.
@@ -815,9 +824,6 @@ impl World {
         let nvol = rng.range(1, 3) as usize;
         let max_hosts = n as u32 + rng.range(1, 3) as u32;
         let agent_timing = timing;
-        // A stream of its own, so that seeds without the channel keep their schedules.
-        let mut survival =
-            o.survival.unwrap_or_else(|| super::Rng::new(o.seed ^ 0x0c4a).chance(500));
         // `[network] interval_ms` at its default (config.rs): half the volume's interval.
         let period = (timing.interval_ms / 2).clamp(50, 60_000);
         // Datagrams cost like ticks: every period each host challenges every other one and is
@@ -1685,10 +1691,6 @@ impl World {
             Input::HeaderChecked { volume, damage } => {
                 format!("HeaderChecked vol {volume} {damage:?}")
             }
-            Input::OwnBlockBeforeWrite { volume, record } => format!(
-                "OwnBlockBeforeWrite vol {volume} {:?}",
-                record.as_ref().map(|r| (r.incarnation, r.seq))
-            ),
             Input::MembershipRead { volume, membership } => {
                 format!("MembershipRead vol {volume} {}", membership.describe())
             }
@@ -1722,7 +1724,7 @@ impl World {
             self.digest_action(h, &a);
         }
         match a {
-            Action::StartIo { volume, cycle, write } => {
+            Action::StartIo { volume, cycle, write, read_at } => {
                 self.stats.io_cycles += 1;
                 let desc = match &write {
                     Some(r) => format!(
@@ -1747,9 +1749,14 @@ impl World {
                     ),
                     None => " read only".into(),
                 };
-                self.hlog(h, format!("StartIo vol {volume} cycle {cycle}{desc}"));
+                let wait = read_at.saturating_sub(now.mono);
+                self.hlog(
+                    h,
+                    format!("StartIo vol {volume} cycle {cycle}{desc}, read in {wait} ms"),
+                );
                 let p = self.hosts[h].proc.as_mut().expect("running");
-                p.io_queue[volume].push_back(IoReq { cycle, started: now.mono, record: write });
+                let req = IoReq { cycle, started: now.mono, record: write, read_at };
+                p.io_queue[volume].push_back(req);
                 if !p.io_busy[volume] {
                     self.start_next_io(h, volume);
                 }
@@ -2408,11 +2415,7 @@ impl World {
         let boot = self.boot_idx(h);
         let mut read_start = t0;
         let mut write = None;
-        let mut own_before = None;
         if let Some(rec) = req.record {
-            let lag = self.lag_at(v, t0);
-            let block = self.geo.heartbeat_block(rec.host_id) as usize;
-            let seen = *self.vols[v].at(block, t0.saturating_sub(lag));
             let base = self.link_latency(h, v);
             let plan = {
                 let wins: [&[Window]; 2] = [&self.link_win[h][v], &self.vol_win[v]];
@@ -2433,11 +2436,13 @@ impl World {
                 }
                 self.at(lt, Ev::Land { writer, vol: v, block, data, torn, inc });
             }
-            if plan.ok {
-                own_before = Some(Box::new(seen));
-            }
             write = Some((plan.ok, plan.end));
             read_start = plan.end;
+        }
+        // The I/O thread sleeps until the agent's clock shows `read_at` (the write's read-back
+        // half an interval later on the regular cadence), unless the write failed.
+        if write.is_none_or(|(ok, _)| ok) {
+            read_start = read_start.max(self.agent_true_at(h, req.read_at));
         }
         let base = self.link_latency(h, v);
         let rplan = {
@@ -2451,7 +2456,6 @@ impl World {
             cycle: req.cycle,
             started: req.started,
             write,
-            own_before,
             read_lo: rplan.data_from,
             read_ok: rplan.ok,
         };
@@ -2512,21 +2516,6 @@ impl World {
         let v = e.vol;
         if let Some(p) = self.hosts[h].proc.as_mut() {
             p.io_busy[v] = false;
-        }
-        if let Some(block) = e.own_before {
-            let id = self.hosts[h].id;
-            let record = match format::decode(&block[..]) {
-                format::Decoded::Heartbeat(hb)
-                    if hb.cluster == self.cluster && hb.host_id == id =>
-                {
-                    Some(hb)
-                }
-                _ => None,
-            };
-            self.feed(h, Input::OwnBlockBeforeWrite { volume: v, record });
-            if !self.proc_is(h, e.pid) {
-                return;
-            }
         }
         self.feed(h, Input::IoDone { volume: v, cycle: e.cycle, started: e.started, write, read });
         if self.proc_is(h, e.pid) && !self.hosts[h].proc.as_ref().is_some_and(|p| p.io_busy[v]) {
@@ -3889,7 +3878,9 @@ impl World {
                 picked
             }
         };
-        let short_max = t.lease_timeout_ms - 2 * t.interval_ms - 300;
+        // The lease's own length less the last renewal's distance from the blip's start (one
+        // interval and a half: a write is read back half an interval after it) and a retry.
+        let short_max = t.lease_timeout_ms - 2 * t.interval_ms - t.interval_ms / 2 - 300;
         let short = self.rng.chance(700);
         let dur = if short {
             self.rng.range(200, short_max)

@@ -8,8 +8,8 @@ impl Agent {
         let limit = self.p.timing.io_timeout_ms;
         let mut changed = false;
         for v in &mut self.vols {
-            if let Some((_, started, _)) = v.in_flight {
-                if now >= started + limit && v.healthy {
+            if let Some(io) = v.in_flight {
+                if now >= io.started + limit && v.healthy {
                     v.healthy = false;
                     v.last_error = format!("I/O stuck for more than {} ms", limit);
                     changed = true;
@@ -21,10 +21,11 @@ impl Agent {
         }
     }
 
-    /// S4: an own I/O cycle still running one interval after its start is not a failure yet
-    /// (that takes io_timeout), but this host observes nobody meanwhile, and its peers' writes
-    /// were most likely held up by the same stall: while fewer than a read quorum of volumes
-    /// are healthy and timely, peer timers stay restarted.
+    /// S4: an own I/O cycle whose read is still running one interval after it was due to start
+    /// (`read_at`) is not a failure yet (that takes io_timeout from the cycle's start), but this
+    /// host observes nobody meanwhile, and its peers' writes were most likely held up by the
+    /// same stall: while fewer than a read quorum of volumes are healthy and timely, peer
+    /// timers stay restarted.
     pub(super) fn check_overdue_io(&mut self, now: u64) {
         if self.p.knobs.judge_through_trouble {
             return;
@@ -34,7 +35,7 @@ impl Agent {
         let timely = self
             .vols
             .iter()
-            .filter(|v| v.healthy && v.in_flight.is_none_or(|(_, s, _)| now < s + interval))
+            .filter(|v| v.healthy && v.in_flight.is_none_or(|io| now < io.read_at + interval))
             .count();
         if timely < r {
             self.judge_from = now;
@@ -100,11 +101,13 @@ impl Agent {
             return;
         }
         let due = now >= self.next_cycle_at;
+        // A suspicion is confirmed by a read that starts now.
+        let recheck = std::mem::take(&mut self.recheck);
         // A coordinator publishes a changed verdict table at once, not an interval later.
         let publish = (self.is_coordinator()
             && self.verdict_gen != self.published_gen
             && self.phase == Phase::Running)
-            || std::mem::take(&mut self.recheck);
+            || recheck;
         // A volume whose last cycle failed is retried early: a short storage blip then costs
         // the lease only its own length, not an extra interval.
         let retry: Vec<usize> = (0..self.vols.len())
@@ -143,6 +146,29 @@ impl Agent {
         if write.is_some() {
             self.report_unpublished_verdicts();
         }
+        // The regular cycle reads half an interval after its write. That read is the write's
+        // read-back (the renewal) and the twin check: a twin of this host id writing at the
+        // same cadence lands either before it (seen here) or after it, and then its own read,
+        // half an interval after its write, comes after this host's next write and shows it
+        // (COLLISION-DETECT; design.md "One I/O cycle"). Reads that are not on the cadence (a
+        // retry, a table to publish, a suspicion to confirm), on a volume whose last cycle
+        // failed (the lease waits for its first renewal after a blip: soak seed 1701140 of
+        // this change), and the last records of a run (`leaving`, the acknowledgement of a
+        // fence request) do not wait.
+        let on_cadence = due && !recheck;
+        let wait = match write {
+            Some(HostState::Active | HostState::Starting) if on_cadence => {
+                self.p.timing.interval_ms / 2
+            }
+            _ => 0,
+        };
+        // A volume still busy with its previous cycle takes the `leaving` record as soon as it
+        // is done, not an interval later.
+        if due && self.phase == Phase::Leaving {
+            for vol in self.vols.iter_mut().filter(|vol| vol.in_flight.is_some()) {
+                vol.retry_at = Some(now);
+            }
+        }
         let record = write.map(|state| {
             self.seq += 1;
             if state == HostState::Leaving && self.leave_seq.is_none() {
@@ -169,10 +195,14 @@ impl Agent {
             }
             self.vols[v].retry_at = None;
             let written = written.filter(|_| self.may_write_own_block(v));
+            // A volume not read yet in this run takes no write, so nothing waits for a
+            // read-back there: its first read comes at once.
+            let read_at = if self.vols[v].healthy && written.is_some() { now + wait } else { now };
             if written.is_some() {
                 self.published_gen = self.verdict_gen;
             }
-            self.vols[v].in_flight = Some((self.cycle, now, written));
+            self.vols[v].in_flight =
+                Some(InFlight { cycle: self.cycle, started: now, written, read_at });
             // The last volume takes the record itself, the others a copy.
             let mut write = match (&record, Some(v) == last) {
                 _ if written.is_none() => None,
@@ -189,7 +219,7 @@ impl Agent {
             if let Some(r) = write.as_mut() {
                 self.attach_inventory(v, r);
             }
-            self.actions.push(Action::StartIo { volume: v, cycle: self.cycle, write });
+            self.actions.push(Action::StartIo { volume: v, cycle: self.cycle, write, read_at });
         }
     }
 
@@ -318,10 +348,17 @@ impl Agent {
             return;
         }
         let mut written_seq = None;
-        if let Some((c, _, seq)) = self.vols[v].in_flight {
-            if c == cycle {
+        // The start of the read: the I/O thread reads no earlier than `read_at`, so what the
+        // read does not show had not landed before then (evidence, S1). After a failed write
+        // it reads at once (and the failed cycle is no evidence: `read_ok_start` stays).
+        let mut read_from = started;
+        if let Some(io) = self.vols[v].in_flight {
+            if io.cycle == cycle {
                 self.vols[v].in_flight = None;
-                written_seq = seq;
+                written_seq = io.written;
+                if !matches!(write, Some(Err(_))) {
+                    read_from = started.max(io.read_at);
+                }
             }
         }
         let limit = self.p.timing.io_timeout_ms;
@@ -355,9 +392,8 @@ impl Agent {
         if let Some((_, view)) = &view {
             self.note_own_block_floor(v, view);
         }
-        // Kept for the read before the next write, which reads the own block only. The read
-        // right after one that showed the past may be the first to show what the lag hid:
-        // records that landed long before it appear as new (survival seed 7343).
+        // The read right after one that showed the past may be the first to show what the lag
+        // hid: records that landed long before it appear as new (survival seed 7343).
         let past = view.as_ref().is_some_and(|(_, view)| self.read_shows_past(view));
         let vol = &mut self.vols[v];
         vol.shows_past = past || (view.is_some() && vol.read_showed_past);
@@ -412,7 +448,7 @@ impl Agent {
                     self.vols[v].last_ok_seq = written_seq;
                 }
                 if view.is_some() {
-                    self.vols[v].read_ok_start = Some(started);
+                    self.vols[v].read_ok_start = Some(read_from);
                 }
                 self.vols[v].healthy = true;
             }

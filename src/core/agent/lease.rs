@@ -315,7 +315,8 @@ impl Agent {
     }
 
     /// Every timely read, not only the read-back of a write, looks at the own block (a twin
-    /// started at the same instant passes the probe too).
+    /// started at the same instant passes the probe too; the regular cycle's read, half an
+    /// interval after its write, sees a twin writing at the same cadence: COLLISION-DETECT).
     pub(super) fn foreign_writer_in_own_block(&mut self, v: usize, view: &VolumeView) -> bool {
         if matches!(self.phase, Phase::Probing { .. } | Phase::Exited) {
             return false;
@@ -328,23 +329,6 @@ impl Agent {
             }
             _ => false,
         }
-    }
-
-    /// The read before a write (COLLISION-DETECT): a twin's latest write is always there. Only
-    /// once the volume had its first timely read (its floor is set), so a former run's history
-    /// on a lagging volume is judged by the same rule as every other read.
-    pub(super) fn own_block_before_write(&mut self, v: usize, record: Option<Heartbeat>) {
-        if matches!(self.phase, Phase::Probing { .. } | Phase::Exited) {
-            return;
-        }
-        let Some(r) = record else { return };
-        if self.vols.get(v).is_none_or(|vol| vol.own_block_floor.is_none()) {
-            return;
-        }
-        if self.is_foreign_writer(v, &r) {
-            self.collision(r.incarnation, r.seq);
-        }
-        self.note_own_block_history(Some(&r));
     }
 
     pub(super) fn collision(&mut self, other_incarnation: u64, other_seq: u64) {

@@ -112,8 +112,9 @@ pub struct AgentParams {
 pub enum Input {
     /// Time passes (the daemon ticks several times a second).
     Tick,
-    /// One I/O cycle on a volume finished: optional write of the own block, then one read of
-    /// every heartbeat and mailbox. Times are local monotonic ms.
+    /// One I/O cycle on a volume finished: optional write of the own block, then, no earlier
+    /// than the request's `read_at`, one read of the blocks of the read plan (the own block
+    /// among them: the write's read-back). Times are local monotonic ms.
     IoDone {
         volume: usize,
         cycle: u64,
@@ -136,13 +137,6 @@ pub enum Input {
     /// A volume's block 0 stopped (Some: why, and how to restore it) or started again (None)
     /// to hold the header this agent runs with. Sent by the I/O thread on a change only.
     HeaderChecked { volume: usize, damage: Option<String> },
-    /// What the own block held just before this cycle's write (read by the I/O thread before
-    /// it writes; `None`: not a decodable record of this cluster and host id). A twin with this
-    /// host id writing at the same cadence is visible only here: the cycle's own read comes
-    /// after this agent's write and shows that write. The daemon sends it only for a record of
-    /// another incarnation (`view::other_run_in_own_block`): for this run's own record, or
-    /// `None`, the core does nothing.
-    OwnBlockBeforeWrite { volume: usize, record: Option<Heartbeat> },
     /// Block 0 of a volume holds this membership (same cluster, max_hosts and timing as at
     /// start; its epoch never goes down there, or the header counts as damaged). Sent by the
     /// I/O thread at a volume's first read and on every change.
@@ -159,11 +153,15 @@ pub enum Input {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Start an I/O cycle on a volume (the volume's thread is idle).
+    /// Start an I/O cycle on a volume (the volume's thread is idle): write `write` (if any),
+    /// then read, not before local time `read_at` (the write's read-back half an interval
+    /// after the write on the regular cadence, so a twin of this host id is seen: "One I/O
+    /// cycle" in design.md).
     StartIo {
         volume: usize,
         cycle: u64,
         write: Option<Box<Heartbeat>>,
+        read_at: u64,
     },
     ArmWatchdog,
     Pet,
@@ -335,10 +333,22 @@ impl Sighting {
     }
 }
 
+/// One I/O cycle handed to a volume's thread and not finished yet.
+#[derive(Clone, Copy, Debug)]
+struct InFlight {
+    cycle: u64,
+    /// When it was started (its write starts then): the lease renewal point.
+    started: u64,
+    /// Sequence number written, if it writes.
+    written: Option<u64>,
+    /// Its read starts no earlier than this (`Action::StartIo`).
+    read_at: u64,
+}
+
 #[derive(Clone, Debug, Default)]
 struct Vol {
-    /// (cycle, start, sequence number written) of the I/O under way.
-    in_flight: Option<(u64, u64, Option<u64>)>,
+    /// The I/O under way.
+    in_flight: Option<InFlight>,
     /// Start of the last verified write (lease renewal point).
     last_ok_start: Option<u64>,
     /// Sequence number of the last verified write.
@@ -742,15 +752,18 @@ impl Agent {
             .filter(|v| v.in_flight.is_none())
             .filter_map(|v| v.retry_at)
             .fold(self.next_cycle_at, u64::min);
-        // An I/O under way turns overdue after one interval (S4: peer timers restart) and
-        // stuck after io_timeout (the volume turns unhealthy) without any input.
+        // An I/O under way turns overdue one interval after its read's start (S4: peer timers
+        // restart) and stuck io_timeout after its start (the volume turns unhealthy) without
+        // any input.
         let interval = self.p.timing.interval_ms;
         let limit = self.p.timing.io_timeout_ms;
         let in_flight = self
             .vols
             .iter()
-            .filter_map(|v| v.in_flight.map(|(_, started, _)| (v.healthy, started)))
-            .flat_map(|(healthy, s)| [Some(s + interval), healthy.then_some(s + limit)])
+            .filter_map(|v| v.in_flight.map(|io| (v.healthy, io)))
+            .flat_map(|(healthy, io)| {
+                [Some(io.read_at + interval), healthy.then_some(io.started + limit)]
+            })
             .flatten()
             .filter(|&t| t > self.now.mono)
             .min();
@@ -843,9 +856,6 @@ impl Agent {
                 self.fencing_changed(methods, power_on_after)
             }
             Input::HeaderChecked { volume, damage } => self.header_checked(volume, damage),
-            Input::OwnBlockBeforeWrite { volume, record } => {
-                self.own_block_before_write(volume, record)
-            }
             Input::MembershipRead { volume, membership } => {
                 self.membership_read(volume, membership)
             }

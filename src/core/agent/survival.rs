@@ -8,9 +8,13 @@ use super::*;
 
 /// What survival needs of the header's membership (`core::header::Membership`).
 impl Membership {
-    /// Survival needs an explicit membership: an open one has no majority to count.
-    pub fn survival_on(&self) -> bool {
-        self.outage_survival && !self.members.is_empty()
+    /// Survival needs an explicit membership (an open one has no majority to count) and a
+    /// timing that keeps a healthy host above the permit threshold
+    /// (`Timing::validate_outage_survival`). Every agent of this version decides it alike
+    /// from the header; an agent does not start with survival on under such a timing
+    /// (daemon), so an older agent that would act on it is never judged by one that ignores it.
+    pub fn survival_on(&self, t: &Timing) -> bool {
+        self.outage_survival && !self.members.is_empty() && t.validate_outage_survival().is_ok()
     }
 
     pub fn contains(&self, id: u32) -> bool {
@@ -39,9 +43,10 @@ pub fn permit_lifetime_ms(t: &Timing) -> u64 {
 /// A member grants permits while its own lease has less than this left (or none). Not only
 /// once it expired: leases of a cluster-wide outage end up to one interval apart, and the
 /// first host to run out needs its permits before its watchdog fires, from hosts whose leases
-/// still run. A healthy host, renewed every interval within its write latency, keeps at least
-/// `2·interval + watchdog` (the rule `lease ≥ 2·interval + io_timeout + watchdog`), so it
-/// never grants unless a write took more than half an interval.
+/// still run. A healthy host, whose renewal is confirmed half an interval after each write (the
+/// cycle's read), keeps at least `2·interval + watchdog − latency` (the rule `lease ≥
+/// 3.5·interval + watchdog`), so it never grants unless a cycle took more than half an interval
+/// beyond that.
 pub fn grant_below_ms(t: &Timing) -> u64 {
     t.watchdog_timeout_ms + t.interval_ms + t.interval_ms / 2
 }
@@ -58,6 +63,14 @@ pub fn survival_unusable(
 ) -> Option<String> {
     if !m.outage_survival {
         return None;
+    }
+    if let Err(e) = t.validate_outage_survival() {
+        return Some(format!(
+            "outage survival is on in the volume header, but the volume's timing breaks the rule \"{}\" ({}), so every agent ignores it and a storage outage longer than the lease reboots hosts as without survival; agents of this version refuse to start like this. Switch it off (`hbfence outage-survival off`), or move the cluster to a volume initialised with --lease-timeout {} or more",
+            e.rule,
+            e.detail,
+            t.outage_survival_min_lease_ms() / 1000
+        ));
     }
     if m.members.is_empty() {
         return Some("outage survival is on in the volume header, but the membership is open (no majority to count), so it is ignored: list the members with `hbfence members add IDS` (every running host among them)".to_string());
@@ -104,7 +117,7 @@ impl Agent {
     /// host in it.
     pub(super) fn survival_enabled(&self) -> bool {
         let m = &self.membership;
-        m.survival_on() && m.contains(self.p.host_id)
+        m.survival_on(&self.p.timing) && m.contains(self.p.host_id)
     }
 
     /// Why outage survival cannot work on this host with the membership it follows now.
@@ -325,7 +338,7 @@ impl Agent {
             let Some(m) = self.memberships.get(&epoch) else {
                 return Err(format!("members epoch {epoch} is unknown to this host"));
             };
-            if !m.survival_on() || !m.contains(peer) {
+            if !m.survival_on(&t) || !m.contains(peer) {
                 continue;
             }
             let mut blockers: Vec<u32> = Vec::new();
@@ -379,5 +392,16 @@ mod warning_tests {
         assert!(w.contains(&format!("at most {}", t.interval_ms / 2)), "{w}");
         let w = survival_unusable(&members(&[], true), 2, Some(&half), &t).expect("open");
         assert!(w.contains("membership is open"), "{w}");
+        // A timing that keeps a healthy host's lease over the permit threshold only without
+        // survival (issue 12's one-read cycle): ignored by every host, and said so.
+        let short = Timing { io_timeout_ms: 5_000, lease_timeout_ms: 25_000, ..t };
+        short.validate().unwrap();
+        assert!(three.survival_on(&t) && !three.survival_on(&short));
+        let w = survival_unusable(&three, 2, Some(&half), &short).expect("timing");
+        assert!(
+            w.contains(crate::core::timing::OUTAGE_SURVIVAL_RULE)
+                && w.contains("--lease-timeout 28 or more"),
+            "{w}"
+        );
     }
 }
