@@ -354,6 +354,20 @@ fn a_host_cut_off_the_peer_channel_with_storage_fine_is_not_fenced() {
     }
 }
 
+/// Host 1 of members 1-3 on `volume`, with no [network] section.
+fn host_1_without_channel(dir: &std::path::Path, volume: &std::path::Path) -> Host {
+    Host::new(
+        dir,
+        &HostSpec {
+            id: 1,
+            volumes: vec![volume.to_path_buf()],
+            peers: vec![(2, None), (3, None)],
+            hooks_dir: None,
+            eligible: true,
+        },
+    )
+}
+
 #[test]
 fn survival_on_without_a_peer_channel_is_a_warning_at_start_in_status_and_in_show() {
     if !require_root(
@@ -367,16 +381,7 @@ fn survival_on_without_a_peer_channel_is_a_warning_at_start_in_status_and_in_sho
     let fs = FaultFs::mount(&backing, &tmp.path().join("mnt")).expect("mount faultfs");
     let volume = fs.mountpoint().join(VOLUME);
     init_volume(&volume, &["--members", "1-3", "--outage-survival", "on"]);
-    let mut host = Host::new(
-        tmp.path(),
-        &HostSpec {
-            id: 1,
-            volumes: vec![volume.clone()],
-            peers: vec![(2, None), (3, None)],
-            hooks_dir: None,
-            eligible: true,
-        },
-    );
+    let mut host = host_1_without_channel(tmp.path(), &volume);
     let show = host.cli(&["outage-survival", "show"]);
     let text = String::from_utf8_lossy(&show.stdout);
     assert!(show.status.success(), "{text}{}", String::from_utf8_lossy(&show.stderr));
@@ -457,16 +462,7 @@ fn survival_under_a_timing_that_breaks_its_rule_is_refused_by_init_the_switch_an
     header.outage_survival = true;
     block[..4096].copy_from_slice(&format::encode_header(&header));
     std::fs::write(&volume, &block).unwrap();
-    let mut host = Host::new(
-        tmp.path(),
-        &HostSpec {
-            id: 1,
-            volumes: vec![volume.clone()],
-            peers: vec![(2, None), (3, None)],
-            hooks_dir: None,
-            eligible: true,
-        },
-    );
+    let mut host = host_1_without_channel(tmp.path(), &volume);
     host.start();
     let exit = host.wait_exit(Duration::from_secs(20)).expect("the agent refuses to start");
     assert_eq!(exit.code(), Some(78), "{}", host.log_text());
