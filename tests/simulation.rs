@@ -52,7 +52,9 @@
 //!   delay, loss, duplication, reordering and partitions of any subset of hosts; cluster-wide
 //!   storage outages of any length with everyone or a majority connected (SURVIVAL: nobody of
 //!   the connected majority dies, each runs on with a lease afterwards); partial outages where a
-//!   majority survives on permits while the others keep storage (S1 judges every verdict).
+//!   majority survives on permits while the others keep storage (S1 judges every verdict);
+//!   up to two membership rewrites (a new members epoch in block 0, read by each host as its
+//!   reads show it, a lagging volume later) at random moments, outages included.
 //!
 //! Always modelled: the agent's clock is CLOCK_BOOTTIME (a suspended host sees time jump on
 //! resume; its hardware watchdog is frozen while suspended); an agent process that dies without

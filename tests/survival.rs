@@ -220,6 +220,19 @@ fn a_cluster_wide_freeze_of_four_leases_reboots_nobody_and_fences_nobody() {
         text.contains("outage-survival on") && text.contains("can carry its permits"),
         "{text}"
     );
+    // Switched off and on again while the agents run (members epoch 1 -> 3): permits are
+    // stated for the epoch followed now (they carried the one at start, and none counted).
+    let volume = bed.volume();
+    for switch in ["off", "on"] {
+        let out = hbfence(&["outage-survival", switch, "--volume", volume.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    bed.wait(Duration::from_secs(10), "every host follows members epoch 3", |b| {
+        b.hosts.iter().all(|h| {
+            let s = status_file(h);
+            s["members_epoch"] == 3 && s["outage_survival"] == true
+        })
+    });
     // (Read before the freeze: a dump would hang on the frozen volume.)
     let before = bed.seqs();
     bed.mounts[0].set_fault(VOLUME, Fault::Freeze);

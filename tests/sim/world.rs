@@ -315,6 +315,9 @@ struct Proc {
     /// only its death makes the kernel ping or stop the timer on close (seed 1509970: restarts
     /// killed while still probing had never opened it, and postponed nothing).
     holds_watchdog: bool,
+    /// Per volume, the members epoch this process last read in block 0 (the I/O thread sends
+    /// `MembershipRead` on a change).
+    header_epochs: Vec<u32>,
 }
 
 #[derive(Default)]
@@ -508,6 +511,9 @@ enum Ev {
         tw: usize,
     },
     ReaderCheck,
+    /// An operator rewrites block 0 with a new members epoch (`hbfence members`, or the
+    /// survival switch off and on again): same members, same switch.
+    MembersEpoch,
     /// The agent's network thread challenges every peer (every `[network] interval_ms`).
     NetTimer {
         h: usize,
@@ -759,6 +765,9 @@ pub struct World {
     /// The peer channel and outage survival (None: agents without `[network]`).
     net: Option<Net>,
     outage: Option<OutageWatch>,
+    /// (true time, epoch) of every members epoch an operator wrote: a read of a volume shows
+    /// the latest one written before what it returns (a lagging volume an older one).
+    members_bumps: Vec<(u64, u32)>,
 }
 
 pub fn run(o: Options) -> Outcome {
@@ -1031,6 +1040,7 @@ impl World {
             holders: HashMap::new(),
             net,
             outage: None,
+            members_bumps: Vec::new(),
         }
     }
 
@@ -1045,6 +1055,15 @@ impl World {
         }
         self.at(first_episode(self.u), Ev::Episode { attempt: 0 });
         self.at(first_episode(self.u), Ev::ReaderCheck);
+        // Membership changes while the agents run, for clusters on the peer channel (a stream
+        // of its own: seeds without the channel keep their schedules).
+        if self.net.is_some() {
+            let mut r = super::Rng::new(self.o.seed ^ 0x3e0c);
+            for _ in 0..r.range(0, 2) {
+                let at = r.range(first_episode(self.u), self.end);
+                self.at(at, Ev::MembersEpoch);
+            }
+        }
     }
 
     // ----- plumbing -----
@@ -1281,6 +1300,16 @@ impl World {
                 self.reader_check();
                 self.after(self.u, Ev::ReaderCheck);
             }
+            Ev::MembersEpoch => {
+                let Some(nt) = self.net.as_mut() else { return };
+                nt.membership.epoch += 1;
+                let epoch = nt.membership.epoch;
+                self.members_bumps.push((self.t, epoch));
+                self.count("operator: members epoch rewritten");
+                self.log(format!(
+                    "operator: block 0 of every volume rewritten with members epoch {epoch}"
+                ));
+            }
         }
     }
 
@@ -1516,6 +1545,7 @@ impl World {
             book: HashMap::new(),
             read_leaving: HashSet::new(),
             holds_watchdog: false,
+            header_epochs: vec![self.net.as_ref().map_or(0, |nt| nt.membership.epoch); nvol],
         });
         if self.rng.chance(120) {
             // Storage the agent cannot read when it starts (a volume not attached yet, a path
@@ -2516,6 +2546,15 @@ impl World {
         let v = e.vol;
         if let Some(p) = self.hosts[h].proc.as_mut() {
             p.io_busy[v] = false;
+        }
+        // Block 0 as the read returned it: the latest epoch written before `hi`.
+        let shown = self.members_bumps.iter().rev().find(|&&(t, _)| t <= hi).map(|&(_, e)| e);
+        if let (true, Some(epoch), Some(nt)) = (read.is_ok(), shown, self.net.as_ref()) {
+            let membership = Membership { epoch, ..nt.membership.clone() };
+            if let Some(p) = self.hosts[h].proc.as_mut().filter(|p| p.header_epochs[v] < epoch) {
+                p.header_epochs[v] = epoch;
+                self.feed(h, Input::MembershipRead { volume: v, membership });
+            }
         }
         self.feed(h, Input::IoDone { volume: v, cycle: e.cycle, started: e.started, write, read });
         if self.proc_is(h, e.pid) && !self.hosts[h].proc.as_ref().is_some_and(|p| p.io_busy[v]) {

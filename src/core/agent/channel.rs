@@ -114,7 +114,9 @@ impl Agent {
             return;
         }
         let claim = self.peer_claim(self.now.mono);
-        let members_epoch = self.p.membership.epoch;
+        // The membership followed now, not the one at start: an asker counts only permits of
+        // its own epoch.
+        let members_epoch = self.membership.epoch;
         let no_permit_ms = self.no_permit_ms(claim);
         self.actions.push(Action::AnswerPeer { peer, token, claim, members_epoch, no_permit_ms });
     }

@@ -702,6 +702,21 @@ impl Agent {
         let detail = format!("{} -> {}", self.membership.describe(), newest.describe());
         self.membership = newest;
         self.event(EventKind::MembershipChanged, me, None, detail);
+        // Only an older CLI can switch it on under such a timing (this one refuses): every
+        // agent of this version ignores it alike (`Membership::survival_on`), but says so.
+        if self.membership.outage_survival && !self.membership.members.is_empty() {
+            if let Err(e) = self.p.timing.validate_outage_survival() {
+                self.event(
+                    EventKind::Alarm,
+                    me,
+                    None,
+                    format!(
+                        "outage survival was switched on, but the volume's timing breaks the rule \"{}\" ({}): this agent ignores it (it asks for, grants and waits for no permit), so a storage outage longer than the lease reboots this host as without survival; agents of an older version would act on it: switch it off with `hbfence outage-survival off`",
+                        e.rule, e.detail
+                    ),
+                );
+            }
+        }
         if !self.membership.admits(me) {
             self.event(
                 EventKind::Alarm,

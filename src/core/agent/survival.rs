@@ -165,7 +165,6 @@ impl Agent {
             .iter()
             .filter(|(&id, _)| id != self.p.host_id && m.contains(id))
             .filter_map(|(_, e)| e.permit)
-            .filter(|&(_, _, epoch)| epoch == m.epoch)
             .map(|(sent, received, _)| {
                 let from = if self.p.knobs.permit_from_answer { received } else { sent };
                 from.saturating_add(life)

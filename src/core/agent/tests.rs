@@ -3372,6 +3372,62 @@ fn a_cluster_wide_outage_is_survived_on_permits_of_a_majority() {
     assert!(s.now > outage);
 }
 
+/// Outage survival under a timing that breaks its rule (`Timing::validate_outage_survival`):
+/// every host ignores it alike, so the outage that `a_cluster_wide_outage_is_survived_on_permits_of_a_majority`
+/// survives self-fences every host here (none survives on permits the others, ignoring
+/// survival, would not wait for as judges). Switched on while the agents run (only an older
+/// CLI can do that) it is an alarm.
+#[test]
+fn survival_under_a_timing_that_breaks_its_rule_is_ignored_by_all_and_switching_it_on_is_an_alarm()
+{
+    let short = Timing {
+        io_timeout_ms: T.interval_ms,
+        lease_timeout_ms: 3 * T.interval_ms + T.watchdog_timeout_ms,
+        ..T
+    };
+    short.validate().unwrap();
+    assert!(short.validate_outage_survival().is_err());
+    let cluster = |membership: Membership| {
+        let mut s = Sim::new(0);
+        for id in 1..=3 {
+            s.add(AgentParams {
+                timing: short,
+                peer_channel: Some(ChannelParams { challenge_every_ms: 250 }),
+                membership: membership.clone(),
+                ..params(id)
+            });
+        }
+        s.run(6_000);
+        s
+    };
+    let mut s = cluster(survival_membership(3));
+    s.dead_volumes.push(0);
+    s.run(4 * short.lease_timeout_ms);
+    for id in 1..=3 {
+        let h = s.host(id);
+        assert!(h.self_fenced.is_some(), "host {id} survived on permits");
+        assert!(h.agent.survival_warning().is_some_and(|w| w.contains("breaks the rule")));
+        assert!(events(h, EventKind::SurvivalStarted).is_empty(), "host {id}");
+    }
+    let mut s = cluster(Membership { outage_survival: false, ..survival_membership(3) });
+    let on = Membership { epoch: 2, ..survival_membership(3) };
+    for i in 0..3 {
+        s.feed(i, Input::MembershipRead { volume: 0, membership: on.clone() });
+    }
+    for id in 1..=3 {
+        let h = s.host(id);
+        assert_eq!(h.agent.membership(), &on);
+        let alarms = events(h, EventKind::Alarm);
+        assert_eq!(alarms.len(), 1, "host {id}");
+        assert!(
+            alarms[0].detail.contains(crate::core::timing::OUTAGE_SURVIVAL_RULE)
+                && alarms[0].detail.contains("outage-survival off"),
+            "{}",
+            alarms[0].detail
+        );
+    }
+}
+
 /// The same outage without the switch: every host self-fences when its lease runs out (S3 as
 /// before). Shows the survival test above depends on the rule, not on the test's timing.
 #[test]
@@ -3456,9 +3512,14 @@ fn a_permit_counts_from_its_challenge_not_from_its_answer() {
     }
 }
 
-/// Permits count only at the asker's members epoch and only from members.
+/// Permits count only from members of the asker's membership, whatever members epoch the
+/// granter states: the judge's argument (design.md, "Why it is safe") proves, in every
+/// membership the asker may hold, that a majority of its other members granted nothing,
+/// whatever epoch they held. Counting only equal epochs let a host that had not yet read a
+/// membership written just before a cluster-wide outage self-fence, its peers surviving
+/// (simulation, members-epoch class: seed 387 with `SIM_SURVIVAL=1`).
 #[test]
-fn permits_of_another_epoch_or_from_non_members_do_not_count() {
+fn permits_count_from_members_whatever_epoch_they_state() {
     let mut a = Agent::new(
         AgentParams {
             peer_channel: Some(ChannelParams { challenge_every_ms: 250 }),
@@ -3477,10 +3538,11 @@ fn permits_of_another_epoch_or_from_non_members_do_not_count() {
         no_permit_ms: 0,
     };
     let now = Now { mono: 10_020, wall: 0 };
-    a.handle(now, Input::PeerAnswer { peer: 2, answer: permit(2) });
+    // Host 4 is no member of epoch 1: its permit never counts.
     a.handle(now, Input::PeerAnswer { peer: 4, answer: permit(1) });
     assert_eq!(a.survival_until(), None);
-    a.handle(now, Input::PeerAnswer { peer: 3, answer: permit(1) });
+    // Host 2 already holds epoch 2: a grant all the same.
+    a.handle(now, Input::PeerAnswer { peer: 2, answer: permit(2) });
     assert_eq!(a.survival_until(), Some(10_000 + permit_lifetime_ms(&T)));
 }
 
@@ -3872,4 +3934,70 @@ fn a_former_coordinator_holds_out_against_a_newer_table_with_fencing_instead_of_
         published.verdict_gen,
         published.verdict_author
     );
+}
+
+/// A membership written during a cluster-wide outage is read by every host at once when
+/// storage returns, before any lease is renewed (simulation, the members-epoch class: seed 59
+/// with `SIM_SURVIVAL=1`). Permits counted only in the asker's epoch: the new epoch voided
+/// every permit held and every host self-fenced on the spot. They count from members whatever
+/// epoch they state now (`permits_count_from_members_whatever_epoch_they_state`).
+#[test]
+fn a_membership_read_while_surviving_does_not_void_the_permits() {
+    let mut s = survival_cluster(3);
+    s.run(6_000);
+    s.dead_volumes.push(0);
+    s.run(2 * T.lease_timeout_ms);
+    for id in 1..=3 {
+        assert!(s.host(id).agent.surviving_since().is_some(), "host {id} is not surviving");
+    }
+    s.dead_volumes.clear();
+    let next = Membership { epoch: 2, ..survival_membership(3) };
+    for i in 0..3 {
+        s.feed(i, Input::MembershipRead { volume: 0, membership: next.clone() });
+    }
+    s.run(3 * T.interval_ms);
+    for id in 1..=3 {
+        let now = s.now;
+        let h = s.host(id);
+        assert!(h.self_fenced.is_none(), "host {id} self-fenced when storage returned");
+        assert!(h.agent.lease_valid(now), "host {id} did not renew its lease");
+        assert_eq!(h.agent.membership(), &next, "host {id} did not adopt the new membership");
+        assert!(events(h, EventKind::SelfFence).is_empty(), "host {id}");
+        let ended = events(h, EventKind::SurvivalEnded);
+        assert_eq!(ended.len(), 1, "host {id}");
+        assert!(ended[0].detail.contains("storage is back"), "{}", ended[0].detail);
+    }
+}
+
+/// Outage survival switched on while the agents run (`hbfence outage-survival on`, a new
+/// members epoch read from the header): the next cluster-wide outage is survived as when it
+/// was on from the start. Found while testing the timing rule: answers stated the members
+/// epoch the agent started with, so after any change of the membership no permit counted
+/// (the asker counts only permits of its own epoch) and every host self-fenced.
+#[test]
+fn survival_switched_on_while_the_agents_run_survives_the_next_outage() {
+    let mut s = Sim::new(0);
+    for id in 1..=3 {
+        s.add(AgentParams {
+            peer_channel: Some(ChannelParams { challenge_every_ms: 250 }),
+            membership: Membership { outage_survival: false, ..survival_membership(3) },
+            ..params(id)
+        });
+    }
+    s.run(6_000);
+    let on = Membership { epoch: 2, ..survival_membership(3) };
+    for i in 0..3 {
+        s.feed(i, Input::MembershipRead { volume: 0, membership: on.clone() });
+    }
+    s.run(2 * T.interval_ms);
+    s.dead_volumes.push(0);
+    s.run(4 * T.lease_timeout_ms);
+    for id in 1..=3 {
+        let now = s.now;
+        let h = s.host(id);
+        assert!(h.self_fenced.is_none(), "host {id} self-fenced during the outage");
+        assert!(h.agent.surviving_since().is_some(), "host {id} is not surviving");
+        let gap = longest_pet_gap(h, now);
+        assert!(gap < T.watchdog_timeout_ms, "host {id}: {gap} ms without a pet");
+    }
 }
