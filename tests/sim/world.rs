@@ -1322,6 +1322,10 @@ impl World {
             return;
         }
         let t = self.t;
+        // A fault until the host resumes (soak seed 1748210: a death episode began 1 s after
+        // the only other eligible host resumed from a 51 s suspend, its lease gone; it
+        // self-fenced and rebooted, and no coordinator was left to fence within the bound).
+        self.faults_until = self.faults_until.max(t + dur);
         let wd_remaining =
             self.hosts[h].wd.running.then(|| self.hosts[h].wd.expires.saturating_sub(t));
         let wd = &mut self.hosts[h].wd;
