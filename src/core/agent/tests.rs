@@ -1606,6 +1606,59 @@ fn a_mirror_adopts_only_newer_tables() {
     assert_eq!(s.verdict(2, 3).map(|v| v.0), Some(VerdictKind::Fenced), "adopted an older table");
 }
 
+/// Soak seed 1613206: a host that took the coordinator role right after its storage came back
+/// counted a dead peer as alive (it had read nothing since to judge by) and dropped the
+/// `fenced` verdict about the peer's last run as history, because its record of that peer was
+/// another run of the id at a higher sequence (a misconfigured twin's last write, from before
+/// the verdict). The next coordinator's merge took the drop for a withdrawal: the verdict was
+/// lost for good. A verdict is history only once a later run is seen making progress.
+#[test]
+fn a_verdict_is_not_dropped_for_a_later_run_not_seen_making_progress() {
+    let mut s = Sim::new(0);
+    s.add(params(2));
+    let mut coordinator = fake(1, 111, 1, s.now);
+    coordinator.caps |= caps::COORDINATOR | caps::COORDINATOR_ELIGIBLE;
+    coordinator.coordinator = 1;
+    (coordinator.verdict_gen, coordinator.verdict_author) = (50, 1);
+    coordinator.verdicts = vec![Verdict {
+        host_id: 3,
+        kind: VerdictKind::Fenced,
+        method: FenceMethodKind::Ipmi,
+        incarnation: 333,
+        wall_ms: 0,
+        seq: 60,
+        changed_gen: 50,
+    }];
+    // Host 3's block shows the twin's run, continued once, then silent.
+    s.put(&fake(3, 777, 100, s.now));
+    let healthy = coordinator.caps;
+    let mut beat = |s: &mut Sim, ms: u64, caps: u32| {
+        for _ in 0..ms / T.interval_ms {
+            coordinator.seq += 1;
+            s.put(&Heartbeat { caps, ..coordinator.clone() });
+            s.run(T.interval_ms);
+        }
+    };
+    beat(&mut s, T.interval_ms, healthy);
+    s.put(&fake(3, 777, 101, s.now));
+    beat(&mut s, 10_000, healthy);
+    assert!(!s.host(2).agent.is_coordinator());
+    assert_eq!(s.verdict(2, 3).map(|v| v.0), Some(VerdictKind::Fenced), "the table was adopted");
+    // A storage-wide outage: every host loses healthy I/O; host 2's storage comes back first.
+    let troubled = healthy & !(caps::IO_HEALTHY | caps::COORDINATOR);
+    s.broken = vec![2];
+    beat(&mut s, 2_500, troubled);
+    s.broken.clear();
+    beat(&mut s, 2 * T.interval_ms, troubled);
+    assert!(s.host(2).agent.is_coordinator(), "host 2 took the role");
+    assert_eq!(
+        s.verdict(2, 3).map(|v| v.0),
+        Some(VerdictKind::Fenced),
+        "dropped as history: the later run was never seen making progress since"
+    );
+    assert!(s.record_of(2).verdicts.iter().any(|v| v.host_id == 3 && v.incarnation == 333));
+}
+
 /// Issue 10 item 8 (seed 822): a value of a fenced incarnation seen late — the write that was
 /// in flight at the power-off, or a lagging volume catching up — is not a contradiction; a
 /// host that really writes on after its verdict still is.
