@@ -3746,6 +3746,21 @@ fn verdict_entries_are_stamped_with_the_generation_that_changed_them() {
 /// 1307730, where the former coordinator lost power before it could matter).
 #[test]
 fn a_former_coordinator_holds_out_against_a_newer_table_with_fencing_instead_of_its_fenced() {
+    let (s, fenced, _) = a_former_coordinator_holding_out();
+    let published = s.record_of(2);
+    assert!(
+        published.verdicts.contains(&fenced),
+        "the only replica of the fenced verdict was replaced by {:?} at {}/{}",
+        published.verdicts,
+        published.verdict_gen,
+        published.verdict_author
+    );
+}
+
+/// Host 2 fenced 3 and stepped down for host 1 (lower id), whose newer table has 3 as
+/// `fencing` only (it took over from a table of the time the fencing was under way): host 2
+/// holds out. Returns the cluster, host 2's `fenced` entry and host 1's last record.
+fn a_former_coordinator_holding_out() -> (Sim, Verdict, Heartbeat) {
     let mut s = Sim::new(0);
     s.add(params(2));
     s.add(params(3));
@@ -3756,7 +3771,6 @@ fn a_former_coordinator_holds_out_against_a_newer_table_with_fencing_instead_of_
     let held = s.record_of(2);
     let fenced = *held.verdicts.iter().find(|v| v.host_id == 3).expect("a verdict about 3");
     assert_eq!(fenced.kind, VerdictKind::Fenced);
-    // Host 1 (lower id) runs as coordinator with a newer table that has 3 as `fencing` only.
     let mut successor = fake(1, 1001, 1, s.now);
     successor.caps |= caps::COORDINATOR | caps::COORDINATOR_ELIGIBLE;
     successor.coordinator = 1;
@@ -3777,12 +3791,37 @@ fn a_former_coordinator_holds_out_against_a_newer_table_with_fencing_instead_of_
         s.run(T.interval_ms);
     }
     assert_eq!(s.host(2).agent.coordinator(), Some(1), "the test needs host 2 to step down");
-    let published = s.record_of(2);
-    assert!(
-        published.verdicts.contains(&fenced),
-        "the only replica of the fenced verdict was replaced by {:?} at {}/{}",
-        published.verdicts,
-        published.verdict_gen,
-        published.verdict_author
+    (s, fenced, successor)
+}
+
+/// The brief's "never had it" case (verdicts5): the former coordinator that held out takes
+/// the role again (its successor lost healthy I/O) and merges the successor's table three ways
+/// against its own last table, which that table never descended from: the successor's
+/// `fencing` entry, stamped when the fencing began, was taken for a change and replaced the
+/// `fenced` one it held out for. (An entry missing there is still taken for a withdrawal:
+/// FINDINGS, verdicts5.)
+#[test]
+fn a_former_coordinator_taking_the_role_again_keeps_the_verdict_it_held_out_for() {
+    let (mut s, fenced, mut successor) = a_former_coordinator_holding_out();
+    successor.caps &= !(caps::IO_HEALTHY | caps::COORDINATOR);
+    // The successor took over from a table of the time the fencing began.
+    successor.verdicts[0].changed_gen = fenced.changed_gen - 1;
+    for _ in 0..30 {
+        successor.seq += 1;
+        successor.mono_ms = s.now;
+        s.put(&successor);
+        s.run(100);
+        if s.host(2).agent.is_coordinator() {
+            break;
+        }
+    }
+    assert!(s.host(2).agent.is_coordinator(), "the test needs host 2 to take the role again");
+    s.run(T.interval_ms);
+    // The watchdog bound re-establishes a verdict about the dead host at once (another stamp),
+    // but the merge published `fencing` meanwhile; without a readable record it stays lost.
+    assert_eq!(
+        s.host(2).agent.verdicts().get(&3),
+        Some(&fenced),
+        "the fenced verdict host 2 held out for was merged away"
     );
 }
