@@ -511,7 +511,10 @@ fn by_host(table: &[Verdict]) -> BTreeMap<u32, Verdict> {
 
 /// Three-way merge of verdict tables: per host, a side that changed its entry since `base`
 /// wins; when both changed it, `fenced` wins (a true fact about an incarnation, S1), else the
-/// larger entry, so two coordinators merging each other's tables reach the same result.
+/// larger entry, so two coordinators merging each other's tables reach the same result. An
+/// entry of theirs stamped before the base's is no change since the base (see below).
+/// An entry theirs lacks is still taken for a withdrawal: without tombstones nothing tells it
+/// from one their table never had (verdicts5, FINDINGS).
 fn merge_tables(
     base: &[Verdict],
     ours: &BTreeMap<u32, Verdict>,
@@ -524,9 +527,17 @@ fn merge_tables(
     let ids: std::collections::BTreeSet<u32> =
         ours.keys().copied().chain(theirs.iter().map(|v| v.host_id)).collect();
     let mut out = BTreeMap::new();
+    // Their entry stamped before the base's was not changed from it: every change is stamped
+    // above every table its coordinator took in. Their table did not descend from the base
+    // (its author took over from an older table), so this is no change of theirs to win, only
+    // another side: a conflict.
+    let older_than = |t: Option<Verdict>, b: Option<Verdict>| match (t, b) {
+        (Some(t), Some(b)) => t.changed_gen != 0 && t.changed_gen < b.changed_gen,
+        _ => false,
+    };
     for id in ids {
         let (b, o, t) = (find(base, id), ours.get(&id).copied(), find(theirs, id));
-        let pick = if o == b {
+        let pick = if o == b && !older_than(t, b) {
             t
         } else if t == b || t == o {
             o
@@ -573,6 +584,27 @@ mod merge_tests {
         // A withdrawal of theirs is not undone by our unchanged copy either.
         let merged = merge_tables(&base, &by_host(&base), &[v(2, VerdictKind::Fencing, 20)]);
         assert_eq!(merged.values().copied().collect::<Vec<_>>(), vec![base[0]]);
+    }
+
+    /// An entry of theirs stamped before the base's one did not come from it: their table's
+    /// author took over from an older table. It is a conflict, never a change that wins.
+    #[test]
+    fn an_entry_stamped_before_the_bases_is_no_change_since_the_base() {
+        let stamped = |kind, gen| Verdict { changed_gen: gen, ..v(2, kind, 20) };
+        let base = [stamped(VerdictKind::Fenced, 3)];
+        let theirs = [stamped(VerdictKind::Fencing, 2)];
+        let merged = merge_tables(&base, &by_host(&base), &theirs);
+        assert_eq!(merged[&2], base[0], "an older fencing entry replaced fenced");
+        // Stamped after the base's: a change of theirs, which wins.
+        let theirs = [stamped(VerdictKind::FenceFailed, 4)];
+        assert_eq!(merge_tables(&base, &by_host(&base), &theirs)[&2], theirs[0]);
+        // Unknown stamps order nothing: the three-way rule as before.
+        let theirs = [stamped(VerdictKind::Fencing, 0)];
+        assert_eq!(merge_tables(&base, &by_host(&base), &theirs)[&2], theirs[0]);
+        // As a conflict, an older `fenced` of theirs still wins over ours.
+        let base = [stamped(VerdictKind::FenceFailed, 3)];
+        let theirs = [stamped(VerdictKind::Fenced, 2)];
+        assert_eq!(merge_tables(&base, &by_host(&base), &theirs)[&2], theirs[0]);
     }
 
     #[test]

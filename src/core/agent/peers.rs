@@ -444,6 +444,20 @@ impl Agent {
         self.evidence_until().saturating_sub(p.last_change.max(self.judge_from))
     }
 
+    /// Whether this host's reads showed the peer's current run making progress lately: a
+    /// value that continued an earlier one (a first sighting may be forged or of any age),
+    /// within `suspect_after` of the evidence. `Alive` alone is no proof of it: a peer counts
+    /// as alive while this host has read too little since its own start or storage trouble to
+    /// judge (`judge_from`), whatever the peer wrote before.
+    fn progress_shown(&self, p: &Peer) -> bool {
+        let continued = p
+            .record
+            .as_ref()
+            .is_some_and(|r| p.seen.iter().any(|e| e.incarnation == r.incarnation && e.continued));
+        continued
+            && self.evidence_until().saturating_sub(p.last_change) < self.p.timing.suspect_after_ms
+    }
+
     /// The start of the latest read such that a read quorum of volumes was read since.
     pub(super) fn evidence_until(&self) -> u64 {
         let (_, r) = Self::quorums(self.vols.len());
@@ -553,7 +567,11 @@ impl Agent {
     }
 
     /// A verdict names an incarnation; once the host runs another one (it rejoined, perhaps
-    /// while another coordinator held the table) the verdict is history: drop it.
+    /// while another coordinator held the table) the verdict is history: drop it. Only on
+    /// evidence that the later run goes on (soak seed 1613206: a twin's record of a higher
+    /// sequence, written before the verdict, counted as a later run while the peer was
+    /// `Alive` for want of reads after a storage outage, and the drop became a withdrawal
+    /// every later table merged).
     pub(super) fn drop_verdicts_of_rejoined_hosts(&mut self) {
         if !self.is_coordinator() {
             return;
@@ -569,6 +587,7 @@ impl Agent {
                 (v.host_id == self.p.host_id && v.incarnation != self.p.incarnation)
                     || self.peers.get(&v.host_id).is_some_and(|p| {
                         p.status == Some(PeerStatus::Alive)
+                            && self.progress_shown(p)
                             && p.record.as_ref().is_some_and(|r| p.runs_after(r, v))
                     })
             })
