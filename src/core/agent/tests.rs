@@ -349,7 +349,12 @@ impl Sim {
     fn kill(&mut self, id: u32) {
         self.host(id).alive = false;
     }
+    /// An operator's message as an hbfence before `seen_verdict_gen` wrote it.
     fn mailbox(&mut self, id: u32, command: Command, nonce: u64) {
+        self.mailbox_seen(id, command, nonce, None);
+    }
+    /// An operator's message that says which verdict table generation its issuer read.
+    fn mailbox_seen(&mut self, id: u32, command: Command, nonce: u64, seen: Option<u32>) {
         let m = Mailbox {
             cluster: CLUSTER,
             host_id: id,
@@ -359,6 +364,7 @@ impl Sim {
             wall_ms: 1,
             target_incarnation: 0,
             sender_name: "op".into(),
+            seen_verdict_gen: seen,
         };
         for d in &mut self.disks {
             d[GEO.mailbox_block(id) as usize] = encode_mailbox(&m);
@@ -945,6 +951,95 @@ fn the_coordinator_reads_a_peers_mailbox_only_while_it_has_business_with_it() {
     s.mailbox(3, Command::Clear, 78);
     s.run(1500);
     assert_eq!(s.verdict(1, 3), None, "clear did not remove the verdict");
+}
+
+/// Soak seed 1640719: an operator's `clear` written while the coordinator's BMC power-off ran,
+/// read by the coordinator just after the power-off was confirmed, withdrew the `fenced`
+/// verdict it had just reached: management never saw FENCED for a host that IS off. A `clear`
+/// ends only a verdict its issuer could have seen (stamped at or before the verdict table
+/// generation the message names); it still cancels what it could see (the fencing).
+#[test]
+fn a_clear_ends_only_a_fenced_verdict_its_issuer_could_have_seen() {
+    let mut s = Sim::new(0);
+    let mut p = params(1);
+    p.fence_methods.insert(2, FenceMethodKind::Ipmi);
+    s.add(p);
+    s.add(params(2));
+    s.add(params(3));
+    s.run(5_000);
+    s.kill(2);
+    s.run(T.suspect_after_ms + 2 * T.interval_ms);
+    assert_eq!(s.host(1).fences, vec![2], "fencing did not start");
+    assert_eq!(s.verdict(1, 2).map(|v| v.0), Some(VerdictKind::Fencing));
+    // The operator reads the table (host 2 `fencing`) and writes `clear`; the power-off is
+    // confirmed before the coordinator's next read shows the message.
+    let seen = s.record_of(1).verdict_gen;
+    s.mailbox_seen(2, Command::Clear, 51, Some(seen));
+    let done =
+        Input::FenceDone { peer: 2, method: FenceMethodKind::Ipmi, result: Ok("off".into()) };
+    s.feed(0, done);
+    assert_eq!(s.verdict(1, 2), Some((VerdictKind::Fenced, FenceMethodKind::Ipmi)));
+    s.run(3 * T.interval_ms);
+    assert_eq!(
+        s.verdict(1, 2),
+        Some((VerdictKind::Fenced, FenceMethodKind::Ipmi)),
+        "a clear that saw generation {seen} ended a verdict reached after it"
+    );
+    assert_eq!(s.verdict(3, 2).map(|v| v.0), Some(VerdictKind::Fenced), "not published");
+    assert!(
+        events(s.host(1), EventKind::Alarm)
+            .iter()
+            .any(|e| e.host == 2 && e.detail.contains("clear")),
+        "the operator is not told why the clear was not applied"
+    );
+    // A `clear` of an operator who saw the verdict ends it.
+    let seen = s.record_of(1).verdict_gen;
+    assert!(s.host(1).agent.verdicts()[&2].changed_gen <= seen);
+    s.mailbox_seen(2, Command::Clear, 52, Some(seen));
+    s.run(3 * T.interval_ms);
+    assert_eq!(s.verdict(1, 2), None, "a clear of the verdict seen did not end it");
+    assert_eq!(s.verdict(3, 2), None);
+}
+
+/// What a `clear` read before the verdict still does: it cancels the fencing it saw (the job
+/// and the `fencing` verdict), and an older hbfence's message (no generation) keeps today's
+/// meaning, whatever it saw.
+#[test]
+fn a_clear_issued_during_fencing_cancels_it_and_an_older_clis_clear_ends_any_verdict() {
+    let mut s = Sim::new(0);
+    let mut p = params(1);
+    p.fence_methods.insert(2, FenceMethodKind::Ipmi);
+    s.add(p);
+    s.add(params(2));
+    s.run(5_000);
+    s.kill(2);
+    s.run(T.suspect_after_ms + 2 * T.interval_ms);
+    assert_eq!(s.verdict(1, 2).map(|v| v.0), Some(VerdictKind::Fencing));
+    let seen = s.record_of(1).verdict_gen;
+    s.mailbox_seen(2, Command::Clear, 61, Some(seen));
+    s.run(2 * T.interval_ms);
+    assert_eq!(s.verdict(1, 2), None, "the fencing seen was not cancelled");
+    s.feed(
+        0,
+        Input::FenceDone { peer: 2, method: FenceMethodKind::Ipmi, result: Ok("off".into()) },
+    );
+    assert_eq!(s.verdict(1, 2), None, "a late power-off result revived a cancelled fencing");
+    // Confirmed by hand later, then cleared by an hbfence that does not name a generation.
+    let mut s = Sim::new(0);
+    let mut p = params(1);
+    p.fence_methods.insert(2, FenceMethodKind::Ipmi);
+    s.add(p);
+    s.add(params(2));
+    s.run(5_000);
+    s.kill(2);
+    s.run(T.suspect_after_ms + 2 * T.interval_ms);
+    s.mailbox(2, Command::Clear, 62);
+    s.feed(
+        0,
+        Input::FenceDone { peer: 2, method: FenceMethodKind::Ipmi, result: Ok("off".into()) },
+    );
+    s.run(3 * T.interval_ms);
+    assert_eq!(s.verdict(1, 2), None, "an older CLI's clear lost its meaning");
 }
 
 #[test]
@@ -1575,6 +1670,7 @@ fn old_mailbox_messages_on_a_volume_read_late_are_history() {
         wall_ms: 1,
         target_incarnation: 0,
         sender_name: "op".into(),
+        seen_verdict_gen: None,
     };
     s.disks[2][GEO.mailbox_block(1) as usize] = encode_mailbox(&m);
     s.add(AgentParams { volumes: 3, ..params(1) });
