@@ -629,6 +629,69 @@ fn a_second_writer_shown_first_on_one_volume_then_on_another_is_refused_in_time(
     );
 }
 
+/// Soak seed 1674313 (COLLISION-DETECT): a forged record of the former run (its incarnation,
+/// its mono clock, sequence 9259 instead of 30) on one volume made every record of a live twin
+/// "already seen" history to the probe (a probe takes records not past what it has seen for
+/// history), so the twin was not noticed until its sequence passed the forgery. A sequence
+/// that the run's own clock cannot explain is an alarm, not history.
+#[test]
+fn a_forged_high_sequence_of_a_former_run_does_not_hide_a_second_writer_from_the_probe() {
+    let mut s = Sim::with_volumes(0, 3);
+    let block = GEO.heartbeat_block(1) as usize;
+    let former = fake_of_boot(1, 4476, 30, s.now, 9);
+    s.disks[0][block] = encode_heartbeat(&former).unwrap();
+    s.disks[1][block] = encode_heartbeat(&former).unwrap();
+    s.disks[2][block] = encode_heartbeat(&Heartbeat { seq: 9259, ..former.clone() }).unwrap();
+    s.add(AgentParams { volumes: 3, ..params(1) });
+    // The twin, started at the same instant, probed too and continued from the former run's
+    // real value; its writes reach volumes 0 and 1.
+    s.run(T.interval_ms);
+    let mut twin = fake_of_boot(1, 77, 30, s.now, 7);
+    let bound = T.io_timeout_ms + 3 * T.interval_ms;
+    let mut waited = 0;
+    while s.host(1).exit.is_none() && waited <= bound + T.interval_ms {
+        twin.seq += 1;
+        twin.mono_ms = s.now;
+        for v in 0..2 {
+            s.disks[v][block] = encode_heartbeat(&twin).unwrap();
+        }
+        s.run(T.interval_ms);
+        waited += T.interval_ms;
+    }
+    let h = &s.hosts[0];
+    assert_eq!(
+        h.exit,
+        Some(EXIT_HOST_ID_IN_USE),
+        "a live second writer below a forged sequence was not refused within {} ms: {:?} {:?}",
+        bound + T.interval_ms,
+        h.events,
+        h.agent.phase()
+    );
+    assert!(
+        events(s.host(1), EventKind::Alarm).iter().any(|e| e.detail.contains("9259")),
+        "the forged record raised no alarm: {:?}",
+        s.host(1).events
+    );
+}
+
+/// A former run's real progress on a lagging volume is not taken for a forgery: the run's
+/// clock explains it (it wrote for a minute), so it stays what the probe has seen, and the
+/// agent continues past it.
+#[test]
+fn a_former_runs_later_writes_on_another_volume_are_history_when_its_clock_explains_them() {
+    let mut s = Sim::with_volumes(0, 2);
+    let block = GEO.heartbeat_block(1) as usize;
+    let older = fake_of_boot(1, 4476, 30, 1_000, 9);
+    let later = Heartbeat { seq: 90, mono_ms: 61_000, ..older.clone() };
+    s.disks[0][block] = encode_heartbeat(&older).unwrap();
+    s.disks[1][block] = encode_heartbeat(&later).unwrap();
+    s.add(AgentParams { volumes: 2, ..params(1) });
+    s.run(3 * T.interval_ms);
+    assert_eq!(s.host(1).exit, None);
+    assert!(s.record_of(1).seq > 90, "did not continue past the former run's last write");
+    assert!(events(s.host(1), EventKind::Alarm).is_empty(), "{:?}", s.host(1).events);
+}
+
 #[test]
 fn restart_on_the_same_boot_after_expiry_is_doomed_at_once() {
     let mut s = Sim::new(1);
