@@ -1105,6 +1105,42 @@ fn a_clear_issued_during_fencing_cancels_it_and_an_older_clis_clear_ends_any_ver
     assert_eq!(s.verdict(1, 2), None, "an older CLI's clear lost its meaning");
 }
 
+/// Seen in soak seed 1613206's timeline: a storage-wide EIO of one volume changed the judge's
+/// storage health, which restarts every peer timer (S4), and a dead peer the coordinator held
+/// suspect (no BMC: `fence-failed`, waiting for the watchdog bound) turned Alive with no
+/// progress at all: a false `host_recovered`, and its verdict and fencing were dropped. A
+/// suspicion ends on progress, not on a timer restart.
+#[test]
+fn a_suspect_peer_does_not_recover_when_the_judges_own_storage_health_changes() {
+    let mut s = Sim::with_volumes(0, 3);
+    for id in 1..=3 {
+        s.add(AgentParams { volumes: 3, ..params(id) });
+    }
+    s.run(5_000);
+    s.kill(2);
+    s.run(T.suspect_after_ms + 2 * T.interval_ms);
+    assert_eq!(s.verdict(1, 2).map(|v| v.0), Some(VerdictKind::FenceFailed));
+    // Volume 0 fails for everyone for a moment (a read quorum of 2 remains), then heals.
+    s.dead_volumes.push(0);
+    s.run(2 * T.interval_ms);
+    s.dead_volumes.clear();
+    s.run(2 * T.interval_ms);
+    let recovered: Vec<_> = events(s.host(1), EventKind::HostRecovered)
+        .into_iter()
+        .filter(|e| e.host == 2)
+        .cloned()
+        .collect();
+    assert!(recovered.is_empty(), "a dead host was reported recovered: {recovered:?}");
+    assert_eq!(
+        s.verdict(1, 2).map(|v| v.0),
+        Some(VerdictKind::FenceFailed),
+        "the verdict about a dead host was dropped by the judge's own storage trouble"
+    );
+    // The watchdog bound still counts from evidence only: reached later, not skipped.
+    s.run(T.dead_after_ms() + 2 * T.interval_ms);
+    assert_eq!(s.verdict(1, 2), Some((VerdictKind::Fenced, FenceMethodKind::Watchdog)));
+}
+
 #[test]
 fn reload_that_removes_a_bmc_reaches_the_core() {
     // Issue 10 item 10: the job stayed in flight forever, with no event.
