@@ -148,6 +148,7 @@ fn fill(path: &Path) -> usize {
             wall_ms: 1_760_000_000_000,
             target_incarnation: 0,
             sender_name: "kvm-0001".into(),
+            seen_verdict_gen: None,
         };
         vol.write_mailbox(&header, &m).unwrap_or_else(|e| fail(e));
         mailboxes += 1;

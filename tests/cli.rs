@@ -352,6 +352,41 @@ mod readers {
         }
     }
 
+    /// Soak seed 1640719: `clear` names the verdict table generation it read, and a `fenced`
+    /// verdict reached after that read (a power-off confirmed while the command ran) is not
+    /// one it ends: it says so at once instead of waiting and blaming the coordinator.
+    #[test]
+    fn clear_names_the_verdicts_it_saw_and_reports_a_fenced_verdict_reached_after_it() {
+        let v = volumes(1);
+        put(&v.paths[0], &record(&v, 2, 22, 9));
+        put(&v.paths[0], &coordinator(&v, 40, 3, vec![verdict(2, VerdictKind::Fencing, 22)]));
+        let child = std::process::Command::new(super::cluster::BIN)
+            .args(["clear", "2", "--config", v.config.to_str().unwrap()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let seen = || {
+            let out = hbfence(&["dump", "--volume", v.paths[0].to_str().unwrap(), "--json"]);
+            let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let m = j["mailboxes"].as_array()?.iter().find(|m| m["id"] == 2)?.clone();
+            Some((m["command"].as_str()?.to_string(), m["seen_verdict_gen"].as_u64()?))
+        };
+        assert!(
+            super::cluster::wait_until(std::time::Duration::from_secs(20), || seen().is_some()),
+            "no clear written"
+        );
+        assert_eq!(seen(), Some(("clear".into(), 3)));
+        // The coordinator confirms the power-off before it reads the clear.
+        let stamped = Verdict { changed_gen: 4, ..fenced(2, 22) };
+        put(&v.paths[0], &coordinator(&v, 41, 4, vec![stamped]));
+        let out = child.wait_with_output().unwrap();
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{all}");
+        assert!(all.contains("confirmed FENCED") && all.contains("generation 3"), "{all}");
+        assert!(!all.contains("is an eligible hbfence running"), "{all}");
+    }
+
     #[test]
     fn fence_never_writes_any_incarnation_because_a_block_is_torn() {
         let v = volumes(1);

@@ -228,6 +228,7 @@ fn mailbox_json(m: &Mailbox) -> Value {
         "sender": m.sender,
         "sender_name": m.sender_name,
         "target_incarnation": m.target_incarnation,
+        "seen_verdict_gen": m.seen_verdict_gen,
         "wall_time": wall_time(m.wall_ms),
     })
 }
@@ -297,12 +298,13 @@ pub fn dump(a: &DumpArgs) -> CliResult {
                 v["crc"] = json!("ok");
                 mailboxes.push(v);
                 lines.push(format!(
-                    "mailbox   {id:>4}: ok  {} nonce {} from {} ({}) target incarnation {} at {}",
+                    "mailbox   {id:>4}: ok  {} nonce {} from {} ({}) target incarnation {} saw verdicts {} at {}",
                     mb.command.as_str(),
                     mb.nonce,
                     mb.sender,
                     if mb.sender_name.is_empty() { "-" } else { &mb.sender_name },
                     mb.target_incarnation,
+                    mb.seen_verdict_gen.map_or("unknown".into(), |g| format!("gen {g}")),
                     wall_time(mb.wall_ms)
                 ));
             }

@@ -133,6 +133,12 @@ rejoined after the fence only with a new boot id."
     )]
     Fence(ops::FenceArgs),
     /// Clear HOST's mailbox and the coordinator's verdict about it.
+    #[command(long_about = "Clear HOST's mailbox and end the coordinator's verdict about it: a \
+fencing in progress is cancelled (the host is not judged again until its heartbeat moves), and a \
+fenced or fence-failed verdict is withdrawn. A clear ends only what it could see: the message \
+names the verdict table generation this command read, and a fenced verdict the coordinator \
+reached after that read (a power-off confirmed while the command ran) stands, because the host \
+is off; the command then says so and exits 1. Run it again to withdraw that verdict too.")]
     Clear(ops::ClearArgs),
     /// Is the watchdog usable? Which driver, which timeouts, who holds it (without arming it).
     TestWatchdog(ops::TestWatchdogArgs),

@@ -587,7 +587,20 @@ pub fn check(a: &CheckArgs) -> CliResult {
     }
 }
 
-fn send(c: &Cluster, id: u32, command: Command, target_incarnation: u64) -> Result<u64, CliError> {
+/// What a message records that its issuer saw: the generation of the verdict table of the read
+/// quorum it decided from (0: no table). A `clear` ends only a `fenced` verdict stamped at or
+/// before it, never one a coordinator reached after this read.
+fn seen_verdict_gen(view: &MergedView) -> Option<u32> {
+    Some(view.table.as_ref().map_or(0, |t| t.verdict_gen))
+}
+
+fn send(
+    c: &Cluster,
+    id: u32,
+    command: Command,
+    target_incarnation: u64,
+    seen: &MergedView,
+) -> Result<u64, CliError> {
     let nonce = sys::random_u64().max(1);
     let m = format::Mailbox {
         cluster: c.header().cluster,
@@ -598,6 +611,7 @@ fn send(c: &Cluster, id: u32, command: Command, target_incarnation: u64) -> Resu
         wall_ms: sys::wall_ms(),
         target_incarnation,
         sender_name: c.config.host_name(),
+        seen_verdict_gen: seen_verdict_gen(seen),
     };
     let mut written = 0;
     let mut errors = Vec::new();
@@ -687,7 +701,7 @@ pub fn fence(a: &FenceArgs) -> CliResult {
     };
     let started = Instant::now();
     if a.confirm_off {
-        send(&c, id, Command::ConfirmOff, incarnation)?;
+        send(&c, id, Command::ConfirmOff, incarnation, &view)?;
         println!(
             "host {id}: power-off confirmation written; waiting for the coordinator to record it"
         );
@@ -707,7 +721,7 @@ pub fn fence(a: &FenceArgs) -> CliResult {
         };
     }
     let command = if a.poweroff { Command::PowerOff } else { Command::Reset };
-    let nonce = send(&c, id, command, incarnation)?;
+    let nonce = send(&c, id, command, incarnation, &view)?;
     println!("host {id}: {} request written to its mailbox (nonce {nonce})", command.as_str());
     let bmc = crate::daemon::fence_method_for(&c.config, id);
     let bmc_thread = bmc.map(|method| {
@@ -743,7 +757,7 @@ pub fn fence(a: &FenceArgs) -> CliResult {
                     Duration::from_millis(t.suspect_after_ms + 3 * t.interval_ms + t.io_timeout_ms);
                 let (ok, v) = wait_for(&c, until_suspect, suspect)?;
                 if ok && !fenced(&v) {
-                    send(&c, id, Command::ConfirmOff, incarnation)?;
+                    send(&c, id, Command::ConfirmOff, incarnation, &v)?;
                 }
             }
             Ok(crate::fence::AttemptOutcome::Failed { detail }) => {
@@ -798,15 +812,29 @@ pub fn clear(a: &ClearArgs) -> CliResult {
     let id = c.resolve(&a.host, &view)?;
     let before = view.current_verdict(id);
     let incarnation = target_incarnation(&view, id)?;
-    send(&c, id, Command::Clear, incarnation)?;
+    // The message names the table read here: a `fenced` verdict a coordinator reaches after
+    // this read (a power-off confirmed while the operator typed) is not ended by it.
+    let seen = seen_verdict_gen(&view).unwrap_or(0);
+    send(&c, id, Command::Clear, incarnation, &view)?;
+    let later_fenced = |v: &MergedView| {
+        v.current_verdict(id).filter(|v| v.kind == VerdictKind::Fenced && v.changed_gen > seen)
+    };
+    let t = c.header().timing;
+    let limit = Duration::from_millis(3 * t.interval_ms + t.io_timeout_ms);
     let Some(before) = before else {
+        // Nothing to wait for, unless a verdict appears meanwhile: it is one this clear
+        // does not end, and the operator must hear of it.
+        if let Some(v) = later_fenced(&c.view()?) {
+            return Err(fenced_after_read(id, &v, seen));
+        }
         println!("host {id}: mailbox cleared; there was no verdict about it");
         return Ok(());
     };
-    let t = c.header().timing;
-    let (ok, _) = wait_for(&c, Duration::from_millis(3 * t.interval_ms + t.io_timeout_ms), |v| {
-        v.current_verdict(id).is_none()
-    })?;
+    let (ok, v) =
+        wait_for(&c, limit, |v| v.current_verdict(id).is_none() || later_fenced(v).is_some())?;
+    if let Some(v) = later_fenced(&v) {
+        return Err(fenced_after_read(id, &v, seen));
+    }
     if ok {
         println!(
             "host {id}: verdict {} cleared; it is not judged again until its heartbeat moves",
@@ -816,6 +844,16 @@ pub fn clear(a: &ClearArgs) -> CliResult {
     } else {
         Err(CliError::new(format!("host {id}: the coordinator did not clear the verdict; is an eligible hbfence running? (`hbfence status`)")))
     }
+}
+
+/// A `clear` names the verdict table its issuer read; a `fenced` verdict reached after that
+/// stands (the host IS off: management must see it).
+fn fenced_after_read(id: u32, v: &format::Verdict, seen: u32) -> CliError {
+    CliError::new(format!(
+        "host {id} was confirmed FENCED (method {}, verdict table generation {}) after this command read the verdicts (generation {seen}); the clear does not end a verdict it could not see. The host is off: check it, and run `hbfence clear` again only if you mean to withdraw that verdict",
+        v.method.as_str(),
+        v.changed_gen
+    ))
 }
 
 pub fn test_watchdog(a: &TestWatchdogArgs) -> CliResult {

@@ -114,6 +114,9 @@ const OFF_SENDER: usize = 44;
 const OFF_MSG_WALL: usize = 48;
 const OFF_TARGET_INCARNATION: usize = 56;
 const OFF_SENDER_NAME: usize = 64;
+/// Behind the sender name, in bytes a decoder before this field never looked at (the CRC covers
+/// them whatever the version): what the issuer saw, `seen_verdict_gen + 1` (0: unknown).
+const OFF_SEEN_VERDICT_GEN: usize = OFF_SENDER_NAME + NAME_LEN;
 
 pub type Block = [u8; BLOCK_SIZE];
 pub type ClusterId = [u8; 16];
@@ -619,6 +622,11 @@ pub struct Mailbox {
     /// Only this incarnation obeys (0: any): a rebooted host ignores a stale poison pill.
     pub target_incarnation: u64,
     pub sender_name: String,
+    /// The generation of the verdict table the issuer read (from a read quorum) before it wrote
+    /// the message; `None`: unknown (an hbfence before this field wrote zeros there). A `clear`
+    /// ends only a `fenced` verdict its issuer could have seen: one stamped at or before this
+    /// generation (`Verdict::changed_gen`).
+    pub seen_verdict_gen: Option<u32>,
 }
 
 /// How a block read from the volume decodes.
@@ -977,6 +985,8 @@ pub fn encode_mailbox(m: &Mailbox) -> Block {
     put_u64(&mut b, OFF_MSG_WALL, m.wall_ms);
     put_u64(&mut b, OFF_TARGET_INCARNATION, m.target_incarnation);
     put_name(&mut b, OFF_SENDER_NAME, &m.sender_name);
+    let seen = m.seen_verdict_gen.map_or(0, |g| g.saturating_add(1));
+    put_u32(&mut b, OFF_SEEN_VERDICT_GEN, seen);
     seal(&mut b);
     b
 }
@@ -1229,6 +1239,7 @@ fn decode_mailbox(b: &[u8], cluster: ClusterId, host_id: u32) -> Decoded {
         wall_ms: get_u64(b, OFF_MSG_WALL),
         target_incarnation: get_u64(b, OFF_TARGET_INCARNATION),
         sender_name: get_name(b, OFF_SENDER_NAME),
+        seen_verdict_gen: get_u32(b, OFF_SEEN_VERDICT_GEN).checked_sub(1),
     })
 }
 
@@ -1319,8 +1330,44 @@ mod tests {
         assert_eq!(OFF_NAME + NAME_LEN, OFF_VERDICT_COUNT);
         const { assert!(OFF_VERDICT_COUNT + 2 <= OFF_VERDICT_AUTHOR) };
         const { assert!(OFF_VERDICT_AUTHOR + 4 <= OFF_VERDICTS) };
-        const { assert!(OFF_SENDER_NAME + NAME_LEN <= CRC_OFFSET) };
+        const { assert!(OFF_SENDER_NAME + NAME_LEN <= OFF_SEEN_VERDICT_GEN) };
+        const { assert!(OFF_SEEN_VERDICT_GEN + 4 <= CRC_OFFSET) };
         assert_eq!(MAX_VERDICTS, 122);
+    }
+
+    /// Issue 10 (soak seed 1640719): a mailbox message says which verdict table generation its
+    /// issuer saw, in bytes an older hbfence wrote as zeros and never read: its messages decode
+    /// as "unknown" (today's meaning), and the same format version reads both.
+    #[test]
+    fn a_mailbox_says_which_verdict_generation_its_issuer_saw_and_zeros_are_unknown() {
+        let m = Mailbox {
+            cluster: [3; 16],
+            host_id: 4,
+            nonce: 77,
+            command: Command::Clear,
+            sender: 0,
+            wall_ms: 5,
+            target_incarnation: 44,
+            sender_name: "o".repeat(NAME_LEN - 1),
+            seen_verdict_gen: Some(0),
+        };
+        let b = encode_mailbox(&m);
+        assert_eq!(get_u32(&b, OFF_SEEN_VERDICT_GEN), 1, "generation 0 seen is not unknown");
+        assert_eq!(decode(&b), Decoded::Mailbox(m.clone()));
+        for seen in [Some(41), Some(u32::MAX - 1), None] {
+            let m = Mailbox { seen_verdict_gen: seen, ..m.clone() };
+            assert_eq!(decode(&encode_mailbox(&m)), Decoded::Mailbox(m));
+        }
+        // What an hbfence before the field wrote: zeros behind the (longest) sender name.
+        let mut old = b;
+        old[OFF_SEEN_VERDICT_GEN..OFF_SEEN_VERDICT_GEN + 4].fill(0);
+        seal(&mut old);
+        assert_eq!(get_u16(&old, OFF_VERSION), FORMAT_VERSION);
+        assert_eq!(decode(&old), Decoded::Mailbox(Mailbox { seen_verdict_gen: None, ..m.clone() }));
+        // The field is under the CRC: a torn or flipped byte there is no news, not a message.
+        let mut flipped = b;
+        flipped[OFF_SEEN_VERDICT_GEN] ^= 4;
+        assert_eq!(decode(&flipped), Decoded::BadCrc);
     }
 
     #[test]
@@ -1640,11 +1687,12 @@ mod tests {
         fn mailbox_round_trips(
             cluster in any::<[u8; 16]>(), host_id in 1u32..=2000, nonce in any::<u64>(),
             cmd in 0u8..=5, sender in any::<u32>(), wall in any::<u64>(), target in any::<u64>(),
-            name in arb_name()
+            name in arb_name(), seen in proptest::option::of(0..u32::MAX)
         ) {
             let m = Mailbox {
                 cluster, host_id, nonce, command: Command::from_u8(cmd).unwrap(), sender,
                 wall_ms: wall, target_incarnation: target, sender_name: name,
+                seen_verdict_gen: seen,
             };
             prop_assert_eq!(decode(&encode_mailbox(&m)), Decoded::Mailbox(m));
         }

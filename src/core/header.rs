@@ -409,6 +409,7 @@ mod tests {
                 wall_ms: 0,
                 target_incarnation: 0,
                 sender_name: String::new(),
+                seen_verdict_gen: None,
             })
         };
         let census = census_of(&[(1, heartbeat(1)), (3, heartbeat(3)), (8 + 3, mailbox(3))]);

@@ -736,6 +736,7 @@ mod reuse_tests {
             wall_ms: 1,
             target_incarnation: 0,
             sender_name: "op".into(),
+            seen_verdict_gen: None,
         };
         put(GEO.mailbox_block(2), &encode_mailbox(&m));
         raw

@@ -598,6 +598,9 @@ struct ReaderVerdict {
     gone: Option<u64>,
     /// The newest (generation, author) of a table that showed it.
     newest: (u32, u32),
+    /// The lowest generation stamp (`changed_gen`) any table on the volumes gave it (0:
+    /// unknown): a `clear` whose issuer saw a table at least that new ends it.
+    stamp: u32,
 }
 
 /// A cluster-wide storage outage (SURVIVAL): the hosts of a connected majority must not die
@@ -752,6 +755,9 @@ pub struct World {
     inc_changed: HashMap<u32, (u64, u64)>,
     /// Per host id: last operator command written about it.
     op_cmd_at: HashMap<u32, u64>,
+    /// Per host id: the last operator `clear` about it, and the verdict table generation its
+    /// issuer saw (`None`: written as by an hbfence before that field).
+    op_clear_at: HashMap<u32, (u64, Option<u32>)>,
     /// Per host id: last `fenced` event a coordinator reported about it.
     fenced_event_at: HashMap<u32, u64>,
     /// Per host id: last forged record written into its block.
@@ -1033,6 +1039,7 @@ impl World {
             last_state: HashMap::new(),
             inc_changed: HashMap::new(),
             op_cmd_at: HashMap::new(),
+            op_clear_at: HashMap::new(),
             fenced_event_at: HashMap::new(),
             forged_at: HashMap::new(),
             twins: Vec::new(),
@@ -3046,6 +3053,33 @@ impl World {
         }
     }
 
+    /// The generation of the newest verdict table on the volumes an operator's command can read
+    /// now (every volume when none answers: the model writes the command anyway), as the CLI
+    /// takes it from its read quorum.
+    fn operator_seen_verdict_gen(&self) -> u32 {
+        let t = self.t;
+        let readable = |v: usize| {
+            !self.vol_win[v].iter().any(|w| {
+                w.start <= t && t < w.end && matches!(w.kind, WinKind::Stall | WinKind::Eio)
+            })
+        };
+        let vols: Vec<usize> = (0..self.vols.len()).filter(|&v| readable(v)).collect();
+        let vols = if vols.is_empty() { (0..self.vols.len()).collect() } else { vols };
+        let mut best: Option<(u32, Reverse<u32>)> = None;
+        for v in vols {
+            for id in 1..=self.max_hosts {
+                if let format::Decoded::Heartbeat(hb) =
+                    format::decode(self.vols[v].current(self.geo.heartbeat_block(id) as usize))
+                {
+                    if hb.cluster == self.cluster && hb.verdict_gen > 0 {
+                        best = best.max(Some((hb.verdict_gen, Reverse(hb.verdict_author))));
+                    }
+                }
+            }
+        }
+        best.map_or(0, |b| b.0)
+    }
+
     /// `hbfence fence/clear/...` run by an operator: a mailbox block written to every volume
     /// (each write may fail or land late on its own).
     fn operator(&mut self, h: usize, cmd: Command) {
@@ -3070,6 +3104,10 @@ impl World {
             _ => incarnation,
         };
         let nonce = self.rng.next_u64().max(1);
+        // As `hbfence` does: the message names the verdict table generation the operator read
+        // (no random draw: the trajectories of older seeds stay); one in ten is written by an
+        // hbfence before that field (zeros: unknown).
+        let seen_verdict_gen = (nonce % 10 != 0).then(|| self.operator_seen_verdict_gen());
         let m = Mailbox {
             cluster: self.cluster,
             host_id: id,
@@ -3079,7 +3117,11 @@ impl World {
             wall_ms: 1_700_000_000_000 + self.t / MS,
             target_incarnation,
             sender_name: "operator".into(),
+            seen_verdict_gen,
         };
+        if cmd == Command::Clear {
+            self.op_clear_at.insert(id, (self.t, seen_verdict_gen));
+        }
         let data = Rc::new(format::encode_mailbox(&m));
         let mblock = self.geo.mailbox_block(id) as usize;
         let mut landed = Vec::new();
@@ -3503,8 +3545,18 @@ impl World {
                     all_missing_since: t,
                     gone: None,
                     newest: (0, 0),
+                    stamp: u32::MAX,
                 })
                 .missing = 0;
+        }
+        // Stamps are copied unchanged by merges and republishing; the lowest is the verdict
+        // as first reached (a later confirm-off restamps it).
+        for hb in per_vol.iter().flatten() {
+            for v in hb.verdicts.iter().filter(|v| v.kind == VerdictKind::Fenced) {
+                if let Some(rv) = self.reader.get_mut(&(v.host_id, v.incarnation)) {
+                    rv.stamp = rv.stamp.min(v.changed_gen);
+                }
+            }
         }
         for x in &tables {
             if let Some(at) = x.1 {
@@ -3532,9 +3584,15 @@ impl World {
             let dead =
                 self.incs.get(&inc).is_some_and(|&(h, b)| self.hosts[h].boots[b].dead_at.is_some());
             // A clear written after the verdict first appeared in a coordinator's table, but
-            // before every quorum showed it, still applies when the coordinator reads it.
+            // before every quorum showed it, still applies when the coordinator reads it, if
+            // its issuer could have seen it: it names a table generation at least as new as
+            // the verdict's stamp (either unknown: any clear after it). One written while the
+            // power-off was under way does not end the verdict reached after it (1640719).
             let judged_at = self.first_fenced.get(&inc).copied().unwrap_or(rv.since);
-            let cleared = self.op_cmd_at.get(&id).is_some_and(|&c| c >= judged_at.min(rv.since));
+            let cleared = self.op_clear_at.get(&id).is_some_and(|&(c, seen)| {
+                c >= judged_at.min(rv.since)
+                    && (rv.stamp == 0 || seen.is_none_or(|g| g >= rv.stamp))
+            });
             // Whenever it rejoined: a coordinator that had not read the new incarnation yet
             // may publish the verdict after the rejoin, and rightly drops it once it has.
             let rejoined = self.inc_changed.get(&id).is_some_and(|&(i, _)| i != inc);

@@ -340,6 +340,12 @@ impl Agent {
         if p.suspect_since.is_none_or(|since| self.evidence_until() < since) {
             return;
         }
+        // A suspicion kept through a restart of the peer timers (S4: this host's own storage
+        // trouble) starts no power-off until the evidence is whole again; an attempt under
+        // way goes on (its result is taken whenever it comes).
+        if stale < t.suspect_after_ms {
+            return;
+        }
         // A storage blip shorter than the peer's lease: it says on the peer channel that its
         // lease is still valid, so it is alive and will either write again or self-fence
         // when that lease runs out. Wait for that (a delay only: never a verdict).

@@ -331,6 +331,77 @@ impl Agent {
         }
     }
 
+    /// Notes a record of the own block read by the probe (per run: its sequence and the
+    /// writer's clock) and raises an alarm for a sequence its run's clock cannot explain:
+    /// more writes than the time since the run's lowest record allows (as for peers, issue 10
+    /// item 14: a run writes at most once per cycle, cycles are at least min(interval, retry
+    /// pause) apart, a few more for each volume's retries). The lower record may be read
+    /// after the forged one: every sample is judged again.
+    fn probe_note_run(&mut self, v: usize, r: &Heartbeat) {
+        let sample = (r.seq, r.mono_ms, v);
+        let run = match self.probe_runs.iter().position(|(inc, _)| *inc == r.incarnation) {
+            Some(i) => i,
+            None if self.probe_runs.len() < PROBE_RUNS => {
+                self.probe_runs.push((r.incarnation, Vec::new()));
+                self.probe_runs.len() - 1
+            }
+            None => {
+                self.probe_untracked_max = self.probe_untracked_max.max(r.seq);
+                return;
+            }
+        };
+        let samples = &mut self.probe_runs[run].1;
+        if samples.iter().any(|s| (s.0, s.1) == (r.seq, r.mono_ms)) {
+            return;
+        }
+        if samples.len() >= PROBE_RUN_SAMPLES {
+            // Keep the lowest, which the others are judged against.
+            if let Some(i) = (0..samples.len()).max_by_key(|&i| samples[i].0) {
+                samples.remove(i);
+            }
+        }
+        samples.push(sample);
+        let samples = samples.clone();
+        let lowest = samples.iter().copied().min_by_key(|s| s.0);
+        for &(seq, mono, on) in &samples {
+            let key = (r.incarnation, seq);
+            if self.probe_sample_explained((seq, mono), lowest) || self.probe_alarms.contains(&key)
+            {
+                continue;
+            }
+            self.probe_alarms.push(key);
+            let low = lowest.map_or(0, |l| l.0);
+            self.event(
+                EventKind::Alarm,
+                self.p.host_id,
+                None,
+                format!("volume {on}: the own block shows sequence number {seq} of run {}, more writes than the time since its record {low} allows: ignored (forged or corrupted record)", r.incarnation),
+            );
+        }
+    }
+
+    /// Whether a run's own clock explains `sample` (sequence, mono) from its lowest record.
+    fn probe_sample_explained(&self, sample: (u64, u64), lowest: Option<ProbeSample>) -> bool {
+        let Some((low_seq, low_mono, _)) = lowest else { return true };
+        let min_write_gap = RETRY_MS.min(self.p.timing.interval_ms).max(1);
+        let allowed = 16 + 8 * sample.1.saturating_sub(low_mono) / min_write_gap;
+        sample.0.saturating_sub(low_seq) <= allowed
+    }
+
+    /// The highest sequence of the own block the probe has seen that its run's clock explains.
+    fn probe_credible_max(&self) -> u64 {
+        let mut max = self.probe_untracked_max;
+        for (_, samples) in &self.probe_runs {
+            let lowest = samples.iter().copied().min_by_key(|s| s.0);
+            for &s in samples {
+                if self.probe_sample_explained((s.0, s.1), lowest) {
+                    max = max.max(s.0);
+                }
+            }
+        }
+        max
+    }
+
     pub(super) fn collision(&mut self, other_incarnation: u64, other_seq: u64) {
         if self.doomed() {
             // The pending self-fence still runs: exiting now would cancel it (S3).
@@ -398,6 +469,9 @@ impl Agent {
         }
         // The highest sequence of the own block seen so far by this probe, on any volume.
         let seen_before = self.seq;
+        if let Some(r) = own {
+            self.probe_note_run(v, r);
+        }
         if let Some(r) = own.filter(|r| r.boot_id != self.p.boot_id) {
             if !self.probe_found.contains(&r.incarnation) && self.probe_found.len() < 8 {
                 self.probe_found.push(r.incarnation);
@@ -406,10 +480,10 @@ impl Agent {
                 self.probe_found_boots.push(r.boot_id);
             }
         }
-        if let Some(r) = own {
-            // Continue the sequence of an earlier run so observers see progress, not a rewind.
-            self.seq = self.seq.max(r.seq);
-        }
+        // Continue the sequence of an earlier run so observers see progress, not a rewind;
+        // never from a value its run's clock cannot explain (soak seed 1674313: a forged 9259
+        // made a twin's every write look like history, and it went unnoticed).
+        self.seq = self.probe_credible_max();
         // Volumes may legitimately differ (one missed writes); only a change on the same
         // volume while nobody of ours writes is another writer.
         match self.vols[v].probe_first {
@@ -472,6 +546,12 @@ impl Agent {
                     }
                     self.phase = Phase::Running;
                     self.probe_seq = self.seq;
+                    // A volume's floor is its first read's foreign value: never a forged one.
+                    for vol in &mut self.vols {
+                        if let Some(floor) = vol.own_block_floor.as_mut() {
+                            *floor = (*floor).min(self.probe_seq);
+                        }
+                    }
                     self.next_cycle_at = self.now.mono;
                     if !self.inherited {
                         self.inherit_verdicts(view);

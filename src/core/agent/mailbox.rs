@@ -98,6 +98,24 @@ impl Agent {
         }
         match m.command {
             Command::Clear => {
+                // A clear ends only what its issuer could have seen: a `fenced` verdict stamped
+                // after the table it read was reached after it was typed (a power-off confirmed
+                // meanwhile, soak seed 1640719), and the host IS off. Unknown on either side
+                // (an older hbfence's message, an unstamped entry): today's meaning.
+                if let Some(v) = self.verdicts.get(&id).filter(|v| {
+                    v.kind == VerdictKind::Fenced
+                        && v.changed_gen != 0
+                        && m.seen_verdict_gen.is_some_and(|seen| v.changed_gen > seen)
+                }) {
+                    let detail = format!(
+                        "clear not applied: the fenced verdict ({}, generation {}) was reached after the command read the verdicts (generation {}); clear again to withdraw it",
+                        v.method.as_str(),
+                        v.changed_gen,
+                        m.seen_verdict_gen.unwrap_or(0)
+                    );
+                    self.event(EventKind::Alarm, id, None, detail);
+                    return;
+                }
                 peer.cleared_at = Some(current);
                 self.fences.remove(&id);
                 if self.verdicts.remove(&id).is_some() {

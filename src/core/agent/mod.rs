@@ -450,6 +450,11 @@ const SEEN_INCARNATIONS: usize = 8;
 const MAILBOX_HISTORY: usize = 16;
 /// Other incarnations remembered in the own block (`Agent::own_block_history`).
 const OWN_BLOCK_HISTORY_RUNS: usize = 8;
+/// Runs of the own block the probe keeps (sequence, clock) samples of, and samples per run.
+const PROBE_RUNS: usize = 8;
+const PROBE_RUN_SAMPLES: usize = 16;
+/// A record of the own block the probe read: (sequence, the writer's mono clock, volume).
+type ProbeSample = (u64, u64, usize);
 /// Exit codes the core asks for (sysexits.h values, see `daemon::exit_code`).
 pub const EXIT_UNAVAILABLE: i32 = 69;
 pub const EXIT_HOST_ID_IN_USE: i32 = 76;
@@ -505,6 +510,14 @@ pub struct Agent {
     probe_seq: u64,
     /// Incarnations of other boots the probe found in the own block (former runs).
     probe_found: Vec<u64>,
+    /// Per run the probe saw in the own block: (sequence, the writer's mono clock, volume) of its
+    /// records, to tell a sequence its own clock cannot explain (forged or corrupted) from
+    /// the run's progress (`Agent::probe_credible_seq`).
+    probe_runs: Vec<(u64, Vec<ProbeSample>)>,
+    /// The highest sequence of runs beyond `PROBE_RUNS` (judged by nothing else).
+    probe_untracked_max: u64,
+    /// (run, sequence) of the own block already reported as forged.
+    probe_alarms: Vec<(u64, u64)>,
     /// The boots of those runs: a later run of one of them may have written past what a
     /// lagging volume showed the probe (soak seed 6046).
     probe_found_boots: Vec<BootId>,
@@ -586,6 +599,9 @@ impl Agent {
             started_at: now.mono,
             probe_seq: 0,
             probe_found: Vec::new(),
+            probe_runs: Vec::new(),
+            probe_untracked_max: 0,
+            probe_alarms: Vec::new(),
             probe_found_boots: Vec::new(),
             own_block_history: Vec::new(),
             leave_seq: None,

@@ -494,6 +494,15 @@ impl Agent {
                     // suspicion stands (survival seed 2618: a coordinator losing its storage
                     // withdrew a suspect's verdict under a new table generation).
                     PeerStatus::Suspect
+                } else if p.status == Some(PeerStatus::Suspect)
+                    && p.suspect_since.is_some_and(|since| p.last_change < since)
+                {
+                    // No progress since the suspicion: a restart of the peer timers by this
+                    // host's own storage trouble (S4) is no evidence of life (seen in soak
+                    // seed 1613206: a dead host "recovered" and its verdict was dropped when
+                    // one volume failed for everyone). Its next power-off attempt waits for
+                    // fresh evidence (`fence_if_needed`).
+                    PeerStatus::Suspect
                 } else {
                     PeerStatus::Alive
                 };

@@ -395,7 +395,12 @@ impl Sim {
     fn kill(&mut self, id: u32) {
         self.host(id).alive = false;
     }
+    /// An operator's message as an hbfence before `seen_verdict_gen` wrote it.
     fn mailbox(&mut self, id: u32, command: Command, nonce: u64) {
+        self.mailbox_seen(id, command, nonce, None);
+    }
+    /// An operator's message that says which verdict table generation its issuer read.
+    fn mailbox_seen(&mut self, id: u32, command: Command, nonce: u64, seen: Option<u32>) {
         let m = Mailbox {
             cluster: CLUSTER,
             host_id: id,
@@ -405,6 +410,7 @@ impl Sim {
             wall_ms: 1,
             target_incarnation: 0,
             sender_name: "op".into(),
+            seen_verdict_gen: seen,
         };
         for d in &mut self.disks {
             d[GEO.mailbox_block(id) as usize] = encode_mailbox(&m);
@@ -668,6 +674,69 @@ fn a_second_writer_shown_first_on_one_volume_then_on_another_is_refused_in_time(
         "a live second writer was not refused within {} ms of its changes",
         bound + T.interval_ms
     );
+}
+
+/// Soak seed 1674313 (COLLISION-DETECT): a forged record of the former run (its incarnation,
+/// its mono clock, sequence 9259 instead of 30) on one volume made every record of a live twin
+/// "already seen" history to the probe (a probe takes records not past what it has seen for
+/// history), so the twin was not noticed until its sequence passed the forgery. A sequence
+/// that the run's own clock cannot explain is an alarm, not history.
+#[test]
+fn a_forged_high_sequence_of_a_former_run_does_not_hide_a_second_writer_from_the_probe() {
+    let mut s = Sim::with_volumes(0, 3);
+    let block = GEO.heartbeat_block(1) as usize;
+    let former = fake_of_boot(1, 4476, 30, s.now, 9);
+    s.disks[0][block] = encode_heartbeat(&former).unwrap();
+    s.disks[1][block] = encode_heartbeat(&former).unwrap();
+    s.disks[2][block] = encode_heartbeat(&Heartbeat { seq: 9259, ..former.clone() }).unwrap();
+    s.add(AgentParams { volumes: 3, ..params(1) });
+    // The twin, started at the same instant, probed too and continued from the former run's
+    // real value; its writes reach volumes 0 and 1.
+    s.run(T.interval_ms);
+    let mut twin = fake_of_boot(1, 77, 30, s.now, 7);
+    let bound = T.io_timeout_ms + 3 * T.interval_ms;
+    let mut waited = 0;
+    while s.host(1).exit.is_none() && waited <= bound + T.interval_ms {
+        twin.seq += 1;
+        twin.mono_ms = s.now;
+        for v in 0..2 {
+            s.disks[v][block] = encode_heartbeat(&twin).unwrap();
+        }
+        s.run(T.interval_ms);
+        waited += T.interval_ms;
+    }
+    let h = &s.hosts[0];
+    assert_eq!(
+        h.exit,
+        Some(EXIT_HOST_ID_IN_USE),
+        "a live second writer below a forged sequence was not refused within {} ms: {:?} {:?}",
+        bound + T.interval_ms,
+        h.events,
+        h.agent.phase()
+    );
+    assert!(
+        events(s.host(1), EventKind::Alarm).iter().any(|e| e.detail.contains("9259")),
+        "the forged record raised no alarm: {:?}",
+        s.host(1).events
+    );
+}
+
+/// A former run's real progress on a lagging volume is not taken for a forgery: the run's
+/// clock explains it (it wrote for a minute), so it stays what the probe has seen, and the
+/// agent continues past it.
+#[test]
+fn a_former_runs_later_writes_on_another_volume_are_history_when_its_clock_explains_them() {
+    let mut s = Sim::with_volumes(0, 2);
+    let block = GEO.heartbeat_block(1) as usize;
+    let older = fake_of_boot(1, 4476, 30, 1_000, 9);
+    let later = Heartbeat { seq: 90, mono_ms: 61_000, ..older.clone() };
+    s.disks[0][block] = encode_heartbeat(&older).unwrap();
+    s.disks[1][block] = encode_heartbeat(&later).unwrap();
+    s.add(AgentParams { volumes: 2, ..params(1) });
+    s.run(3 * T.interval_ms);
+    assert_eq!(s.host(1).exit, None);
+    assert!(s.record_of(1).seq > 90, "did not continue past the former run's last write");
+    assert!(events(s.host(1), EventKind::Alarm).is_empty(), "{:?}", s.host(1).events);
 }
 
 #[test]
@@ -1000,6 +1069,131 @@ fn the_coordinator_reads_a_peers_mailbox_only_while_it_has_business_with_it() {
     s.mailbox(3, Command::Clear, 78);
     s.run(1500);
     assert_eq!(s.verdict(1, 3), None, "clear did not remove the verdict");
+}
+
+/// Soak seed 1640719: an operator's `clear` written while the coordinator's BMC power-off ran,
+/// read by the coordinator just after the power-off was confirmed, withdrew the `fenced`
+/// verdict it had just reached: management never saw FENCED for a host that IS off. A `clear`
+/// ends only a verdict its issuer could have seen (stamped at or before the verdict table
+/// generation the message names); it still cancels what it could see (the fencing).
+#[test]
+fn a_clear_ends_only_a_fenced_verdict_its_issuer_could_have_seen() {
+    let mut s = Sim::new(0);
+    let mut p = params(1);
+    p.fence_methods.insert(2, FenceMethodKind::Ipmi);
+    s.add(p);
+    s.add(params(2));
+    s.add(params(3));
+    s.run(5_000);
+    s.kill(2);
+    s.run(T.suspect_after_ms + 2 * T.interval_ms);
+    assert_eq!(s.host(1).fences, vec![2], "fencing did not start");
+    assert_eq!(s.verdict(1, 2).map(|v| v.0), Some(VerdictKind::Fencing));
+    // The operator reads the table (host 2 `fencing`) and writes `clear`; the power-off is
+    // confirmed before the coordinator's next read shows the message.
+    let seen = s.record_of(1).verdict_gen;
+    s.mailbox_seen(2, Command::Clear, 51, Some(seen));
+    let done =
+        Input::FenceDone { peer: 2, method: FenceMethodKind::Ipmi, result: Ok("off".into()) };
+    s.feed(0, done);
+    assert_eq!(s.verdict(1, 2), Some((VerdictKind::Fenced, FenceMethodKind::Ipmi)));
+    s.run(3 * T.interval_ms);
+    assert_eq!(
+        s.verdict(1, 2),
+        Some((VerdictKind::Fenced, FenceMethodKind::Ipmi)),
+        "a clear that saw generation {seen} ended a verdict reached after it"
+    );
+    assert_eq!(s.verdict(3, 2).map(|v| v.0), Some(VerdictKind::Fenced), "not published");
+    assert!(
+        events(s.host(1), EventKind::Alarm)
+            .iter()
+            .any(|e| e.host == 2 && e.detail.contains("clear")),
+        "the operator is not told why the clear was not applied"
+    );
+    // A `clear` of an operator who saw the verdict ends it.
+    let seen = s.record_of(1).verdict_gen;
+    assert!(s.host(1).agent.verdicts()[&2].changed_gen <= seen);
+    s.mailbox_seen(2, Command::Clear, 52, Some(seen));
+    s.run(3 * T.interval_ms);
+    assert_eq!(s.verdict(1, 2), None, "a clear of the verdict seen did not end it");
+    assert_eq!(s.verdict(3, 2), None);
+}
+
+/// What a `clear` read before the verdict still does: it cancels the fencing it saw (the job
+/// and the `fencing` verdict), and an older hbfence's message (no generation) keeps today's
+/// meaning, whatever it saw.
+#[test]
+fn a_clear_issued_during_fencing_cancels_it_and_an_older_clis_clear_ends_any_verdict() {
+    let mut s = Sim::new(0);
+    let mut p = params(1);
+    p.fence_methods.insert(2, FenceMethodKind::Ipmi);
+    s.add(p);
+    s.add(params(2));
+    s.run(5_000);
+    s.kill(2);
+    s.run(T.suspect_after_ms + 2 * T.interval_ms);
+    assert_eq!(s.verdict(1, 2).map(|v| v.0), Some(VerdictKind::Fencing));
+    let seen = s.record_of(1).verdict_gen;
+    s.mailbox_seen(2, Command::Clear, 61, Some(seen));
+    s.run(2 * T.interval_ms);
+    assert_eq!(s.verdict(1, 2), None, "the fencing seen was not cancelled");
+    s.feed(
+        0,
+        Input::FenceDone { peer: 2, method: FenceMethodKind::Ipmi, result: Ok("off".into()) },
+    );
+    assert_eq!(s.verdict(1, 2), None, "a late power-off result revived a cancelled fencing");
+    // Confirmed by hand later, then cleared by an hbfence that does not name a generation.
+    let mut s = Sim::new(0);
+    let mut p = params(1);
+    p.fence_methods.insert(2, FenceMethodKind::Ipmi);
+    s.add(p);
+    s.add(params(2));
+    s.run(5_000);
+    s.kill(2);
+    s.run(T.suspect_after_ms + 2 * T.interval_ms);
+    s.mailbox(2, Command::Clear, 62);
+    s.feed(
+        0,
+        Input::FenceDone { peer: 2, method: FenceMethodKind::Ipmi, result: Ok("off".into()) },
+    );
+    s.run(3 * T.interval_ms);
+    assert_eq!(s.verdict(1, 2), None, "an older CLI's clear lost its meaning");
+}
+
+/// Seen in soak seed 1613206's timeline: a storage-wide EIO of one volume changed the judge's
+/// storage health, which restarts every peer timer (S4), and a dead peer the coordinator held
+/// suspect (no BMC: `fence-failed`, waiting for the watchdog bound) turned Alive with no
+/// progress at all: a false `host_recovered`, and its verdict and fencing were dropped. A
+/// suspicion ends on progress, not on a timer restart.
+#[test]
+fn a_suspect_peer_does_not_recover_when_the_judges_own_storage_health_changes() {
+    let mut s = Sim::with_volumes(0, 3);
+    for id in 1..=3 {
+        s.add(AgentParams { volumes: 3, ..params(id) });
+    }
+    s.run(5_000);
+    s.kill(2);
+    s.run(T.suspect_after_ms + 2 * T.interval_ms);
+    assert_eq!(s.verdict(1, 2).map(|v| v.0), Some(VerdictKind::FenceFailed));
+    // Volume 0 fails for everyone for a moment (a read quorum of 2 remains), then heals.
+    s.dead_volumes.push(0);
+    s.run(2 * T.interval_ms);
+    s.dead_volumes.clear();
+    s.run(2 * T.interval_ms);
+    let recovered: Vec<_> = events(s.host(1), EventKind::HostRecovered)
+        .into_iter()
+        .filter(|e| e.host == 2)
+        .cloned()
+        .collect();
+    assert!(recovered.is_empty(), "a dead host was reported recovered: {recovered:?}");
+    assert_eq!(
+        s.verdict(1, 2).map(|v| v.0),
+        Some(VerdictKind::FenceFailed),
+        "the verdict about a dead host was dropped by the judge's own storage trouble"
+    );
+    // The watchdog bound still counts from evidence only: reached later, not skipped.
+    s.run(T.dead_after_ms() + 2 * T.interval_ms);
+    assert_eq!(s.verdict(1, 2), Some((VerdictKind::Fenced, FenceMethodKind::Watchdog)));
 }
 
 #[test]
@@ -1757,6 +1951,7 @@ fn old_mailbox_messages_on_a_volume_read_late_are_history() {
         wall_ms: 1,
         target_incarnation: 0,
         sender_name: "op".into(),
+        seen_verdict_gen: None,
     };
     s.disks[2][GEO.mailbox_block(1) as usize] = encode_mailbox(&m);
     s.add(AgentParams { volumes: 3, ..params(1) });
