@@ -1308,6 +1308,21 @@ impl World {
                 self.after(self.u, Ev::ReaderCheck);
             }
             Ev::MembersEpoch => {
+                let Some(current) = self.net.as_ref().map(|nt| nt.membership.epoch) else {
+                    return;
+                };
+                // The operator waits until every running agent follows the last change
+                // (operations.md: a judge that never read an intermediate epoch cannot use the
+                // watchdog bound for a peer that may hold it; soak seeds 1805101, 1809936).
+                let behind = self.hosts.iter().any(|h| {
+                    h.proc.as_ref().is_some_and(|p| !p.exited && p.agent.membership().epoch < current)
+                });
+                if behind {
+                    if self.t + self.u < self.end {
+                        self.after(self.u, Ev::MembersEpoch);
+                    }
+                    return;
+                }
                 let Some(nt) = self.net.as_mut() else { return };
                 nt.membership.epoch += 1;
                 let epoch = nt.membership.epoch;
