@@ -1315,7 +1315,9 @@ impl World {
                 // (operations.md: a judge that never read an intermediate epoch cannot use the
                 // watchdog bound for a peer that may hold it; soak seeds 1805101, 1809936).
                 let behind = self.hosts.iter().any(|h| {
-                    h.proc.as_ref().is_some_and(|p| !p.exited && p.agent.membership().epoch < current)
+                    h.proc
+                        .as_ref()
+                        .is_some_and(|p| !p.exited && p.agent.membership().epoch < current)
                 });
                 if behind {
                     if self.t + self.u < self.end {

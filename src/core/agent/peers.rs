@@ -617,10 +617,16 @@ impl Peer {
     /// not read its old block starts again at 1). Soak seed 975920: a new coordinator that
     /// could not read the one volume holding the fenced run's record saw only its older run's
     /// last value, took it for a rejoin and dropped the verdict about a dead host.
+    /// Values of any age (shown only by a starting agent's first reads or by reads after a
+    /// gap) are no sign of writing: an older run's records left at different values on
+    /// different volumes look "continued" to a new reader (soak seed 1811022).
     pub(super) fn runs_after(&self, r: &Heartbeat, v: &Verdict) -> bool {
         r.incarnation != v.incarnation
             && (r.seq > v.seq
-                || self.seen.iter().any(|e| e.incarnation == r.incarnation && e.continued))
+                || self
+                    .seen
+                    .iter()
+                    .any(|e| e.incarnation == r.incarnation && e.continued && !e.age_unknown))
     }
 
     /// Makes `r` the current record; the run it replaces, if another, is older (seed 5754).

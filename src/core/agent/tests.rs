@@ -2702,6 +2702,29 @@ fn an_older_runs_record_never_seen_advancing_does_not_end_a_verdict_about_a_late
     assert_eq!(fenced(&mut s, 1), None, "a real rejoin kept the verdict");
 }
 
+/// Soak seed 1811022: host 5's run B continued its older run A's sequence, wrote one record on
+/// one volume of three and was powered off: `fenced` about B. A coordinator that started
+/// afterwards read A's last records on the other two volumes, written before A died with two
+/// different sequence numbers, took that for A "continuing", so for a run after B, suspected A
+/// and replaced the verdict about B with its own about A. Values that only a starting agent's
+/// first reads (or reads after a gap) showed are of any age: no evidence that a run came later.
+#[test]
+fn an_older_runs_values_of_unknown_age_do_not_replace_a_verdict_about_a_later_run() {
+    let (mut s, older, _) = a_later_run_fenced_after_one_write_on_volume_1(2, 3, |_, _| {});
+    // Volume 0 still holds an earlier record of run A (its later writes never landed there),
+    // read before volume 2 with A's last one.
+    let earlier = Heartbeat { seq: older.seq - 2, ..older.clone() };
+    s.disks[0][GEO.heartbeat_block(3) as usize] = encode_heartbeat(&earlier).unwrap();
+    let mut p = AgentParams { volumes: 3, ..params(1) };
+    p.fence_methods.insert(3, FenceMethodKind::Ipmi);
+    s.add(p);
+    s.run(T.suspect_after_ms + 6 * T.interval_ms);
+    assert_eq!(s.host(1).agent.coordinator(), Some(1));
+    assert!(!s.host(1).fences.contains(&3), "host 1 set out to fence run A again");
+    let verdict = s.host(1).agent.verdicts().get(&3).map(|v| (v.kind, v.incarnation));
+    assert_eq!(verdict, Some((VerdictKind::Fenced, 2945)));
+}
+
 /// Two coordinators of a split each took over with `max_gen_seen + 1` and wrote the same
 /// generation; readers (and every republishing host) prefer the lower author's table whatever
 /// it holds. The lower author never merged the other one: it looked only at the newest table
