@@ -453,7 +453,18 @@ fn cluster_drop_in_hook_and_shim_follow_cloudstacks_contracts() {
     assert!(seen.all.contains("not running"), "{}", seen.all);
     assert_eq!(warnings_total(&h3.dir.join("run")), 1);
 
-    // Host 2 dies; no BMC: fenced only once its watchdog bound has passed.
+    // Host 2 dies; no BMC: fenced only once its watchdog bound has passed. Only once its record
+    // on the volume advertises the armed watchdog: `check` says ALIVE from its first record,
+    // and since the one-read cycle the first lease (and the arming) comes half an interval
+    // later, so a host killed before that was rightly never declared fenced.
+    h2.wait_armed();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            host_record(&dump(&volume), 2).is_some_and(|(_, state)| state == "active")
+        }),
+        "host 2 never wrote an active record:\n{}",
+        h2.log_text()
+    );
     h2.signal(Signal::SIGKILL);
     let killed = Instant::now();
     assert!(
