@@ -4065,25 +4065,27 @@ fn a_verdict_about_a_former_run_of_this_host_is_dropped_and_never_held_out_for()
     assert!(published.verdicts.iter().all(|v| v.host_id != 1), "published: {published:?}");
 }
 
-/// Soak seed 1529382: host 2, coordinator, obeyed an operator's `clear` about the dead host 1 and
-/// wrote the withdrawal (13/2) to volume 0 only (write quorum 1 of 2), then was killed. Its next
-/// run could not read volume 0, inherited the former run's 12/2 (with `1:fenced`) from volume 1,
-/// and its failed writes to volume 0 landed over the only copy of 13/2: the verdict came back.
-/// A run writes its block on a volume only once it has read it, and takes a former run's newer
-/// table from its own block (not held out for: the same host wrote it after the one held).
-#[test]
-fn a_restart_never_writes_over_a_former_runs_table_on_a_volume_it_has_not_read() {
-    let mut s = Sim::with_volumes(0, 2);
-    let fenced = |host_id, incarnation| Verdict {
+fn fenced_ipmi(host_id: u32, incarnation: u64, changed_gen: u32) -> Verdict {
+    Verdict {
         host_id,
         kind: VerdictKind::Fenced,
         method: FenceMethodKind::Ipmi,
         incarnation,
         wall_ms: 0,
         seq: 10,
-        changed_gen: 0,
-    };
-    // Hosts 1 and 3 are dead (1 without a watchdog: no new verdict about it from the bound).
+        changed_gen,
+    }
+}
+
+/// Dead hosts 1 (no watchdog) and 3; host 2's former run, coordinator, published 12/2 with
+/// `fenced` about both on every volume, then withdrew the one about host 1 in 13/2, written to
+/// `volume` only (entries stamped `stamp`). Returns (12/2, 13/2).
+fn former_coordinator_and_its_withdrawal(
+    s: &mut Sim,
+    volume: usize,
+    stamp: u32,
+) -> (Heartbeat, Heartbeat) {
+    let fenced = |host_id, incarnation| fenced_ipmi(host_id, incarnation, stamp);
     s.put(&Heartbeat { caps: caps::IO_HEALTHY, ..fake(1, 111, 10, 0) });
     s.put(&fake(3, 333, 10, 0));
     let former = Heartbeat {
@@ -4101,7 +4103,22 @@ fn a_restart_never_writes_over_a_former_runs_table_on_a_volume_it_has_not_read()
     s.put(&former);
     let withdrawal =
         Heartbeat { seq: 82, verdict_gen: 13, verdicts: vec![fenced(3, 333)], ..former.clone() };
-    s.disks[0][GEO.heartbeat_block(2) as usize] = encode_heartbeat(&withdrawal).unwrap();
+    s.disks[volume][GEO.heartbeat_block(2) as usize] = encode_heartbeat(&withdrawal).unwrap();
+    (former, withdrawal)
+}
+
+/// Soak seed 1529382: host 2, coordinator, obeyed an operator's `clear` about the dead host 1 and
+/// wrote the withdrawal (13/2) to volume 0 only (write quorum 1 of 2), then was killed. Its next
+/// run could not read volume 0, inherited the former run's 12/2 (with `1:fenced`) from volume 1,
+/// and its failed writes to volume 0 landed over the only copy of 13/2: the verdict came back.
+/// A run writes its block on a volume only once it has read it, and takes a former run's newer
+/// table from its own block (not held out for: the same host wrote it after the one held).
+#[test]
+fn a_restart_never_writes_over_a_former_runs_table_on_a_volume_it_has_not_read() {
+    let mut s = Sim::with_volumes(0, 2);
+    let fenced = |host_id, incarnation| fenced_ipmi(host_id, incarnation, 0);
+    // Hosts 1 and 3 are dead (1 without a watchdog: no new verdict about it from the bound).
+    former_coordinator_and_its_withdrawal(&mut s, 0, 0);
     s.dead_volumes.push(0);
     s.failed_writes_land = true;
     s.add(AgentParams { volumes: 2, incarnation: 2222, ..params(2) });
@@ -4139,33 +4156,7 @@ fn a_restart_never_writes_over_a_former_runs_table_on_a_volume_it_has_not_read()
 #[ignore = "open (verdicts5): a new run may reuse the name of a table its former run wrote to a volume it has not read"]
 fn a_new_run_never_reuses_the_name_of_a_former_runs_table_with_other_contents() {
     let mut s = Sim::with_volumes(0, 3);
-    let fenced = |host_id, incarnation| Verdict {
-        host_id,
-        kind: VerdictKind::Fenced,
-        method: FenceMethodKind::Ipmi,
-        incarnation,
-        wall_ms: 0,
-        seq: 10,
-        changed_gen: 12,
-    };
-    s.put(&Heartbeat { caps: caps::IO_HEALTHY, ..fake(1, 111, 10, 0) });
-    s.put(&fake(3, 333, 10, 0));
-    let former = Heartbeat {
-        boot_id: [9; 16],
-        caps: caps::WATCHDOG_ARMED
-            | caps::IO_HEALTHY
-            | caps::COORDINATOR
-            | caps::COORDINATOR_ELIGIBLE,
-        coordinator: 2,
-        verdict_gen: 12,
-        verdict_author: 2,
-        verdicts: vec![fenced(1, 111), fenced(3, 333)],
-        ..fake(2, 222, 81, 0)
-    };
-    s.put(&former);
-    let withdrawal =
-        Heartbeat { seq: 82, verdict_gen: 13, verdicts: vec![fenced(3, 333)], ..former.clone() };
-    s.disks[2][GEO.heartbeat_block(2) as usize] = encode_heartbeat(&withdrawal).unwrap();
+    let (_, withdrawal) = former_coordinator_and_its_withdrawal(&mut s, 2, 12);
     s.dead_volumes.push(2);
     s.add(AgentParams { volumes: 3, incarnation: 2222, ..params(2) });
     s.run(5 * T.interval_ms);
