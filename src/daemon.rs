@@ -226,16 +226,14 @@ pub fn open_volumes(config: &Config) -> Result<(Vec<(Volume, Header)>, Header), 
     }
     // An older agent would survive on permits under this timing, and this one, ignoring
     // survival, would judge it by the watchdog bound: so it does not run beside them.
-    if m.outage_survival && !m.members.is_empty() {
-        if let Err(e) = first.timing.validate_outage_survival() {
-            return Err(StartError::config(format!(
-                "outage survival is on in the volume header, but this agent's I/O cycle needs the rule \"{}\" for it ({}): switch it off with `hbfence outage-survival off --config {}` on any host, or move the cluster to a volume initialised with --lease-timeout {} or more; then start again",
-                e.rule,
-                e.detail,
-                crate::config::DEFAULT_CONFIG,
-                first.timing.outage_survival_min_lease_ms() / 1000
-            )));
-        }
+    if let Some(e) = m.survival_timing_error(&first.timing) {
+        return Err(StartError::config(format!(
+            "outage survival is on in the volume header, but this agent's I/O cycle needs the rule \"{}\" for it ({}): switch it off with `hbfence outage-survival off --config {}` on any host, or move the cluster to a volume initialised with --lease-timeout {} or more; then start again",
+            e.rule,
+            e.detail,
+            crate::config::DEFAULT_CONFIG,
+            first.timing.outage_survival_min_lease_ms() / 1000
+        )));
     }
     let header = Header {
         members: m.members,

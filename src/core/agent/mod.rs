@@ -14,7 +14,7 @@ use super::format::{
 };
 use super::header as hdr;
 pub use super::header::Membership;
-use super::timing::Timing;
+use super::timing::{Timing, TimingError};
 use super::view::{newest_table_record, table_order, Slot, VolumeView};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -317,6 +317,14 @@ struct Sighting {
 }
 
 impl Sighting {
+    /// This host's reads saw the run write: a value continued an earlier one (a first sighting
+    /// may be forged or of any age) and was new when read (values a starting agent's first
+    /// reads or reads after a gap showed at different heights may all be old: seed 1811022).
+    /// The one definition of "seen writing" for deciding that a run is alive.
+    fn shows_writing(&self) -> bool {
+        self.continued && !self.age_unknown
+    }
+
     /// The first value seen of a run: unverified until a later value continues it.
     fn first(r: &Heartbeat, at: u64, age_unknown: bool, superseded: bool) -> Sighting {
         Sighting {
@@ -720,18 +728,16 @@ impl Agent {
         self.event(EventKind::MembershipChanged, me, None, detail);
         // Only an older CLI can switch it on under such a timing (this one refuses): every
         // agent of this version ignores it alike (`Membership::survival_on`), but says so.
-        if self.membership.outage_survival && !self.membership.members.is_empty() {
-            if let Err(e) = self.p.timing.validate_outage_survival() {
-                self.event(
-                    EventKind::Alarm,
-                    me,
-                    None,
-                    format!(
-                        "outage survival was switched on, but the volume's timing breaks the rule \"{}\" ({}): this agent ignores it (it asks for, grants and waits for no permit), so a storage outage longer than the lease reboots this host as without survival; agents of an older version would act on it: switch it off with `hbfence outage-survival off`",
-                        e.rule, e.detail
-                    ),
-                );
-            }
+        if let Some(e) = self.membership.survival_timing_error(&self.p.timing) {
+            self.event(
+                EventKind::Alarm,
+                me,
+                None,
+                format!(
+                    "outage survival was switched on, but the volume's timing breaks the rule \"{}\" ({}): this agent ignores it (it asks for, grants and waits for no permit), so a storage outage longer than the lease reboots this host as without survival; agents of an older version would act on it: switch it off with `hbfence outage-survival off`",
+                    e.rule, e.detail
+                ),
+            );
         }
         if !self.membership.admits(me) {
             self.event(
