@@ -261,7 +261,11 @@ fn spawn_io_thread(
     // This volume's header as last accepted: its membership follows the operator's changes.
     let mut current = header;
     let mut damage: Option<String> = None;
-    let _ = tx.send(Input::MembershipRead { volume: index, membership: Membership::of(&current) });
+    let _ = tx.send(Input::MembershipRead {
+        volume: index,
+        membership: Membership::of(&current),
+        earlier: current.earlier_memberships.clone(),
+    });
     let mut volume_members = explicit_members(&current.members);
     let read_all = std::env::var_os(READ_ALL_ENV).is_some_and(|v| v == "1");
     let mut planner = ReadPlanner::new(geo, own_id, &peers, read_all);
@@ -364,8 +368,8 @@ fn spawn_io_thread(
                         let block0 = &raw[..format::BLOCK_SIZE];
                         header_block = Some(match check_header(block0, &current) {
                             HeaderCheck::Same => None,
-                            HeaderCheck::Newer(m) => {
-                                newer = Some(m);
+                            HeaderCheck::Newer { membership, earlier } => {
+                                newer = Some((membership, earlier));
                                 None
                             }
                             HeaderCheck::Damaged(why) => Some(match format::decode(block0) {
@@ -384,7 +388,7 @@ fn spawn_io_thread(
                     }
                     view.decode_blocks(first, raw, geo, &cluster);
                 }
-                if let (Ok(()), Some(m)) = (&result, newer) {
+                if let (Ok(()), Some((m, earlier))) = (&result, newer) {
                     // Members added by this header are read in this very cycle: the join
                     // bound is one interval from the header write.
                     if !m.is_open() {
@@ -403,8 +407,10 @@ fn spawn_io_thread(
                     current.members.clone_from(&m.members);
                     current.members_epoch = m.epoch;
                     current.outage_survival = m.outage_survival;
+                    current.earlier_memberships.clone_from(&earlier);
                     volume_members = explicit_members(&current.members);
-                    let _ = tx.send(Input::MembershipRead { volume: index, membership: m });
+                    let _ =
+                        tx.send(Input::MembershipRead { volume: index, membership: m, earlier });
                 }
                 let read = result
                     .map(|()| {

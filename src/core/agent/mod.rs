@@ -140,7 +140,7 @@ pub enum Input {
     /// Block 0 of a volume holds this membership (same cluster, max_hosts and timing as at
     /// start; its epoch never goes down there, or the header counts as damaged). Sent by the
     /// I/O thread at a volume's first read and on every change.
-    MembershipRead { volume: usize, membership: Membership },
+    MembershipRead { volume: usize, membership: Membership, earlier: Vec<Membership> },
     /// An authenticated, not yet seen challenge of a peer on the peer channel: answer it from
     /// the live state (`Action::AnswerPeer`).
     PeerChallenge { peer: u32, token: ChallengeToken },
@@ -709,10 +709,14 @@ impl Agent {
     /// host removed while it runs keeps running: stopping on its own would be a decision an
     /// operator's header write makes for it (a forced removal is meant to be followed by a
     /// stop), so it raises an alarm and goes on; its next start refuses.
-    fn membership_read(&mut self, volume: usize, membership: Membership) {
+    fn membership_read(&mut self, volume: usize, membership: Membership, earlier: Vec<Membership>) {
         let Some(vol) = self.vols.get_mut(volume) else { return };
-        // Every membership any volume showed: a peer may hold it (the survival judge rule).
-        self.memberships.entry(membership.epoch).or_insert_with(|| membership.clone());
+        // Every membership any volume showed, and the ones its header says it replaced: a
+        // peer may hold any of them (the survival judge rule), also one this host never read
+        // (two changes within one of its read cycles, or made before it started).
+        for m in earlier.into_iter().chain([membership.clone()]) {
+            self.memberships.entry(m.epoch).or_insert(m);
+        }
         vol.membership = Some(membership);
         let (_, r) = Self::quorums(self.vols.len());
         let seen: Vec<Option<&Membership>> =
@@ -893,8 +897,8 @@ impl Agent {
                 self.fencing_changed(methods, power_on_after)
             }
             Input::HeaderChecked { volume, damage } => self.header_checked(volume, damage),
-            Input::MembershipRead { volume, membership } => {
-                self.membership_read(volume, membership)
+            Input::MembershipRead { volume, membership, earlier } => {
+                self.membership_read(volume, membership, earlier)
             }
             Input::PeerChallenge { peer, token } => self.peer_challenged(peer, token),
             Input::PeerAnswer { peer, answer } => self.peer_answered(peer, answer),
