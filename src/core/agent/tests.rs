@@ -3912,13 +3912,9 @@ fn in_a_two_member_cluster_the_judge_alone_proves_the_bound() {
     assert_eq!(s.verdict(1, 2), Some((VerdictKind::Fenced, FenceMethodKind::Watchdog)));
 }
 
-/// Memberships: the judge holds epoch 2 (members 1-5) and knows epoch 1 (members 1-3). Host 3
-/// last stated epoch 1, so it may still count permits among 1-3: hosts 1, 4 and 5 on storage
-/// are a majority blocker of epoch 2 but host 1 alone is not one of epoch 1 (host 2 is not
-/// proven): no watchdog bound. Counting against the largest membership only would allow it.
-#[test]
-fn the_judge_counts_against_every_membership_a_peer_may_hold() {
-    let mut a = Agent::new(
+/// A judge (host 1, on the peer channel) that starts holding epoch 1, members 1-3.
+fn membership_judge() -> Agent {
+    Agent::new(
         AgentParams {
             peer_channel: Some(ChannelParams { challenge_every_ms: 250 }),
             membership: survival_membership(3),
@@ -3926,9 +3922,13 @@ fn the_judge_counts_against_every_membership_a_peer_may_hold() {
             ..params(1)
         },
         Now { mono: 1_000, wall: 0 },
-    );
-    let answer = |claim: Claim, t: u64, epoch: u32| PeerAnswer {
-        claim,
+    )
+}
+
+/// An answer of `peer` whose lease is valid, to a challenge sent at `t`, stating `epoch`.
+fn answer_from(peer: u32, t: u64, epoch: u32) -> Input {
+    let answer = PeerAnswer {
+        claim: Claim::LeaseValid { remaining_ms: T.lease_timeout_ms - 10 },
         challenge_sent_at: t,
         received_at: t + 5,
         boot_id: [9; 16],
@@ -3936,12 +3936,37 @@ fn the_judge_counts_against_every_membership_a_peer_may_hold() {
         members_epoch: epoch,
         no_permit_ms: 0,
     };
-    let valid = Claim::LeaseValid { remaining_ms: T.lease_timeout_ms - 10 };
+    Input::PeerAnswer { peer, answer }
+}
+
+/// The judge's own lease is long established, and `peers` answer with valid leases (stating
+/// `epoch`) from 1 s to 100 s; then whether `peer` may be declared fenced by the bound.
+fn judged_after_peers_on_storage(
+    a: &mut Agent,
+    peers: &[u32],
+    epoch: u32,
+    peer: u32,
+) -> Result<(), String> {
+    a.lease_short_at = 0;
+    a.vols[0].last_ok_start = Some(100_000);
+    a.vols[0].read_ok_start = Some(100_000);
+    for t in (1_000..=100_000).step_by(250) {
+        for &p in peers {
+            a.handle(Now { mono: t + 5, wall: 0 }, answer_from(p, t, epoch));
+        }
+    }
+    a.survival_excluded(peer, T.watchdog_timeout_ms)
+}
+
+/// Memberships: the judge holds epoch 2 (members 1-5) and knows epoch 1 (members 1-3). Host 3
+/// last stated epoch 1, so it may still count permits among 1-3: hosts 1, 4 and 5 on storage
+/// are a majority blocker of epoch 2 but host 1 alone is not one of epoch 1 (host 2 is not
+/// proven): no watchdog bound. Counting against the largest membership only would allow it.
+#[test]
+fn the_judge_counts_against_every_membership_a_peer_may_hold() {
+    let mut a = membership_judge();
     // Host 3 answers at epoch 1 early on, then falls silent.
-    a.handle(
-        Now { mono: 1_010, wall: 0 },
-        Input::PeerAnswer { peer: 3, answer: answer(valid, 1_000, 1) },
-    );
+    a.handle(Now { mono: 1_010, wall: 0 }, answer_from(3, 1_000, 1));
     let read = |membership| Input::MembershipRead { volume: 0, membership, earlier: vec![] };
     a.handle(Now { mono: 1_015, wall: 0 }, read(survival_membership(3)));
     a.handle(
@@ -3949,20 +3974,9 @@ fn the_judge_counts_against_every_membership_a_peer_may_hold() {
         read(Membership { members: (1..=5).collect(), epoch: 2, outage_survival: true }),
     );
     assert_eq!(a.membership().epoch, 2);
-    // The judge's own lease is long established; hosts 4 and 5 answer with valid leases all
-    // along; host 2 never answers.
-    a.lease_short_at = 0;
-    a.vols[0].last_ok_start = Some(100_000);
-    a.vols[0].read_ok_start = Some(100_000);
-    for t in (1_000..=100_000).step_by(250) {
-        for peer in [4, 5] {
-            a.handle(
-                Now { mono: t + 5, wall: 0 },
-                Input::PeerAnswer { peer, answer: answer(valid, t, 2) },
-            );
-        }
-    }
-    let err = a.survival_excluded(3, T.watchdog_timeout_ms).expect_err("epoch 1 must block it");
+    // Hosts 4 and 5 answer all along; host 2 never answers.
+    let err =
+        judged_after_peers_on_storage(&mut a, &[4, 5], 2, 3).expect_err("epoch 1 must block it");
     assert!(err.contains("epoch 1"), "{err}");
     // Once host 3 stated epoch 2 before the permits' window, epoch 1 no longer applies.
     a.evidence.get_mut(&3).unwrap().epochs.push((2, 1_030));
@@ -3977,46 +3991,15 @@ fn the_judge_counts_against_every_membership_a_peer_may_hold() {
 #[test]
 fn a_judge_learns_the_memberships_a_header_replaced() {
     let judge = |earlier: Vec<Membership>| {
-        let mut a = Agent::new(
-            AgentParams {
-                peer_channel: Some(ChannelParams { challenge_every_ms: 250 }),
-                membership: survival_membership(3),
-                max_hosts: 8,
-                ..params(1)
-            },
-            Now { mono: 1_000, wall: 0 },
-        );
-        let answer = |t: u64, epoch: u32| PeerAnswer {
-            claim: Claim::LeaseValid { remaining_ms: T.lease_timeout_ms - 10 },
-            challenge_sent_at: t,
-            received_at: t + 5,
-            boot_id: [9; 16],
-            incarnation: 9,
-            members_epoch: epoch,
-            no_permit_ms: 0,
-        };
-        a.handle(
-            Now { mono: 1_010, wall: 0 },
-            Input::PeerAnswer { peer: 3, answer: answer(1_000, 2) },
-        );
+        let mut a = membership_judge();
+        a.handle(Now { mono: 1_010, wall: 0 }, answer_from(3, 1_000, 2));
         let five = Membership { members: (1..=5).collect(), epoch: 3, outage_survival: true };
         a.handle(
             Now { mono: 1_020, wall: 0 },
             Input::MembershipRead { volume: 0, membership: five, earlier },
         );
         assert_eq!(a.membership().epoch, 3);
-        a.lease_short_at = 0;
-        a.vols[0].last_ok_start = Some(100_000);
-        a.vols[0].read_ok_start = Some(100_000);
-        for t in (1_000..=100_000).step_by(250) {
-            for peer in [4, 5] {
-                a.handle(
-                    Now { mono: t + 5, wall: 0 },
-                    Input::PeerAnswer { peer, answer: answer(t, 3) },
-                );
-            }
-        }
-        a.survival_excluded(3, T.watchdog_timeout_ms)
+        judged_after_peers_on_storage(&mut a, &[4, 5], 3, 3)
     };
     let err = judge(vec![]).expect_err("an epoch it never read must block the bound");
     assert!(err.contains("epoch 2 is unknown"), "{err}");
