@@ -403,6 +403,8 @@ struct Vol {
     /// one sent with the write under way.
     inventory_on_volume: Option<inventory::OnVolume>,
     inventory_in_flight: Option<inventory::OnVolume>,
+    /// Generation of the verdict table in the last record sent to this volume.
+    published_gen: u32,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -485,8 +487,6 @@ pub struct Agent {
     unpublished: Vec<u32>,
     /// Highest table generation seen in any block.
     max_gen_seen: u32,
-    /// Generation of the verdict table in the last record sent to the volumes.
-    published_gen: u32,
     inherited: bool,
     coordinator: Option<u32>,
     judge_from: u64,
@@ -583,7 +583,6 @@ impl Agent {
             mirror_author: 0,
             max_gen_seen: 0,
             unpublished: Vec::new(),
-            published_gen: 0,
             inherited: false,
             coordinator: None,
             judge_from: now.mono,

@@ -916,6 +916,46 @@ fn bmc_fencing_needs_a_confirmed_off() {
     assert_eq!(s.verdict(1, 2), Some((VerdictKind::Fenced, FenceMethodKind::Ipmi)));
 }
 
+/// Soak seed 1763425: the coordinator reached `fenced` while its cycles on every volume were
+/// under way; the first volume to finish took the new table at once, the others only with the
+/// next regular cycle, an interval later, and the coordinator died in between: the verdict was
+/// on one volume of three, and readers of the other two showed `fencing`. A changed table goes
+/// to each volume as soon as that volume is free.
+#[test]
+fn a_changed_table_goes_to_every_volume_as_soon_as_it_is_free() {
+    let mut s = Sim::with_volumes(0, 3);
+    let mut p = AgentParams { volumes: 3, ..params(1) };
+    p.fence_methods.insert(2, FenceMethodKind::Ipmi);
+    s.add(p);
+    s.add(AgentParams { volumes: 3, ..params(2) });
+    s.run(5000);
+    s.kill(2);
+    s.run(T.suspect_after_ms + 1500);
+    assert_eq!(s.host(1).fences, vec![2], "fencing did not start");
+    // A regular cycle has just written to every volume; volume 1's read-back is 200 ms slower.
+    s.run_until_written(0, 0);
+    let started = s.hosts[0].pending.iter().map(|io| io.started).max().unwrap();
+    for io in s.hosts[0].pending.iter_mut().filter(|io| io.volume == 1) {
+        io.read_at += 200;
+    }
+    s.feed(
+        0,
+        Input::FenceDone { peer: 2, method: FenceMethodKind::Ipmi, result: Ok("off".into()) },
+    );
+    let gen = s.host(1).agent.verdict_gen;
+    // Before the next regular cycle (an interval after the last).
+    s.run(started + T.interval_ms - 100 - s.now);
+    for v in 0..3 {
+        let r = s.view(v).record(1).cloned().expect("host 1's record");
+        assert_eq!(r.verdict_gen, gen, "volume {v} still holds generation {}", r.verdict_gen);
+        assert!(
+            r.verdicts.iter().any(|x| x.host_id == 2 && x.kind == VerdictKind::Fenced),
+            "volume {v}: {:?}",
+            r.verdicts
+        );
+    }
+}
+
 #[test]
 fn storage_blip_restarts_peer_timers_s4() {
     let mut s = Sim::new(3);
