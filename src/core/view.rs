@@ -430,6 +430,7 @@ pub(crate) mod merge_tests {
             name: format!("host{id}"),
             verdicts: vec![],
             verdicts_in_pages: 0,
+            lineage: None,
             inventory: Default::default(),
         }
     }
@@ -441,6 +442,7 @@ pub(crate) mod merge_tests {
             verdict_author: id,
             verdicts,
             verdicts_in_pages: 0,
+            lineage: None,
             inventory: Default::default(),
             ..hb(id, 100 + id as u64, seq)
         }

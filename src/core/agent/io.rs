@@ -298,15 +298,15 @@ impl Agent {
         }
         // Every host republishes the table it holds (S8: the table outlives its coordinator's
         // block); only the coordinator's own is its working copy.
-        let (verdict_gen, verdict_author) = if self.is_coordinator() {
+        let (verdict_gen, verdict_author, lineage) = if self.is_coordinator() {
             table.clear();
             if !self.verdicts.is_empty() {
                 table.extend(self.publishable_verdicts().0);
             }
-            (self.verdict_gen, self.verdict_author)
+            (self.verdict_gen, self.verdict_author, self.lineage)
         } else {
             table.clone_from(&self.mirror);
-            (self.mirror_gen, self.mirror_author)
+            (self.mirror_gen, self.mirror_author, self.mirror_lineage)
         };
         name.clone_from(&self.p.name);
         Heartbeat {
@@ -327,6 +327,7 @@ impl Agent {
             name,
             verdicts: table,
             verdicts_in_pages: 0,
+            lineage,
             inventory: Default::default(),
         }
     }

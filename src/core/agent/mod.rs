@@ -9,8 +9,8 @@
 
 use super::events::{Event, EventKind};
 use super::format::{
-    self, caps, BootId, ClusterId, Command, FenceMethodKind, Heartbeat, HostState, Verdict,
-    VerdictKind,
+    self, caps, BootId, ClusterId, Command, FenceMethodKind, Heartbeat, HostState, Lineage,
+    Verdict, VerdictKind,
 };
 use super::header as hdr;
 pub use super::header::Membership;
@@ -483,6 +483,9 @@ pub struct Agent {
     mirror: Vec<Verdict>,
     mirror_gen: u32,
     mirror_author: u32,
+    /// The lineage of the coordinator's own table ([`Lineage`]) and of the mirror.
+    lineage: Option<Lineage>,
+    mirror_lineage: Option<Lineage>,
     /// Hosts whose verdict did not fit in the last published table.
     unpublished: Vec<u32>,
     /// Highest table generation seen in any block.
@@ -581,6 +584,8 @@ impl Agent {
             mirror: Vec::new(),
             mirror_gen: 0,
             mirror_author: 0,
+            lineage: None,
+            mirror_lineage: None,
             max_gen_seen: 0,
             unpublished: Vec::new(),
             inherited: false,

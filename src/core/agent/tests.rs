@@ -1284,6 +1284,7 @@ fn fake(id: u32, incarnation: u64, seq: u64, now: u64) -> Heartbeat {
         name: format!("h{id}"),
         verdicts: vec![],
         verdicts_in_pages: 0,
+        lineage: None,
         inventory: Default::default(),
     }
 }
@@ -4326,6 +4327,62 @@ fn a_former_coordinator_taking_the_role_again_keeps_the_verdict_it_held_out_for(
         Some(&fenced),
         "the fenced verdict host 2 held out for was merged away"
     );
+}
+
+/// verdicts5's open case: the successor's table lacks the `fenced` entry altogether (its author
+/// took over from a table of before the fencing and never read host 2's). The three-way merge
+/// took the lack for a withdrawal. The successor's lineage says its chain took in nothing
+/// stamped as late as the entry, and host 2's own table says host 2 stamped it: no withdrawal.
+/// Its first generation is the entry's very stamp (concurrent tenures number alike).
+#[test]
+fn a_former_coordinator_taking_the_role_again_keeps_a_verdict_the_successor_never_held() {
+    let (mut s, fenced, mut successor) = a_former_coordinator_holding_out();
+    successor.caps &= !(caps::IO_HEALTHY | caps::COORDINATOR);
+    successor.verdicts.clear();
+    successor.lineage =
+        Some(Lineage { base_gen: fenced.changed_gen - 1, first_gen: fenced.changed_gen });
+    for _ in 0..30 {
+        successor.seq += 1;
+        successor.mono_ms = s.now;
+        s.put(&successor);
+        s.run(100);
+        if s.host(2).agent.is_coordinator() {
+            break;
+        }
+    }
+    assert!(s.host(2).agent.is_coordinator(), "the test needs host 2 to take the role again");
+    s.run(T.interval_ms);
+    assert_eq!(
+        s.host(2).agent.verdicts().get(&3),
+        Some(&fenced),
+        "the fenced verdict host 2 held out for was merged away"
+    );
+    let published = s.record_of(2);
+    assert!(published.verdicts.contains(&fenced), "{:?}", published.verdicts);
+}
+
+/// The other side (soak seed 1529382's rule): a successor whose chain held the entry (took in
+/// a table stamped as late as it) and lacks it now withdrew it (an operator's `clear`): the
+/// former coordinator taking the role again does not bring it back.
+#[test]
+fn a_former_coordinator_taking_the_role_again_takes_a_withdrawal_of_a_verdict_the_successor_held() {
+    let (mut s, fenced, mut successor) = a_former_coordinator_holding_out();
+    successor.caps &= !(caps::IO_HEALTHY | caps::COORDINATOR);
+    successor.verdicts.clear();
+    successor.lineage =
+        Some(Lineage { base_gen: fenced.changed_gen, first_gen: fenced.changed_gen + 1 });
+    for _ in 0..30 {
+        successor.seq += 1;
+        successor.mono_ms = s.now;
+        s.put(&successor);
+        s.run(100);
+        if s.host(2).agent.is_coordinator() {
+            break;
+        }
+    }
+    assert!(s.host(2).agent.is_coordinator(), "the test needs host 2 to take the role again");
+    s.run(T.interval_ms);
+    assert_ne!(s.host(2).agent.verdicts().get(&3), Some(&fenced), "a withdrawn verdict is back");
 }
 
 /// A membership written during a cluster-wide outage is read by every host at once when
