@@ -376,6 +376,10 @@ pub struct Lineage {
     pub base_gen: u32,
     /// The first generation of its author's tenure.
     pub first_gen: u32,
+    /// The incarnation of the agent run that wrote it: with `first_gen`, it tells apart two
+    /// tables of one (generation, author) that two runs of the author's host id wrote (a new
+    /// run that could not read a former run's last table on one volume: `view::table_order`).
+    pub author_incarnation: u64,
 }
 
 impl Verdict {
@@ -837,6 +841,7 @@ pub fn encode_heartbeat_into(h: &Heartbeat, b: &mut Block) -> Result<(), EncodeE
         put_u32(b, OFF_LINEAGE, LINEAGE_MAGIC);
         put_u32(b, OFF_LINEAGE + 4, l.base_gen);
         put_u32(b, OFF_LINEAGE + 8, l.first_gen);
+        put_u64(b, OFF_LINEAGE + 12, l.author_incarnation);
     }
     put_u32(b, OFF_INV_GEN, h.inventory.gen);
     put_u16(b, OFF_INV_COUNT, h.inventory.count);
@@ -1187,6 +1192,7 @@ fn decode_heartbeat(
             Lineage {
                 base_gen: get_u32(b, OFF_LINEAGE + 4),
                 first_gen: get_u32(b, OFF_LINEAGE + 8),
+                author_incarnation: get_u64(b, OFF_LINEAGE + 12),
             }
         }),
         inventory: InventoryInfo {
@@ -1595,7 +1601,7 @@ mod tests {
     /// the CRC. Without a lineage the bytes are what they were (golden blocks unchanged).
     #[test]
     fn a_lineage_rides_in_the_spare_verdict_slot_and_older_decoders_see_only_the_table() {
-        let lineage = Lineage { base_gen: 11, first_gen: 14 };
+        let lineage = Lineage { base_gen: 11, first_gen: 14, author_incarnation: u64::MAX - 3 };
         let hb = Heartbeat { lineage: Some(lineage), ..heartbeat(1) };
         let b = encode_heartbeat(&hb).unwrap();
         assert_eq!(decode(&b), Decoded::Heartbeat(hb.clone()));
@@ -1740,11 +1746,15 @@ mod tests {
             name in arb_name(),
             verdicts in proptest::collection::vec(arb_verdict(), 0..=MAX_VERDICTS),
             inv in (any::<u32>(), any::<u16>(), any::<u16>(), any::<u32>()),
-            lineage in proptest::option::of((any::<u32>(), any::<u32>()))
+            lineage in proptest::option::of((any::<u32>(), any::<u32>(), any::<u64>()))
         ) {
             // A lineage only where the block has a spare verdict slot.
             let lineage = lineage
-                .map(|(base_gen, first_gen)| Lineage { base_gen, first_gen })
+                .map(|(base_gen, first_gen, author_incarnation)| Lineage {
+                    base_gen,
+                    first_gen,
+                    author_incarnation,
+                })
                 .filter(|_| verdicts.len() < MAX_VERDICTS);
             // Stamps within the encodable window of the table's generation (0 = unknown).
             let verdicts = verdicts

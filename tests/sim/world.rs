@@ -31,7 +31,7 @@ use hbfence::core::format::{
     VerdictKind, BLOCK_SIZE,
 };
 use hbfence::core::timing::Timing;
-use hbfence::core::view::{decode_view, take_later_fenced, Slot};
+use hbfence::core::view::{decode_view, table_order, take_later_fenced, Slot};
 use hbfence::net::wire::NO_PERMIT_MAX_MS;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
@@ -3496,7 +3496,8 @@ impl World {
         };
         let table_of = |q: Vec<usize>| -> QuorumTable {
             let read = || q.iter().flat_map(|&v| &per_vol[v]);
-            let best = read().max_by_key(|hb| (hb.verdict_gen, Reverse(hb.verdict_author)));
+            // As readers order tables (`view::table_order`, lineages included).
+            let best = read().max_by_key(|hb| table_order(hb));
             let set = best
                 .map(|b| {
                     let mut verdicts = b.verdicts.clone();

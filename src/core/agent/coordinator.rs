@@ -2,7 +2,7 @@
 //! `fenced`, and how tables pass from one coordinator to the next.
 
 use super::*;
-use crate::core::view::carries_table;
+use crate::core::view::{carries_table, order_of, TableOrder};
 
 impl Agent {
     /// A host that starts adopts the newest verdict table on the volume, its own block
@@ -12,7 +12,7 @@ impl Agent {
     /// run's older table replaced the newest one, `fenced` verdict and all).
     pub(super) fn inherit_verdicts(&mut self, view: &VolumeView) {
         self.inherited = true;
-        let held = (self.mirror_gen, std::cmp::Reverse(self.mirror_author));
+        let held = self.mirror_order();
         if let Some(r) = newest_table_record(view, None).filter(|r| table_order(r) > held) {
             self.adopt_verdicts(r);
         }
@@ -34,6 +34,10 @@ impl Agent {
         self.verdict_author = table.verdict_author;
         self.lineage = table.lineage;
         self.set_mirror(table);
+    }
+
+    fn mirror_order(&self) -> TableOrder {
+        order_of(self.mirror_gen, self.mirror_author, self.mirror_lineage)
     }
 
     fn set_mirror(&mut self, table: &Heartbeat) {
@@ -90,7 +94,7 @@ impl Agent {
                 tables.filter(|r| r.verdict_author != own || r.host_id == own).collect();
             others.sort_by_key(|r| table_order(r));
             for r in others {
-                if table_order(r) > (self.mirror_gen, std::cmp::Reverse(self.mirror_author)) {
+                if table_order(r) > self.mirror_order() {
                     self.merge_table(r);
                 } else if r.verdict_gen >= self.mirror_gen {
                     self.take_fenced_of_concurrent(r);
@@ -98,8 +102,7 @@ impl Agent {
             }
             return;
         }
-        let base = (self.mirror_gen, std::cmp::Reverse(self.mirror_author));
-        if table_order(r) > base && !self.holding_out_for_merge(r) {
+        if table_order(r) > self.mirror_order() && !self.holding_out_for_merge(r) {
             self.adopt_verdicts(r);
         }
     }
@@ -285,8 +288,11 @@ impl Agent {
                 self.verdict_gen = self.verdict_gen.max(self.max_gen_seen).saturating_add(1);
                 self.verdict_author = self.p.host_id;
                 // The chain holds the mirror's table; what it stamps from here on is its own.
-                self.lineage =
-                    Some(Lineage { base_gen: self.mirror_gen, first_gen: self.verdict_gen });
+                self.lineage = Some(Lineage {
+                    base_gen: self.mirror_gen,
+                    first_gen: self.verdict_gen,
+                    author_incarnation: self.p.incarnation,
+                });
             } else if was == own {
                 // Stepping down: keep republishing the last table this host wrote.
                 self.mirror = self.verdicts.values().copied().collect();
@@ -663,7 +669,7 @@ mod merge_tests {
     /// kept if its stamp is one their chain never took in nor stamped.
     #[test]
     fn a_lack_is_a_withdrawal_only_where_their_chain_could_have_held_the_entry() {
-        let l = |base_gen, first_gen| Some(Lineage { base_gen, first_gen });
+        let l = |base_gen, first_gen| Some(Lineage { base_gen, first_gen, author_incarnation: 7 });
         // Their chain took in up to 3, stamped from 9 on; the base (author 2) took in up to 0.
         let theirs = (1, l(3, 9));
         let base = (2, l(0, 1));
