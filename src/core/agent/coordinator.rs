@@ -546,9 +546,9 @@ fn by_host(table: &[Verdict]) -> BTreeMap<u32, Verdict> {
 /// that their table lacks, so the lack is no withdrawal. Their chain held what it took in
 /// (stamped up to its `base_gen`) and what it stamped itself (from its `first_gen` on). A
 /// stamp between the two is another chain's. So is one above the base table's own intake
-/// when the base has another author: the base's author stamped it (soak-style shape: a former
-/// coordinator that takes the role again merges a successor's table that took over from an
-/// older one; stamps of concurrent tenures collide, so `first_gen` alone cannot tell).
+/// when the base has another author: the base's author stamped it (a former coordinator that
+/// takes the role again merges a successor's table that took over from an older one; stamps
+/// of concurrent tenures collide, so `first_gen` alone cannot tell).
 /// Unknown (0) stamps and lineages (an older hbfence, a full block): it may have held it.
 fn never_held(stamp: u32, theirs: (u32, Option<Lineage>), base: (u32, Option<Lineage>)) -> bool {
     let Some(t) = theirs.1 else { return false };
