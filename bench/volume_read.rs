@@ -122,6 +122,7 @@ fn heartbeat(id: u32, cluster: [u8; 16]) -> Heartbeat {
         name: format!("kvm-{id:04}.rack{:02}.example.net", id / 40),
         verdicts,
         verdicts_in_pages: 0,
+        lineage: None,
         inventory: Default::default(),
     }
 }

@@ -163,6 +163,7 @@ mod readers {
             name: format!("host{id}"),
             verdicts: vec![],
             verdicts_in_pages: 0,
+            lineage: None,
             inventory: Default::default(),
         }
     }
@@ -385,6 +386,36 @@ mod readers {
         assert_eq!(out.status.code(), Some(1), "{all}");
         assert!(all.contains("confirmed FENCED") && all.contains("generation 3"), "{all}");
         assert!(!all.contains("is an eligible hbfence running"), "{all}");
+    }
+
+    /// A table's lineage (verdicts6) is shown by `dump`; a table without one shows none.
+    #[test]
+    fn dump_shows_a_verdict_tables_lineage() {
+        let v = volumes(1);
+        let mut r = coordinator(&v, 40, 9, vec![fenced(2, 22)]);
+        r.lineage = Some(format::Lineage { base_gen: 6, first_gen: 8, author_incarnation: 11 });
+        put(&v.paths[0], &r);
+        put(&v.paths[0], &record(&v, 2, 22, 9));
+        let dump = |json: bool| {
+            let mut args = vec!["dump", "--volume", v.paths[0].to_str().unwrap()];
+            if json {
+                args.push("--json");
+            }
+            hbfence(&args)
+        };
+        let j: serde_json::Value = serde_json::from_slice(&dump(true).stdout).unwrap();
+        let hosts = j["hosts"].as_array().expect("hosts");
+        let host = |id: u32| hosts.iter().find(|h| h["id"] == id).expect("a host").clone();
+        assert_eq!(
+            host(1)["lineage"],
+            serde_json::json!({"base_gen": 6, "first_gen": 8, "author_incarnation": 11})
+        );
+        assert_eq!(host(2)["lineage"], serde_json::Value::Null);
+        let out = text(&dump(false));
+        assert!(
+            out.contains("took in up to generation 6, its author's tenure from 8 (run 11)"),
+            "{out}"
+        );
     }
 
     #[test]

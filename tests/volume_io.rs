@@ -62,6 +62,7 @@ fn heartbeat(id: u32, seq: u64, cluster: [u8; 16]) -> format::Heartbeat {
         name: format!("h{id}"),
         verdicts: vec![],
         verdicts_in_pages: 0,
+        lineage: None,
         inventory: Default::default(),
     }
 }

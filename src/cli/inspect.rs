@@ -101,6 +101,8 @@ fn heartbeat_json(hb: &Heartbeat, now_wall: u64) -> Value {
         "coordinator": hb.coordinator,
         "verdict_gen": hb.verdict_gen,
         "verdict_author": hb.verdict_author,
+        // Which tables the table's chain of coordinators took in (null: unknown).
+        "lineage": hb.lineage.map(|l| json!({"base_gen": l.base_gen, "first_gen": l.first_gen, "author_incarnation": l.author_incarnation})),
         // The part of the table in verdict pages (`status` and `check` read them).
         "verdicts_in_pages": hb.verdicts_in_pages,
         "verdicts": hb.verdicts.iter().map(verdict_json).collect::<Vec<_>>(),
@@ -271,6 +273,12 @@ pub fn dump(a: &DumpArgs) -> CliResult {
                 v["block"] = json!(snap.geometry.heartbeat_block(id));
                 v["crc"] = json!("ok");
                 lines.push(heartbeat_line(hb, now));
+                if let Some(l) = hb.lineage {
+                    lines.push(format!(
+                        "    verdict table {}/{}: took in up to generation {}, its author's tenure from {} (run {})",
+                        hb.verdict_gen, hb.verdict_author, l.base_gen, l.first_gen, l.author_incarnation
+                    ));
+                }
                 lines.extend(hb.verdicts.iter().map(verdict_line));
                 if hb.verdicts_in_pages > 0 {
                     let pages = dump_verdict_pages(&snap, hb, &mut lines);

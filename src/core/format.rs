@@ -77,6 +77,11 @@ const OFF_VERDICTS: usize = 176;
 const VERDICT_SIZE: usize = 32;
 /// How many verdicts the heartbeat block itself carries; the rest go into verdict pages.
 pub const MAX_VERDICTS: usize = (OFF_INV_GEN - OFF_VERDICTS) / VERDICT_SIZE;
+/// A table's lineage ([`Lineage`]) sits in the last verdict slot of the block when that slot is
+/// spare: a magic, then the two generations. An older hbfence reads only `count` entries (and
+/// wrote the slot as zeros), so it never sees the trailer as a verdict; a full block has none.
+const OFF_LINEAGE: usize = OFF_VERDICTS + (MAX_VERDICTS - 1) * VERDICT_SIZE;
+const LINEAGE_MAGIC: u32 = u32::from_le_bytes(*b"LNG1");
 // Heartbeat: the VM inventory this host published (in the bytes behind the verdicts).
 const OFF_INV_GEN: usize = 4080;
 const OFF_INV_COUNT: usize = 4084;
@@ -373,6 +378,23 @@ pub struct Verdict {
     pub changed_gen: u32,
 }
 
+/// Which tables a verdict table's chain of coordinators took in (verdicts6): entries stamped
+/// ([`Verdict::changed_gen`]) at or below `base_gen` may have come with a table taken in,
+/// entries stamped above it are its authors' own. A three-way merge uses it to tell an entry
+/// the other table's chain withdrew from one it never held (`agent::coordinator`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lineage {
+    /// The highest generation the chain took in: the table its author continued from at
+    /// takeover, raised by the stamp of every entry taken from another table since.
+    pub base_gen: u32,
+    /// The first generation of its author's tenure.
+    pub first_gen: u32,
+    /// The incarnation of the agent run that wrote it: with `first_gen`, it tells apart two
+    /// tables of one (generation, author) that two runs of the author's host id wrote (a new
+    /// run that could not read a former run's last table on one volume: `view::table_order`).
+    pub author_incarnation: u64,
+}
+
 impl Verdict {
     /// What a verdict entry holds in the 2 bytes an older hbfence left zero: how many
     /// generations before the table's own it last changed, plus 1 (0: unknown).
@@ -420,6 +442,9 @@ pub struct Heartbeat {
     /// Decoded: how many verdicts of the table are in pages, not (yet) in `verdicts`
     /// (`view::complete_tables` reads them). Ignored when encoding.
     pub verdicts_in_pages: u32,
+    /// The table's lineage, when known: written by an hbfence that knows it, in a spare slot
+    /// (none in a full block).
+    pub lineage: Option<Lineage>,
     /// The writer's VM inventory: which generation its inventory blocks hold.
     pub inventory: InventoryInfo,
 }
@@ -850,6 +875,12 @@ pub fn encode_heartbeat_into(h: &Heartbeat, b: &mut Block) -> Result<(), EncodeE
     put_u16(b, OFF_VERDICT_COUNT, inline.len() as u16);
     put_u16(b, OFF_VERDICT_TOTAL, h.verdicts.len() as u16);
     put_verdicts(b, OFF_VERDICTS, inline, h.verdict_gen);
+    if let Some(l) = h.lineage.filter(|_| inline.len() < MAX_VERDICTS) {
+        put_u32(b, OFF_LINEAGE, LINEAGE_MAGIC);
+        put_u32(b, OFF_LINEAGE + 4, l.base_gen);
+        put_u32(b, OFF_LINEAGE + 8, l.first_gen);
+        put_u64(b, OFF_LINEAGE + 12, l.author_incarnation);
+    }
     put_u32(b, OFF_INV_GEN, h.inventory.gen);
     put_u16(b, OFF_INV_COUNT, h.inventory.count);
     put_u16(b, OFF_INV_FLAGS, h.inventory.flags);
@@ -1232,6 +1263,13 @@ fn decode_heartbeat(
         name,
         verdicts,
         verdicts_in_pages: (total - count) as u32,
+        lineage: (count < MAX_VERDICTS && get_u32(b, OFF_LINEAGE) == LINEAGE_MAGIC).then(|| {
+            Lineage {
+                base_gen: get_u32(b, OFF_LINEAGE + 4),
+                first_gen: get_u32(b, OFF_LINEAGE + 8),
+                author_incarnation: get_u64(b, OFF_LINEAGE + 12),
+            }
+        }),
         inventory: InventoryInfo {
             gen: get_u32(b, OFF_INV_GEN),
             count: get_u16(b, OFF_INV_COUNT),
@@ -1377,6 +1415,7 @@ mod tests {
                 changed_gen: 3,
             }],
             verdicts_in_pages: 0,
+            lineage: None,
             inventory: Default::default(),
         }
     }
@@ -1667,6 +1706,48 @@ mod tests {
         assert_eq!(d.verdicts[0].changed_gen, 0);
     }
 
+    /// A table's lineage rides in the last verdict slot when it is spare, behind a magic: what
+    /// an older hbfence decodes is the table alone (it reads `count` entries), a block of an
+    /// older writer (zeros there) has none, a full block has no room, and the trailer is under
+    /// the CRC. Without a lineage the bytes are what they were (golden blocks unchanged).
+    #[test]
+    fn a_lineage_rides_in_the_spare_verdict_slot_and_older_decoders_see_only_the_table() {
+        let lineage = Lineage { base_gen: 11, first_gen: 14, author_incarnation: u64::MAX - 3 };
+        let hb = Heartbeat { lineage: Some(lineage), ..heartbeat(1) };
+        let b = encode_heartbeat(&hb).unwrap();
+        assert_eq!(decode(&b), Decoded::Heartbeat(hb.clone()));
+        // What an older decoder reads: `count` entries, the table without the trailer.
+        let count = usize::from(get_u16(&b, OFF_VERDICT_COUNT));
+        assert_eq!(count, hb.verdicts.len());
+        assert_eq!(get_verdicts(&b, OFF_VERDICTS, count, hb.verdict_gen).unwrap(), hb.verdicts);
+        // Without a lineage, the block an hbfence before it wrote.
+        let plain = encode_heartbeat(&Heartbeat { lineage: None, ..hb.clone() }).unwrap();
+        assert!(plain[OFF_LINEAGE..OFF_LINEAGE + VERDICT_SIZE].iter().all(|&x| x == 0));
+        let mut old = b;
+        old[OFF_LINEAGE..OFF_LINEAGE + VERDICT_SIZE].fill(0);
+        seal(&mut old);
+        assert_eq!(old, plain);
+        assert_eq!(decode(&old), Decoded::Heartbeat(Heartbeat { lineage: None, ..hb.clone() }));
+        // Under the CRC.
+        let mut flipped = b;
+        flipped[OFF_LINEAGE + 5] ^= 1;
+        assert_eq!(decode(&flipped), Decoded::BadCrc);
+        // A table that fills the block leaves no spare slot: unknown, never a verdict misread.
+        let full = Heartbeat {
+            verdicts: (0..MAX_VERDICTS as u32)
+                .map(|i| Verdict { host_id: i + 2, ..hb.verdicts[0] })
+                .collect(),
+            ..hb.clone()
+        };
+        let Decoded::Heartbeat(d) = decode(&encode_heartbeat(&full).unwrap()) else { panic!() };
+        assert_eq!((d.lineage, d.verdicts.len()), (None, MAX_VERDICTS));
+        assert_eq!(d.verdicts, full.verdicts);
+        // One entry less: the trailer fits behind it.
+        let fits = Heartbeat { verdicts: full.verdicts[1..].to_vec(), ..full };
+        let Decoded::Heartbeat(d) = decode(&encode_heartbeat(&fits).unwrap()) else { panic!() };
+        assert_eq!((d.lineage, d.verdicts), (Some(lineage), fits.verdicts));
+    }
+
     fn arb_verdict() -> impl Strategy<Value = Verdict> {
         (1u32..=2000, 1u8..=3, 0u8..=5, any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
             |(host_id, k, m, incarnation, wall_ms, seq)| Verdict {
@@ -1788,8 +1869,17 @@ mod tests {
             ack in any::<u64>(), coord in any::<u32>(), gen in any::<u32>(), author in any::<u32>(),
             name in arb_name(),
             verdicts in proptest::collection::vec(arb_verdict(), 0..=MAX_VERDICTS),
-            inv in (any::<u32>(), any::<u16>(), any::<u16>(), any::<u32>())
+            inv in (any::<u32>(), any::<u16>(), any::<u16>(), any::<u32>()),
+            lineage in proptest::option::of((any::<u32>(), any::<u32>(), any::<u64>()))
         ) {
+            // A lineage only where the block has a spare verdict slot.
+            let lineage = lineage
+                .map(|(base_gen, first_gen, author_incarnation)| Lineage {
+                    base_gen,
+                    first_gen,
+                    author_incarnation,
+                })
+                .filter(|_| verdicts.len() < MAX_VERDICTS);
             // Stamps within the encodable window of the table's generation (0 = unknown).
             let verdicts = verdicts
                 .into_iter()
@@ -1802,6 +1892,7 @@ mod tests {
                 ack_nonce: ack, coordinator: coord, verdict_gen: gen, verdict_author: author, name,
                 verdicts,
                 verdicts_in_pages: 0,
+                lineage,
                 inventory: InventoryInfo { gen: inv.0, count: inv.1, flags: inv.2, age_ms: inv.3, write: None },
             };
             prop_assert_eq!(decode(&encode_heartbeat(&h).unwrap()), Decoded::Heartbeat(h));

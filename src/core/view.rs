@@ -276,9 +276,24 @@ pub fn newer_record(a: &Heartbeat, b: &Heartbeat) -> bool {
 }
 
 /// The order of verdict tables: generation, then the lower author. Only coordinators write
-/// new generations; everyone else republishes the newest one it read, unchanged.
-pub fn table_order(r: &Heartbeat) -> (u32, std::cmp::Reverse<u32>) {
-    (r.verdict_gen, std::cmp::Reverse(r.verdict_author))
+/// new generations; everyone else republishes the newest one it read, unchanged. Two runs of
+/// one host id can write the same (generation, author) with other contents: a new run that
+/// could not read its former run's last table (on one volume of three) takes over above what
+/// it saw, which may be that very generation (verdicts5's 3-volume residual). Their lineages
+/// tell them apart: the later tenure (a new run's starts above every generation of its host
+/// id it saw), then the author's incarnation, so every reader and every "only a newer table"
+/// rule settles on the same one; a table without a lineage comes first.
+pub fn table_order(r: &Heartbeat) -> TableOrder {
+    order_of(r.verdict_gen, r.verdict_author, r.lineage)
+}
+
+/// See [`table_order`].
+pub type TableOrder = (u32, std::cmp::Reverse<u32>, u32, u64);
+
+/// [`table_order`] of a table known by its parts.
+pub fn order_of(gen: u32, author: u32, lineage: Option<format::Lineage>) -> TableOrder {
+    let l = lineage.unwrap_or_default();
+    (gen, std::cmp::Reverse(author), l.first_gen, l.author_incarnation)
 }
 
 /// Merges the views of several reads (of several volumes, and retries of one volume): per
@@ -430,6 +445,7 @@ pub(crate) mod merge_tests {
             name: format!("host{id}"),
             verdicts: vec![],
             verdicts_in_pages: 0,
+            lineage: None,
             inventory: Default::default(),
         }
     }
@@ -441,6 +457,7 @@ pub(crate) mod merge_tests {
             verdict_author: id,
             verdicts,
             verdicts_in_pages: 0,
+            lineage: None,
             inventory: Default::default(),
             ..hb(id, 100 + id as u64, seq)
         }

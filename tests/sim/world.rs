@@ -31,7 +31,7 @@ use hbfence::core::format::{
     VerdictKind, BLOCK_SIZE,
 };
 use hbfence::core::timing::Timing;
-use hbfence::core::view::{decode_view, take_later_fenced, Slot};
+use hbfence::core::view::{decode_view, table_order, take_later_fenced, Slot};
 use hbfence::net::wire::NO_PERMIT_MAX_MS;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
@@ -3488,30 +3488,40 @@ impl World {
                 w.start <= t && t < w.end && matches!(w.kind, WinKind::Stall | WinKind::Eio)
             })
         };
+        let table_of = |q: Vec<usize>| -> QuorumTable {
+            let read = || q.iter().flat_map(|&v| &per_vol[v]);
+            // As readers order tables (`view::table_order`, lineages included).
+            let best = read().max_by_key(|hb| table_order(hb));
+            let set = best
+                .map(|b| {
+                    let mut verdicts = b.verdicts.clone();
+                    take_later_fenced(&mut verdicts, b.verdict_gen, read());
+                    verdicts
+                        .iter()
+                        .filter(|v| v.kind == VerdictKind::Fenced)
+                        .map(|v| (v.host_id, v.incarnation))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let at = best.map(|b| (b.verdict_gen, b.verdict_author));
+            (q, at, set)
+        };
+        // What every quorum's content shows, unreadable volumes included: a verdict on a write
+        // quorum of volumes. Only such a verdict is durable: a coordinator that dies before its
+        // table reached a second volume of three leaves it on one, and once a stalled volume
+        // answers again a quorum without that one shows the older table (seed 1763425: shown
+        // by the only readable quorum {0, 1} while volume 2 stalled, on volume 1 alone).
+        let durable: HashSet<(u32, u64)> = quorums
+            .iter()
+            .map(|q| table_of(q.clone()).2)
+            .reduce(|a, b| a.intersection(&b).copied().collect())
+            .unwrap_or_default();
         let quorums: Vec<Vec<usize>> =
             quorums.into_iter().filter(|q| !q.iter().any(|&v| unreadable(v))).collect();
         if quorums.is_empty() {
             return;
         }
-        let tables: Vec<QuorumTable> = quorums
-            .into_iter()
-            .map(|q| {
-                let read = || q.iter().flat_map(|&v| &per_vol[v]);
-                let best = read().max_by_key(|hb| (hb.verdict_gen, Reverse(hb.verdict_author)));
-                let set = best
-                    .map(|b| {
-                        let mut verdicts = b.verdicts.clone();
-                        take_later_fenced(&mut verdicts, b.verdict_gen, read());
-                        verdicts
-                            .iter()
-                            .filter(|v| v.kind == VerdictKind::Fenced)
-                            .map(|v| (v.host_id, v.incarnation))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                (q, best.map(|b| (b.verdict_gen, b.verdict_author)), set)
-            })
-            .collect();
+        let tables: Vec<QuorumTable> = quorums.into_iter().map(table_of).collect();
         let t = self.t;
         let all: HashSet<(u32, u64)> = tables
             .iter()
@@ -3547,6 +3557,10 @@ impl World {
             }
         }
         for &k in &all {
+            if !durable.contains(&k) && !self.reader.contains_key(&k) {
+                self.count("reader: a fenced verdict shown by every readable quorum, not yet on a write quorum");
+                continue;
+            }
             self.reader
                 .entry(k)
                 .or_insert(ReaderVerdict {

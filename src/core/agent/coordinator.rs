@@ -2,7 +2,7 @@
 //! `fenced`, and how tables pass from one coordinator to the next.
 
 use super::*;
-use crate::core::view::carries_table;
+use crate::core::view::{carries_table, order_of, TableOrder};
 
 impl Agent {
     /// A host that starts adopts the newest verdict table on the volume, its own block
@@ -12,7 +12,7 @@ impl Agent {
     /// run's older table replaced the newest one, `fenced` verdict and all).
     pub(super) fn inherit_verdicts(&mut self, view: &VolumeView) {
         self.inherited = true;
-        let held = (self.mirror_gen, std::cmp::Reverse(self.mirror_author));
+        let held = self.mirror_order();
         if let Some(r) = newest_table_record(view, None).filter(|r| table_order(r) > held) {
             self.adopt_verdicts(r);
         }
@@ -32,13 +32,19 @@ impl Agent {
         self.verdicts = by_host(&table.verdicts);
         self.verdict_gen = table.verdict_gen;
         self.verdict_author = table.verdict_author;
+        self.lineage = table.lineage;
         self.set_mirror(table);
+    }
+
+    fn mirror_order(&self) -> TableOrder {
+        order_of(self.mirror_gen, self.mirror_author, self.mirror_lineage)
     }
 
     fn set_mirror(&mut self, table: &Heartbeat) {
         self.mirror.clone_from(&table.verdicts);
         self.mirror_gen = table.verdict_gen;
         self.mirror_author = table.verdict_author;
+        self.mirror_lineage = table.lineage;
         self.max_gen_seen = self.max_gen_seen.max(table.verdict_gen);
     }
 
@@ -88,7 +94,7 @@ impl Agent {
                 tables.filter(|r| r.verdict_author != own || r.host_id == own).collect();
             others.sort_by_key(|r| table_order(r));
             for r in others {
-                if table_order(r) > (self.mirror_gen, std::cmp::Reverse(self.mirror_author)) {
+                if table_order(r) > self.mirror_order() {
                     self.merge_table(r);
                 } else if r.verdict_gen >= self.mirror_gen {
                     self.take_fenced_of_concurrent(r);
@@ -96,8 +102,7 @@ impl Agent {
             }
             return;
         }
-        let base = (self.mirror_gen, std::cmp::Reverse(self.mirror_author));
-        if table_order(r) > base && !self.holding_out_for_merge(r) {
+        if table_order(r) > self.mirror_order() && !self.holding_out_for_merge(r) {
             self.adopt_verdicts(r);
         }
     }
@@ -106,8 +111,13 @@ impl Agent {
     /// continued from (see [`Agent::mirror_coordinator`]).
     fn merge_table(&mut self, r: &Heartbeat) {
         let own = self.p.host_id;
-        let merged = merge_tables(&self.mirror, &self.verdicts, &r.verdicts);
+        let base = (self.mirror_author, self.mirror_lineage);
+        let merged = merge_tables(&self.mirror, &self.verdicts, &r.verdicts, |stamp| {
+            never_held(stamp, (r.verdict_author, r.lineage), base)
+        });
         let theirs = by_host(&r.verdicts);
+        let taken = merged.iter().filter(|(id, v)| self.verdicts.get(id) != Some(v));
+        self.took_in(taken.map(|(_, v)| v.changed_gen).max().unwrap_or(0));
         let changed = merged != self.verdicts;
         // Readers must not prefer `r` while it lacks our changes; equal contents need no
         // new generation (two coordinators would otherwise outbid each other forever).
@@ -149,11 +159,21 @@ impl Agent {
             if !ended {
                 self.fences.remove(&v.host_id);
                 self.verdicts.insert(v.host_id, *v);
+                self.took_in(v.changed_gen);
                 changed = true;
             }
         }
         if changed {
             self.table_changed();
+        }
+    }
+
+    /// This coordinator's table took another table's entries, stamped up to `gen`: its chain
+    /// may hold anything stamped up to there, and only what it stamped above is its own
+    /// ([`Lineage`]). Only what it took counts: its own entries a merge kept stay its own.
+    fn took_in(&mut self, gen: u32) {
+        if let Some(l) = self.lineage.as_mut() {
+            l.base_gen = l.base_gen.max(gen);
         }
     }
 
@@ -267,11 +287,18 @@ impl Agent {
                 // generation above every table on the volumes: readers pick the highest.
                 self.verdict_gen = self.verdict_gen.max(self.max_gen_seen).saturating_add(1);
                 self.verdict_author = self.p.host_id;
+                // The chain holds the mirror's table; what it stamps from here on is its own.
+                self.lineage = Some(Lineage {
+                    base_gen: self.mirror_gen,
+                    first_gen: self.verdict_gen,
+                    author_incarnation: self.p.incarnation,
+                });
             } else if was == own {
                 // Stepping down: keep republishing the last table this host wrote.
                 self.mirror = self.verdicts.values().copied().collect();
                 self.mirror_gen = self.verdict_gen;
                 self.mirror_author = self.verdict_author;
+                self.mirror_lineage = self.lineage;
             }
             let detail = format!(
                 "coordinator {} -> {}",
@@ -515,16 +542,31 @@ fn by_host(table: &[Verdict]) -> BTreeMap<u32, Verdict> {
     table.iter().map(|v| (v.host_id, *v)).collect()
 }
 
+/// Whether the chain of their table (author, lineage) never held a base entry stamped `stamp`
+/// that their table lacks, so the lack is no withdrawal. Their chain held what it took in
+/// (stamped up to its `base_gen`) and what it stamped itself (from its `first_gen` on). A
+/// stamp between the two is another chain's. So is one above the base table's own intake
+/// when the base has another author: the base's author stamped it (a former coordinator that
+/// takes the role again merges a successor's table that took over from an older one; stamps
+/// of concurrent tenures collide, so `first_gen` alone cannot tell).
+/// Unknown (0) stamps and lineages (an older hbfence, a full block): it may have held it.
+fn never_held(stamp: u32, theirs: (u32, Option<Lineage>), base: (u32, Option<Lineage>)) -> bool {
+    let Some(t) = theirs.1 else { return false };
+    let base_authors_own = base.0 != theirs.0 && base.1.is_some_and(|b| stamp > b.base_gen);
+    stamp != 0 && stamp > t.base_gen && (stamp < t.first_gen || base_authors_own)
+}
+
 /// Three-way merge of verdict tables: per host, a side that changed its entry since `base`
 /// wins; when both changed it, `fenced` wins (a true fact about an incarnation, S1), else the
 /// larger entry, so two coordinators merging each other's tables reach the same result. An
-/// entry of theirs stamped before the base's is no change since the base (see below).
-/// An entry theirs lacks is still taken for a withdrawal: without tombstones nothing tells it
-/// from one their table never had (verdicts5, FINDINGS).
+/// entry of theirs stamped before the base's is no change since the base (see below). An
+/// entry theirs lacks is a withdrawal unless `never_held` says their chain never had it
+/// (stamp and [`Lineage`]): then it is no change of theirs either.
 fn merge_tables(
     base: &[Verdict],
     ours: &BTreeMap<u32, Verdict>,
     theirs: &[Verdict],
+    never_held: impl Fn(u32) -> bool,
 ) -> BTreeMap<u32, Verdict> {
     let find = |t: &[Verdict], id: u32| t.iter().find(|v| v.host_id == id).copied();
     let rank = |v: &Option<Verdict>| {
@@ -543,7 +585,8 @@ fn merge_tables(
     };
     for id in ids {
         let (b, o, t) = (find(base, id), ours.get(&id).copied(), find(theirs, id));
-        let pick = if o == b && !older_than(t, b) {
+        let not_theirs = t.is_none() && b.is_some_and(|b| never_held(b.changed_gen));
+        let pick = if o == b && !older_than(t, b) && !not_theirs {
             t
         } else if t == b || t == o {
             o
@@ -563,6 +606,15 @@ fn merge_tables(
 mod merge_tests {
     use super::*;
 
+    /// Without lineages: an entry theirs lacks is a withdrawal.
+    fn merge(
+        base: &[Verdict],
+        ours: &BTreeMap<u32, Verdict>,
+        theirs: &[Verdict],
+    ) -> BTreeMap<u32, Verdict> {
+        merge_tables(base, ours, theirs, |_| false)
+    }
+
     fn v(id: u32, kind: VerdictKind, incarnation: u64) -> Verdict {
         Verdict {
             host_id: id,
@@ -581,14 +633,14 @@ mod merge_tests {
         // We withdrew 3 (it rejoined) and started fencing 4; they fenced 2 and kept 3.
         let ours = by_host(&[v(2, VerdictKind::Fencing, 20), v(4, VerdictKind::Fencing, 40)]);
         let theirs = [v(2, VerdictKind::Fenced, 20), v(3, VerdictKind::Fenced, 30)];
-        let merged = merge_tables(&base, &ours, &theirs);
+        let merged = merge(&base, &ours, &theirs);
         assert_eq!(
             merged.values().copied().collect::<Vec<_>>(),
             vec![v(2, VerdictKind::Fenced, 20), v(4, VerdictKind::Fencing, 40)],
             "their fenced verdict kept, our withdrawal not undone, our new entry kept"
         );
         // A withdrawal of theirs is not undone by our unchanged copy either.
-        let merged = merge_tables(&base, &by_host(&base), &[v(2, VerdictKind::Fencing, 20)]);
+        let merged = merge(&base, &by_host(&base), &[v(2, VerdictKind::Fencing, 20)]);
         assert_eq!(merged.values().copied().collect::<Vec<_>>(), vec![base[0]]);
     }
 
@@ -599,18 +651,46 @@ mod merge_tests {
         let stamped = |kind, gen| Verdict { changed_gen: gen, ..v(2, kind, 20) };
         let base = [stamped(VerdictKind::Fenced, 3)];
         let theirs = [stamped(VerdictKind::Fencing, 2)];
-        let merged = merge_tables(&base, &by_host(&base), &theirs);
+        let merged = merge(&base, &by_host(&base), &theirs);
         assert_eq!(merged[&2], base[0], "an older fencing entry replaced fenced");
         // Stamped after the base's: a change of theirs, which wins.
         let theirs = [stamped(VerdictKind::FenceFailed, 4)];
-        assert_eq!(merge_tables(&base, &by_host(&base), &theirs)[&2], theirs[0]);
+        assert_eq!(merge(&base, &by_host(&base), &theirs)[&2], theirs[0]);
         // Unknown stamps order nothing: the three-way rule as before.
         let theirs = [stamped(VerdictKind::Fencing, 0)];
-        assert_eq!(merge_tables(&base, &by_host(&base), &theirs)[&2], theirs[0]);
+        assert_eq!(merge(&base, &by_host(&base), &theirs)[&2], theirs[0]);
         // As a conflict, an older `fenced` of theirs still wins over ours.
         let base = [stamped(VerdictKind::FenceFailed, 3)];
         let theirs = [stamped(VerdictKind::Fenced, 2)];
-        assert_eq!(merge_tables(&base, &by_host(&base), &theirs)[&2], theirs[0]);
+        assert_eq!(merge(&base, &by_host(&base), &theirs)[&2], theirs[0]);
+    }
+
+    /// Their table lacks an entry of the base: a withdrawal if their chain could have held it,
+    /// kept if its stamp is one their chain never took in nor stamped.
+    #[test]
+    fn a_lack_is_a_withdrawal_only_where_their_chain_could_have_held_the_entry() {
+        let l = |base_gen, first_gen| Some(Lineage { base_gen, first_gen, author_incarnation: 7 });
+        // Their chain took in up to 3, stamped from 9 on; the base (author 2) took in up to 0.
+        let theirs = (1, l(3, 9));
+        let base = (2, l(0, 1));
+        assert!(never_held(5, theirs, base), "between their intake and their tenure");
+        assert!(!never_held(3, theirs, base), "taken in with a table");
+        assert!(!never_held(0, theirs, base), "unknown stamp");
+        assert!(!never_held(5, (1, None), base), "unknown lineage (an older hbfence)");
+        // Stamped in their tenure's numbers: the base's author's own if the base is another
+        // author's and took in less; their own (withdrawn) if the base is theirs.
+        assert!(never_held(10, theirs, base));
+        assert!(!never_held(10, theirs, (1, l(0, 1))));
+        assert!(!never_held(10, theirs, (2, l(10, 1))), "the base took it in: anybody's");
+        assert!(!never_held(10, theirs, (2, None)));
+        // In a merge: kept where never held, withdrawn where it could have been.
+        let stamped = |gen| Verdict { changed_gen: gen, ..v(3, VerdictKind::Fenced, 30) };
+        let b = [stamped(5)];
+        let kept = merge_tables(&b, &by_host(&b), &[], |s| never_held(s, theirs, base));
+        assert_eq!(kept.get(&3), Some(&b[0]));
+        let b = [stamped(3)];
+        let gone = merge_tables(&b, &by_host(&b), &[], |s| never_held(s, theirs, base));
+        assert_eq!(gone.get(&3), None);
     }
 
     #[test]
@@ -618,8 +698,8 @@ mod merge_tests {
         let base = [v(2, VerdictKind::Fencing, 20)];
         let a = [v(2, VerdictKind::FenceFailed, 20), v(5, VerdictKind::Fencing, 50)];
         let b = [v(2, VerdictKind::Fenced, 20), v(5, VerdictKind::FenceFailed, 50)];
-        let ab = merge_tables(&base, &by_host(&a), &b);
-        let ba = merge_tables(&base, &by_host(&b), &a);
+        let ab = merge(&base, &by_host(&a), &b);
+        let ba = merge(&base, &by_host(&b), &a);
         assert_eq!(ab, ba);
         assert_eq!(ab[&2].kind, VerdictKind::Fenced);
     }

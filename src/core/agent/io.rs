@@ -103,17 +103,25 @@ impl Agent {
         let due = now >= self.next_cycle_at;
         // A suspicion is confirmed by a read that starts now.
         let recheck = std::mem::take(&mut self.recheck);
-        // A coordinator publishes a changed verdict table at once, not an interval later.
-        let publish = (self.is_coordinator()
-            && self.verdict_gen != self.published_gen
-            && self.phase == Phase::Running)
-            || recheck;
+        // A coordinator publishes a changed verdict table at once, not an interval later, on
+        // each volume as soon as that volume is free: a volume still busy with its previous
+        // cycle when the table changed takes it when that cycle ends (soak seed 1763425: the
+        // coordinator died before its next regular cycle, its `fenced` verdict on one volume
+        // of three).
+        let publishing = self.is_coordinator() && self.phase == Phase::Running;
+        let publish = |v: usize, vol: &Vol| {
+            recheck
+                || (publishing
+                    && vol.published_gen != self.verdict_gen
+                    && self.may_write_own_block(v))
+        };
         // A volume whose last cycle failed is retried early: a short storage blip then costs
         // the lease only its own length, not an extra interval.
         let retry: Vec<usize> = (0..self.vols.len())
             .filter(|&v| {
                 let vol = &self.vols[v];
-                vol.in_flight.is_none() && (publish || vol.retry_at.is_some_and(|t| now >= t))
+                vol.in_flight.is_none()
+                    && (publish(v, vol) || vol.retry_at.is_some_and(|t| now >= t))
             })
             .collect();
         if !due && retry.is_empty() {
@@ -199,7 +207,7 @@ impl Agent {
             // read-back there: its first read comes at once.
             let read_at = if self.vols[v].healthy && written.is_some() { now + wait } else { now };
             if written.is_some() {
-                self.published_gen = self.verdict_gen;
+                self.vols[v].published_gen = self.verdict_gen;
             }
             self.vols[v].in_flight =
                 Some(InFlight { cycle: self.cycle, started: now, written, read_at });
@@ -290,15 +298,15 @@ impl Agent {
         }
         // Every host republishes the table it holds (S8: the table outlives its coordinator's
         // block); only the coordinator's own is its working copy.
-        let (verdict_gen, verdict_author) = if self.is_coordinator() {
+        let (verdict_gen, verdict_author, lineage) = if self.is_coordinator() {
             table.clear();
             if !self.verdicts.is_empty() {
                 table.extend(self.publishable_verdicts().0);
             }
-            (self.verdict_gen, self.verdict_author)
+            (self.verdict_gen, self.verdict_author, self.lineage)
         } else {
             table.clone_from(&self.mirror);
-            (self.mirror_gen, self.mirror_author)
+            (self.mirror_gen, self.mirror_author, self.mirror_lineage)
         };
         name.clone_from(&self.p.name);
         Heartbeat {
@@ -319,6 +327,7 @@ impl Agent {
             name,
             verdicts: table,
             verdicts_in_pages: 0,
+            lineage,
             inventory: Default::default(),
         }
     }

@@ -9,8 +9,8 @@
 
 use super::events::{Event, EventKind};
 use super::format::{
-    self, caps, BootId, ClusterId, Command, FenceMethodKind, Heartbeat, HostState, Verdict,
-    VerdictKind,
+    self, caps, BootId, ClusterId, Command, FenceMethodKind, Heartbeat, HostState, Lineage,
+    Verdict, VerdictKind,
 };
 use super::header as hdr;
 pub use super::header::Membership;
@@ -411,6 +411,8 @@ struct Vol {
     /// one sent with the write under way.
     inventory_on_volume: Option<inventory::OnVolume>,
     inventory_in_flight: Option<inventory::OnVolume>,
+    /// Generation of the verdict table in the last record sent to this volume.
+    published_gen: u32,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -489,12 +491,13 @@ pub struct Agent {
     mirror: Vec<Verdict>,
     mirror_gen: u32,
     mirror_author: u32,
+    /// The lineage of the coordinator's own table ([`Lineage`]) and of the mirror.
+    lineage: Option<Lineage>,
+    mirror_lineage: Option<Lineage>,
     /// Hosts whose verdict did not fit in the last published table.
     unpublished: Vec<u32>,
     /// Highest table generation seen in any block.
     max_gen_seen: u32,
-    /// Generation of the verdict table in the last record sent to the volumes.
-    published_gen: u32,
     inherited: bool,
     coordinator: Option<u32>,
     judge_from: u64,
@@ -589,9 +592,10 @@ impl Agent {
             mirror: Vec::new(),
             mirror_gen: 0,
             mirror_author: 0,
+            lineage: None,
+            mirror_lineage: None,
             max_gen_seen: 0,
             unpublished: Vec::new(),
-            published_gen: 0,
             inherited: false,
             coordinator: None,
             judge_from: now.mono,
