@@ -4024,6 +4024,45 @@ fn the_judge_counts_against_every_membership_a_peer_may_hold() {
     assert_eq!(a.survival_excluded(3, T.watchdog_timeout_ms), Ok(()));
 }
 
+/// Soak seed 1882270: a coordinator restarted while one of its three volumes failed (EIO from
+/// its start, so it may not write there). Its table changed (a fence attempt failed) while the
+/// other two volumes were busy with their write cycles: the failing volume was started again at
+/// once after each error, for the table it could not take, and every such cycle used up a
+/// sequence number (123 to 355 in half a second). Its peers took the jump for a forged record,
+/// followed the host's real writes no more, and fenced the live host. Sequence numbers are
+/// used by writes only, and a volume that cannot take the table is not restarted for it.
+#[test]
+fn a_volume_that_cannot_take_the_table_is_not_restarted_for_it() {
+    let mut s = Sim::with_volumes(0, 3);
+    s.dead_volumes.push(0);
+    let mut p = AgentParams { volumes: 3, ..params(1) };
+    p.fence_methods.insert(2, FenceMethodKind::Ipmi);
+    s.add(p);
+    s.add(AgentParams { volumes: 3, ..params(2) });
+    s.run(5 * T.interval_ms);
+    assert!(s.host(1).agent.is_coordinator());
+    s.kill(2);
+    s.run(T.suspect_after_ms + 2 * T.interval_ms);
+    assert_eq!(s.hosts[0].fences, vec![2], "fencing did not start");
+    // The attempt fails while volumes 1 and 2 wait for their read-backs.
+    s.run_until_written(0, 1);
+    let before = s.host(1).agent.seq();
+    let failed = Err("BMC unreachable".to_string());
+    s.feed(0, Input::FenceDone { peer: 2, method: FenceMethodKind::Ipmi, result: failed });
+    let mut cycles_on_0 = std::collections::BTreeSet::new();
+    for _ in 0..T.interval_ms / 10 {
+        s.run(10);
+        cycles_on_0
+            .extend(s.hosts[0].pending.iter().filter(|io| io.volume == 0).map(|io| io.cycle));
+    }
+    // The regular cycle, and the new table on each volume as it becomes free.
+    let used = s.host(1).agent.seq() - before;
+    assert!(used <= 1 + 3, "{used} sequence numbers in one interval");
+    // The failing volume is retried every RETRY_MS, besides the regular cycle.
+    let most = (T.interval_ms / RETRY_MS + 1) as usize;
+    assert!(cycles_on_0.len() <= most, "{} cycles on volume 0 (at most {most})", cycles_on_0.len());
+}
+
 /// Soak seeds 1805101, 1809936: two membership changes within one read cycle. The judge held
 /// epoch 1 and read only epoch 3; host 3 had stated epoch 2. Without epoch 2 the judge cannot
 /// tell what host 3 counted as a majority, so it never used the watchdog bound (a dead host
