@@ -232,7 +232,14 @@ impl Agent {
         // overwriting it is a second writer.
         let probed_run = self.probe_found.contains(&r.incarnation)
             || self.probe_found_boots.contains(&r.boot_id);
-        if probed_run && !self.vols[v].own_write_seen {
+        // The same for any run of another boot on a volume where the probe read the own block
+        // torn: that is a run the probe found without learning which (soak seeds 1771016,
+        // 1777841: a former run's last writes landed torn while the probe read, then a lagging
+        // volume replayed its whole record after this agent's start). Until our write is read
+        // back there, that volume renews nothing of our lease; from then on, records there
+        // are judged as on any volume (and a twin reads our records in its own block too).
+        let unknown_history = self.vols[v].probe_own_unreadable;
+        if (probed_run || unknown_history) && !self.vols[v].own_write_seen {
             return false;
         }
         let floor = self.probe_seq.max(self.vols[v].own_block_floor.unwrap_or(0));
@@ -466,6 +473,9 @@ impl Agent {
                     *since += gap;
                 }
             }
+        }
+        if view.unreadable.iter().any(|&(id, _)| id == self.p.host_id) {
+            self.vols[v].probe_own_unreadable = true;
         }
         // The highest sequence of the own block seen so far by this probe, on any volume.
         let seen_before = self.seq;

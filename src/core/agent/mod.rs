@@ -381,6 +381,10 @@ struct Vol {
     probe_last_read: Option<u64>,
     /// A read of this volume has shown one of this agent's own writes.
     own_write_seen: bool,
+    /// A probe read of this volume showed the own block unreadable (torn or corrupt): a
+    /// write the probe could not identify landed there, so the volume holds a run's history
+    /// the probe never saw (soak seeds 1771016, 1777841).
+    probe_own_unreadable: bool,
     /// Its latest timely read showed the past, or was the first after one that did: every
     /// peer writing lately was at least two writes behind what this agent had already taken
     /// from other reads (a replica lagging behind, or gone back in time).

@@ -1774,6 +1774,50 @@ fn an_unknown_runs_record_shown_as_a_lagging_volume_catches_up_is_not_a_collisio
     assert_eq!(s.host(1).exit, Some(EXIT_HOST_ID_IN_USE), "the second writer went unnoticed");
 }
 
+/// Soak seeds 1771016 and 1777841 (one volume): run A of the host's previous boot kept writing
+/// through EIO, its last writes landing torn or whole, and self-fenced; every read of the new
+/// run's probe showed the own block torn, so the probe found no run (floor 0, continued from
+/// 0). Then the volume served content 32 s old and, after this agent had started writing
+/// (read back nowhere), showed A's whole last record (seq 229): a run of a boot the probe never
+/// found, past the floor, and no peer wrote lately to show the past: exit 76, the host left
+/// unguarded. A torn own block in the probe is a run the probe found without learning which:
+/// history until this agent's write is read back there; after that, a writer is judged as before.
+#[test]
+fn a_former_runs_record_on_a_volume_where_the_probe_read_the_own_block_torn_is_not_a_collision() {
+    let mut s = Sim::with_volumes(0, 1);
+    let block = GEO.heartbeat_block(1) as usize;
+    let run_a = fake_of_boot(1, 7777, 228, 0, 0xee);
+    s.put(&run_a);
+    // A's write of 229 lands torn over 228, and the probe reads only that.
+    let last_of_a = Heartbeat { seq: 229, ..run_a.clone() };
+    let whole = encode_heartbeat(&last_of_a).unwrap();
+    s.disks[0][block][..512].copy_from_slice(&whole[..512]);
+    assert!(s.view(0).unreadable.iter().any(|&(id, _)| id == 1));
+    // The volume serves a lagging replica from now on: this agent's writes land unseen.
+    s.stale_replica = Some((0, s.disks[0].clone()));
+    s.add(AgentParams { volumes: 1, ..params(1) });
+    s.run(5_000);
+    assert_eq!(s.host(1).agent.phase(), Phase::Running);
+    // The lag moves on to A's whole record, landed before this agent started.
+    let (_, copy) = s.stale_replica.as_mut().unwrap();
+    copy[block] = whole;
+    s.run(3 * T.interval_ms);
+    assert_eq!(
+        s.host(1).exit,
+        None,
+        "a former run's record behind a probe that read the block torn was taken for a twin"
+    );
+    // The lag ends and this agent's writes are read back; A writing again is a second writer.
+    s.stale_replica = None;
+    s.run(2 * T.interval_ms);
+    assert_eq!(s.record_of(1).incarnation, s.host(1).agent.params().incarnation);
+    assert_eq!(s.host(1).exit, None);
+    s.run_until_written(0, 0);
+    s.disks[0][block] = encode_heartbeat(&Heartbeat { seq: 230, ..run_a }).unwrap();
+    s.run(T.interval_ms);
+    assert_eq!(s.host(1).exit, Some(EXIT_HOST_ID_IN_USE), "the second writer went unnoticed");
+}
+
 /// Simulation seed 1445 (LEFT): a run that left cleanly wrote `leaving` on a write quorum; the
 /// third volume missed its last writes and still held an older `active` record of this boot
 /// with an armed watchdog. The restarted agent's probe took that record for an expired lease
