@@ -226,16 +226,14 @@ pub fn open_volumes(config: &Config) -> Result<(Vec<(Volume, Header)>, Header), 
     }
     // An older agent would survive on permits under this timing, and this one, ignoring
     // survival, would judge it by the watchdog bound: so it does not run beside them.
-    if m.outage_survival && !m.members.is_empty() {
-        if let Err(e) = first.timing.validate_outage_survival() {
-            return Err(StartError::config(format!(
-                "outage survival is on in the volume header, but this agent's I/O cycle needs the rule \"{}\" for it ({}): switch it off with `hbfence outage-survival off --config {}` on any host, or move the cluster to a volume initialised with --lease-timeout {} or more; then start again",
-                e.rule,
-                e.detail,
-                crate::config::DEFAULT_CONFIG,
-                first.timing.outage_survival_min_lease_ms() / 1000
-            )));
-        }
+    if let Some(e) = m.survival_timing_error(&first.timing) {
+        return Err(StartError::config(format!(
+            "outage survival is on in the volume header, but this agent's I/O cycle needs the rule \"{}\" for it ({}): switch it off with `hbfence outage-survival off --config {}` on any host, or move the cluster to a volume initialised with --lease-timeout {} or more; then start again",
+            e.rule,
+            e.detail,
+            crate::config::DEFAULT_CONFIG,
+            first.timing.outage_survival_min_lease_ms() / 1000
+        )));
     }
     let header = Header {
         members: m.members,
@@ -263,7 +261,11 @@ fn spawn_io_thread(
     // This volume's header as last accepted: its membership follows the operator's changes.
     let mut current = header;
     let mut damage: Option<String> = None;
-    let _ = tx.send(Input::MembershipRead { volume: index, membership: Membership::of(&current) });
+    let _ = tx.send(Input::MembershipRead {
+        volume: index,
+        membership: Membership::of(&current),
+        earlier: current.earlier_memberships.clone(),
+    });
     let mut volume_members = explicit_members(&current.members);
     let read_all = std::env::var_os(READ_ALL_ENV).is_some_and(|v| v == "1");
     let mut planner = ReadPlanner::new(geo, own_id, &peers, read_all);
@@ -366,8 +368,8 @@ fn spawn_io_thread(
                         let block0 = &raw[..format::BLOCK_SIZE];
                         header_block = Some(match check_header(block0, &current) {
                             HeaderCheck::Same => None,
-                            HeaderCheck::Newer(m) => {
-                                newer = Some(m);
+                            HeaderCheck::Newer { membership, earlier } => {
+                                newer = Some((membership, earlier));
                                 None
                             }
                             HeaderCheck::Damaged(why) => Some(match format::decode(block0) {
@@ -386,7 +388,7 @@ fn spawn_io_thread(
                     }
                     view.decode_blocks(first, raw, geo, &cluster);
                 }
-                if let (Ok(()), Some(m)) = (&result, newer) {
+                if let (Ok(()), Some((m, earlier))) = (&result, newer) {
                     // Members added by this header are read in this very cycle: the join
                     // bound is one interval from the header write.
                     if !m.is_open() {
@@ -405,8 +407,10 @@ fn spawn_io_thread(
                     current.members.clone_from(&m.members);
                     current.members_epoch = m.epoch;
                     current.outage_survival = m.outage_survival;
+                    current.earlier_memberships.clone_from(&earlier);
                     volume_members = explicit_members(&current.members);
-                    let _ = tx.send(Input::MembershipRead { volume: index, membership: m });
+                    let _ =
+                        tx.send(Input::MembershipRead { volume: index, membership: m, earlier });
                 }
                 let read = result
                     .map(|()| {

@@ -238,6 +238,12 @@ fn members_change_while_the_agents_run() {
     assert!(wait_until(Duration::from_secs(3), || {
         hosts[..2].iter().all(|h| epoch(h) == Some(3))
     }));
+    // The header names the memberships it replaced, newest first.
+    let earlier = &dump(&volume)["header"]["earlier_memberships"];
+    let epochs: Vec<u64> =
+        earlier.as_array().unwrap().iter().map(|m| m["members_epoch"].as_u64().unwrap()).collect();
+    assert_eq!(epochs, [2, 1, 0], "{earlier}");
+    assert_eq!(earlier[0]["members"], serde_json::json!([1, 2]));
     third.start();
     let wrote = wait_until(Duration::from_secs(15), || host_record(&dump(&volume), 4).is_some());
     assert!(wrote, "host 4 never wrote:\n{}", third.log_text());

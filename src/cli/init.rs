@@ -171,6 +171,7 @@ pub fn run(a: &InitArgs) -> CliResult {
         members_epoch: u32::from(!members.is_empty()),
         members,
         outage_survival: a.outage_survival.is_on(),
+        earlier_memberships: Vec::new(),
     };
     write_volume(&volume, &header)?;
     println!(

@@ -66,6 +66,11 @@ fn header_json(h: &Header) -> Value {
         "members": h.members,
         "members_epoch": h.members_epoch,
         "outage_survival": h.outage_survival,
+        "earlier_memberships": h.earlier_memberships.iter().map(|m| json!({
+            "members": m.members,
+            "members_epoch": m.epoch,
+            "outage_survival": m.outage_survival,
+        })).collect::<Vec<_>>(),
         "timing_ms": {
             "interval": t.interval_ms,
             "io_timeout": t.io_timeout_ms,
@@ -357,6 +362,10 @@ pub fn dump(a: &DumpArgs) -> CliResult {
         Membership::of(h).describe(),
         if h.outage_survival { "on" } else { "off" }
     );
+    if !h.earlier_memberships.is_empty() {
+        let earlier: Vec<String> = h.earlier_memberships.iter().map(Membership::describe).collect();
+        println!("earlier memberships: {}", earlier.join("; "));
+    }
     if lines.is_empty() {
         println!("(every host block is empty: no host has written yet)");
     }

@@ -131,6 +131,18 @@ impl Opened {
         (newest, agree)
     }
 
+    /// What a change replaces: the newest membership and the ones before it, newest first, as
+    /// many as a header carries (a judge that missed a change still knows each epoch).
+    fn earlier_memberships(&self) -> Vec<Membership> {
+        let Some((_, newest)) = self.volumes.iter().max_by_key(|(_, h)| h.members_epoch) else {
+            return Vec::new();
+        };
+        let mut earlier = vec![Membership::of(newest)];
+        earlier.extend(newest.earlier_memberships.iter().cloned());
+        earlier.truncate(format::EARLIER_MEMBERSHIPS);
+        earlier
+    }
+
     fn header(&self) -> &Header {
         &self.volumes[0].1
     }
@@ -190,6 +202,7 @@ impl Opened {
     fn write(&self, m: &Membership) -> CliResult {
         self.unchanged_since_open()?;
         let epoch = self.newest().0.epoch + 1;
+        let earlier = self.earlier_memberships();
         let mut failed = Vec::new();
         let mut written = Vec::new();
         for (vol, h) in &self.volumes {
@@ -197,6 +210,7 @@ impl Opened {
                 members: m.members.clone(),
                 members_epoch: epoch,
                 outage_survival: m.outage_survival,
+                earlier_memberships: earlier.clone(),
                 ..h.clone()
             };
             match write_header(vol, &new) {
@@ -447,6 +461,7 @@ mod tests {
             members: vec![1, 2, 3],
             members_epoch: 1,
             outage_survival: false,
+            earlier_memberships: Vec::new(),
         };
         let bytes = Geometry { max_hosts: 8 }.total_blocks() * format::BLOCK_SIZE as u64;
         std::fs::File::create(&path).unwrap().set_len(bytes).unwrap();
@@ -513,14 +528,34 @@ mod tests {
         assert!(!err.message.contains("a.vol"), "{err}");
     }
 
-    /// Without a meeting change, the command writes every volume.
+    /// Without a meeting change, the command writes every volume, with the memberships it
+    /// replaced, newest first, as many as a header carries.
     #[test]
     fn a_change_alone_is_written_to_every_volume() {
         let (_dir, a, b, header) = two_volumes();
         let v = opened(&[&a, &b]);
         v.write(&Membership { members: vec![1, 2], ..Membership::of(&header) }).unwrap();
+        let earlier = vec![Membership::of(&header)];
         for p in [&a, &b] {
-            assert_eq!(read(p), Header { members: vec![1, 2], members_epoch: 2, ..header.clone() });
+            let expected = Header {
+                members: vec![1, 2],
+                members_epoch: 2,
+                earlier_memberships: earlier.clone(),
+                ..header.clone()
+            };
+            assert_eq!(read(p), expected);
         }
+        for _ in 0..format::EARLIER_MEMBERSHIPS + 3 {
+            let v = opened(&[&a, &b]);
+            let (m, _) = v.newest();
+            v.write(&Membership { outage_survival: !m.outage_survival, ..m }).unwrap();
+        }
+        let last = read(&a);
+        assert_eq!(last.members_epoch, 2 + format::EARLIER_MEMBERSHIPS as u32 + 3);
+        let epochs: Vec<u32> = last.earlier_memberships.iter().map(|m| m.epoch).collect();
+        let newest_first: Vec<u32> =
+            (0..format::EARLIER_MEMBERSHIPS as u32).map(|i| last.members_epoch - 1 - i).collect();
+        assert_eq!(epochs, newest_first);
+        assert_eq!(read(&b), last);
     }
 }

@@ -152,6 +152,7 @@ pub fn run(a: &RestoreArgs) -> CliResult {
         members,
         members_epoch: a.members_epoch,
         outage_survival: a.outage_survival.is_on(),
+        earlier_memberships: Vec::new(),
     };
     check_restore(&header, &census, volume.blocks()).map_err(|e| refused(path, &e))?;
     let mut buf = AlignedBuf::new(1)?;
@@ -187,6 +188,7 @@ mod tests {
             members: vec![1, 2, 3, 9],
             members_epoch: 7,
             outage_survival: true,
+            earlier_memberships: Vec::new(),
         };
         let cmd = restore_command(Path::new("/mnt/v/hb.vol"), &header);
         let cli = super::super::Cli::try_parse_from(cmd.split(' ')).unwrap();

@@ -7,6 +7,7 @@
 //! heartbeat block. Every block starts with a common prefix and ends with a CRC-32 of everything
 //! before it, so a torn write (part old, part new) is detected. `docs/design.md` has the tables.
 
+use super::header::Membership;
 use super::timing::Timing;
 use std::fmt;
 
@@ -47,6 +48,14 @@ const OFF_MEMBERS: usize = 144;
 const MEMBERS_BYTES: usize = (MAX_HOSTS_LIMIT as usize).div_ceil(8);
 /// Header flag bit 0: the cluster-wide outage-survival switch (issue 13).
 const FLAG_OUTAGE_SURVIVAL: u32 = 1;
+/// The memberships before the current one (newest first): a count, then entries of epoch,
+/// flags and member bitmap. Bytes an older hbfence zero-fills and never reads, under the CRC
+/// in every version: no format bump, and an older CLI's change simply carries no history.
+const OFF_EARLIER_COUNT: usize = 400;
+const OFF_EARLIER: usize = 404;
+const EARLIER_ENTRY: usize = 8 + MEMBERS_BYTES;
+/// How many earlier memberships a header carries.
+pub const EARLIER_MEMBERSHIPS: usize = 12;
 
 // Heartbeat.
 const OFF_INCARNATION: usize = 32;
@@ -196,6 +205,10 @@ pub struct Header {
     pub members_epoch: u32,
     /// The cluster-wide switch of issue 13 (default off).
     pub outage_survival: bool,
+    /// The memberships this one replaced, newest first (at most `EARLIER_MEMBERSHIPS`, epochs
+    /// falling, below `members_epoch`): a judge that missed a change still knows what each
+    /// epoch counted (docs/design.md, "Memberships").
+    pub earlier_memberships: Vec<Membership>,
 }
 
 impl Header {
@@ -772,14 +785,39 @@ pub fn encode_header(h: &Header) -> Block {
     put_name(&mut b, OFF_CREATED_BY, &h.created_by);
     put_u32(&mut b, OFF_MEMBERS_EPOCH, h.members_epoch);
     put_u32(&mut b, OFF_FLAGS, if h.outage_survival { FLAG_OUTAGE_SURVIVAL } else { 0 });
-    for &id in &h.members {
-        if (1..=MAX_HOSTS_LIMIT).contains(&id) {
-            let bit = (id - 1) as usize;
-            b[OFF_MEMBERS + bit / 8] |= 1 << (bit % 8);
-        }
+    put_members(&mut b[OFF_MEMBERS..OFF_MEMBERS + MEMBERS_BYTES], &h.members);
+    let earlier = &h.earlier_memberships[..h.earlier_memberships.len().min(EARLIER_MEMBERSHIPS)];
+    put_u32(&mut b, OFF_EARLIER_COUNT, earlier.len() as u32);
+    for (i, m) in earlier.iter().enumerate() {
+        let at = OFF_EARLIER + i * EARLIER_ENTRY;
+        put_u32(&mut b, at, m.epoch);
+        put_u32(&mut b, at + 4, if m.outage_survival { FLAG_OUTAGE_SURVIVAL } else { 0 });
+        put_members(&mut b[at + 8..at + EARLIER_ENTRY], &m.members);
     }
     seal(&mut b);
     b
+}
+
+/// One bit per host id (bit `id - 1`).
+fn put_members(bitmap: &mut [u8], members: &[u32]) {
+    for &id in members {
+        if (1..=MAX_HOSTS_LIMIT).contains(&id) {
+            let bit = (id - 1) as usize;
+            bitmap[bit / 8] |= 1 << (bit % 8);
+        }
+    }
+}
+
+fn get_members(bitmap: &[u8]) -> Vec<u32> {
+    let mut members = Vec::new();
+    for (byte, &bits) in bitmap.iter().enumerate() {
+        for bit in 0..8 {
+            if bits & (1 << bit) != 0 {
+                members.push((byte * 8 + bit) as u32 + 1);
+            }
+        }
+    }
+    members
 }
 
 pub fn encode_heartbeat(h: &Heartbeat) -> Result<Block, EncodeError> {
@@ -1091,17 +1129,15 @@ fn decode_header(b: &[u8], cluster: ClusterId) -> Decoded {
     if flags & !FLAG_OUTAGE_SURVIVAL != 0 {
         return Decoded::Malformed(format!("unknown header flags {flags:#x}"));
     }
-    let mut members = Vec::new();
-    for (byte, &bits) in b[OFF_MEMBERS..OFF_MEMBERS + MEMBERS_BYTES].iter().enumerate() {
-        for bit in 0..8 {
-            if bits & (1 << bit) != 0 {
-                members.push((byte * 8 + bit) as u32 + 1);
-            }
-        }
-    }
+    let members = get_members(&b[OFF_MEMBERS..OFF_MEMBERS + MEMBERS_BYTES]);
     if let Some(beyond) = members.iter().find(|&&id| id > max_hosts) {
         return Decoded::Malformed(format!("member {beyond} is beyond max_hosts {max_hosts}"));
     }
+    let members_epoch = get_u32(b, OFF_MEMBERS_EPOCH);
+    let earlier_memberships = match decode_earlier_memberships(b, max_hosts, members_epoch) {
+        Ok(earlier) => earlier,
+        Err(why) => return Decoded::Malformed(why),
+    };
     Decoded::Header(Header {
         cluster,
         max_hosts,
@@ -1109,9 +1145,48 @@ fn decode_header(b: &[u8], cluster: ClusterId) -> Decoded {
         created_wall_ms: get_u64(b, OFF_CREATED_WALL),
         created_by: get_name(b, OFF_CREATED_BY),
         members,
-        members_epoch: get_u32(b, OFF_MEMBERS_EPOCH),
+        members_epoch,
         outage_survival: flags & FLAG_OUTAGE_SURVIVAL != 0,
+        earlier_memberships,
     })
+}
+
+fn decode_earlier_memberships(
+    b: &[u8],
+    max_hosts: u32,
+    members_epoch: u32,
+) -> Result<Vec<Membership>, String> {
+    let count = get_u32(b, OFF_EARLIER_COUNT) as usize;
+    if count > EARLIER_MEMBERSHIPS {
+        return Err(format!("{count} earlier memberships (at most {EARLIER_MEMBERSHIPS})"));
+    }
+    let mut earlier: Vec<Membership> = Vec::with_capacity(count);
+    for i in 0..count {
+        let at = OFF_EARLIER + i * EARLIER_ENTRY;
+        let epoch = get_u32(b, at);
+        let below = earlier.last().map_or(members_epoch, |m| m.epoch);
+        if epoch >= below {
+            return Err(format!(
+                "earlier membership {i} has epoch {epoch}, not below {below} (epochs fall)"
+            ));
+        }
+        let flags = get_u32(b, at + 4);
+        if flags & !FLAG_OUTAGE_SURVIVAL != 0 {
+            return Err(format!("earlier membership {i} has unknown flags {flags:#x}"));
+        }
+        let members = get_members(&b[at + 8..at + EARLIER_ENTRY]);
+        if let Some(beyond) = members.iter().find(|&&id| id > max_hosts) {
+            return Err(format!(
+                "member {beyond} of earlier membership {i} is beyond max_hosts {max_hosts}"
+            ));
+        }
+        earlier.push(Membership {
+            members,
+            epoch,
+            outage_survival: flags & FLAG_OUTAGE_SURVIVAL != 0,
+        });
+    }
+    Ok(earlier)
 }
 
 fn decode_heartbeat(
@@ -1271,6 +1346,7 @@ mod tests {
             members: vec![1, 2, 3, 255],
             members_epoch: 4,
             outage_survival: true,
+            earlier_memberships: vec![],
         }
     }
 
@@ -1326,7 +1402,8 @@ mod tests {
     fn layout_fits_in_one_block() {
         assert_eq!(OFF_CREATED_BY + NAME_LEN, OFF_MEMBERS_EPOCH);
         assert_eq!(OFF_MEMBERS + MEMBERS_BYTES, 394);
-        const { assert!(OFF_MEMBERS + MEMBERS_BYTES <= CRC_OFFSET) };
+        const { assert!(OFF_MEMBERS + MEMBERS_BYTES <= OFF_EARLIER_COUNT) };
+        const { assert!(OFF_EARLIER + EARLIER_MEMBERSHIPS * EARLIER_ENTRY <= CRC_OFFSET) };
         assert_eq!(OFF_NAME + NAME_LEN, OFF_VERDICT_COUNT);
         const { assert!(OFF_VERDICT_COUNT + 2 <= OFF_VERDICT_AUTHOR) };
         const { assert!(OFF_VERDICT_AUTHOR + 4 <= OFF_VERDICTS) };
@@ -1402,6 +1479,40 @@ mod tests {
         let mut h = header();
         h.timing.lease_timeout_ms = 1000;
         assert!(matches!(decode(&encode_header(&h)), Decoded::Malformed(_)));
+    }
+
+    /// The memberships a header replaced travel in bytes an older hbfence zero-fills and never
+    /// reads: with or without them, every byte it reads (all below `OFF_EARLIER_COUNT`, the CRC
+    /// aside) is the same, and a header without them is the block it wrote.
+    #[test]
+    fn earlier_memberships_round_trip_in_bytes_an_older_hbfence_does_not_read() {
+        let three = |epoch| Membership { members: vec![1, 2, 3], epoch, outage_survival: false };
+        let with = Header { earlier_memberships: vec![three(3), three(1)], ..header() };
+        let (a, b) = (encode_header(&with), encode_header(&header()));
+        assert_eq!(a[..OFF_EARLIER_COUNT], b[..OFF_EARLIER_COUNT]);
+        assert!(b[OFF_EARLIER_COUNT..CRC_OFFSET].iter().all(|&x| x == 0));
+        assert_eq!(decode(&a), Decoded::Header(with.clone()));
+        // Epochs must fall below the current one, members stay within max_hosts.
+        let bad = |earlier: Vec<Membership>| {
+            let h = Header { earlier_memberships: earlier, ..header() };
+            match decode(&encode_header(&h)) {
+                Decoded::Malformed(why) => why,
+                d => panic!("accepted: {d:?}"),
+            }
+        };
+        assert!(bad(vec![three(4)]).contains("not below 4"));
+        assert!(bad(vec![three(2), three(2)]).contains("not below 2"));
+        let narrow = Membership { members: vec![300], ..three(1) };
+        assert!(bad(vec![narrow]).contains("member 300 of earlier membership 0"));
+        let mut b = encode_header(&with);
+        put_u32(&mut b, OFF_EARLIER_COUNT, EARLIER_MEMBERSHIPS as u32 + 1);
+        seal(&mut b);
+        assert!(matches!(decode(&b), Decoded::Malformed(why) if why.contains("at most")));
+        // More than fit are cut to the newest.
+        let many = (1..=20).rev().map(three).collect::<Vec<_>>();
+        let long = Header { members_epoch: 21, earlier_memberships: many.clone(), ..header() };
+        let Decoded::Header(d) = decode(&encode_header(&long)) else { panic!() };
+        assert_eq!(d.earlier_memberships, many[..EARLIER_MEMBERSHIPS]);
     }
 
     #[test]
@@ -1646,12 +1757,25 @@ mod tests {
             cluster in any::<[u8; 16]>(), max_hosts in 1u32..=2000, timing in arb_timing(),
             created in any::<u64>(), by in arb_name(),
             ids in proptest::collection::btree_set(1u32..=2000, 0..40),
-            members_epoch in any::<u32>(), outage_survival in any::<bool>()
+            members_epoch in any::<u32>(), outage_survival in any::<bool>(),
+            earlier in proptest::collection::vec(
+                (1u32..=5, proptest::collection::btree_set(1u32..=2000, 0..20), any::<bool>()),
+                0..=EARLIER_MEMBERSHIPS,
+            )
         ) {
             let members = ids.into_iter().filter(|&id| id <= max_hosts).collect();
+            // Epochs falling from members_epoch, by 1 to 5 each.
+            let mut epoch = members_epoch;
+            let mut earlier_memberships = Vec::new();
+            for (step, ids, outage_survival) in earlier {
+                let Some(e) = epoch.checked_sub(step) else { break };
+                epoch = e;
+                let members = ids.into_iter().filter(|&id| id <= max_hosts).collect();
+                earlier_memberships.push(Membership { members, epoch, outage_survival });
+            }
             let h = Header {
                 cluster, max_hosts, timing, created_wall_ms: created, created_by: by, members,
-                members_epoch, outage_survival,
+                members_epoch, outage_survival, earlier_memberships,
             };
             prop_assert_eq!(decode(&encode_header(&h)), Decoded::Header(h));
         }

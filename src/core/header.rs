@@ -61,8 +61,8 @@ pub enum HeaderCheck {
     /// The header the agent holds.
     Same,
     /// The operator changed the membership or flags (higher epoch, same cluster, max_hosts
-    /// and timing): the agent takes it.
-    Newer(Membership),
+    /// and timing): the agent takes it, and learns the memberships it replaced.
+    Newer { membership: Membership, earlier: Vec<Membership> },
     /// Not the header the agent runs with (why, for people).
     Damaged(String),
 }
@@ -78,7 +78,7 @@ pub fn check_header(block: &[u8], current: &Header) -> HeaderCheck {
                 return HeaderCheck::Same;
             }
             if now.epoch > held.epoch {
-                return HeaderCheck::Newer(now);
+                return HeaderCheck::Newer { membership: now, earlier: h.earlier_memberships };
             }
             return HeaderCheck::Damaged(format!(
                 "block 0 holds membership {}, not {} which this agent runs with: a membership changes only with a higher epoch (see `hbfence members list`, then repeat the last change: it rewrites every volume with the next epoch)",
@@ -302,6 +302,7 @@ mod tests {
             members: vec![],
             members_epoch: 0,
             outage_survival: false,
+            earlier_memberships: Vec::new(),
         }
     }
 
@@ -338,9 +339,20 @@ mod tests {
     fn a_membership_change_is_taken_only_with_a_higher_epoch() {
         let h = header();
         assert_eq!(check_header(&encode_header(&h), &h), HeaderCheck::Same);
-        let listed = Header { members: vec![1, 2, 3], members_epoch: 1, ..h.clone() };
-        let HeaderCheck::Newer(m) = check_header(&encode_header(&listed), &h) else { panic!() };
+        let open = Membership::of(&h);
+        let listed = Header {
+            members: vec![1, 2, 3],
+            members_epoch: 1,
+            earlier_memberships: vec![open.clone()],
+            ..h.clone()
+        };
+        let HeaderCheck::Newer { membership: m, earlier } =
+            check_header(&encode_header(&listed), &h)
+        else {
+            panic!()
+        };
         assert_eq!(m, Membership { members: vec![1, 2, 3], epoch: 1, outage_survival: false });
+        assert_eq!(earlier, vec![open]);
         assert_eq!(m.describe(), "1-3 (epoch 1)");
         // Going back to an older epoch, or other contents under the same epoch: damage.
         let HeaderCheck::Damaged(why) = check_header(&encode_header(&h), &listed) else { panic!() };

@@ -14,7 +14,7 @@ use super::format::{
 };
 use super::header as hdr;
 pub use super::header::Membership;
-use super::timing::Timing;
+use super::timing::{Timing, TimingError};
 use super::view::{newest_table_record, table_order, Slot, VolumeView};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -140,7 +140,7 @@ pub enum Input {
     /// Block 0 of a volume holds this membership (same cluster, max_hosts and timing as at
     /// start; its epoch never goes down there, or the header counts as damaged). Sent by the
     /// I/O thread at a volume's first read and on every change.
-    MembershipRead { volume: usize, membership: Membership },
+    MembershipRead { volume: usize, membership: Membership, earlier: Vec<Membership> },
     /// An authenticated, not yet seen challenge of a peer on the peer channel: answer it from
     /// the live state (`Action::AnswerPeer`).
     PeerChallenge { peer: u32, token: ChallengeToken },
@@ -317,6 +317,14 @@ struct Sighting {
 }
 
 impl Sighting {
+    /// This host's reads saw the run write: a value continued an earlier one (a first sighting
+    /// may be forged or of any age) and was new when read (values a starting agent's first
+    /// reads or reads after a gap showed at different heights may all be old: seed 1811022).
+    /// The one definition of "seen writing" for deciding that a run is alive.
+    fn shows_writing(&self) -> bool {
+        self.continued && !self.age_unknown
+    }
+
     /// The first value seen of a run: unverified until a later value continues it.
     fn first(r: &Heartbeat, at: u64, age_unknown: bool, superseded: bool) -> Sighting {
         Sighting {
@@ -712,10 +720,14 @@ impl Agent {
     /// host removed while it runs keeps running: stopping on its own would be a decision an
     /// operator's header write makes for it (a forced removal is meant to be followed by a
     /// stop), so it raises an alarm and goes on; its next start refuses.
-    fn membership_read(&mut self, volume: usize, membership: Membership) {
+    fn membership_read(&mut self, volume: usize, membership: Membership, earlier: Vec<Membership>) {
         let Some(vol) = self.vols.get_mut(volume) else { return };
-        // Every membership any volume showed: a peer may hold it (the survival judge rule).
-        self.memberships.entry(membership.epoch).or_insert_with(|| membership.clone());
+        // Every membership any volume showed, and the ones its header says it replaced: a
+        // peer may hold any of them (the survival judge rule), also one this host never read
+        // (two changes within one of its read cycles, or made before it started).
+        for m in earlier.into_iter().chain([membership.clone()]) {
+            self.memberships.entry(m.epoch).or_insert(m);
+        }
         vol.membership = Some(membership);
         let (_, r) = Self::quorums(self.vols.len());
         let seen: Vec<Option<&Membership>> =
@@ -731,18 +743,16 @@ impl Agent {
         self.event(EventKind::MembershipChanged, me, None, detail);
         // Only an older CLI can switch it on under such a timing (this one refuses): every
         // agent of this version ignores it alike (`Membership::survival_on`), but says so.
-        if self.membership.outage_survival && !self.membership.members.is_empty() {
-            if let Err(e) = self.p.timing.validate_outage_survival() {
-                self.event(
-                    EventKind::Alarm,
-                    me,
-                    None,
-                    format!(
-                        "outage survival was switched on, but the volume's timing breaks the rule \"{}\" ({}): this agent ignores it (it asks for, grants and waits for no permit), so a storage outage longer than the lease reboots this host as without survival; agents of an older version would act on it: switch it off with `hbfence outage-survival off`",
-                        e.rule, e.detail
-                    ),
-                );
-            }
+        if let Some(e) = self.membership.survival_timing_error(&self.p.timing) {
+            self.event(
+                EventKind::Alarm,
+                me,
+                None,
+                format!(
+                    "outage survival was switched on, but the volume's timing breaks the rule \"{}\" ({}): this agent ignores it (it asks for, grants and waits for no permit), so a storage outage longer than the lease reboots this host as without survival; agents of an older version would act on it: switch it off with `hbfence outage-survival off`",
+                    e.rule, e.detail
+                ),
+            );
         }
         if !self.membership.admits(me) {
             self.event(
@@ -898,8 +908,8 @@ impl Agent {
                 self.fencing_changed(methods, power_on_after)
             }
             Input::HeaderChecked { volume, damage } => self.header_checked(volume, damage),
-            Input::MembershipRead { volume, membership } => {
-                self.membership_read(volume, membership)
+            Input::MembershipRead { volume, membership, earlier } => {
+                self.membership_read(volume, membership, earlier)
             }
             Input::PeerChallenge { peer, token } => self.peer_challenged(peer, token),
             Input::PeerAnswer { peer, answer } => self.peer_answered(peer, answer),

@@ -444,17 +444,13 @@ impl Agent {
         self.evidence_until().saturating_sub(p.last_change.max(self.judge_from))
     }
 
-    /// Whether this host's reads showed the peer's current run making progress lately: a
-    /// value that continued an earlier one (a first sighting may be forged or of any age),
-    /// within `suspect_after` of the evidence. `Alive` alone is no proof of it: a peer counts
-    /// as alive while this host has read too little since its own start or storage trouble to
-    /// judge (`judge_from`), whatever the peer wrote before.
+    /// Whether this host's reads showed the peer's current run making progress lately: seen
+    /// writing (`Sighting::shows_writing`), within `suspect_after` of the evidence. `Alive`
+    /// alone is no proof of it: a peer counts as alive while this host has read too little
+    /// since its own start or storage trouble to judge (`judge_from`), whatever the peer wrote
+    /// before.
     fn progress_shown(&self, p: &Peer) -> bool {
-        let continued = p
-            .record
-            .as_ref()
-            .is_some_and(|r| p.seen.iter().any(|e| e.incarnation == r.incarnation && e.continued));
-        continued
+        p.record.as_ref().is_some_and(|r| p.seen_writing(r.incarnation))
             && self.evidence_until().saturating_sub(p.last_change) < self.p.timing.suspect_after_ms
     }
 
@@ -621,12 +617,11 @@ impl Peer {
     /// gap) are no sign of writing: an older run's records left at different values on
     /// different volumes look "continued" to a new reader (soak seed 1811022).
     pub(super) fn runs_after(&self, r: &Heartbeat, v: &Verdict) -> bool {
-        r.incarnation != v.incarnation
-            && (r.seq > v.seq
-                || self
-                    .seen
-                    .iter()
-                    .any(|e| e.incarnation == r.incarnation && e.continued && !e.age_unknown))
+        r.incarnation != v.incarnation && (r.seq > v.seq || self.seen_writing(r.incarnation))
+    }
+
+    fn seen_writing(&self, incarnation: u64) -> bool {
+        self.seen.iter().any(|e| e.incarnation == incarnation && e.shows_writing())
     }
 
     /// Makes `r` the current record; the run it replaces, if another, is older (seed 5754).

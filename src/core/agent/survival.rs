@@ -14,7 +14,23 @@ impl Membership {
     /// from the header; an agent does not start with survival on under such a timing
     /// (daemon), so an older agent that would act on it is never judged by one that ignores it.
     pub fn survival_on(&self, t: &Timing) -> bool {
-        self.outage_survival && !self.members.is_empty() && t.validate_outage_survival().is_ok()
+        self.survival_requested() && self.survival_timing_error(t).is_none()
+    }
+
+    /// Switched on with an explicit membership: what the operator asked for, before the timing
+    /// is looked at.
+    fn survival_requested(&self) -> bool {
+        self.outage_survival && !self.members.is_empty()
+    }
+
+    /// The timing rule that makes every agent of this version ignore a requested survival. The
+    /// one place that decides it: `survival_on`, the warning, the daemon's refusal to start
+    /// and the alarm on a runtime switch all ask here.
+    pub fn survival_timing_error(&self, t: &Timing) -> Option<TimingError> {
+        if !self.survival_requested() {
+            return None;
+        }
+        t.validate_outage_survival().err()
     }
 
     pub fn contains(&self, id: u32) -> bool {
@@ -64,16 +80,16 @@ pub fn survival_unusable(
     if !m.outage_survival {
         return None;
     }
-    if let Err(e) = t.validate_outage_survival() {
+    if m.members.is_empty() {
+        return Some("outage survival is on in the volume header, but the membership is open (no majority to count), so it is ignored: list the members with `hbfence members add IDS` (every running host among them)".to_string());
+    }
+    if let Some(e) = m.survival_timing_error(t) {
         return Some(format!(
             "outage survival is on in the volume header, but the volume's timing breaks the rule \"{}\" ({}), so every agent ignores it and a storage outage longer than the lease reboots hosts as without survival; agents of this version refuse to start like this. Switch it off (`hbfence outage-survival off`), or move the cluster to a volume initialised with --lease-timeout {} or more",
             e.rule,
             e.detail,
             t.outage_survival_min_lease_ms() / 1000
         ));
-    }
-    if m.members.is_empty() {
-        return Some("outage survival is on in the volume header, but the membership is open (no majority to count), so it is ignored: list the members with `hbfence members add IDS` (every running host among them)".to_string());
     }
     if !m.contains(host_id) {
         return None;

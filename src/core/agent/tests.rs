@@ -2518,6 +2518,7 @@ fn a_membership_is_adopted_from_a_read_quorum_and_never_goes_back() {
     let read = |volume, membership: &Membership| Input::MembershipRead {
         volume,
         membership: membership.clone(),
+        earlier: vec![],
     };
     for v in 0..3 {
         s.feed(0, read(v, &Membership::default()));
@@ -3798,7 +3799,7 @@ fn survival_under_a_timing_that_breaks_its_rule_is_ignored_by_all_and_switching_
     let mut s = cluster(Membership { outage_survival: false, ..survival_membership(3) });
     let on = Membership { epoch: 2, ..survival_membership(3) };
     for i in 0..3 {
-        s.feed(i, Input::MembershipRead { volume: 0, membership: on.clone() });
+        s.feed(i, Input::MembershipRead { volume: 0, membership: on.clone(), earlier: vec![] });
     }
     for id in 1..=3 {
         let h = s.host(id);
@@ -4056,7 +4057,7 @@ fn the_judge_counts_against_every_membership_a_peer_may_hold() {
         Now { mono: 1_010, wall: 0 },
         Input::PeerAnswer { peer: 3, answer: answer(valid, 1_000, 1) },
     );
-    let read = |membership| Input::MembershipRead { volume: 0, membership };
+    let read = |membership| Input::MembershipRead { volume: 0, membership, earlier: vec![] };
     a.handle(Now { mono: 1_015, wall: 0 }, read(survival_membership(3)));
     a.handle(
         Now { mono: 1_020, wall: 0 },
@@ -4081,6 +4082,66 @@ fn the_judge_counts_against_every_membership_a_peer_may_hold() {
     // Once host 3 stated epoch 2 before the permits' window, epoch 1 no longer applies.
     a.evidence.get_mut(&3).unwrap().epochs.push((2, 1_030));
     assert_eq!(a.survival_excluded(3, T.watchdog_timeout_ms), Ok(()));
+}
+
+/// Soak seeds 1805101, 1809936: two membership changes within one read cycle. The judge held
+/// epoch 1 and read only epoch 3; host 3 had stated epoch 2. Without epoch 2 the judge cannot
+/// tell what host 3 counted as a majority, so it never used the watchdog bound (a dead host
+/// with a lying BMC stayed unfenced). Every header carries the memberships it replaced: the
+/// judge learns epoch 2 from epoch 3's header and counts against it.
+#[test]
+fn a_judge_learns_the_memberships_a_header_replaced() {
+    let judge = |earlier: Vec<Membership>| {
+        let mut a = Agent::new(
+            AgentParams {
+                peer_channel: Some(ChannelParams { challenge_every_ms: 250 }),
+                membership: survival_membership(3),
+                max_hosts: 8,
+                ..params(1)
+            },
+            Now { mono: 1_000, wall: 0 },
+        );
+        let answer = |t: u64, epoch: u32| PeerAnswer {
+            claim: Claim::LeaseValid { remaining_ms: T.lease_timeout_ms - 10 },
+            challenge_sent_at: t,
+            received_at: t + 5,
+            boot_id: [9; 16],
+            incarnation: 9,
+            members_epoch: epoch,
+            no_permit_ms: 0,
+        };
+        a.handle(
+            Now { mono: 1_010, wall: 0 },
+            Input::PeerAnswer { peer: 3, answer: answer(1_000, 2) },
+        );
+        let five = Membership { members: (1..=5).collect(), epoch: 3, outage_survival: true };
+        a.handle(
+            Now { mono: 1_020, wall: 0 },
+            Input::MembershipRead { volume: 0, membership: five, earlier },
+        );
+        assert_eq!(a.membership().epoch, 3);
+        a.lease_short_at = 0;
+        a.vols[0].last_ok_start = Some(100_000);
+        a.vols[0].read_ok_start = Some(100_000);
+        for t in (1_000..=100_000).step_by(250) {
+            for peer in [4, 5] {
+                a.handle(
+                    Now { mono: t + 5, wall: 0 },
+                    Input::PeerAnswer { peer, answer: answer(t, 3) },
+                );
+            }
+        }
+        a.survival_excluded(3, T.watchdog_timeout_ms)
+    };
+    let err = judge(vec![]).expect_err("an epoch it never read must block the bound");
+    assert!(err.contains("epoch 2 is unknown"), "{err}");
+    // Epoch 2 (members 1-5): hosts 1, 4 and 5 on storage are a majority blocker of it.
+    let two = Membership { members: (1..=5).collect(), epoch: 2, outage_survival: true };
+    assert_eq!(judge(vec![two.clone(), survival_membership(3)]), Ok(()));
+    // Had epoch 2 been members 1-3, host 1 alone would block nothing of it.
+    let narrow = Membership { members: (1..=3).collect(), ..two };
+    let err = judge(vec![narrow, survival_membership(3)]).expect_err("epoch 2 of 1-3 blocks it");
+    assert!(err.contains("epoch 2"), "{err}");
 }
 
 /// While surviving, a host writes nothing that claims a lease: its records carry the start of
@@ -4420,7 +4481,7 @@ fn a_membership_read_while_surviving_does_not_void_the_permits() {
     s.dead_volumes.clear();
     let next = Membership { epoch: 2, ..survival_membership(3) };
     for i in 0..3 {
-        s.feed(i, Input::MembershipRead { volume: 0, membership: next.clone() });
+        s.feed(i, Input::MembershipRead { volume: 0, membership: next.clone(), earlier: vec![] });
     }
     s.run(3 * T.interval_ms);
     for id in 1..=3 {
@@ -4454,7 +4515,7 @@ fn survival_switched_on_while_the_agents_run_survives_the_next_outage() {
     s.run(6_000);
     let on = Membership { epoch: 2, ..survival_membership(3) };
     for i in 0..3 {
-        s.feed(i, Input::MembershipRead { volume: 0, membership: on.clone() });
+        s.feed(i, Input::MembershipRead { volume: 0, membership: on.clone(), earlier: vec![] });
     }
     s.run(2 * T.interval_ms);
     s.dead_volumes.push(0);
