@@ -232,7 +232,14 @@ impl Agent {
         // overwriting it is a second writer.
         let probed_run = self.probe_found.contains(&r.incarnation)
             || self.probe_found_boots.contains(&r.boot_id);
-        if probed_run && !self.vols[v].own_write_seen {
+        // The same for any run of another boot on a volume where the probe read the own block
+        // torn: that is a run the probe found without learning which (soak seeds 1771016,
+        // 1777841: a former run's last writes landed torn while the probe read, then a lagging
+        // volume replayed its whole record after this agent's start). Until our write is read
+        // back there, that volume renews nothing of our lease; from then on, records there
+        // are judged as on any volume (and a twin reads our records in its own block too).
+        let unknown_history = self.vols[v].probe_own_unreadable;
+        if (probed_run || unknown_history) && !self.vols[v].own_write_seen {
             return false;
         }
         let floor = self.probe_seq.max(self.vols[v].own_block_floor.unwrap_or(0));
@@ -321,14 +328,43 @@ impl Agent {
         if matches!(self.phase, Phase::Probing { .. } | Phase::Exited) {
             return false;
         }
-        match view.record(self.p.host_id) {
-            Some(r) if self.is_foreign_writer(v, r) => {
-                let (inc, seq) = (r.incarnation, r.seq);
+        let record = view.record(self.p.host_id);
+        let foreign = match record {
+            Some(r) if self.is_foreign_writer(v, r) => Some((r.incarnation, r.seq)),
+            _ => self.other_run_rises_late(v, record),
+        };
+        match foreign {
+            Some((inc, seq)) => {
                 self.collision(inc, seq);
                 true
             }
-            _ => false,
+            None => false,
         }
+    }
+
+    /// A run of another boot seen rising late is a second writer, even below the floor or a
+    /// sequence seen before (the floor lies when the probe continued from a forged record that
+    /// was the only trace of its run: a single sample, which nothing tells from a dead run's
+    /// last write, and a twin below it is history to every other rule). A run over before this
+    /// agent started (another boot: its machine rebooted) landed its last write by then plus
+    /// io_timeout. A timely read shows content at most io_timeout (its duration) + L old, L =
+    /// io_timeout + 3·interval (the lag the probe's rule allows): a sighting that did not show
+    /// that last write yet finished before start + 2·io_timeout + L, and the next sighting,
+    /// within one read gap (interval + io_timeout), before start + 2·io_timeout + L + gap.
+    /// A run seen rising later wrote while this agent ran.
+    fn other_run_rises_late(&mut self, v: usize, record: Option<&Heartbeat>) -> Option<(u64, u64)> {
+        let t = self.p.timing;
+        let now = self.now.mono;
+        let r = record
+            .filter(|r| r.incarnation != self.p.incarnation && r.boot_id != self.p.boot_id)?;
+        let gap = t.interval_ms + t.io_timeout_ms;
+        let lag = t.io_timeout_ms + 3 * t.interval_ms;
+        let late = self.started_at + 2 * t.io_timeout_ms + lag + gap;
+        let rose = self.vols[v].other_run_shown.is_some_and(|(inc, seq, at)| {
+            inc == r.incarnation && r.seq > seq && now.saturating_sub(at) <= gap
+        });
+        self.vols[v].other_run_shown = Some((r.incarnation, r.seq, now));
+        (rose && now > late).then_some((r.incarnation, r.seq))
     }
 
     /// Notes a record of the own block read by the probe (per run: its sequence and the
@@ -346,7 +382,9 @@ impl Agent {
                 self.probe_runs.len() - 1
             }
             None => {
-                self.probe_untracked_max = self.probe_untracked_max.max(r.seq);
+                if r.seq < SEQ_BEYOND_ANY_LIFETIME {
+                    self.probe_untracked_max = self.probe_untracked_max.max(r.seq);
+                }
                 return;
             }
         };
@@ -370,18 +408,26 @@ impl Agent {
                 continue;
             }
             self.probe_alarms.push(key);
-            let low = lowest.map_or(0, |l| l.0);
+            let allowed = match lowest {
+                Some((low, _, _)) if seq < SEQ_BEYOND_ANY_LIFETIME => {
+                    format!("the time since its record {low} allows")
+                }
+                _ => "any run's lifetime allows".to_string(),
+            };
             self.event(
                 EventKind::Alarm,
                 self.p.host_id,
                 None,
-                format!("volume {on}: the own block shows sequence number {seq} of run {}, more writes than the time since its record {low} allows: ignored (forged or corrupted record)", r.incarnation),
+                format!("volume {on}: the own block shows sequence number {seq} of run {}, more writes than {allowed}: ignored (forged or corrupted record)", r.incarnation),
             );
         }
     }
 
     /// Whether a run's own clock explains `sample` (sequence, mono) from its lowest record.
     fn probe_sample_explained(&self, sample: (u64, u64), lowest: Option<ProbeSample>) -> bool {
+        if sample.0 >= SEQ_BEYOND_ANY_LIFETIME {
+            return false;
+        }
         let Some((low_seq, low_mono, _)) = lowest else { return true };
         let min_write_gap = RETRY_MS.min(self.p.timing.interval_ms).max(1);
         let allowed = 16 + 8 * sample.1.saturating_sub(low_mono) / min_write_gap;
@@ -466,6 +512,9 @@ impl Agent {
                     *since += gap;
                 }
             }
+        }
+        if view.unreadable.iter().any(|&(id, _)| id == self.p.host_id) {
+            self.vols[v].probe_own_unreadable = true;
         }
         // The highest sequence of the own block seen so far by this probe, on any volume.
         let seen_before = self.seq;

@@ -389,6 +389,13 @@ struct Vol {
     probe_last_read: Option<u64>,
     /// A read of this volume has shown one of this agent's own writes.
     own_write_seen: bool,
+    /// A probe read of this volume showed the own block unreadable (torn or corrupt): a
+    /// write the probe could not identify landed there, so the volume holds a run's history
+    /// the probe never saw (soak seeds 1771016, 1777841).
+    probe_own_unreadable: bool,
+    /// The latest run of another boot a timely read of this volume showed in the own block:
+    /// (incarnation, sequence, when). See `Agent::other_run_rises_late`.
+    other_run_shown: Option<(u64, u64, u64)>,
     /// Its latest timely read showed the past, or was the first after one that did: every
     /// peer writing lately was at least two writes behind what this agent had already taken
     /// from other reads (a replica lagging behind, or gone back in time).
@@ -463,6 +470,10 @@ const OWN_BLOCK_HISTORY_RUNS: usize = 8;
 /// Runs of the own block the probe keeps (sequence, clock) samples of, and samples per run.
 const PROBE_RUNS: usize = 8;
 const PROBE_RUN_SAMPLES: usize = 16;
+/// No run ever wrote this many records: at the fastest cadence the sequence rules allow (8
+/// writes per 250 ms) it takes about 280 000 years. A record above it is forged or corrupted,
+/// whatever else the volume shows, and continuing from it would overflow the sequence.
+const SEQ_BEYOND_ANY_LIFETIME: u64 = 1 << 48;
 /// A record of the own block the probe read: (sequence, the writer's mono clock, volume).
 type ProbeSample = (u64, u64, usize);
 /// Exit codes the core asks for (sysexits.h values, see `daemon::exit_code`).

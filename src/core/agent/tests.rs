@@ -1815,6 +1815,121 @@ fn an_unknown_runs_record_shown_as_a_lagging_volume_catches_up_is_not_a_collisio
     assert_eq!(s.host(1).exit, Some(EXIT_HOST_ID_IN_USE), "the second writer went unnoticed");
 }
 
+/// Soak seeds 1771016 and 1777841 (one volume): run A of the host's previous boot kept writing
+/// through EIO, its last writes landing torn or whole, and self-fenced; every read of the new
+/// run's probe showed the own block torn, so the probe found no run (floor 0, continued from
+/// 0). Then the volume served content 32 s old and, after this agent had started writing
+/// (read back nowhere), showed A's whole last record (seq 229): a run of a boot the probe never
+/// found, past the floor, and no peer wrote lately to show the past: exit 76, the host left
+/// unguarded. A torn own block in the probe is a run the probe found without learning which:
+/// history until this agent's write is read back there; after that, a writer is judged as before.
+#[test]
+fn a_former_runs_record_on_a_volume_where_the_probe_read_the_own_block_torn_is_not_a_collision() {
+    let mut s = Sim::with_volumes(0, 1);
+    let block = GEO.heartbeat_block(1) as usize;
+    let run_a = fake_of_boot(1, 7777, 228, 0, 0xee);
+    s.put(&run_a);
+    // A's write of 229 lands torn over 228, and the probe reads only that.
+    let last_of_a = Heartbeat { seq: 229, ..run_a.clone() };
+    let whole = encode_heartbeat(&last_of_a).unwrap();
+    s.disks[0][block][..512].copy_from_slice(&whole[..512]);
+    assert!(s.view(0).unreadable.iter().any(|&(id, _)| id == 1));
+    // The volume serves a lagging replica from now on: this agent's writes land unseen.
+    s.stale_replica = Some((0, s.disks[0].clone()));
+    s.add(AgentParams { volumes: 1, ..params(1) });
+    s.run(5_000);
+    assert_eq!(s.host(1).agent.phase(), Phase::Running);
+    // The lag moves on to A's whole record, landed before this agent started.
+    let (_, copy) = s.stale_replica.as_mut().unwrap();
+    copy[block] = whole;
+    s.run(3 * T.interval_ms);
+    assert_eq!(
+        s.host(1).exit,
+        None,
+        "a former run's record behind a probe that read the block torn was taken for a twin"
+    );
+    // The lag ends and this agent's writes are read back; A writing again is a second writer.
+    s.stale_replica = None;
+    s.run(2 * T.interval_ms);
+    assert_eq!(s.record_of(1).incarnation, s.host(1).agent.params().incarnation);
+    assert_eq!(s.host(1).exit, None);
+    s.run_until_written(0, 0);
+    s.disks[0][block] = encode_heartbeat(&Heartbeat { seq: 230, ..run_a }).unwrap();
+    s.run(T.interval_ms);
+    assert_eq!(s.host(1).exit, Some(EXIT_HOST_ID_IN_USE), "the second writer went unnoticed");
+}
+
+/// The forged-only-trace limit (helper opsem): a forged record that is the only trace of its
+/// run is history to the probe, which continues from it, and that value is every volume's
+/// floor. A twin frozen through the probe (its record overwritten by the forger everywhere)
+/// that resumes below the forged sequence writes records the floor calls history; in the half
+/// of the cycle where this host sees the twin, the twin sees only its own writes (its read comes
+/// before this host's next write), so nobody noticed. The same with a forged copy of the twin's
+/// own record (its real records are "seen before"). A single sample is what any dead former
+/// run leaves, so the probe cannot tell it forged; but a run of another boot seen rising
+/// later than a run over before this agent's start can be shown rising (`other_run_rises_late`)
+/// is a second writer, whatever the floor and the history say.
+#[test]
+fn a_twin_below_a_forged_sequence_that_was_the_only_trace_of_its_run_is_found() {
+    for forged_copy_of_the_twin in [false, true] {
+        let mut s = Sim::with_volumes(0, 1);
+        let mut twin = fake_of_boot(1, 5555, 40, s.now, 0xee);
+        let forged = if forged_copy_of_the_twin {
+            Heartbeat { seq: 1_000_000, ..twin.clone() }
+        } else {
+            fake_of_boot(1, 9999, 1_000_000, s.now, 0xcc)
+        };
+        s.put(&forged);
+        s.add(AgentParams { volumes: 1, ..params(1) });
+        s.run(5_000);
+        assert_eq!(s.host(1).agent.phase(), Phase::Running);
+        assert!(s.host(1).agent.seq() > 1_000_000, "did not continue from the forged value");
+        // The twin resumes and writes right after this host's every write.
+        let started = s.now - 5_000;
+        let bound = 4 * T.io_timeout_ms + 4 * T.interval_ms;
+        while s.host(1).exit.is_none() && s.now < started + bound + 3 * T.interval_ms {
+            s.run_until_written(0, 0);
+            twin.seq += 1;
+            twin.mono_ms = s.now;
+            s.put(&twin);
+            s.run(T.interval_ms / 2 + 20);
+            // The twin's own read, half an interval after its write, shows its own record.
+            assert_eq!(s.record_of(1).incarnation, twin.incarnation);
+        }
+        assert_eq!(
+            s.host(1).exit,
+            Some(EXIT_HOST_ID_IN_USE),
+            "a twin below a forged sequence went unnoticed (forged copy of the twin: {forged_copy_of_the_twin})"
+        );
+        assert!(s.now > started + bound, "found before a dead run's replay could have ended");
+    }
+}
+
+/// A forged record that is the only trace of its run with a sequence no run can reach (here
+/// u64::MAX): the probe continued from it, and the next write's sequence overflowed (a panic
+/// in a debug build; in release it wrapped to 0, below the forged record, so observers ordering
+/// runs by sequence take the forged run for the later one). Above what any lifetime of writes
+/// allows, a single sample is forged or corrupted: an alarm, not history.
+#[test]
+fn a_sequence_beyond_any_lifetime_is_no_history_even_as_the_only_trace_of_its_run() {
+    for forged_seq in [u64::MAX, 1 << 50] {
+        let mut s = Sim::with_volumes(0, 1);
+        s.put(&fake_of_boot(1, 9999, forged_seq, s.now, 0xcc));
+        s.add(AgentParams { volumes: 1, ..params(1) });
+        s.run(5_000);
+        assert_eq!(s.host(1).agent.phase(), Phase::Running);
+        let seq = s.record_of(1).seq;
+        assert!((1..100).contains(&seq), "continued from a sequence no run can reach: {seq}");
+        assert!(
+            events(s.host(1), EventKind::Alarm).iter().any(|e| {
+                e.detail.contains(&forged_seq.to_string()) && e.detail.contains("lifetime")
+            }),
+            "no alarm about the impossible sequence: {:?}",
+            s.host(1).events
+        );
+    }
+}
+
 /// Simulation seed 1445 (LEFT): a run that left cleanly wrote `leaving` on a write quorum; the
 /// third volume missed its last writes and still held an older `active` record of this boot
 /// with an armed watchdog. The restarted agent's probe took that record for an expired lease
