@@ -358,7 +358,7 @@ impl Agent {
         let r = record
             .filter(|r| r.incarnation != self.p.incarnation && r.boot_id != self.p.boot_id)?;
         let gap = t.interval_ms + t.io_timeout_ms;
-        let lag = t.io_timeout_ms + 3 * t.interval_ms;
+        let lag = max_lag_ms(&t);
         let late = self.started_at + 2 * t.io_timeout_ms + lag + gap;
         let rose = self.vols[v].other_run_shown.is_some_and(|(inc, seq, at)| {
             inc == r.incarnation && r.seq > seq && now.saturating_sub(at) <= gap
@@ -374,7 +374,7 @@ impl Agent {
     /// pause) apart, a few more for each volume's retries). The lower record may be read
     /// after the forged one: every sample is judged again.
     fn probe_note_run(&mut self, v: usize, r: &Heartbeat) {
-        let sample = (r.seq, r.mono_ms, v);
+        let sample = (r.seq, r.mono_ms, v, r.caps & caps::IO_HEALTHY != 0);
         let run = match self.probe_runs.iter().position(|(inc, _)| *inc == r.incarnation) {
             Some(i) => i,
             None if self.probe_runs.len() < PROBE_RUNS => {
@@ -401,15 +401,16 @@ impl Agent {
         samples.push(sample);
         let samples = samples.clone();
         let lowest = samples.iter().copied().min_by_key(|s| s.0);
-        for &(seq, mono, on) in &samples {
+        for &(seq, mono, on, healthy) in &samples {
             let key = (r.incarnation, seq);
-            if self.probe_sample_explained((seq, mono), lowest) || self.probe_alarms.contains(&key)
+            if self.probe_sample_explained((seq, mono, on, healthy), lowest)
+                || self.probe_alarms.contains(&key)
             {
                 continue;
             }
             self.probe_alarms.push(key);
             let allowed = match lowest {
-                Some((low, _, _)) if seq < SEQ_BEYOND_ANY_LIFETIME => {
+                Some((low, ..)) if seq < SEQ_BEYOND_ANY_LIFETIME => {
                     format!("the time since its record {low} allows")
                 }
                 _ => "any run's lifetime allows".to_string(),
@@ -423,15 +424,24 @@ impl Agent {
         }
     }
 
-    /// Whether a run's own clock explains `sample` (sequence, mono) from its lowest record.
-    fn probe_sample_explained(&self, sample: (u64, u64), lowest: Option<ProbeSample>) -> bool {
-        if sample.0 >= SEQ_BEYOND_ANY_LIFETIME {
+    /// Whether a run's own clock explains `sample` from its lowest record. A record's clock is
+    /// the start of the cycle its lease counts from, not its write time: a writer whose I/O
+    /// failed (no `IO_HEALTHY`) retries under one value until its lease ends (COLLISION
+    /// 1956477: 32 to 95 under one clock value, taken for forged, and the probe continued
+    /// from 32), so such a record may be up to lease_timeout later than its clock says.
+    /// (Outage survival writes on under permits past that: a long outage's last records still
+    /// raise this alarm, and the probe continues below them.)
+    fn probe_sample_explained(&self, sample: ProbeSample, lowest: Option<ProbeSample>) -> bool {
+        let (seq, mono, _, healthy) = sample;
+        if seq >= SEQ_BEYOND_ANY_LIFETIME {
             return false;
         }
-        let Some((low_seq, low_mono, _)) = lowest else { return true };
-        let min_write_gap = RETRY_MS.min(self.p.timing.interval_ms).max(1);
-        let allowed = 16 + 8 * sample.1.saturating_sub(low_mono) / min_write_gap;
-        sample.0.saturating_sub(low_seq) <= allowed
+        let Some((low_seq, low_mono, _, _)) = lowest else { return true };
+        let t = self.p.timing;
+        let written_by = if healthy { mono } else { mono + t.lease_timeout_ms };
+        let min_write_gap = RETRY_MS.min(t.interval_ms).max(1);
+        let allowed = 16 + 8 * written_by.saturating_sub(low_mono) / min_write_gap;
+        seq.saturating_sub(low_seq) <= allowed
     }
 
     /// The highest sequence of the own block the probe has seen that its run's clock explains.
@@ -440,7 +450,7 @@ impl Agent {
         for (_, samples) in &self.probe_runs {
             let lowest = samples.iter().copied().min_by_key(|s| s.0);
             for &s in samples {
-                if self.probe_sample_explained((s.0, s.1), lowest) {
+                if self.probe_sample_explained(s, lowest) {
                     max = max.max(s.0);
                 }
             }
@@ -574,8 +584,11 @@ impl Agent {
                                 .filter_map(|vol| vol.probe_changing_since)
                                 .min()
                                 .unwrap_or(before);
-                            if finished.saturating_sub(since) > t.io_timeout_ms + 3 * t.interval_ms
-                            {
+                            // A replay is seen until the lag ends and at the read after
+                            // that: up to the lag plus one interval (COLLISION 1956477: a
+                            // 24.07 s lag, seen for 24.37 s, was refused at io_timeout +
+                            // 3·interval = 24.34 s).
+                            if finished.saturating_sub(since) > max_lag_ms(&t) + t.interval_ms {
                                 self.collision(r.incarnation, r.seq);
                                 return;
                             }
@@ -609,4 +622,12 @@ impl Agent {
             }
         }
     }
+}
+
+/// The oldest content a volume may serve (a stale replica, a cache after a failover), as the
+/// probe and the own-block rules assume it: io_timeout + 3·interval. A lag beyond it can make a
+/// dead run's replay look like a second writer (exit 76: the host runs unguarded, never a false
+/// `fenced`). The simulation draws lags up to 4 intervals, within it (io_timeout >= interval).
+pub(super) fn max_lag_ms(t: &Timing) -> u64 {
+    t.io_timeout_ms + 3 * t.interval_ms
 }

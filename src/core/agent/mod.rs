@@ -474,8 +474,9 @@ const PROBE_RUN_SAMPLES: usize = 16;
 /// writes per 250 ms) it takes about 280 000 years. A record above it is forged or corrupted,
 /// whatever else the volume shows, and continuing from it would overflow the sequence.
 const SEQ_BEYOND_ANY_LIFETIME: u64 = 1 << 48;
-/// A record of the own block the probe read: (sequence, the writer's mono clock, volume).
-type ProbeSample = (u64, u64, usize);
+/// A record of the own block the probe read: (sequence, the writer's mono clock, volume,
+/// whether the writer's I/O was healthy: `caps::IO_HEALTHY`).
+type ProbeSample = (u64, u64, usize, bool);
 /// Exit codes the core asks for (sysexits.h values, see `daemon::exit_code`).
 pub const EXIT_UNAVAILABLE: i32 = 69;
 pub const EXIT_HOST_ID_IN_USE: i32 = 76;

@@ -486,7 +486,8 @@ fn a_second_writer_on_the_same_id_is_refused_at_start() {
     twin.incarnation = 77;
     twin.boot_id = [9; 16];
     s.add(twin);
-    s.run(T.io_timeout_ms + 5 * T.interval_ms);
+    // Its changes outlast the lag the probe allows (`lease::max_lag_ms`) and one interval.
+    s.run(lease::max_lag_ms(&T) + 3 * T.interval_ms);
     assert_eq!(s.hosts[1].exit, Some(EXIT_HOST_ID_IN_USE), "the twin kept running");
     assert!(s.hosts[1].pets.is_empty());
     assert_eq!(s.hosts[0].exit, None);
@@ -644,6 +645,43 @@ fn a_second_writer_of_another_incarnation_that_goes_on_is_refused_at_start() {
     assert!(s.host(1).pets.is_empty(), "it armed and petted beside a second writer");
 }
 
+/// COLLISION 1956477: a volume served content 24.07 s old (io_timeout + 3·interval was 24.34 s)
+/// when a host that had retried its writes without renewal self-fenced and rebooted; its new
+/// agent's probe watched the replay of the dead run's retries, seen until the lag ended and at
+/// the read after: 24.37 s of changes, taken for a second writer (exit 76). The probe allows
+/// the lag it assumes plus one interval. The retries (no `IO_HEALTHY`, one clock value: the
+/// start of the cycle the lease counts from) rose faster than that clock explains: they were
+/// taken for forged records, and the probe continued from below them.
+#[test]
+fn a_dead_runs_replay_seen_for_the_lag_and_one_read_more_is_not_a_second_writer() {
+    let mut s = Sim::new(0);
+    let mut replay = fake_of_boot(1, 55, 32, s.now, 5);
+    replay.caps &= !caps::IO_HEALTHY;
+    s.put(&replay);
+    // The run died before this agent started: its replay changes until the lag ends, at most
+    // the lag after the start; the probe sees the last change at its next read, which is slow
+    // (300 ms: the seed's read came 0.3 s after the lag ended).
+    s.add(params(1));
+    let started = s.now;
+    while s.now + 100 < started + lease::max_lag_ms(&T) {
+        s.run(100);
+        replay.seq += 1;
+        s.put(&replay);
+        let after = s.now - started;
+        assert_eq!(s.host(1).exit, None, "refused {after} ms after the start");
+    }
+    s.hung.push(1);
+    s.run(300);
+    s.hung.clear();
+    s.run(T.interval_ms);
+    assert_eq!(s.host(1).exit, None, "a dead run's replay seen for the lag and 300 ms was refused");
+    s.run(3 * T.interval_ms);
+    let h = s.host(1);
+    assert_eq!(h.agent.phase(), Phase::Running, "{:?} {:?}", h.exit, h.events);
+    assert!(events(h, EventKind::Alarm).is_empty(), "{:?}", h.events);
+    assert!(h.agent.seq() > replay.seq, "continued from below the dead run's last record");
+}
+
 /// Soak seed 1614178: a twin's records reached the probing agent first on one volume, and,
 /// after that volume's reads had become slower than another's, first on that other volume. The
 /// probe counted how long changes went on per volume, and only on the volume that showed a
@@ -656,7 +694,7 @@ fn a_second_writer_shown_first_on_one_volume_then_on_another_is_refused_in_time(
     s.put(&twin);
     s.add(AgentParams { volumes: 2, ..params(1) });
     let block = GEO.heartbeat_block(1) as usize;
-    let bound = T.io_timeout_ms + 3 * T.interval_ms;
+    let bound = lease::max_lag_ms(&T) + T.interval_ms;
     let mut waited = 0;
     while s.host(1).exit.is_none() && waited <= bound + T.interval_ms {
         twin.seq += 1;
@@ -694,7 +732,7 @@ fn a_forged_high_sequence_of_a_former_run_does_not_hide_a_second_writer_from_the
     // real value; its writes reach volumes 0 and 1.
     s.run(T.interval_ms);
     let mut twin = fake_of_boot(1, 77, 30, s.now, 7);
-    let bound = T.io_timeout_ms + 3 * T.interval_ms;
+    let bound = lease::max_lag_ms(&T) + T.interval_ms;
     let mut waited = 0;
     while s.host(1).exit.is_none() && waited <= bound + T.interval_ms {
         twin.seq += 1;
