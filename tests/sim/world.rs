@@ -716,6 +716,8 @@ pub struct World {
     /// Per incarnation: (highest seq that reached a volume, when it first did, when the
     /// previous one first did).
     landed: HashMap<u64, (u64, u64, u64)>,
+    /// Per incarnation: the true time it last started a write.
+    last_write_started: HashMap<u64, u64>,
     first_fenced: HashMap<u64, u64>,
     /// Incarnations whose `fenced (manual)` verdict came from an operator's wrong confirm-off
     /// about a silent host: the core followed its rules, so republishing it later (once the
@@ -1019,6 +1021,7 @@ impl World {
             left_during_fencing: HashSet::new(),
             left_unknowable: HashSet::new(),
             landed: HashMap::new(),
+            last_write_started: HashMap::new(),
             first_fenced: HashMap::new(),
             fenced_by_operator_error: HashSet::new(),
             deaths: Vec::new(),
@@ -1800,6 +1803,9 @@ impl World {
                     format!("StartIo vol {volume} cycle {cycle}{desc}, read in {wait} ms"),
                 );
                 let p = self.hosts[h].proc.as_mut().expect("running");
+                if write.is_some() {
+                    self.last_write_started.insert(p.inc, self.t);
+                }
                 let req = IoReq { cycle, started: now.mono, record: write, read_at };
                 p.io_queue[volume].push_back(req);
                 if !p.io_busy[volume] {
@@ -2013,7 +2019,21 @@ impl World {
                     }
                 }
                 let id = self.hosts[h].id;
-                let twin = self.twins.iter().any(|tw| tw.id == id && self.t <= tw.until);
+                // Also after the episode's deadline: the record named is a twin's write started
+                // while this agent ran, and a storage outage held it back (seed 1964490: the
+                // twin's write stalled 217 s and landed after the operator powered it off).
+                let named = message
+                    .split("incarnation ")
+                    .nth(1)
+                    .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+                    .and_then(|n| n.parse::<u64>().ok());
+                let started = self.hosts[h].proc.as_ref().map_or(0, |p| p.started);
+                let twin_wrote_meanwhile = named.is_some_and(|other| {
+                    self.twins.iter().any(|tw| tw.id == id && tw.incs.contains(&other))
+                        && self.last_write_started.get(&other).is_some_and(|&t| t >= started)
+                });
+                let twin = twin_wrote_meanwhile
+                    || self.twins.iter().any(|tw| tw.id == id && self.t <= tw.until);
                 let forged = self.forged_at.get(&id).is_some_and(|&f| f + 4 * self.u >= self.t);
                 if code == EXIT_HOST_ID_IN_USE && twin {
                     self.count("collision detected (exit 76) with a real second writer");
