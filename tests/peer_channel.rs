@@ -275,17 +275,20 @@ fn agents_authenticate_each_other_ignore_forgeries_and_replays_and_see_a_stopped
     let stopped_for = stopped_at.elapsed();
     bed.host(3).signal(Signal::SIGCONT);
     assert!(stopped_for < Duration::from_millis(1_500), "stopped for {stopped_for:?}");
+    // Each report is followed by its recovery. A resumed agent on a loaded machine may miss
+    // one more challenge window while it catches up (CI, 2026-12-06: a second
+    // `peer_unreachable` 34 ms after an answer), so the counts are compared, not fixed.
+    let recovered = |o: u32| {
+        let up = bed.host(o).events_about("peer_reachable", 3).len();
+        up >= 1 && up == bed.host(o).events_about("peer_unreachable", 3).len()
+    };
     wait_for(
         Duration::from_secs(3),
         "hosts 1 and 2 report host 3 reachable again",
-        || [1, 2].iter().all(|&o| !bed.host(o).events_about("peer_reachable", 3).is_empty()),
+        || [1, 2].into_iter().all(recovered),
         || logs(&bed),
     );
     for o in [1, 2] {
-        let e = &bed.host(o).events_about("peer_unreachable", 3);
-        assert_eq!(e.len(), 1, "host {o}: {e:?}");
-        let e = &bed.host(o).events_about("peer_reachable", 3);
-        assert_eq!(e.len(), 1, "host {o}: {e:?}");
         // No event about the hosts that kept answering.
         let other = if o == 1 { 2 } else { 1 };
         assert!(bed.host(o).events_about("peer_unreachable", other).is_empty());

@@ -3254,8 +3254,10 @@ impl World {
         }
         self.count("twin episode: both agents started");
         let t = self.timing;
-        // The probe (1.5 intervals), a few write/read cycles, and late writes (io_timeout).
-        let detect = self.t + 15 * self.u / 10 + 6 * self.u + t.io_timeout_ms * MS;
+        // The probe (1.5 intervals), a few write/read cycles, and late writes (io_timeout); a
+        // probe that watches a run's changes allows the lag it assumes plus one read (seed
+        // 2015748: since COLLISION 1956477 one interval more than before).
+        let detect = self.t + 15 * self.u / 10 + 7 * self.u + t.io_timeout_ms * MS;
         self.twins.push(TwinWatch {
             id: self.hosts[h].id,
             h,
@@ -3377,7 +3379,7 @@ impl World {
             let id = tw.id;
             self.violate(
                 "COLLISION-DETECT",
-                format!("two agents with host id {id} (incarnations {running:?}) have both been running for {} ms without noticing each other ({} ms of it frozen or in storage trouble)", (15 * self.u / 10 + 6 * self.u + self.timing.io_timeout_ms * MS + tw.moved) / MS, tw.moved / MS),
+                format!("two agents with host id {id} (incarnations {running:?}) have both been running for {} ms without noticing each other ({} ms of it frozen or in storage trouble)", (15 * self.u / 10 + 7 * self.u + self.timing.io_timeout_ms * MS + tw.moved) / MS, tw.moved / MS),
             );
         } else {
             self.count("twin episode: the collision was resolved in time");
