@@ -282,6 +282,10 @@ struct Peer {
     /// after it had shown the maximum (one writer per block: only a stale replica or a forged
     /// maximum makes a volume go back).
     went_back: Vec<Option<u64>>,
+    /// Per volume: a value this volume showed that was passed over (another run that did not
+    /// continue the sequence while the current one ran) and is looked at again at the next read.
+    /// Shown before, so not new when it is finally taken (soak seed 2041491).
+    passed_over: Vec<Option<(u64, u64)>>,
     /// Per volume: the CRC-32 of the peer's block when the last read of that volume showed it
     /// unreadable (torn, corrupt); `None` after a record. Changed bytes are a write landing.
     unreadable_last: Vec<Option<u32>>,

@@ -46,7 +46,14 @@ impl Agent {
             if peer.went_back.len() != nvol {
                 peer.went_back.resize(nvol, None);
             }
+            if peer.passed_over.len() != nvol {
+                peer.passed_over.resize(nvol, None);
+            }
             let shown_before = peer.last[v];
+            // New on this volume: shown by a timely read and not already shown by this volume
+            // (a value passed over and looked at again is as old as when it was first read).
+            let passed_over = peer.passed_over[v].take() == Some(value);
+            let fresh = continuous && !passed_over;
             let previous_incarnation = peer.record.as_ref().map(|p| p.incarnation);
             // Only a value newer than anything seen is progress. Incarnation numbers are
             // random, so "another incarnation" does not mean "a newer one": a volume that
@@ -107,7 +114,7 @@ impl Agent {
                             // A value a timely read shows new was written since that volume's
                             // previous read; one from a read after a gap may be as old as the
                             // rest.
-                            if continuous {
+                            if fresh {
                                 e.age_unknown = false;
                             }
                         } else if e.age_unknown {
@@ -118,7 +125,7 @@ impl Agent {
                             // was suspected early; seed 1000958: the same from two old values
                             // on two volumes, one continuing the other, and a host that then
                             // left cleanly was fenced).
-                            *e = Sighting::first(r, new_since, !continuous, e.superseded);
+                            *e = Sighting::first(r, new_since, !fresh, e.superseded);
                         } else {
                             impossible.push((id, e.max_seq, r.seq));
                             continue;
@@ -280,6 +287,7 @@ impl Agent {
                         // is the host's progress (soak seed 170828: a host was suspected
                         // 6 s early for a write passed over here for good).
                         peer.last[v] = shown_before;
+                        peer.passed_over[v] = Some(value);
                         continue;
                     }
                     if peer.seen.len() >= SEEN_INCARNATIONS {
@@ -290,7 +298,7 @@ impl Agent {
                     // the writer's sequence went on meanwhile (seed 114538: a `leaving` record
                     // after a 22 s stall was ignored as a jump, and the host that had left
                     // was BMC-fenced).
-                    peer.seen.push_back(Sighting::first(r, new_since, !continuous, false));
+                    peer.seen.push_back(Sighting::first(r, new_since, !fresh, false));
                     if !continues {
                         // A volume that missed the newer run's writes shows an older run's
                         // last record once the newer one stopped: a rejoin only once that run
@@ -331,7 +339,7 @@ impl Agent {
                         *landed = true;
                     }
                 }
-                if first_landing || !continuous {
+                if first_landing || !fresh {
                     peer.take_record(r);
                     continue;
                 }
@@ -408,8 +416,18 @@ impl Agent {
         }
         for (id, incarnation) in rejoined {
             // A verdict about the incarnation now shown stays: the view only caught up with the
-            // run that was judged (a volume showed an older run's record first).
-            if self.verdicts.get(&id).is_some_and(|v| v.incarnation == incarnation) {
+            // run that was judged (a volume showed an older run's record first). So does a
+            // `fenced` verdict about a later run than the one now shown, until that run is seen
+            // to write (soak seed 2041491: an older run's last values at two heights on two
+            // volumes, read after the fenced run's, dropped a true verdict).
+            let kept = self.verdicts.get(&id).is_some_and(|v| {
+                v.incarnation == incarnation
+                    || (v.kind == VerdictKind::Fenced
+                        && self.peers.get(&id).is_some_and(|p| {
+                            p.record.as_ref().is_some_and(|r| !p.runs_after(r, v))
+                        }))
+            });
+            if kept {
                 continue;
             }
             self.fences.remove(&id);

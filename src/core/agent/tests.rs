@@ -2920,6 +2920,53 @@ fn an_older_runs_values_of_unknown_age_do_not_replace_a_verdict_about_a_later_ru
     assert_eq!(verdict, Some((VerdictKind::Fenced, 2945)));
 }
 
+/// Soak seed 2041491: the same, read in another order. The coordinator restarted and read the
+/// later run B first (volume 0), then run A's values at two heights (volumes 1 and 2). A's
+/// values were passed over while B counted as running, and looked at again at every read; once
+/// B had stopped they were taken as new, at two heights: A "wrote", its record was taken for a
+/// rejoin, and the true verdict about B was dropped while host 3 stayed off. A value a volume
+/// showed before is no newer for having been passed over, and a rejoin that does not show a
+/// run after the fenced one keeps the verdict.
+#[test]
+fn an_older_runs_values_passed_over_at_start_are_not_a_rejoin_later() {
+    let (mut s, older, _) = a_later_run_fenced_after_one_write_on_volume_1(1, 3, |s, older| {
+        let block = GEO.heartbeat_block(3) as usize;
+        s.disks[0][block] = s.disks[1][block].clone();
+        let earlier = Heartbeat { seq: older.seq - 5, ..older.clone() };
+        s.disks[1][block] = encode_heartbeat(&earlier).unwrap();
+    });
+    // The coordinator publishes the verdict, is killed and restarts.
+    s.run(2 * T.interval_ms);
+    s.kill(1);
+    s.run(200);
+    let mut p = AgentParams { volumes: 3, incarnation: 4242, ..params(1) };
+    p.fence_methods.insert(3, FenceMethodKind::Ipmi);
+    s.add(p);
+    s.run(T.interval_ms);
+    // Volume 2 fails for a while (as in the seed), so that volume 1's lower value is taken first
+    // and volume 2's higher one after the gap.
+    s.dead_volumes.push(2);
+    s.run(3 * T.interval_ms);
+    s.dead_volumes.clear();
+    s.run(T.suspect_after_ms + 6 * T.interval_ms);
+    assert_eq!(s.host(1).agent.coordinator(), Some(1));
+    let verdict = s.host(1).agent.verdicts().get(&3).map(|v| (v.kind, v.incarnation));
+    assert_eq!(
+        verdict,
+        Some((VerdictKind::Fenced, 2945)),
+        "the older run's values ended the verdict about the later run: {:?}",
+        events(s.host(1), EventKind::HostUp)
+    );
+    assert!(!s.host(1).fences.contains(&3), "host 1 set out to fence run A again");
+    // A restart of host 3 that writes is a rejoin, whatever its sequence number.
+    let restart = Heartbeat { incarnation: 7777, seq: 1, ..older.clone() };
+    s.put(&restart);
+    s.run(2 * T.interval_ms);
+    s.put(&Heartbeat { seq: 2, ..restart });
+    s.run(2 * T.interval_ms);
+    assert_eq!(s.host(1).agent.verdicts().get(&3), None, "a real rejoin kept the verdict");
+}
+
 /// Two coordinators of a split each took over with `max_gen_seen + 1` and wrote the same
 /// generation; readers (and every republishing host) prefer the lower author's table whatever
 /// it holds. The lower author never merged the other one: it looked only at the newest table
