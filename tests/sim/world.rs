@@ -3291,10 +3291,14 @@ impl World {
         let nvol = self.vols.len();
         let (_, r) = Agent::quorums(nvol);
         let failing = self.timing.io_timeout_ms * MS;
+        // A write cycle is one I/O to the core: the write, the read-back at half an interval
+        // (or when the write returns), each slowed by `extra` (seed 2023222: writes and reads
+        // 4.7 s slower, io_timeout 8.3 s, interval 4.8 s: every cycle failed).
         let troubled = move |x: usize, v: usize| {
+            let slack = 4 * self.hosts[x].base_lat[v];
             self.vol_win[v].iter().chain(&self.link_win[x][v]).filter(move |w| match w.kind {
                 WinKind::Stall | WinKind::Eio => true,
-                WinKind::Slow(extra) => extra >= failing,
+                WinKind::Slow(extra) => extra + extra.max(self.u / 2) + slack >= failing,
                 WinKind::Torn => false,
             })
         };
