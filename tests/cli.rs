@@ -388,6 +388,53 @@ mod readers {
         assert!(!all.contains("is an eligible hbfence running"), "{all}");
     }
 
+    /// A `clear` is done when the table without the verdict is on a write quorum of volumes:
+    /// on one volume of three, a reader of the other two (a read quorum) still shows the
+    /// verdict, and the coordinator may die before it republishes the table elsewhere.
+    #[test]
+    fn clear_is_done_only_when_the_withdrawal_is_on_a_write_quorum() {
+        let v = volumes(3);
+        let spawn_clear = || {
+            std::process::Command::new(super::cluster::BIN)
+                .args(["clear", "2", "--config", v.config.to_str().unwrap()])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let written = |path: &Path| {
+            super::cluster::wait_until(std::time::Duration::from_secs(20), || {
+                mailbox(path, 2).is_some_and(|(c, _)| c == "clear")
+            })
+        };
+        let with_verdict = coordinator(&v, 40, 3, vec![verdict(2, VerdictKind::Fencing, 22)]);
+        for path in &v.paths {
+            put(path, &record(&v, 2, 22, 9));
+            put(path, &with_verdict);
+        }
+        // The withdrawal reaches volume 0 only: not done.
+        let child = spawn_clear();
+        assert!(written(&v.paths[0]), "no clear written");
+        put(&v.paths[0], &coordinator(&v, 41, 4, vec![]));
+        let out = child.wait_with_output().unwrap();
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{all}");
+        assert!(all.contains("reached only 1 of 3 volumes"), "{all}");
+        // It reaches volumes 0 and 1: done.
+        for path in &v.paths {
+            put(path, &with_verdict);
+        }
+        let child = spawn_clear();
+        assert!(written(&v.paths[1]), "no clear written");
+        put(&v.paths[0], &coordinator(&v, 41, 4, vec![]));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        put(&v.paths[1], &coordinator(&v, 42, 4, vec![]));
+        let out = child.wait_with_output().unwrap();
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{all}");
+        assert!(all.contains("verdict fencing cleared"), "{all}");
+    }
+
     /// A table's lineage (verdicts6) is shown by `dump`; a table without one shows none.
     #[test]
     fn dump_shows_a_verdict_tables_lineage() {

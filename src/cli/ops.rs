@@ -6,7 +6,7 @@ use super::{CliError, CliResult};
 use crate::config::{Config, DEFAULT_CONFIG};
 use crate::core::agent::Agent;
 use crate::core::format::{self, caps, Command, Header, VerdictKind};
-use crate::core::view::{merge_views, MergedView, Slot, VolumeView};
+use crate::core::view::{merge_views, table_order, MergedView, Slot, TableOrder, VolumeView};
 use crate::sys;
 use crate::volume::{Access, Volume};
 use serde_json::{json, Value};
@@ -195,6 +195,29 @@ impl Cluster {
     /// The merged reads of a read quorum of the configured volumes.
     fn view(&self) -> Result<MergedView, CliError> {
         read_quorum(&self.volumes, self.config.volumes.len(), &self.errors)
+    }
+    /// How many volumes hold a verdict table newer than `after` without `verdict` (about host
+    /// `id`): where a withdrawal has landed.
+    fn volumes_without(
+        &self,
+        id: u32,
+        verdict: &format::Verdict,
+        after: Option<TableOrder>,
+    ) -> usize {
+        self.volumes
+            .iter()
+            .filter_map(|(vol, h)| read_volume(vol, h).ok())
+            .filter(|reads| {
+                merge_views(reads).table.is_some_and(|t| {
+                    Some(table_order(&t)) > after
+                        && !t.verdicts.iter().any(|v| {
+                            v.host_id == id
+                                && v.incarnation == verdict.incarnation
+                                && v.kind == verdict.kind
+                        })
+                })
+            })
+            .count()
     }
     fn resolve(&self, what: &str, view: &MergedView) -> Result<u32, CliError> {
         let by_record = view.records().find(|r| r.name == what).map(|r| r.host_id);
@@ -830,8 +853,21 @@ pub fn clear(a: &ClearArgs) -> CliResult {
         println!("host {id}: mailbox cleared; there was no verdict about it");
         return Ok(());
     };
-    let (ok, v) =
-        wait_for(&c, limit, |v| v.current_verdict(id).is_none() || later_fenced(v).is_some())?;
+    // Done once the table without the verdict is on a write quorum of volumes: every read
+    // quorum then holds it. On fewer, a reader that cannot read those volumes still shows the
+    // verdict, and a coordinator that dies meanwhile may leave it so.
+    let after = view.table.as_ref().map(table_order);
+    let configured = c.config.volumes.len();
+    let (need, _) = Agent::quorums(configured);
+    let mut withdrawn = 0;
+    let (ok, v) = wait_for(&c, limit, |v| {
+        if later_fenced(v).is_some() {
+            return true;
+        }
+        let rejoined = v.record(id).is_some_and(|r| r.incarnation != before.incarnation);
+        withdrawn = c.volumes_without(id, &before, after);
+        rejoined || (v.current_verdict(id).is_none() && withdrawn >= need)
+    })?;
     if let Some(v) = later_fenced(&v) {
         return Err(fenced_after_read(id, &v, seen));
     }
@@ -841,6 +877,8 @@ pub fn clear(a: &ClearArgs) -> CliResult {
             before.kind.as_str()
         );
         Ok(())
+    } else if withdrawn > 0 {
+        Err(CliError::new(format!("host {id}: the coordinator withdrew the verdict, but its table reached only {withdrawn} of {configured} volumes (a write quorum is {need}): hosts that cannot read those volumes still show the verdict. The coordinator republishes its table on every volume each interval: check the storage and the coordinator (`hbfence status`)")))
     } else {
         Err(CliError::new(format!("host {id}: the coordinator did not clear the verdict; is an eligible hbfence running? (`hbfence status`)")))
     }

@@ -2931,7 +2931,7 @@ fn an_older_runs_values_of_unknown_age_do_not_replace_a_verdict_about_a_later_ru
 fn an_older_runs_values_passed_over_at_start_are_not_a_rejoin_later() {
     let (mut s, older, _) = a_later_run_fenced_after_one_write_on_volume_1(1, 3, |s, older| {
         let block = GEO.heartbeat_block(3) as usize;
-        s.disks[0][block] = s.disks[1][block].clone();
+        s.disks[0][block] = s.disks[1][block];
         let earlier = Heartbeat { seq: older.seq - 5, ..older.clone() };
         s.disks[1][block] = encode_heartbeat(&earlier).unwrap();
     });
