@@ -97,6 +97,21 @@ impl Agent {
                         // past it; a restart after the power-off is another incarnation.
                         continue;
                     }
+                    let above_leaving = matches!(r.state, HostState::Starting | HostState::Active)
+                        && peer.record.as_ref().is_some_and(|p| {
+                            p.incarnation == r.incarnation
+                                && p.state == HostState::Leaving
+                                && p.seq < r.seq
+                        });
+                    if above_leaving {
+                        // A run writes nothing but `leaving` (or `self-fencing`) after its
+                        // `leaving` record: a `starting`/`active` value above it is not the
+                        // run's, also when read after it (soak seed 2060001: a new agent read the
+                        // `leaving` record first, then a forged value far ahead, which took its
+                        // place as a value of unknown age; the host that had left was fenced).
+                        left_below.push((id, r.seq, peer.record.as_ref().map_or(0, |p| p.seq)));
+                        continue;
+                    }
                     if r.seq > e.max_seq {
                         // A writer advances its sequence at most once per cycle, and cycles
                         // are at least min(interval, retry pause) apart (a few more for early

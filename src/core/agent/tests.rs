@@ -3076,6 +3076,35 @@ fn a_leaving_record_below_a_forged_first_value_is_taken() {
     assert!(suspects.is_empty(), "a host that left was suspected: {suspects:?}");
 }
 
+/// Soak seed 2060001: the same values in the other order. A new agent's first reads showed a
+/// run's `leaving` record (sequence 21) on volume 0, then a forged `active` record of that run
+/// far ahead (33344) on volume 1. Values of unknown age, so the higher took the lower's place;
+/// the `leaving` record, unchanged, was never looked at again, and the host that had left was
+/// judged by the forged record, suspected and BMC-fenced. A `starting`/`active` value above a
+/// `leaving` value of the same run is not the run's, in whichever order they are read.
+#[test]
+fn a_forged_value_above_a_leaving_record_read_first_is_not_taken() {
+    let mut s = Sim::with_volumes(0, 2);
+    let leaving = Heartbeat { state: HostState::Leaving, ..fake(2, 4242, 21, 0) };
+    let forged = Heartbeat { seq: 33_344, state: HostState::Active, ..leaving.clone() };
+    let block = GEO.heartbeat_block(2) as usize;
+    s.disks[0][block] = encode_heartbeat(&leaving).unwrap();
+    s.disks[1][block] = encode_heartbeat(&forged).unwrap();
+    let mut p = AgentParams { volumes: 2, ..params(1) };
+    p.fence_methods.insert(2, FenceMethodKind::Ipmi);
+    s.add(p);
+    s.run(3 * T.interval_ms);
+    let status_of_2 = |s: &mut Sim| {
+        s.host(1).agent.peer_views().iter().find(|p| p.id == 2).map(|p| (p.status, p.seq))
+    };
+    assert_eq!(status_of_2(&mut s), Some((PeerStatus::Left, 21)), "the forged value was taken");
+    assert_eq!(events(s.host(1), EventKind::Alarm).len(), 1, "the forged value is an alarm");
+    s.run(T.suspect_after_ms + 3 * T.interval_ms);
+    let suspects = events(s.host(1), EventKind::HostSuspect);
+    assert!(suspects.is_empty(), "a host that left was suspected: {suspects:?}");
+    assert!(s.host(1).fences.is_empty(), "a host that left was fenced");
+}
+
 /// Soak seed 114538: agents started during a 22 s storage stall of the whole cluster. Their first
 /// timely read, right after it, showed a peer's last value from before the stall; the peer's
 /// sequence had gone on through the stall (one per cycle), so its `leaving` record landing
