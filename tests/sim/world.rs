@@ -719,6 +719,10 @@ pub struct World {
     /// Per incarnation: the true time it last started a write.
     last_write_started: HashMap<u64, u64>,
     first_fenced: HashMap<u64, u64>,
+    /// Per incarnation: when a `fenced` verdict about it first appeared in an agent's table,
+    /// whatever the checks made of it (a suspended host's verdict is judged by S1-RESUME and
+    /// is no `first_fenced`; an operator's `clear` after this moment may end it: seed 2080152).
+    first_in_table: HashMap<u64, u64>,
     /// Incarnations whose `fenced (manual)` verdict came from an operator's wrong confirm-off
     /// about a silent host: the core followed its rules, so republishing it later (once the
     /// host writes again, as a new agent) is no new violation (soak seed 21952).
@@ -1023,6 +1027,7 @@ impl World {
             landed: HashMap::new(),
             last_write_started: HashMap::new(),
             first_fenced: HashMap::new(),
+            first_in_table: HashMap::new(),
             fenced_by_operator_error: HashSet::new(),
             deaths: Vec::new(),
             blip: None,
@@ -2247,6 +2252,7 @@ impl World {
         holder: Option<usize>,
         source: &str,
     ) {
+        self.first_in_table.entry(inc).or_insert(self.t);
         let Some(&(ph, pb)) = self.incs.get(&inc) else {
             if inc != 0 {
                 self.violate(
@@ -3392,6 +3398,20 @@ impl World {
 
     // ----- readers of the verdict tables (VERDICTS) -----
 
+    /// The incarnation of host `id`'s record with the highest sequence on volumes `vols` (what a
+    /// reader of them takes for the host's current run).
+    fn newest_record_on(&self, id: u32, vols: &[usize]) -> Option<u64> {
+        vols.iter()
+            .filter_map(|&v| {
+                match format::decode(self.vols[v].current(self.geo.heartbeat_block(id) as usize)) {
+                    format::Decoded::Heartbeat(hb) if hb.cluster == self.cluster => Some(hb),
+                    _ => None,
+                }
+            })
+            .max_by_key(|hb| hb.seq)
+            .map(|hb| hb.incarnation)
+    }
+
     /// A torn landing (or forged record) in some host block of volume `v` since `t`: the
     /// replica it hit may have carried the newest table, and a restart of its writer that
     /// could not read it overwrites it with a record without that table (seed 4859).
@@ -3639,7 +3659,7 @@ impl World {
             // its issuer could have seen it: it names a table generation at least as new as
             // the verdict's stamp (either unknown: any clear after it). One written while the
             // power-off was under way does not end the verdict reached after it (1640719).
-            let judged_at = self.first_fenced.get(&inc).copied().unwrap_or(rv.since);
+            let judged_at = self.first_in_table.get(&inc).copied().unwrap_or(rv.since);
             let cleared = self.op_clear_at.get(&id).is_some_and(|&(c, seen)| {
                 c >= judged_at.min(rv.since)
                     && (rv.stamp == 0 || seen.is_none_or(|g| g >= rv.stamp))
@@ -3677,6 +3697,29 @@ impl World {
                     .all(|x| x.0.iter().all(|&v| self.torn_block_of_a_running_host(v)));
             if blind && dead && !cleared && !rejoined && rv.missing + 1 >= 3 {
                 self.count("reader: the newest table is in torn blocks only");
+                continue;
+            }
+            // Every quorum lacking it holds a `fenced` verdict about another run of the host,
+            // dead too, whose record is the one its readers take for current (the highest
+            // sequence there): that verdict answers them. Sequences order a host's runs only as
+            // far as each run read the other's writes (seed 2080753: run B started while
+            // volume 0 stalled, continued from volume 1's older value and wrote 60-62 there;
+            // volume 0 kept the older run A's 63; B was fenced, and the coordinator's next run
+            // saw A's record as the later one and fenced it: readers show FENCED either way).
+            let covered = tables.iter().filter(|x| !x.2.contains(&(id, inc))).all(|x| {
+                x.2.iter().any(|&(h, other)| {
+                    h == id
+                        && other != inc
+                        && self
+                            .incs
+                            .get(&other)
+                            .is_some_and(|&(oh, ob)| self.hosts[oh].boots[ob].dead_at.is_some())
+                        && self.newest_record_on(id, &x.0) == Some(other)
+                })
+            });
+            if covered && dead && !cleared && !rejoined {
+                self.count("reader: a fenced verdict replaced by one about another dead run that readers take for current");
+                self.reader.remove(&(id, inc));
                 continue;
             }
             let missing = rv.missing + 1;
