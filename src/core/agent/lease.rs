@@ -282,7 +282,9 @@ impl Agent {
             if id == self.p.host_id {
                 continue;
             }
-            let Some(peer) = self.peers.get(&id).filter(|p| p.last_change >= recent) else {
+            let Some(peer) =
+                self.peers.get(&id).filter(|p| p.record.is_some() && p.last_change >= recent)
+            else {
                 continue;
             };
             match &peer.record {

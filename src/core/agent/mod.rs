@@ -867,6 +867,8 @@ impl Agent {
     pub fn peer_views(&self) -> Vec<PeerView> {
         self.peers
             .iter()
+            // Peers of which only torn blocks were read are not shown.
+            .filter(|(_, p)| p.record.is_some())
             .map(|(&id, p)| {
                 let r = p.record.as_ref();
                 PeerView {

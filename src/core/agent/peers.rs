@@ -375,9 +375,19 @@ impl Agent {
         // after that read, so its staleness restarts here (soak seed 19829: a read after a
         // suspend found a live peer's block torn, and the gap counted as no progress; S1).
         // Never a record, never progress for a verdict; only identical bytes are evidence
-        // that nothing landed.
+        // that nothing landed. Remembered for a peer of which no record was read yet too (an
+        // entry without a record, which nothing judges or shows): its first record on this
+        // volume is then a landing (soak seed 2123379: a new agent read the block torn, then a
+        // forged record on the other volume, then the peer's last write over the torn bytes,
+        // which counted for nothing; the dead peer was suspected 9.6 s after that write).
         for &(id, crc) in &view.unreadable {
-            let Some(peer) = self.peers.get_mut(&id).filter(|_| id != own_id) else { continue };
+            if id == own_id {
+                continue;
+            }
+            let peer = self
+                .peers
+                .entry(id)
+                .or_insert_with(|| Peer { last: vec![None; nvol], ..Peer::default() });
             if peer.unreadable_last.len() != nvol {
                 peer.unreadable_last.resize(nvol, None);
             }

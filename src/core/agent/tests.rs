@@ -2077,6 +2077,39 @@ fn a_torn_block_read_after_a_gap_is_no_evidence_that_nothing_landed() {
     assert_eq!(s.verdict(1, 2), Some((VerdictKind::Fenced, FenceMethodKind::Watchdog)));
 }
 
+/// Soak seed 2123379 (HEALTHY): a new agent's first read of volume 0 found a peer's block torn
+/// (its failing writes had landed half-way); volume 1 held a forged record of that run far
+/// ahead, the only record, read next. The peer's next write then landed whole on volume 0. A
+/// block that changed from torn to a record is a write landing, but the torn bytes had not been
+/// remembered (no entry for a peer without a record yet), so the landing counted for nothing:
+/// the staleness ran from the agent's first read, and the peer was suspected 9.6 s after the
+/// write landed (suspect_after 9.8 s). Torn bytes are remembered for a peer not yet seen too.
+#[test]
+fn a_record_landing_over_a_block_torn_at_the_first_read_is_progress() {
+    let mut s = Sim::with_volumes(0, 2);
+    let real = fake(2, 4242, 95, 0);
+    let block = GEO.heartbeat_block(2) as usize;
+    s.disks[0][block] = encode_heartbeat(&real).unwrap();
+    s.disks[0][block][100] ^= 0xff;
+    s.disks[1][block] = encode_heartbeat(&Heartbeat { seq: 33_803, ..real.clone() }).unwrap();
+    s.add(AgentParams { volumes: 2, ..params(1) });
+    // The first reads (volume 0 torn, then volume 1) are done; the next comes an interval later.
+    s.run(T.interval_ms / 2);
+    let landed = s.now;
+    s.disks[0][block] = encode_heartbeat(&Heartbeat { seq: 96, ..real }).unwrap();
+    // Host 2 dies after that write: suspected no earlier than suspect_after after it landed.
+    s.run(T.suspect_after_ms);
+    let since = s.now - landed;
+    let suspects = events(s.host(1), EventKind::HostSuspect);
+    assert!(
+        suspects.is_empty(),
+        "suspected within {since} ms after its write landed (suspect_after {}): {suspects:?}",
+        T.suspect_after_ms
+    );
+    s.run(3 * T.interval_ms);
+    assert_eq!(events(s.host(1), EventKind::HostSuspect).len(), 1, "a dead host never suspected");
+}
+
 /// Issue 10 item 14: a sequence number far ahead of what elapsed time allows is an alarm, not
 /// progress: the peer's real writes must still count.
 #[test]
