@@ -138,7 +138,10 @@ fencing in progress is cancelled (the host is not judged again until its heartbe
 fenced or fence-failed verdict is withdrawn. A clear ends only what it could see: the message \
 names the verdict table generation this command read, and a fenced verdict the coordinator \
 reached after that read (a power-off confirmed while the command ran) stands, because the host \
-is off; the command then says so and exits 1. Run it again to withdraw that verdict too.")]
+is off; the command then says so and exits 1. Run it again to withdraw that verdict too. It \
+reports the verdict cleared once the coordinator's table without it is on a write quorum of \
+volumes (every reader's read quorum then shows it); on fewer it exits 1 and says how many \
+volumes the withdrawal reached.")]
     Clear(ops::ClearArgs),
     /// Is the watchdog usable? Which driver, which timeouts, who holds it (without arming it).
     TestWatchdog(ops::TestWatchdogArgs),
