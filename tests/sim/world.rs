@@ -583,6 +583,14 @@ struct TwinWatch {
     moved: u64,
 }
 
+/// Where copies of a `fenced` verdict are (`World::copies`).
+struct Copies {
+    on_a_volume: bool,
+    lagging: bool,
+    to_land: bool,
+    held: bool,
+}
+
 /// What a reader of a read quorum of volumes knows about one `fenced` verdict (VERDICTS).
 #[derive(Clone, Copy)]
 struct ReaderVerdict {
@@ -3444,6 +3452,12 @@ impl World {
     /// nobody can show it until a coordinator judges the host again (seeds 103055, 147335,
     /// 166819: the only replicas torn during an outage, their writers rebooted).
     fn no_copy_left(&self, id: u32, inc: u64) -> bool {
+        let c = self.copies(id, inc);
+        !(c.on_a_volume || c.lagging || c.to_land || c.held)
+    }
+
+    /// Where copies of a `fenced` verdict are now (see [`World::no_copy_left`]).
+    fn copies(&self, id: u32, inc: u64) -> Copies {
         let carries = |data: &format::Block| match format::decode(data) {
             format::Decoded::Heartbeat(hb) => hb
                 .verdicts
@@ -3464,7 +3478,7 @@ impl World {
         let held = self.hosts.iter().any(|host| {
             host.proc.as_ref().is_some_and(|p| !p.exited && p.agent.holds_fenced_verdict(id, inc))
         });
-        !(on_a_volume || lagging || to_land || held)
+        Copies { on_a_volume, lagging, to_land, held }
     }
 
     fn torn_host_block(&self, v: usize) -> bool {
@@ -3690,7 +3704,14 @@ impl World {
                 self.holders.remove(&(id, inc));
                 continue;
             }
+            // No replica on any volume and no agent holding it, and no agent dropped it: the
+            // only copies are writes still in flight (or a lagging volume's), which no reader
+            // sees until they land (seed 2229731: the only replica torn by its writer's failing
+            // writes in an outage, the writer killed, its last write stuck in a stall).
+            let copies = self.copies(id, inc);
+            let unseen = !dropped_by_an_agent && !copies.on_a_volume && !copies.held;
             let blind = lost_replicas
+                || unseen
                 || tables
                     .iter()
                     .filter(|x| !x.2.contains(&(id, inc)))
