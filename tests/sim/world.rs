@@ -3366,6 +3366,30 @@ impl World {
         // 1200466, 1201533: a 37.9 s stall of a probe's first read; an episode that began in
         // a 21.4 s stall); the operator's power-off of the twin machine waits as long.
         let w = &self.twins[idx];
+        // A probe still watching takes a run whose changes outlast the lag it allows (L +
+        // interval, L = io_timeout + 3·interval) for a second writer, counted from the first
+        // change it saw: the deadline is never before the first twin write plus that and one
+        // read (seed 2266848: a lagging volume held both probes for 6 intervals, io_timeout
+        // 139 s against an interval of 7.9 s; the other twin refused the first at that bound,
+        // 12 s after the usual deadline).
+        let first_write = self.landings[w.id as usize - 1]
+            .iter()
+            .flatten()
+            .filter(|l| l.0 >= w.from && w.incs.contains(&l.1))
+            .map(|l| l.0)
+            .min();
+        let probe_bound = first_write.map(|f| f + self.timing.io_timeout_ms * MS + 5 * self.u);
+        if let Some(bound) = probe_bound.filter(|&b| b > self.t) {
+            self.count(
+                "twin episode: deadline moved (a probe's lag allowance from the first twin write)",
+            );
+            let late = bound + 10 * self.u + self.timing.io_timeout_ms * MS;
+            let w = &mut self.twins[idx];
+            w.until = w.until.max(late);
+            self.at(bound, Ev::TwinDeadline { idx });
+            return;
+        }
+        let w = &self.twins[idx];
         let owed = self.io_trouble(w.h, w.tw, w.from, self.t) + w.frozen + self.twin_history(idx);
         if owed > w.moved {
             let (more, first) = (owed - w.moved, w.moved == 0);
